@@ -1,0 +1,104 @@
+/**
+ * Element IDs: `<kind>://<store>/<name>`, e.g. `image://local/busybox`.
+ * Parsed once at the edge; inside lessl only the parsed form travels.
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
+import { invalidEntry, type InvalidEntry } from './errors.js';
+
+/** The four kinds of element lessl manages. */
+export const ELEMENT_KINDS = ['image', 'volume', 'task', 'executor'] as const;
+/** One of `image | volume | task | executor`. */
+export type ElementKind = (typeof ELEMENT_KINDS)[number];
+
+/** A parsed element ID. `key` is the canonical string form. */
+export interface ElementId {
+  readonly kind: ElementKind;
+  readonly store: string;
+  readonly name: string;
+  readonly key: string;
+}
+
+/** A store address: `<kind>://<store>`. */
+export interface StoreRef {
+  readonly kind: ElementKind;
+  readonly store: string;
+}
+
+const STORE_RE = /^[a-z0-9](?:[a-z0-9._-]{0,62})$/;
+const NAME_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9._\-/:@]{0,253})$/;
+
+/** True when `k` is an element kind. */
+export const isElementKind = (k: unknown): k is ElementKind =>
+  typeof k === 'string' && (ELEMENT_KINDS as readonly string[]).includes(k);
+
+/** Renders an ID (or its parts) as `<kind>://<store>/<name>`. */
+export const formatId = (id: Pick<ElementId, 'kind' | 'store' | 'name'>): string =>
+  `${id.kind}://${id.store}/${id.name}`;
+
+/** Renders a store address as `<kind>://<store>`. */
+export const formatStore = (s: StoreRef): string => `${s.kind}://${s.store}`;
+
+/**
+ * Builds an ID from its parts, validating each.
+ * @example makeId('image', 'local', 'busybox') // Right({ key: 'image://local/busybox', ... })
+ */
+export const makeId = (kind: string, store: string, name: string): E.Either<InvalidEntry, ElementId> => {
+  const raw = `${kind}://${store}/${name}`;
+  if (!isElementKind(kind))
+    return E.left(invalidEntry(`unknown element kind "${kind}" in ID`, raw, ['id'], { kind }));
+  if (!STORE_RE.test(store))
+    return E.left(invalidEntry(`invalid store name "${store}" in ID`, raw, ['id'], { store }));
+  if (!NAME_RE.test(name) || name.includes('..') || name.endsWith('/') || name.includes('//'))
+    return E.left(invalidEntry(`invalid element name "${name}" in ID`, raw, ['id'], { name }));
+  return E.right({ kind, store, name, key: raw });
+};
+
+/**
+ * Parses `<kind>://<store>/<name>`. Never throws: anything else is `InvalidEntry`.
+ * @example parseId('volume://nfs1/home') // Right({ kind: 'volume', store: 'nfs1', name: 'home', ... })
+ */
+export const parseId = (input: unknown): E.Either<InvalidEntry, ElementId> => {
+  if (typeof input !== 'string')
+    return E.left(invalidEntry('an element ID must be a string', String(input), ['id']));
+  const m = /^([a-z]+):\/\/([^/]*)\/(.*)$/.exec(input);
+  if (m === null)
+    return E.left(
+      invalidEntry(`malformed element ID "${input}": expected <kind>://<store>/<name>`, input, ['id']),
+    );
+  return makeId(m[1] ?? '', m[2] ?? '', m[3] ?? '');
+};
+
+/** Parses a store address `<kind>://<store>`. */
+export const parseStoreRef = (input: unknown): E.Either<InvalidEntry, StoreRef> => {
+  if (typeof input !== 'string') return E.left(invalidEntry('a store address must be a string', '', ['store']));
+  const m = /^([a-z]+):\/\/([^/]+)\/?$/.exec(input);
+  if (m === null || !isElementKind(m[1]) || !STORE_RE.test(m[2] ?? ''))
+    return E.left(invalidEntry(`malformed store address "${input}": expected <kind>://<store>`, input, ['store']));
+  return E.right({ kind: m[1], store: m[2] ?? '' });
+};
+
+/** True when `u` is an already-parsed element ID. */
+export const isElementId = (u: unknown): u is ElementId =>
+  typeof u === 'object' &&
+  u !== null &&
+  typeof (u as ElementId).key === 'string' &&
+  E.isRight(parseId((u as ElementId).key));
+
+/** io-ts codec: decodes the string form to an `ElementId`, encodes back to the string. */
+export const ElementIdC = new t.Type<ElementId, string, unknown>(
+  'ElementId',
+  isElementId,
+  (u, c) => {
+    const r = parseId(u);
+    return E.isRight(r) ? t.success(r.right) : t.failure(u, c, r.left.message);
+  },
+  (id) => id.key,
+);
+
+/** Accepts either a string or a parsed ID, so callers can pass what they have. */
+export type IdLike = string | ElementId;
+
+/** Normalizes an `IdLike` into a parsed ID. */
+export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> =>
+  typeof id === 'string' ? parseId(id) : isElementId(id) ? E.right(id) : parseId((id as { key?: unknown }).key);

@@ -1,0 +1,15 @@
+/**
+ * @lessl/core: the contracts every lessl backend implements.
+ * @packageDocumentation
+ */
+export * from './id.js';
+export * from './errors.js';
+export * from './metadata.js';
+export * from './element.js';
+export * from './checksum.js';
+export * from './filter.js';
+export * from './store.js';
+export * from './composition.js';
+export * from './events.js';
+export * from './task.js';
+export * from './promise.js';
