@@ -145,7 +145,14 @@ export type CreateError =
   | Unsupported
   | Unavailable;
 /** What `read` and `list` can answer. */
-export type ReadError = UnknownLocation | InvalidEntry | NotFound | InvalidFilterSpec | PermissionDenied | Unavailable;
+export type ReadError =
+  | UnknownLocation
+  | InvalidEntry
+  | NotFound
+  | InvalidFilterSpec
+  | PermissionDenied
+  | RuntimeError
+  | Unavailable;
 /** What `update` can answer. */
 export type UpdateError =
   | UnknownLocation

@@ -1,0 +1,290 @@
+/**
+ * The registry: element records, rw metadata, revisions, the reference index, composition
+ * records, write intents and the event log, in one `level` database.
+ *
+ * Every change is one atomic batch together with its events; events are published only after
+ * the batch is durable. Writes are group-committed: while one batch is in flight, later changes
+ * queue and go out together in the next one, in order.
+ *
+ * Key layout (utf8 keys, JSON values):
+ *   e!<id>   element record        x!<executor>  composition record
+ *   p!<id>   write intent          l!<seq:16>    event        m!seq  last seq
+ */
+import { Level } from 'level';
+import { MemoryLevel } from 'memory-level';
+import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
+import * as E from 'fp-ts/lib/Either.js';
+import {
+  ElementJsonC,
+  elementToJson,
+  type Element,
+  type ExecutorOptions,
+  type LesslEvent,
+  type MemberState,
+} from '@lessl/core';
+import { EventHub } from './hub.js';
+import { KeyedLock } from './lock.js';
+
+/** A level database with string keys and values. */
+export type StringLevel = AbstractLevel<string, string, string>;
+
+/** A member as persisted. */
+export interface MemberRecord {
+  readonly id: string;
+  readonly mountpoint?: string;
+  readonly readOnly: boolean;
+  readonly state: MemberState;
+}
+
+/** The persisted composition of an executor. */
+export interface CompositionRecord {
+  readonly executor: string;
+  readonly options: ExecutorOptions;
+  readonly members: readonly MemberRecord[];
+}
+
+/** A write intent: recorded before a backend makes an external object, cleared with the record. */
+export interface Intent {
+  readonly id: string;
+  readonly started: string;
+  readonly detail?: Readonly<Record<string, unknown>>;
+}
+
+/** An event before it has a seq and time. */
+export type EventDraft = Omit<LesslEvent, 'seq' | 'time'>;
+
+/** One atomic change. */
+export interface Change {
+  readonly put?: readonly Element[];
+  readonly del?: readonly string[];
+  readonly putComposition?: readonly CompositionRecord[];
+  readonly delComposition?: readonly string[];
+  readonly putIntent?: readonly Intent[];
+  readonly delIntent?: readonly string[];
+  readonly events?: readonly EventDraft[];
+}
+
+/** How to open a registry. */
+export type RegistryOptions =
+  | { readonly location: string }
+  | { readonly memory: true }
+  | { readonly db: StringLevel }
+  | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined };
+
+const SEQ_KEY = 'm!seq';
+const seqKey = (n: number): string => `l!${String(n).padStart(16, '0')}`;
+
+interface Pending {
+  readonly change: Change;
+  readonly resolve: (ev: LesslEvent[]) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** The registry. Open with `Registry.open`. */
+export class Registry {
+  private readonly elements = new Map<string, Element>();
+  private readonly children = new Map<string, Set<string>>();
+  private readonly users = new Map<string, Set<string>>();
+  private readonly compositions = new Map<string, CompositionRecord>();
+  private readonly intents = new Map<string, Intent>();
+  private seq = 0;
+  private queue: Pending[] = [];
+  private writing = false;
+  private closed = false;
+  /** Per-element locks, shared by the stores and the composer. */
+  readonly locks = new KeyedLock();
+  /** The event hub of this registry. */
+  readonly events: EventHub;
+
+  private constructor(private readonly db: StringLevel) {
+    this.events = new EventHub((from, to, limit) => this.readEvents(from, to, limit), 0);
+  }
+
+  /** Opens (and loads) a registry: on disk with `location`, in memory with `memory: true` (the default). */
+  static async open(opts: RegistryOptions = {}): Promise<Registry> {
+    const db: StringLevel =
+      'db' in opts && opts.db !== undefined
+        ? opts.db
+        : 'location' in opts && opts.location !== undefined
+          ? (new Level<string, string>(opts.location, { valueEncoding: 'utf8' }) as unknown as StringLevel)
+          : (new MemoryLevel<string, string>({ valueEncoding: 'utf8' }) as unknown as StringLevel);
+    await db.open();
+    const r = new Registry(db);
+    await r.load();
+    return r;
+  }
+
+  private async load(): Promise<void> {
+    const seq = await this.db.get(SEQ_KEY);
+    this.seq = seq === undefined ? 0 : Number(seq);
+    for await (const [k, v] of this.db.iterator({ gte: 'e!', lt: 'e"' })) {
+      const d = ElementJsonC.decode(JSON.parse(v));
+      if (E.isLeft(d)) throw new Error(`registry: corrupt element record ${k}`);
+      this.indexPut(d.right);
+    }
+    for await (const [, v] of this.db.iterator({ gte: 'x!', lt: 'x"' })) this.indexComposition(JSON.parse(v) as CompositionRecord);
+    for await (const [, v] of this.db.iterator({ gte: 'p!', lt: 'p"' })) {
+      const i = JSON.parse(v) as Intent;
+      this.intents.set(i.id, i);
+    }
+    (this.events as unknown as { published: number }).published = this.seq;
+  }
+
+  // ---- reads (from the cache; it mirrors what is durable) ---------------
+
+  /** The element with this ID, if any. */
+  get(id: string): Element | undefined {
+    return this.elements.get(id);
+  }
+  /** Every element, in ID order. */
+  all(): Element[] {
+    return [...this.elements.values()].sort((a, b) => (a.id.key < b.id.key ? -1 : a.id.key > b.id.key ? 1 : 0));
+  }
+  /** Direct children of an element. */
+  childrenOf(id: string): string[] {
+    return [...(this.children.get(id) ?? [])].sort();
+  }
+  /** Executors whose composition includes this element. */
+  usersOf(id: string): string[] {
+    return [...(this.users.get(id) ?? [])].sort();
+  }
+  /** The composition of an executor. */
+  composition(executor: string): CompositionRecord | undefined {
+    return this.compositions.get(executor);
+  }
+  /** Write intents left by an interrupted create (recovered by backends on open). */
+  pendingIntents(): Intent[] {
+    return [...this.intents.values()];
+  }
+  /** Last durable seq. */
+  lastSeq(): number {
+    return this.seq;
+  }
+
+  /** Durable events with `from <= seq <= to`, at most `limit`. */
+  async readEvents(from: number, to: number, limit: number): Promise<LesslEvent[]> {
+    const out: LesslEvent[] = [];
+    const it = this.db.iterator({ gte: seqKey(from), lte: seqKey(to), limit, keys: false });
+    try {
+      for (;;) {
+        const page = await it.nextv(Math.min(limit, 1000));
+        if (page.length === 0) break;
+        for (const [, v] of page) out.push(JSON.parse(v as string) as LesslEvent);
+        if (out.length >= limit) break;
+      }
+    } finally {
+      await it.close();
+    }
+    return out;
+  }
+
+  // ---- writes ---------------------------------------------------------
+
+  /** Commits one change atomically; resolves with its events once durable and published. */
+  commit(change: Change): Promise<LesslEvent[]> {
+    if (this.closed) return Promise.reject(new Error('registry is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ change, resolve, reject });
+      if (!this.writing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.writing = true;
+    while (this.queue.length > 0) {
+      const group = this.queue;
+      this.queue = [];
+      const startSeq = this.seq;
+      let seq = startSeq;
+      const time = new Date().toISOString();
+      const ops: AbstractBatchOperation<StringLevel, string, string>[] = [];
+      const stamped: LesslEvent[][] = [];
+      for (const { change: c } of group) {
+        for (const e of c.put ?? []) ops.push({ type: 'put', key: `e!${e.id.key}`, value: JSON.stringify(elementToJson(e)) });
+        for (const k of c.del ?? []) ops.push({ type: 'del', key: `e!${k}` });
+        for (const x of c.putComposition ?? []) ops.push({ type: 'put', key: `x!${x.executor}`, value: JSON.stringify(x) });
+        for (const k of c.delComposition ?? []) ops.push({ type: 'del', key: `x!${k}` });
+        for (const i of c.putIntent ?? []) ops.push({ type: 'put', key: `p!${i.id}`, value: JSON.stringify(i) });
+        for (const k of c.delIntent ?? []) ops.push({ type: 'del', key: `p!${k}` });
+        const evs: LesslEvent[] = [];
+        for (const d of c.events ?? []) {
+          const e: LesslEvent = { seq: ++seq, time, type: d.type, id: d.id, revision: d.revision, detail: d.detail };
+          ops.push({ type: 'put', key: seqKey(e.seq), value: JSON.stringify(e) });
+          evs.push(e);
+        }
+        stamped.push(evs);
+      }
+      if (seq !== startSeq) ops.push({ type: 'put', key: SEQ_KEY, value: String(seq) });
+      try {
+        await this.db.batch(ops);
+      } catch (err) {
+        for (const p of group) p.reject(err);
+        continue;
+      }
+      this.seq = seq;
+      group.forEach((p, i) => {
+        this.apply(p.change);
+        const evs = stamped[i] ?? [];
+        this.events.publish(evs);
+        p.resolve(evs);
+      });
+    }
+    this.writing = false;
+  }
+
+  private apply(c: Change): void {
+    for (const k of c.del ?? []) this.indexDel(k);
+    for (const e of c.put ?? []) this.indexPut(e);
+    for (const k of c.delComposition ?? []) this.indexDelComposition(k);
+    for (const x of c.putComposition ?? []) this.indexComposition(x);
+    for (const k of c.delIntent ?? []) this.intents.delete(k);
+    for (const i of c.putIntent ?? []) this.intents.set(i.id, i);
+  }
+
+  private indexPut(e: Element): void {
+    const prev = this.elements.get(e.id.key);
+    if (prev?.parent !== undefined && prev.parent.key !== e.parent?.key) this.children.get(prev.parent.key)?.delete(e.id.key);
+    this.elements.set(e.id.key, e);
+    if (e.parent !== undefined) {
+      let s = this.children.get(e.parent.key);
+      if (s === undefined) this.children.set(e.parent.key, (s = new Set()));
+      s.add(e.id.key);
+    }
+  }
+  private indexDel(k: string): void {
+    const prev = this.elements.get(k);
+    if (prev === undefined) return;
+    this.elements.delete(k);
+    if (prev.parent !== undefined) {
+      const s = this.children.get(prev.parent.key);
+      s?.delete(k);
+      if (s?.size === 0) this.children.delete(prev.parent.key);
+    }
+  }
+  private indexComposition(x: CompositionRecord): void {
+    this.indexDelComposition(x.executor);
+    this.compositions.set(x.executor, x);
+    for (const m of x.members) {
+      let s = this.users.get(m.id);
+      if (s === undefined) this.users.set(m.id, (s = new Set()));
+      s.add(x.executor);
+    }
+  }
+  private indexDelComposition(executor: string): void {
+    const prev = this.compositions.get(executor);
+    if (prev === undefined) return;
+    this.compositions.delete(executor);
+    for (const m of prev.members) {
+      const s = this.users.get(m.id);
+      s?.delete(executor);
+      if (s?.size === 0) this.users.delete(m.id);
+    }
+  }
+
+  /** Waits for queued writes, then closes the database. */
+  async close(): Promise<void> {
+    while (this.writing || this.queue.length > 0) await new Promise((r) => setTimeout(r, 1));
+    this.closed = true;
+    await this.db.close();
+  }
+}

@@ -1,0 +1,362 @@
+/**
+ * The generic element store (abstract-level style): the public method validates and
+ * normalizes, the driver makes the backend object, the registry persists it with its event.
+ * One `KindStore` serves every configured location of its kind, routing by the ID's store.
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import {
+  allowAll,
+  decodeTaskSpec,
+  hashing,
+  invalidEntry,
+  invalidLocation,
+  invalidParent,
+  inUse,
+  isDataSource,
+  isLesslError,
+  DataError,
+  checksumMismatch,
+  formatChecksum,
+  matches,
+  nameCollision,
+  notFound,
+  parseChecksum,
+  parseId,
+  permissionDenied,
+  project,
+  runtimeError,
+  toId,
+  unknownLocation,
+  unknownParent,
+  unsupported,
+  validateCreateMetadata,
+  validateListFilter,
+  validatePatch,
+  validateReadFilter,
+  applyPatch,
+  conflict,
+  type AnyError,
+  type Authorizer,
+  type CallContext,
+  type CreateError,
+  type CreateRequest,
+  type DeleteError,
+  type Element,
+  type ElementId,
+  type ElementKind,
+  type ElementStore,
+  type IdLike,
+  type ListFilter,
+  type MetadataPatch,
+  type Operation,
+  type ReadError,
+  type ReadFilter,
+  type StoreConfig,
+  type TaskSpec,
+  type UpdateError,
+  type UpdateOptions,
+} from '@lessl/core';
+import type { ElementDriver, ExecutorDriver, VerifiedData } from './drivers.js';
+import type { Registry } from './registry.js';
+
+/** Shared wiring of the stores and the composer. */
+export interface Wiring {
+  readonly registry: Registry;
+  readonly stores: ReadonlyMap<string, StoreConfig>;
+  readonly authorize: Authorizer;
+  readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task: ElementDriver };
+  readonly executor: ExecutorDriver;
+}
+
+/** `<kind>://<store>` of a config. */
+export const storeKey = (c: { kind: string; name: string }): string => `${c.kind}://${c.name}`;
+
+const now = (): string => new Date().toISOString();
+const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
+
+/** Runs an async body; anything thrown becomes RuntimeError (or the DataError it carries). */
+export const guard =
+  <Er, A>(id: string, body: () => Promise<E.Either<Er, A>>): TaskEither<Er | ReturnType<typeof runtimeError>, A> =>
+  async () => {
+    try {
+      return await body();
+    } catch (err) {
+      if (err instanceof DataError) return E.left(err.error as never);
+      if (isLesslError(err)) return E.left(err as never);
+      return E.left(runtimeError(id, `unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err));
+    }
+  };
+
+/** Resolves an ID against a kind store: parsed ID and its store config, or the error. */
+export const route = (
+  w: Wiring,
+  kind: ElementKind,
+  raw: IdLike,
+): E.Either<ReturnType<typeof invalidEntry> | ReturnType<typeof unknownLocation>, { id: ElementId; store: StoreConfig }> => {
+  const p = toId(raw);
+  if (E.isLeft(p)) return p;
+  const id = p.right;
+  if (id.kind !== kind)
+    return E.left({ ...unknownLocation(id.key, `${id.kind}://${id.store}`), message: `unknown location: the ${kind} store has no location ${id.kind}://${id.store}` });
+  const store = w.stores.get(`${kind}://${id.store}`);
+  if (store === undefined) return E.left(unknownLocation(id.key, `${kind}://${id.store}`));
+  return E.right({ id, store });
+};
+
+const policyAllows = (s: StoreConfig, op: Operation): boolean => {
+  const p = s.policy ?? 'read-write';
+  if (p === 'read-write') return true;
+  if (p === 'read-only') return op === 'read' || op === 'list';
+  return op !== 'update' && op !== 'delete'; // create-only
+};
+
+/** The store for one kind, over every configured location of it. */
+export class KindStore implements ElementStore {
+  constructor(
+    private readonly w: Wiring,
+    readonly kind: ElementKind,
+  ) {}
+
+  private get driver(): ElementDriver | undefined {
+    return this.kind === 'executor' ? undefined : this.w.drivers[this.kind];
+  }
+
+  create(req: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
+    const rawId = typeof req?.id === 'string' ? req.id : (req?.id?.key ?? '');
+    return guard<CreateError, Element>(rawId, async () => {
+      if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
+      const r = route(this.w, this.kind, req.id);
+      if (E.isLeft(r)) return r;
+      const { id, store } = r.right;
+      if (!policyAllows(store, 'create')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'create'));
+      if (!this.w.authorize(principalOf(ctx), 'create', id.key)) return E.left(permissionDenied(id.key, principalOf(ctx), 'create'));
+      const md = validateCreateMetadata(id.key, req.ro, req.rw);
+      if (E.isLeft(md)) return md;
+      const checksum = req.checksum === undefined ? undefined : parseChecksum(id.key, req.checksum);
+      if (checksum !== undefined && E.isLeft(checksum)) return checksum;
+      if (req.data !== undefined && !isDataSource(req.data))
+        return E.left(invalidEntry('data must be bytes or an async iterable of bytes', id.key, ['data']));
+      if (checksum !== undefined && req.data === undefined)
+        return E.left(invalidEntry('a checksum was given without data', id.key, ['checksum']));
+      const driver = this.driver;
+      if (req.data !== undefined && driver?.supportsData !== true)
+        return E.left(unsupported(id.key, `data for ${this.kind} elements`));
+      let spec: TaskSpec | undefined;
+      if (this.kind === 'task') {
+        const s = decodeTaskSpec(id.key, req.spec);
+        if (E.isLeft(s)) return s;
+        spec = s.right;
+      } else if (req.spec !== undefined) return E.left(invalidEntry(`only tasks take a spec`, id.key, ['spec']));
+      const options = req.options ?? {};
+      if (typeof options !== 'object' || options === null || Array.isArray(options))
+        return E.left(invalidEntry('options must be an object', id.key, ['options']));
+      let parentId: ElementId | undefined;
+      if (req.parent !== undefined) {
+        const p = toId(req.parent);
+        if (E.isLeft(p)) return E.left(invalidEntry(`malformed parent ID: ${p.left.message}`, id.key, ['parent']));
+        parentId = p.right;
+      }
+      const reg = this.w.registry;
+      return reg.locks.with(parentId === undefined ? [id.key] : [id.key, parentId.key], async () => {
+        if (reg.get(id.key) !== undefined || reg.pendingIntents().some((i) => i.id === id.key))
+          return E.left(nameCollision(id.key));
+        let parent: Element | undefined;
+        if (parentId !== undefined) {
+          if (store.parents === false) return E.left(invalidParent(id.key, parentId.key, `store ${store.kind}://${store.name} does not allow parents`));
+          if (parentId.kind !== id.kind)
+            return E.left(invalidParent(id.key, parentId.key, `a ${parentId.kind} cannot be the parent of a ${id.kind}`));
+          if (parentId.key === id.key) return E.left(invalidParent(id.key, parentId.key, 'an element cannot be its own parent'));
+          parent = reg.get(parentId.key);
+          if (parent === undefined) return E.left(unknownParent(id.key, parentId.key));
+          if (this.kind === 'task' || this.kind === 'executor')
+            return E.left(invalidParent(id.key, parentId.key, `${this.kind} elements have no parents`));
+        }
+        const data: VerifiedData | undefined =
+          req.data === undefined
+            ? undefined
+            : (() => {
+                const h = hashing(id.key, req.data);
+                return {
+                  stream: h.stream,
+                  verify: () => {
+                    const got = h.digest();
+                    if (checksum !== undefined && E.isRight(checksum) && formatChecksum(checksum.right) !== got)
+                      return E.left(checksumMismatch(id.key, formatChecksum(checksum.right), got));
+                    return E.right(got);
+                  },
+                };
+              })();
+        const external = driver?.external === true;
+        if (external) await reg.commit({ putIntent: [{ id: id.key, started: now(), detail: { kind: id.kind } }] });
+        const made =
+          driver === undefined
+            ? E.right<CreateError, { attributes: Readonly<Record<string, unknown>>; checksum?: string }>({ attributes: { state: 'empty' } })
+            : await driver
+                .create({
+                  id,
+                  store,
+                  ...(parent === undefined ? {} : { parent }),
+                  ...(data === undefined ? {} : { data }),
+                  ro: md.right.ro,
+                  rw: md.right.rw,
+                  ...(spec === undefined ? {} : { spec }),
+                  options,
+                  ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
+                })
+                .catch((err: unknown) =>
+                  E.left<CreateError>(err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${String(err)}`, err)),
+                );
+        const t = now();
+        const element = (attributes: Readonly<Record<string, unknown>>, digest?: string): Element => ({
+          id,
+          ...(parent === undefined ? {} : { parent: parent.id }),
+          ro: md.right.ro,
+          rw: md.right.rw,
+          ...(digest === undefined ? {} : { checksum: digest }),
+          revision: 1,
+          created: t,
+          modified: t,
+          attributes: { ...attributes },
+        });
+        if (E.isLeft(made)) {
+          if (external) await reg.commit({ delIntent: [id.key] });
+          return made;
+        }
+        const verified = data?.verify();
+        if (verified !== undefined && E.isLeft(verified)) {
+          await driver?.destroy(element(made.right.attributes)).catch(() => undefined);
+          if (external) await reg.commit({ delIntent: [id.key] });
+          return verified;
+        }
+        const el = element(made.right.attributes, made.right.checksum ?? (verified === undefined ? undefined : verified.right));
+        try {
+          await reg.commit({
+            put: [el],
+            ...(external ? { delIntent: [id.key] } : {}),
+            events: [
+              {
+                type: 'created',
+                id: id.key,
+                revision: 1,
+                detail: { ...(parent === undefined ? {} : { parent: parent.id.key }), ...(el.checksum === undefined ? {} : { checksum: el.checksum }) },
+              },
+            ],
+          });
+        } catch (err) {
+          await driver?.destroy(el).catch(() => undefined);
+          return E.left(runtimeError(id.key, 'could not persist the element', err));
+        }
+        return E.right(el);
+      });
+    });
+  }
+
+  read(rawId: IdLike, filter?: ReadFilter, ctx?: CallContext): TaskEither<ReadError, Element> {
+    return guard<ReadError, Element>(String(typeof rawId === 'string' ? rawId : rawId?.key), async () => {
+      const r = route(this.w, this.kind, rawId);
+      if (E.isLeft(r)) return r;
+      const { id } = r.right;
+      const f = validateReadFilter(id.key, filter);
+      if (E.isLeft(f)) return f;
+      const el = this.w.registry.get(id.key);
+      if (el === undefined) return E.left(notFound(id.key));
+      if (!this.w.authorize(principalOf(ctx), 'read', id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), 'read'));
+      return E.right(project(el, f.right));
+    });
+  }
+
+  update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, ctx?: CallContext): TaskEither<UpdateError, Element> {
+    return guard<UpdateError, Element>(String(typeof rawId === 'string' ? rawId : rawId?.key), async () => {
+      const r = route(this.w, this.kind, rawId);
+      if (E.isLeft(r)) return r;
+      const { id, store } = r.right;
+      if (!policyAllows(store, 'update')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'update'));
+      const ifRev = opts?.ifRevision;
+      if (ifRev !== undefined && (!Number.isInteger(ifRev) || ifRev < 0))
+        return E.left(invalidEntry('ifRevision must be a non-negative integer', id.key, ['ifRevision']));
+      const reg = this.w.registry;
+      return reg.locks.with([id.key], async () => {
+        const el = reg.get(id.key);
+        if (el === undefined) return E.left(notFound(id.key));
+        if (!this.w.authorize(principalOf(ctx), 'update', id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
+        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev, el.revision));
+        const p = validatePatch(id.key, patch, el.ro);
+        if (E.isLeft(p)) return p;
+        const next: Element = { ...el, rw: applyPatch(el.rw, p.right), revision: el.revision + 1, modified: now() };
+        try {
+          await reg.commit({
+            put: [next],
+            events: [{ type: 'modified', id: id.key, revision: next.revision, detail: { keys: Object.keys(p.right) } }],
+          });
+        } catch (err) {
+          return E.left(runtimeError(id.key, 'could not persist the update', err));
+        }
+        return E.right(next);
+      });
+    });
+  }
+
+  delete(rawId: IdLike, ctx?: CallContext): TaskEither<DeleteError, void> {
+    return guard<DeleteError, void>(String(typeof rawId === 'string' ? rawId : rawId?.key), async () => {
+      const r = route(this.w, this.kind, rawId);
+      if (E.isLeft(r)) return r;
+      const { id, store } = r.right;
+      if (!policyAllows(store, 'delete')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'delete'));
+      const reg = this.w.registry;
+      return reg.locks.with([id.key], async () => {
+        const el = reg.get(id.key);
+        if (el === undefined) return E.left(notFound(id.key));
+        if (!this.w.authorize(principalOf(ctx), 'delete', id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), 'delete'));
+        const comp = this.kind === 'executor' ? reg.composition(id.key) : undefined;
+        const refs = [...reg.childrenOf(id.key), ...reg.usersOf(id.key), ...(comp?.members.filter((m) => m.state === 'bound').map((m) => m.id) ?? [])];
+        const driver = this.driver;
+        if (driver?.references !== undefined) {
+          const more = await driver.references(el);
+          if (E.isLeft(more)) return more;
+          refs.push(...more.right);
+        }
+        if (refs.length > 0) return E.left(inUse(id.key, [...new Set(refs)]));
+        const gone = this.kind === 'executor' ? await this.w.executor.destroy(el, comp) : await (driver as ElementDriver).destroy(el);
+        if (E.isLeft(gone)) return gone;
+        try {
+          await reg.commit({
+            del: [id.key],
+            ...(comp === undefined ? {} : { delComposition: [id.key] }),
+            events: [{ type: 'deleted', id: id.key, revision: el.revision, detail: {} }],
+          });
+        } catch (err) {
+          return E.left(runtimeError(id.key, 'could not persist the delete', err));
+        }
+        return E.right(undefined);
+      });
+    });
+  }
+
+  list(filter?: ListFilter, ctx?: CallContext): TaskEither<ReadError, readonly Element[]> {
+    return guard<ReadError, readonly Element[]>('', async () => {
+      const f = validateListFilter(filter);
+      if (E.isLeft(f)) return f;
+      const lf = f.right;
+      if (lf.kind !== undefined && lf.kind !== this.kind) return E.right([]);
+      if (lf.store !== undefined && !this.w.stores.has(`${this.kind}://${lf.store}`))
+        return E.left(unknownLocation(`${this.kind}://${lf.store}`, `${this.kind}://${lf.store}`));
+      if (lf.parent !== undefined && E.isLeft(parseId(lf.parent))) return E.right([]);
+      const out: Element[] = [];
+      const limit = lf.limit ?? Number.POSITIVE_INFINITY;
+      for (const el of this.w.registry.all()) {
+        if (out.length >= limit) break;
+        if (el.id.kind !== this.kind || !matches(el, lf)) continue;
+        if (!this.w.authorize(principalOf(ctx), 'read', el.id.key, el)) continue;
+        out.push(project(el, lf));
+      }
+      return E.right(out);
+    });
+  }
+}
+
+/** Narrows an unknown failure for internal use. */
+export const asError = (id: string, err: unknown): AnyError =>
+  isLesslError(err) ? err : runtimeError(id, err instanceof Error ? err.message : String(err), err);
+
+export { allowAll };
