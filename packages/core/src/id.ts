@@ -102,3 +102,13 @@ export type IdLike = string | ElementId;
 /** Normalizes an `IdLike` into a parsed ID. */
 export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> =>
   typeof id === 'string' ? parseId(id) : isElementId(id) ? E.right(id) : parseId((id as { key?: unknown }).key);
+
+/** A printable form of whatever was passed as an ID, for error messages. Never throws. */
+export const describeId = (u: unknown): string => {
+  if (typeof u === 'string') return u;
+  if (typeof u === 'object' && u !== null) {
+    const k = (u as { key?: unknown }).key;
+    if (typeof k === 'string') return k;
+  }
+  return '';
+};

@@ -7,6 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { randomUUID } from 'node:crypto';
 import {
+  describeId,
   conflict,
   invalidEntry,
   notFound,
@@ -76,9 +77,9 @@ export class GenericComposer implements Composer {
   constructor(private readonly w: Wiring) {}
 
   handle(executor?: IdLike, options?: ExecutorOptions, ctx?: CallContext): TaskEither<CompositionError, Handle> {
-    return guard<CompositionError, Handle>(String(executor ?? ''), async () => {
+    return guard<CompositionError, Handle>(describeId(executor), async () => {
       const bad = validOptions(options);
-      if (bad !== undefined) return E.left(invalidEntry(`invalid executor options: ${bad}`, String(executor ?? ''), ['options']));
+      if (bad !== undefined) return E.left(invalidEntry(`invalid executor options: ${bad}`, describeId(executor), ['options']));
       let raw = executor;
       if (raw === undefined) {
         const first = [...this.w.stores.values()].find((s) => s.kind === 'executor');
@@ -103,7 +104,7 @@ export class GenericComposer implements Composer {
   }
 
   join(h: Handle, id: IdLike, opts?: JoinOptions, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
-    return guard<CompositionError, Handle>(String(typeof id === 'string' ? id : id?.key), async () => {
+    return guard<CompositionError, Handle>(describeId(id), async () => {
       if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
       const p = toId(id);
       if (E.isLeft(p)) return p;
@@ -131,7 +132,7 @@ export class GenericComposer implements Composer {
   }
 
   private setState(h: Handle, id: IdLike | undefined, state: MemberState): TaskEither<CompositionError, Handle> {
-    return guard<CompositionError, Handle>(String(id ?? ''), async () => {
+    return guard<CompositionError, Handle>(describeId(id), async () => {
       if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
       if (id === undefined) return E.right({ ...h, members: h.members.map((m) => ({ ...m, state })) });
       const p = toId(id);
@@ -152,7 +153,7 @@ export class GenericComposer implements Composer {
   }
 
   leave(h: Handle, id: IdLike, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
-    return guard<CompositionError, Handle>(String(typeof id === 'string' ? id : id?.key), async () => {
+    return guard<CompositionError, Handle>(describeId(id), async () => {
       if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
       const p = toId(id);
       if (E.isLeft(p)) return p;
@@ -163,7 +164,7 @@ export class GenericComposer implements Composer {
   }
 
   commit(h: Handle, ctx?: CallContext): TaskEither<CompositionError, CommitResult> {
-    return guard<CompositionError, CommitResult>(h?.executor?.key ?? '', async () => {
+    return guard<CompositionError, CommitResult>(describeId((h as { executor?: unknown } | null | undefined)?.executor), async () => {
       if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
       const r = route(this.w, 'executor', h.executor);
       if (E.isLeft(r)) return r;

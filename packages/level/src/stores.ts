@@ -6,6 +6,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
+  describeId,
   allowAll,
   decodeTaskSpec,
   hashing,
@@ -123,7 +124,7 @@ export class KindStore implements ElementStore {
   }
 
   create(req: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
-    const rawId = typeof req?.id === 'string' ? req.id : (req?.id?.key ?? '');
+    const rawId = describeId((req as { id?: unknown } | null | undefined)?.id);
     return guard<CreateError, Element>(rawId, async () => {
       if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
       const r = route(this.w, this.kind, req.id);
@@ -253,7 +254,7 @@ export class KindStore implements ElementStore {
   }
 
   read(rawId: IdLike, filter?: ReadFilter, ctx?: CallContext): TaskEither<ReadError, Element> {
-    return guard<ReadError, Element>(String(typeof rawId === 'string' ? rawId : rawId?.key), async () => {
+    return guard<ReadError, Element>(describeId(rawId), async () => {
       const r = route(this.w, this.kind, rawId);
       if (E.isLeft(r)) return r;
       const { id } = r.right;
@@ -267,7 +268,7 @@ export class KindStore implements ElementStore {
   }
 
   update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, ctx?: CallContext): TaskEither<UpdateError, Element> {
-    return guard<UpdateError, Element>(String(typeof rawId === 'string' ? rawId : rawId?.key), async () => {
+    return guard<UpdateError, Element>(describeId(rawId), async () => {
       const r = route(this.w, this.kind, rawId);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
@@ -298,7 +299,7 @@ export class KindStore implements ElementStore {
   }
 
   delete(rawId: IdLike, ctx?: CallContext): TaskEither<DeleteError, void> {
-    return guard<DeleteError, void>(String(typeof rawId === 'string' ? rawId : rawId?.key), async () => {
+    return guard<DeleteError, void>(describeId(rawId), async () => {
       const r = route(this.w, this.kind, rawId);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;

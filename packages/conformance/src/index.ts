@@ -1,0 +1,111 @@
+/**
+ * @lessl/conformance: the suite every lessl backend runs (abstract-level style).
+ *
+ * @example
+ * import { test } from 'vitest';
+ * import { suite } from '@lessl/conformance';
+ * const { count } = suite({ test, factory: async (o) => myBackend(o), supports: { parents: true, data: true, reopen: false, faultInjection: false } });
+ * @packageDocumentation
+ */
+import { compositionCases } from './composition-cases.js';
+import { eventCases } from './event-cases.js';
+import { assert, b, fails, ok, s, smallTar, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
+import { modelCases } from './model-cases.js';
+import { storeCases } from './store-cases.js';
+
+export * from './harness.js';
+
+/** One case: runs against a fresh backend. */
+export interface Case {
+  readonly name: string;
+  readonly fn: (l: TestBackend) => Promise<void>;
+}
+
+const persistenceCases = (o: SuiteOptions): Case[] => {
+  if (!o.supports.reopen || o.fixtures?.tempDir === undefined) return [];
+  const tempDir = o.fixtures.tempDir;
+  const spec = o.fixtures.taskSpec ?? { cmd: ['sleep', '3600'] };
+  return [
+    {
+      name: 'persistence: a reopened backend has the same elements, and the event log continues its sequence',
+      fn: async () => {
+        const location = tempDir();
+        const id = `task://local/${uniq('p')}`;
+        const a = await o.factory({ stores: STORES, location });
+        let seq: number;
+        try {
+          await ok(a.stores.task.create({ id, spec, ro: { r: b('1') }, rw: { w: b('1') } }));
+          await ok(a.stores.task.update(id, { w: b('2') }));
+          seq = a.events.lastSeq();
+        } finally {
+          await a.close();
+        }
+        const ro = STORES.map((c) => (c.kind === 'task' && c.name === 'local' ? { ...c, policy: 'read-only' as const } : c));
+        const bk = await o.factory({ stores: ro, location });
+        try {
+          const el = await ok(bk.stores.task.read(id));
+          assert.equal(el.revision, 2);
+          assert.equal(s(el.ro.r), '1');
+          assert.equal(s(el.rw.w), '2');
+          assert.equal(bk.events.lastSeq(), seq);
+          const replay: string[] = [];
+          for await (const e of bk.events.stream({ ids: [id] }, { since: 0 })) {
+            replay.push(e.type);
+            if (replay.length === 2) break;
+          }
+          assert.deepEqual(replay, ['created', 'modified']);
+          // a read-only store refuses writes to what it holds
+          await fails(bk.stores.task.update(id, { w: b('3') }), 'InvalidLocation');
+          await fails(bk.stores.task.delete(id), 'InvalidLocation');
+          await fails(bk.stores.task.create({ id: `task://local/${uniq()}`, spec }), 'InvalidLocation');
+          const other = `task://co/${uniq()}`;
+          await ok(bk.stores.task.create({ id: other, spec }));
+          assert.equal(bk.events.lastSeq(), seq + 1);
+        } finally {
+          await bk.close();
+        }
+      },
+    },
+  ];
+};
+
+/**
+ * Registers every conformance case with `test`. Returns how many cases were registered.
+ */
+export const suite = (o: SuiteOptions): { readonly count: number; readonly names: readonly string[] } => {
+  let cached: Uint8Array | undefined;
+  const data = async (): Promise<Uint8Array> => {
+    const f = o.fixtures?.imageData;
+    if (f !== undefined) {
+      const d = f();
+      if (d instanceof Uint8Array) return d;
+      const parts: Uint8Array[] = [];
+      for await (const c of d) parts.push(c);
+      return Buffer.concat(parts);
+    }
+    cached ??= await smallTar();
+    return cached;
+  };
+  const cases = [
+    ...storeCases(o, data),
+    ...compositionCases(o, data),
+    ...eventCases(o),
+    ...modelCases(o),
+    ...persistenceCases(o),
+  ];
+  const prefix = o.prefix === undefined ? '' : `${o.prefix}: `;
+  for (const c of cases)
+    o.test(
+      `${prefix}${c.name}`,
+      async () => {
+        const l = await o.factory({ stores: STORES });
+        try {
+          await c.fn(l);
+        } finally {
+          await l.close();
+        }
+      },
+      o.timeout ?? 60_000,
+    );
+  return { count: cases.length, names: cases.map((c) => c.name) };
+};
