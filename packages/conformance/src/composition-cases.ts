@@ -21,7 +21,11 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     await ok(l.stores.task.create({ id: task, spec }), 'create task');
     return { image, volume, task, x: `executor://local/${uniq('x')}` };
   };
-  const compose = async (l: TestBackend, ids: { image: string; volume: string; task: string; x: string }, bind = true): Promise<Handle> => {
+  const compose = async (
+    l: TestBackend,
+    ids: { image: string; volume: string; task: string; x: string },
+    bind = true,
+  ): Promise<Handle> => {
     let h = await ok(l.composer.handle(ids.x));
     h = await ok(l.composer.join(h, ids.image));
     h = await ok(l.composer.join(h, ids.volume, { mountpoint: '/data' }));

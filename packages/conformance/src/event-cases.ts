@@ -29,7 +29,11 @@ export const eventCases = (o: SuiteOptions): Case[] => {
     const id = task();
     const checks: Promise<boolean>[] = [];
     const off = l.events.subscribe({ ids: [id] }, () => {
-      checks.push(l.stores.task.read(id)().then((r) => r._tag === 'Right'));
+      checks.push(
+        l.stores.task
+          .read(id)()
+          .then((r) => r._tag === 'Right'),
+      );
     });
     await ok(l.stores.task.create({ id, spec }));
     off();

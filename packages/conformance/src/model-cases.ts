@@ -16,9 +16,19 @@ type Op =
 const key = fc.constantFrom('a', 'b', 'c', 'd');
 const val = fc.string({ maxLength: 4 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ op: fc.constant('create' as const), n: fc.nat(3), ro: fc.dictionary(key, val, { maxKeys: 2 }), rw: fc.dictionary(key, val, { maxKeys: 2 }) }),
+  fc.record({
+    op: fc.constant('create' as const),
+    n: fc.nat(3),
+    ro: fc.dictionary(key, val, { maxKeys: 2 }),
+    rw: fc.dictionary(key, val, { maxKeys: 2 }),
+  }),
   fc.record(
-    { op: fc.constant('update' as const), n: fc.nat(3), patch: fc.dictionary(key, fc.option(val, { nil: null }), { maxKeys: 3 }), ifRevision: fc.nat(4) },
+    {
+      op: fc.constant('update' as const),
+      n: fc.nat(3),
+      patch: fc.dictionary(key, fc.option(val, { nil: null }), { maxKeys: 3 }),
+      ifRevision: fc.nat(4),
+    },
     { requiredKeys: ['op', 'n', 'patch'] },
   ),
   fc.record({ op: fc.constant('delete' as const), n: fc.nat(3) }),
@@ -31,10 +41,12 @@ interface ModelEl {
   revision: number;
 }
 
-const enc = (m: Record<string, string>): Record<string, Uint8Array> => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, b(v)]));
+const enc = (m: Record<string, string>): Record<string, Uint8Array> =>
+  Object.fromEntries(Object.entries(m).map(([k, v]) => [k, b(v)]));
 const encP = (m: Record<string, string | null>): Record<string, Uint8Array | null> =>
   Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v === null ? null : b(v)]));
-const dec = (m: Record<string, Uint8Array>): Record<string, string> => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, s(v) ?? '']));
+const dec = (m: Record<string, Uint8Array>): Record<string, string> =>
+  Object.fromEntries(Object.entries(m).map(([k, v]) => [k, s(v) ?? '']));
 
 export const modelCases = (o: SuiteOptions): Case[] => {
   const spec = o.fixtures?.taskSpec ?? { cmd: ['sleep', '3600'] };
@@ -57,7 +69,11 @@ export const modelCases = (o: SuiteOptions): Case[] => {
                 assert.equal(r._tag === 'Right' ? 'ok' : r.left._tag, want);
                 if (want === 'ok') model.set(op.n, { ro: { ...op.ro }, rw: { ...op.rw }, revision: 1 });
               } else if (op.op === 'update') {
-                const r = await l.stores.task.update(id(op.n), encP(op.patch), op.ifRevision === undefined ? {} : { ifRevision: op.ifRevision })();
+                const r = await l.stores.task.update(
+                  id(op.n),
+                  encP(op.patch),
+                  op.ifRevision === undefined ? {} : { ifRevision: op.ifRevision },
+                )();
                 const want =
                   m === undefined
                     ? 'NotFound'
@@ -69,8 +85,9 @@ export const modelCases = (o: SuiteOptions): Case[] => {
                 assert.equal(r._tag === 'Right' ? 'ok' : r.left._tag, want);
                 if (want === 'ok' && m !== undefined) {
                   const rw = { ...m.rw };
-                  for (const [k, v] of Object.entries(op.patch)) if (v === null) delete rw[k];
-                  else rw[k] = v;
+                  for (const [k, v] of Object.entries(op.patch))
+                    if (v === null) delete rw[k];
+                    else rw[k] = v;
                   model.set(op.n, { ...m, rw, revision: m.revision + 1 });
                 }
               } else if (op.op === 'delete') {
@@ -104,7 +121,12 @@ export const modelCases = (o: SuiteOptions): Case[] => {
         const anyInput = fc.oneof(
           fc.anything(),
           fc.string(),
-          fc.record({ id: fc.oneof(fc.string(), fc.constant('task://local/x'), fc.anything()), ro: fc.anything(), rw: fc.anything(), spec: fc.anything() }),
+          fc.record({
+            id: fc.oneof(fc.string(), fc.constant('task://local/x'), fc.anything()),
+            ro: fc.anything(),
+            rw: fc.anything(),
+            spec: fc.anything(),
+          }),
         );
         await fc.assert(
           fc.asyncProperty(anyInput, anyInput, async (a, c) => {

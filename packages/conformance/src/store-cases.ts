@@ -68,7 +68,10 @@ export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Ca
   add('create: InvalidEntry for a nil value in ro or rw, naming the key', async (l) => {
     const e1 = await fails(l.stores.task.create({ id: task(), spec, ro: { a: null as unknown as Uint8Array } }), 'InvalidEntry');
     assert.deepEqual(e1.keys, ['a']);
-    const e2 = await fails(l.stores.task.create({ id: task(), spec, rw: { b: undefined as unknown as Uint8Array } }), 'InvalidEntry');
+    const e2 = await fails(
+      l.stores.task.create({ id: task(), spec, rw: { b: undefined as unknown as Uint8Array } }),
+      'InvalidEntry',
+    );
     assert.deepEqual(e2.keys, ['b']);
   });
   add('create: InvalidEntry for bad keys, non-byte values and oversize values', async (l) => {
@@ -216,7 +219,9 @@ export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Ca
   add('update: sets and deletes rw keys, bumps revision, publishes modified', async (l) => {
     const id = task();
     await ok(l.stores.task.create({ id, spec, rw: { a: b('1'), b: b('2') } }));
-    const { result: el, events } = await recording(l.events, () => ok(l.stores.task.update(id, { a: b('9'), b: null, c: b('3') })));
+    const { result: el, events } = await recording(l.events, () =>
+      ok(l.stores.task.update(id, { a: b('9'), b: null, c: b('3') })),
+    );
     assert.equal(el.revision, 2);
     assert.deepEqual(Object.keys(el.rw).sort(), ['a', 'c']);
     assert.equal(s(el.rw.a), '9');

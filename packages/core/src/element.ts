@@ -48,7 +48,10 @@ export interface ElementJson {
 
 const b64 = (m: Readonly<Record<string, Uint8Array>>): Record<string, string> => {
   const out: Record<string, string> = {};
-  for (const k in m) out[k] = Buffer.from((m[k] as Uint8Array).buffer, (m[k] as Uint8Array).byteOffset, (m[k] as Uint8Array).byteLength).toString('base64');
+  for (const k in m)
+    out[k] = Buffer.from((m[k] as Uint8Array).buffer, (m[k] as Uint8Array).byteOffset, (m[k] as Uint8Array).byteLength).toString(
+      'base64',
+    );
   return out;
 };
 const unb64 = (m: Readonly<Record<string, string>>): Record<string, Uint8Array> => {

@@ -146,13 +146,7 @@ export type CreateError =
   | Unavailable;
 /** What `read` and `list` can answer. */
 export type ReadError =
-  | UnknownLocation
-  | InvalidEntry
-  | NotFound
-  | InvalidFilterSpec
-  | PermissionDenied
-  | RuntimeError
-  | Unavailable;
+  UnknownLocation | InvalidEntry | NotFound | InvalidFilterSpec | PermissionDenied | RuntimeError | Unavailable;
 /** What `update` can answer. */
 export type UpdateError =
   | UnknownLocation
@@ -319,7 +313,7 @@ export const unavailable = (id: string, message: string, cause?: unknown): Unava
 
 /** A short string for an unknown thrown value. */
 export const describeCause = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : typeof cause === 'string' ? cause : JSON.stringify(cause) ?? String(cause);
+  cause instanceof Error ? cause.message : typeof cause === 'string' ? cause : (JSON.stringify(cause) ?? String(cause));
 
 /** True when `u` is a lessl error value. */
 export const isLesslError = (u: unknown): u is AnyError =>

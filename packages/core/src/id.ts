@@ -33,8 +33,7 @@ export const isElementKind = (k: unknown): k is ElementKind =>
   typeof k === 'string' && (ELEMENT_KINDS as readonly string[]).includes(k);
 
 /** Renders an ID (or its parts) as `<kind>://<store>/<name>`. */
-export const formatId = (id: Pick<ElementId, 'kind' | 'store' | 'name'>): string =>
-  `${id.kind}://${id.store}/${id.name}`;
+export const formatId = (id: Pick<ElementId, 'kind' | 'store' | 'name'>): string => `${id.kind}://${id.store}/${id.name}`;
 
 /** Renders a store address as `<kind>://<store>`. */
 export const formatStore = (s: StoreRef): string => `${s.kind}://${s.store}`;
@@ -45,10 +44,8 @@ export const formatStore = (s: StoreRef): string => `${s.kind}://${s.store}`;
  */
 export const makeId = (kind: string, store: string, name: string): E.Either<InvalidEntry, ElementId> => {
   const raw = `${kind}://${store}/${name}`;
-  if (!isElementKind(kind))
-    return E.left(invalidEntry(`unknown element kind "${kind}" in ID`, raw, ['id'], { kind }));
-  if (!STORE_RE.test(store))
-    return E.left(invalidEntry(`invalid store name "${store}" in ID`, raw, ['id'], { store }));
+  if (!isElementKind(kind)) return E.left(invalidEntry(`unknown element kind "${kind}" in ID`, raw, ['id'], { kind }));
+  if (!STORE_RE.test(store)) return E.left(invalidEntry(`invalid store name "${store}" in ID`, raw, ['id'], { store }));
   if (!NAME_RE.test(name) || name.includes('..') || name.endsWith('/') || name.includes('//'))
     return E.left(invalidEntry(`invalid element name "${name}" in ID`, raw, ['id'], { name }));
   return E.right({ kind, store, name, key: raw });
@@ -59,13 +56,9 @@ export const makeId = (kind: string, store: string, name: string): E.Either<Inva
  * @example parseId('volume://nfs1/home') // Right({ kind: 'volume', store: 'nfs1', name: 'home', ... })
  */
 export const parseId = (input: unknown): E.Either<InvalidEntry, ElementId> => {
-  if (typeof input !== 'string')
-    return E.left(invalidEntry('an element ID must be a string', String(input), ['id']));
+  if (typeof input !== 'string') return E.left(invalidEntry('an element ID must be a string', String(input), ['id']));
   const m = /^([a-z]+):\/\/([^/]*)\/(.*)$/.exec(input);
-  if (m === null)
-    return E.left(
-      invalidEntry(`malformed element ID "${input}": expected <kind>://<store>/<name>`, input, ['id']),
-    );
+  if (m === null) return E.left(invalidEntry(`malformed element ID "${input}": expected <kind>://<store>/<name>`, input, ['id']));
   return makeId(m[1] ?? '', m[2] ?? '', m[3] ?? '');
 };
 
@@ -80,10 +73,7 @@ export const parseStoreRef = (input: unknown): E.Either<InvalidEntry, StoreRef> 
 
 /** True when `u` is an already-parsed element ID. */
 export const isElementId = (u: unknown): u is ElementId =>
-  typeof u === 'object' &&
-  u !== null &&
-  typeof (u as ElementId).key === 'string' &&
-  E.isRight(parseId((u as ElementId).key));
+  typeof u === 'object' && u !== null && typeof (u as ElementId).key === 'string' && E.isRight(parseId((u as ElementId).key));
 
 /** io-ts codec: decodes the string form to an `ElementId`, encodes back to the string. */
 export const ElementIdC = new t.Type<ElementId, string, unknown>(

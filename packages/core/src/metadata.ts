@@ -82,13 +82,8 @@ export const validateCreateMetadata = (
 };
 
 /** Validates an rw patch against the element's ro keys. */
-export const validatePatch = (
-  id: string,
-  patch: unknown,
-  ro: Metadata,
-): E.Either<InvalidEntry | ReadOnlyKey, MetadataPatch> => {
-  if (patch === undefined || patch === null)
-    return E.left(invalidEntry('an update patch must be an object', id, ['patch']));
+export const validatePatch = (id: string, patch: unknown, ro: Metadata): E.Either<InvalidEntry | ReadOnlyKey, MetadataPatch> => {
+  if (patch === undefined || patch === null) return E.left(invalidEntry('an update patch must be an object', id, ['patch']));
   const p = checkMap(id, 'patch', patch, true);
   if (E.isLeft(p)) return p;
   const clash = Object.keys(p.right).filter((k) => k in ro);
@@ -115,5 +110,4 @@ export const utf8 = (rec: Readonly<Record<string, string>>): Metadata =>
 export const fromUtf8 = (m: Metadata): Record<string, string> =>
   Object.fromEntries(Object.entries(m).map(([k, v]) => [k, dec.decode(v)]));
 /** Byte-wise equality. */
-export const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean =>
-  a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+export const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean => a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;

@@ -23,9 +23,7 @@ export const unwrap = async <E extends AnyError, A>(te: TaskEither<E, A>): Promi
 
 /** An object whose TaskEither-returning methods return Promises instead. */
 export type Promisified<T> = {
-  readonly [K in keyof T]: T[K] extends (...args: infer A) => TaskEither<infer _E, infer R>
-    ? (...args: A) => Promise<R>
-    : T[K];
+  readonly [K in keyof T]: T[K] extends (...args: infer A) => TaskEither<infer _E, infer R> ? (...args: A) => Promise<R> : T[K];
 };
 
 /**

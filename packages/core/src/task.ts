@@ -14,7 +14,12 @@ const NonEmptyStrings = t.refinement(
   (a) => a.length > 0 && a.every((s) => !s.includes('\0')),
   'NonEmptyCommand',
 );
-const EnvName = t.refinement(t.string, (s) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(s), 'EnvName');
+// io-ts drops (rather than rejects) record keys outside a refined domain, so check names on the whole record.
+const Env = t.refinement(
+  t.record(t.string, t.string),
+  (r) => Object.keys(r).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) && Object.values(r).every((v) => !v.includes('\0')),
+  'Env',
+);
 
 /** Resource limits of a task. */
 export const TaskLimitsC = t.partial({
@@ -36,7 +41,7 @@ export const TaskSpecC = t.intersection([
   t.partial({
     version: t.literal('1.0'),
     name: t.string,
-    env: t.record(EnvName, t.string),
+    env: Env,
     /** Working directory (absolute); for tasks bound to storage, relative to its mount point. */
     pwd: AbsPath,
     user: t.string,

@@ -44,7 +44,8 @@ export const validateStores = (stores: readonly StoreConfig[]): E.Either<Invalid
   const map = new Map<string, StoreConfig>();
   for (const s of stores) {
     if (!isElementKind(s.kind)) return E.left(invalidEntry(`store ${s.name}: unknown kind ${String(s.kind)}`, '', ['stores']));
-    if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(s.name)) return E.left(invalidEntry(`invalid store name "${s.name}"`, '', ['stores']));
+    if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(s.name))
+      return E.left(invalidEntry(`invalid store name "${s.name}"`, '', ['stores']));
     if (s.policy !== undefined && !['read-write', 'read-only', 'create-only'].includes(s.policy))
       return E.left(invalidEntry(`store ${s.name}: unknown policy ${s.policy}`, '', ['stores']));
     if (map.has(storeKey(s))) return E.left(invalidEntry(`store ${storeKey(s)} is configured twice`, '', ['stores']));
@@ -63,11 +64,18 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
   const drivers = { image: o.drivers.image, volume: o.drivers.volume, task: o.drivers.task ?? specOnlyTaskDriver };
   for (const intent of o.registry.pendingIntents()) {
     const kind = intent.id.split(':')[0];
-    const d = kind === 'executor' ? o.executor : kind === 'image' || kind === 'volume' || kind === 'task' ? drivers[kind] : undefined;
+    const d =
+      kind === 'executor' ? o.executor : kind === 'image' || kind === 'volume' || kind === 'task' ? drivers[kind] : undefined;
     await d?.recover?.(intent);
     await o.registry.commit({ delIntent: [intent.id] });
   }
-  const w: Wiring = { registry: o.registry, stores: stores.right, authorize: o.authorize ?? allowAll, drivers, executor: o.executor };
+  const w: Wiring = {
+    registry: o.registry,
+    stores: stores.right,
+    authorize: o.authorize ?? allowAll,
+    drivers,
+    executor: o.executor,
+  };
   return E.right({
     stores: {
       image: new KindStore(w, 'image'),

@@ -54,11 +54,21 @@ const toRecord = (m: Member): MemberRecord => ({
 export const fromRecord = (m: MemberRecord): Member => {
   const id = toId(m.id);
   if (E.isLeft(id)) throw new Error(`corrupt composition member ${m.id}`);
-  return { id: id.right, ...(m.mountpoint === undefined ? {} : { mountpoint: m.mountpoint }), readOnly: m.readOnly, state: m.state };
+  return {
+    id: id.right,
+    ...(m.mountpoint === undefined ? {} : { mountpoint: m.mountpoint }),
+    readOnly: m.readOnly,
+    state: m.state,
+  };
 };
 
 const validMountpoint = (p: unknown): p is string =>
-  typeof p === 'string' && p.startsWith('/') && p !== '/' && !p.split('/').includes('..') && !p.includes('\0') && !p.includes(':');
+  typeof p === 'string' &&
+  p.startsWith('/') &&
+  p !== '/' &&
+  !p.split('/').includes('..') &&
+  !p.includes('\0') &&
+  !p.includes(':');
 
 const validOptions = (o: unknown): string | undefined => {
   if (o === undefined) return undefined;
@@ -126,7 +136,8 @@ export class GenericComposer implements Composer {
         if (h.members.some((m) => m.mountpoint === mp))
           return E.left(invalidEntry(`mountpoint ${mp} is already used`, eid.key, ['mountpoint']));
         member = { ...member, mountpoint: mp };
-      } else if (opts?.mountpoint !== undefined) return E.left(invalidEntry(`only volumes take a mountpoint`, eid.key, ['mountpoint']));
+      } else if (opts?.mountpoint !== undefined)
+        return E.left(invalidEntry(`only volumes take a mountpoint`, eid.key, ['mountpoint']));
       return E.right({ ...h, members: [...h.members, member] });
     });
   }
@@ -138,7 +149,8 @@ export class GenericComposer implements Composer {
       const p = toId(id);
       if (E.isLeft(p)) return p;
       const idx = h.members.findIndex((m) => m.id.key === p.right.key);
-      if (idx < 0) return E.left({ ...notFound(p.right.key), message: `not found: ${p.right.key} is not joined to ${h.executor.key}` });
+      if (idx < 0)
+        return E.left({ ...notFound(p.right.key), message: `not found: ${p.right.key} is not joined to ${h.executor.key}` });
       if (h.members[idx]?.state === state) return E.right(h);
       return E.right({ ...h, members: h.members.map((m, i) => (i === idx ? { ...m, state } : m)) });
     });
@@ -164,73 +176,76 @@ export class GenericComposer implements Composer {
   }
 
   commit(h: Handle, ctx?: CallContext): TaskEither<CompositionError, CommitResult> {
-    return guard<CompositionError, CommitResult>(describeId((h as { executor?: unknown } | null | undefined)?.executor), async () => {
-      if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
-      const r = route(this.w, 'executor', h.executor);
-      if (E.isLeft(r)) return r;
-      const xid = r.right.id;
-      const reg = this.w.registry;
-      const keys = [xid.key, ...h.members.map((m) => m.id.key)];
-      return reg.locks.with(keys, async () => {
-        const current = reg.get(xid.key);
-        const actual = current?.revision ?? 0;
-        if (actual !== h.revision) return E.left(conflict(xid.key, h.revision, actual));
-        if (!this.w.authorize(principalOf(ctx), 'compose', xid.key, current))
-          return E.left(permissionDenied(xid.key, principalOf(ctx), 'compose'));
-        const elements = new Map<string, Element>();
-        for (const m of h.members) {
-          const el = reg.get(m.id.key);
-          if (el === undefined) return E.left(notFound(m.id.key));
-          elements.set(m.id.key, el);
-        }
-        const comp = reg.composition(xid.key);
-        const before = (comp?.members ?? []).map(fromRecord);
-        const after = h.members;
-        const plan = this.plan(xid, current, comp, before, after, h, elements, ctx);
-        const out = await this.w.executor.commit(plan);
-        if (E.isLeft(out)) return E.right({ committed: false, error: out.left.error, results: out.left.results });
-        const results = out.right.results;
-        const t = new Date().toISOString();
-        const revision = actual + 1;
-        const executor: Element = {
-          id: xid,
-          ro: current?.ro ?? {},
-          rw: current?.rw ?? {},
-          revision,
-          created: current?.created ?? t,
-          modified: t,
-          attributes: { ...out.right.attributes },
-        };
-        const record: CompositionRecord = { executor: xid.key, options: plan.options, members: after.map(toRecord) };
-        const events: EventDraft[] = [
-          current === undefined
-            ? { type: 'created', id: xid.key, revision, detail: {} }
-            : { type: 'modified', id: xid.key, revision, detail: { composition: true } },
-        ];
-        const evType = { join: 'joined', leave: 'left', bind: 'bound', unbind: 'unbound' } as const;
-        for (const s of results) {
-          if (s.status !== 'SUCCESS' || s.op === 'create') continue;
-          events.push({
-            type: evType[s.op],
-            id: s.id,
+    return guard<CompositionError, CommitResult>(
+      describeId((h as { executor?: unknown } | null | undefined)?.executor),
+      async () => {
+        if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
+        const r = route(this.w, 'executor', h.executor);
+        if (E.isLeft(r)) return r;
+        const xid = r.right.id;
+        const reg = this.w.registry;
+        const keys = [xid.key, ...h.members.map((m) => m.id.key)];
+        return reg.locks.with(keys, async () => {
+          const current = reg.get(xid.key);
+          const actual = current?.revision ?? 0;
+          if (actual !== h.revision) return E.left(conflict(xid.key, h.revision, actual));
+          if (!this.w.authorize(principalOf(ctx), 'compose', xid.key, current))
+            return E.left(permissionDenied(xid.key, principalOf(ctx), 'compose'));
+          const elements = new Map<string, Element>();
+          for (const m of h.members) {
+            const el = reg.get(m.id.key);
+            if (el === undefined) return E.left(notFound(m.id.key));
+            elements.set(m.id.key, el);
+          }
+          const comp = reg.composition(xid.key);
+          const before = (comp?.members ?? []).map(fromRecord);
+          const after = h.members;
+          const plan = this.plan(xid, current, comp, before, after, h, elements, ctx);
+          const out = await this.w.executor.commit(plan);
+          if (E.isLeft(out)) return E.right({ committed: false, error: out.left.error, results: out.left.results });
+          const results = out.right.results;
+          const t = new Date().toISOString();
+          const revision = actual + 1;
+          const executor: Element = {
+            id: xid,
+            ro: current?.ro ?? {},
+            rw: current?.rw ?? {},
             revision,
-            detail: {
-              executor: xid.key,
-              ...(s.task === undefined ? {} : { exitCode: s.task.exitCode, reason: s.task.reason }),
-            },
-          });
-        }
-        try {
-          await reg.commit({ put: [executor], putComposition: [record], events });
-        } catch (err) {
-          await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
-          const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
-          return E.right({ committed: false, error: e, results });
-        }
-        const handle: Handle = { executor: xid, revision, options: plan.options, members: after };
-        return E.right({ committed: true, handle, executor, results: withNoops(results, before, after) });
-      });
-    });
+            created: current?.created ?? t,
+            modified: t,
+            attributes: { ...out.right.attributes },
+          };
+          const record: CompositionRecord = { executor: xid.key, options: plan.options, members: after.map(toRecord) };
+          const events: EventDraft[] = [
+            current === undefined
+              ? { type: 'created', id: xid.key, revision, detail: {} }
+              : { type: 'modified', id: xid.key, revision, detail: { composition: true } },
+          ];
+          const evType = { join: 'joined', leave: 'left', bind: 'bound', unbind: 'unbound' } as const;
+          for (const s of results) {
+            if (s.status !== 'SUCCESS' || s.op === 'create') continue;
+            events.push({
+              type: evType[s.op],
+              id: s.id,
+              revision,
+              detail: {
+                executor: xid.key,
+                ...(s.task === undefined ? {} : { exitCode: s.task.exitCode, reason: s.task.reason }),
+              },
+            });
+          }
+          try {
+            await reg.commit({ put: [executor], putComposition: [record], events });
+          } catch (err) {
+            await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
+            const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
+            return E.right({ committed: false, error: e, results });
+          }
+          const handle: Handle = { executor: xid, revision, options: plan.options, members: after };
+          return E.right({ committed: true, handle, executor, results: withNoops(results, before, after) });
+        });
+      },
+    );
   }
 
   private plan(
@@ -283,6 +298,7 @@ const withNoops = (results: readonly StepResult[], before: readonly Member[], af
   const out = [...results];
   const was = new Map(before.map((m) => [m.id.key, m]));
   for (const m of after)
-    if (!touched.has(m.id.key) && was.has(m.id.key)) out.push({ id: m.id.key, op: m.state === 'bound' ? 'bind' : 'join', status: 'NOOP' });
+    if (!touched.has(m.id.key) && was.has(m.id.key))
+      out.push({ id: m.id.key, op: m.state === 'bound' ? 'bind' : 'join', status: 'NOOP' });
   return out;
 };

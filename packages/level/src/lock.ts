@@ -4,7 +4,7 @@ export class KeyedLock {
 
   /** Runs `fn` once every earlier holder of all `keys` is done. Keys are taken in sorted order. */
   async with<A>(keys: readonly string[], fn: () => Promise<A>): Promise<A> {
-    const sorted = [...new Set(keys)].sort();
+    const sorted = keys.length === 1 ? keys : [...new Set(keys)].sort();
     const releases: (() => void)[] = [];
     for (const k of sorted) releases.push(await this.acquire(k));
     try {

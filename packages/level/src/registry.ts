@@ -8,20 +8,13 @@
  *
  * Key layout (utf8 keys, JSON values):
  *   e!<id>   element record        x!<executor>  composition record
- *   p!<id>   write intent          l!<seq:16>    event        m!seq  last seq
+ *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  */
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
-import {
-  ElementJsonC,
-  elementToJson,
-  type Element,
-  type ExecutorOptions,
-  type LesslEvent,
-  type MemberState,
-} from '@lessl/core';
+import { ElementJsonC, elementToJson, type Element, type ExecutorOptions, type LesslEvent, type MemberState } from '@lessl/core';
 import { EventHub } from './hub.js';
 import { KeyedLock } from './lock.js';
 
@@ -71,7 +64,16 @@ export type RegistryOptions =
   | { readonly db: StringLevel }
   | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined };
 
-const SEQ_KEY = 'm!seq';
+const lowerBound = (a: readonly string[], k: string): number => {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((a[mid] as string) < k) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+};
 const seqKey = (n: number): string => `l!${String(n).padStart(16, '0')}`;
 
 interface Pending {
@@ -83,6 +85,8 @@ interface Pending {
 /** The registry. Open with `Registry.open`. */
 export class Registry {
   private readonly elements = new Map<string, Element>();
+  /** Element keys in sorted order, maintained by binary insertion (list scans by prefix). */
+  private readonly sorted: string[] = [];
   private readonly children = new Map<string, Set<string>>();
   private readonly users = new Map<string, Set<string>>();
   private readonly compositions = new Map<string, CompositionRecord>();
@@ -115,14 +119,15 @@ export class Registry {
   }
 
   private async load(): Promise<void> {
-    const seq = await this.db.get(SEQ_KEY);
-    this.seq = seq === undefined ? 0 : Number(seq);
+    // The last seq is the last log key: no separate counter to write with every batch.
+    for await (const k of this.db.keys({ gte: 'l!', lt: 'l"', reverse: true, limit: 1 })) this.seq = Number(k.slice(2));
     for await (const [k, v] of this.db.iterator({ gte: 'e!', lt: 'e"' })) {
       const d = ElementJsonC.decode(JSON.parse(v));
       if (E.isLeft(d)) throw new Error(`registry: corrupt element record ${k}`);
       this.indexPut(d.right);
     }
-    for await (const [, v] of this.db.iterator({ gte: 'x!', lt: 'x"' })) this.indexComposition(JSON.parse(v) as CompositionRecord);
+    for await (const [, v] of this.db.iterator({ gte: 'x!', lt: 'x"' }))
+      this.indexComposition(JSON.parse(v) as CompositionRecord);
     for await (const [, v] of this.db.iterator({ gte: 'p!', lt: 'p"' })) {
       const i = JSON.parse(v) as Intent;
       this.intents.set(i.id, i);
@@ -138,7 +143,22 @@ export class Registry {
   }
   /** Every element, in ID order. */
   all(): Element[] {
-    return [...this.elements.values()].sort((a, b) => (a.id.key < b.id.key ? -1 : a.id.key > b.id.key ? 1 : 0));
+    return this.scan('');
+  }
+  /** Elements whose ID starts with `prefix`, in ID order, at most `limit`. */
+  scan(prefix: string, limit = Number.POSITIVE_INFINITY, pred?: (e: Element) => boolean): Element[] {
+    const out: Element[] = [];
+    for (let i = lowerBound(this.sorted, prefix); i < this.sorted.length && out.length < limit; i++) {
+      const k = this.sorted[i] as string;
+      if (!k.startsWith(prefix)) break;
+      const e = this.elements.get(k) as Element;
+      if (pred === undefined || pred(e)) out.push(e);
+    }
+    return out;
+  }
+  /** True when a write intent exists for this ID. */
+  hasIntent(id: string): boolean {
+    return this.intents.has(id);
   }
   /** Direct children of an element. */
   childrenOf(id: string): string[] {
@@ -214,7 +234,6 @@ export class Registry {
         }
         stamped.push(evs);
       }
-      if (seq !== startSeq) ops.push({ type: 'put', key: SEQ_KEY, value: String(seq) });
       try {
         await this.db.batch(ops);
       } catch (err) {
@@ -244,6 +263,7 @@ export class Registry {
   private indexPut(e: Element): void {
     const prev = this.elements.get(e.id.key);
     if (prev?.parent !== undefined && prev.parent.key !== e.parent?.key) this.children.get(prev.parent.key)?.delete(e.id.key);
+    if (prev === undefined) this.sorted.splice(lowerBound(this.sorted, e.id.key), 0, e.id.key);
     this.elements.set(e.id.key, e);
     if (e.parent !== undefined) {
       let s = this.children.get(e.parent.key);
@@ -255,6 +275,7 @@ export class Registry {
     const prev = this.elements.get(k);
     if (prev === undefined) return;
     this.elements.delete(k);
+    this.sorted.splice(lowerBound(this.sorted, k), 1);
     if (prev.parent !== undefined) {
       const s = this.children.get(prev.parent.key);
       s?.delete(k);

@@ -99,7 +99,10 @@ export const route = (
   if (E.isLeft(p)) return p;
   const id = p.right;
   if (id.kind !== kind)
-    return E.left({ ...unknownLocation(id.key, `${id.kind}://${id.store}`), message: `unknown location: the ${kind} store has no location ${id.kind}://${id.store}` });
+    return E.left({
+      ...unknownLocation(id.key, `${id.kind}://${id.store}`),
+      message: `unknown location: the ${kind} store has no location ${id.kind}://${id.store}`,
+    });
   const store = w.stores.get(`${kind}://${id.store}`);
   if (store === undefined) return E.left(unknownLocation(id.key, `${kind}://${id.store}`));
   return E.right({ id, store });
@@ -126,12 +129,14 @@ export class KindStore implements ElementStore {
   create(req: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
     const rawId = describeId((req as { id?: unknown } | null | undefined)?.id);
     return guard<CreateError, Element>(rawId, async () => {
-      if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
+      if (typeof req !== 'object' || req === null)
+        return E.left(invalidEntry('a create request must be an object', '', ['request']));
       const r = route(this.w, this.kind, req.id);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
       if (!policyAllows(store, 'create')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'create'));
-      if (!this.w.authorize(principalOf(ctx), 'create', id.key)) return E.left(permissionDenied(id.key, principalOf(ctx), 'create'));
+      if (!this.w.authorize(principalOf(ctx), 'create', id.key))
+        return E.left(permissionDenied(id.key, principalOf(ctx), 'create'));
       const md = validateCreateMetadata(id.key, req.ro, req.rw);
       if (E.isLeft(md)) return md;
       const checksum = req.checksum === undefined ? undefined : parseChecksum(id.key, req.checksum);
@@ -160,11 +165,12 @@ export class KindStore implements ElementStore {
       }
       const reg = this.w.registry;
       return reg.locks.with(parentId === undefined ? [id.key] : [id.key, parentId.key], async () => {
-        if (reg.get(id.key) !== undefined || reg.pendingIntents().some((i) => i.id === id.key))
+        if (reg.get(id.key) !== undefined || reg.hasIntent(id.key))
           return E.left(nameCollision(id.key));
         let parent: Element | undefined;
         if (parentId !== undefined) {
-          if (store.parents === false) return E.left(invalidParent(id.key, parentId.key, `store ${store.kind}://${store.name} does not allow parents`));
+          if (store.parents === false)
+            return E.left(invalidParent(id.key, parentId.key, `store ${store.kind}://${store.name} does not allow parents`));
           if (parentId.kind !== id.kind)
             return E.left(invalidParent(id.key, parentId.key, `a ${parentId.kind} cannot be the parent of a ${id.kind}`));
           if (parentId.key === id.key) return E.left(invalidParent(id.key, parentId.key, 'an element cannot be its own parent'));
@@ -192,7 +198,9 @@ export class KindStore implements ElementStore {
         if (external) await reg.commit({ putIntent: [{ id: id.key, started: now(), detail: { kind: id.kind } }] });
         const made =
           driver === undefined
-            ? E.right<CreateError, { attributes: Readonly<Record<string, unknown>>; checksum?: string }>({ attributes: { state: 'empty' } })
+            ? E.right<CreateError, { attributes: Readonly<Record<string, unknown>>; checksum?: string }>({
+                attributes: { state: 'empty' },
+              })
             : await driver
                 .create({
                   id,
@@ -206,7 +214,9 @@ export class KindStore implements ElementStore {
                   ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
                 })
                 .catch((err: unknown) =>
-                  E.left<CreateError>(err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${String(err)}`, err)),
+                  E.left<CreateError>(
+                    err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${String(err)}`, err),
+                  ),
                 );
         const t = now();
         const element = (attributes: Readonly<Record<string, unknown>>, digest?: string): Element => ({
@@ -240,7 +250,10 @@ export class KindStore implements ElementStore {
                 type: 'created',
                 id: id.key,
                 revision: 1,
-                detail: { ...(parent === undefined ? {} : { parent: parent.id.key }), ...(el.checksum === undefined ? {} : { checksum: el.checksum }) },
+                detail: {
+                  ...(parent === undefined ? {} : { parent: parent.id.key }),
+                  ...(el.checksum === undefined ? {} : { checksum: el.checksum }),
+                },
               },
             ],
           });
@@ -262,7 +275,8 @@ export class KindStore implements ElementStore {
       if (E.isLeft(f)) return f;
       const el = this.w.registry.get(id.key);
       if (el === undefined) return E.left(notFound(id.key));
-      if (!this.w.authorize(principalOf(ctx), 'read', id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), 'read'));
+      if (!this.w.authorize(principalOf(ctx), 'read', id.key, el))
+        return E.left(permissionDenied(id.key, principalOf(ctx), 'read'));
       return E.right(project(el, f.right));
     });
   }
@@ -280,7 +294,8 @@ export class KindStore implements ElementStore {
       return reg.locks.with([id.key], async () => {
         const el = reg.get(id.key);
         if (el === undefined) return E.left(notFound(id.key));
-        if (!this.w.authorize(principalOf(ctx), 'update', id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
+        if (!this.w.authorize(principalOf(ctx), 'update', id.key, el))
+          return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
         if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev, el.revision));
         const p = validatePatch(id.key, patch, el.ro);
         if (E.isLeft(p)) return p;
@@ -308,9 +323,14 @@ export class KindStore implements ElementStore {
       return reg.locks.with([id.key], async () => {
         const el = reg.get(id.key);
         if (el === undefined) return E.left(notFound(id.key));
-        if (!this.w.authorize(principalOf(ctx), 'delete', id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), 'delete'));
+        if (!this.w.authorize(principalOf(ctx), 'delete', id.key, el))
+          return E.left(permissionDenied(id.key, principalOf(ctx), 'delete'));
         const comp = this.kind === 'executor' ? reg.composition(id.key) : undefined;
-        const refs = [...reg.childrenOf(id.key), ...reg.usersOf(id.key), ...(comp?.members.filter((m) => m.state === 'bound').map((m) => m.id) ?? [])];
+        const refs = [
+          ...reg.childrenOf(id.key),
+          ...reg.usersOf(id.key),
+          ...(comp?.members.filter((m) => m.state === 'bound').map((m) => m.id) ?? []),
+        ];
         const driver = this.driver;
         if (driver?.references !== undefined) {
           const more = await driver.references(el);
@@ -318,7 +338,8 @@ export class KindStore implements ElementStore {
           refs.push(...more.right);
         }
         if (refs.length > 0) return E.left(inUse(id.key, [...new Set(refs)]));
-        const gone = this.kind === 'executor' ? await this.w.executor.destroy(el, comp) : await (driver as ElementDriver).destroy(el);
+        const gone =
+          this.kind === 'executor' ? await this.w.executor.destroy(el, comp) : await (driver as ElementDriver).destroy(el);
         if (E.isLeft(gone)) return gone;
         try {
           await reg.commit({
@@ -343,13 +364,17 @@ export class KindStore implements ElementStore {
       if (lf.store !== undefined && !this.w.stores.has(`${this.kind}://${lf.store}`))
         return E.left(unknownLocation(`${this.kind}://${lf.store}`, `${this.kind}://${lf.store}`));
       if (lf.parent !== undefined && E.isLeft(parseId(lf.parent))) return E.right([]);
-      const out: Element[] = [];
       const limit = lf.limit ?? Number.POSITIVE_INFINITY;
-      for (const el of this.w.registry.all()) {
+      const pred = (el: Element): boolean => matches(el, lf) && this.w.authorize(principalOf(ctx), 'read', el.id.key, el);
+      // Stores in key order, each scanned by prefix: the answer is in ID order without sorting.
+      const names = [...this.w.stores.values()]
+        .filter((c) => c.kind === this.kind && (lf.store === undefined || c.name === lf.store))
+        .map((c) => c.name)
+        .sort();
+      const out: Element[] = [];
+      for (const name of names) {
         if (out.length >= limit) break;
-        if (el.id.kind !== this.kind || !matches(el, lf)) continue;
-        if (!this.w.authorize(principalOf(ctx), 'read', el.id.key, el)) continue;
-        out.push(project(el, lf));
+        for (const el of this.w.registry.scan(`${this.kind}://${name}/${lf.namePrefix ?? ''}`, limit - out.length, pred)) out.push(project(el, lf));
       }
       return E.right(out);
     });

@@ -77,7 +77,9 @@ const blobDriver = (data: MemoryData): ElementDriver => ({
         size: blob.byteLength,
         store: input.store.name,
         ...(input.store.options?.driver === undefined ? {} : { driver: input.store.options.driver }),
-        ...(input.id.kind === 'image' ? { layers: (input.parent === undefined ? 0 : Number(input.parent.attributes.layers ?? 1)) + 1 } : {}),
+        ...(input.id.kind === 'image'
+          ? { layers: (input.parent === undefined ? 0 : Number(input.parent.attributes.layers ?? 1)) + 1 }
+          : {}),
       },
     });
   },
@@ -104,7 +106,9 @@ const executorDriver = (faults?: (s: PlanStep) => AnyError | undefined): Executo
       attributes: {
         state: running ? 'running' : 'stopped',
         rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
-        mounts: plan.after.filter((m) => m.id.kind === 'volume').map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
+        mounts: plan.after
+          .filter((m) => m.id.kind === 'volume')
+          .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
       },
     });
   },

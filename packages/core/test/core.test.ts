@@ -1,0 +1,167 @@
+import fc from 'fast-check';
+import * as E from 'fp-ts/lib/Either.js';
+import * as TE from 'fp-ts/lib/TaskEither.js';
+import { describe, expect, test } from 'vitest';
+import {
+  decodeTaskSpec,
+  ElementIdC,
+  ElementJsonC,
+  elementToJson,
+  formatId,
+  isLesslError,
+  LesslError,
+  notFound,
+  parseChecksum,
+  parseId,
+  promise,
+  sha256,
+  unwrap,
+  utf8,
+  validateCreateMetadata,
+  validateListFilter,
+  validatePatch,
+  validateReadFilter,
+  type Element,
+} from '@lessl/core';
+
+describe('ids', () => {
+  test('parse and format round-trip', () => {
+    const r = parseId('volume://nfs1/home');
+    expect(E.isRight(r) && r.right).toMatchObject({ kind: 'volume', store: 'nfs1', name: 'home', key: 'volume://nfs1/home' });
+    if (E.isRight(r)) expect(formatId(r.right)).toBe('volume://nfs1/home');
+    expect(E.isRight(parseId('image://local/library/busybox:1.36'))).toBe(true);
+  });
+  test.each(['', 'image:/local/x', 'image://local/', 'blob://local/x', 'image://LOCAL/x', 'image://local/a/../b', 'image://local//x', 'image:///x'])(
+    'rejects %j with InvalidEntry',
+    (s) => {
+      const r = parseId(s);
+      expect(E.isLeft(r) && r.left._tag).toBe('InvalidEntry');
+    },
+  );
+  test('the io-ts codec decodes strings and encodes back', () => {
+    const d = ElementIdC.decode('task://local/t1');
+    expect(E.isRight(d) && ElementIdC.encode(d.right)).toBe('task://local/t1');
+    expect(E.isLeft(ElementIdC.decode(7))).toBe(true);
+  });
+  test('fuzz: parseId never throws, and what it accepts round-trips', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.anything()), (u) => {
+        const r = parseId(u);
+        if (E.isRight(r)) expect(formatId(r.right)).toBe(u);
+        else expect(r.left._tag).toBe('InvalidEntry');
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('metadata rules', () => {
+  test('nil values on create are InvalidEntry; ro/rw overlap is ReadOnlyKey', () => {
+    const a = validateCreateMetadata('x', { k: null }, {});
+    expect(E.isLeft(a) && a.left).toMatchObject({ _tag: 'InvalidEntry', keys: ['k'] });
+    const b = validateCreateMetadata('x', utf8({ k: '1' }), utf8({ k: '2' }));
+    expect(E.isLeft(b) && b.left).toMatchObject({ _tag: 'ReadOnlyKey', keys: ['k'] });
+  });
+  test('a null in a patch deletes; ro keys are refused', () => {
+    const p = validatePatch('x', { a: null, b: new Uint8Array([1]) }, {});
+    expect(E.isRight(p) && p.right).toEqual({ a: null, b: new Uint8Array([1]) });
+    const q = validatePatch('x', { a: null }, utf8({ a: '1' }));
+    expect(E.isLeft(q) && q.left._tag).toBe('ReadOnlyKey');
+  });
+  test('fuzz: metadata validation never throws and only answers InvalidEntry or ReadOnlyKey', () => {
+    fc.assert(
+      fc.property(fc.anything(), fc.anything(), (ro, rw) => {
+        const r = validateCreateMetadata('x', ro, rw);
+        if (E.isLeft(r)) expect(['InvalidEntry', 'ReadOnlyKey']).toContain(r.left._tag);
+        const p = validatePatch('x', rw, {});
+        if (E.isLeft(p)) expect(p.left._tag).toBe('InvalidEntry');
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('filters', () => {
+  test('fuzz: filter validation never throws', () => {
+    fc.assert(
+      fc.property(fc.anything(), (f) => {
+        const a = validateReadFilter('x', f);
+        const b = validateListFilter(f);
+        if (E.isLeft(a)) expect(a.left._tag).toBe('InvalidFilterSpec');
+        if (E.isLeft(b)) expect(b.left._tag).toBe('InvalidFilterSpec');
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('task spec', () => {
+  test('a full spec decodes; credentials are references', () => {
+    const r = decodeTaskSpec('task://local/t', {
+      version: '1.0',
+      cmd: ['python', 'hello.py'],
+      env: { KEY: 'value' },
+      pwd: '/opt',
+      user: '1000:1000',
+      log: { destination: 'buffer' },
+      credentials: [{ name: 'TOKEN', ref: 'vault:tokens/ci' }],
+      limits: { memoryBytes: 64 << 20, cpus: 0.5, pids: 64, deadlineMs: 5000, outputBytes: 1 << 20 },
+      restart: { policy: 'on-failure', maxRetries: 3 },
+      interaction: { stdin: false, tty: false },
+      daemon: false,
+    });
+    expect(E.isRight(r)).toBe(true);
+  });
+  test('bad fields are named', () => {
+    const r = decodeTaskSpec('t', { cmd: ['x'], pwd: 'relative', env: { 'BAD-NAME': 'v' }, limits: { pids: 0 } });
+    expect(E.isLeft(r) && [...r.left.keys].sort()).toEqual(['env', 'limits.pids', 'pwd']);
+  });
+  test('fuzz: decodeTaskSpec never throws', () => {
+    fc.assert(
+      fc.property(fc.anything(), (u) => {
+        const r = decodeTaskSpec('t', u);
+        if (E.isLeft(r)) expect(r.left._tag).toBe('InvalidEntry');
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('checksums and element codec', () => {
+  test('sha256 parses; other algorithms are UnsupportedChecksum', () => {
+    expect(E.isRight(parseChecksum('x', sha256(new Uint8Array([1]))))).toBe(true);
+    const r = parseChecksum('x', 'md5:00');
+    expect(E.isLeft(r) && r.left._tag).toBe('UnsupportedChecksum');
+  });
+  test('element JSON round-trips bytes', () => {
+    const id = parseId('image://local/a');
+    if (E.isLeft(id)) throw new Error('bad id');
+    const el: Element = {
+      id: id.right,
+      ro: { k: new Uint8Array([0, 255, 7]) },
+      rw: {},
+      revision: 3,
+      created: 't',
+      modified: 't',
+      attributes: { size: 3 },
+    };
+    const back = ElementJsonC.decode(JSON.parse(JSON.stringify(elementToJson(el))));
+    expect(E.isRight(back) && back.right).toEqual(el);
+  });
+});
+
+describe('promise facade', () => {
+  test('unwrap resolves rights and rejects lefts with LesslError carrying the tag', async () => {
+    await expect(unwrap(TE.right(5))).resolves.toBe(5);
+    const err = await unwrap(TE.left(notFound('image://local/x'))).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LesslError);
+    expect((err as LesslError).tag).toBe('NotFound');
+    expect(isLesslError((err as LesslError).error)).toBe(true);
+  });
+  test('promise() wraps TaskEither methods', async () => {
+    const api = promise({ get: (n: number) => (n > 0 ? TE.right(n * 2) : TE.left(notFound('x'))), plain: 3 });
+    await expect(api.get(2)).resolves.toBe(4);
+    await expect(api.get(0)).rejects.toMatchObject({ tag: 'NotFound' });
+    expect(api.plain).toBe(3);
+  });
+});
