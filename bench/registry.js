@@ -24,15 +24,25 @@ const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(12);
 const rows = [];
 const row = (name, lessl, raw) => {
   rows.push({ name, lessl, raw });
-  console.log(`${name.padEnd(34)} lessl ${fmt(lessl)} /s   raw ${raw === undefined ? ''.padStart(12) : fmt(raw)} /s   ${raw === undefined ? '' : `ratio ${(lessl / raw).toFixed(2)}x`}`);
+  console.log(
+    `${name.padEnd(34)} lessl ${fmt(lessl)} /s   raw ${raw === undefined ? ''.padStart(12) : fmt(raw)} /s   ${raw === undefined ? '' : `ratio ${(lessl / raw).toFixed(2)}x`}`,
+  );
 };
 const inBatches = async (n, conc, fn) => {
   let i = 0;
-  await Promise.all(Array.from({ length: conc }, async () => { while (i < n) await fn(i++); }));
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (i < n) await fn(i++);
+    }),
+  );
 };
 
 const dirs = [];
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'lessl-bench-')); dirs.push(d); return d; };
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'lessl-bench-'));
+  dirs.push(d);
+  return d;
+};
 
 // ---- the registry layer alone: one record + its event per atomic batch ------------
 {
@@ -44,18 +54,36 @@ const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'lessl-bench-')); dirs.
   const rec = JSON.stringify(elementToJson(el));
   const mk = (i) => ({ ...el, id: { ...el.id, name: `r${i}`, key: `task://local/r${i}` } });
   const ev = (i) => [{ type: 'created', id: `task://local/r${i}`, revision: 1, detail: {} }];
-  const a = await time(async () => { for (let i = 0; i < N; i++) await reg.commit({ put: [mk(i)], events: ev(i) }); });
-  const b = await time(async () => { for (let i = 0; i < N; i++) await rdb.put(`e!task://local/r${i}`, rec); });
+  const a = await time(async () => {
+    for (let i = 0; i < N; i++) await reg.commit({ put: [mk(i)], events: ev(i) });
+  });
+  const b = await time(async () => {
+    for (let i = 0; i < N; i++) await rdb.put(`e!task://local/r${i}`, rec);
+  });
   row('registry commit record+event', rate(N, a), rate(N, b));
-  const c = await time(async () => { for (let i = 0; i < N; i++) await reg.commit({ put: [{ ...mk(i), revision: 2 }], events: ev(i) }); });
-  const d = await time(async () => { for (let i = 0; i < N; i++) await rdb.put(`e!task://local/r${i}`, rec); });
+  const c = await time(async () => {
+    for (let i = 0; i < N; i++) await reg.commit({ put: [{ ...mk(i), revision: 2 }], events: ev(i) });
+  });
+  const d = await time(async () => {
+    for (let i = 0; i < N; i++) await rdb.put(`e!task://local/r${i}`, rec);
+  });
   row('registry update record+event', rate(N, c), rate(N, d));
-  const g = await time(async () => { for (let i = 0; i < N; i++) reg.get(`task://local/r${i}`); });
-  const h = await time(async () => { for (let i = 0; i < N; i++) JSON.parse(await rdb.get(`e!task://local/r${i}`)); });
+  const g = await time(async () => {
+    for (let i = 0; i < N; i++) reg.get(`task://local/r${i}`);
+  });
+  const h = await time(async () => {
+    for (let i = 0; i < N; i++) JSON.parse(await rdb.get(`e!task://local/r${i}`));
+  });
   row('registry get', rate(N, g), rate(N, h));
-  const sc = await time(async () => { for (let i = 0; i < 200; i++) reg.scan(`task://local/r${i % 10}`, 100); });
+  const sc = await time(async () => {
+    for (let i = 0; i < 200; i++) reg.scan(`task://local/r${i % 10}`, 100);
+  });
   const rs2 = await time(async () => {
-    for (let i = 0; i < 200; i++) { const out = []; for await (const [, v] of rdb.iterator({ gte: `e!task://local/r${i % 10}`, lt: `e!task://local/r${i % 10}~`, limit: 100 })) out.push(JSON.parse(v)); }
+    for (let i = 0; i < 200; i++) {
+      const out = [];
+      for await (const [, v] of rdb.iterator({ gte: `e!task://local/r${i % 10}`, lt: `e!task://local/r${i % 10}~`, limit: 100 }))
+        out.push(JSON.parse(v));
+    }
   });
   row('registry list 100 (prefix)', rate(200, sc), rate(200, rs2));
   await reg.close();
@@ -76,28 +104,43 @@ const raw = new ClassicLevel(tmp(), { valueEncoding: 'utf8' });
 await raw.open();
 console.log(`record size ${record.length} bytes, N=${N}, concurrency ${CONC} where noted\n`);
 
-const seqCreate = await time(async () => { for (let i = 0; i < N; i++) await unwrap(tasks.create({ id: id(i), spec, ro, rw })); });
-const rawPut = await time(async () => { for (let i = 0; i < N; i++) await raw.put(`e!${id(i)}`, record); });
+const seqCreate = await time(async () => {
+  for (let i = 0; i < N; i++) await unwrap(tasks.create({ id: id(i), spec, ro, rw }));
+});
+const rawPut = await time(async () => {
+  for (let i = 0; i < N; i++) await raw.put(`e!${id(i)}`, record);
+});
 row('create (sequential)', rate(N, seqCreate), rate(N, rawPut));
 
 const cCreate = await time(() => inBatches(N, CONC, (i) => unwrap(tasks.create({ id: id(N + i), spec, ro, rw }))));
 const cPut = await time(() => inBatches(N, CONC, (i) => raw.put(`e!${id(N + i)}`, record)));
 row(`create (${CONC} in flight)`, rate(N, cCreate), rate(N, cPut));
 
-const seqRead = await time(async () => { for (let i = 0; i < N; i++) await unwrap(tasks.read(id(i))); });
-const rawGet = await time(async () => { for (let i = 0; i < N; i++) JSON.parse(await raw.get(`e!${id(i)}`)); });
+const seqRead = await time(async () => {
+  for (let i = 0; i < N; i++) await unwrap(tasks.read(id(i)));
+});
+const rawGet = await time(async () => {
+  for (let i = 0; i < N; i++) JSON.parse(await raw.get(`e!${id(i)}`));
+});
 row('read (sequential)', rate(N, seqRead), rate(N, rawGet));
 
-const seqUpdate = await time(async () => { for (let i = 0; i < N; i++) await unwrap(tasks.update(id(i), { note: utf8({ v: String(i) }).v })); });
-const rawUpd = await time(async () => { for (let i = 0; i < N; i++) await raw.put(`e!${id(i)}`, record); });
+const seqUpdate = await time(async () => {
+  for (let i = 0; i < N; i++) await unwrap(tasks.update(id(i), { note: utf8({ v: String(i) }).v }));
+});
+const rawUpd = await time(async () => {
+  for (let i = 0; i < N; i++) await raw.put(`e!${id(i)}`, record);
+});
 row('update (sequential)', rate(N, seqUpdate), rate(N, rawUpd));
 
 const L = 200;
-const listS = await time(async () => { for (let i = 0; i < L; i++) await unwrap(tasks.list({ namePrefix: `t${i % 10}`, limit: 100 })); });
+const listS = await time(async () => {
+  for (let i = 0; i < L; i++) await unwrap(tasks.list({ namePrefix: `t${i % 10}`, limit: 100 }));
+});
 const rawList = await time(async () => {
   for (let i = 0; i < L; i++) {
     const out = [];
-    for await (const [, v] of raw.iterator({ gte: `e!task://local/t${i % 10}`, lt: `e!task://local/t${i % 10}~`, limit: 100 })) out.push(JSON.parse(v));
+    for await (const [, v] of raw.iterator({ gte: `e!task://local/t${i % 10}`, lt: `e!task://local/t${i % 10}~`, limit: 100 }))
+      out.push(JSON.parse(v));
   }
 });
 row('list 100 of 40k (prefix)', rate(L, listS), rate(L, rawList));
@@ -109,10 +152,16 @@ const hubReg = await Registry.open({ memory: true });
 const E = 1_000_000;
 for (const subs of [1, 16]) {
   let got = 0;
-  const offs = Array.from({ length: subs }, () => hubReg.events.subscribe({}, () => { got++; }));
+  const offs = Array.from({ length: subs }, () =>
+    hubReg.events.subscribe({}, () => {
+      got++;
+    }),
+  );
   const ev = { seq: 0, time: '', type: 'modified', id: 'task://local/x', revision: 1, detail: {} };
   const batch = Array.from({ length: 1000 }, (_, i) => ({ ...ev, seq: i + 1 }));
-  const s = await time(async () => { for (let i = 0; i < E / 1000; i++) hubReg.events.publish(batch); });
+  const s = await time(async () => {
+    for (let i = 0; i < E / 1000; i++) hubReg.events.publish(batch);
+  });
   offs.forEach((f) => f());
   if (got !== E * subs) throw new Error('fan-out lost events');
   row(`fan-out, ${subs} subscriber${subs > 1 ? 's' : ''} (events/s)`, rate(E, s));
@@ -125,7 +174,9 @@ await hubReg.close();
 const R = 100_000;
 const rreg = await Registry.open({ location: tmp() });
 for (let i = 0; i < R; i += 1000)
-  await rreg.commit({ events: Array.from({ length: 1000 }, (_, j) => ({ type: 'modified', id: `task://local/t${i + j}`, revision: 1, detail: {} })) });
+  await rreg.commit({
+    events: Array.from({ length: 1000 }, (_, j) => ({ type: 'modified', id: `task://local/t${i + j}`, revision: 1, detail: {} })),
+  });
 let count = 0;
 const rs = await time(async () => {
   for await (const e of rreg.events.stream({}, { since: 0, highWaterMark: 8192 })) {
@@ -136,9 +187,14 @@ const rs = await time(async () => {
 if (count !== R) throw new Error(`replay delivered ${count}`);
 const rawReplay = await time(async () => {
   let n = 0;
-  for await (const [, v] of rreg['db'].iterator({ gte: 'l!', lt: 'l"' })) { JSON.parse(v); n++; }
+  for await (const [, v] of rreg['db'].iterator({ gte: 'l!', lt: 'l"' })) {
+    JSON.parse(v);
+    n++;
+  }
   if (n !== R) throw new Error('raw replay');
 });
-console.log(`${'replay 100,000 events'.padEnd(34)} lessl ${rs.toFixed(3).padStart(9)} s      raw iterator ${rawReplay.toFixed(3)} s   ratio ${(rawReplay / rs).toFixed(2)}x   target < 1 s`);
+console.log(
+  `${'replay 100,000 events'.padEnd(34)} lessl ${rs.toFixed(3).padStart(9)} s      raw iterator ${rawReplay.toFixed(3)} s   ratio ${(rawReplay / rs).toFixed(2)}x   target < 1 s`,
+);
 await rreg.close();
 for (const d of dirs) rmSync(d, { recursive: true, force: true });

@@ -165,8 +165,7 @@ export class KindStore implements ElementStore {
       }
       const reg = this.w.registry;
       return reg.locks.with(parentId === undefined ? [id.key] : [id.key, parentId.key], async () => {
-        if (reg.get(id.key) !== undefined || reg.hasIntent(id.key))
-          return E.left(nameCollision(id.key));
+        if (reg.get(id.key) !== undefined || reg.hasIntent(id.key)) return E.left(nameCollision(id.key));
         let parent: Element | undefined;
         if (parentId !== undefined) {
           if (store.parents === false)
@@ -374,7 +373,8 @@ export class KindStore implements ElementStore {
       const out: Element[] = [];
       for (const name of names) {
         if (out.length >= limit) break;
-        for (const el of this.w.registry.scan(`${this.kind}://${name}/${lf.namePrefix ?? ''}`, limit - out.length, pred)) out.push(project(el, lf));
+        for (const el of this.w.registry.scan(`${this.kind}://${name}/${lf.namePrefix ?? ''}`, limit - out.length, pred))
+          out.push(project(el, lf));
       }
       return E.right(out);
     });

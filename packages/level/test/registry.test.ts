@@ -18,12 +18,18 @@ describe('registry', () => {
     const location = dir();
     const a = await Registry.open({ location });
     await a.commit({ put: [el('task://local/a')], events: [{ type: 'created', id: 'task://local/a', revision: 1, detail: {} }] });
-    await a.commit({ put: [el('task://local/a', 2)], events: [{ type: 'modified', id: 'task://local/a', revision: 2, detail: {} }] });
+    await a.commit({
+      put: [el('task://local/a', 2)],
+      events: [{ type: 'modified', id: 'task://local/a', revision: 2, detail: {} }],
+    });
     await a.close();
     const b = await Registry.open({ location });
     expect(b.get('task://local/a')?.revision).toBe(2);
     expect(b.lastSeq()).toBe(2);
-    const [e] = await b.commit({ del: ['task://local/a'], events: [{ type: 'deleted', id: 'task://local/a', revision: 2, detail: {} }] });
+    const [e] = await b.commit({
+      del: ['task://local/a'],
+      events: [{ type: 'deleted', id: 'task://local/a', revision: 2, detail: {} }],
+    });
     expect(e?.seq).toBe(3);
     expect((await b.readEvents(1, 3, 10)).map((x) => x.type)).toEqual(['created', 'modified', 'deleted']);
     await b.close();
@@ -35,7 +41,10 @@ describe('registry', () => {
     r.events.subscribe({}, (e) => seen.push(e.seq));
     const all = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
-        r.commit({ put: [el(`task://local/t${i}`)], events: [{ type: 'created', id: `task://local/t${i}`, revision: 1, detail: {} }] }),
+        r.commit({
+          put: [el(`task://local/t${i}`)],
+          events: [{ type: 'created', id: `task://local/t${i}`, revision: 1, detail: {} }],
+        }),
       ),
     );
     expect(all.map((evs) => evs[0]?.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
@@ -48,7 +57,11 @@ describe('registry', () => {
     const child = { ...el('image://local/c'), parent: el('image://local/p').id };
     await r.commit({ put: [el('image://local/p'), child] });
     expect(r.childrenOf('image://local/p')).toEqual(['image://local/c']);
-    await r.commit({ putComposition: [{ executor: 'executor://local/x', options: {}, members: [{ id: 'image://local/p', readOnly: false, state: 'bound' }] }] });
+    await r.commit({
+      putComposition: [
+        { executor: 'executor://local/x', options: {}, members: [{ id: 'image://local/p', readOnly: false, state: 'bound' }] },
+      ],
+    });
     expect(r.usersOf('image://local/p')).toEqual(['executor://local/x']);
     await r.commit({ del: ['image://local/c'], delComposition: ['executor://local/x'] });
     expect(r.childrenOf('image://local/p')).toEqual([]);
@@ -91,7 +104,12 @@ describe('crash recovery', () => {
 
     const reg2 = await Registry.open({ location });
     expect(reg2.pendingIntents().map((i) => i.id)).toEqual(['image://local/half']);
-    const b = await assemble({ registry: reg2, stores: [{ kind: 'image', name: 'local' }], drivers: { image: external, volume: external, task: specOnlyTaskDriver }, executor: exec });
+    const b = await assemble({
+      registry: reg2,
+      stores: [{ kind: 'image', name: 'local' }],
+      drivers: { image: external, volume: external, task: specOnlyTaskDriver },
+      executor: exec,
+    });
     if (E.isLeft(b)) throw new Error(b.left.message);
     expect(made.has('image://local/half')).toBe(false);
     expect(reg2.pendingIntents()).toEqual([]);
