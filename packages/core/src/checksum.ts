@@ -69,6 +69,7 @@ export const hashing = (
 export class DataError extends Error {
   constructor(readonly error: InvalidEntry) {
     super(error.message);
+    this.name = 'DataError';
   }
 }
 

@@ -204,6 +204,10 @@ export class GenericComposer implements Composer {
           const out = await this.w.executor.commit(plan);
           if (E.isLeft(out)) return E.right({ committed: false, error: out.left.error, results: out.left.results });
           const results = out.right.results;
+          const states = out.right.states ?? {};
+          const settled = after.map((m) =>
+            states[m.id.key] === undefined ? m : { ...m, state: states[m.id.key] as MemberState },
+          );
           const t = new Date().toISOString();
           const revision = actual + 1;
           const executor: Element = {
@@ -215,7 +219,7 @@ export class GenericComposer implements Composer {
             modified: t,
             attributes: { ...out.right.attributes },
           };
-          const record: CompositionRecord = { executor: xid.key, options: plan.options, members: after.map(toRecord) };
+          const record: CompositionRecord = { executor: xid.key, options: plan.options, members: settled.map(toRecord) };
           const events: EventDraft[] = [
             current === undefined
               ? { type: 'created', id: xid.key, revision, detail: {} }
@@ -230,9 +234,17 @@ export class GenericComposer implements Composer {
               revision,
               detail: {
                 executor: xid.key,
-                ...(s.task === undefined ? {} : { exitCode: s.task.exitCode, reason: s.task.reason }),
+                ...(s.task === undefined || s.op === 'bind' ? {} : { exitCode: s.task.exitCode, reason: s.task.reason }),
               },
             });
+            // a task that ran to its end during the commit is unbound again, with how it ended
+            if (s.op === 'bind' && states[s.id] === 'unbound')
+              events.push({
+                type: 'unbound',
+                id: s.id,
+                revision,
+                detail: { executor: xid.key, exitCode: s.task?.exitCode ?? null, reason: s.task?.reason ?? 'exited' },
+              });
           }
           try {
             await reg.commit({ put: [executor], putComposition: [record], events });
@@ -241,8 +253,8 @@ export class GenericComposer implements Composer {
             const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
             return E.right({ committed: false, error: e, results });
           }
-          const handle: Handle = { executor: xid, revision, options: plan.options, members: after };
-          return E.right({ committed: true, handle, executor, results: withNoops(results, before, after) });
+          const handle: Handle = { executor: xid, revision, options: plan.options, members: settled };
+          return E.right({ committed: true, handle, executor, results: withNoops(results, before, settled) });
         });
       },
     );

@@ -14,6 +14,7 @@ import type {
   ElementId,
   ExecutorOptions,
   Member,
+  MemberState,
   Metadata,
   StepOp,
   StepResult,
@@ -90,7 +91,12 @@ export interface CommitPlan {
 /** An executor driver's answer: on Left it has rolled back what it did. */
 export type DriverCommit = E.Either<
   { readonly error: AnyError; readonly results: readonly StepResult[] },
-  { readonly results: readonly StepResult[]; readonly attributes: Readonly<Record<string, unknown>> }
+  {
+    readonly results: readonly StepResult[];
+    readonly attributes: Readonly<Record<string, unknown>>;
+    /** Members whose state after the commit differs from the handle's (a one-shot task that ran and ended). */
+    readonly states?: Readonly<Record<string, MemberState>>;
+  }
 >;
 
 /** Realizes compositions (containers, processes). */

@@ -8,8 +8,10 @@
  *
  * Key layout (utf8 keys, JSON values):
  *   e!<id>   element record        x!<executor>  composition record
+ *   m!instance  registry instance ID
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  */
+import { randomUUID } from 'node:crypto';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
@@ -92,6 +94,7 @@ export class Registry {
   private readonly compositions = new Map<string, CompositionRecord>();
   private readonly intents = new Map<string, Intent>();
   private seq = 0;
+  private instance = '';
   private queue: Pending[] = [];
   private writing = false;
   private closed = false;
@@ -118,7 +121,17 @@ export class Registry {
     return r;
   }
 
+  /** A random ID fixed when the database is first created: backends label their objects with it. */
+  get instanceId(): string {
+    return this.instance;
+  }
+
   private async load(): Promise<void> {
+    const inst = await this.db.get('m!instance');
+    if (inst === undefined) {
+      this.instance = randomUUID();
+      await this.db.put('m!instance', this.instance);
+    } else this.instance = inst;
     // The last seq is the last log key: no separate counter to write with every batch.
     for await (const k of this.db.keys({ gte: 'l!', lt: 'l"', reverse: true, limit: 1 })) this.seq = Number(k.slice(2));
     for await (const [k, v] of this.db.iterator({ gte: 'e!', lt: 'e"' })) {

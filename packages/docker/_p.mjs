@@ -1,0 +1,11 @@
+import { unwrap } from '@lessl/core';
+import { busyboxRootfsBytes, openDockerBackend } from '@lessl/docker';
+const t0 = Date.now();
+const bytes = await busyboxRootfsBytes();
+console.log('rootfs', bytes.length, Date.now() - t0);
+const l = await unwrap(openDockerBackend());
+console.log('open', Date.now() - t0, l.reconciled);
+const el = await l.stores.image.create({ id: 'image://local/probe', data: bytes })();
+console.log('create', Date.now() - t0, JSON.stringify(el).slice(0, 300));
+await l.close();
+console.log('closed', Date.now() - t0);

@@ -1,0 +1,138 @@
+/**
+ * The engine handle shared by the drivers: the dockerode client, the registry instance whose
+ * objects these are, and the helper image used for archive copies.
+ */
+import Docker from 'dockerode';
+import * as E from 'fp-ts/lib/Either.js';
+import { pack } from 'tar-stream';
+import type { AnyError } from '@lessl/core';
+import { fromDocker, type On409 } from './errors.js';
+import { LABEL } from './names.js';
+
+/** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
+export const followJson = async (
+  stream: NodeJS.ReadableStream,
+): Promise<{ messages: Record<string, unknown>[]; error?: string }> => {
+  const messages: Record<string, unknown>[] = [];
+  let rest = '';
+  let error: string | undefined;
+  for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+    rest += chunk.toString();
+    const lines = rest.split(/\r?\n/);
+    rest = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      try {
+        const m = JSON.parse(line) as Record<string, unknown>;
+        messages.push(m);
+        if (typeof m.error === 'string') error ??= m.error;
+        const detail = m.errorDetail as { message?: unknown } | undefined;
+        if (typeof detail?.message === 'string') error ??= detail.message;
+      } catch {
+        messages.push({ raw: line });
+      }
+    }
+  }
+  if (rest.trim() !== '') {
+    try {
+      const m = JSON.parse(rest) as Record<string, unknown>;
+      messages.push(m);
+      if (typeof m.error === 'string') error ??= m.error;
+    } catch {
+      messages.push({ raw: rest });
+    }
+  }
+  return error === undefined ? { messages } : { messages, error };
+};
+
+/**
+ * Sends a tar stream to Docker: when the stream fails (a refused entry, a broken source), the
+ * request is aborted and the stream's own error is thrown, not Docker's view of a cut upload.
+ */
+export const withTar = async <A>(tar: NodeJS.ReadableStream, fn: (signal: AbortSignal) => Promise<A>): Promise<A> => {
+  const ac = new AbortController();
+  const state: { err?: unknown } = {};
+  tar.on('error', (e: unknown) => {
+    state.err ??= e;
+    ac.abort();
+  });
+  try {
+    const r = await fn(ac.signal);
+    if (state.err !== undefined) throw state.err;
+    return r;
+  } catch (err) {
+    throw state.err ?? err;
+  }
+};
+
+/** The engine and what the drivers share. */
+export class Engine {
+  private helper: Promise<string> | undefined;
+  /** Docker object IDs lessl is removing itself (so the event watcher does not report them). */
+  readonly expected = new Set<string>();
+
+  constructor(
+    readonly docker: Docker,
+    readonly instance: string,
+  ) {}
+
+  /** Runs a Docker call, mapping failures. */
+  async call<A>(id: string, fn: () => Promise<A>, on409: On409 = 'Conflict'): Promise<E.Either<AnyError, A>> {
+    try {
+      return E.right(await fn());
+    } catch (err) {
+      return E.left(fromDocker(id, err, on409));
+    }
+  }
+
+  /** An empty image for created-but-never-started helper containers (archive copies). */
+  helperImage(): Promise<string> {
+    this.helper ??= (async () => {
+      const ref = 'lessl/helper:empty';
+      try {
+        await this.docker.getImage(ref).inspect();
+        return ref;
+      } catch {
+        const p = pack();
+        p.entry({ name: 'lessl-helper', mode: 0o644 }, 'lessl helper image: never started\n');
+        p.finalize();
+        const s = await this.docker.importImage(
+          p as unknown as NodeJS.ReadableStream,
+          { repo: 'lessl/helper', tag: 'empty', changes: [`LABEL ${LABEL.helper}=image`] } as object,
+        );
+        const r = await followJson(s);
+        if (r.error !== undefined) throw new Error(r.error);
+        return ref;
+      }
+    })();
+    this.helper.catch(() => (this.helper = undefined));
+    return this.helper;
+  }
+
+  /** Creates a never-started helper container from the helper image (or `image`), with mounts. */
+  async helperContainer(
+    owner: string,
+    mounts: { Source: string; Target: string; ReadOnly?: boolean }[],
+    image?: string,
+  ): Promise<Docker.Container> {
+    const img = image ?? (await this.helperImage());
+    return this.docker.createContainer({
+      Image: img,
+      Cmd: ['/lessl-helper-never-started'],
+      Entrypoint: [],
+      Labels: { [LABEL.helper]: owner, [LABEL.registry]: this.instance },
+      NetworkDisabled: true,
+      HostConfig: { NetworkMode: 'none', Mounts: mounts.map((m) => ({ Type: 'volume', ...m })) },
+    });
+  }
+
+  /** Removes a helper container, ignoring a container that is already gone. */
+  async removeQuietly(c: Docker.Container): Promise<void> {
+    try {
+      this.expected.add(c.id);
+      await c.remove({ force: true, v: false });
+    } catch {
+      /* already gone */
+    }
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Docker failures onto the lessl taxonomy, by HTTP status code (never by message where a
+ * status says it): 404 NotFound, 409 NameCollision/InUse/Conflict (by operation), 400
+ * InvalidEntry, 403 PermissionDenied, 501 Unsupported, 503 and connection errors Unavailable.
+ */
+import {
+  invalidEntry,
+  inUse,
+  nameCollision,
+  notFound,
+  permissionDenied,
+  runtimeError,
+  unavailable,
+  unsupported,
+  conflict,
+  type AnyError,
+} from '@lessl/core';
+
+/** What a 409 means for the operation at hand. */
+export type On409 = 'NameCollision' | 'InUse' | 'Conflict';
+
+const CONN = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'EACCES', 'ECONNABORTED']);
+
+/** Status code of a dockerode error, if any. */
+export const statusOf = (err: unknown): number | undefined => {
+  const s = (err as { statusCode?: unknown } | null)?.statusCode;
+  return typeof s === 'number' ? s : undefined;
+};
+
+/** True when the engine could not be reached at all. */
+export const isConnectionError = (err: unknown): boolean => {
+  const code = (err as { code?: unknown } | null)?.code;
+  return statusOf(err) === undefined && typeof code === 'string' && CONN.has(code);
+};
+
+const msg = (err: unknown): string => {
+  const j = (err as { json?: { message?: unknown } } | null)?.json?.message;
+  if (typeof j === 'string') return j;
+  return err instanceof Error ? err.message : String(err);
+};
+
+/** Maps a dockerode error. */
+export const fromDocker = (id: string, err: unknown, on409: On409 = 'Conflict', refs: readonly string[] = []): AnyError => {
+  if (isConnectionError(err)) return unavailable(id, `the Docker engine is unreachable: ${msg(err)}`, err);
+  switch (statusOf(err)) {
+    case 404:
+      return { ...notFound(id), message: `not found in Docker: ${msg(err)}` };
+    case 409:
+      if (on409 === 'NameCollision') return nameCollision(id);
+      if (on409 === 'InUse') return { ...inUse(id, refs), message: `in use: ${msg(err)}` };
+      return { ...conflict(id, -1, -1), message: `conflict: ${msg(err)}` };
+    case 400:
+      return invalidEntry(`Docker refused the request: ${msg(err)}`, id, ['request']);
+    case 403:
+      return permissionDenied(id, 'docker', 'create');
+    case 501:
+      return unsupported(id, msg(err));
+    case 503:
+      return unavailable(id, `the Docker engine is unavailable: ${msg(err)}`, err);
+    default:
+      return runtimeError(id, `Docker failed: ${msg(err)}`, err);
+  }
+};

@@ -1,0 +1,133 @@
+/**
+ * @lessl/docker: the Docker backend. Images, volumes, executors (containers) and tasks (their
+ * processes and execs) on a real Docker Engine, through the lessl contracts.
+ *
+ * @example
+ * const lessl = await unwrap(openDockerBackend({ registry: { location: './.lessl' } }));
+ * await unwrap(lessl.stores.image.create({ id: 'image://local/base', data: busyboxRootfs() }));
+ * @packageDocumentation
+ */
+import Docker from 'dockerode';
+import mittDefault from 'mitt';
+import * as E from 'fp-ts/lib/Either.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import {
+  runtimeError,
+  unavailable,
+  type Authorizer,
+  type InvalidEntry,
+  type RuntimeError,
+  type StoreConfig,
+  type Unavailable,
+  type Unsubscribe,
+} from '@lessl/core';
+import { assemble, Registry, type Backend, type RegistryOptions } from '@lessl/level';
+import { Engine } from './engine.js';
+import { executorDriver, type FaultHook } from './executor.js';
+import { imageDriver } from './images.js';
+import type { OutputChunk } from './output.js';
+import { reconcile, watch } from './sync.js';
+import { volumeDriver } from './volumes.js';
+
+export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
+export { DEFAULTS, type DockerExecutorOptions } from './executor.js';
+export type { ImageSource } from './images.js';
+export type { OutputChunk } from './output.js';
+export { purge, type ReconcileReport } from './sync.js';
+export { checkedTar, refuseEntry } from './tar.js';
+export { fromDocker } from './errors.js';
+export { imageRef, volumeName, LABEL } from './names.js';
+
+/** The stores a Docker backend has unless told otherwise. */
+export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
+  { kind: 'image', name: 'local' },
+  { kind: 'volume', name: 'local' },
+  { kind: 'volume', name: 'tmp', options: { tmpfs: true } },
+  { kind: 'task', name: 'local' },
+  { kind: 'executor', name: 'local' },
+];
+
+/** Options of `openDockerBackend`. */
+export interface DockerBackendOptions {
+  /** A dockerode client; default: DOCKER_HOST, else the default socket. */
+  readonly docker?: Docker;
+  /** A socket path (e.g. a Podman Docker-compatible socket) when no client is given. */
+  readonly socketPath?: string;
+  /** A registry, or how to open one (default: in memory). */
+  readonly registry?: Registry | RegistryOptions;
+  readonly stores?: readonly StoreConfig[];
+  readonly authorize?: Authorizer;
+  /** Map Docker's event stream into lessl events (default true). */
+  readonly watch?: boolean;
+  /** Test hook: make a commit step fail (exercises rollback). */
+  readonly faults?: FaultHook;
+}
+
+/** A Docker backend: the core contracts plus Docker specifics. */
+export interface DockerBackend extends Backend {
+  readonly docker: Docker;
+  /** What reconciliation on open found and did. */
+  readonly reconciled: ReconcileReport;
+  /** Streams task output as it arrives (every executor and task). */
+  onOutput(listener: (executor: string, task: string, chunk: OutputChunk) => void): Unsubscribe;
+}
+
+type OutputEvents = { out: { executor: string; task: string; chunk: OutputChunk } };
+const mitt = mittDefault as unknown as typeof mittDefault.default;
+
+/**
+ * Connects to the engine (answering `Unavailable` when it cannot be reached), opens the
+ * registry, recovers interrupted creates, reconciles with Docker and starts watching its events.
+ */
+export const openDockerBackend =
+  (opts: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>
+  async () => {
+    const docker = opts.docker ?? (opts.socketPath === undefined ? new Docker() : new Docker({ socketPath: opts.socketPath }));
+    try {
+      await docker.ping();
+    } catch (err) {
+      return E.left(
+        unavailable(
+          '',
+          'no Docker engine answers (DOCKER_HOST or /var/run/docker.sock); start one, e.g. `dockerd --bridge=none --iptables=false --ip-forward=false &`',
+          err,
+        ),
+      );
+    }
+    let registry: Registry;
+    try {
+      registry = opts.registry instanceof Registry ? opts.registry : await Registry.open(opts.registry ?? { memory: true });
+    } catch (err) {
+      return E.left(runtimeError('', 'could not open the registry', err));
+    }
+    const engine = new Engine(docker, registry.instanceId);
+    const bus = mitt<OutputEvents>();
+    const exec = executorDriver(engine, (executor, task, chunk) => bus.emit('out', { executor, task, chunk }), opts.faults);
+    let watcher: { stop(): Promise<void> } | undefined;
+    const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
+      registry,
+      stores: opts.stores ?? DEFAULT_DOCKER_STORES,
+      drivers: { image: imageDriver(engine), volume: volumeDriver(engine) },
+      executor: exec,
+      ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+      onClose: async () => {
+        await watcher?.stop();
+      },
+    }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
+    if (E.isLeft(b)) {
+      await registry.close();
+      return b;
+    }
+    const reconciled = await reconcile(engine, registry);
+    if (opts.watch !== false) watcher = watch(engine, registry);
+    return E.right({
+      ...b.right,
+      docker,
+      reconciled,
+      onOutput(listener) {
+        const h = (e: OutputEvents['out']): void => listener(e.executor, e.task, e.chunk);
+        bus.on('out', h);
+        return () => bus.off('out', h);
+      },
+    });
+  };

@@ -1,0 +1,283 @@
+/**
+ * Keeping the registry true to Docker:
+ * - the watcher maps Docker's own event stream in: a lessl container that dies by itself makes
+ *   its task `unbound` (with the exit code); a container, volume or image removed behind lessl's
+ *   back makes its element `deleted` (detail `reason`). Changes lessl made itself are not repeated.
+ * - reconciliation on open applies the same rules to what changed while no backend watched, and
+ *   removes lessl-labelled objects of this registry that no record knows (made by a create that
+ *   crashed before its record was written) and leftover helper containers. It reports all of it.
+ */
+import type { Readable } from 'node:stream';
+import type { Element, EventType } from '@lessl/core';
+import type { EventDraft, Registry } from '@lessl/level';
+import type { Engine } from './engine.js';
+import { LABEL } from './names.js';
+import { statusOf } from './errors.js';
+
+/** What reconciliation found and did. */
+export interface ReconcileReport {
+  /** Elements whose Docker object had vanished: their records were deleted (with a `deleted` event). */
+  readonly vanished: string[];
+  /** Executors whose running task had ended while nobody watched: now unbound. */
+  readonly stopped: string[];
+  /** Docker objects of this registry that no record knows, removed. */
+  readonly orphansRemoved: string[];
+}
+
+const findBy = (registry: Registry, kind: string, attr: string, value: string): Element | undefined =>
+  registry.scan(`${kind}://`, 1, (e) => e.attributes[attr] === value)[0];
+
+/** Deletes a record whose object vanished from Docker, with its event. */
+const forget = async (registry: Registry, el: Element, reason: string): Promise<void> =>
+  registry.locks.with([el.id.key], async () => {
+    if (registry.get(el.id.key) === undefined) return;
+    const comp = registry.composition(el.id.key);
+    await registry.commit({
+      del: [el.id.key],
+      ...(comp === undefined ? {} : { delComposition: [el.id.key] }),
+      events: [{ type: 'deleted', id: el.id.key, revision: el.revision, detail: { reason } }],
+    });
+  });
+
+/** Marks an executor's running task as ended. */
+const ended = async (
+  registry: Registry,
+  executor: string,
+  containerId: string,
+  exitCode: number | null,
+  reason: string,
+): Promise<boolean> =>
+  registry.locks.with([executor], async () => {
+    const el = registry.get(executor);
+    const comp = registry.composition(executor);
+    if (el === undefined || el.attributes.containerId !== containerId) return false;
+    const task = typeof el.attributes.mainTask === 'string' ? el.attributes.mainTask : undefined;
+    const revision = el.revision + 1;
+    const events: EventDraft[] = [
+      { type: 'modified' as EventType, id: executor, revision, detail: { composition: true, reason } },
+    ];
+    if (task !== undefined) events.push({ type: 'unbound', id: task, revision, detail: { executor, exitCode, reason } });
+    await registry.commit({
+      put: [
+        {
+          ...el,
+          revision,
+          modified: new Date().toISOString(),
+          attributes: { ...el.attributes, state: 'stopped', mainTask: null },
+        },
+      ],
+      ...(comp === undefined
+        ? {}
+        : {
+            putComposition: [
+              { ...comp, members: comp.members.map((m) => (m.id === task ? { ...m, state: 'unbound' as const } : m)) },
+            ],
+          }),
+      events,
+    });
+    return true;
+  });
+
+interface DockerEvent {
+  Type?: string;
+  Action?: string;
+  Actor?: { ID?: string; Attributes?: Record<string, string> };
+  id?: string;
+  timeNano?: number;
+  time?: number;
+}
+
+/** Watches Docker events until stopped; reconnects with backoff when the engine goes away. */
+export const watch = (engine: Engine, registry: Registry): { stop(): Promise<void> } => {
+  let stopped = false;
+  let current: Readable | undefined;
+  let since = Math.floor(Date.now() / 1000);
+  let queue = Promise.resolve();
+
+  const handle = async (ev: DockerEvent): Promise<void> => {
+    const id = ev.Actor?.ID ?? ev.id ?? '';
+    const attrs = ev.Actor?.Attributes ?? {};
+    if (ev.Type === 'container') {
+      if (attrs[LABEL.registry] !== engine.instance || attrs[LABEL.helper] !== undefined) return;
+      const executor = attrs[LABEL.id];
+      if (executor === undefined) return;
+      if (ev.Action === 'die') {
+        if (engine.expected.has(id)) return;
+        const code = attrs.exitCode === undefined ? null : Number(attrs.exitCode);
+        await ended(registry, executor, id, code, 'exited');
+      } else if (ev.Action === 'destroy') {
+        if (engine.expected.delete(id)) return;
+        const el = registry.get(executor);
+        if (el !== undefined && el.attributes.containerId === id) await forget(registry, el, 'container removed outside lessl');
+      }
+    } else if (ev.Type === 'volume' && ev.Action === 'destroy') {
+      if (engine.expected.delete(id)) return;
+      const el = findBy(registry, 'volume', 'volumeName', id);
+      if (el !== undefined) await forget(registry, el, 'volume removed outside lessl');
+    } else if (ev.Type === 'image' && ev.Action === 'delete') {
+      if (engine.expected.delete(id)) return;
+      const el = findBy(registry, 'image', 'imageId', id);
+      if (el !== undefined) await forget(registry, el, 'image removed outside lessl');
+    }
+  };
+
+  const loop = async (): Promise<void> => {
+    let backoff = 250;
+    while (!stopped) {
+      try {
+        const s = (await engine.docker.getEvents({
+          since,
+          filters: { type: ['container', 'volume', 'image'] },
+        })) as unknown as Readable;
+        current = s;
+        if (stopped) {
+          s.destroy();
+          break;
+        }
+        backoff = 250;
+        let rest = '';
+        for await (const chunk of s as AsyncIterable<Buffer>) {
+          rest += chunk.toString();
+          const lines = rest.split('\n');
+          rest = lines.pop() ?? '';
+          for (const line of lines) {
+            if (line.trim() === '') continue;
+            const ev = JSON.parse(line) as DockerEvent;
+            if (typeof ev.time === 'number') since = ev.time;
+            queue = queue.then(() => handle(ev)).catch(() => undefined);
+          }
+        }
+      } catch {
+        /* engine gone: retry */
+      }
+      if (stopped) break;
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, 5000);
+    }
+  };
+  const running = loop();
+  return {
+    async stop() {
+      stopped = true;
+      current?.destroy();
+      await running;
+      await queue;
+    },
+  };
+};
+
+/** Reconciles the registry with Docker (see the module comment). */
+export const reconcile = async (engine: Engine, registry: Registry): Promise<ReconcileReport> => {
+  const d = engine.docker;
+  const report: ReconcileReport = { vanished: [], stopped: [], orphansRemoved: [] };
+  const gone = async (fn: () => Promise<unknown>): Promise<boolean> => {
+    try {
+      await fn();
+      return false;
+    } catch (err) {
+      return statusOf(err) === 404;
+    }
+  };
+  for (const el of registry.all()) {
+    if (el.id.kind === 'image' && (await gone(() => d.getImage(String(el.attributes.imageId)).inspect()))) {
+      await forget(registry, el, 'image vanished from Docker');
+      report.vanished.push(el.id.key);
+    } else if (el.id.kind === 'volume' && (await gone(() => d.getVolume(String(el.attributes.volumeName)).inspect()))) {
+      await forget(registry, el, 'volume vanished from Docker');
+      report.vanished.push(el.id.key);
+    } else if (el.id.kind === 'executor' && typeof el.attributes.containerId === 'string' && el.attributes.state === 'running') {
+      const cid = el.attributes.containerId;
+      let code: number | null = null;
+      let running: boolean;
+      try {
+        const info = await d.getContainer(cid).inspect();
+        running = info.State.Running;
+        code = info.State.ExitCode;
+      } catch {
+        running = false;
+      }
+      if (!running && (await ended(registry, el.id.key, cid, code, 'ended while no backend watched')))
+        report.stopped.push(el.id.key);
+    }
+  }
+  const mine = [`${LABEL.registry}=${engine.instance}`];
+  const known = (key: string | undefined): boolean =>
+    key !== undefined && (registry.get(key) !== undefined || registry.hasIntent(key));
+  for (const c of await d.listContainers({ all: true, filters: { label: mine } }).catch(() => [])) {
+    const isHelper = c.Labels?.[LABEL.helper] !== undefined;
+    const owner = c.Labels?.[LABEL.id];
+    const el = owner === undefined ? undefined : registry.get(owner);
+    const current = el !== undefined && el.attributes.containerId === c.Id;
+    if (isHelper || !current) {
+      engine.expected.add(c.Id);
+      await d
+        .getContainer(c.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
+      report.orphansRemoved.push(`container ${c.Names[0] ?? c.Id}`);
+    }
+  }
+  for (const v of (await d.listVolumes({ filters: { label: mine } }).catch(() => ({ Volumes: [] }))).Volumes ?? []) {
+    if (!known(v.Labels?.[LABEL.id])) {
+      engine.expected.add(v.Name);
+      await d
+        .getVolume(v.Name)
+        .remove({ force: true })
+        .catch(() => undefined);
+      report.orphansRemoved.push(`volume ${v.Name}`);
+    }
+  }
+  for (const i of await d.listImages({ filters: { label: mine } }).catch(() => [])) {
+    const owner = i.Labels?.[LABEL.id];
+    if (!known(owner) || findBy(registry, 'image', 'imageId', i.Id) === undefined) {
+      if (owner !== undefined && registry.get(owner) !== undefined) continue; // a committed child's layer shares labels; keep
+      engine.expected.add(i.Id);
+      await d
+        .getImage(i.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
+      report.orphansRemoved.push(`image ${i.RepoTags?.[0] ?? i.Id}`);
+    }
+  }
+  return report;
+};
+
+/**
+ * Removes every Docker object labelled with a registry instance: containers, then images
+ * (children before parents), then volumes. For throw-away registries (tests, examples).
+ */
+export const purge = async (docker: import('dockerode'), instance: string): Promise<number> => {
+  const f = { label: [`${LABEL.registry}=${instance}`] };
+  let n = 0;
+  for (const c of await docker.listContainers({ all: true, filters: f }).catch(() => [])) {
+    await docker
+      .getContainer(c.Id)
+      .remove({ force: true })
+      .then(
+        () => n++,
+        () => undefined,
+      );
+  }
+  for (let pass = 0; pass < 4; pass++) {
+    const imgs = await docker.listImages({ filters: f }).catch(() => []);
+    if (imgs.length === 0) break;
+    for (const i of imgs)
+      await docker
+        .getImage(i.Id)
+        .remove({ force: true })
+        .then(
+          () => n++,
+          () => undefined,
+        );
+  }
+  for (const v of (await docker.listVolumes({ filters: f }).catch(() => ({ Volumes: [] }))).Volumes ?? []) {
+    await docker
+      .getVolume(v.Name)
+      .remove({ force: true })
+      .then(
+        () => n++,
+        () => undefined,
+      );
+  }
+  return n;
+};
