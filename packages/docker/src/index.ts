@@ -26,7 +26,7 @@ import { Engine } from './engine.js';
 import { executorDriver, type FaultHook } from './executor.js';
 import { imageDriver } from './images.js';
 import type { OutputChunk } from './output.js';
-import { reconcile, watch } from './sync.js';
+import { reconcile, watch, type ReconcileReport } from './sync.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
