@@ -50,19 +50,18 @@ export const followJson = async (
  * request is aborted and the stream's own error is thrown, not Docker's view of a cut upload.
  */
 export const withTar = async <A>(tar: NodeJS.ReadableStream, fn: (signal: AbortSignal) => Promise<A>): Promise<A> => {
+  const early = (tar as { errored?: unknown }).errored;
+  if (early !== null && early !== undefined) throw early; // refused before anyone listened
   const ac = new AbortController();
-  const state: { err?: unknown } = {};
-  tar.on('error', (e: unknown) => {
-    state.err ??= e;
-    ac.abort();
-  });
-  try {
-    const r = await fn(ac.signal);
-    if (state.err !== undefined) throw state.err;
-    return r;
-  } catch (err) {
-    throw state.err ?? err;
-  }
+  // An aborted request does not always settle: race it against the stream's own failure.
+  const failed = new Promise<never>((_, reject) =>
+    tar.on('error', (e: unknown) => {
+      ac.abort();
+      reject(e);
+    }),
+  );
+  failed.catch(() => undefined);
+  return Promise.race([fn(ac.signal), failed]);
 };
 
 /** The engine and what the drivers share. */

@@ -261,8 +261,16 @@ export const imageDriver = (engine: Engine): ElementDriver => {
         const users = await d.listContainers({ all: true, filters: { ancestor: [imageId] } });
         return E.right(
           users
-            .filter((c) => c.Labels?.[LABEL.helper] === undefined)
-            .map((c) => c.Labels?.[LABEL.id] ?? `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`),
+            // lessl's own executor containers are references through their compositions already;
+            // labels are inherited from images, so only lessl.task + this registry marks them as ours
+            .filter(
+              (c) =>
+                !(
+                  c.Labels?.[LABEL.registry] === engine.instance &&
+                  (c.Labels?.[LABEL.task] !== undefined || c.Labels?.[LABEL.helper] !== undefined)
+                ),
+            )
+            .map((c) => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`),
         );
       } catch (err) {
         return E.left(fromDocker(el.id.key, err) as DeleteError);

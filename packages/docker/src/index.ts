@@ -15,6 +15,9 @@ import {
   runtimeError,
   unavailable,
   type Authorizer,
+  type CallContext,
+  type IdLike,
+  type ReadError,
   type InvalidEntry,
   type RuntimeError,
   type StoreConfig,
@@ -23,6 +26,7 @@ import {
 } from '@lessl/core';
 import { assemble, Registry, type Backend, type RegistryOptions } from '@lessl/level';
 import { Engine } from './engine.js';
+import { fromDocker } from './errors.js';
 import { executorDriver, type FaultHook } from './executor.js';
 import { imageDriver } from './images.js';
 import type { OutputChunk } from './output.js';
@@ -35,7 +39,7 @@ export type { ImageSource } from './images.js';
 export type { OutputChunk } from './output.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { checkedTar, refuseEntry } from './tar.js';
-export { fromDocker } from './errors.js';
+export { fromDocker };
 export { imageRef, volumeName, LABEL } from './names.js';
 
 /** The stores a Docker backend has unless told otherwise. */
@@ -68,6 +72,8 @@ export interface DockerBackend extends Backend {
   readonly docker: Docker;
   /** What reconciliation on open found and did. */
   readonly reconciled: ReconcileReport;
+  /** An image's content as a stream (a `docker save` archive, loadable with `source: { type: 'tarball' }`). */
+  exportImage(id: IdLike, ctx?: CallContext): TaskEither<ReadError, NodeJS.ReadableStream>;
   /** Streams task output as it arrives (every executor and task). */
   onOutput(listener: (executor: string, task: string, chunk: OutputChunk) => void): Unsubscribe;
 }
@@ -120,10 +126,20 @@ export const openDockerBackend =
     }
     const reconciled = await reconcile(engine, registry);
     if (opts.watch !== false) watcher = watch(engine, registry);
+    const backend = b.right;
     return E.right({
-      ...b.right,
+      ...backend,
       docker,
       reconciled,
+      exportImage: (id, ctx) => async () => {
+        const el = await backend.stores.image.read(id, undefined, ctx)();
+        if (E.isLeft(el)) return el;
+        try {
+          return E.right(await docker.getImage(String(el.right.attributes.imageId)).get());
+        } catch (err) {
+          return E.left(fromDocker(el.right.id.key, err) as ReadError);
+        }
+      },
       onOutput(listener) {
         const h = (e: OutputEvents['out']): void => listener(e.executor, e.task, e.chunk);
         bus.on('out', h);

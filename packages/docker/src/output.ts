@@ -57,6 +57,12 @@ export class Demux {
 
   /** The task result, given how it ended. */
   result(exitCode: number | null, reason: TaskResult['reason']): TaskResult {
+    // No status code says "command not found": the init (tini) or the OCI runtime reports it
+    // on stderr with exit 126/127.
+    if ((exitCode === 127 || exitCode === 126) && reason === 'exited') {
+      const err = Buffer.concat(this.chunks.filter((c) => c.stream === 'stderr').map((c) => c.data)).toString();
+      if (/exec.*(failed|not found)|no such file or directory|executable file not found/i.test(err)) reason = 'not-found';
+    }
     const pick = (s: 'stdout' | 'stderr'): Uint8Array =>
       Buffer.concat(this.chunks.filter((c) => c.stream === s).map((c) => c.data));
     return { exitCode, stdout: pick('stdout'), stderr: pick('stderr'), output: this.chunks, truncated: this.truncated, reason };

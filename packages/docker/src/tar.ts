@@ -64,6 +64,7 @@ export const checkedTar = (id: string, src: AsyncIterable<Uint8Array>, policy: T
   ex.on('error', (err) => fail(new DataError(invalidEntry(`data is not a valid tar archive: ${err.message}`, id, ['data']))));
   out.on('error', fail);
   out.pipe(result);
+  result.on('error', () => undefined); // the failure is kept in `result.errored` for whoever sends it
   const source = Readable.from(src, { objectMode: false });
   source.on('error', (err) => fail(err));
   source.pipe(ex);
