@@ -4,7 +4,7 @@
 import { pathToFileURL } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import { fromUtf8, unwrap, type AnyError, type CommitResult, type Element, type TaskResult } from '@lessl/core';
-import { busyboxRootfs, openDockerBackend, type DockerBackend } from '@lessl/docker';
+import { busyboxRootfs, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
 
 /** The stores the examples use. */
 export const EXAMPLE_STORES = [
@@ -104,7 +104,10 @@ export const main = (meta: ImportMeta, run: (l: DockerBackend) => Promise<unknow
       console.error('failed:', le === undefined ? e : `${le._tag}: ${le.message}`);
       process.exitCode = 1;
     } finally {
-      await lessl?.close();
+      if (lessl !== undefined) {
+        await lessl.close();
+        await purge(lessl.docker, lessl.registry.instanceId); // the registry was in memory: remove what it made
+      }
     }
   })();
 };
