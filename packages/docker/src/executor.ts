@@ -258,17 +258,17 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
     return info?.State.ExitCode ?? null;
   };
 
+  /**
+   * The executor's container state. The registry's record is kept current by the Docker event
+   * watcher, so a running record is trusted without a round trip; if the container died a moment
+   * ago, exec answers 409, mapped to Conflict, and the caller retries from a fresh handle.
+   */
   const live = async (attrs: Readonly<Record<string, unknown>>): Promise<E.Either<AnyError, XState>> => {
     const containerId = typeof attrs.containerId === 'string' ? attrs.containerId : null;
     const mainTask = typeof attrs.mainTask === 'string' ? attrs.mainTask : null;
     if (containerId === null) return E.right({ containerId, mainTask, running: false });
-    try {
-      const info = await d.getContainer(containerId).inspect();
-      return E.right({ containerId, mainTask, running: info.State.Running });
-    } catch (err) {
-      if (statusOf(err) === 404) return E.right({ containerId: null, mainTask: null, running: false });
-      return E.left(fromDocker(containerId, err));
-    }
+    if (attrs.state === 'running') return E.right({ containerId, mainTask, running: true });
+    return E.right({ containerId, mainTask, running: false });
   };
 
   const describe = (plan: CommitPlan, x: XState): Record<string, unknown> => ({
