@@ -125,6 +125,32 @@ export class Engine {
     });
   }
 
+  /**
+   * Containers matching `filters` that are not lessl's own executors or helpers of this registry,
+   * as `docker:container/<name>`. (lessl's executors are references through their compositions;
+   * labels are inherited from images, so only `lessl.task`/`lessl.helper` + this registry mark ours.)
+   */
+  async foreignUsers(filters: Record<string, string[]>): Promise<string[]> {
+    const users = await this.docker.listContainers({ all: true, filters });
+    return users
+      .filter(
+        (c) =>
+          !(
+            c.Labels?.[LABEL.registry] === this.instance &&
+            (c.Labels?.[LABEL.task] !== undefined || c.Labels?.[LABEL.helper] !== undefined)
+          ),
+      )
+      .map((c) => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`);
+  }
+
+  /** Removes the helper containers an element's create made (after a crash). */
+  async removeHelpers(owner: string): Promise<void> {
+    const helpers = await this.docker
+      .listContainers({ all: true, filters: { label: [`${LABEL.helper}=${owner}`] } })
+      .catch(() => []);
+    for (const c of helpers) await this.removeQuietly(this.docker.getContainer(c.Id));
+  }
+
   /** Removes a helper container, ignoring a container that is already gone. */
   async removeQuietly(c: Docker.Container): Promise<void> {
     try {

@@ -33,6 +33,9 @@ export const isConnectionError = (err: unknown): boolean => {
   return statusOf(err) === undefined && typeof code === 'string' && CONN.has(code);
 };
 
+/** True for errors from the engine (a status code, or no connection), false for stream/data errors. */
+export const isDockerError = (err: unknown): boolean => statusOf(err) !== undefined || isConnectionError(err);
+
 const msg = (err: unknown): string => {
   const j = (err as { json?: { message?: unknown } } | null)?.json?.message;
   if (typeof j === 'string') return j;

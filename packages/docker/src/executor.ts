@@ -33,7 +33,7 @@ import {
 } from '@lessl/core';
 import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep } from '@lessl/level';
 import type { Engine } from './engine.js';
-import { fromDocker, isConnectionError, statusOf } from './errors.js';
+import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { Demux, type OutputChunk } from './output.js';
 import { containerName, LABEL } from './names.js';
 
@@ -66,8 +66,6 @@ interface XState {
   mainTask: string | null;
   running: boolean;
 }
-
-const isDockerError = (err: unknown): boolean => statusOf(err) !== undefined || isConnectionError(err);
 
 /** The executor driver. */
 export const executorDriver = (engine: Engine, emit: OutputListener, faults?: FaultHook): ExecutorDriver => {

@@ -19,7 +19,7 @@ import {
 } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
 import { followJson, withTar, type Engine } from './engine.js';
-import { fromDocker, isConnectionError, statusOf } from './errors.js';
+import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { imageRef, LABEL, labelChanges, labelsFor } from './names.js';
 import { checkedTar } from './tar.js';
 
@@ -46,9 +46,6 @@ const parseSource = (id: string, u: unknown): E.Either<AnyError, ImageSource | u
     ),
   );
 };
-
-/** True for errors from the engine (a status code, or no connection), false for stream/data errors. */
-const isDockerError = (err: unknown): boolean => statusOf(err) !== undefined || isConnectionError(err);
 
 const split = (ref: string): { repo: string; tag: string } => {
   const i = ref.lastIndexOf(':');
@@ -258,20 +255,7 @@ export const imageDriver = (engine: Engine): ElementDriver => {
     async references(el: Element): Promise<E.Either<DeleteError, readonly string[]>> {
       const imageId = String(el.attributes.imageId ?? '');
       try {
-        const users = await d.listContainers({ all: true, filters: { ancestor: [imageId] } });
-        return E.right(
-          users
-            // lessl's own executor containers are references through their compositions already;
-            // labels are inherited from images, so only lessl.task + this registry marks them as ours
-            .filter(
-              (c) =>
-                !(
-                  c.Labels?.[LABEL.registry] === engine.instance &&
-                  (c.Labels?.[LABEL.task] !== undefined || c.Labels?.[LABEL.helper] !== undefined)
-                ),
-            )
-            .map((c) => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`),
-        );
+        return E.right(await engine.foreignUsers({ ancestor: [imageId] }));
       } catch (err) {
         return E.left(fromDocker(el.id.key, err) as DeleteError);
       }
@@ -285,12 +269,7 @@ export const imageDriver = (engine: Engine): ElementDriver => {
           .getImage(i.Id)
           .remove({ force: true })
           .catch(() => undefined);
-      const helpers = await d.listContainers({ all: true, filters: { label: [`${LABEL.helper}=${intent.id}`] } }).catch(() => []);
-      for (const c of helpers)
-        await d
-          .getContainer(c.Id)
-          .remove({ force: true })
-          .catch(() => undefined);
+      await engine.removeHelpers(intent.id);
     },
   };
 };

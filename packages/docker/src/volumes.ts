@@ -12,11 +12,9 @@ import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, unsupported, type AnyError, type CreateError, type DeleteError, type Element } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
 import { withTar, type Engine } from './engine.js';
-import { fromDocker, isConnectionError, statusOf } from './errors.js';
+import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { LABEL, labelsFor, volumeName } from './names.js';
 import { checkedTar } from './tar.js';
-
-const isDockerError = (err: unknown): boolean => statusOf(err) !== undefined || isConnectionError(err);
 
 /** The volume driver. */
 export const volumeDriver = (engine: Engine): ElementDriver => {
@@ -145,31 +143,13 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
     async references(el: Element): Promise<E.Either<DeleteError, readonly string[]>> {
       const name = String(el.attributes.volumeName ?? '');
       try {
-        const users = await d.listContainers({ all: true, filters: { volume: [name] } });
-        return E.right(
-          users
-            // lessl's own executor containers are references through their compositions already;
-            // labels are inherited from images, so only lessl.task + this registry marks them as ours
-            .filter(
-              (c) =>
-                !(
-                  c.Labels?.[LABEL.registry] === engine.instance &&
-                  (c.Labels?.[LABEL.task] !== undefined || c.Labels?.[LABEL.helper] !== undefined)
-                ),
-            )
-            .map((c) => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`),
-        );
+        return E.right(await engine.foreignUsers({ volume: [name] }));
       } catch (err) {
         return E.left(fromDocker(el.id.key, err) as DeleteError);
       }
     },
     async recover(intent: Intent): Promise<void> {
-      const helpers = await d.listContainers({ all: true, filters: { label: [`${LABEL.helper}=${intent.id}`] } }).catch(() => []);
-      for (const c of helpers)
-        await d
-          .getContainer(c.Id)
-          .remove({ force: true })
-          .catch(() => undefined);
+      await engine.removeHelpers(intent.id);
       const vols = await d
         .listVolumes({ filters: { label: [`${LABEL.id}=${intent.id}`, `${LABEL.registry}=${engine.instance}`] } })
         .catch(() => ({ Volumes: [] }));
