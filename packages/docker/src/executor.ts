@@ -25,7 +25,6 @@ import {
   type AnyError,
   type DeleteError,
   type Element,
-  type ElementId,
   type MemberState,
   type StepResult,
   type TaskResult,
@@ -399,6 +398,3 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
     },
   };
 };
-
-/** The executor an element ID names (for callers of the output hook). */
-export type ExecutorRef = ElementId;

@@ -9,7 +9,7 @@
  */
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidEntry, unsupported, type AnyError, type CreateError, type DeleteError, type Element } from '@lessl/core';
+import { invalidEntry, unsupported, type CreateError, type DeleteError, type Element } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
 import { withTar, type Engine } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
@@ -161,6 +161,3 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
     },
   };
 };
-
-/** Narrowing helper for callers. */
-export type VolumeError = AnyError;

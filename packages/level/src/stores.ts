@@ -7,7 +7,6 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   describeId,
-  allowAll,
   decodeTaskSpec,
   hashing,
   invalidEntry,
@@ -37,7 +36,6 @@ import {
   validateReadFilter,
   applyPatch,
   conflict,
-  type AnyError,
   type Authorizer,
   type CallContext,
   type CreateError,
@@ -380,9 +378,3 @@ export class KindStore implements ElementStore {
     });
   }
 }
-
-/** Narrows an unknown failure for internal use. */
-export const asError = (id: string, err: unknown): AnyError =>
-  isLesslError(err) ? err : runtimeError(id, err instanceof Error ? err.message : String(err), err);
-
-export { allowAll };
