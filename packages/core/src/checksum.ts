@@ -3,7 +3,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidEntry, unsupportedChecksum, type InvalidEntry, type UnsupportedChecksum } from './errors.js';
+import { invalidEntry, showValue, unsupportedChecksum, type InvalidEntry, type UnsupportedChecksum } from './errors.js';
 
 /** What `create` accepts as data: bytes or any async iterable of bytes (a Node Readable is one). */
 export type DataSource = Uint8Array | AsyncIterable<Uint8Array>;
@@ -16,7 +16,7 @@ export interface Checksum {
 
 /** Parses `sha256:<64 hex>`; other algorithms are `UnsupportedChecksum`. */
 export const parseChecksum = (id: string, s: unknown): E.Either<UnsupportedChecksum, Checksum> => {
-  if (typeof s !== 'string') return E.left(unsupportedChecksum(id, String(s)));
+  if (typeof s !== 'string') return E.left(unsupportedChecksum(id, showValue(s)));
   const m = /^sha256:([0-9a-f]{64})$/.exec(s.toLowerCase());
   return m === null ? E.left(unsupportedChecksum(id, s)) : E.right({ algorithm: 'sha256', hex: m[1] ?? '' });
 };

@@ -311,9 +311,18 @@ export const unavailable = (id: string, message: string, cause?: unknown): Unava
   ...(cause === undefined ? {} : { cause: describeCause(cause) }),
 });
 
+/** A printable form of any value, for messages. Never throws (unlike `String(x)` on hostile objects). */
+export const showValue = (u: unknown): string => {
+  if (typeof u === 'string') return u;
+  try {
+    return JSON.stringify(u) ?? Object.prototype.toString.call(u);
+  } catch {
+    return Object.prototype.toString.call(u);
+  }
+};
+
 /** A short string for an unknown thrown value. */
-export const describeCause = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : typeof cause === 'string' ? cause : (JSON.stringify(cause) ?? String(cause));
+export const describeCause = (cause: unknown): string => (cause instanceof Error ? cause.message : showValue(cause));
 
 /** True when `u` is a lessl error value. */
 export const isLesslError = (u: unknown): u is AnyError =>

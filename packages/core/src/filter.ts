@@ -3,7 +3,7 @@
  * A malformed spec is `InvalidFilterSpec`, never a throw.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
+import { invalidFilterSpec, showValue, type InvalidFilterSpec } from './errors.js';
 import { isElementKind, parseId, type ElementKind } from './id.js';
 import { isValidKey, type Metadata } from './metadata.js';
 import type { Element } from './element.js';
@@ -40,12 +40,12 @@ const checkRead = (id: string, f: Record<string, unknown>): InvalidFilterSpec | 
   if (f.parts !== undefined) {
     if (!Array.isArray(f.parts)) return invalidFilterSpec(id, 'parts must be an array');
     const bad = f.parts.filter((p) => !(PARTS as readonly unknown[]).includes(p));
-    if (bad.length > 0) return invalidFilterSpec(id, `unknown parts: ${bad.map(String).join(', ')}`);
+    if (bad.length > 0) return invalidFilterSpec(id, `unknown parts: ${bad.map(showValue).join(', ')}`);
   }
   if (f.keys !== undefined) {
     if (!Array.isArray(f.keys)) return invalidFilterSpec(id, 'keys must be an array of strings');
     const bad = f.keys.filter((k) => typeof k !== 'string' || !isValidKey(k));
-    if (bad.length > 0) return invalidFilterSpec(id, `invalid keys: ${bad.map(String).join(', ')}`);
+    if (bad.length > 0) return invalidFilterSpec(id, `invalid keys: ${bad.map(showValue).join(', ')}`);
   }
   return undefined;
 };
@@ -84,12 +84,12 @@ export const validateListFilter = (f: unknown): E.Either<InvalidFilterSpec, List
   if (extra.length > 0) return E.left(invalidFilterSpec('', `unknown fields: ${extra.join(', ')}`));
   const err = checkRead('', f);
   if (err !== undefined) return E.left(err);
-  if (f.kind !== undefined && !isElementKind(f.kind)) return E.left(invalidFilterSpec('', `unknown kind ${String(f.kind)}`));
+  if (f.kind !== undefined && !isElementKind(f.kind)) return E.left(invalidFilterSpec('', `unknown kind ${showValue(f.kind)}`));
   if (f.store !== undefined && typeof f.store !== 'string') return E.left(invalidFilterSpec('', 'store must be a string'));
   if (f.namePrefix !== undefined && typeof f.namePrefix !== 'string')
     return E.left(invalidFilterSpec('', 'namePrefix must be a string'));
   if (f.parent !== undefined && E.isLeft(parseId(f.parent)))
-    return E.left(invalidFilterSpec('', `parent is not an element ID: ${String(f.parent)}`));
+    return E.left(invalidFilterSpec('', `parent is not an element ID: ${showValue(f.parent)}`));
   if (f.limit !== undefined && (typeof f.limit !== 'number' || !Number.isInteger(f.limit) || f.limit < 0))
     return E.left(invalidFilterSpec('', 'limit must be a non-negative integer'));
   const eq = checkEq('ro', f.ro) ?? checkEq('rw', f.rw);

@@ -4,7 +4,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, type InvalidEntry } from './errors.js';
+import { invalidEntry, showValue, type InvalidEntry } from './errors.js';
 
 /** The four kinds of element lessl manages. */
 export const ELEMENT_KINDS = ['image', 'volume', 'task', 'executor'] as const;
@@ -56,7 +56,7 @@ export const makeId = (kind: string, store: string, name: string): E.Either<Inva
  * @example parseId('volume://nfs1/home') // Right({ kind: 'volume', store: 'nfs1', name: 'home', ... })
  */
 export const parseId = (input: unknown): E.Either<InvalidEntry, ElementId> => {
-  if (typeof input !== 'string') return E.left(invalidEntry('an element ID must be a string', String(input), ['id']));
+  if (typeof input !== 'string') return E.left(invalidEntry('an element ID must be a string', showValue(input), ['id']));
   const m = /^([a-z]+):\/\/([^/]*)\/(.*)$/.exec(input);
   if (m === null) return E.left(invalidEntry(`malformed element ID "${input}": expected <kind>://<store>/<name>`, input, ['id']));
   return makeId(m[1] ?? '', m[2] ?? '', m[3] ?? '');

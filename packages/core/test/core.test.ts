@@ -44,6 +44,15 @@ describe('ids', () => {
     const r = parseId(s);
     expect(E.isLeft(r) && r.left._tag).toBe('InvalidEntry');
   });
+  test('hostile input (fuzz counterexample { toString: false }) is InvalidEntry, not a throw', () => {
+    const hostile = { toString: false };
+    const r = parseId(hostile);
+    expect(E.isLeft(r) && r.left._tag).toBe('InvalidEntry');
+    const f = validateListFilter({ kind: hostile, parts: [hostile] });
+    expect(E.isLeft(f) && f.left._tag).toBe('InvalidFilterSpec');
+    const c = parseChecksum('x', hostile);
+    expect(E.isLeft(c) && c.left._tag).toBe('UnsupportedChecksum');
+  });
   test('the io-ts codec decodes strings and encodes back', () => {
     const d = ElementIdC.decode('task://local/t1');
     expect(E.isRight(d) && ElementIdC.encode(d.right)).toBe('task://local/t1');

@@ -6,6 +6,7 @@ import {
   allowAll,
   invalidEntry,
   isElementKind,
+  showValue,
   type Authorizer,
   type Composer,
   type ElementKind,
@@ -43,7 +44,7 @@ export interface AssembleOptions {
 export const validateStores = (stores: readonly StoreConfig[]): E.Either<InvalidEntry, ReadonlyMap<string, StoreConfig>> => {
   const map = new Map<string, StoreConfig>();
   for (const s of stores) {
-    if (!isElementKind(s.kind)) return E.left(invalidEntry(`store ${s.name}: unknown kind ${String(s.kind)}`, '', ['stores']));
+    if (!isElementKind(s.kind)) return E.left(invalidEntry(`store ${s.name}: unknown kind ${showValue(s.kind)}`, '', ['stores']));
     if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(s.name))
       return E.left(invalidEntry(`invalid store name "${s.name}"`, '', ['stores']));
     if (s.policy !== undefined && !['read-write', 'read-only', 'create-only'].includes(s.policy))

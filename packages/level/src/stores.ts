@@ -7,6 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   describeId,
+  describeCause,
   decodeTaskSpec,
   hashing,
   invalidEntry,
@@ -83,7 +84,7 @@ export const guard =
     } catch (err) {
       if (err instanceof DataError) return E.left(err.error as never);
       if (isLesslError(err)) return E.left(err as never);
-      return E.left(runtimeError(id, `unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err));
+      return E.left(runtimeError(id, `unexpected failure: ${describeCause(err)}`, err));
     }
   };
 
@@ -212,7 +213,7 @@ export class KindStore implements ElementStore {
                 })
                 .catch((err: unknown) =>
                   E.left<CreateError>(
-                    err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${String(err)}`, err),
+                    err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${describeCause(err)}`, err),
                   ),
                 );
         const t = now();
