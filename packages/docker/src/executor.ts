@@ -70,13 +70,7 @@ interface XState {
 export const executorDriver = (engine: Engine, emit: OutputListener, faults?: FaultHook): ExecutorDriver => {
   const d = engine.docker;
 
-  const removeContainer = async (id: string): Promise<void> => {
-    engine.expected.add(id);
-    await d
-      .getContainer(id)
-      .remove({ force: true })
-      .catch(() => undefined);
-  };
+  const removeContainer = (id: string): Promise<void> => engine.removeQuietly(d.getContainer(id));
 
   const specOf = (plan: CommitPlan, task: string): TaskSpec => plan.elements.get(task)?.attributes.spec as TaskSpec;
 

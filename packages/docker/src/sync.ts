@@ -209,11 +209,7 @@ export const reconcile = async (engine: Engine, registry: Registry): Promise<Rec
     const el = owner === undefined ? undefined : registry.get(owner);
     const current = el !== undefined && el.attributes.containerId === c.Id;
     if (isHelper || !current) {
-      engine.expected.add(c.Id);
-      await d
-        .getContainer(c.Id)
-        .remove({ force: true })
-        .catch(() => undefined);
+      await engine.removeQuietly(d.getContainer(c.Id));
       report.orphansRemoved.push(`container ${c.Names[0] ?? c.Id}`);
     }
   }
