@@ -45,8 +45,9 @@ export const out = (t: TaskResult | undefined): string => new TextDecoder().deco
 export const err = (t: TaskResult | undefined): string => new TextDecoder().decode(t?.stderr ?? new Uint8Array());
 
 /**
- * Runs one task to its end on a fresh executor made of `image`, `volumes` and options: join,
- * bind, commit; then deletes the executor and the task. Answers the commit result.
+ * Runs one task to its end on a fresh executor made of `image`, `volumes` and options, the long
+ * way (join, bind, commit, wait), to show the composition; then deletes the executor and the
+ * task. `lessl.run()` does the same in one call. Answers the commit and the task's result.
  */
 export const runTask = async (
   lessl: DockerBackend,
@@ -71,10 +72,11 @@ export const runTask = async (
   for (const v of opts.volumes ?? []) h = await unwrap(c.join(h, v.id, { mountpoint: v.at, readOnly: v.readOnly === true }));
   h = await unwrap(c.bind(await unwrap(c.join(h, task)), task));
   const commit = await unwrap(c.commit(h));
-  const result = commit.results.find((r) => r.id === task && r.op === 'bind')?.task;
+  // the commit started the task; wait for its end
+  const result = commit.committed ? await unwrap(lessl.tasks.wait(task)) : undefined;
   if (commit.committed) {
-    // the task has ended: leave everything, then remove the executor and the task
-    let done = commit.handle;
+    // the task has ended: leave everything (from a fresh handle: the end moved the executor on), then remove the executor and the task
+    let done = await unwrap(c.handle(h.executor));
     for (const m of done.members) done = await unwrap(c.leave(done, m.id));
     await unwrap(c.commit(done));
     await unwrap(lessl.stores.executor.delete(h.executor));

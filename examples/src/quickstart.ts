@@ -43,7 +43,7 @@ export const run = async (lessl: DockerBackend, print: (s: string) => void = con
   await unwrap(lessl.stores.volume.create({ id: volume, data: files }));
   print(`volume  ${volume}`);
 
-  // 3. a task, composed with both, bound and committed: it runs in a container
+  // 3. a task, composed with both, bound and committed: the commit starts it in a container
   const task = `task://local/${name('report')}`;
   await unwrap(
     lessl.stores.task.create({
@@ -57,16 +57,17 @@ export const run = async (lessl: DockerBackend, print: (s: string) => void = con
   h = await unwrap(c.join(h, volume, { mountpoint: '/data', readOnly: true }));
   h = await unwrap(c.bind(await unwrap(c.join(h, task)), task));
   const r = await unwrap(c.commit(h));
-  const result = r.results.find((s) => s.id === task && s.op === 'bind')?.task;
-  print(`task    ${task}: exit ${result?.exitCode}`);
+  // 4. wait for its end (lessl.tasks.logs(task, { follow: true }) streams the output meanwhile)
+  const result = await unwrap(lessl.tasks.wait(task));
+  print(`task    ${task}: exit ${result.exitCode}`);
   print('--- stdout');
   print(out(result).trimEnd());
   print('--- stderr');
   print(err(result).trimEnd());
 
-  // 4. tidy up through lessl: leave, delete the executor, then the elements
+  // 5. tidy up through lessl: leave, delete the executor, then the elements
   if (r.committed) {
-    let done = r.handle;
+    let done = await unwrap(c.handle(h.executor)); // the task's end moved the executor on: take a fresh handle
     for (const m of done.members) done = await unwrap(c.leave(done, m.id));
     await unwrap(c.commit(done));
     await unwrap(lessl.stores.executor.delete(h.executor));
@@ -83,7 +84,7 @@ export const run = async (lessl: DockerBackend, print: (s: string) => void = con
     print(
       `${String(e.seq).padStart(3)} ${e.type.padEnd(8)} ${e.id}${e.detail.exitCode === undefined ? '' : ` exit=${String(e.detail.exitCode)}`}`,
     );
-  return { exitCode: result?.exitCode, stdout: out(result), events: events.map((e) => e.type) };
+  return { exitCode: result.exitCode, stdout: out(result), events: events.map((e) => e.type) };
 };
 
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '\0')) {

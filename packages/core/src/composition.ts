@@ -54,9 +54,14 @@ export type StepOp = 'create' | 'join' | 'bind' | 'unbind' | 'leave';
 /** Outcome of one step. */
 export type StepStatus = 'SUCCESS' | 'ERROR' | 'NOOP';
 
-/** What a task did: exit code, output in time order, separate streams. */
+/** How a task's run ended. */
+export type EndReason = 'exited' | 'deadline' | 'oom' | 'stopped' | 'not-found' | 'killed' | 'aborted' | 'lost';
+
+/** What a task did: exit code, output in time order, separate streams, how and when it ended. */
 export interface TaskResult {
-  /** null when the task was stopped before it exited. */
+  /** The task element. */
+  readonly id: string;
+  /** null when the task was stopped or lost before it exited. */
   readonly exitCode: number | null;
   readonly stdout: Uint8Array;
   readonly stderr: Uint8Array;
@@ -65,7 +70,12 @@ export interface TaskResult {
   /** Output was cut at the task's output limit. */
   readonly truncated: boolean;
   /** Why it ended. */
-  readonly reason: 'exited' | 'deadline' | 'oom' | 'stopped' | 'not-found';
+  readonly reason: EndReason;
+  /** `exited` when the process ended by itself (oom included), `killed` when stopped from outside (kill, unbind, deadline, abort), `lost` when it vanished. */
+  readonly state: 'exited' | 'killed' | 'lost';
+  /** ISO-8601 start and end times (null when unknown). */
+  readonly startedAt: string | null;
+  readonly endedAt: string | null;
 }
 
 /** Per-element result of a commit. */
@@ -74,6 +84,7 @@ export interface StepResult {
   readonly op: StepOp;
   readonly status: StepStatus;
   readonly error?: AnyError;
+  /** For the unbind of a running task: how it ended (its output is read with `tasks.logs`). */
   readonly task?: TaskResult;
 }
 

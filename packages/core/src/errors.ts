@@ -76,6 +76,10 @@ export interface UnsupportedChecksum extends Base<'UnsupportedChecksum'> {
 export interface Unsupported extends Base<'Unsupported'> {
   readonly feature: string;
 }
+/** The caller's `AbortSignal` fired: the operation was cancelled and what it had started was undone. */
+export interface Aborted extends Base<'Aborted'> {
+  readonly reason: string;
+}
 /** The backend is unreachable; retryable. */
 export interface Unavailable extends Base<'Unavailable'> {
   readonly cause?: string;
@@ -104,7 +108,8 @@ export type AnyError =
   | ChecksumMismatch
   | UnsupportedChecksum
   | Unsupported
-  | Unavailable;
+  | Unavailable
+  | Aborted;
 
 /** Every `_tag`. */
 export type ErrorTag = AnyError['_tag'];
@@ -127,6 +132,7 @@ export const ERROR_TAGS: readonly ErrorTag[] = [
   'UnsupportedChecksum',
   'Unsupported',
   'Unavailable',
+  'Aborted',
 ];
 
 /** What `create` can answer. */
@@ -143,7 +149,8 @@ export type CreateError =
   | ChecksumMismatch
   | UnsupportedChecksum
   | Unsupported
-  | Unavailable;
+  | Unavailable
+  | Aborted;
 /** What `read` and `list` can answer. */
 export type ReadError =
   UnknownLocation | InvalidEntry | NotFound | InvalidFilterSpec | PermissionDenied | RuntimeError | Unavailable;
@@ -182,7 +189,12 @@ export type CompositionError =
   | Conflict
   | RuntimeError
   | Unsupported
-  | Unavailable;
+  | Unavailable
+  | Aborted;
+
+/** What the task lifecycle calls (`tasks.wait/logs/kill/status`) can answer. */
+export type TaskError =
+  UnknownLocation | InvalidEntry | NotFound | PermissionDenied | RuntimeError | Unsupported | Unavailable | Aborted;
 
 // ---- constructors -------------------------------------------------------
 
@@ -311,6 +323,12 @@ export const unavailable = (id: string, message: string, cause?: unknown): Unava
   ...(cause === undefined ? {} : { cause: describeCause(cause) }),
 });
 
+/** Constructs `Aborted`; `reason` is the signal's reason, when it has one. */
+export const aborted = (id: string, reason?: unknown): Aborted => {
+  const why = reason === undefined ? 'aborted' : reason instanceof Error ? reason.message : showValue(reason);
+  return { _tag: 'Aborted', message: `aborted: ${id === '' ? '' : `${id}: `}${why}`, id, reason: why };
+};
+
 /** A printable form of any value, for messages. Never throws (unlike `String(x)` on hostile objects). */
 export const showValue = (u: unknown): string => {
   if (typeof u === 'string') return u;
@@ -343,6 +361,8 @@ export const isNotFound = hasTag('NotFound');
 export const isInUse = hasTag('InUse');
 /** True for `Conflict`. */
 export const isConflict = hasTag('Conflict');
+/** True for `Aborted`. */
+export const isAborted = hasTag('Aborted');
 /** True for `Unavailable` (retryable). */
 export const isUnavailable = hasTag('Unavailable');
 

@@ -12,4 +12,5 @@ export * from './store.js';
 export * from './composition.js';
 export * from './events.js';
 export * from './task.js';
+export * from './tasks.js';
 export * from './promise.js';

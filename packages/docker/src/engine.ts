@@ -64,6 +64,68 @@ export const withTar = async <A>(tar: NodeJS.ReadableStream, fn: (signal: AbortS
   return Promise.race([fn(ac.signal), failed]);
 };
 
+/** Default bound of a call to the engine. */
+export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
+
+interface DialOptions {
+  path?: string;
+  method?: string;
+  file?: unknown;
+  abortSignal?: AbortSignal;
+}
+type Dial = (options: DialOptions, callback: (err: unknown, data: unknown) => void) => void;
+
+/** Calls that may rightly stay silent for long: waiting for an exit, the event stream. */
+const UNBOUNDED = /\/(wait|events)(\?|$)/;
+
+/** Where the client talks to, for messages. */
+const endpointOf = (docker: Docker): string => {
+  const m = docker.modem as unknown as { socketPath?: string; host?: string; port?: number | string; protocol?: string };
+  if (typeof m.socketPath === 'string') return `unix://${m.socketPath}`;
+  return `${m.protocol ?? 'http'}://${m.host ?? 'localhost'}${m.port === undefined ? '' : `:${m.port}`}`;
+};
+
+/**
+ * Bounds every call to the engine: a call that has not answered within `ms` (for streams: has not
+ * started within `ms`) is aborted and fails with ETIMEDOUT naming the engine and the call, which
+ * maps to `Unavailable`. Uploads and `wait`/`events` are not bounded here (their callers bound them).
+ */
+export const guardCalls = (docker: Docker, ms: number): void => {
+  const modem = docker.modem as unknown as { dial: Dial; lesslGuarded?: boolean };
+  if (modem.lesslGuarded === true) return;
+  const dial = modem.dial.bind(modem);
+  const endpoint = endpointOf(docker);
+  modem.lesslGuarded = true;
+  modem.dial = (options, callback) => {
+    if (options.file !== undefined || UNBOUNDED.test(options.path ?? '')) return dial(options, callback);
+    const ac = new AbortController();
+    const outer = options.abortSignal;
+    if (outer?.aborted === true) ac.abort(outer.reason);
+    const relay = (): void => ac.abort(outer?.reason);
+    outer?.addEventListener('abort', relay, { once: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, ms);
+    dial({ ...options, abortSignal: ac.signal }, (err, data) => {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', relay);
+      if (timedOut && err !== null && err !== undefined)
+        return callback(
+          Object.assign(
+            new Error(
+              `the Docker engine at ${endpoint} did not answer ${options.method ?? 'GET'} ${options.path ?? ''} within ${ms} ms`,
+            ),
+            { code: 'ETIMEDOUT', endpoint },
+          ),
+          data,
+        );
+      callback(err, data);
+    });
+  };
+};
+
 /** The engine and what the drivers share. */
 export class Engine {
   private helper: Promise<string> | undefined;

@@ -3,11 +3,14 @@
  * - join/leave of images and volumes are recorded; on a running executor they are Unsupported
  *   (Docker cannot change a running container's root filesystem or mounts);
  * - bind of a task on an executor with no running container creates the container from the
- *   joined image, volumes and options with the task as its process, and starts it. A `daemon`
- *   task keeps running (bound); any other task runs to its end during the commit: its result
- *   (exit code, stdout/stderr in time order, capped) is in the step result, and it ends unbound;
- * - bind of a task on a running executor runs it with exec (one-shot);
- * - unbind of the running task stops the container (grace period, then kill) and removes it.
+ *   joined image, volumes and options with the task as its process, and starts it; the commit
+ *   returns once it has started (DESIGN.md section 4b). A follower then hands its output to the
+ *   runtime as it arrives, reads the exit code once the output is drained, removes the container
+ *   of a one-shot task (a daemon's stays for inspection until the next bind or delete) and
+ *   reports the end;
+ * - bind of a task on a running executor runs it with exec, followed the same way; killing it
+ *   signals every process in the container that carries the exec's marker in its environment;
+ * - unbind of a running task stops it (TERM, grace period, KILL); the main container is removed.
  * A failing step undoes the earlier ones (stops and removes the container it started).
  *
  * Hardening defaults (each overridable through `ExecutorOptions` / `options.backend`):
@@ -19,21 +22,24 @@ import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import {
+  aborted,
+  describeCause,
   invalidEntry,
   runtimeError,
   unsupported,
   type AnyError,
   type DeleteError,
   type Element,
-  type MemberState,
+  type EndReason,
   type StepResult,
   type TaskResult,
   type TaskSpec,
+  type TaskStatus,
 } from '@lessl/core';
-import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep } from '@lessl/level';
+import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
 import type { Engine } from './engine.js';
-import { fromDocker, isDockerError, statusOf } from './errors.js';
-import { Demux, type OutputChunk } from './output.js';
+import { fromDocker, isConnectionError, isDockerError, statusOf } from './errors.js';
+import { Demux } from './output.js';
 import { containerName, LABEL } from './names.js';
 
 /** Defaults of the hardening and limits. */
@@ -54,9 +60,6 @@ export interface DockerExecutorOptions {
   readonly allowNewPrivileges?: boolean;
 }
 
-/** Who receives streamed task output. */
-export type OutputListener = (executor: string, task: string, chunk: OutputChunk) => void;
-
 /** Test hook: make a step fail. */
 export type FaultHook = (step: PlanStep) => AnyError | undefined;
 
@@ -66,9 +69,13 @@ interface XState {
   running: boolean;
 }
 
+const envOf = (spec: TaskSpec): string[] => Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`);
+
 /** The executor driver. */
-export const executorDriver = (engine: Engine, emit: OutputListener, faults?: FaultHook): ExecutorDriver => {
+export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriver => {
   const d = engine.docker;
+  /** Followers still reading a stream; closed when the backend closes. */
+  const followers = new Set<Readable>();
 
   const removeContainer = (id: string): Promise<void> => engine.removeQuietly(d.getContainer(id));
 
@@ -95,7 +102,7 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
       Image: imageId,
       Cmd: [...spec.cmd],
       Entrypoint: [],
-      Env: Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`),
+      Env: envOf(spec),
       ...(spec.pwd === undefined ? {} : { WorkingDir: spec.pwd }),
       ...(spec.user === undefined ? {} : { User: spec.user }),
       Labels: { [LABEL.id]: plan.executor.key, [LABEL.registry]: engine.instance, [LABEL.task]: task },
@@ -127,12 +134,45 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
     });
   };
 
-  /** Runs a task as the container's process. Daemon: started and left running. Else: to its end. */
-  const runMain = async (
-    plan: CommitPlan,
-    task: string,
-    spec: TaskSpec,
-  ): Promise<E.Either<AnyError, { containerId: string; result?: TaskResult }>> => {
+  /** Ends a container's process: KILL at once, or TERM then KILL after the grace period. */
+  const killContainer = async (id: string, signal: 'TERM' | 'KILL', graceMs: number): Promise<void> => {
+    const c = d.getContainer(id);
+    if (signal === 'KILL') await c.kill({ signal: 'KILL' });
+    else await c.stop({ t: Math.ceil(graceMs / 1000) });
+  };
+
+  /**
+   * Follows a main container to its end: output drained first, then the exit code; a one-shot
+   * task's container is removed before the end is reported.
+   */
+  const followMain = async (sink: RunSink, c: Docker.Container, stream: Readable, demux: Demux): Promise<void> => {
+    followers.add(stream);
+    await demux.drain(stream);
+    followers.delete(stream);
+    const oneShot = sink.spec.daemon !== true;
+    let exitCode: number | null = null;
+    let reason: EndReason = 'exited';
+    try {
+      const w = (await c.wait()) as { StatusCode: number };
+      exitCode = w.StatusCode;
+      const info = await c.inspect();
+      if (info.State.OOMKilled) reason = 'oom';
+    } catch (err) {
+      if (statusOf(err) === 404) reason = 'lost';
+      else if (isConnectionError(err)) return; // the engine went away: the next open finds the end
+    }
+    if (reason === 'exited' && demux.notFound(exitCode)) reason = 'not-found';
+    if (oneShot) await removeContainer(c.id);
+    await sink.end({
+      exitCode,
+      reason,
+      executor: oneShot ? { state: 'stopped', containerId: null, mainTask: null } : { state: 'stopped', mainTask: null },
+    });
+  };
+
+  /** Creates and starts the main container of a task; the commit returns once it runs. */
+  const startMain = async (plan: CommitPlan, sink: RunSink, spec: TaskSpec): Promise<E.Either<AnyError, string>> => {
+    const task = sink.task;
     const cfg = containerConfig(plan, task, spec);
     if (E.isLeft(cfg)) return cfg;
     let c: Docker.Container;
@@ -146,9 +186,6 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
           : fromDocker(task, err),
       );
     }
-    const oneShot = spec.daemon !== true;
-    if (oneShot) engine.expected.add(c.id);
-    const demux = new Demux(spec.limits?.outputBytes ?? DEFAULTS.outputBytes, (chunk) => emit(plan.executor.key, task, chunk));
     let stream: Readable;
     try {
       stream = (await c.attach({ stream: true, stdout: true, stderr: true })) as unknown as Readable;
@@ -156,11 +193,12 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
       await removeContainer(c.id);
       return E.left(fromDocker(task, err));
     }
-    const drained = demux.drain(stream);
+    const demux = new Demux((s, data) => sink.output(s, data));
+    const following = { stream };
     try {
       await c.start();
     } catch (err) {
-      stream.destroy();
+      following.stream.destroy();
       await removeContainer(c.id);
       if (!isDockerError(err)) throw err;
       const code = statusOf(err);
@@ -174,46 +212,67 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
           : fromDocker(task, err),
       );
     }
-    if (!oneShot) {
-      stream.on('error', () => undefined);
-      return E.right({ containerId: c.id });
-    }
-    let reason: TaskResult['reason'] = 'exited';
-    const deadline = spec.limits?.deadlineMs;
-    const timer =
-      deadline === undefined
-        ? undefined
-        : setTimeout(() => {
-            reason = 'deadline';
-            c.kill().catch(() => undefined);
-          }, deadline);
-    try {
-      const waited = c.wait() as Promise<{ StatusCode: number }>;
-      await drained;
-      const w = await waited;
-      const info = await c.inspect().catch(() => undefined);
-      if (info?.State.OOMKilled === true) reason = 'oom';
-      return E.right({ containerId: c.id, result: demux.result(w.StatusCode, reason) });
-    } catch (err) {
-      return E.left(fromDocker(task, err));
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
-      await removeContainer(c.id);
-    }
+    sink.started({ process: { containerId: c.id }, kill: (sig, grace) => killContainer(c.id, sig, grace) });
+    void followMain(sink, c, stream, demux).catch(() => undefined);
+    return E.right(c.id);
   };
 
-  /** Runs a one-shot task inside a running container with exec. */
-  const runExec = async (
-    plan: CommitPlan,
+  /**
+   * Signals an exec'd process and its children: inside the container, every process whose
+   * environment carries the exec's marker (Docker has no call to signal an exec).
+   */
+  const signalExec = async (containerId: string, marker: string, user: string | undefined, signal: 'TERM' | 'KILL') => {
+    const script = `for p in /proc/[0-9]*; do grep -qs "LESSL_EXEC=${marker}" "$p/environ" && kill -${signal} "\${p#/proc/}" 2>/dev/null; done; true`;
+    const k = await d.getContainer(containerId).exec({
+      Cmd: ['sh', '-c', script],
+      AttachStdout: true,
+      AttachStderr: true,
+      ...(user === undefined ? {} : { User: user }),
+    });
+    const s = (await k.start({ hijack: true, stdin: false })) as unknown as Readable;
+    await new Demux(() => undefined).drain(s);
+  };
+
+  const killExec = async (
     containerId: string,
-    task: string,
-    spec: TaskSpec,
-  ): Promise<E.Either<AnyError, TaskResult>> => {
-    const demux = new Demux(spec.limits?.outputBytes ?? DEFAULTS.outputBytes, (chunk) => emit(plan.executor.key, task, chunk));
+    exec: Docker.Exec,
+    marker: string,
+    user: string | undefined,
+    signal: 'TERM' | 'KILL',
+    graceMs: number,
+  ): Promise<void> => {
+    const running = async (): Promise<boolean> => (await exec.inspect().catch(() => ({ Running: false }))).Running;
+    await signalExec(containerId, marker, user, signal);
+    if (signal === 'KILL') return;
+    const until = Date.now() + graceMs;
+    while (Date.now() < until && (await running())) await new Promise((r) => setTimeout(r, 100));
+    if (await running()) await signalExec(containerId, marker, user, 'KILL');
+  };
+
+  /** Follows an exec to its end: output drained, then the exit code. */
+  const followExec = async (sink: RunSink, exec: Docker.Exec, stream: Readable, demux: Demux): Promise<void> => {
+    followers.add(stream);
+    await demux.drain(stream);
+    followers.delete(stream);
+    let exitCode: number | null = null;
+    let reason: EndReason = 'exited';
+    try {
+      exitCode = (await exec.inspect()).ExitCode ?? null;
+    } catch (err) {
+      if (statusOf(err) === 404) reason = 'lost';
+      else if (isConnectionError(err)) return;
+    }
+    if (reason === 'exited' && demux.notFound(exitCode)) reason = 'not-found';
+    await sink.end({ exitCode, reason });
+  };
+
+  /** Runs a task inside a running container with exec; returns once it has started. */
+  const startExec = async (containerId: string, sink: RunSink, spec: TaskSpec): Promise<E.Either<AnyError, void>> => {
+    const marker = randomBytes(8).toString('hex');
     try {
       const exec = await d.getContainer(containerId).exec({
         Cmd: [...spec.cmd],
-        Env: Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`),
+        Env: [...envOf(spec), `LESSL_EXEC=${marker}`],
         ...(spec.pwd === undefined ? {} : { WorkingDir: spec.pwd }),
         ...(spec.user === undefined ? {} : { User: spec.user }),
         AttachStdout: true,
@@ -221,25 +280,19 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
         Tty: false,
       });
       const stream = (await exec.start({ hijack: true, stdin: false })) as unknown as Readable;
-      const ended: { reason: TaskResult['reason'] } = { reason: 'exited' };
-      const deadline = spec.limits?.deadlineMs;
-      const timer =
-        deadline === undefined
-          ? undefined
-          : setTimeout(() => {
-              ended.reason = 'deadline';
-              stream.destroy();
-            }, deadline);
-      await demux.drain(stream);
-      if (timer !== undefined) clearTimeout(timer);
-      const info = await exec.inspect();
-      return E.right(demux.result(ended.reason === 'deadline' ? null : (info.ExitCode ?? null), ended.reason));
+      sink.started({
+        process: { containerId, execId: exec.id, marker },
+        kill: (sig, grace) => killExec(containerId, exec, marker, spec.user, sig, grace),
+      });
+      void followExec(sink, exec, stream, new Demux((s, data) => sink.output(s, data))).catch(() => undefined);
+      return E.right(undefined);
     } catch (err) {
       if (!isDockerError(err)) throw err;
-      return E.left(fromDocker(task, err));
+      return E.left(fromDocker(sink.task, err));
     }
   };
 
+  /** Stops and removes a main container; answers its exit code. */
   const stopMain = async (containerId: string, grace: number): Promise<number | null> => {
     engine.expected.add(containerId);
     const c = d.getContainer(containerId);
@@ -249,22 +302,16 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
     return info?.State.ExitCode ?? null;
   };
 
-  /**
-   * The executor's container state. The registry's record is kept current by the Docker event
-   * watcher, so a running record is trusted without a round trip; if the container died a moment
-   * ago, exec answers 409, mapped to Conflict, and the caller retries from a fresh handle.
-   */
-  const live = async (attrs: Readonly<Record<string, unknown>>): Promise<E.Either<AnyError, XState>> => {
+  /** The executor's container state, as recorded (the followers keep the record current). */
+  const recorded = (attrs: Readonly<Record<string, unknown>>): XState => {
     const containerId = typeof attrs.containerId === 'string' ? attrs.containerId : null;
     const mainTask = typeof attrs.mainTask === 'string' ? attrs.mainTask : null;
-    if (containerId === null) return E.right({ containerId, mainTask, running: false });
-    if (attrs.state === 'running') return E.right({ containerId, mainTask, running: true });
-    return E.right({ containerId, mainTask, running: false });
+    return { containerId, mainTask, running: containerId !== null && attrs.state === 'running' };
   };
 
   const describe = (plan: CommitPlan, x: XState): Record<string, unknown> => ({
     state: x.running ? 'running' : 'stopped',
-    containerId: x.running ? x.containerId : null,
+    containerId: x.containerId,
     mainTask: x.running ? x.mainTask : null,
     rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
     mounts: plan.after
@@ -273,13 +320,56 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
     readOnlyRootfs: plan.options.readOnlyRootfs === true,
   });
 
+  /** One step of a commit; answers an error to roll back, or the step's result. */
+  const applyStep = async (
+    plan: CommitPlan,
+    step: PlanStep,
+    x: XState,
+    grace: number,
+    undo: (() => Promise<void>)[],
+  ): Promise<E.Either<AnyError, StepResult>> => {
+    const kind = step.member?.id.kind;
+    const ok: StepResult = { id: step.id, op: step.op, status: 'SUCCESS' };
+    if ((step.op === 'join' || step.op === 'leave') && (kind === 'image' || kind === 'volume') && x.running)
+      return E.left(
+        unsupported(
+          step.id,
+          `${step.op} of ${kind}s on a running executor`,
+          'Docker cannot change the storage of a running container; unbind its task first',
+        ),
+      );
+    if (step.op === 'unbind' && kind === 'task') {
+      await plan.runs.stop(step.id, 'TERM', grace * 1000);
+      if (x.mainTask !== step.id || x.containerId === null) return E.right(ok);
+      const code = await stopMain(x.containerId, grace);
+      Object.assign(x, { running: false, containerId: null, mainTask: null });
+      return E.right({ ...ok, task: stoppedResult(step.id, code) });
+    }
+    if (step.op !== 'bind' || kind !== 'task') return E.right(ok);
+    const spec = specOf(plan, step.id);
+    if (x.running && x.containerId !== null) {
+      if (spec.daemon === true)
+        return E.left(
+          unsupported(step.id, 'a daemon task exec’d into a running executor', 'bind it on a stopped executor instead'),
+        );
+      const r = await startExec(x.containerId, plan.runs.open(step.id), spec);
+      return E.isLeft(r) ? r : E.right(ok);
+    }
+    if (x.containerId !== null) await removeContainer(x.containerId);
+    const r = await startMain(plan, plan.runs.open(step.id), spec);
+    if (E.isLeft(r)) return r;
+    Object.assign(x, { running: true, containerId: r.right, mainTask: step.id });
+    const cid = r.right;
+    undo.push(async () => {
+      await stopMain(cid, 0);
+    });
+    return E.right(ok);
+  };
+
   const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
-    const st = await live(plan.attributes);
-    if (E.isLeft(st)) return E.left({ error: st.left, results: [] });
-    const x = st.right;
+    const x = recorded(plan.attributes);
     const grace = ((plan.options.backend ?? {}) as DockerExecutorOptions).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
     const results: StepResult[] = [];
-    const states: Record<string, MemberState> = {};
     const undo: (() => Promise<void>)[] = [];
     const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
       results.push({ id: step.id, op: step.op, status: 'ERROR', error });
@@ -287,87 +377,68 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
       return E.left({ error, results });
     };
     for (const step of plan.steps) {
-      const fault = faults?.(step);
+      const fault = faults?.(step) ?? (plan.signal?.aborted === true ? aborted(step.id, plan.signal.reason) : undefined);
       if (fault !== undefined) return failWith(step, fault);
-      const kind = step.member?.id.kind;
       try {
-        if (step.op === 'create') results.push({ id: step.id, op: 'create', status: 'SUCCESS' });
-        else if ((step.op === 'join' || step.op === 'leave') && (kind === 'image' || kind === 'volume')) {
-          if (x.running)
-            return failWith(
-              step,
-              unsupported(
-                step.id,
-                `${step.op} of ${kind}s on a running executor`,
-                'Docker cannot change the storage of a running container; unbind its task first',
-              ),
-            );
-          results.push({ id: step.id, op: step.op, status: 'SUCCESS' });
-        } else if (step.op === 'unbind' && kind === 'task' && x.running && x.mainTask === step.id && x.containerId !== null) {
-          const code = await stopMain(x.containerId, grace);
-          x.running = false;
-          x.containerId = null;
-          x.mainTask = null;
-          results.push({
-            id: step.id,
-            op: 'unbind',
-            status: 'SUCCESS',
-            task: {
-              exitCode: code,
-              stdout: new Uint8Array(),
-              stderr: new Uint8Array(),
-              output: [],
-              truncated: false,
-              reason: 'stopped',
-            },
-          });
-        } else if (step.op === 'bind' && kind === 'task') {
-          const spec = specOf(plan, step.id);
-          if (x.running && x.containerId !== null) {
-            if (spec.daemon === true)
-              return failWith(
-                step,
-                unsupported(
-                  step.id,
-                  'a daemon task exec’d into a running executor',
-                  'Docker cannot stop an exec process; bind it on a stopped executor',
-                ),
-              );
-            const r = await runExec(plan, x.containerId, step.id, spec);
-            if (E.isLeft(r)) return failWith(step, r.left);
-            results.push({ id: step.id, op: 'bind', status: 'SUCCESS', task: r.right });
-            states[step.id] = 'unbound';
-          } else {
-            if (x.containerId !== null) await removeContainer(x.containerId);
-            const r = await runMain(plan, step.id, spec);
-            if (E.isLeft(r)) return failWith(step, r.left);
-            if (r.right.result === undefined) {
-              const cid = r.right.containerId;
-              x.running = true;
-              x.containerId = cid;
-              x.mainTask = step.id;
-              undo.push(async () => {
-                await stopMain(cid, 0);
-              });
-              results.push({ id: step.id, op: 'bind', status: 'SUCCESS' });
-            } else {
-              results.push({ id: step.id, op: 'bind', status: 'SUCCESS', task: r.right.result });
-              states[step.id] = 'unbound';
-            }
-          }
-        } else results.push({ id: step.id, op: step.op, status: 'SUCCESS' });
+        const r = await applyStep(plan, step, x, grace, undo);
+        if (E.isLeft(r)) return failWith(step, r.left);
+        results.push(r.right);
       } catch (err) {
         return failWith(
           step,
-          isDockerError(err) ? fromDocker(step.id, err) : runtimeError(step.id, `step failed: ${String(err)}`, err),
+          isDockerError(err) ? fromDocker(step.id, err) : runtimeError(step.id, `step failed: ${describeCause(err)}`, err),
         );
       }
     }
-    return E.right({ results, attributes: describe(plan, x), states });
+    return E.right({ results, attributes: describe(plan, x) });
+  };
+
+  /** On open: follows a task that ran while no backend watched, or reports how it ended. */
+  const resume = async (sink: RunSink, status: TaskStatus, _executor: Element): Promise<void> => {
+    const p = status.process ?? {};
+    const containerId = typeof p.containerId === 'string' ? p.containerId : undefined;
+    if (containerId === undefined) return void (await sink.end({ exitCode: null, reason: 'lost' }));
+    if (typeof p.execId === 'string') return resumeExec(sink, containerId, p.execId, String(p.marker ?? ''));
+    const c = d.getContainer(containerId);
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await c.inspect();
+    } catch {
+      return void (await sink.end({
+        exitCode: null,
+        reason: 'lost',
+        executor: { state: 'stopped', containerId: null, mainTask: null },
+      }));
+    }
+    const follow = info.State.Running;
+    sink.started({ process: { containerId }, kill: (sig, grace) => killContainer(containerId, sig, grace) });
+    const logs = (await c.logs({ follow, stdout: true, stderr: true } as { follow: true })) as unknown as Readable;
+    const demux = new Demux((s, data) => sink.output(s, data), sink.kept);
+    if (follow) void followMain(sink, c, logs, demux).catch(() => undefined);
+    else await followMain(sink, c, logs, demux);
+  };
+
+  const resumeExec = async (sink: RunSink, containerId: string, execId: string, marker: string): Promise<void> => {
+    const exec = d.getExec(execId);
+    sink.started({
+      process: { containerId, execId, marker },
+      kill: (sig, grace) => killExec(containerId, exec, marker, sink.spec.user, sig, grace),
+    });
+    // exec output is not kept by Docker: what arrived while no backend watched is lost
+    const poll = async (): Promise<void> => {
+      for (;;) {
+        const info = await exec.inspect().catch((err: unknown) => (statusOf(err) === 404 ? undefined : null));
+        if (info === undefined) return void (await sink.end({ exitCode: null, reason: 'lost' }));
+        if (info !== null && !info.Running) return void (await sink.end({ exitCode: info.ExitCode ?? null }));
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    };
+    void poll().catch(() => undefined);
   };
 
   return {
     commit,
+    resume,
     async undo(plan, attributes) {
       const id = attributes.containerId;
       if (typeof id === 'string' && id !== plan.attributes.containerId) await stopMain(id, 0);
@@ -390,5 +461,23 @@ export const executorDriver = (engine: Engine, emit: OutputListener, faults?: Fa
         .catch(() => []);
       for (const c of cs) await removeContainer(c.Id);
     },
+    async close() {
+      for (const s of followers) s.destroy();
+      followers.clear();
+    },
   };
 };
+
+/** The result an unbind reports for a task it stopped (its output is read with `tasks.logs`). */
+const stoppedResult = (id: string, exitCode: number | null): TaskResult => ({
+  id,
+  exitCode,
+  stdout: new Uint8Array(),
+  stderr: new Uint8Array(),
+  output: [],
+  truncated: false,
+  reason: 'stopped',
+  state: 'killed',
+  startedAt: null,
+  endedAt: new Date().toISOString(),
+});

@@ -8,7 +8,6 @@
  * @packageDocumentation
  */
 import Docker from 'dockerode';
-import mittDefault from 'mitt';
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
@@ -22,21 +21,19 @@ import {
   type RuntimeError,
   type StoreConfig,
   type Unavailable,
-  type Unsubscribe,
 } from '@lessl/core';
 import { assemble, Registry, type Backend, type RegistryOptions } from '@lessl/level';
-import { Engine } from './engine.js';
+import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
 import { fromDocker } from './errors.js';
 import { executorDriver, type FaultHook } from './executor.js';
 import { imageDriver } from './images.js';
-import type { OutputChunk } from './output.js';
 import { reconcile, watch, type ReconcileReport } from './sync.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, type DockerExecutorOptions } from './executor.js';
 export type { ImageSource } from './images.js';
-export type { OutputChunk } from './output.js';
+export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { checkedTar, refuseEntry } from './tar.js';
 export { fromDocker };
@@ -65,6 +62,13 @@ export interface DockerBackendOptions {
   readonly watch?: boolean;
   /** Test hook: make a commit step fail (exercises rollback). */
   readonly faults?: FaultHook;
+  /**
+   * Milliseconds any call to the engine may take before it answers `Unavailable` naming the
+   * engine (default 30,000). Streams (wait, events, output) are bounded until they start.
+   */
+  readonly callTimeoutMs?: number;
+  /** Output kept per task run (default 1 MiB; a spec's `limits.outputBytes` wins). */
+  readonly outputBytes?: number;
 }
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -74,12 +78,7 @@ export interface DockerBackend extends Backend {
   readonly reconciled: ReconcileReport;
   /** An image's content as a stream (a `docker save` archive, loadable with `source: { type: 'tarball' }`). */
   exportImage(id: IdLike, ctx?: CallContext): TaskEither<ReadError, NodeJS.ReadableStream>;
-  /** Streams task output as it arrives (every executor and task). */
-  onOutput(listener: (executor: string, task: string, chunk: OutputChunk) => void): Unsubscribe;
 }
-
-type OutputEvents = { out: { executor: string; task: string; chunk: OutputChunk } };
-const mitt = mittDefault as unknown as typeof mittDefault.default;
 
 /**
  * Connects to the engine (answering `Unavailable` when it cannot be reached), opens the
@@ -89,6 +88,7 @@ export const openDockerBackend =
   (opts: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>
   async () => {
     const docker = opts.docker ?? (opts.socketPath === undefined ? new Docker() : new Docker({ socketPath: opts.socketPath }));
+    guardCalls(docker, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
     try {
       await docker.ping();
     } catch (err) {
@@ -107,8 +107,7 @@ export const openDockerBackend =
       return E.left(runtimeError('', 'could not open the registry', err));
     }
     const engine = new Engine(docker, registry.instanceId);
-    const bus = mitt<OutputEvents>();
-    const exec = executorDriver(engine, (executor, task, chunk) => bus.emit('out', { executor, task, chunk }), opts.faults);
+    const exec = executorDriver(engine, opts.faults);
     let watcher: { stop(): Promise<void> } | undefined;
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
@@ -116,6 +115,7 @@ export const openDockerBackend =
       drivers: { image: imageDriver(engine), volume: volumeDriver(engine) },
       executor: exec,
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+      ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       onClose: async () => {
         await watcher?.stop();
       },
@@ -139,11 +139,6 @@ export const openDockerBackend =
         } catch (err) {
           return E.left(fromDocker(el.right.id.key, err) as ReadError);
         }
-      },
-      onOutput(listener) {
-        const h = (e: OutputEvents['out']): void => listener(e.executor, e.task, e.chunk);
-        bus.on('out', h);
-        return () => bus.off('out', h);
       },
     });
   };

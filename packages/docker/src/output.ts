@@ -1,26 +1,29 @@
 /**
- * Docker's multiplexed stdout/stderr stream, demultiplexed in arrival order, capped.
+ * Docker's multiplexed stdout/stderr stream (`[type, 0, 0, 0, size(BE32)] payload` frames),
+ * demultiplexed in arrival order and handed on as it comes.
  */
 import type { Readable } from 'node:stream';
-import type { TaskResult } from '@lessl/core';
 
-/** A chunk of task output. */
-export interface OutputChunk {
-  readonly stream: 'stdout' | 'stderr';
-  readonly data: Uint8Array;
-}
+/** Where demultiplexed output goes. */
+export type OutputSink = (stream: 'stdout' | 'stderr', data: Uint8Array) => void;
 
-/** Collects frames `[type, 0, 0, 0, size(BE32)] payload` until the stream ends. */
+/** Bytes of stderr kept to recognise "command not found" (no status code says it). */
+const STDERR_HEAD = 4096;
+
+/** Demultiplexes frames until the stream ends. */
 export class Demux {
   private buf: Buffer = Buffer.alloc(0);
-  private bytes = 0;
-  readonly chunks: OutputChunk[] = [];
-  truncated = false;
+  private skip: number;
+  /** The first bytes of stderr. */
+  private errHead = '';
 
+  /** `skip`: payload bytes to drop first (output already kept, when following again after a restart). */
   constructor(
-    private readonly cap: number,
-    private readonly onChunk?: (c: OutputChunk) => void,
-  ) {}
+    private readonly sink: OutputSink,
+    skip = 0,
+  ) {
+    this.skip = skip;
+  }
 
   push(data: Buffer): void {
     this.buf = this.buf.length === 0 ? data : Buffer.concat([this.buf, data]);
@@ -28,24 +31,23 @@ export class Demux {
       const size = this.buf.readUInt32BE(4);
       if (this.buf.length < 8 + size) break;
       const type = this.buf[0];
-      const payload = this.buf.subarray(8, 8 + size);
+      let payload = this.buf.subarray(8, 8 + size);
       this.buf = this.buf.subarray(8 + size);
       if (type !== 1 && type !== 2) continue;
-      const chunk: OutputChunk = { stream: type === 2 ? 'stderr' : 'stdout', data: new Uint8Array(payload) };
-      this.onChunk?.(chunk);
-      const room = this.cap - this.bytes;
-      if (room <= 0) {
-        this.truncated = true;
-        continue;
+      const stream = type === 2 ? 'stderr' : 'stdout';
+      if (stream === 'stderr' && this.errHead.length < STDERR_HEAD)
+        this.errHead += payload.subarray(0, STDERR_HEAD - this.errHead.length).toString();
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, payload.length);
+        this.skip -= n;
+        payload = payload.subarray(n);
+        if (payload.length === 0) continue;
       }
-      const kept = chunk.data.byteLength > room ? { ...chunk, data: chunk.data.slice(0, room) } : chunk;
-      if (kept !== chunk) this.truncated = true;
-      this.bytes += kept.data.byteLength;
-      this.chunks.push(kept);
+      this.sink(stream, new Uint8Array(payload));
     }
   }
 
-  /** Resolves once the stream has ended (all output flushed). */
+  /** Resolves once the stream has ended (all output handed on). */
   drain(stream: Readable): Promise<void> {
     return new Promise((resolve) => {
       stream.on('data', (d: Buffer) => this.push(d));
@@ -55,16 +57,14 @@ export class Demux {
     });
   }
 
-  /** The task result, given how it ended. */
-  result(exitCode: number | null, reason: TaskResult['reason']): TaskResult {
-    // No status code says "command not found": the init (tini) or the OCI runtime reports it
-    // on stderr with exit 126/127.
-    if ((exitCode === 127 || exitCode === 126) && reason === 'exited') {
-      const err = Buffer.concat(this.chunks.filter((c) => c.stream === 'stderr').map((c) => c.data)).toString();
-      if (/exec.*(failed|not found)|no such file or directory|executable file not found/i.test(err)) reason = 'not-found';
-    }
-    const pick = (s: 'stdout' | 'stderr'): Uint8Array =>
-      Buffer.concat(this.chunks.filter((c) => c.stream === s).map((c) => c.data));
-    return { exitCode, stdout: pick('stdout'), stderr: pick('stderr'), output: this.chunks, truncated: this.truncated, reason };
+  /**
+   * True when exit 126/127 came with the init's or the runtime's "cannot exec" message on
+   * stderr: the command does not exist (no status code says so).
+   */
+  notFound(exitCode: number | null): boolean {
+    return (
+      (exitCode === 127 || exitCode === 126) &&
+      /exec.*(failed|not found)|no such file or directory|executable file not found/i.test(this.errHead)
+    );
   }
 }

@@ -1,15 +1,16 @@
 /**
  * Keeping the registry true to Docker:
- * - the watcher maps Docker's own event stream in: a lessl container that dies by itself makes
- *   its task `unbound` (with the exit code); a container, volume or image removed behind lessl's
- *   back makes its element `deleted` (detail `reason`). Changes lessl made itself are not repeated.
- * - reconciliation on open applies the same rules to what changed while no backend watched, and
+ * - the watcher maps Docker's own event stream in: a container, volume or image removed behind
+ *   lessl's back makes its element `deleted` (detail `reason`). Changes lessl made itself are not
+ *   repeated. (A task's end is reported by the follower that reads its output, not by the watcher.)
+ * - reconciliation on open applies the same rule to what vanished while no backend watched, and
  *   removes lessl-labelled objects of this registry that no record knows (made by a create that
  *   crashed before its record was written) and leftover helper containers. It reports all of it.
+ *   Tasks that were running are found again before this (see `resume` in executor.ts).
  */
 import type { Readable } from 'node:stream';
-import type { Element, EventType } from '@lessl/core';
-import type { EventDraft, Registry } from '@lessl/level';
+import type { Element } from '@lessl/core';
+import type { Registry } from '@lessl/level';
 import type { Engine } from './engine.js';
 import { LABEL } from './names.js';
 import { statusOf } from './errors.js';
@@ -18,8 +19,6 @@ import { statusOf } from './errors.js';
 export interface ReconcileReport {
   /** Elements whose Docker object had vanished: their records were deleted (with a `deleted` event). */
   readonly vanished: string[];
-  /** Executors whose running task had ended while nobody watched: now unbound. */
-  readonly stopped: string[];
   /** Docker objects of this registry that no record knows, removed. */
   readonly orphansRemoved: string[];
 }
@@ -37,45 +36,6 @@ const forget = async (registry: Registry, el: Element, reason: string): Promise<
       ...(comp === undefined ? {} : { delComposition: [el.id.key] }),
       events: [{ type: 'deleted', id: el.id.key, revision: el.revision, detail: { reason } }],
     });
-  });
-
-/** Marks an executor's running task as ended. */
-const ended = async (
-  registry: Registry,
-  executor: string,
-  containerId: string,
-  exitCode: number | null,
-  reason: string,
-): Promise<boolean> =>
-  registry.locks.with([executor], async () => {
-    const el = registry.get(executor);
-    const comp = registry.composition(executor);
-    if (el === undefined || el.attributes.containerId !== containerId) return false;
-    const task = typeof el.attributes.mainTask === 'string' ? el.attributes.mainTask : undefined;
-    const revision = el.revision + 1;
-    const events: EventDraft[] = [
-      { type: 'modified' as EventType, id: executor, revision, detail: { composition: true, reason } },
-    ];
-    if (task !== undefined) events.push({ type: 'unbound', id: task, revision, detail: { executor, exitCode, reason } });
-    await registry.commit({
-      put: [
-        {
-          ...el,
-          revision,
-          modified: new Date().toISOString(),
-          attributes: { ...el.attributes, state: 'stopped', mainTask: null },
-        },
-      ],
-      ...(comp === undefined
-        ? {}
-        : {
-            putComposition: [
-              { ...comp, members: comp.members.map((m) => (m.id === task ? { ...m, state: 'unbound' as const } : m)) },
-            ],
-          }),
-      events,
-    });
-    return true;
   });
 
 interface DockerEvent {
@@ -101,11 +61,7 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
       if (attrs[LABEL.registry] !== engine.instance || attrs[LABEL.helper] !== undefined) return;
       const executor = attrs[LABEL.id];
       if (executor === undefined) return;
-      if (ev.Action === 'die') {
-        if (engine.expected.has(id)) return;
-        const code = attrs.exitCode === undefined ? null : Number(attrs.exitCode);
-        await ended(registry, executor, id, code, 'exited');
-      } else if (ev.Action === 'destroy') {
+      if (ev.Action === 'destroy') {
         if (engine.expected.delete(id)) return;
         const el = registry.get(executor);
         if (el !== undefined && el.attributes.containerId === id) await forget(registry, el, 'container removed outside lessl');
@@ -130,6 +86,8 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
           filters: { type: ['container', 'volume', 'image'] },
         })) as unknown as Readable;
         current = s;
+        // a background watcher must not keep the embedding process alive
+        (s as unknown as { socket?: { unref?: () => void } }).socket?.unref?.();
         if (stopped) {
           s.destroy();
           break;
@@ -151,7 +109,7 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
         /* engine gone: retry */
       }
       if (stopped) break;
-      await new Promise((r) => setTimeout(r, backoff));
+      await new Promise((r) => setTimeout(r, backoff).unref());
       backoff = Math.min(backoff * 2, 5000);
     }
   };
@@ -169,7 +127,7 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
 /** Reconciles the registry with Docker (see the module comment). */
 export const reconcile = async (engine: Engine, registry: Registry): Promise<ReconcileReport> => {
   const d = engine.docker;
-  const report: ReconcileReport = { vanished: [], stopped: [], orphansRemoved: [] };
+  const report: ReconcileReport = { vanished: [], orphansRemoved: [] };
   const gone = async (fn: () => Promise<unknown>): Promise<boolean> => {
     try {
       await fn();
@@ -185,19 +143,6 @@ export const reconcile = async (engine: Engine, registry: Registry): Promise<Rec
     } else if (el.id.kind === 'volume' && (await gone(() => d.getVolume(String(el.attributes.volumeName)).inspect()))) {
       await forget(registry, el, 'volume vanished from Docker');
       report.vanished.push(el.id.key);
-    } else if (el.id.kind === 'executor' && typeof el.attributes.containerId === 'string' && el.attributes.state === 'running') {
-      const cid = el.attributes.containerId;
-      let code: number | null = null;
-      let running: boolean;
-      try {
-        const info = await d.getContainer(cid).inspect();
-        running = info.State.Running;
-        code = info.State.ExitCode;
-      } catch {
-        running = false;
-      }
-      if (!running && (await ended(registry, el.id.key, cid, code, 'ended while no backend watched')))
-        report.stopped.push(el.id.key);
     }
   }
   const mine = [`${LABEL.registry}=${engine.instance}`];

@@ -45,7 +45,7 @@ const objects = async (b: DockerBackend, id?: string) => {
   };
 };
 
-/** Runs one task on a fresh executor (image BASE) and answers the commit and the task result. */
+/** Starts one task on a fresh executor (image BASE), waits for its end, answers the commit and the task result. */
 const runTask = async (b: DockerBackend, spec: TaskSpec, volumes: { id: string; at: string }[] = []) => {
   const task = `task://local/${n('t')}`;
   await unwrap(b.stores.task.create({ id: task, spec }));
@@ -54,7 +54,8 @@ const runTask = async (b: DockerBackend, spec: TaskSpec, volumes: { id: string; 
   for (const v of volumes) h = await unwrap(b.composer.join(h, v.id, { mountpoint: v.at }));
   h = await unwrap(b.composer.bind(await unwrap(b.composer.join(h, task)), task));
   const commit = await unwrap(b.composer.commit(h));
-  return { commit, task, executor: h.executor.key, result: commit.results.find((r) => r.id === task && r.op === 'bind')?.task };
+  const result = commit.committed ? await unwrap(b.tasks.wait(task)) : undefined;
+  return { commit, task, executor: h.executor.key, result };
 };
 
 beforeAll(async () => {
@@ -178,12 +179,19 @@ describe('tasks', () => {
     expect(capped.result?.stdout.byteLength).toBe(1000);
     expect(capped.result?.truncated).toBe(true);
   });
-  test('streaming output reaches onOutput listeners', async () => {
-    const seen: string[] = [];
-    const off = l.onOutput((_x, _t, c) => seen.push(Buffer.from(c.data).toString()));
-    await runTask(l, { cmd: ['echo', 'streamed'] });
-    off();
-    expect(seen.join('')).toContain('streamed');
+  test('logs with follow stream output as it arrives, before the task ends', async () => {
+    const task = `task://local/${n('t')}`;
+    await unwrap(l.stores.task.create({ id: task, spec: { cmd: ['sh', '-c', 'echo first; sleep 1; echo second'] } }));
+    let h = await unwrap(l.composer.handle(`executor://local/${n('x')}`));
+    h = await unwrap(l.composer.bind(await unwrap(l.composer.join(await unwrap(l.composer.join(h, BASE)), task)), task));
+    await unwrap(l.composer.commit(h));
+    const seen: { text: string; running: boolean }[] = [];
+    for await (const c of l.tasks.logs(task, { follow: true })) {
+      const st = await unwrap(l.tasks.status(task));
+      seen.push({ text: Buffer.from(c.data).toString(), running: st.state === 'running' });
+    }
+    expect(seen.map((x) => x.text).join('')).toBe('first\nsecond\n');
+    expect(seen[0]?.running).toBe(true);
   });
   test('a command that does not exist: a task result that says so (exit 127, reason not-found), no container left', async () => {
     const { result, executor } = await runTask(l, { cmd: ['/no/such/binary'] });
@@ -233,11 +241,10 @@ describe('tasks', () => {
       l.composer.commit(await unwrap(l.composer.bind(await unwrap(l.composer.join(r1.handle, probe)), probe))),
     );
     expect(r2.committed).toBe(true);
-    const ex = r2.results.find((s) => s.id === probe && s.op === 'bind')?.task;
-    expect(ex?.exitCode).toBe(0);
-    expect(Buffer.from(ex?.stdout ?? []).toString()).toMatch(/exec-ok\nCapEff:\s+0+\n/);
-    if (!r2.committed) return;
-    const r3 = await unwrap(l.composer.commit(await unwrap(l.composer.unbind(r2.handle))));
+    const ex = await unwrap(l.tasks.wait(probe));
+    expect(ex.exitCode).toBe(0);
+    expect(Buffer.from(ex.stdout).toString()).toMatch(/exec-ok\nCapEff:\s+0+\n/);
+    const r3 = await unwrap(l.composer.commit(await unwrap(l.composer.unbind(await unwrap(l.composer.handle(h.executor))))));
     expect(r3.committed).toBe(true);
     await unwrap(l.stores.executor.delete(h.executor));
     expect((await objects(l, h.executor.key)).containers).toBe(0);

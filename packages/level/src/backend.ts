@@ -13,21 +13,37 @@ import {
   type ElementStore,
   type EventSource,
   type InvalidEntry,
+  type RunFn,
   type StoreConfig,
+  type TaskControl,
+  taskStatusOf,
+  type TaskSpec,
 } from '@lessl/core';
 import { GenericComposer } from './composer.js';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
 import type { Registry } from './registry.js';
+import { makeRun } from './run.js';
+import { TaskRuntime, type RuntimeOptions } from './runtime.js';
 import { KindStore, storeKey, type Wiring } from './stores.js';
+import { TaskLifecycle } from './tasks.js';
 
 /** A running backend: one store per kind (routing by store name), the composer, the events. */
 export interface Backend {
   readonly stores: Readonly<Record<ElementKind, ElementStore>>;
   readonly composer: Composer;
   readonly events: EventSource;
+  /** The task lifecycle: status, wait, logs, kill. */
+  readonly tasks: TaskControl;
+  /** The one-call path: create a task, run it in a new executor, wait, clean up. */
+  readonly run: RunFn;
   readonly registry: Registry;
-  /** Closes the registry (and whatever the backend holds). */
+  /**
+   * Stops what the backend started in this process (watchers, timers, followers) and closes the
+   * registry. Running tasks keep running; the next open finds them again.
+   */
   close(): Promise<void>;
+  /** `await using lessl = ...` closes the backend. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** What `assemble` takes. */
@@ -38,6 +54,8 @@ export interface AssembleOptions {
   readonly executor: ExecutorDriver;
   readonly authorize?: Authorizer;
   readonly onClose?: () => Promise<void>;
+  /** Task runtime options (output kept per run). */
+  readonly runtime?: RuntimeOptions;
 }
 
 /** Validates store configs: kinds, names, policies, no duplicates. */
@@ -70,26 +88,55 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     await d?.recover?.(intent);
     await o.registry.commit({ delIntent: [intent.id] });
   }
+  const runtime = new TaskRuntime(o.registry, o.runtime);
   const w: Wiring = {
     registry: o.registry,
     stores: stores.right,
     authorize: o.authorize ?? allowAll,
     drivers,
     executor: o.executor,
+    runtime,
   };
-  return E.right({
-    stores: {
-      image: new KindStore(w, 'image'),
-      volume: new KindStore(w, 'volume'),
-      task: new KindStore(w, 'task'),
-      executor: new KindStore(w, 'executor'),
-    },
-    composer: new GenericComposer(w),
-    events: o.registry.events,
-    registry: o.registry,
-    close: async () => {
+  await resumeRuns(w);
+  const kinds = {
+    image: new KindStore(w, 'image'),
+    volume: new KindStore(w, 'volume'),
+    task: new KindStore(w, 'task'),
+    executor: new KindStore(w, 'executor'),
+  };
+  const composer = new GenericComposer(w);
+  const tasks = new TaskLifecycle(w, runtime);
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
       await o.onClose?.();
+      await o.executor.close?.();
+      await runtime.close();
       await o.registry.close();
-    },
+    })());
+  return E.right({
+    stores: kinds,
+    composer,
+    events: o.registry.events,
+    tasks,
+    run: makeRun(w, kinds, composer, tasks),
+    registry: o.registry,
+    close,
+    [Symbol.asyncDispose]: close,
   });
+};
+
+/**
+ * Tasks the registry says are running (the process that ran them stopped): each gets a run again
+ * and the executor driver follows it or ends it; without a driver that can, it is lost.
+ */
+const resumeRuns = async (w: Wiring): Promise<void> => {
+  for (const el of w.registry.scan('task://')) {
+    const st = taskStatusOf(el.attributes);
+    if (st.state !== 'running' && st.state !== 'starting') continue;
+    const run = await w.runtime.resume(el.id.key, st, el.attributes.spec as TaskSpec);
+    const x = st.executor === null ? undefined : w.registry.get(st.executor);
+    if (w.executor.resume === undefined || x === undefined) await run.end({ exitCode: null, reason: 'lost' });
+    else await w.executor.resume(run, st, x).catch(() => run.end({ exitCode: null, reason: 'lost' }));
+  }
 };

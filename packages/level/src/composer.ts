@@ -7,8 +7,12 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { randomUUID } from 'node:crypto';
 import {
+  aborted,
   describeId,
   conflict,
+  FINAL_STATES,
+  inUse,
+  taskStatusOf,
   invalidEntry,
   notFound,
   permissionDenied,
@@ -29,8 +33,11 @@ import {
   type Member,
   type MemberState,
   type StepResult,
+  type TaskSpec,
+  type TaskStatus,
 } from '@lessl/core';
-import type { CommitPlan, PlanStep } from './drivers.js';
+import type { CommitPlan, PlanStep, RunOpener } from './drivers.js';
+import type { ActiveRun } from './runtime.js';
 import type { CompositionRecord, EventDraft, MemberRecord } from './registry.js';
 import { guard, route, type Wiring } from './stores.js';
 
@@ -49,6 +56,9 @@ const toRecord = (m: Member): MemberRecord => ({
   readOnly: m.readOnly,
   state: m.state,
 });
+
+/** The spec of a task element (validated when it was created). */
+const taskSpecOf = (el: Element | undefined): TaskSpec => (el?.attributes.spec ?? { cmd: ['true'] }) as TaskSpec;
 
 /** Converts a persisted member back into a `Member`. */
 export const fromRecord = (m: MemberRecord): Member => {
@@ -183,81 +193,145 @@ export class GenericComposer implements Composer {
         const r = route(this.w, 'executor', h.executor);
         if (E.isLeft(r)) return r;
         const xid = r.right.id;
-        const reg = this.w.registry;
-        const keys = [xid.key, ...h.members.map((m) => m.id.key)];
-        return reg.locks.with(keys, async () => {
-          const current = reg.get(xid.key);
-          const actual = current?.revision ?? 0;
-          if (actual !== h.revision) return E.left(conflict(xid.key, h.revision, actual));
-          if (!this.w.authorize(principalOf(ctx), 'compose', xid.key, current))
-            return E.left(permissionDenied(xid.key, principalOf(ctx), 'compose'));
-          const elements = new Map<string, Element>();
-          for (const m of h.members) {
-            const el = reg.get(m.id.key);
-            if (el === undefined) return E.left(notFound(m.id.key));
-            elements.set(m.id.key, el);
-          }
-          const comp = reg.composition(xid.key);
-          const before = (comp?.members ?? []).map(fromRecord);
-          const after = h.members;
-          const plan = this.plan(xid, current, comp, before, after, h, elements, ctx);
-          const out = await this.w.executor.commit(plan);
-          if (E.isLeft(out)) return E.right({ committed: false, error: out.left.error, results: out.left.results });
-          const results = out.right.results;
-          const states = out.right.states ?? {};
-          const settled = after.map((m) =>
-            states[m.id.key] === undefined ? m : { ...m, state: states[m.id.key] as MemberState },
-          );
-          const t = new Date().toISOString();
-          const revision = actual + 1;
-          const executor: Element = {
-            id: xid,
-            ro: current?.ro ?? {},
-            rw: current?.rw ?? {},
-            revision,
-            created: current?.created ?? t,
-            modified: t,
-            attributes: { ...out.right.attributes },
-          };
-          const record: CompositionRecord = { executor: xid.key, options: plan.options, members: settled.map(toRecord) };
-          const events: EventDraft[] = [
-            current === undefined
-              ? { type: 'created', id: xid.key, revision, detail: {} }
-              : { type: 'modified', id: xid.key, revision, detail: { composition: true } },
-          ];
-          const evType = { join: 'joined', leave: 'left', bind: 'bound', unbind: 'unbound' } as const;
-          for (const s of results) {
-            if (s.status !== 'SUCCESS' || s.op === 'create') continue;
-            events.push({
-              type: evType[s.op],
-              id: s.id,
-              revision,
-              detail: {
-                executor: xid.key,
-                ...(s.task === undefined || s.op === 'bind' ? {} : { exitCode: s.task.exitCode, reason: s.task.reason }),
-              },
-            });
-            // a task that ran to its end during the commit is unbound again, with how it ended
-            if (s.op === 'bind' && states[s.id] === 'unbound')
-              events.push({
-                type: 'unbound',
-                id: s.id,
-                revision,
-                detail: { executor: xid.key, exitCode: s.task?.exitCode ?? null, reason: s.task?.reason ?? 'exited' },
-              });
-          }
-          try {
-            await reg.commit({ put: [executor], putComposition: [record], events });
-          } catch (err) {
-            await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
-            const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
-            return E.right({ committed: false, error: e, results });
-          }
-          const handle: Handle = { executor: xid, revision, options: plan.options, members: settled };
-          return E.right({ committed: true, handle, executor, results: withNoops(results, before, settled) });
-        });
+        if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
+        // Images and read-only mounts are only used: shared locks. The executor, tasks and writable mounts: exclusive.
+        const sharedUse = (m: Member): boolean => m.id.kind === 'image' || (m.id.kind === 'volume' && m.readOnly);
+        const exclusive = [xid.key, ...h.members.filter((m) => !sharedUse(m)).map((m) => m.id.key)];
+        const shared = h.members.filter(sharedUse).map((m) => m.id.key);
+        return this.w.registry.locks.with(exclusive, () => this.commitLocked(xid, h, ctx), shared);
       },
     );
+  }
+
+  /** Commit, under the locks: check, drive the backend, persist, then let the started runs go. */
+  private async commitLocked(xid: ElementId, h: Handle, ctx?: CallContext): Promise<E.Either<CompositionError, CommitResult>> {
+    const reg = this.w.registry;
+    // phase 1: check the handle against the registry
+    const current = reg.get(xid.key);
+    const actual = current?.revision ?? 0;
+    if (!this.w.authorize(principalOf(ctx), 'compose', xid.key, current))
+      return E.left(permissionDenied(xid.key, principalOf(ctx), 'compose'));
+    if (actual !== h.revision) return E.left(conflict(xid.key, h.revision, actual));
+    const elements = new Map<string, Element>();
+    for (const m of h.members) {
+      const el = reg.get(m.id.key);
+      if (el === undefined) return E.left(notFound(m.id.key));
+      elements.set(m.id.key, el);
+    }
+    const comp = reg.composition(xid.key);
+    const before = (comp?.members ?? []).map(fromRecord);
+    const runs = this.w.runtime.opener(xid.key, (task) => taskSpecOf(elements.get(task)));
+    const plan = this.plan(xid, current, comp, before, h, elements, runs, ctx);
+    const busy = this.busyTask(plan);
+    if (busy !== undefined) return E.left(busy);
+    // phase 2: the backend applies the steps (it rolls back on failure)
+    const out = await this.w.executor.commit(plan);
+    if (E.isLeft(out)) {
+      this.w.runtime.settle(runs.opened, false);
+      if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
+      return E.right({ committed: false, error: out.left.error, results: out.left.results });
+    }
+    // phase 3: persist the composition, the task statuses and the events in one batch
+    const results = out.right.results;
+    const revision = actual + 1;
+    const t = new Date().toISOString();
+    const executor: Element = {
+      id: xid,
+      ro: current?.ro ?? {},
+      rw: current?.rw ?? {},
+      revision,
+      created: current?.created ?? t,
+      modified: t,
+      attributes: { ...out.right.attributes },
+    };
+    const record: CompositionRecord = { executor: xid.key, options: plan.options, members: h.members.map(toRecord) };
+    try {
+      await reg.commit({
+        put: [executor, ...this.taskStatuses(results, runs.opened, elements, t)],
+        putComposition: [record],
+        events: this.events(xid, current, revision, results, runs.opened),
+      });
+    } catch (err) {
+      await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
+      this.w.runtime.settle(runs.opened, false);
+      const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
+      return E.right({ committed: false, error: e, results });
+    }
+    // phase 4: the runs are live; older runs' output goes
+    this.w.runtime.settle(runs.opened, true);
+    for (const r of runs.opened) if (r.run > 1) void reg.clearOutput(r.task, r.run).catch(() => undefined);
+    const handle: Handle = { executor: xid, revision, options: plan.options, members: h.members };
+    return E.right({ committed: true, handle, executor, results: withNoops(results, before, h.members) });
+  }
+
+  /** A task to be started that is running already (here or in another executor) answers InUse. */
+  private busyTask(plan: CommitPlan): CompositionError | undefined {
+    for (const s of plan.steps) {
+      if (s.op !== 'bind' || s.member?.id.kind !== 'task') continue;
+      const st = taskStatusOf(plan.elements.get(s.id)?.attributes ?? {});
+      const running = this.w.runtime.active(s.id) !== undefined || st.state === 'running' || st.state === 'starting';
+      if (running) return inUse(s.id, [st.executor ?? plan.executor.key]);
+    }
+    return undefined;
+  }
+
+  /** New task statuses: started runs are running; tasks unbound by this commit are killed (reason stopped). */
+  private taskStatuses(
+    results: readonly StepResult[],
+    opened: readonly ActiveRun[],
+    elements: ReadonlyMap<string, Element>,
+    t: string,
+  ): Element[] {
+    const out: Element[] = [];
+    for (const r of opened) {
+      const el = elements.get(r.task);
+      if (el !== undefined) out.push({ ...el, attributes: { ...el.attributes, status: this.w.runtime.runningStatus(r) } });
+    }
+    for (const s of results) {
+      if (s.op !== 'unbind' || s.status !== 'SUCCESS' || !s.id.startsWith('task:')) continue;
+      const el = elements.get(s.id) ?? this.w.registry.get(s.id);
+      if (el === undefined) continue;
+      const st = taskStatusOf(el.attributes);
+      if (FINAL_STATES.includes(st.state) || st.run === 0) continue;
+      const status: TaskStatus = {
+        ...st,
+        state: 'killed',
+        reason: 'stopped',
+        exitCode: s.task?.exitCode ?? null,
+        endedAt: t,
+      };
+      out.push({ ...el, attributes: { ...el.attributes, status } });
+    }
+    return out;
+  }
+
+  /** The commit's events: the executor created/modified, then left/joined/unbound/bound per member. */
+  private events(
+    xid: ElementId,
+    current: Element | undefined,
+    revision: number,
+    results: readonly StepResult[],
+    opened: readonly ActiveRun[],
+  ): EventDraft[] {
+    const events: EventDraft[] = [
+      current === undefined
+        ? { type: 'created', id: xid.key, revision, detail: {} }
+        : { type: 'modified', id: xid.key, revision, detail: { composition: true } },
+    ];
+    const evType = { join: 'joined', leave: 'left', bind: 'bound', unbind: 'unbound' } as const;
+    for (const s of results) {
+      if (s.status !== 'SUCCESS' || s.op === 'create') continue;
+      const run = s.op === 'bind' ? opened.find((r) => r.task === s.id) : undefined;
+      const ended =
+        s.op === 'unbind' && s.id.startsWith('task:') ? { exitCode: s.task?.exitCode ?? null, reason: 'stopped' } : {};
+      events.push({
+        type: evType[s.op],
+        id: s.id,
+        revision,
+        detail: { executor: xid.key, ...(run === undefined ? {} : { run: run.run }), ...ended },
+      });
+    }
+    return events;
   }
 
   private plan(
@@ -265,11 +339,12 @@ export class GenericComposer implements Composer {
     current: Element | undefined,
     comp: CompositionRecord | undefined,
     before: readonly Member[],
-    after: readonly Member[],
     h: Handle,
     elements: ReadonlyMap<string, Element>,
+    runs: RunOpener,
     ctx?: CallContext,
   ): CommitPlan {
+    const after = h.members;
     const same = (a: Member, b: Member): boolean => a.mountpoint === b.mountpoint && a.readOnly === b.readOnly;
     const beforeBy = new Map(before.map((m) => [m.id.key, m]));
     const afterBy = new Map(after.map((m) => [m.id.key, m]));
@@ -299,6 +374,7 @@ export class GenericComposer implements Composer {
       after,
       steps: [...create, ...unbinds, ...leaves, ...joins, ...binds],
       elements,
+      runs,
       ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
     };
   }

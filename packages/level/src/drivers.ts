@@ -13,15 +13,63 @@ import type {
   Element,
   ElementId,
   ExecutorOptions,
+  EndReason,
   Member,
-  MemberState,
   Metadata,
   StepOp,
   StepResult,
   StoreConfig,
   TaskSpec,
+  TaskStatus,
 } from '@lessl/core';
 import type { CompositionRecord, Intent } from './registry.js';
+
+/** A process a driver started for a task: how to find it again and how to end it. */
+export interface StartedRun {
+  /** Backend details persisted with the task's status (container, exec), for reconciliation. */
+  readonly process: Readonly<Record<string, unknown>>;
+  /** Ends the process: TERM then KILL after `graceMs`, or KILL at once. Resolves once the signal is delivered. */
+  kill(signal: 'TERM' | 'KILL', graceMs: number): Promise<void>;
+}
+
+/** How a run ended, as the driver saw it. */
+export interface RunOutcome {
+  readonly exitCode: number | null;
+  /** Default `exited`; the runtime overrides it when it asked the run to stop (kill, deadline, abort). */
+  readonly reason?: EndReason;
+  /** Attributes to merge into the executor's (e.g. `{ state: 'stopped', containerId: null }`). */
+  readonly executor?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The runtime's side of one run, handed to the driver that starts it. The driver reports output
+ * and the end; the runtime persists them (output capped, the end with its `unbound` event once).
+ */
+export interface RunSink {
+  readonly task: string;
+  readonly executor: string;
+  readonly spec: TaskSpec;
+  /** Bytes of output kept for this run at most (the rest is dropped and `truncated` set). */
+  readonly outputCap: number;
+  /** Bytes of output kept so far (on resume: what the registry holds already). */
+  readonly kept: number;
+  /** Output as it arrives. */
+  output(stream: 'stdout' | 'stderr', data: Uint8Array): void;
+  /** The process is running; `kill` will be used for kill, deadline and abort. */
+  started(run: StartedRun): void;
+  /** The process ended. Resolves once the end is persisted (or ignored: a rolled-back commit, a stale run). */
+  end(outcome: RunOutcome): Promise<void>;
+  /** Why the runtime asked this run to stop, if it did. */
+  readonly stopping: EndReason | undefined;
+}
+
+/** Opens runs during a commit. */
+export interface RunOpener {
+  /** Reserves the next run of `task` in `executor`. */
+  open(task: string): RunSink;
+  /** Stops the running process of `task` (an unbind): TERM, then KILL after `graceMs`. */
+  stop(task: string, signal: 'TERM' | 'KILL', graceMs: number): Promise<void>;
+}
 
 /** Create data wrapped for verification: consume `stream`, then call `verify()` before publishing the object. */
 export interface VerifiedData {
@@ -85,6 +133,9 @@ export interface CommitPlan {
   readonly steps: readonly PlanStep[];
   /** The member elements (images, volumes, tasks), by ID. */
   readonly elements: ReadonlyMap<string, Element>;
+  /** Where the driver opens a run for each task it starts. */
+  readonly runs: RunOpener;
+  /** Aborts the commit: the driver stops between steps and rolls back. */
   readonly signal?: AbortSignal;
 }
 
@@ -94,8 +145,6 @@ export type DriverCommit = E.Either<
   {
     readonly results: readonly StepResult[];
     readonly attributes: Readonly<Record<string, unknown>>;
-    /** Members whose state after the commit differs from the handle's (a one-shot task that ran and ended). */
-    readonly states?: Readonly<Record<string, MemberState>>;
   }
 >;
 
@@ -109,6 +158,14 @@ export interface ExecutorDriver {
   destroy(executor: Element, composition: CompositionRecord | undefined): Promise<E.Either<DeleteError, void>>;
   /** Removes whatever an interrupted commit may have left. */
   recover?(intent: Intent): Promise<void>;
+  /**
+   * On open: a task the registry says is running. Follow it again (report output past
+   * `status.outputBytes` and the end to `sink`), or end it (`reason: 'lost'` when its process is gone).
+   * Without `resume`, such tasks are marked lost.
+   */
+  resume?(sink: RunSink, status: TaskStatus, executor: Element): Promise<void>;
+  /** Stops whatever the driver runs in the background (followers, timers). Running tasks are left running. */
+  close?(): Promise<void>;
 }
 
 /** The task driver shared by every backend: a task is its spec; nothing outside the registry. */

@@ -10,3 +10,6 @@ export * from './drivers.js';
 export { KindStore, storeKey, route, guard, type Wiring } from './stores.js';
 export { GenericComposer, fromRecord } from './composer.js';
 export * from './backend.js';
+export * from './runtime.js';
+export { TaskLifecycle } from './tasks.js';
+export { makeRun } from './run.js';

@@ -10,6 +10,7 @@
  *   e!<id>   element record        x!<executor>  composition record
  *   m!instance  registry instance ID
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
+ *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
  */
 import { randomUUID } from 'node:crypto';
 import { Level } from 'level';
@@ -45,6 +46,15 @@ export interface Intent {
   readonly detail?: Readonly<Record<string, unknown>>;
 }
 
+/** A chunk of a task run's output, as persisted. */
+export interface OutputRecord {
+  readonly task: string;
+  readonly run: number;
+  readonly offset: number;
+  readonly stream: 'stdout' | 'stderr';
+  readonly data: Uint8Array;
+}
+
 /** An event before it has a seq and time. */
 export type EventDraft = Omit<LesslEvent, 'seq' | 'time'>;
 
@@ -56,6 +66,7 @@ export interface Change {
   readonly delComposition?: readonly string[];
   readonly putIntent?: readonly Intent[];
   readonly delIntent?: readonly string[];
+  readonly putOutput?: readonly OutputRecord[];
   readonly events?: readonly EventDraft[];
 }
 
@@ -77,6 +88,9 @@ const lowerBound = (a: readonly string[], k: string): number => {
   return lo;
 };
 const seqKey = (n: number): string => `l!${String(n).padStart(16, '0')}`;
+const outPrefix = (task: string, run?: number): string =>
+  run === undefined ? `o!${task}!` : `o!${task}!${String(run).padStart(8, '0')}!`;
+const outKey = (o: OutputRecord): string => `${outPrefix(o.task, o.run)}${String(o.offset).padStart(12, '0')}`;
 
 interface Pending {
   readonly change: Change;
@@ -211,6 +225,27 @@ export class Registry {
     return out;
   }
 
+  /** The kept output of a task's run, in order, from the chunk that holds byte `from` on. */
+  async readOutput(task: string, run: number, from = 0): Promise<OutputRecord[]> {
+    const out: OutputRecord[] = [];
+    const prefix = outPrefix(task, run);
+    for await (const [k, v] of this.db.iterator({ gte: prefix, lt: `${prefix}~` })) {
+      const offset = Number(k.slice(prefix.length));
+      const j = JSON.parse(v) as { s: string; d: string };
+      const data = new Uint8Array(Buffer.from(j.d, 'base64'));
+      if (offset + data.byteLength <= from) continue;
+      out.push({ task, run, offset, stream: j.s === 'e' ? 'stderr' : 'stdout', data });
+    }
+    return out;
+  }
+
+  /** Removes the kept output of a task: every run, or the runs before `beforeRun`. */
+  async clearOutput(task: string, beforeRun?: number): Promise<void> {
+    if (this.closed) return;
+    const prefix = outPrefix(task);
+    await this.db.clear({ gte: prefix, lt: beforeRun === undefined ? `${prefix}~` : outPrefix(task, beforeRun) });
+  }
+
   // ---- writes ---------------------------------------------------------
 
   /** Commits one change atomically; resolves with its events once durable and published. */
@@ -239,6 +274,12 @@ export class Registry {
         for (const k of c.delComposition ?? []) ops.push({ type: 'del', key: `x!${k}` });
         for (const i of c.putIntent ?? []) ops.push({ type: 'put', key: `p!${i.id}`, value: JSON.stringify(i) });
         for (const k of c.delIntent ?? []) ops.push({ type: 'del', key: `p!${k}` });
+        for (const o of c.putOutput ?? [])
+          ops.push({
+            type: 'put',
+            key: outKey(o),
+            value: JSON.stringify({ s: o.stream === 'stderr' ? 'e' : 'o', d: Buffer.from(o.data).toString('base64') }),
+          });
         const evs: LesslEvent[] = [];
         for (const d of c.events ?? []) {
           const e: LesslEvent = { seq: ++seq, time, type: d.type, id: d.id, revision: d.revision, detail: d.detail };

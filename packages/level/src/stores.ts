@@ -59,6 +59,7 @@ import {
 } from '@lessl/core';
 import type { ElementDriver, ExecutorDriver, VerifiedData } from './drivers.js';
 import type { Registry } from './registry.js';
+import type { TaskRuntime } from './runtime.js';
 
 /** Shared wiring of the stores and the composer. */
 export interface Wiring {
@@ -67,6 +68,7 @@ export interface Wiring {
   readonly authorize: Authorizer;
   readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task: ElementDriver };
   readonly executor: ExecutorDriver;
+  readonly runtime: TaskRuntime;
 }
 
 /** `<kind>://<store>` of a config. */
@@ -163,104 +165,110 @@ export class KindStore implements ElementStore {
         parentId = p.right;
       }
       const reg = this.w.registry;
-      return reg.locks.with(parentId === undefined ? [id.key] : [id.key, parentId.key], async () => {
-        if (reg.get(id.key) !== undefined || reg.hasIntent(id.key)) return E.left(nameCollision(id.key));
-        let parent: Element | undefined;
-        if (parentId !== undefined) {
-          if (store.parents === false)
-            return E.left(invalidParent(id.key, parentId.key, `store ${store.kind}://${store.name} does not allow parents`));
-          if (parentId.kind !== id.kind)
-            return E.left(invalidParent(id.key, parentId.key, `a ${parentId.kind} cannot be the parent of a ${id.kind}`));
-          if (parentId.key === id.key) return E.left(invalidParent(id.key, parentId.key, 'an element cannot be its own parent'));
-          parent = reg.get(parentId.key);
-          if (parent === undefined) return E.left(unknownParent(id.key, parentId.key));
-          if (this.kind === 'task' || this.kind === 'executor')
-            return E.left(invalidParent(id.key, parentId.key, `${this.kind} elements have no parents`));
-        }
-        const data: VerifiedData | undefined =
-          req.data === undefined
-            ? undefined
-            : (() => {
-                const h = hashing(id.key, req.data);
-                return {
-                  stream: h.stream,
-                  verify: () => {
-                    const got = h.digest();
-                    if (checksum !== undefined && E.isRight(checksum) && formatChecksum(checksum.right) !== got)
-                      return E.left(checksumMismatch(id.key, formatChecksum(checksum.right), got));
-                    return E.right(got);
-                  },
-                };
-              })();
-        const external = driver?.external === true;
-        if (external) await reg.commit({ putIntent: [{ id: id.key, started: now(), detail: { kind: id.kind } }] });
-        const made =
-          driver === undefined
-            ? E.right<CreateError, { attributes: Readonly<Record<string, unknown>>; checksum?: string }>({
-                attributes: { state: 'empty' },
-              })
-            : await driver
-                .create({
-                  id,
-                  store,
-                  ...(parent === undefined ? {} : { parent }),
-                  ...(data === undefined ? {} : { data }),
-                  ro: md.right.ro,
-                  rw: md.right.rw,
-                  ...(spec === undefined ? {} : { spec }),
-                  options,
-                  ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
+      // the parent is only read: a shared lock, so many children can be made from one parent at once
+      return reg.locks.with(
+        [id.key],
+        async () => {
+          if (reg.get(id.key) !== undefined || reg.hasIntent(id.key)) return E.left(nameCollision(id.key));
+          let parent: Element | undefined;
+          if (parentId !== undefined) {
+            if (store.parents === false)
+              return E.left(invalidParent(id.key, parentId.key, `store ${store.kind}://${store.name} does not allow parents`));
+            if (parentId.kind !== id.kind)
+              return E.left(invalidParent(id.key, parentId.key, `a ${parentId.kind} cannot be the parent of a ${id.kind}`));
+            if (parentId.key === id.key)
+              return E.left(invalidParent(id.key, parentId.key, 'an element cannot be its own parent'));
+            parent = reg.get(parentId.key);
+            if (parent === undefined) return E.left(unknownParent(id.key, parentId.key));
+            if (this.kind === 'task' || this.kind === 'executor')
+              return E.left(invalidParent(id.key, parentId.key, `${this.kind} elements have no parents`));
+          }
+          const data: VerifiedData | undefined =
+            req.data === undefined
+              ? undefined
+              : (() => {
+                  const h = hashing(id.key, req.data);
+                  return {
+                    stream: h.stream,
+                    verify: () => {
+                      const got = h.digest();
+                      if (checksum !== undefined && E.isRight(checksum) && formatChecksum(checksum.right) !== got)
+                        return E.left(checksumMismatch(id.key, formatChecksum(checksum.right), got));
+                      return E.right(got);
+                    },
+                  };
+                })();
+          const external = driver?.external === true;
+          if (external) await reg.commit({ putIntent: [{ id: id.key, started: now(), detail: { kind: id.kind } }] });
+          const made =
+            driver === undefined
+              ? E.right<CreateError, { attributes: Readonly<Record<string, unknown>>; checksum?: string }>({
+                  attributes: { state: 'empty' },
                 })
-                .catch((err: unknown) =>
-                  E.left<CreateError>(
-                    err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${describeCause(err)}`, err),
-                  ),
-                );
-        const t = now();
-        const element = (attributes: Readonly<Record<string, unknown>>, digest?: string): Element => ({
-          id,
-          ...(parent === undefined ? {} : { parent: parent.id }),
-          ro: md.right.ro,
-          rw: md.right.rw,
-          ...(digest === undefined ? {} : { checksum: digest }),
-          revision: 1,
-          created: t,
-          modified: t,
-          attributes: { ...attributes },
-        });
-        if (E.isLeft(made)) {
-          if (external) await reg.commit({ delIntent: [id.key] });
-          return made;
-        }
-        const verified = data?.verify();
-        if (verified !== undefined && E.isLeft(verified)) {
-          await driver?.destroy(element(made.right.attributes)).catch(() => undefined);
-          if (external) await reg.commit({ delIntent: [id.key] });
-          return verified;
-        }
-        const el = element(made.right.attributes, made.right.checksum ?? (verified === undefined ? undefined : verified.right));
-        try {
-          await reg.commit({
-            put: [el],
-            ...(external ? { delIntent: [id.key] } : {}),
-            events: [
-              {
-                type: 'created',
-                id: id.key,
-                revision: 1,
-                detail: {
-                  ...(parent === undefined ? {} : { parent: parent.id.key }),
-                  ...(el.checksum === undefined ? {} : { checksum: el.checksum }),
-                },
-              },
-            ],
+              : await driver
+                  .create({
+                    id,
+                    store,
+                    ...(parent === undefined ? {} : { parent }),
+                    ...(data === undefined ? {} : { data }),
+                    ro: md.right.ro,
+                    rw: md.right.rw,
+                    ...(spec === undefined ? {} : { spec }),
+                    options,
+                    ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
+                  })
+                  .catch((err: unknown) =>
+                    E.left<CreateError>(
+                      err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${describeCause(err)}`, err),
+                    ),
+                  );
+          const t = now();
+          const element = (attributes: Readonly<Record<string, unknown>>, digest?: string): Element => ({
+            id,
+            ...(parent === undefined ? {} : { parent: parent.id }),
+            ro: md.right.ro,
+            rw: md.right.rw,
+            ...(digest === undefined ? {} : { checksum: digest }),
+            revision: 1,
+            created: t,
+            modified: t,
+            attributes: { ...attributes },
           });
-        } catch (err) {
-          await driver?.destroy(el).catch(() => undefined);
-          return E.left(runtimeError(id.key, 'could not persist the element', err));
-        }
-        return E.right(el);
-      });
+          if (E.isLeft(made)) {
+            if (external) await reg.commit({ delIntent: [id.key] });
+            return made;
+          }
+          const verified = data?.verify();
+          if (verified !== undefined && E.isLeft(verified)) {
+            await driver?.destroy(element(made.right.attributes)).catch(() => undefined);
+            if (external) await reg.commit({ delIntent: [id.key] });
+            return verified;
+          }
+          const el = element(made.right.attributes, made.right.checksum ?? (verified === undefined ? undefined : verified.right));
+          try {
+            await reg.commit({
+              put: [el],
+              ...(external ? { delIntent: [id.key] } : {}),
+              events: [
+                {
+                  type: 'created',
+                  id: id.key,
+                  revision: 1,
+                  detail: {
+                    ...(parent === undefined ? {} : { parent: parent.id.key }),
+                    ...(el.checksum === undefined ? {} : { checksum: el.checksum }),
+                  },
+                },
+              ],
+            });
+          } catch (err) {
+            await driver?.destroy(el).catch(() => undefined);
+            return E.left(runtimeError(id.key, 'could not persist the element', err));
+          }
+          return E.right(el);
+        },
+        parentId === undefined ? [] : [parentId.key],
+      );
     });
   }
 
@@ -348,6 +356,7 @@ export class KindStore implements ElementStore {
         } catch (err) {
           return E.left(runtimeError(id.key, 'could not persist the delete', err));
         }
+        if (this.kind === 'task') await reg.clearOutput(id.key).catch(() => undefined);
         return E.right(undefined);
       });
     });

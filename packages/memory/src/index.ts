@@ -11,6 +11,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
+  aborted,
   runtimeError,
   type AnyError,
   type Authorizer,
@@ -28,7 +29,11 @@ import {
   type ExecutorDriver,
   type PlanStep,
   type RegistryOptions,
+  type RunSink,
 } from '@lessl/level';
+import { tinyShell, type FakeExit, type FakeIO, type FakeProcess } from './process.js';
+
+export { tinyShell, type FakeExit, type FakeIO, type FakeProcess } from './process.js';
 
 /** Where the memory backend keeps data; share one between opens to simulate a persistent backend. */
 export class MemoryData {
@@ -54,6 +59,10 @@ export interface MemoryBackendOptions {
   readonly data?: MemoryData;
   /** Test hook: make a commit step fail with this error (exercises rollback). */
   readonly faults?: (step: PlanStep) => AnyError | undefined;
+  /** How a bound task runs (default `tinyShell`: echo, sleep, exit, true, false, `sh -c`). */
+  readonly run?: FakeProcess;
+  /** Output kept per task run (default 1 MiB). */
+  readonly outputBytes?: number;
 }
 
 const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
@@ -89,34 +98,112 @@ const blobDriver = (data: MemoryData): ElementDriver => ({
   },
 });
 
-const executorDriver = (faults?: (s: PlanStep) => AnyError | undefined): ExecutorDriver => ({
-  async commit(plan: CommitPlan) {
-    const results: StepResult[] = [];
-    for (const step of plan.steps) {
-      const fault = faults?.(step);
-      if (fault !== undefined) {
-        results.push({ id: step.id, op: step.op, status: 'ERROR', error: fault });
-        return E.left({ error: fault, results });
-      }
-      results.push({ id: step.id, op: step.op, status: 'SUCCESS' });
-    }
-    const running = plan.after.some((m) => m.id.kind === 'task' && m.state === 'bound');
-    return E.right({
-      results,
-      attributes: {
-        state: running ? 'running' : 'stopped',
-        rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
-        mounts: plan.after
-          .filter((m) => m.id.kind === 'volume')
-          .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
+/**
+ * Executors as state machines with fake processes: binding a task starts `run(spec, io)`.
+ * On a stopped executor the task becomes its main process (the executor runs while it does);
+ * on a running one it runs beside the main process, like an exec.
+ */
+const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | undefined): ExecutorDriver => {
+  const stopAll = new Set<AbortController>();
+  const start = (sink: RunSink, main: boolean): void => {
+    const ac = new AbortController();
+    stopAll.add(ac);
+    const enc = new TextEncoder();
+    const bytes = (d: string | Uint8Array): Uint8Array => (typeof d === 'string' ? enc.encode(d) : d);
+    const io: FakeIO = {
+      stdout: (d) => sink.output('stdout', bytes(d)),
+      stderr: (d) => sink.output('stderr', bytes(d)),
+      signal: ac.signal,
+      sleep: (ms) =>
+        new Promise<void>((res) => {
+          if (ac.signal.aborted) return res();
+          const t = setTimeout(done, ms);
+          function done(): void {
+            clearTimeout(t);
+            ac.signal.removeEventListener('abort', done);
+            res();
+          }
+          ac.signal.addEventListener('abort', done, { once: true });
+        }),
+    };
+    sink.started({
+      process: { fake: true, main },
+      kill: async (signal) => {
+        if (!ac.signal.aborted) ac.abort(signal);
       },
     });
-  },
-  async undo() {},
-  async destroy() {
-    return E.right(undefined);
-  },
-});
+    void (async () => {
+      let exit: FakeExit;
+      try {
+        exit = await run(sink.spec, io);
+      } catch (err) {
+        io.stderr(`fake process failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        exit = 1;
+      }
+      stopAll.delete(ac);
+      const code = typeof exit === 'number' ? exit : exit.exitCode;
+      const notFound = typeof exit === 'object' && exit.notFound === true;
+      await sink.end({
+        exitCode: code,
+        ...(notFound ? { reason: 'not-found' as const } : {}),
+        ...(main ? { executor: { state: 'stopped', mainTask: null } } : {}),
+      });
+    })();
+  };
+  return {
+    async commit(plan: CommitPlan) {
+      const results: StepResult[] = [];
+      let state = plan.attributes.state === 'running' ? 'running' : 'stopped';
+      let mainTask = typeof plan.attributes.mainTask === 'string' ? plan.attributes.mainTask : null;
+      for (const step of plan.steps) {
+        const fault = faults?.(step);
+        if (fault !== undefined) {
+          results.push({ id: step.id, op: step.op, status: 'ERROR', error: fault });
+          return E.left({ error: fault, results });
+        }
+        if (plan.signal?.aborted === true) {
+          const e = aborted(step.id, plan.signal.reason);
+          results.push({ id: step.id, op: step.op, status: 'ERROR', error: e });
+          return E.left({ error: e, results });
+        }
+        if (step.op === 'unbind' && step.member?.id.kind === 'task') {
+          await plan.runs.stop(step.id, 'TERM', 0);
+          if (mainTask === step.id) {
+            state = 'stopped';
+            mainTask = null;
+          }
+        } else if (step.op === 'bind' && step.member?.id.kind === 'task') {
+          const main = state !== 'running';
+          start(plan.runs.open(step.id), main);
+          if (main) {
+            state = 'running';
+            mainTask = step.id;
+          }
+        }
+        results.push({ id: step.id, op: step.op, status: 'SUCCESS' });
+      }
+      return E.right({
+        results,
+        attributes: {
+          state,
+          mainTask,
+          rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
+          mounts: plan.after
+            .filter((m) => m.id.kind === 'volume')
+            .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
+        },
+      });
+    },
+    async undo() {},
+    async destroy() {
+      return E.right(undefined);
+    },
+    async close() {
+      // fake processes die with the backend, as processes die with their machine
+      for (const ac of stopAll) ac.abort('KILL');
+    },
+  };
+};
 
 /**
  * Opens a memory backend. Answers `InvalidEntry` for a bad store configuration and
@@ -137,7 +224,8 @@ export const openMemoryBackend =
       registry,
       stores: opts.stores ?? DEFAULT_STORES,
       drivers: { image: blobs, volume: blobs },
-      executor: executorDriver(opts.faults),
+      executor: executorDriver(opts.run ?? tinyShell, opts.faults),
+      ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
     });
     if (E.isLeft(b)) await registry.close();

@@ -1,0 +1,119 @@
+/**
+ * `run()`: the one-call path scripts and examples use. Create the task element, compose it with
+ * the image and volumes in a new executor, commit (the task starts), wait for its end, then
+ * remove the executor and the task. Aborting kills the task and removes everything.
+ */
+import { randomUUID } from 'node:crypto';
+import * as E from 'fp-ts/lib/Either.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import {
+  aborted,
+  invalidEntry,
+  unknownLocation,
+  type CallContext,
+  type Composer,
+  type ElementKind,
+  type ElementStore,
+  type RunError,
+  type RunRequest,
+  type TaskControl,
+  type TaskResult,
+} from '@lessl/core';
+import { guard, type Wiring } from './stores.js';
+
+const policyOk = (p: string | undefined): boolean => p === undefined || p === 'read-write';
+
+/** Builds `run` over a backend's parts. */
+export const makeRun =
+  (
+    w: Wiring,
+    stores: Readonly<Record<ElementKind, ElementStore>>,
+    composer: Composer,
+    tasks: TaskControl,
+  ): ((req: RunRequest) => TaskEither<RunError, TaskResult>) =>
+  (req) =>
+    guard<RunError, TaskResult>('', async () => {
+      if (typeof req !== 'object' || req === null)
+        return E.left(invalidEntry('a run request must be an object', '', ['request']));
+      const signal = req.signal;
+      if (signal !== undefined && !(signal instanceof AbortSignal))
+        return E.left(invalidEntry('signal must be an AbortSignal', '', ['signal']));
+      if (signal?.aborted === true) return E.left(aborted('', signal.reason));
+      const where = (kind: ElementKind): string | undefined =>
+        [...w.stores.values()].find((s) => s.kind === kind && policyOk(s.policy))?.name;
+      const ts = where('task');
+      const xs = where('executor');
+      if (ts === undefined || xs === undefined) return E.left(unknownLocation('', ts === undefined ? 'task://' : 'executor://'));
+      const suffix = randomUUID().slice(0, 12);
+      const task = `task://${ts}/run-${suffix}`;
+      const executor = `executor://${xs}/run-${suffix}`;
+      const ctx: CallContext = {
+        ...(req.principal === undefined ? {} : { principal: req.principal }),
+        ...(signal === undefined ? {} : { signal }),
+      };
+      const made = await stores.task.create({ id: task, spec: req.spec }, ctx)();
+      if (E.isLeft(made)) return made;
+      try {
+        return await startAndWait(composer, tasks, req, task, executor, ctx);
+      } finally {
+        if (req.keep !== true) await cleanUp(stores, composer, tasks, task, executor, ctx.principal);
+      }
+    });
+
+/** Compose, commit, wait; on abort, kill the task and answer Aborted. */
+const startAndWait = async (
+  c: Composer,
+  tasks: TaskControl,
+  req: RunRequest,
+  task: string,
+  executor: string,
+  ctx: CallContext,
+): Promise<E.Either<RunError, TaskResult>> => {
+  const p = ctx.principal === undefined ? {} : { principal: ctx.principal };
+  let h = await c.handle(executor, req.options, p)();
+  if (E.isRight(h)) h = await c.join(h.right, req.image, undefined, p)();
+  for (const v of req.volumes ?? [])
+    if (E.isRight(h)) h = await c.join(h.right, v.id, { mountpoint: v.mountpoint, readOnly: v.readOnly === true }, p)();
+  if (E.isRight(h)) h = await c.join(h.right, task, undefined, p)();
+  if (E.isRight(h)) h = await c.bind(h.right, task, p)();
+  if (E.isLeft(h)) return h;
+  const committed = await c.commit(h.right, ctx)();
+  if (E.isLeft(committed)) return committed;
+  if (!committed.right.committed) return E.left(committed.right.error as RunError);
+  const r = await tasks.wait(task, ctx)();
+  if (E.isLeft(r) && r.left._tag === 'Aborted') {
+    await tasks.kill(task, { ...p, signal: 'KILL' })();
+    await tasks.wait(task, p)();
+  }
+  return r;
+};
+
+/** Removes the run's executor and task, whatever happened (their records and backend objects). */
+const cleanUp = async (
+  stores: Readonly<Record<ElementKind, ElementStore>>,
+  c: Composer,
+  tasks: TaskControl,
+  task: string,
+  executor: string,
+  principal: string | undefined,
+): Promise<void> => {
+  const p = principal === undefined ? {} : { principal };
+  const h = await c.handle(executor, undefined, p)();
+  if (E.isRight(h) && h.right.revision > 0) {
+    // a task still running (a daemon, a failed wait) is stopped first
+    await tasks.kill(task, { ...p, signal: 'KILL' })();
+    let fresh = await c.handle(executor, undefined, p)();
+    for (let i = 0; i < 3 && E.isRight(fresh); i++) {
+      let x = fresh.right;
+      for (const m of x.members) {
+        const left = await c.leave(x, m.id, p)();
+        if (E.isRight(left)) x = left.right;
+      }
+      const done = await c.commit(x, p)();
+      if (E.isRight(done) && done.right.committed) break;
+      fresh = await c.handle(executor, undefined, p)();
+    }
+    await stores.executor.delete(executor, p)();
+  }
+  await stores.task.delete(task, p)();
+};

@@ -1,0 +1,226 @@
+/**
+ * The task lifecycle over the registry and the runtime: `status`, `wait`, `logs`, `kill`.
+ * Checks run in the documented order: input shape, location, authorization (before existence,
+ * so a refused principal learns nothing), then state.
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import {
+  aborted,
+  describeId,
+  FINAL_STATES,
+  invalidEntry,
+  LesslError,
+  notFound,
+  permissionDenied,
+  taskStatusOf,
+  unavailable,
+  type CallContext,
+  type Element,
+  type IdLike,
+  type KillOptions,
+  type LogsOptions,
+  type Operation,
+  type OutputChunk,
+  type TaskControl,
+  type TaskError,
+  type TaskResult,
+  type TaskStatus,
+  type WaitOptions,
+} from '@lessl/core';
+import type { ActiveRun, TaskRuntime } from './runtime.js';
+import { guard, route, type Wiring } from './stores.js';
+
+const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
+const DEFAULT_GRACE_MS = 10_000;
+
+/** Checks an options argument: undefined or a plain object. */
+const optionsObject = (id: string, o: unknown): E.Either<TaskError, Record<string, unknown>> =>
+  o === undefined
+    ? E.right({})
+    : typeof o === 'object' && o !== null && !Array.isArray(o)
+      ? E.right(o as Record<string, unknown>)
+      : E.left(invalidEntry('options must be an object', id, ['options']));
+
+const signalOf = (id: string, o: Record<string, unknown>): E.Either<TaskError, AbortSignal | undefined> => {
+  const s = o.signal;
+  return s === undefined || s instanceof AbortSignal
+    ? E.right(s)
+    : E.left(invalidEntry('signal must be an AbortSignal', id, ['signal']));
+};
+
+const concat = (chunks: readonly OutputChunk[], stream: 'stdout' | 'stderr'): Uint8Array =>
+  new Uint8Array(Buffer.concat(chunks.filter((c) => c.stream === stream).map((c) => c.data)));
+
+/** Resolves when `signal` aborts (never when it is undefined); the returned function detaches. */
+const onAbort = (signal: AbortSignal | undefined, fn: () => void): (() => void) => {
+  if (signal === undefined) return () => undefined;
+  signal.addEventListener('abort', fn, { once: true });
+  return () => signal.removeEventListener('abort', fn);
+};
+
+/** The lifecycle calls of a backend. */
+export class TaskLifecycle implements TaskControl {
+  constructor(
+    private readonly w: Wiring,
+    private readonly rt: TaskRuntime,
+  ) {}
+
+  /** Route, authorize (before existence), then find. */
+  private locate(raw: IdLike, op: Operation, ctx?: CallContext): E.Either<TaskError, Element> {
+    const r = route(this.w, 'task', raw);
+    if (E.isLeft(r)) return r;
+    const key = r.right.id.key;
+    const el = this.w.registry.get(key);
+    if (!this.w.authorize(principalOf(ctx), op, key, el)) return E.left(permissionDenied(key, principalOf(ctx), op));
+    return el === undefined ? E.left(notFound(key)) : E.right(el);
+  }
+
+  private live(el: Element): TaskStatus {
+    const st = taskStatusOf(el.attributes);
+    const run = this.rt.active(el.id.key);
+    if (run === undefined || FINAL_STATES.includes(st.state)) return st;
+    if (run.run !== st.run) return { ...st, state: 'starting' };
+    return { ...st, outputBytes: run.kept, truncated: run.truncated };
+  }
+
+  status(id: IdLike, ctx?: CallContext): TaskEither<TaskError, TaskStatus> {
+    return guard<TaskError, TaskStatus>(describeId(id), async () => {
+      const el = this.locate(id, 'read', ctx);
+      return E.isLeft(el) ? el : E.right(this.live(el.right));
+    });
+  }
+
+  wait(id: IdLike, opts?: WaitOptions): TaskEither<TaskError, TaskResult> {
+    return guard<TaskError, TaskResult>(describeId(id), async () => {
+      const o = optionsObject(describeId(id), opts);
+      if (E.isLeft(o)) return o;
+      const signal = signalOf(describeId(id), o.right);
+      if (E.isLeft(signal)) return signal;
+      if (signal.right?.aborted === true) return E.left(aborted(describeId(id), signal.right.reason));
+      const first = this.locate(id, 'read', opts);
+      if (E.isLeft(first)) return first;
+      const key = first.right.id.key;
+      for (;;) {
+        const el = this.w.registry.get(key);
+        if (el === undefined) return E.left(notFound(key));
+        const st = taskStatusOf(el.attributes);
+        if (FINAL_STATES.includes(st.state) && this.rt.active(key) === undefined) return E.right(await this.resultOf(el, st));
+        if (this.rt.closed) return E.left(unavailable(key, 'the backend was closed while waiting'));
+        await new Promise<void>((res) => {
+          const off = this.rt.onEnd(key, () => {
+            off();
+            detach();
+            res();
+          });
+          const detach = onAbort(signal.right, () => {
+            off();
+            res();
+          });
+        });
+        if (signal.right?.aborted) return E.left(aborted(key, signal.right.reason));
+      }
+    });
+  }
+
+  /** A finished run's result, from the registry. */
+  private async resultOf(el: Element, st: TaskStatus): Promise<TaskResult> {
+    const records = await this.w.registry.readOutput(el.id.key, st.run);
+    const output = records.map((r) => ({ stream: r.stream, data: r.data, offset: r.offset }));
+    return {
+      id: el.id.key,
+      exitCode: st.exitCode,
+      stdout: concat(output, 'stdout'),
+      stderr: concat(output, 'stderr'),
+      output: output.map((c) => ({ stream: c.stream, data: c.data })),
+      truncated: st.truncated,
+      reason: st.reason ?? 'exited',
+      state: st.state === 'killed' || st.state === 'lost' ? st.state : 'exited',
+      startedAt: st.startedAt,
+      endedAt: st.endedAt,
+    };
+  }
+
+  logs(id: IdLike, opts?: LogsOptions): AsyncIterable<OutputChunk> {
+    return { [Symbol.asyncIterator]: () => this.follow(id, opts) };
+  }
+
+  private async *follow(id: IdLike, opts?: LogsOptions): AsyncGenerator<OutputChunk, void, undefined> {
+    const key = describeId(id);
+    const o = optionsObject(key, opts);
+    if (E.isLeft(o)) throw new LesslError(o.left);
+    const signal = signalOf(key, o.right);
+    if (E.isLeft(signal)) throw new LesslError(signal.left);
+    const since = o.right.since ?? 0;
+    if (typeof since !== 'number' || !Number.isInteger(since) || since < 0)
+      throw new LesslError(invalidEntry('since must be a non-negative integer (a byte offset)', key, ['since']));
+    if (o.right.follow !== undefined && typeof o.right.follow !== 'boolean')
+      throw new LesslError(invalidEntry('follow must be a boolean', key, ['follow']));
+    const el = this.locate(id, 'read', opts);
+    if (E.isLeft(el)) throw new LesslError(el.left);
+    if (signal.right?.aborted) return;
+    const st = taskStatusOf(el.right.attributes);
+    const run = this.rt.active(el.right.id.key);
+    if (run !== undefined && run.run >= st.run) {
+      yield* this.fromRun(run, since, o.right.follow === true, signal.right);
+      return;
+    }
+    for (const r of await this.w.registry.readOutput(el.right.id.key, st.run, since))
+      yield slice({ stream: r.stream, data: r.data, offset: r.offset }, since);
+  }
+
+  /** Output of an active run from memory, then live until it ends (with `follow`). */
+  private async *fromRun(
+    run: ActiveRun,
+    since: number,
+    follow: boolean,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<OutputChunk, void, undefined> {
+    let i = 0;
+    for (;;) {
+      while (i < run.chunks.length) {
+        const c = run.chunks[i++] as OutputChunk;
+        if (c.offset + c.data.byteLength > since) yield slice(c, since);
+      }
+      if (!follow || run.finished || signal?.aborted === true) return;
+      await new Promise<void>((res) => {
+        const off = run.listen(() => {
+          off();
+          detach();
+          res();
+        });
+        const detach = onAbort(signal, () => {
+          off();
+          res();
+        });
+      });
+    }
+  }
+
+  kill(id: IdLike, opts?: KillOptions): TaskEither<TaskError, TaskStatus> {
+    return guard<TaskError, TaskStatus>(describeId(id), async () => {
+      const key = describeId(id);
+      const o = optionsObject(key, opts);
+      if (E.isLeft(o)) return o;
+      const sig = o.right.signal ?? 'TERM';
+      if (sig !== 'TERM' && sig !== 'KILL') return E.left(invalidEntry('signal must be "TERM" or "KILL"', key, ['signal']));
+      const grace = o.right.graceMs ?? DEFAULT_GRACE_MS;
+      if (typeof grace !== 'number' || !Number.isInteger(grace) || grace < 0 || grace > 3_600_000)
+        return E.left(invalidEntry('graceMs must be an integer from 0 to 3,600,000', key, ['graceMs']));
+      const el = this.locate(id, 'compose', o.right.principal === undefined ? {} : { principal: String(o.right.principal) });
+      if (E.isLeft(el)) return el;
+      const run = this.rt.active(el.right.id.key);
+      if (run !== undefined) {
+        await run.gate;
+        await run.stop('killed', sig, grace);
+        await run.done;
+      }
+      const now = this.w.registry.get(el.right.id.key);
+      return now === undefined ? E.left(notFound(el.right.id.key)) : E.right(this.live(now));
+    });
+  }
+}
+
+/** A chunk cut to start at byte `since`. */
+const slice = (c: OutputChunk, since: number): OutputChunk =>
+  c.offset >= since ? c : { stream: c.stream, data: c.data.subarray(since - c.offset), offset: since };
