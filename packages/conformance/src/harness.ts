@@ -17,7 +17,9 @@ import {
   type ErrorTag,
   type EventSource,
   type LesslEvent,
+  type RunFn,
   type StoreConfig,
+  type TaskControl,
   type TaskSpec,
 } from '@lessl/core';
 
@@ -29,6 +31,8 @@ export interface TestBackend {
   readonly stores: Readonly<Record<ElementKind, ElementStore>>;
   readonly composer: Composer;
   readonly events: EventSource;
+  readonly tasks: TaskControl;
+  readonly run: RunFn;
   close(): Promise<void>;
 }
 

@@ -9,6 +9,7 @@
  */
 import { compositionCases } from './composition-cases.js';
 import { eventCases } from './event-cases.js';
+import { lifecycleCases } from './lifecycle-cases.js';
 import { assert, b, fails, ok, s, smallTar, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import { modelCases } from './model-cases.js';
 import { storeCases } from './store-cases.js';
@@ -90,6 +91,7 @@ export const suite = (o: SuiteOptions): { readonly count: number; readonly names
     ...storeCases(o, data),
     ...compositionCases(o, data),
     ...eventCases(o),
+    ...lifecycleCases(o, data),
     ...modelCases(o),
     ...persistenceCases(o),
   ];
