@@ -18,7 +18,7 @@
  * an init process, pids limit 256, memory limit 512 MiB.
  */
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import {
@@ -412,7 +412,9 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     }
     const follow = info.State.Running;
     sink.started({ process: { containerId }, kill: (sig, grace) => killContainer(containerId, sig, grace) });
-    const logs = (await c.logs({ follow, stdout: true, stderr: true } as { follow: true })) as unknown as Readable;
+    const got = (await c.logs({ follow, stdout: true, stderr: true } as { follow: true })) as unknown;
+    // without follow, dockerode answers the whole log as one buffer
+    const logs = Buffer.isBuffer(got) ? Readable.from([got]) : (got as Readable);
     const demux = new Demux((s, data) => sink.output(s, data), sink.kept);
     if (follow) void followMain(sink, c, logs, demux).catch(() => undefined);
     else await followMain(sink, c, logs, demux);
