@@ -3,7 +3,8 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidEntry, showValue, unsupportedChecksum, type InvalidEntry, type UnsupportedChecksum } from './errors.js';
+import { invalidEntry, unsupportedChecksum, type InvalidEntry, type UnsupportedChecksum } from './errors.js';
+import { byteLength, isBytes, safeShow } from './safe.js';
 
 /** What `create` accepts as data: bytes or any async iterable of bytes (a Node Readable is one). */
 export type DataSource = Uint8Array | AsyncIterable<Uint8Array>;
@@ -16,7 +17,7 @@ export interface Checksum {
 
 /** Parses `sha256:<64 hex>`; other algorithms are `UnsupportedChecksum`. */
 export const parseChecksum = (id: string, s: unknown): E.Either<UnsupportedChecksum, Checksum> => {
-  if (typeof s !== 'string') return E.left(unsupportedChecksum(id, showValue(s)));
+  if (typeof s !== 'string') return E.left(unsupportedChecksum(id, safeShow(s)));
   const m = /^sha256:([0-9a-f]{64})$/.exec(s.toLowerCase());
   return m === null ? E.left(unsupportedChecksum(id, s)) : E.right({ algorithm: 'sha256', hex: m[1] ?? '' });
 };
@@ -27,10 +28,16 @@ export const formatChecksum = (c: Checksum): string => `${c.algorithm}:${c.hex}`
 /** sha256 of a byte array, as `sha256:<hex>`. */
 export const sha256 = (data: Uint8Array): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
-/** True when `u` can be used as a data source. */
-export const isDataSource = (u: unknown): u is DataSource =>
-  u instanceof Uint8Array ||
-  (typeof u === 'object' && u !== null && typeof (u as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function');
+/** True when `u` can be used as a data source: bytes, or an object with an async iterator. Never throws. */
+export const isDataSource = (u: unknown): u is DataSource => {
+  if (isBytes(u)) return true;
+  if (typeof u !== 'object' || u === null) return false;
+  try {
+    return typeof (u as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+  } catch {
+    return false;
+  }
+};
 
 /**
  * Wraps a data source so it is hashed as it is consumed. `digest()` is valid once the
@@ -46,16 +53,16 @@ export const hashing = (
   let done: string | undefined;
   const stream: AsyncIterable<Uint8Array> = {
     async *[Symbol.asyncIterator]() {
-      if (src instanceof Uint8Array) {
+      if (isBytes(src)) {
         h.update(src);
-        n += src.byteLength;
+        n += byteLength(src);
         yield src;
       } else {
         for await (const chunk of src as AsyncIterable<unknown>) {
           const c = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-          if (!(c instanceof Uint8Array)) throw new DataError(invalidEntry('data stream yielded a non-byte chunk', id, ['data']));
+          if (!isBytes(c)) throw new DataError(invalidEntry('data stream yielded a non-byte chunk', id, ['data']));
           h.update(c);
-          n += c.byteLength;
+          n += byteLength(c);
           yield c;
         }
       }

@@ -4,12 +4,13 @@
  */
 import * as t from 'io-ts';
 import { ElementIdC } from './id.js';
+import { isBytes } from './safe.js';
 
-/** io-ts codec for `Uint8Array` values. */
+/** io-ts codec for `Uint8Array` values (judged by internal slots, so a Proxy cannot pose as one). */
 export const BytesC = new t.Type<Uint8Array, Uint8Array, unknown>(
   'Bytes',
-  (u): u is Uint8Array => u instanceof Uint8Array,
-  (u, c) => (u instanceof Uint8Array ? t.success(u) : t.failure(u, c)),
+  isBytes,
+  (u, c) => (isBytes(u) ? t.success(u) : t.failure(u, c)),
   t.identity,
 );
 
@@ -46,19 +47,17 @@ export interface ElementJson {
   readonly attributes: Readonly<Record<string, unknown>>;
 }
 
-const b64 = (m: Readonly<Record<string, Uint8Array>>): Record<string, string> => {
-  const out: Record<string, string> = {};
-  for (const k in m)
-    out[k] = Buffer.from((m[k] as Uint8Array).buffer, (m[k] as Uint8Array).byteOffset, (m[k] as Uint8Array).byteLength).toString(
-      'base64',
-    );
-  return out;
-};
-const unb64 = (m: Readonly<Record<string, string>>): Record<string, Uint8Array> => {
-  const out: Record<string, Uint8Array> = {};
-  for (const k in m) out[k] = new Uint8Array(Buffer.from(m[k] as string, 'base64'));
-  return out;
-};
+// Own keys only, and entries created as own data properties: a key named `__proto__` or
+// `constructor` stays an ordinary key.
+const b64 = (m: Readonly<Record<string, Uint8Array>>): Record<string, string> =>
+  Object.fromEntries(
+    Object.keys(m).map((k) => {
+      const v = m[k] as Uint8Array;
+      return [k, Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')];
+    }),
+  );
+const unb64 = (m: Readonly<Record<string, string>>): Record<string, Uint8Array> =>
+  Object.fromEntries(Object.keys(m).map((k) => [k, new Uint8Array(Buffer.from(m[k] as string, 'base64'))]));
 
 /** Element to its JSON form. */
 export const elementToJson = (e: Element): ElementJson => ({

@@ -1,7 +1,10 @@
 /**
  * The event stream (DESIGN.md section 5): one total order, published only once durable.
  */
-import type { ElementKind } from './id.js';
+import * as E from 'fp-ts/lib/Either.js';
+import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
+import { ELEMENT_KINDS, type ElementKind } from './id.js';
+import { own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 
 /** Event types. */
 export type EventType = 'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left';
@@ -65,14 +68,51 @@ export interface EventSource {
   lastSeq(): number;
 }
 
-/** True when an event matches a filter. */
-export const eventMatches = (f: EventFilter, e: LesslEvent): boolean => {
-  if (f.types !== undefined && !f.types.includes(e.type)) return false;
-  if (f.ids !== undefined && !f.ids.includes(e.id)) return false;
-  if (f.kinds !== undefined || f.stores !== undefined) {
-    const m = /^([a-z]+):\/\/([^/]*)\//.exec(e.id);
-    if (f.kinds !== undefined && !(f.kinds as readonly string[]).includes(m?.[1] ?? '')) return false;
-    if (f.stores !== undefined && !f.stores.includes(m?.[2] ?? '')) return false;
+const EVENT_FILTER_FIELDS: Readonly<Record<keyof EventFilter, readonly string[] | undefined>> = {
+  types: EVENT_TYPES,
+  kinds: ELEMENT_KINDS,
+  ids: undefined,
+  stores: undefined,
+};
+
+/** Why field `k` of filter snapshot `f` is invalid, or `undefined`. `allowed` lists its values, if limited. */
+const badField = (f: PlainRecord, k: string, allowed: readonly string[] | undefined): string | undefined => {
+  const v = own(f, k);
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v)) return `${k} must be an array of strings`;
+  const bad = v.filter((x) => typeof x !== 'string' || (allowed !== undefined && !allowed.includes(x)));
+  return bad.length > 0 ? `invalid ${k}: ${bad.map(safeShow).join(', ')}` : undefined;
+};
+
+/**
+ * Validates an event filter: `types`, `kinds`, `ids` and `stores` are each absent or an array
+ * of strings (`types` and `kinds` of known values); `null` (as JSON has it) and other fields are
+ * refused. Never throws. The answer is a copy with fresh arrays, so later changes to (or traps
+ * in) the object passed in cannot affect the subscription.
+ */
+export const validateEventFilter = (u: unknown): E.Either<InvalidFilterSpec, EventFilter> => {
+  if (u === undefined) return E.right({});
+  const c = plainRecord(u);
+  if (E.isLeft(c)) return E.left(invalidFilterSpec('', `an event filter ${c.left}`));
+  const extra = Object.keys(c.right).filter((k) => !Object.hasOwn(EVENT_FILTER_FIELDS, k));
+  if (extra.length > 0) return E.left(invalidFilterSpec('', `unknown fields: ${extra.join(', ')}`));
+  for (const [k, allowed] of Object.entries(EVENT_FILTER_FIELDS)) {
+    const bad = badField(c.right, k, allowed);
+    if (bad !== undefined) return E.left(invalidFilterSpec('', bad));
   }
-  return true;
+  return E.right(c.right as EventFilter);
+};
+
+const matchesIn = (list: readonly string[] | undefined, v: string): boolean => list === undefined || list.includes(v);
+
+/** True when an event matches a (valid) filter. Never throws: false on unreadable input. */
+export const eventMatches = (f: EventFilter, e: LesslEvent): boolean => {
+  try {
+    if (!matchesIn(f.types, e.type) || !matchesIn(f.ids, e.id)) return false;
+    if (f.kinds === undefined && f.stores === undefined) return true;
+    const m = /^([a-z]+):\/\/([^/]*)\//.exec(e.id);
+    return matchesIn(f.kinds, m?.[1] ?? '') && matchesIn(f.stores, m?.[2] ?? '');
+  } catch {
+    return false;
+  }
 };

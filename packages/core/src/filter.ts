@@ -3,9 +3,10 @@
  * A malformed spec is `InvalidFilterSpec`, never a throw.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidFilterSpec, showValue, type InvalidFilterSpec } from './errors.js';
+import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
 import { isElementKind, parseId, type ElementKind } from './id.js';
 import { isValidKey, type Metadata } from './metadata.js';
+import { isBytes, isRecordLike, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 import type { Element } from './element.js';
 
 /** Parts of an element a read can select. `id`, `revision`, times and `parent` always come. */
@@ -34,18 +35,18 @@ export interface ListFilter extends ReadFilter {
   readonly limit?: number;
 }
 
-const isObj = (u: unknown): u is Record<string, unknown> => typeof u === 'object' && u !== null && !Array.isArray(u);
-
-const checkRead = (id: string, f: Record<string, unknown>): InvalidFilterSpec | undefined => {
-  if (f.parts !== undefined) {
-    if (!Array.isArray(f.parts)) return invalidFilterSpec(id, 'parts must be an array');
-    const bad = f.parts.filter((p) => !(PARTS as readonly unknown[]).includes(p));
-    if (bad.length > 0) return invalidFilterSpec(id, `unknown parts: ${bad.map(showValue).join(', ')}`);
+const checkRead = (id: string, f: PlainRecord): InvalidFilterSpec | undefined => {
+  const parts = own(f, 'parts');
+  if (parts !== undefined) {
+    if (!Array.isArray(parts)) return invalidFilterSpec(id, 'parts must be an array');
+    const bad = parts.filter((p) => !(PARTS as readonly unknown[]).includes(p));
+    if (bad.length > 0) return invalidFilterSpec(id, `unknown parts: ${bad.map(safeShow).join(', ')}`);
   }
-  if (f.keys !== undefined) {
-    if (!Array.isArray(f.keys)) return invalidFilterSpec(id, 'keys must be an array of strings');
-    const bad = f.keys.filter((k) => typeof k !== 'string' || !isValidKey(k));
-    if (bad.length > 0) return invalidFilterSpec(id, `invalid keys: ${bad.map(showValue).join(', ')}`);
+  const keys = own(f, 'keys');
+  if (keys !== undefined) {
+    if (!Array.isArray(keys)) return invalidFilterSpec(id, 'keys must be an array of strings');
+    const bad = keys.filter((k) => !isValidKey(k));
+    if (bad.length > 0) return invalidFilterSpec(id, `invalid keys: ${bad.map(safeShow).join(', ')}`);
   }
   return undefined;
 };
@@ -53,22 +54,33 @@ const checkRead = (id: string, f: Record<string, unknown>): InvalidFilterSpec | 
 const READ_FIELDS = ['parts', 'keys'];
 const LIST_FIELDS = [...READ_FIELDS, 'kind', 'store', 'parent', 'namePrefix', 'ro', 'rw', 'limit'];
 
-const unknownFields = (f: Record<string, unknown>, allowed: readonly string[]): string[] =>
-  Object.keys(f).filter((k) => !allowed.includes(k));
+/**
+ * A plain copy of filter spec `f` (read once, so later reads cannot see other values), with
+ * only `allowed` fields; or why not.
+ */
+const snapshot = (id: string, f: unknown, allowed: readonly string[]): E.Either<InvalidFilterSpec, PlainRecord> => {
+  const c = plainRecord(f);
+  if (E.isLeft(c)) return E.left(invalidFilterSpec(id, `a filter spec ${c.left}`));
+  const extra = Object.keys(c.right).filter((k) => !allowed.includes(k));
+  return extra.length > 0 ? E.left(invalidFilterSpec(id, `unknown fields: ${extra.join(', ')}`)) : c;
+};
 
-/** Validates a read filter. */
+/**
+ * Validates a read filter. Never throws: anything but a valid spec is `InvalidFilterSpec`.
+ * The answer is a copy of the spec, independent of the object passed in.
+ */
 export const validateReadFilter = (id: string, f: unknown): E.Either<InvalidFilterSpec, ReadFilter> => {
+  const sid = typeof id === 'string' ? id : safeShow(id);
   if (f === undefined) return E.right({});
-  if (!isObj(f)) return E.left(invalidFilterSpec(id, 'a filter spec must be an object'));
-  const extra = unknownFields(f, READ_FIELDS);
-  if (extra.length > 0) return E.left(invalidFilterSpec(id, `unknown fields: ${extra.join(', ')}`));
-  const err = checkRead(id, f);
-  return err === undefined ? E.right(f as ReadFilter) : E.left(err);
+  const s = snapshot(sid, f, READ_FIELDS);
+  if (E.isLeft(s)) return s;
+  const err = checkRead(sid, s.right);
+  return err === undefined ? E.right(s.right as ReadFilter) : E.left(err);
 };
 
 const checkEq = (what: string, u: unknown): string | undefined => {
   if (u === undefined) return undefined;
-  if (!isObj(u)) return `${what} must be an object of strings`;
+  if (!isRecordLike(u)) return `${what} must be an object of strings`;
   for (const [k, v] of Object.entries(u)) {
     if (!isValidKey(k)) return `${what} key "${k}" is invalid`;
     if (typeof v !== 'string') return `${what}.${k} must be a string`;
@@ -76,60 +88,92 @@ const checkEq = (what: string, u: unknown): string | undefined => {
   return undefined;
 };
 
-/** Validates a list filter. */
+const isLimit = (u: unknown): boolean => typeof u === 'number' && Number.isInteger(u) && u >= 0;
+
+/** Why the list-only fields of snapshot `f` are invalid, or `undefined`. */
+const checkList = (f: PlainRecord): string | undefined => {
+  const [kind, store, namePrefix, parent, limit] = ['kind', 'store', 'namePrefix', 'parent', 'limit'].map((k) => own(f, k));
+  if (kind !== undefined && !isElementKind(kind)) return `unknown kind ${safeShow(kind)}`;
+  if (store !== undefined && typeof store !== 'string') return 'store must be a string';
+  if (namePrefix !== undefined && typeof namePrefix !== 'string') return 'namePrefix must be a string';
+  if (parent !== undefined && E.isLeft(parseId(parent))) return `parent is not an element ID: ${safeShow(parent)}`;
+  if (limit !== undefined && !isLimit(limit)) return 'limit must be a non-negative integer';
+  return checkEq('ro', own(f, 'ro')) ?? checkEq('rw', own(f, 'rw'));
+};
+
+/**
+ * Validates a list filter. Never throws: anything but a valid spec is `InvalidFilterSpec`.
+ * The answer is a copy of the spec, independent of the object passed in.
+ */
 export const validateListFilter = (f: unknown): E.Either<InvalidFilterSpec, ListFilter> => {
   if (f === undefined) return E.right({});
-  if (!isObj(f)) return E.left(invalidFilterSpec('', 'a filter spec must be an object'));
-  const extra = unknownFields(f, LIST_FIELDS);
-  if (extra.length > 0) return E.left(invalidFilterSpec('', `unknown fields: ${extra.join(', ')}`));
-  const err = checkRead('', f);
+  const s = snapshot('', f, LIST_FIELDS);
+  if (E.isLeft(s)) return s;
+  const err = checkRead('', s.right);
   if (err !== undefined) return E.left(err);
-  if (f.kind !== undefined && !isElementKind(f.kind)) return E.left(invalidFilterSpec('', `unknown kind ${showValue(f.kind)}`));
-  if (f.store !== undefined && typeof f.store !== 'string') return E.left(invalidFilterSpec('', 'store must be a string'));
-  if (f.namePrefix !== undefined && typeof f.namePrefix !== 'string')
-    return E.left(invalidFilterSpec('', 'namePrefix must be a string'));
-  if (f.parent !== undefined && E.isLeft(parseId(f.parent)))
-    return E.left(invalidFilterSpec('', `parent is not an element ID: ${showValue(f.parent)}`));
-  if (f.limit !== undefined && (typeof f.limit !== 'number' || !Number.isInteger(f.limit) || f.limit < 0))
-    return E.left(invalidFilterSpec('', 'limit must be a non-negative integer'));
-  const eq = checkEq('ro', f.ro) ?? checkEq('rw', f.rw);
-  return eq === undefined ? E.right(f as ListFilter) : E.left(invalidFilterSpec('', eq));
+  const bad = checkList(s.right);
+  return bad === undefined ? E.right(s.right as ListFilter) : E.left(invalidFilterSpec('', bad));
 };
 
 const dec = new TextDecoder();
+
+/** The entries of `m` under `keys` that `m` has as its own (never `toString` and the like). */
 const pick = (m: Metadata, keys: readonly string[] | undefined): Metadata => {
   if (keys === undefined) return m;
-  const out: Record<string, Uint8Array> = {};
-  for (const k of keys) if (k in m) out[k] = m[k] as Uint8Array;
-  return out;
+  const has = (k: string): boolean => Object.hasOwn(m, k);
+  return Object.fromEntries(keys.filter(has).map((k) => [k, m[k] as Uint8Array]));
 };
 
-/** Projects an element through a (valid) read filter. */
+/** The projection that selects nothing beyond the fields that always come. */
+const nothing = (e: Element): Element => {
+  try {
+    return { ...e, ro: {}, rw: {}, attributes: {} };
+  } catch {
+    return e;
+  }
+};
+
+/**
+ * Projects an element through a (valid) read filter. Never throws: on input it cannot read
+ * it answers the element with no ro, rw or attributes (or, failing that, `e` itself).
+ */
 export const project = (e: Element, f: ReadFilter): Element => {
-  if (f.parts === undefined && f.keys === undefined) return e;
-  const parts = f.parts ?? PARTS;
-  return {
-    ...e,
-    ro: parts.includes('ro') ? pick(e.ro, f.keys) : {},
-    rw: parts.includes('rw') ? pick(e.rw, f.keys) : {},
-    attributes: parts.includes('attributes') ? e.attributes : {},
-  };
+  try {
+    const { parts: given, keys } = f;
+    if (given === undefined && keys === undefined) return e;
+    const parts = given ?? PARTS;
+    return {
+      ...e,
+      ro: parts.includes('ro') ? pick(e.ro, keys) : {},
+      rw: parts.includes('rw') ? pick(e.rw, keys) : {},
+      attributes: parts.includes('attributes') ? e.attributes : {},
+    };
+  } catch {
+    return nothing(e);
+  }
 };
 
 const eqMatch = (m: Metadata, want: Readonly<Record<string, string>> | undefined): boolean => {
   if (want === undefined) return true;
   for (const [k, v] of Object.entries(want)) {
-    const got = m[k];
-    if (got === undefined || dec.decode(got) !== v) return false;
+    const got = Object.hasOwn(m, k) ? m[k] : undefined;
+    if (!isBytes(got) || dec.decode(got) !== v) return false;
   }
   return true;
 };
 
-/** True when an element matches a (valid) list filter's criteria. */
-export const matches = (e: Element, f: ListFilter): boolean =>
-  (f.kind === undefined || e.id.kind === f.kind) &&
-  (f.store === undefined || e.id.store === f.store) &&
-  (f.parent === undefined || e.parent?.key === f.parent) &&
-  (f.namePrefix === undefined || e.id.name.startsWith(f.namePrefix)) &&
-  eqMatch(e.ro, f.ro) &&
-  eqMatch(e.rw, f.rw);
+/** True when an element matches a (valid) list filter's criteria. Never throws: false on unreadable input. */
+export const matches = (e: Element, f: ListFilter): boolean => {
+  try {
+    return (
+      (f.kind === undefined || e.id.kind === f.kind) &&
+      (f.store === undefined || e.id.store === f.store) &&
+      (f.parent === undefined || e.parent?.key === f.parent) &&
+      (f.namePrefix === undefined || e.id.name.startsWith(f.namePrefix)) &&
+      eqMatch(e.ro, f.ro) &&
+      eqMatch(e.rw, f.rw)
+    );
+  } catch {
+    return false;
+  }
+};

@@ -4,7 +4,8 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, showValue, type InvalidEntry } from './errors.js';
+import { invalidEntry, type InvalidEntry } from './errors.js';
+import { safeShow } from './safe.js';
 
 /** The four kinds of element lessl manages. */
 export const ELEMENT_KINDS = ['image', 'volume', 'task', 'executor'] as const;
@@ -42,7 +43,9 @@ export const formatStore = (s: StoreRef): string => `${s.kind}://${s.store}`;
  * Builds an ID from its parts, validating each.
  * @example makeId('image', 'local', 'busybox') // Right({ key: 'image://local/busybox', ... })
  */
-export const makeId = (kind: string, store: string, name: string): E.Either<InvalidEntry, ElementId> => {
+export const makeId = (kind: unknown, store: unknown, name: unknown): E.Either<InvalidEntry, ElementId> => {
+  if (typeof kind !== 'string' || typeof store !== 'string' || typeof name !== 'string')
+    return E.left(invalidEntry('the parts of an element ID must be strings', '', ['id']));
   const raw = `${kind}://${store}/${name}`;
   if (!isElementKind(kind)) return E.left(invalidEntry(`unknown element kind "${kind}" in ID`, raw, ['id'], { kind }));
   if (!STORE_RE.test(store)) return E.left(invalidEntry(`invalid store name "${store}" in ID`, raw, ['id'], { store }));
@@ -56,7 +59,7 @@ export const makeId = (kind: string, store: string, name: string): E.Either<Inva
  * @example parseId('volume://nfs1/home') // Right({ kind: 'volume', store: 'nfs1', name: 'home', ... })
  */
 export const parseId = (input: unknown): E.Either<InvalidEntry, ElementId> => {
-  if (typeof input !== 'string') return E.left(invalidEntry('an element ID must be a string', showValue(input), ['id']));
+  if (typeof input !== 'string') return E.left(invalidEntry('an element ID must be a string', safeShow(input), ['id']));
   const m = /^([a-z]+):\/\/([^/]*)\/(.*)$/.exec(input);
   if (m === null) return E.left(invalidEntry(`malformed element ID "${input}": expected <kind>://<store>/<name>`, input, ['id']));
   return makeId(m[1] ?? '', m[2] ?? '', m[3] ?? '');
@@ -71,9 +74,35 @@ export const parseStoreRef = (input: unknown): E.Either<InvalidEntry, StoreRef> 
   return E.right({ kind: m[1], store: m[2] ?? '' });
 };
 
-/** True when `u` is an already-parsed element ID. */
-export const isElementId = (u: unknown): u is ElementId =>
-  typeof u === 'object' && u !== null && typeof (u as ElementId).key === 'string' && E.isRight(parseId((u as ElementId).key));
+/** `u.key`, or `undefined` when `u` has none or reading it throws. */
+const keyOf = (u: unknown): unknown => {
+  if ((typeof u !== 'object' && typeof u !== 'function') || u === null) return undefined;
+  try {
+    return (u as { key?: unknown }).key;
+  } catch {
+    return undefined;
+  }
+};
+
+const partsOf = (u: object): readonly unknown[] | undefined => {
+  try {
+    const p = u as Partial<ElementId>;
+    return [p.kind, p.store, p.name];
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * True when `u` is an already-parsed element ID: its `key` parses, and its `kind`, `store`
+ * and `name` agree with it (so an object cannot pose as one ID and name another). Never throws.
+ */
+export const isElementId = (u: unknown): u is ElementId => {
+  const p = parseId(keyOf(u));
+  if (E.isLeft(p)) return false;
+  const parts = partsOf(u as object);
+  return parts !== undefined && parts[0] === p.right.kind && parts[1] === p.right.store && parts[2] === p.right.name;
+};
 
 /** io-ts codec: decodes the string form to an `ElementId`, encodes back to the string. */
 export const ElementIdC = new t.Type<ElementId, string, unknown>(
@@ -89,16 +118,19 @@ export const ElementIdC = new t.Type<ElementId, string, unknown>(
 /** Accepts either a string or a parsed ID, so callers can pass what they have. */
 export type IdLike = string | ElementId;
 
-/** Normalizes an `IdLike` into a parsed ID. */
-export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> =>
-  typeof id === 'string' ? parseId(id) : isElementId(id) ? E.right(id) : parseId((id as { key?: unknown }).key);
+/**
+ * Normalizes an `IdLike` into a parsed ID. Never throws: anything but an ID string or an object
+ * whose `key` is one (`null`, `undefined`, numbers, hostile objects) is `InvalidEntry`. The
+ * answer is always a fresh ID parsed from the key, never the object passed in.
+ */
+export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> => {
+  const key = typeof id === 'string' ? id : keyOf(id);
+  return parseId(key === undefined ? id : key);
+};
 
 /** A printable form of whatever was passed as an ID, for error messages. Never throws. */
 export const describeId = (u: unknown): string => {
   if (typeof u === 'string') return u;
-  if (typeof u === 'object' && u !== null) {
-    const k = (u as { key?: unknown }).key;
-    if (typeof k === 'string') return k;
-  }
-  return '';
+  const k = keyOf(u);
+  return typeof k === 'string' ? k : '';
 };

@@ -8,6 +8,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, readOnlyKey, type InvalidEntry, type ReadOnlyKey } from './errors.js';
+import { byteLength, isBytes, isRecordLike, safeShow } from './safe.js';
 
 /** Caller metadata: string keys to bytes. */
 export type Metadata = Readonly<Record<string, Uint8Array>>;
@@ -20,75 +21,95 @@ export const MAX_VALUE_BYTES = 64 * 1024;
 export const MAX_KEYS = 256;
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/:-]{0,255}$/;
 
-/** True when `k` is a valid metadata key. */
-export const isValidKey = (k: string): boolean => KEY_RE.test(k) && k !== '__proto__';
+/**
+ * True when `k` is a valid metadata key. Keys named like `Object.prototype` members
+ * (`constructor`, `toString`, ...) are valid; `__proto__` is not (it starts with `_`).
+ */
+export const isValidKey = (k: unknown): k is string => typeof k === 'string' && KEY_RE.test(k);
 
-const isPlainObject = (u: unknown): u is Record<string, unknown> =>
-  typeof u === 'object' && u !== null && !Array.isArray(u) && !(u instanceof Uint8Array);
+/** Why value `v` is refused, or `undefined` when it is accepted. */
+const badValue = (v: unknown, allowNull: boolean): string | undefined => {
+  if (v === null && allowNull) return undefined;
+  if (v === null || v === undefined) return 'nil value';
+  if (!isBytes(v)) return 'value is not bytes';
+  const n = byteLength(v);
+  return n > MAX_VALUE_BYTES ? `value is ${n} bytes; at most ${MAX_VALUE_BYTES}` : undefined;
+};
 
-const checkMap = (
-  id: string,
-  what: string,
-  input: unknown,
-  allowNull: boolean,
-): E.Either<InvalidEntry, Record<string, Uint8Array | null>> => {
+type Checked = E.Either<InvalidEntry, Record<string, Uint8Array | null>>;
+
+/** Validates one map; reads each key and value of `input` exactly once. */
+const checkMap = (id: string, what: string, input: unknown, allowNull: boolean): Checked => {
   if (input === undefined) return E.right({});
-  if (!isPlainObject(input)) return E.left(invalidEntry(`${what} must be an object of byte values`, id, [what]));
+  if (!isRecordLike(input)) return E.left(invalidEntry(`${what} must be an object of byte values`, id, [what]));
   const keys = Object.keys(input);
   if (keys.length > MAX_KEYS)
     return E.left(invalidEntry(`${what} has ${keys.length} keys; at most ${MAX_KEYS} are allowed`, id, [what]));
-  const bad: string[] = [];
-  const reasons: Record<string, string> = {};
-  const out: Record<string, Uint8Array | null> = Object.create(null) as Record<string, Uint8Array | null>;
+  const reasons: Record<string, string> = Object.create(null) as Record<string, string>;
+  const entries: [string, Uint8Array | null][] = [];
   for (const k of keys) {
-    const v = input[k];
-    if (!isValidKey(k)) {
-      bad.push(k);
-      reasons[k] = 'invalid key syntax';
-    } else if (v === null && allowNull) out[k] = null;
-    else if (v === null || v === undefined) {
-      bad.push(k);
-      reasons[k] = 'nil value';
-    } else if (!(v instanceof Uint8Array)) {
-      bad.push(k);
-      reasons[k] = 'value is not bytes';
-    } else if (v.byteLength > MAX_VALUE_BYTES) {
-      bad.push(k);
-      reasons[k] = `value is ${v.byteLength} bytes; at most ${MAX_VALUE_BYTES}`;
-    } else out[k] = v;
+    const v: unknown = (input as Record<string, unknown>)[k];
+    const why = isValidKey(k) ? badValue(v, allowNull) : 'invalid key syntax';
+    if (why === undefined) entries.push([k, v as Uint8Array | null]);
+    else reasons[k] = why;
   }
-  if (bad.length > 0)
-    return E.left(
-      invalidEntry(`invalid ${what} entries: ${bad.map((k) => `${k} (${reasons[k]})`).join(', ')}`, id, bad, {
-        reasons,
-      }),
-    );
-  return E.right({ ...out });
+  const bad = Object.keys(reasons);
+  if (bad.length > 0) {
+    const list = bad.map((k) => `${k} (${reasons[k] ?? ''})`).join(', ');
+    return E.left(invalidEntry(`invalid ${what} entries: ${list}`, id, bad, { reasons: { ...reasons } }));
+  }
+  return E.right(Object.fromEntries(entries));
 };
 
-/** Validates create-time ro/rw: no nil values, key syntax, sizes, and no rw key present in ro. */
+/** Runs `f`; a throw met on hostile input (a getter, a Proxy trap) becomes `InvalidEntry`. */
+const guarded = <A>(id: string, what: string, f: () => E.Either<InvalidEntry | ReadOnlyKey, A>) => {
+  try {
+    return f();
+  } catch {
+    return E.left(invalidEntry(`${what} could not be read (a getter or Proxy trap threw)`, id, [what]));
+  }
+};
+
+const idString = (id: unknown): string => (typeof id === 'string' ? id : safeShow(id));
+
+/** Keys of `m` that are own keys of `ro` too (never inherited members like `constructor`). */
+const clashes = (m: object, ro: object): string[] => Object.keys(m).filter((k) => Object.hasOwn(ro, k));
+
+/**
+ * Validates create-time ro/rw: no nil values, key syntax, sizes, and no rw key present in ro.
+ * Never throws: any input that is not two maps of bytes is `InvalidEntry`.
+ */
 export const validateCreateMetadata = (
   id: string,
   ro: unknown,
   rw: unknown,
 ): E.Either<InvalidEntry | ReadOnlyKey, { ro: Metadata; rw: Metadata }> => {
-  const r = checkMap(id, 'ro', ro, false);
-  if (E.isLeft(r)) return r;
-  const w = checkMap(id, 'rw', rw, false);
-  if (E.isLeft(w)) return w;
-  const clash = Object.keys(w.right).filter((k) => k in r.right);
-  if (clash.length > 0) return E.left(readOnlyKey(id, clash));
-  return E.right({ ro: r.right as Metadata, rw: w.right as Metadata });
+  const sid = idString(id);
+  return guarded(sid, 'metadata', () => {
+    const r = checkMap(sid, 'ro', ro, false);
+    if (E.isLeft(r)) return r;
+    const w = checkMap(sid, 'rw', rw, false);
+    if (E.isLeft(w)) return w;
+    const clash = clashes(w.right, r.right);
+    if (clash.length > 0) return E.left(readOnlyKey(sid, clash));
+    return E.right({ ro: r.right as Metadata, rw: w.right as Metadata });
+  });
 };
 
-/** Validates an rw patch against the element's ro keys. */
+/**
+ * Validates an rw patch against the element's ro keys. Never throws: a patch that is not a
+ * map of bytes or `null`s is `InvalidEntry`.
+ */
 export const validatePatch = (id: string, patch: unknown, ro: Metadata): E.Either<InvalidEntry | ReadOnlyKey, MetadataPatch> => {
-  if (patch === undefined || patch === null) return E.left(invalidEntry('an update patch must be an object', id, ['patch']));
-  const p = checkMap(id, 'patch', patch, true);
-  if (E.isLeft(p)) return p;
-  const clash = Object.keys(p.right).filter((k) => k in ro);
-  if (clash.length > 0) return E.left(readOnlyKey(id, clash));
-  return E.right(p.right);
+  const sid = idString(id);
+  if (patch === undefined || patch === null) return E.left(invalidEntry('an update patch must be an object', sid, ['patch']));
+  return guarded(sid, 'patch', () => {
+    const p = checkMap(sid, 'patch', patch, true);
+    if (E.isLeft(p)) return p;
+    const clash = isRecordLike(ro) ? clashes(p.right, ro) : [];
+    if (clash.length > 0) return E.left(readOnlyKey(sid, clash));
+    return E.right(p.right);
+  });
 };
 
 /** Applies a validated patch: `null` deletes, bytes set. */

@@ -2,23 +2,44 @@
  * The Promise façade, for callers who do not use fp-ts: it rejects with a `LesslError`
  * whose `.tag` is the error's `_tag`.
  */
-import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
-import { LesslError, runtimeError, type AnyError } from './errors.js';
+import { invalidEntry, isLesslError, LesslError, runtimeError, type AnyError } from './errors.js';
+import { safeShow } from './safe.js';
+
+type Settled = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: LesslError };
+
+const failed = (message: string, cause?: unknown): Settled => ({
+  ok: false,
+  error: new LesslError(runtimeError('', message, cause === undefined ? undefined : safeShow(cause))),
+});
+
+/** Reads an Either's outcome; a malformed one, or a left that is not a lessl error, is a `RuntimeError`. */
+const outcome = async (r: unknown): Promise<Settled> => {
+  const { _tag: tag, left, right } = r as { _tag?: unknown; left?: unknown; right?: unknown };
+  if (tag === 'Right') return { ok: true, value: await right };
+  if (tag !== 'Left') return failed('a TaskEither must resolve to an Either');
+  return isLesslError(left) ? { ok: false, error: new LesslError(left) } : failed('failed with a non-lessl error', left);
+};
+
+/** Runs `te` to its outcome. Never rejects: whatever it throws or answers is caught here. */
+const settle = async (te: unknown): Promise<Settled> => {
+  try {
+    return await outcome(await (te as () => unknown)());
+  } catch (cause) {
+    return failed('unexpected failure', cause);
+  }
+};
 
 /**
- * Runs a TaskEither: resolves with its right, rejects with `LesslError` for its left.
+ * Runs a TaskEither: resolves with its right, rejects with `LesslError` for its left. Whatever
+ * else happens (`te` is not a function, throws, resolves to something not an Either) rejects
+ * with a `LesslError` too (`RuntimeError`), never with anything else.
  * @example const el = await unwrap(store.read('image://local/busybox'))
  */
 export const unwrap = async <E extends AnyError, A>(te: TaskEither<E, A>): Promise<A> => {
-  let r: E.Either<E, A>;
-  try {
-    r = await te();
-  } catch (cause) {
-    throw new LesslError(runtimeError('', 'unexpected failure', cause));
-  }
-  if (E.isLeft(r)) throw new LesslError(r.left);
-  return r.right;
+  const s = await settle(te);
+  if (!s.ok) throw s.error;
+  return s.value as A;
 };
 
 /** An object whose TaskEither-returning methods return Promises instead. */
@@ -26,18 +47,45 @@ export type Promisified<T> = {
   readonly [K in keyof T]: T[K] extends (...args: infer A) => TaskEither<infer _E, infer R> ? (...args: A) => Promise<R> : T[K];
 };
 
+const rejecting = (error: AnyError) => (): Promise<never> => Promise.reject(new LesslError(error));
+
+/** Calls method `fn` of `obj`: a TaskEither result is run, anything else returned as is; a throw rejects. */
+const invoke = (fn: (...a: unknown[]) => unknown, obj: object, args: unknown[]): unknown => {
+  let out: unknown;
+  try {
+    out = Reflect.apply(fn, obj, args);
+  } catch (cause) {
+    return Promise.reject(new LesslError(runtimeError('', 'the method threw', safeShow(cause))));
+  }
+  return typeof out === 'function' ? unwrap(out as TaskEither<AnyError, unknown>) : out;
+};
+
+/** Property `prop` of `obj` through the façade. `then` is never faked, so awaiting the façade stays safe. */
+const facadeGet = (obj: object, prop: string | symbol, recv: unknown): unknown => {
+  let v: unknown;
+  try {
+    v = Reflect.get(obj, prop, recv);
+  } catch (cause) {
+    const unreadable = runtimeError('', `property ${String(prop)} could not be read`, safeShow(cause));
+    return typeof prop === 'symbol' || prop === 'then' ? undefined : rejecting(unreadable);
+  }
+  if (typeof v !== 'function') return v;
+  return (...args: unknown[]) => invoke(v as (...a: unknown[]) => unknown, obj, args);
+};
+
+const notAnObject = (prop: string | symbol): unknown =>
+  typeof prop === 'symbol' || prop === 'then'
+    ? undefined
+    : rejecting(invalidEntry('promise() needs an object of TaskEither methods', '', ['target']));
+
 /**
- * Wraps a store, composer (or any object of TaskEither methods) into Promise style.
+ * Wraps a store, composer (or any object of TaskEither methods) into Promise style. Never
+ * throws: methods that throw reject with a `LesslError`; for a target that is not an object,
+ * every method rejects with `InvalidEntry`.
  * @example const images = promise(stores.image); await images.create({ id: 'image://local/a' })
  */
-export const promise = <T extends object>(target: T): Promisified<T> =>
-  new Proxy(target, {
-    get(obj, prop, recv) {
-      const v: unknown = Reflect.get(obj, prop, recv);
-      if (typeof v !== 'function') return v;
-      return (...args: unknown[]) => {
-        const out: unknown = (v as (...a: unknown[]) => unknown).apply(obj, args);
-        return typeof out === 'function' ? unwrap(out as TaskEither<AnyError, unknown>) : out;
-      };
-    },
-  }) as Promisified<T>;
+export const promise = <T extends object>(target: T): Promisified<T> => {
+  const usable = (typeof target === 'object' || typeof target === 'function') && target !== null;
+  const handler: ProxyHandler<object> = usable ? { get: facadeGet } : { get: (_obj, prop) => notAnObject(prop) };
+  return new Proxy(usable ? target : {}, handler) as Promisified<T>;
+};

@@ -5,6 +5,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { invalidEntry, type InvalidEntry } from './errors.js';
+import { isRecordLike, plainCopy, safeShow, type PlainRecord } from './safe.js';
 
 const PosInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
 const PosNum = t.refinement(t.number, (n) => Number.isFinite(n) && n > 0, 'PositiveNumber');
@@ -69,10 +70,50 @@ const pathOf = (e: t.ValidationError): string =>
     .filter((k) => k !== '' && !/^\d+$/.test(k))
     .join('.') || 'spec';
 
-/** Decodes a task spec; failures are `InvalidEntry` listing the offending fields. */
+/** The fields an object codec knows, or `undefined` when `c` is not an object codec. */
+const fieldsOf = (c: t.Mixed): Readonly<Record<string, t.Mixed>> | undefined => {
+  if (c instanceof t.InterfaceType || c instanceof t.PartialType) return c.props as Record<string, t.Mixed>;
+  if (!(c instanceof t.IntersectionType)) return undefined;
+  const parts = (c.types as t.Mixed[]).map(fieldsOf);
+  return parts.every((p) => p !== undefined) ? Object.assign({}, ...parts) : undefined;
+};
+
+const join = (path: string, k: string): string => (path === '' ? k : `${path}.${k}`);
+
+/**
+ * Fields of plain data `u` that codec `c` does not know, as dotted paths (array indices left
+ * out, like the other errors). io-ts would strip them silently; lessl refuses them, so a typo
+ * (`limit` for `limits`) cannot pass for a spec without limits. Maps (`env`) take any key.
+ */
+const unknownFields = (c: t.Mixed, u: unknown, path = ''): string[] => {
+  if (c instanceof t.RefinementType || c instanceof t.ExactType) return unknownFields(c.type as t.Mixed, u, path);
+  if (c instanceof t.ArrayType)
+    return Array.isArray(u) ? [...new Set(u.flatMap((x) => unknownFields(c.type as t.Mixed, x, path)))] : [];
+  const fields = fieldsOf(c);
+  if (fields === undefined || !isRecordLike(u)) return [];
+  const r = u as PlainRecord;
+  return Object.keys(r).flatMap((k) => {
+    const f = Object.hasOwn(fields, k) ? fields[k] : undefined;
+    return f === undefined ? [join(path, k)] : unknownFields(f, r[k], join(path, k));
+  });
+};
+
+/**
+ * Decodes a task spec. Never throws: failures are `InvalidEntry` listing the offending fields,
+ * unknown fields included (at the top level and inside `limits`, `restart`, `interaction`,
+ * `log` and credentials). The answer is a plain copy, independent of the object passed in.
+ */
 export const decodeTaskSpec = (id: string, u: unknown): E.Either<InvalidEntry, TaskSpec> => {
-  const r = TaskSpecC.decode(u);
-  if (E.isRight(r)) return r;
-  const keys = [...new Set(r.left.map(pathOf))];
-  return E.left(invalidEntry(`invalid task spec: bad ${keys.join(', ')}`, id, keys));
+  const sid = typeof id === 'string' ? id : safeShow(id);
+  const copy = plainCopy(u);
+  if (E.isLeft(copy)) return E.left(invalidEntry(`invalid task spec: it ${copy.left}`, sid, ['spec']));
+  const unknown = unknownFields(TaskSpecC, copy.right);
+  const r = TaskSpecC.decode(copy.right);
+  if (E.isRight(r) && unknown.length === 0) return r;
+  const bad = E.isLeft(r) ? [...new Set(r.left.map(pathOf))] : [];
+  const why = [
+    ...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []),
+    ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : []),
+  ];
+  return E.left(invalidEntry(`invalid task spec: ${why.join('; ')}`, sid, [...unknown, ...bad], { unknown }));
 };

@@ -2,13 +2,18 @@
  * Event fan-out: `subscribe` (mitt inside, handler errors isolated) and `stream`
  * (bounded async iterable with replay from the durable log and an overflow policy).
  */
+import * as E from 'fp-ts/lib/Either.js';
 import mittDefault, { type Emitter } from 'mitt';
 import {
   eventMatches,
   invalidEntry,
+  invalidFilterSpec,
   LesslError,
   runtimeError,
+  validateEventFilter,
   type EventFilter,
+  type InvalidEntry,
+  type InvalidFilterSpec,
   type EventSource,
   type EventStream,
   type LesslEvent,
@@ -51,22 +56,58 @@ export class EventHub implements EventSource {
     }
   }
 
+  /**
+   * Subscribes `handler` to the events matching `filter`. Never throws. An invalid filter
+   * (see `validateEventFilter`: e.g. `types: null`, a Proxy whose getters throw) or a handler
+   * that is not a function subscribes nothing: the handler is never called and the answer is
+   * an `Unsubscribe` that does nothing. Use `subscribeChecked` to learn why.
+   */
   subscribe(filter: EventFilter, handler: (e: LesslEvent) => void): Unsubscribe {
-    const wrapped = (e: LesslEvent): void => {
-      if (!eventMatches(filter, e)) return;
-      try {
-        handler(e);
-      } catch (err) {
-        this.handlerErrors++;
-        this.onHandlerError?.(err, e);
-      }
-    };
-    this.emitter.on('event', wrapped);
-    return () => this.emitter.off('event', wrapped);
+    const r = this.subscribeChecked(filter, handler);
+    return E.isRight(r) ? r.right : () => undefined;
   }
 
-  stream(filter: EventFilter, opts: StreamOptions = {}): EventStream {
-    return new HubStream(this, this.readLog, filter, opts);
+  /**
+   * `subscribe`, answering `InvalidFilterSpec` for an invalid filter or a handler that is not a
+   * function. The filter is copied (into fresh arrays) here, once: later changes to the object
+   * passed in, or traps in it, cannot reach the publisher or other subscribers. Neither can a
+   * throwing handler: its errors are counted in `handlerErrors` and passed to `onHandlerError`.
+   */
+  subscribeChecked(filter: EventFilter, handler: (e: LesslEvent) => void): E.Either<InvalidFilterSpec, Unsubscribe> {
+    const f = validateEventFilter(filter);
+    if (E.isLeft(f)) return f;
+    if (typeof handler !== 'function') return E.left(invalidFilterSpec('', 'the handler must be a function'));
+    const wrapped = (e: LesslEvent): void => {
+      if (eventMatches(f.right, e)) this.deliver(handler, e);
+    };
+    this.emitter.on('event', wrapped);
+    return E.right(() => this.emitter.off('event', wrapped));
+  }
+
+  /** Calls one handler; nothing it throws (nor `onHandlerError`) gets out. */
+  private deliver(handler: (e: LesslEvent) => void, e: LesslEvent): void {
+    try {
+      handler(e);
+    } catch (err) {
+      this.handlerErrors++;
+      try {
+        this.onHandlerError?.(err, e);
+      } catch {
+        // the error reporter failed too; the count above still records it
+      }
+    }
+  }
+
+  /**
+   * Streams the events matching `filter`. Never throws: an invalid filter (`InvalidFilterSpec`)
+   * or invalid options (`InvalidEntry`) make the first `next()` reject with a `LesslError`.
+   */
+  stream(filter: EventFilter, opts?: StreamOptions): EventStream {
+    const f = validateEventFilter(filter);
+    if (E.isLeft(f)) return new HubStream(this, this.readLog, {}, {}, f.left);
+    const o = readOptions(opts);
+    if (E.isLeft(o)) return new HubStream(this, this.readLog, {}, {}, o.left);
+    return new HubStream(this, this.readLog, f.right, o.right);
   }
 
   /** @internal live listener for streams (no filter, no isolation needed). */
@@ -75,6 +116,23 @@ export class EventHub implements EventSource {
     return () => this.emitter.off('event', fn);
   }
 }
+
+const optionsError = (why: string) => invalidEntry(`invalid stream options: ${why}`, '', ['options']);
+
+/** A copy of stream options, each read once; or why they are invalid. Never throws. */
+const readOptions = (u: unknown): E.Either<InvalidEntry, StreamOptions> => {
+  if (u === undefined) return E.right({});
+  if (typeof u !== 'object' || u === null) return E.left(optionsError('options must be an object'));
+  try {
+    const { since, signal, highWaterMark, overflow } = u as Record<keyof StreamOptions, unknown>;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) return E.left(optionsError('signal must be an AbortSignal'));
+    const opts = { since, signal, highWaterMark, overflow } as StreamOptions;
+    const bad = badOptions(opts);
+    return bad === undefined ? E.right(opts) : E.left(optionsError(bad));
+  } catch {
+    return E.left(optionsError('options could not be read (a getter or Proxy trap threw)'));
+  }
+};
 
 const badOptions = (opts: StreamOptions): string | undefined => {
   if (opts.since !== undefined && (!Number.isInteger(opts.since) || opts.since < 0))
@@ -98,25 +156,35 @@ class HubStream implements EventStream {
   private unlisten: Unsubscribe | undefined;
   private replaying: Promise<void> | undefined;
 
+  /** `filter` and `opts` are valid copies; with `invalid`, the stream only rejects its first `next()`. */
   constructor(
     private readonly hub: EventHub,
     private readonly readLog: LogReader,
     private readonly filter: EventFilter,
     private readonly opts: StreamOptions,
+    invalid?: InvalidFilterSpec | InvalidEntry,
   ) {
     this.hwm = opts.highWaterMark ?? 1024;
-    const bad = badOptions(opts);
     this.nextSeq = (opts.since ?? hub.lastSeq()) + 1;
-    if (bad !== undefined) {
-      this.failure = new LesslError(invalidEntry(`invalid stream options: ${bad}`, '', ['options']));
+    if (invalid !== undefined) {
+      this.failure = new LesslError(invalid);
       return;
     }
     this.unlisten = hub.listen((e) => this.onLive(e));
-    if (opts.signal !== undefined) {
-      if (opts.signal.aborted) this.close();
-      else opts.signal.addEventListener('abort', () => this.close(), { once: true });
-    }
+    this.watch(opts.signal);
     if (this.nextSeq > hub.lastSeq()) this.live = true;
+  }
+
+  /** Closes the stream when `signal` aborts. */
+  private watch(signal: AbortSignal | undefined): void {
+    if (signal === undefined) return;
+    try {
+      if (signal.aborted) this.close();
+      else signal.addEventListener('abort', () => this.close(), { once: true });
+    } catch {
+      this.failure = new LesslError(runtimeError('', 'could not watch the abort signal'));
+      this.stop();
+    }
   }
 
   private notify(): void {
