@@ -4,7 +4,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
 import { ELEMENT_KINDS, type ElementKind } from './id.js';
-import { own, plainRecord, safeShow, type PlainRecord } from './safe.js';
+import { boundedArray, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 
 /** Event types. */
 export type EventType = 'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left';
@@ -103,15 +103,18 @@ export const validateEventFilter = (u: unknown): E.Either<InvalidFilterSpec, Eve
   return E.right(c.right as EventFilter);
 };
 
-const matchesIn = (list: readonly string[] | undefined, v: string): boolean => list === undefined || list.includes(v);
+/** True when `list` is absent or holds `v`. A list that is not a (bounded) array holds nothing. */
+const matchesIn = (list: unknown, v: unknown): boolean => list === undefined || (boundedArray(list)?.includes(v) ?? false);
 
-/** True when an event matches a (valid) filter. Never throws: false on unreadable input. */
+/** True when an event matches a (valid) filter. Never throws (false on unreadable input) and never wedges. */
 export const eventMatches = (f: EventFilter, e: LesslEvent): boolean => {
   try {
-    if (!matchesIn(f.types, e.type) || !matchesIn(f.ids, e.id)) return false;
-    if (f.kinds === undefined && f.stores === undefined) return true;
-    const m = /^([a-z]+):\/\/([^/]*)\//.exec(e.id);
-    return matchesIn(f.kinds, m?.[1] ?? '') && matchesIn(f.stores, m?.[2] ?? '');
+    const { types, ids, kinds, stores } = f;
+    const { type, id } = e;
+    if (!matchesIn(types, type) || !matchesIn(ids, id)) return false;
+    if (kinds === undefined && stores === undefined) return true;
+    const m = typeof id === 'string' ? /^([a-z]+):\/\/([^/]*)\//.exec(id) : null;
+    return matchesIn(kinds, m?.[1] ?? '') && matchesIn(stores, m?.[2] ?? '');
   } catch {
     return false;
   }

@@ -6,7 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
 import { isElementKind, parseId, type ElementKind } from './id.js';
 import { isValidKey, type Metadata } from './metadata.js';
-import { isBytes, isRecordLike, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
+import { boundedArray, isBytes, isRecordLike, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 import type { Element } from './element.js';
 
 /** Parts of an element a read can select. `id`, `revision`, times and `parent` always come. */
@@ -118,30 +118,35 @@ export const validateListFilter = (f: unknown): E.Either<InvalidFilterSpec, List
 const dec = new TextDecoder();
 
 /** The entries of `m` under `keys` that `m` has as its own (never `toString` and the like). */
-const pick = (m: Metadata, keys: readonly string[] | undefined): Metadata => {
+const pick = (m: Metadata, keys: readonly unknown[] | undefined): Metadata => {
   if (keys === undefined) return m;
-  const has = (k: string): boolean => Object.hasOwn(m, k);
+  const has = (k: unknown): k is string => typeof k === 'string' && Object.hasOwn(m, k);
   return Object.fromEntries(keys.filter(has).map((k) => [k, m[k] as Uint8Array]));
 };
 
 /** The projection that selects nothing beyond the fields that always come. */
 const nothing = (e: Element): Element => {
   try {
-    return { ...e, ro: {}, rw: {}, attributes: {} };
+    return isRecordLike(e) ? { ...e, ro: {}, rw: {}, attributes: {} } : e;
   } catch {
     return e;
   }
 };
 
+/** `u` as a bounded array, `PARTS` when absent; `undefined` when it is neither. */
+const partsOf = (u: unknown): readonly unknown[] | undefined => (u === undefined ? PARTS : boundedArray(u));
+
 /**
- * Projects an element through a (valid) read filter. Never throws: on input it cannot read
- * it answers the element with no ro, rw or attributes (or, failing that, `e` itself).
+ * Projects an element through a (valid) read filter. Never throws and never wedges: on input
+ * it cannot use it answers the element with no ro, rw or attributes (or, failing that, `e`).
  */
 export const project = (e: Element, f: ReadFilter): Element => {
   try {
-    const { parts: given, keys } = f;
-    if (given === undefined && keys === undefined) return e;
-    const parts = given ?? PARTS;
+    const { parts: given, keys: wanted } = f;
+    if (given === undefined && wanted === undefined) return e;
+    const parts = partsOf(given);
+    const keys = wanted === undefined ? undefined : boundedArray(wanted);
+    if (parts === undefined || (wanted !== undefined && keys === undefined) || !isRecordLike(e)) return nothing(e);
     return {
       ...e,
       ro: parts.includes('ro') ? pick(e.ro, keys) : {},
@@ -155,6 +160,7 @@ export const project = (e: Element, f: ReadFilter): Element => {
 
 const eqMatch = (m: Metadata, want: Readonly<Record<string, string>> | undefined): boolean => {
   if (want === undefined) return true;
+  if (!isRecordLike(want)) return false;
   for (const [k, v] of Object.entries(want)) {
     const got = Object.hasOwn(m, k) ? m[k] : undefined;
     if (!isBytes(got) || dec.decode(got) !== v) return false;
@@ -162,16 +168,23 @@ const eqMatch = (m: Metadata, want: Readonly<Record<string, string>> | undefined
   return true;
 };
 
-/** True when an element matches a (valid) list filter's criteria. Never throws: false on unreadable input. */
+const startsWith = (name: unknown, prefix: unknown): boolean =>
+  typeof name === 'string' && typeof prefix === 'string' && name.startsWith(prefix);
+
+/**
+ * True when an element matches a (valid) list filter's criteria. Never throws (false on
+ * unreadable input) and never wedges.
+ */
 export const matches = (e: Element, f: ListFilter): boolean => {
   try {
+    const { kind, store, parent, namePrefix, ro, rw } = f;
     return (
-      (f.kind === undefined || e.id.kind === f.kind) &&
-      (f.store === undefined || e.id.store === f.store) &&
-      (f.parent === undefined || e.parent?.key === f.parent) &&
-      (f.namePrefix === undefined || e.id.name.startsWith(f.namePrefix)) &&
-      eqMatch(e.ro, f.ro) &&
-      eqMatch(e.rw, f.rw)
+      (kind === undefined || e.id.kind === kind) &&
+      (store === undefined || e.id.store === store) &&
+      (parent === undefined || e.parent?.key === parent) &&
+      (namePrefix === undefined || startsWith(e.id.name, namePrefix)) &&
+      eqMatch(e.ro, ro) &&
+      eqMatch(e.rw, rw)
     );
   } catch {
     return false;

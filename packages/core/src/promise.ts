@@ -78,6 +78,14 @@ const notAnObject = (prop: string | symbol): unknown =>
     ? undefined
     : rejecting(invalidEntry('promise() needs an object of TaskEither methods', '', ['target']));
 
+const has = (obj: object, prop: string | symbol): boolean => {
+  try {
+    return Reflect.has(obj, prop);
+  } catch {
+    return false;
+  }
+};
+
 /**
  * Wraps a store, composer (or any object of TaskEither methods) into Promise style. Never
  * throws: methods that throw reject with a `LesslError`; for a target that is not an object,
@@ -86,6 +94,10 @@ const notAnObject = (prop: string | symbol): unknown =>
  */
 export const promise = <T extends object>(target: T): Promisified<T> => {
   const usable = (typeof target === 'object' || typeof target === 'function') && target !== null;
-  const handler: ProxyHandler<object> = usable ? { get: facadeGet } : { get: (_obj, prop) => notAnObject(prop) };
-  return new Proxy(usable ? target : {}, handler) as Promisified<T>;
+  // The Proxy's own target is a fresh object: the engine checks Proxy invariants against it,
+  // which would throw were it a revoked or trapping Proxy itself.
+  const handler: ProxyHandler<object> = usable
+    ? { get: (_t, prop, recv) => facadeGet(target, prop, recv), has: (_t, prop) => has(target, prop) }
+    : { get: (_t, prop) => notAnObject(prop) };
+  return new Proxy({}, handler) as Promisified<T>;
 };

@@ -34,12 +34,26 @@ const tagOf = (u: unknown): string => {
   }
 };
 
-/** A printable form of any value, for messages. Never throws, even for revoked Proxies. */
+const SHOW_NODES = 1000;
+const SHOW_CHARS = 200;
+
+/**
+ * A printable form of any value, for messages: at most ~200 characters, from at most 1000
+ * values. Never throws, even for revoked Proxies, and never wedges on huge or sparse arrays.
+ */
 export const safeShow = (u: unknown): string => {
   if (typeof u === 'string') return u;
-  if (typeof u === 'symbol' || typeof u === 'bigint') return tagOf(u);
+  if (typeof u === 'symbol') return String(u); // never calls code of `u`
+  if (typeof u === 'bigint') return `${u}n`;
+  let n = 0;
+  const count = (_k: string, v: unknown): unknown => {
+    if (++n > SHOW_NODES) throw new Error('too large to show');
+    return v;
+  };
   try {
-    return JSON.stringify(u) ?? tagOf(u);
+    const s = JSON.stringify(u, count);
+    if (s === undefined) return tagOf(u);
+    return s.length > SHOW_CHARS ? `${s.slice(0, SHOW_CHARS)}...` : s;
   } catch {
     return tagOf(u);
   }
@@ -55,8 +69,26 @@ export const isRecordLike = (u: unknown): u is object => {
   }
 };
 
+/**
+ * `u` when it is an array of at most `MAX_NODES` items (what `plainCopy` lets through), else
+ * `undefined`: iterating a sparse array of length 2^32-1 would wedge. Never throws.
+ */
+export const boundedArray = (u: unknown): readonly unknown[] | undefined => {
+  try {
+    return Array.isArray(u) && u.length <= MAX_NODES ? (u as unknown[]) : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
 /** Own property `k` of a plain record, or `undefined`; never an inherited member like `toString`. */
 export const own = (r: PlainRecord, k: string): unknown => (Object.hasOwn(r, k) ? r[k] : undefined);
+
+// What `plainCopy` puts in place of functions and non-byte views: a function may be a Proxy that
+// throws on any use, a view may have a trapping prototype, and no input read this way takes
+// either. Symbols are valid nowhere in lessl input, and show as `Symbol(a function)`.
+const A_FUNCTION = Symbol('a function');
+const A_VIEW = Symbol('a typed array other than Uint8Array');
 
 /** Copies input into plain data within the limits; `refusal` says why it gave up. */
 class Copier {
@@ -74,9 +106,18 @@ class Copier {
   }
 
   copy(u: unknown, depth: number): unknown {
-    if (typeof u !== 'object' || u === null || ArrayBuffer.isView(u)) return u;
+    if (typeof u === 'function') return A_FUNCTION;
+    if (typeof u !== 'object' || u === null) return u;
+    if (ArrayBuffer.isView(u)) return this.view(u);
     if (depth >= MAX_DEPTH) this.refuse(`is nested deeper than ${MAX_DEPTH} levels (or cyclic)`);
     return Array.isArray(u) ? this.array(u, depth) : this.record(u, depth);
+  }
+
+  /** A genuine `Uint8Array` becomes a fresh copy (read through internal slots, not getters). */
+  private view(v: ArrayBufferView): unknown {
+    if (!isBytes(v)) return A_VIEW;
+    this.visit(byteLength(v));
+    return new Uint8Array(v);
   }
 
   private array(a: readonly unknown[], depth: number): unknown[] {
@@ -98,8 +139,9 @@ class Copier {
 /**
  * Copies `u` into plain data, reading every property exactly once: arrays become arrays,
  * other objects records of their own enumerable string-keyed properties (created as own data
- * properties, so a `__proto__` key stays a key). Primitives, functions and typed arrays are
- * kept as they are. Answers why not (a predicate: `is nested deeper than ...`) when `u` is too
+ * properties, so a `__proto__` key stays a key; a `Uint8Array` becomes a fresh one, each byte
+ * counting towards the size limit). Primitives are kept; functions and other typed arrays
+ * become symbols, which no validator accepts. Answers why not (a predicate: `is nested deeper than ...`) when `u` is too
  * deep, cyclic, too large or throws while being read.
  */
 export const plainCopy = (u: unknown): E.Either<string, unknown> => {
