@@ -2,6 +2,7 @@
  * The lessl error taxonomy (DESIGN.md section 3): a tagged union, every error with a
  * human message, the ID concerned and its details. Stores answer these; they never throw.
  */
+import { safeShow } from './safe.js';
 
 interface Base<T extends string> {
   readonly _tag: T;
@@ -330,14 +331,7 @@ export const aborted = (id: string, reason?: unknown): Aborted => {
 };
 
 /** A printable form of any value, for messages. Never throws (unlike `String(x)` on hostile objects). */
-export const showValue = (u: unknown): string => {
-  if (typeof u === 'string') return u;
-  try {
-    return JSON.stringify(u) ?? Object.prototype.toString.call(u);
-  } catch {
-    return Object.prototype.toString.call(u);
-  }
-};
+export const showValue = (u: unknown): string => safeShow(u);
 
 /** A short string for an unknown thrown value. */
 export const describeCause = (cause: unknown): string => (cause instanceof Error ? cause.message : showValue(cause));
