@@ -2,6 +2,7 @@
  * The Promise façade, for callers who do not use fp-ts: it rejects with a `LesslError`
  * whose `.tag` is the error's `_tag`.
  */
+import { types } from 'node:util';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { invalidEntry, isLesslError, LesslError, runtimeError, type AnyError } from './errors.js';
 import { safeShow } from './safe.js';
@@ -13,10 +14,25 @@ const failed = (message: string, cause?: unknown): Settled => ({
   error: new LesslError(runtimeError('', message, cause === undefined ? undefined : safeShow(cause))),
 });
 
+/**
+ * True for a value Promises would adopt (one with a callable `then`, or whose `then` cannot be
+ * read). Such a value may never settle, so the façade refuses it rather than awaiting it.
+ */
+const isThenable = (v: unknown): boolean => {
+  if ((typeof v !== 'object' || v === null) && typeof v !== 'function') return false;
+  try {
+    return typeof (v as { then?: unknown }).then === 'function';
+  } catch {
+    return true;
+  }
+};
+
 /** Reads an Either's outcome; a malformed one, or a left that is not a lessl error, is a `RuntimeError`. */
-const outcome = async (r: unknown): Promise<Settled> => {
+const outcome = (r: unknown): Settled => {
   const { _tag: tag, left, right } = r as { _tag?: unknown; left?: unknown; right?: unknown };
-  if (tag === 'Right') return { ok: true, value: await right };
+  if (tag === 'Right') {
+    return isThenable(right) ? failed('a Right must hold a value, not a thenable') : { ok: true, value: right };
+  }
   if (tag !== 'Left') return failed('a TaskEither must resolve to an Either');
   return isLesslError(left) ? { ok: false, error: new LesslError(left) } : failed('failed with a non-lessl error', left);
 };
@@ -24,7 +40,9 @@ const outcome = async (r: unknown): Promise<Settled> => {
 /** Runs `te` to its outcome. Never rejects: whatever it throws or answers is caught here. */
 const settle = async (te: unknown): Promise<Settled> => {
   try {
-    return await outcome(await (te as () => unknown)());
+    const out = (te as () => unknown)();
+    if (isThenable(out) && !types.isPromise(out)) return failed('a TaskEither must return a Promise');
+    return await outcome(await out);
   } catch (cause) {
     return failed('unexpected failure', cause);
   }

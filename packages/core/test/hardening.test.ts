@@ -52,6 +52,15 @@ const quick =
     f(...a);
     expect(performance.now() - t0).toBeLessThan(RUN_MS);
   };
+/** Whether Promises would look at `v`'s `then` (reading it may throw). */
+const hasThen = (v: unknown): boolean => {
+  if ((typeof v !== 'object' || v === null) && typeof v !== 'function') return false;
+  try {
+    return 'then' in v;
+  } catch {
+    return true;
+  }
+};
 const PROTO_KEYS = ['constructor', 'toString', 'valueOf', 'hasOwnProperty'];
 
 const element = (ro: Metadata = {}, rw: Metadata = {}): Element => {
@@ -389,7 +398,10 @@ describe('nothing throws, for any argument (fast-check, hostile input)', () => {
       fc.asyncProperty(hostile, async (h) => {
         await rejectsTyped(unwrap(h.make() as never));
         await rejectsTyped(unwrap((() => h.make()) as never));
-        await rejectsTyped(unwrap((async () => h.make()) as never));
+        // An async function adopts a thenable it returns, and one whose `then` never calls back
+        // never settles: no callee can fix that, so that case is left out here.
+        const v = h.make();
+        if (!hasThen(v)) await rejectsTyped(unwrap((async () => v) as never));
         await rejectsTyped(unwrap(TE.left(h.make()) as never));
         await rejectsTyped(unwrap(TE.right(h.make())));
       }),
