@@ -6,7 +6,8 @@ import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
 import type { AnyError } from '@lessl/core';
-import { fromDocker, type On409 } from './errors.js';
+import { fromDocker, statusOf, type On409 } from './errors.js';
+import { Janitor, type Leftover, type Removal } from './janitor.js';
 import { LABEL } from './names.js';
 
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
@@ -126,11 +127,18 @@ export const guardCalls = (docker: Docker, ms: number): void => {
   };
 };
 
+/** `docker:container/<name>`: how errors name a container. */
+const containerRef = (c: Docker.ContainerInfo): string => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`;
+
 /** The engine and what the drivers share. */
 export class Engine {
   private helper: Promise<string> | undefined;
   /** Docker object IDs lessl is removing itself (so the event watcher does not report them). */
   readonly expected = new Set<string>();
+  /** Removals that failed, retried until they succeed. */
+  readonly janitor = new Janitor((l) => this.attempt(l));
+  /** What recovering interrupted creates removed (listed in the backend's `reconciled`). */
+  readonly recovered: string[] = [];
 
   constructor(
     readonly docker: Docker,
@@ -194,32 +202,73 @@ export class Engine {
    */
   async foreignUsers(filters: Record<string, string[]>): Promise<string[]> {
     const users = await this.docker.listContainers({ all: true, filters });
-    return users
-      .filter(
-        (c) =>
-          !(
-            c.Labels?.[LABEL.registry] === this.instance &&
-            (c.Labels?.[LABEL.task] !== undefined || c.Labels?.[LABEL.helper] !== undefined)
-          ),
-      )
-      .map((c) => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`);
+    return users.filter((c) => !(this.isOurs(c) && c.Labels[LABEL.task] !== undefined) && !this.isHelper(c)).map(containerRef);
   }
 
-  /** Removes the helper containers an element's create made (after a crash). */
-  async removeHelpers(owner: string): Promise<void> {
+  /**
+   * Every container matching `filters` but lessl's own helpers, as `docker:container/<name>`
+   * (what an `InUse` names when Docker refuses a removal). Empty when the engine cannot list.
+   */
+  async users(filters: Record<string, string[]>): Promise<string[]> {
+    const users = await this.docker.listContainers({ all: true, filters }).catch(() => []);
+    return users.filter((c) => !this.isHelper(c)).map(containerRef);
+  }
+
+  private isOurs(c: Docker.ContainerInfo): c is Docker.ContainerInfo & { Labels: Record<string, string> } {
+    return c.Labels?.[LABEL.registry] === this.instance;
+  }
+
+  /** A helper container of this registry (never a user anyone should be told about). */
+  private isHelper(c: Docker.ContainerInfo): boolean {
+    return this.isOurs(c) && c.Labels[LABEL.helper] !== undefined;
+  }
+
+  /**
+   * Removes lessl's own helper containers among the containers matching `filters` (a helper
+   * whose removal failed earlier holds an image or volume until it is gone). Resolves to
+   * whether any was removed.
+   */
+  async removeOwnHelpers(filters: Record<string, string[]>): Promise<boolean> {
+    const users = await this.docker.listContainers({ all: true, filters }).catch(() => []);
+    const ours = users.filter((c) => this.isHelper(c));
+    for (const c of ours) await this.removeObject('container', c.Id);
+    return ours.length > 0;
+  }
+
+  /** Removes the helper containers an element's create made (after a crash); answers what it removed. */
+  async removeHelpers(owner: string): Promise<string[]> {
     const helpers = await this.docker
-      .listContainers({ all: true, filters: { label: [`${LABEL.helper}=${owner}`] } })
+      .listContainers({ all: true, filters: { label: [`${LABEL.helper}=${owner}`, `${LABEL.registry}=${this.instance}`] } })
       .catch(() => []);
-    for (const c of helpers) await this.removeQuietly(this.docker.getContainer(c.Id));
+    for (const c of helpers) await this.removeObject('container', c.Id);
+    return helpers.map((c) => `container ${c.Names[0] ?? c.Id}`);
   }
 
-  /** Removes a helper container, ignoring a container that is already gone. */
+  /** Removes a helper container; if the engine fails, the janitor retries until it is gone. */
   async removeQuietly(c: Docker.Container): Promise<void> {
+    await this.removeObject('container', c.id);
+  }
+
+  /**
+   * Removes a Docker object lessl made (forced; an object already gone counts as removed). When
+   * the engine fails, the janitor retries it in the background. Resolves to whether it is gone now.
+   */
+  async removeObject(kind: Leftover['kind'], ref: string): Promise<boolean> {
+    this.expected.add(ref);
+    const r = await this.attempt({ kind, ref });
+    if (r === 'failed') this.janitor.add({ kind, ref });
+    return r === 'gone';
+  }
+
+  /** One removal attempt; never throws. */
+  private async attempt(l: Leftover): Promise<Removal> {
     try {
-      this.expected.add(c.id);
-      await c.remove({ force: true, v: false });
-    } catch {
-      /* already gone */
+      if (l.kind === 'container') await this.docker.getContainer(l.ref).remove({ force: true, v: false });
+      else if (l.kind === 'image') await this.docker.getImage(l.ref).remove({ force: true });
+      else await this.docker.getVolume(l.ref).remove({ force: true });
+      return 'gone';
+    } catch (err) {
+      return statusOf(err) === 404 ? 'gone' : 'failed';
     }
   }
 }

@@ -63,13 +63,11 @@ export const imageDriver = (engine: Engine): ElementDriver => {
   };
 
   const removeRef = async (ref: string): Promise<void> => {
-    try {
-      const info = await d.getImage(ref).inspect();
-      engine.expected.add(info.Id);
-      await d.getImage(ref).remove({ force: true });
-    } catch {
-      /* nothing to remove */
-    }
+    const info = await d
+      .getImage(ref)
+      .inspect()
+      .catch(() => undefined);
+    if (info !== undefined) await engine.removeObject('image', info.Id);
   };
 
   const importTar = async (id: string, ref: string, tar: Readable, changes: string[]): Promise<E.Either<AnyError, void>> => {
@@ -233,22 +231,18 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       const ref = String(el.attributes.ref ?? '');
       const imageId = String(el.attributes.imageId ?? '');
       if (imageId !== '') engine.expected.add(imageId);
+      const remove = (): Promise<unknown> => d.getImage(ref).remove({ noprune: false });
       try {
-        await d.getImage(ref).remove({ noprune: false });
+        // a helper of lessl's whose removal failed earlier may still hold the image: it goes first
+        await remove().catch(async (err: unknown) => {
+          if (statusOf(err) === 409 && (await engine.removeOwnHelpers({ ancestor: [imageId] }))) return remove();
+          throw err;
+        });
         return E.right(undefined);
       } catch (err) {
         if (statusOf(err) === 404) return E.right(undefined);
-        if (statusOf(err) === 409) {
-          const users = await d.listContainers({ all: true, filters: { ancestor: [imageId] } }).catch(() => []);
-          return E.left({
-            ...fromDocker(
-              el.id.key,
-              err,
-              'InUse',
-              users.map((c) => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`),
-            ),
-          } as DeleteError);
-        }
+        if (statusOf(err) === 409)
+          return E.left(fromDocker(el.id.key, err, 'InUse', await engine.users({ ancestor: [imageId] })) as DeleteError);
         return E.left(fromDocker(el.id.key, err) as DeleteError);
       }
     },
@@ -264,12 +258,11 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       const imgs = await d
         .listImages({ filters: { label: [`${LABEL.id}=${intent.id}`, `${LABEL.registry}=${engine.instance}`] } })
         .catch(() => []);
-      for (const i of imgs)
-        await d
-          .getImage(i.Id)
-          .remove({ force: true })
-          .catch(() => undefined);
-      await engine.removeHelpers(intent.id);
+      engine.recovered.push(...(await engine.removeHelpers(intent.id)));
+      for (const i of imgs) {
+        await engine.removeObject('image', i.Id);
+        engine.recovered.push(`image ${i.RepoTags?.[0] ?? i.Id}`);
+      }
     },
   };
 };

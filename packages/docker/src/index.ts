@@ -27,7 +27,7 @@ import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
 import { fromDocker } from './errors.js';
 import { executorDriver, type FaultHook } from './executor.js';
 import { imageDriver } from './images.js';
-import { reconcile, watch, type ReconcileReport } from './sync.js';
+import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
@@ -108,7 +108,8 @@ export const openDockerBackend =
     }
     const engine = new Engine(docker, registry.instanceId);
     const exec = executorDriver(engine, opts.faults);
-    let watcher: { stop(): Promise<void> } | undefined;
+    /** What runs in the background after open (the watcher, the late sweeps); stopped on close. */
+    const background: { stop(): Promise<void> }[] = [];
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
@@ -117,15 +118,27 @@ export const openDockerBackend =
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       onClose: async () => {
-        await watcher?.stop();
+        for (const b of background) await b.stop();
+        await engine.janitor.stop();
       },
     }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
     if (E.isLeft(b)) {
       await registry.close();
       return b;
     }
-    const reconciled = await reconcile(engine, registry);
-    if (opts.watch !== false) watcher = watch(engine, registry);
+    const reconciled = await reconcile(engine, registry, engine.recovered);
+    const late = sweeper(engine, registry, reconciled);
+    background.push(late);
+    if (opts.watch !== false)
+      background.unshift(
+        watch(engine, registry, {
+          reconnected: () => {
+            void engine.janitor.kick();
+            late.kick();
+          },
+          unowned: () => late.kick(),
+        }),
+      );
     const backend = b.right;
     return E.right({
       ...backend,

@@ -15,11 +15,16 @@ import type { Engine } from './engine.js';
 import { LABEL } from './names.js';
 import { statusOf } from './errors.js';
 
-/** What reconciliation found and did. */
+/**
+ * What recovery and reconciliation found and did. The lists grow after open: the late sweeps
+ * (see `sweeper`) add what they remove.
+ */
 export interface ReconcileReport {
+  /** Docker objects half-made by creates a crash interrupted (their write intents), removed on open. */
+  readonly recovered: string[];
   /** Elements whose Docker object had vanished: their records were deleted (with a `deleted` event). */
   readonly vanished: string[];
-  /** Docker objects of this registry that no record knows, removed. */
+  /** Docker objects of this registry that no record knows (and leftover helpers), removed. */
   readonly orphansRemoved: string[];
 }
 
@@ -47,8 +52,16 @@ interface DockerEvent {
   time?: number;
 }
 
+/** What the watcher tells its owner. */
+export interface WatchHooks {
+  /** The engine answers again after the event stream broke. */
+  readonly reconnected?: () => void;
+  /** Docker reports an image of this registry that no element or create in progress owns. */
+  readonly unowned?: () => void;
+}
+
 /** Watches Docker events until stopped; reconnects with backoff when the engine goes away. */
-export const watch = (engine: Engine, registry: Registry): { stop(): Promise<void> } => {
+export const watch = (engine: Engine, registry: Registry, hooks: WatchHooks = {}): { stop(): Promise<void> } => {
   let stopped = false;
   let current: Readable | undefined;
   let since = Math.floor(Date.now() / 1000);
@@ -70,6 +83,10 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
       if (engine.expected.delete(id)) return;
       const el = findBy(registry, 'volume', 'volumeName', id);
       if (el !== undefined) await forget(registry, el, 'volume removed outside lessl');
+    } else if (ev.Type === 'image' && ev.Action !== 'delete') {
+      const owner = attrs[LABEL.id];
+      const owned = owner !== undefined && (registry.get(owner) !== undefined || registry.hasIntent(owner));
+      if (attrs[LABEL.registry] === engine.instance && !owned) hooks.unowned?.();
     } else if (ev.Type === 'image' && ev.Action === 'delete') {
       if (engine.expected.delete(id)) return;
       const el = findBy(registry, 'image', 'imageId', id);
@@ -79,6 +96,7 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
 
   const loop = async (): Promise<void> => {
     let backoff = 250;
+    let broke = false;
     while (!stopped) {
       try {
         const s = (await engine.docker.getEvents({
@@ -92,7 +110,9 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
           s.destroy();
           break;
         }
+        if (backoff > 250 || broke) hooks.reconnected?.();
         backoff = 250;
+        broke = false;
         let rest = '';
         for await (const chunk of s as AsyncIterable<Buffer>) {
           rest += chunk.toString();
@@ -108,6 +128,7 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
       } catch {
         /* engine gone: retry */
       }
+      broke = true;
       if (stopped) break;
       await new Promise((r) => setTimeout(r, backoff).unref());
       backoff = Math.min(backoff * 2, 5000);
@@ -124,10 +145,10 @@ export const watch = (engine: Engine, registry: Registry): { stop(): Promise<voi
   };
 };
 
-/** Reconciles the registry with Docker (see the module comment). */
-export const reconcile = async (engine: Engine, registry: Registry): Promise<ReconcileReport> => {
+/** Reconciles the registry with Docker (see the module comment). `recovered` is what intent recovery removed. */
+export const reconcile = async (engine: Engine, registry: Registry, recovered: string[] = []): Promise<ReconcileReport> => {
   const d = engine.docker;
-  const report: ReconcileReport = { vanished: [], orphansRemoved: [] };
+  const report: ReconcileReport = { recovered, vanished: [], orphansRemoved: [] };
   const gone = async (fn: () => Promise<unknown>): Promise<boolean> => {
     try {
       await fn();
@@ -145,42 +166,81 @@ export const reconcile = async (engine: Engine, registry: Registry): Promise<Rec
       report.vanished.push(el.id.key);
     }
   }
+  await sweepOrphans(engine, registry, report, 'open');
+  return report;
+};
+
+/**
+ * Removes this registry's labelled Docker objects that no element owns: on open, every helper
+ * and every executor container that is not its executor's current one; later (`'late'`), only
+ * what no create in progress owns (a write intent marks those), and no executor container.
+ */
+const sweepOrphans = async (
+  engine: Engine,
+  registry: Registry,
+  report: ReconcileReport,
+  when: 'open' | 'late',
+): Promise<void> => {
+  const d = engine.docker;
   const mine = [`${LABEL.registry}=${engine.instance}`];
-  const known = (key: string | undefined): boolean =>
+  const owned = (key: string | undefined): boolean =>
     key !== undefined && (registry.get(key) !== undefined || registry.hasIntent(key));
+  const removed = async (kind: 'container' | 'image' | 'volume', ref: string, name: string): Promise<void> => {
+    await engine.removeObject(kind, ref);
+    report.orphansRemoved.push(`${kind} ${name}`);
+  };
   for (const c of await d.listContainers({ all: true, filters: { label: mine } }).catch(() => [])) {
-    const isHelper = c.Labels?.[LABEL.helper] !== undefined;
-    const owner = c.Labels?.[LABEL.id];
-    const el = owner === undefined ? undefined : registry.get(owner);
-    const current = el !== undefined && el.attributes.containerId === c.Id;
-    if (isHelper || !current) {
-      await engine.removeQuietly(d.getContainer(c.Id));
-      report.orphansRemoved.push(`container ${c.Names[0] ?? c.Id}`);
+    // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper)
+    const helperOf = c.Labels?.[LABEL.helper];
+    const name = c.Names[0] ?? c.Id;
+    if (helperOf !== undefined) {
+      if (when === 'open' || !registry.hasIntent(helperOf)) await removed('container', c.Id, name);
+    } else if (when === 'open' && registry.get(String(c.Labels?.[LABEL.id]))?.attributes.containerId !== c.Id) {
+      await removed('container', c.Id, name);
     }
   }
   for (const v of (await d.listVolumes({ filters: { label: mine } }).catch(() => ({ Volumes: [] }))).Volumes ?? []) {
-    if (!known(v.Labels?.[LABEL.id])) {
-      engine.expected.add(v.Name);
-      await d
-        .getVolume(v.Name)
-        .remove({ force: true })
-        .catch(() => undefined);
-      report.orphansRemoved.push(`volume ${v.Name}`);
-    }
+    if (!owned(v.Labels?.[LABEL.id])) await removed('volume', v.Name, v.Name);
   }
+  // a committed child's layers carry its parent's labels: an image whose owner is known stays
   for (const i of await d.listImages({ filters: { label: mine } }).catch(() => [])) {
-    const owner = i.Labels?.[LABEL.id];
-    if (!known(owner) || findBy(registry, 'image', 'imageId', i.Id) === undefined) {
-      if (owner !== undefined && registry.get(owner) !== undefined) continue; // a committed child's layer shares labels; keep
-      engine.expected.add(i.Id);
-      await d
-        .getImage(i.Id)
-        .remove({ force: true })
-        .catch(() => undefined);
-      report.orphansRemoved.push(`image ${i.RepoTags?.[0] ?? i.Id}`);
-    }
+    if (!owned(i.Labels?.[LABEL.id])) await removed('image', i.Id, i.RepoTags?.[0] ?? i.Id);
   }
-  return report;
+};
+
+/** Delays of the sweeps after open that catch objects Docker finished after recovery ran. */
+const LATE_SWEEPS_MS = [1000, 3000, 10_000];
+
+/**
+ * Late sweeps: an import or commit handed to Docker just before a crash can finish after the
+ * next open's recovery ran (Docker goes on without its client). So orphans are swept again a few
+ * times after open, and soon after Docker reports a labelled image or volume no element owns.
+ * What they remove is added to `report.orphansRemoved`.
+ */
+export const sweeper = (engine: Engine, registry: Registry, report: ReconcileReport): { kick(): void; stop(): Promise<void> } => {
+  let stopped = false;
+  let running = Promise.resolve();
+  const timers = new Set<NodeJS.Timeout>();
+  const sweepSoon = (ms: number): void => {
+    if (stopped) return;
+    const t = setTimeout(() => {
+      timers.delete(t);
+      running = running.then(() => (stopped ? undefined : sweepOrphans(engine, registry, report, 'late'))).catch(() => undefined);
+    }, ms);
+    t.unref();
+    timers.add(t);
+  };
+  for (const ms of LATE_SWEEPS_MS) sweepSoon(ms);
+  return {
+    kick: () => {
+      if (timers.size < LATE_SWEEPS_MS.length + 1) sweepSoon(500);
+    },
+    async stop() {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      await running;
+    },
+  };
 };
 
 /**

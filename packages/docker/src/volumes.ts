@@ -21,11 +21,48 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
   const d = engine.docker;
 
   const removeVolume = async (name: string): Promise<void> => {
-    engine.expected.add(name);
-    await d
-      .getVolume(name)
-      .remove({ force: true })
-      .catch(() => undefined);
+    await engine.removeObject('volume', name);
+  };
+
+  /**
+   * Puts a new volume's content in (a copy of its parent, then its data) through never-started
+   * helper containers, removed before this answers so the volume can be removed on failure.
+   */
+  const fill = async (input: DriverCreateInput, name: string): Promise<E.Either<CreateError, void>> => {
+    const id = input.id.key;
+    const helpers: Docker.Container[] = [];
+    try {
+      if (input.parent !== undefined) {
+        const from = String(input.parent.attributes.volumeName ?? '');
+        const src = await engine.helperContainer(id, [{ Source: from, Target: '/v', ReadOnly: true }]);
+        helpers.push(src);
+        const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
+        helpers.push(dst);
+        const archive = await src.getArchive({ path: '/v' });
+        await dst.putArchive(archive, { path: '/' });
+      }
+      if (input.data === undefined) return E.right(undefined);
+      const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
+      helpers.push(dst);
+      const tar = checkedTar(id, input.data.stream, { absoluteSymlinks: false });
+      try {
+        await withTar(tar, (abortSignal) => dst.putArchive(tar as unknown as NodeJS.ReadableStream, { path: '/v', abortSignal }));
+      } catch (err) {
+        if (!isDockerError(err)) throw err;
+        return E.left(
+          statusOf(err) === 400 || statusOf(err) === 500
+            ? invalidEntry(`Docker could not unpack the data: ${(err as Error).message}`, id, ['data'])
+            : (fromDocker(id, err) as CreateError),
+        );
+      }
+      const v = input.data.verify();
+      return E.isLeft(v) ? v : E.right(undefined);
+    } catch (err) {
+      if (!isDockerError(err)) throw err;
+      return E.left(fromDocker(id, err) as CreateError);
+    } finally {
+      for (const h of helpers) await engine.removeQuietly(h);
+    }
   };
 
   const createInner = async (input: DriverCreateInput, name: string): Promise<E.Either<CreateError, DriverCreated>> => {
@@ -65,46 +102,10 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
     } catch (err) {
       return E.left(fromDocker(id, err, 'NameCollision') as CreateError);
     }
-    const helpers: Docker.Container[] = [];
-    try {
-      if (input.parent !== undefined) {
-        const from = String(input.parent.attributes.volumeName ?? '');
-        const src = await engine.helperContainer(id, [{ Source: from, Target: '/v', ReadOnly: true }]);
-        helpers.push(src);
-        const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
-        helpers.push(dst);
-        const archive = await src.getArchive({ path: '/v' });
-        await dst.putArchive(archive, { path: '/' });
-      }
-      if (input.data !== undefined) {
-        const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
-        helpers.push(dst);
-        const tar = checkedTar(id, input.data.stream, { absoluteSymlinks: false });
-        try {
-          await withTar(tar, (abortSignal) =>
-            dst.putArchive(tar as unknown as NodeJS.ReadableStream, { path: '/v', abortSignal }),
-          );
-        } catch (err) {
-          if (!isDockerError(err)) throw err;
-          await removeVolume(name);
-          return E.left(
-            statusOf(err) === 400 || statusOf(err) === 500
-              ? invalidEntry(`Docker could not unpack the data: ${(err as Error).message}`, id, ['data'])
-              : (fromDocker(id, err) as CreateError),
-          );
-        }
-        const v = input.data.verify();
-        if (E.isLeft(v)) {
-          await removeVolume(name);
-          return v;
-        }
-      }
-    } catch (err) {
+    const filled = await fill(input, name);
+    if (E.isLeft(filled)) {
       await removeVolume(name);
-      if (!isDockerError(err)) throw err;
-      return E.left(fromDocker(id, err) as CreateError);
-    } finally {
-      for (const h of helpers) await engine.removeQuietly(h);
+      return filled;
     }
     return E.right({
       attributes: {
@@ -132,12 +133,19 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
     async destroy(el: Element): Promise<E.Either<DeleteError, void>> {
       const name = String(el.attributes.volumeName ?? '');
       engine.expected.add(name);
+      const remove = (): Promise<unknown> => d.getVolume(name).remove();
       try {
-        await d.getVolume(name).remove();
+        // a helper of lessl's whose removal failed earlier may still mount the volume: it goes first
+        await remove().catch(async (err: unknown) => {
+          if (statusOf(err) === 409 && (await engine.removeOwnHelpers({ volume: [name] }))) return remove();
+          throw err;
+        });
         return E.right(undefined);
       } catch (err) {
         if (statusOf(err) === 404) return E.right(undefined);
-        return E.left(fromDocker(el.id.key, err, 'InUse') as DeleteError);
+        if (statusOf(err) === 409)
+          return E.left(fromDocker(el.id.key, err, 'InUse', await engine.users({ volume: [name] })) as DeleteError);
+        return E.left(fromDocker(el.id.key, err) as DeleteError);
       }
     },
     async references(el: Element): Promise<E.Either<DeleteError, readonly string[]>> {
@@ -149,15 +157,14 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
       }
     },
     async recover(intent: Intent): Promise<void> {
-      await engine.removeHelpers(intent.id);
+      engine.recovered.push(...(await engine.removeHelpers(intent.id)));
       const vols = await d
         .listVolumes({ filters: { label: [`${LABEL.id}=${intent.id}`, `${LABEL.registry}=${engine.instance}`] } })
         .catch(() => ({ Volumes: [] }));
-      for (const v of vols.Volumes ?? [])
-        await d
-          .getVolume(v.Name)
-          .remove({ force: true })
-          .catch(() => undefined);
+      for (const v of vols.Volumes ?? []) {
+        await engine.removeObject('volume', v.Name);
+        engine.recovered.push(`volume ${v.Name}`);
+      }
     },
   };
 };

@@ -4,7 +4,6 @@
  * reconciliation on open, and an engine that goes away and comes back.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
@@ -13,12 +12,12 @@ import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256, unwrap, utf8, type LesslEvent, type TaskSpec } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { engineProxy, n, startDaemon } from './support.js';
 
 const docker = new Docker();
 let rootfs: Uint8Array;
 let l: DockerBackend;
 const BASE = 'image://local/base';
-const n = (stem: string): string => `${stem}-${Math.random().toString(36).slice(2, 8)}`;
 
 const tarOf = async (
   entries: { name: string; body?: string; type?: 'file' | 'symlink' | 'link' | 'directory'; linkname?: string }[],
@@ -291,39 +290,28 @@ describe("Docker's own events", () => {
     }
   };
   test('a container that dies is unbound with its exit code; removed behind our back it is deleted; no duplicates', async () => {
-    const daemon = `task://local/${n('d')}`;
-    await unwrap(l.stores.task.create({ id: daemon, spec: { cmd: ['sh', '-c', 'sleep 0.3; exit 4'], daemon: true } }));
     const { seen, off } = collect(l);
-    let h = await unwrap(l.composer.handle(`executor://local/${n('x')}`));
-    h = await unwrap(l.composer.bind(await unwrap(l.composer.join(await unwrap(l.composer.join(h, BASE)), daemon)), daemon));
-    const r = await unwrap(l.composer.commit(h));
-    expect(r.committed).toBe(true);
-    if (!r.committed) return;
+    const { x, task: daemon, containerId } = await startDaemon(l, BASE, { cmd: ['sh', '-c', 'sleep 0.3; exit 4'], daemon: true });
     await until(() => seen.some((e) => e.type === 'unbound' && e.id === daemon));
     const unbound = seen.filter((e) => e.type === 'unbound' && e.id === daemon);
     expect(unbound).toHaveLength(1);
     expect(unbound[0]?.detail.exitCode).toBe(4);
-    const snap = await unwrap(l.composer.handle(h.executor));
+    const snap = await unwrap(l.composer.handle(x));
     expect(snap.members.find((m) => m.id.key === daemon)?.state).toBe('unbound');
     // the dead container is removed outside lessl: the executor is deleted
-    await docker.getContainer(String(r.executor.attributes.containerId)).remove({ force: true });
-    await until(() => seen.some((e) => e.type === 'deleted' && e.id === h.executor.key));
+    await docker.getContainer(containerId).remove({ force: true });
+    await until(() => seen.some((e) => e.type === 'deleted' && e.id === x));
     off();
-    expect(E.isLeft(await l.stores.executor.read(h.executor)())).toBe(true);
+    expect(E.isLeft(await l.stores.executor.read(x)())).toBe(true);
   });
   test('lessl stopping its own container publishes one unbound, not a second from Docker', async () => {
-    const daemon = `task://local/${n('d')}`;
-    await unwrap(l.stores.task.create({ id: daemon, spec: { cmd: ['sleep', '3600'], daemon: true } }));
-    let h = await unwrap(l.composer.handle(`executor://local/${n('x')}`));
-    h = await unwrap(l.composer.bind(await unwrap(l.composer.join(await unwrap(l.composer.join(h, BASE)), daemon)), daemon));
-    const r = await unwrap(l.composer.commit(h));
-    if (!r.committed) throw new Error('not committed');
+    const { x, task: daemon } = await startDaemon(l, BASE);
     const { seen, off } = collect(l);
-    await unwrap(l.composer.commit(await unwrap(l.composer.unbind(r.handle))));
+    await unwrap(l.composer.commit(await unwrap(l.composer.unbind(await unwrap(l.composer.handle(x))))));
     await new Promise((res) => setTimeout(res, 1000));
     off();
     expect(seen.filter((e) => e.type === 'unbound' && e.id === daemon)).toHaveLength(1);
-    await unwrap(l.stores.executor.delete(h.executor));
+    await unwrap(l.stores.executor.delete(x));
   });
   test('a volume removed behind our back is deleted', async () => {
     const vol = `volume://local/${n('gone')}`;
@@ -377,42 +365,23 @@ describe('engine availability', () => {
     expect(E.isLeft(r) && r.left._tag).toBe('Unavailable');
   });
   test('the engine goes away: Unavailable; it comes back: the same backend works again', async () => {
-    const path = join(tmpdir(), `${n('proxy')}.sock`);
-    const conns = new Set<Socket>();
-    const listen = (): Promise<Server> =>
-      new Promise((res) => {
-        const s = createServer((c) => {
-          const up = createConnection('/var/run/docker.sock');
-          conns.add(c).add(up);
-          c.pipe(up).pipe(c);
-          const close = (): void => {
-            c.destroy();
-            up.destroy();
-          };
-          c.on('error', close).on('close', close);
-          up.on('error', close).on('close', close);
-        });
-        s.listen(path, () => res(s));
-      });
-    let server = await listen();
-    const b = await unwrap(openDockerBackend({ socketPath: path, watch: false }));
+    const proxy = await engineProxy();
+    const b = await unwrap(openDockerBackend({ socketPath: proxy.path, watch: false }));
     try {
       const v1 = `volume://local/${n('a')}`;
       await unwrap(b.stores.volume.create({ id: v1 }));
-      await new Promise<void>((res) => server.close(() => res()));
-      for (const c of conns) c.destroy();
-      rmSync(path, { force: true });
+      await proxy.down();
       const down = await b.stores.volume.create({ id: `volume://local/${n('b')}` })();
       expect(E.isLeft(down) && down.left._tag).toBe('Unavailable');
       const del = await b.stores.volume.delete(v1)();
       expect(E.isLeft(del) && del.left._tag).toBe('Unavailable');
-      server = await listen();
+      await proxy.up();
       await unwrap(b.stores.volume.create({ id: `volume://local/${n('c')}` }));
       await unwrap(b.stores.volume.delete(v1));
     } finally {
       await b.close();
       await purge(docker, b.registry.instanceId);
-      await new Promise<void>((res) => server.close(() => res()));
+      await proxy.close();
     }
   });
 });

@@ -5,7 +5,6 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,10 +13,10 @@ import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { text, unwrap, type LesslEvent } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { engineProxy, n, startDaemon } from './support.js';
 
 const docker = new Docker();
 const BASE = 'image://local/base';
-const n = (stem: string): string => `${stem}-${Math.random().toString(36).slice(2, 8)}`;
 const fixture = (f: string): string => join(import.meta.dirname, 'fixtures', f);
 let l: DockerBackend;
 
@@ -31,17 +30,6 @@ const containers = async (b: DockerBackend, executor?: string): Promise<number> 
       },
     })
   ).length;
-
-/** A running daemon executor; answers its handle's executor ID and container. */
-const daemon = async (b: DockerBackend): Promise<{ x: string; containerId: string }> => {
-  const task = `task://local/${n('d')}`;
-  await unwrap(b.stores.task.create({ id: task, spec: { cmd: ['sleep', '3600'], daemon: true } }));
-  let h = await unwrap(b.composer.handle(`executor://local/${n('x')}`));
-  h = await unwrap(b.composer.bind(await unwrap(b.composer.join(await unwrap(b.composer.join(h, BASE)), task)), task));
-  const r = await unwrap(b.composer.commit(h));
-  if (!r.committed) throw new Error('daemon did not start');
-  return { x: h.executor.key, containerId: String(r.executor.attributes.containerId) };
-};
 
 /** Binds a one-shot task into a running executor (an exec); answers the task ID. */
 const execIn = async (b: DockerBackend, x: string, spec: Record<string, unknown>): Promise<string> => {
@@ -73,7 +61,7 @@ afterAll(async () => {
 
 describe("exec'd tasks", () => {
   test('kill ends the exec’d process inside the container (and its children)', async () => {
-    const { x, containerId } = await daemon(l);
+    const { x, containerId } = await startDaemon(l, BASE);
     const task = await execIn(l, x, { cmd: ['sh', '-c', 'sleep 1234 & sleep 4321'] });
     await new Promise((r) => setTimeout(r, 300));
     expect(await ps(containerId)).toMatch(/sleep 4321/);
@@ -85,7 +73,7 @@ describe("exec'd tasks", () => {
     expect(left).toMatch(/sleep 3600/); // the daemon is untouched
   });
   test('an exec past its deadline is killed, not just abandoned', async () => {
-    const { x, containerId } = await daemon(l);
+    const { x, containerId } = await startDaemon(l, BASE);
     const task = await execIn(l, x, { cmd: ['sleep', '5555'], limits: { deadlineMs: 400 } });
     const r = await unwrap(l.tasks.wait(task));
     expect([r.reason, r.state]).toEqual(['deadline', 'killed']);
@@ -190,24 +178,11 @@ describe('a process that embeds lessl behaves', () => {
   test('a hung engine answers Unavailable naming it within the bound, and the backend recovers when it answers again', async () => {
     // a proxy in front of the engine that can be frozen: connections are accepted and nothing is answered,
     // which is what a client sees of a dockerd stopped with SIGSTOP
-    const path = join(tmpdir(), `${n('hung')}.sock`);
-    let frozen = false;
-    const held: (() => void)[] = [];
-    const server: Server = createServer((c: Socket) => {
-      const up = createConnection('/var/run/docker.sock');
-      c.on('data', (d) => (frozen ? held.push(() => up.write(d)) : up.write(d)));
-      up.on('data', (d) => (frozen ? held.push(() => c.write(d)) : c.write(d)));
-      const close = (): void => {
-        c.destroy();
-        up.destroy();
-      };
-      c.on('error', close).on('close', close);
-      up.on('error', close).on('close', close);
-    });
-    await new Promise<void>((res) => server.listen(path, () => res()));
+    const proxy = await engineProxy();
+    const path = proxy.path;
     const b = await unwrap(openDockerBackend({ socketPath: path, watch: false, callTimeoutMs: 1500 }));
     try {
-      frozen = true;
+      proxy.mode = 'frozen';
       const t0 = Date.now();
       const r = await b.stores.volume.create({ id: `volume://local/${n('v')}` })();
       const took = Date.now() - t0;
@@ -215,16 +190,14 @@ describe('a process that embeds lessl behaves', () => {
       expect(E.isLeft(r) && r.left.message).toContain(`unix://${path}`);
       console.log(`hung engine: Unavailable after ${took} ms (bound 1500 ms)`);
       expect(took).toBeLessThan(10_000);
-      frozen = false;
-      for (const f of held.splice(0)) f();
+      proxy.mode = 'pass';
       const v = `volume://local/${n('v')}`;
       await unwrap(b.stores.volume.create({ id: v }));
       await unwrap(b.stores.volume.delete(v));
     } finally {
       await b.close();
       await purge(docker, b.registry.instanceId);
-      await new Promise<void>((res) => server.close(() => res()));
-      rmSync(path, { force: true });
+      await proxy.close();
     }
   });
 });

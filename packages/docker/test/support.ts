@@ -1,0 +1,121 @@
+/**
+ * What the Docker tests share: unique names, a proxy in front of the real engine that can fail
+ * on demand (the engine stays real; only the wire between lessl and it is cut or held), and
+ * the set-up of a running daemon executor.
+ */
+import { rmSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { unwrap } from '@lessl/core';
+import type { DockerBackend } from '@lessl/docker';
+
+/** `stem-xxxxxx`, unique enough for one test run. */
+export const n = (stem: string): string => `${stem}-${Math.random().toString(36).slice(2, 8)}`;
+
+/** How the proxy treats traffic now. */
+export type ProxyMode =
+  /** everything passes */
+  | 'pass'
+  /** connections are accepted and nothing is answered (a dockerd stopped with SIGSTOP); held data flows on `pass` */
+  | 'frozen'
+  /** requests whose request line matches `refuse` drop their connection (the engine died mid-call) */
+  | 'refusing';
+
+/** A unix-socket proxy in front of /var/run/docker.sock. */
+export interface EngineProxy {
+  readonly path: string;
+  mode: ProxyMode;
+  /** The request lines refused in `refusing` mode, e.g. /^DELETE \/[^ ]*containers\//. */
+  refuse: RegExp;
+  /** How many requests were refused so far. */
+  readonly refused: number;
+  /** Stops accepting connections (existing ones are cut) or starts again on the same path. */
+  down(): Promise<void>;
+  up(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Starts a proxy to the engine (see `ProxyMode`). */
+export const engineProxy = async (): Promise<EngineProxy> => {
+  const path = join(tmpdir(), `${n('engine')}.sock`);
+  const conns = new Set<Socket>();
+  const held: (() => void)[] = [];
+  let refused = 0;
+  const connect = (c: Socket): void => {
+    const up = createConnection('/var/run/docker.sock');
+    conns.add(c).add(up);
+    const close = (): void => {
+      c.destroy();
+      up.destroy();
+    };
+    c.on('data', (d: Buffer) => {
+      if (p.mode === 'refusing' && p.refuse.test(d.subarray(0, 300).toString('latin1'))) {
+        refused++;
+        close();
+      } else if (p.mode === 'frozen') held.push(() => up.write(d));
+      else up.write(d);
+    });
+    up.on('data', (d: Buffer) => (p.mode === 'frozen' ? held.push(() => c.write(d)) : c.write(d)));
+    c.on('error', close).on('close', close);
+    up.on('error', close).on('close', close);
+  };
+  let server: Server | undefined;
+  const listen = (): Promise<void> =>
+    new Promise((res) => {
+      const s = createServer(connect);
+      server = s;
+      s.listen(path, () => res());
+    });
+  const down = async (): Promise<void> => {
+    await new Promise<void>((res) => (server === undefined ? res() : server.close(() => res())));
+    for (const c of conns) c.destroy();
+    conns.clear();
+    rmSync(path, { force: true });
+  };
+  let mode: ProxyMode = 'pass';
+  const p: EngineProxy = {
+    path,
+    get mode() {
+      return mode;
+    },
+    set mode(m: ProxyMode) {
+      mode = m;
+      if (m !== 'frozen') for (const f of held.splice(0)) f();
+    },
+    refuse: /^$/,
+    get refused() {
+      return refused;
+    },
+    down,
+    up: listen,
+    close: down,
+  };
+  await listen();
+  return p;
+};
+
+/** Polls `f` until it is true (every 100 ms, up to `ms`); answers whether it became true. */
+export const eventually = async (f: () => boolean | Promise<boolean>, ms = 15_000): Promise<boolean> => {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await f()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return f();
+};
+
+/** A running daemon executor over `image`; answers its executor ID and container. */
+export const startDaemon = async (
+  b: DockerBackend,
+  image: string,
+  spec: Record<string, unknown> = { cmd: ['sleep', '3600'], daemon: true },
+): Promise<{ x: string; task: string; containerId: string }> => {
+  const task = `task://local/${n('d')}`;
+  await unwrap(b.stores.task.create({ id: task, spec }));
+  let h = await unwrap(b.composer.handle(`executor://local/${n('x')}`));
+  h = await unwrap(b.composer.bind(await unwrap(b.composer.join(await unwrap(b.composer.join(h, image)), task)), task));
+  const r = await unwrap(b.composer.commit(h));
+  if (!r.committed) throw new Error(`the daemon did not start: ${r.error.message}`);
+  return { x: h.executor.key, task, containerId: String(r.executor.attributes.containerId) };
+};
