@@ -130,6 +130,12 @@ export const guardCalls = (docker: Docker, ms: number): void => {
 /** `docker:container/<name>`: how errors name a container. */
 const containerRef = (c: Docker.ContainerInfo): string => `docker:container/${(c.Names[0] ?? c.Id).replace(/^\//, '')}`;
 
+/** How reports name an image: its ID, then its first tag when it has one (tags come and go). */
+export const imageLabel = (i: Docker.ImageInfo): string => {
+  const tag = i.RepoTags?.find((t) => t !== '<none>:<none>');
+  return tag === undefined ? i.Id : `${i.Id} (${tag})`;
+};
+
 /** The engine and what the drivers share. */
 export class Engine {
   private helper: Promise<string> | undefined;

@@ -18,7 +18,7 @@ import {
   type Element,
 } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
-import { followJson, withTar, type Engine } from './engine.js';
+import { followJson, imageLabel, withTar, type Engine } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { imageRef, LABEL, labelChanges, labelsFor } from './names.js';
 import { checkedTar } from './tar.js';
@@ -260,8 +260,8 @@ export const imageDriver = (engine: Engine): ElementDriver => {
         .catch(() => []);
       engine.recovered.push(...(await engine.removeHelpers(intent.id)));
       for (const i of imgs) {
+        engine.recovered.push(`image ${imageLabel(i)}`);
         await engine.removeObject('image', i.Id);
-        engine.recovered.push(`image ${i.RepoTags?.[0] ?? i.Id}`);
       }
     },
   };

@@ -11,7 +11,7 @@
 import type { Readable } from 'node:stream';
 import type { Element } from '@lessl/core';
 import type { Registry } from '@lessl/level';
-import type { Engine } from './engine.js';
+import { imageLabel, type Engine } from './engine.js';
 import { LABEL } from './names.js';
 import { statusOf } from './errors.js';
 
@@ -185,9 +185,10 @@ const sweepOrphans = async (
   const mine = [`${LABEL.registry}=${engine.instance}`];
   const owned = (key: string | undefined): boolean =>
     key !== undefined && (registry.get(key) !== undefined || registry.hasIntent(key));
+  // reported before the call: once asked, the removal happens (the janitor retries what fails)
   const removed = async (kind: 'container' | 'image' | 'volume', ref: string, name: string): Promise<void> => {
-    await engine.removeObject(kind, ref);
     report.orphansRemoved.push(`${kind} ${name}`);
+    await engine.removeObject(kind, ref);
   };
   for (const c of await d.listContainers({ all: true, filters: { label: mine } }).catch(() => [])) {
     // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper)
@@ -204,7 +205,7 @@ const sweepOrphans = async (
   }
   // a committed child's layers carry its parent's labels: an image whose owner is known stays
   for (const i of await d.listImages({ filters: { label: mine } }).catch(() => [])) {
-    if (!owned(i.Labels?.[LABEL.id])) await removed('image', i.Id, i.RepoTags?.[0] ?? i.Id);
+    if (!owned(i.Labels?.[LABEL.id])) await removed('image', i.Id, imageLabel(i));
   }
 };
 

@@ -162,8 +162,8 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
         .listVolumes({ filters: { label: [`${LABEL.id}=${intent.id}`, `${LABEL.registry}=${engine.instance}`] } })
         .catch(() => ({ Volumes: [] }));
       for (const v of vols.Volumes ?? []) {
-        await engine.removeObject('volume', v.Name);
         engine.recovered.push(`volume ${v.Name}`);
+        await engine.removeObject('volume', v.Name);
       }
     },
   };
