@@ -120,11 +120,11 @@ interface Pending {
 }
 
 /**
- * The steps of a flush, in order, named for the internal test seam `Registry.flushHook`:
- * building the batch, the level `batch` call, updating the index, publishing the events,
- * settling the callers' promises.
+ * The steps of a write, in order, named for the internal test seam `Registry.flushHook`:
+ * serialising the change (when it is queued), then, in the writer, building the batch, the
+ * level `batch` call, updating the index, publishing the events, settling the callers' promises.
  */
-export type FlushStep = 'build' | 'batch' | 'index' | 'publish' | 'resolve';
+export type FlushStep = 'serialise' | 'build' | 'batch' | 'index' | 'publish' | 'resolve';
 
 /**
  * Why `Registry.commit` refused or failed a change. `durable` is false: the change did not
@@ -397,7 +397,7 @@ export class Registry {
     if (this.closed) return Promise.reject(new RegistryWriteError('registry is closed', 'closed'));
     let prepared: Prepared;
     try {
-      this.flushHook?.('build');
+      this.flushHook?.('serialise');
       prepared = prepare(change);
     } catch (err) {
       return Promise.reject(
@@ -413,8 +413,8 @@ export class Registry {
   }
 
   /**
-   * @internal Test seam (not part of the API): called at each step of a flush (and with
-   * `build` when a change is queued); a throw there stands for a failure of that step.
+   * @internal Test seam (not part of the API): called at each step of a write (see
+   * `FlushStep`); a throw there stands for a failure of that step.
    */
   flushHook: ((step: FlushStep) => void) | undefined;
 
