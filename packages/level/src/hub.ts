@@ -103,10 +103,14 @@ export class EventHub implements EventSource {
     return E.right(() => this.emitter.off('event', wrapped));
   }
 
-  /** Calls one handler; nothing it throws (nor `onHandlerError`) gets out. */
-  private deliver(handler: (e: LesslEvent) => void, e: LesslEvent): void {
+  /**
+   * Calls one handler; nothing it throws (nor `onHandlerError`) gets out, nor the rejection of
+   * a promise it answers (an async handler): both count as handler errors.
+   */
+  private deliver(handler: (e: LesslEvent) => unknown, e: LesslEvent): void {
     try {
-      handler(e);
+      const r = handler(e);
+      if (r instanceof Promise) r.catch((err: unknown) => this.report(err, e));
     } catch (err) {
       this.report(err, e);
     }

@@ -408,7 +408,7 @@ export class Registry {
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ change: prepared, settled: false, resolve, reject });
-      if (!this.writing) void this.flush();
+      if (!this.writing) this.flush().catch(() => undefined); // flush settles every call itself
     });
   }
 

@@ -151,12 +151,16 @@ describe('a failure at each step of a flush', () => {
     r.events.listen(() => {
       throw new Error('bad listener');
     });
+    // an async handler's rejection is caught too (the suite fails on any unhandled rejection)
+    r.events.subscribe({}, (async () => {
+      throw new Error('bad async subscriber');
+    }) as () => void);
     const seen = watch(r);
     const stream = r.events.stream({});
     const [e] = await within(r.commit(created('task://local/a')), 'the write');
     expect(seen).toEqual([e]);
     expect((await stream.next()).value).toEqual(e);
-    expect(r.events.handlerErrors).toBe(2);
+    expect(r.events.handlerErrors).toBe(3);
     stream.close();
     await stillWorks(r, seen, 'task://local/b');
   });
