@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { Level } from 'level';
 import { describe, expect, test } from 'vitest';
+import { within } from '@lessl/conformance';
 import { parseId, type Element, type LesslEvent } from '@lessl/core';
 import {
   assemble,
@@ -33,17 +34,6 @@ const created = (key: string, detail: Record<string, unknown> = {}): Change => (
 });
 const dir = (): string => mkdtempSync(join(tmpdir(), 'lessl-writer-'));
 
-/** Settles within `ms`, or fails the test: a wedged writer never settles. */
-const within = async <A>(p: Promise<A>, what: string, ms = 2000): Promise<A> => {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`${what} did not settle: wedged`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-};
-
 /** A real on-disk level database whose next `batch` call fails, synchronously or not. */
 const flakyDisk = (location: string): { db: StringLevel; failNext: (how: 'throw' | 'reject') => void } => {
   const db = new Level<string, string>(location, { valueEncoding: 'utf8' }) as unknown as StringLevel;
@@ -57,6 +47,17 @@ const flakyDisk = (location: string): { db: StringLevel; failNext: (how: 'throw'
     return batch(...a);
   };
   return { db, failNext: (how) => (fail = how) };
+};
+
+/** Makes the next `step` of a write fail, through the registry's internal test seam. */
+const failOnce = (r: Registry, step: FlushStep): void => {
+  let armed = true;
+  r.flushHook = (s) => {
+    if (s === step && armed) {
+      armed = false;
+      throw new Error(`injected ${step} failure`);
+    }
+  };
 };
 
 /** Records what a healthy subscriber sees. */
@@ -81,13 +82,7 @@ describe('a failure at each step of a flush', () => {
       const location = dir();
       const r = await Registry.open({ location });
       const seen = watch(r);
-      let armed = true;
-      r.flushHook = (s) => {
-        if (s === step && armed) {
-          armed = false;
-          throw new Error(`injected ${step} failure`);
-        }
-      };
+      failOnce(r, step);
       const err = await within(r.commit(created('task://local/a')), 'the failing write').catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RegistryWriteError);
       expect(r.get('task://local/a')).toBeUndefined();
@@ -123,13 +118,7 @@ describe('a failure at each step of a flush', () => {
       const location = dir();
       const r = await Registry.open({ location });
       const seen = watch(r);
-      let armed = true;
-      r.flushHook = (s) => {
-        if (s === step && armed) {
-          armed = false;
-          throw new Error(`injected ${step} failure`);
-        }
-      };
+      failOnce(r, step);
       const [e] = await within(r.commit(created('task://local/a')), 'the write');
       expect(e?.seq).toBe(1);
       expect(r.get('task://local/a')?.revision).toBe(1);

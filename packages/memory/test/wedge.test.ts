@@ -7,18 +7,9 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { describe, expect, test } from 'vitest';
+import { within } from '@lessl/conformance';
 import { unwrap, type AnyError, type ExecutorOptions, type Handle } from '@lessl/core';
 import { openMemoryBackend } from '@lessl/memory';
-
-const within = async <A>(p: Promise<A>, what: string, ms = 2000): Promise<A> => {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`${what} did not settle: wedged`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-};
 
 const tagOf = async <A>(te: TaskEither<AnyError, A>, what: string): Promise<string> => {
   const r = await within(te(), what);
