@@ -275,6 +275,7 @@ export class Registry {
       await this.db.put('m!instance', this.instance);
     } else this.instance = inst;
     await this.loadIndex();
+    this.events.advance(this.seq);
   }
 
   /** Loads the seq and the in-memory index from the database. */
@@ -292,7 +293,6 @@ export class Registry {
       const i = JSON.parse(v) as Intent;
       this.intents.set(i.id, i);
     }
-    this.events.advance(this.seq);
   }
 
   // ---- reads (from the cache; it mirrors what is durable) ---------------
@@ -450,16 +450,16 @@ export class Registry {
     let seq = this.seq;
     const time = new Date().toISOString();
     const ops: Op[] = [];
-    const stamped: string[][] = [];
+    const stamped: LesslEvent[][] = [];
     try {
       this.flushHook?.('build');
       for (const { change: c } of group) {
         ops.push(...c.ops);
-        const evs: string[] = [];
+        const evs: LesslEvent[] = [];
         for (const body of c.events) {
           const v = `{"seq":${++seq},"time":"${time}",${body.slice(1)}`;
           ops.push({ type: 'put', key: seqKey(seq), value: v });
-          evs.push(v);
+          evs.push(JSON.parse(v) as LesslEvent); // what is published is what is durable
         }
         stamped.push(evs);
       }
@@ -472,7 +472,7 @@ export class Registry {
     }
     this.seq = seq;
     for (const [i, p] of group.entries()) {
-      const evs = (stamped[i] ?? []).map((v) => JSON.parse(v) as LesslEvent);
+      const evs = stamped[i] ?? [];
       await this.afterDurable(p.change, evs);
       try {
         this.flushHook?.('resolve');
@@ -566,7 +566,10 @@ export class Registry {
 
   /** Waits for queued writes, then closes the database. */
   async close(): Promise<void> {
-    while (this.writing || this.queue.length > 0) await this.idle;
+    while (this.writing || this.queue.length > 0) {
+      if (!this.writing) this.flush().catch(() => undefined);
+      await this.idle;
+    }
     this.closed = true;
     await this.db.close();
   }
