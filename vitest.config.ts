@@ -6,5 +6,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    // an unhandled rejection or uncaught exception anywhere fails the run; leak warnings fail the test
+    dangerouslyIgnoreUnhandledErrors: false,
+    setupFiles: ['./test/leaks.setup.ts'],
   },
 });

@@ -224,5 +224,23 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     },
     o.supports.faultInjection,
   );
+  add('commit: a read-only executor store refuses the commit (InvalidLocation); nothing is created', async () => {
+    const l = await o.factory({ stores: [...STORES, { kind: 'executor', name: 'ro', policy: 'read-only' }] });
+    try {
+      const image = `image://local/${uniq('img')}`;
+      await ok(l.stores.image.create({ id: image, data: await data() }), 'create image');
+      const x = `executor://ro/${uniq('x')}`;
+      const h = await ok(l.composer.join(await ok(l.composer.handle(x)), image));
+      const { result, events } = await recording(l.events, () => fails(l.composer.commit(h), 'InvalidLocation'));
+      assert.equal(result.policy, 'read-only');
+      assert.equal(result.operation, 'compose');
+      assert.deepEqual(events, []);
+      await fails(l.stores.executor.read(x), 'NotFound');
+      // the image is not in use: nothing refers to it
+      await ok(l.stores.image.delete(image));
+    } finally {
+      await l.close();
+    }
+  });
   return cases;
 };

@@ -136,6 +136,17 @@ export const smallTar = async (name = 'hello.txt', body = 'hello\n'): Promise<Ui
   return Buffer.concat(parts);
 };
 
+/** `p`, or a rejection naming `what` if it has not settled within `ms`: a wedged call never settles. */
+export const within = async <A>(p: Promise<A>, what: string, ms = 2000): Promise<A> => {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`${what} did not settle: wedged`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+};
+
 /** Collects events published while `fn` runs. */
 export const recording = async <A>(ev: EventSource, fn: () => Promise<A>): Promise<{ result: A; events: LesslEvent[] }> => {
   const events: LesslEvent[] = [];

@@ -13,7 +13,8 @@ type Op =
   | { op: 'delete'; n: number }
   | { op: 'read'; n: number };
 
-const key = fc.constantFrom('a', 'b', 'c', 'd');
+// Keys named like Object.prototype members are valid metadata keys: the model checks own keys only.
+const key = fc.constantFrom('a', 'b', 'c', 'd', 'constructor', 'toString', 'valueOf', 'hasOwnProperty');
 const val = fc.string({ maxLength: 4 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
@@ -64,7 +65,7 @@ export const modelCases = (o: SuiteOptions): Case[] => {
               const m = model.get(op.n);
               if (op.op === 'create') {
                 const r = await l.stores.task.create({ id: id(op.n), spec, ro: enc(op.ro), rw: enc(op.rw) })();
-                const clash = Object.keys(op.rw).some((k) => k in op.ro);
+                const clash = Object.keys(op.rw).some((k) => Object.hasOwn(op.ro, k));
                 const want = clash ? 'ReadOnlyKey' : m !== undefined ? 'NameCollision' : 'ok';
                 assert.equal(r._tag === 'Right' ? 'ok' : r.left._tag, want);
                 if (want === 'ok') model.set(op.n, { ro: { ...op.ro }, rw: { ...op.rw }, revision: 1 });
@@ -79,7 +80,7 @@ export const modelCases = (o: SuiteOptions): Case[] => {
                     ? 'NotFound'
                     : op.ifRevision !== undefined && op.ifRevision !== m.revision
                       ? 'Conflict'
-                      : Object.keys(op.patch).some((k) => k in m.ro)
+                      : Object.keys(op.patch).some((k) => Object.hasOwn(m.ro, k))
                         ? 'ReadOnlyKey'
                         : 'ok';
                 assert.equal(r._tag === 'Right' ? 'ok' : r.left._tag, want);

@@ -3,7 +3,7 @@
  */
 import { sha256 } from '@lessl/core';
 import type { Element } from '@lessl/core';
-import { assert, b, fails, ok, recording, run, s, uniq, type SuiteOptions, type TestBackend } from './harness.js';
+import { assert, b, fails, ok, recording, run, s, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import type { Case } from './index.js';
 
 export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Case[] => {
@@ -386,6 +386,84 @@ export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Ca
         [`${stem}-open`],
       );
       await fails(l.stores.task.read(`task://local/${stem}-secret`, undefined, { principal: 'mallory' }), 'PermissionDenied');
+    } finally {
+      await l.close();
+    }
+  });
+  add('list: an authorizer refusing list answers PermissionDenied; each element is asked for read', async () => {
+    const stem = uniq('lst');
+    const asked: string[] = [];
+    const l = await o.factory({
+      stores: STORES_PD,
+      authorize: (p, op, id) => {
+        if (p === 'mallory' || p === 'ann') asked.push(`${p} ${op} ${id}`);
+        return !(p === 'mallory' && op === 'list');
+      },
+    });
+    try {
+      await ok(l.stores.task.create({ id: `task://local/${stem}-a`, spec }));
+      await ok(l.stores.task.create({ id: `task://local/${stem}-b`, spec }));
+      const all = await fails(l.stores.task.list({ namePrefix: stem }, { principal: 'mallory' }), 'PermissionDenied');
+      assert.equal(all.operation, 'list');
+      assert.equal(all.id, 'task://');
+      const one = await fails(l.stores.task.list({ store: 'local' }, { principal: 'mallory' }), 'PermissionDenied');
+      assert.equal(one.id, 'task://local');
+      assert.deepEqual(asked.splice(0), ['mallory list task://', 'mallory list task://local']);
+      const seen = await ok(l.stores.task.list({ namePrefix: stem }, { principal: 'ann' }));
+      assert.equal(seen.length, 2);
+      assert.deepEqual(asked, ['ann list task://', `ann read task://local/${stem}-a`, `ann read task://local/${stem}-b`]);
+    } finally {
+      await l.close();
+    }
+  });
+  add(
+    'a refused principal gets PermissionDenied whether or not the ID exists (read, update, delete, handle, join, commit)',
+    async () => {
+      const l = await o.factory({ stores: STORES_PD, authorize: (p) => p !== 'mallory' });
+      try {
+        const there = `task://local/${uniq('pd')}`;
+        const absent = `task://local/${uniq('pd')}`;
+        await ok(l.stores.task.create({ id: there, spec }));
+        const m = { principal: 'mallory' };
+        for (const id of [there, absent]) {
+          await fails(l.stores.task.read(id, undefined, m), 'PermissionDenied', `read ${id}`);
+          await fails(l.stores.task.update(id, { a: b('1') }, {}, m), 'PermissionDenied', `update ${id}`);
+          await fails(l.stores.task.delete(id, m), 'PermissionDenied', `delete ${id}`);
+          const h = await ok(l.composer.handle(`executor://local/${uniq('x')}`));
+          await fails(l.composer.join(h, id, undefined, m), 'PermissionDenied', `join ${id}`);
+        }
+        await fails(l.composer.handle(`executor://local/${uniq('x')}`, undefined, m), 'PermissionDenied', 'handle');
+        const h = await ok(l.composer.join(await ok(l.composer.handle(`executor://local/${uniq('x')}`)), there));
+        await fails(l.composer.commit(h, m), 'PermissionDenied', 'commit');
+        // the refused calls changed nothing
+        const el = await ok(l.stores.task.read(there));
+        assert.equal(el.revision, 1);
+        await fails(l.stores.task.read(absent), 'NotFound');
+      } finally {
+        await l.close();
+      }
+    },
+  );
+  add('check order: input shape, then location, then authorization, then state', async () => {
+    const l = await o.factory({ stores: STORES, authorize: (p) => p !== 'mallory' });
+    try {
+      const m = { principal: 'mallory' };
+      const there = task();
+      await ok(l.stores.task.create({ id: there, spec }));
+      const badKey = { rw: { '-bad': b('1') } };
+      // shape before location, location before authorization, authorization before state
+      await fails(l.stores.task.create({ id: 'task://nowhere/x', spec, ...badKey }, m), 'InvalidEntry');
+      await fails(l.stores.task.create({ id: 'task://nowhere/x', spec }, m), 'UnknownLocation');
+      await fails(l.stores.image.create({ id: `image://ro/${uniq()}` }, m), 'InvalidLocation');
+      await fails(l.stores.task.create({ id: there, spec }, m), 'PermissionDenied');
+      await fails(l.stores.task.create({ id: there, spec }), 'NameCollision');
+      await fails(l.stores.task.update('task://nowhere/x', { '-bad': b('1') }, {}, m), 'InvalidEntry');
+      await fails(l.stores.task.update('task://nowhere/x', { a: b('1') }, {}, m), 'UnknownLocation');
+      await fails(l.stores.task.update(there, { a: b('1') }, { ifRevision: 7 }, m), 'PermissionDenied');
+      await fails(l.stores.task.update(there, { a: b('1') }, { ifRevision: 7 }), 'Conflict');
+      await fails(l.stores.task.read('task://nowhere/x', { rw: 5 } as never, m), 'InvalidFilterSpec');
+      await fails(l.stores.task.delete('task://nowhere/x', m), 'UnknownLocation');
+      await fails(l.stores.task.list({ store: 'nowhere' }, m), 'UnknownLocation');
     } finally {
       await l.close();
     }

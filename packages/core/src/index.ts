@@ -14,3 +14,4 @@ export * from './events.js';
 export * from './task.js';
 export * from './tasks.js';
 export * from './promise.js';
+export { jsonData } from './safe.js';

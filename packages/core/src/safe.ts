@@ -159,3 +159,50 @@ export const plainRecord = (u: unknown): E.Either<string, PlainRecord> => {
   if (E.isLeft(c)) return c;
   return isRecordLike(c.right) ? E.right(c.right as PlainRecord) : E.left('must be an object');
 };
+
+const kindOf = (v: unknown): string =>
+  typeof v === 'bigint'
+    ? 'a BigInt'
+    : typeof v === 'symbol'
+      ? 'a function, symbol or typed array'
+      : typeof v === 'number'
+        ? 'a number that is not finite'
+        : v === undefined
+          ? 'undefined'
+          : 'binary data';
+
+/** Why plain data `v` (from `plainCopy`) is not JSON data, with the path of the offending value. */
+const notJson = (v: unknown, path: string): string | undefined => {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return undefined;
+  if (typeof v === 'number' && Number.isFinite(v)) return undefined;
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) {
+      const why = notJson(x, `${path}[${i}]`);
+      if (why !== undefined) return why;
+    }
+    return undefined;
+  }
+  if (typeof v === 'object' && !ArrayBuffer.isView(v)) {
+    for (const k of Object.keys(v)) {
+      const x = (v as PlainRecord)[k];
+      const why = x === undefined ? undefined : notJson(x, path === '' ? k : `${path}.${k}`);
+      if (why !== undefined) return why;
+    }
+    return undefined;
+  }
+  return `${path === '' ? 'the value' : path} is ${kindOf(v)}`;
+};
+
+/**
+ * A plain copy of `u` (see `plainCopy`) that is JSON data: strings, finite numbers, booleans,
+ * `null`, arrays and records of them (record properties that are `undefined` are left out, as
+ * JSON does). Otherwise why not, naming the offending path (`a.b[2] is a BigInt`); cycles,
+ * throwing getters and Proxy traps are refused too. Never throws. What lessl persists from a
+ * caller (backend options, for instance) goes through this first.
+ */
+export const jsonData = (u: unknown): E.Either<string, unknown> => {
+  const c = plainCopy(u);
+  if (E.isLeft(c)) return E.left(`it ${c.left}`);
+  const why = notJson(c.right, '');
+  return why === undefined ? E.right(JSON.parse(JSON.stringify(c.right)) as unknown) : E.left(why);
+};

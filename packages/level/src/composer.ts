@@ -14,6 +14,8 @@ import {
   inUse,
   taskStatusOf,
   invalidEntry,
+  invalidLocation,
+  jsonData,
   notFound,
   permissionDenied,
   runtimeError,
@@ -28,6 +30,7 @@ import {
   type ElementId,
   type ExecutorOptions,
   type Handle,
+  type InvalidEntry,
   type IdLike,
   type JoinOptions,
   type Member,
@@ -42,13 +45,6 @@ import type { CompositionRecord, EventDraft, MemberRecord } from './registry.js'
 import { guard, route, type Wiring } from './stores.js';
 
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
-
-const isHandle = (h: unknown): h is Handle =>
-  typeof h === 'object' &&
-  h !== null &&
-  typeof (h as Handle).revision === 'number' &&
-  Array.isArray((h as Handle).members) &&
-  typeof (h as Handle).executor?.key === 'string';
 
 const toRecord = (m: Member): MemberRecord => ({
   id: m.id.key,
@@ -92,27 +88,123 @@ const validOptions = (o: unknown): string | undefined => {
   return undefined;
 };
 
+/**
+ * Executor options from a caller, checked and copied into JSON data (what a commit persists):
+ * anything else (a BigInt, a cycle, a throwing getter, a Proxy) is `InvalidEntry` here, before
+ * it can reach the registry.
+ */
+const readOptions = (id: string, o: unknown): E.Either<InvalidEntry, ExecutorOptions> => {
+  if (o === undefined) return E.right({});
+  const c = jsonData(o);
+  const bad = E.isLeft(c) ? c.left : validOptions(c.right);
+  if (bad !== undefined || E.isLeft(c)) return E.left(invalidEntry(`invalid executor options: ${bad}`, id, ['options']));
+  return E.right(c.right as ExecutorOptions);
+};
+
+const badHandle = (why: string, id = ''): E.Either<InvalidEntry, never> =>
+  E.left(invalidEntry(`not a composition handle: ${why}`, id, ['handle']));
+
+/** A member of a handle from a caller, checked, with its ID parsed afresh. */
+const readMember = (u: unknown, i: number, xid: string): E.Either<InvalidEntry, Member> => {
+  if (typeof u !== 'object' || u === null || Array.isArray(u)) return badHandle(`member ${i} is not an object`, xid);
+  const m = u as Record<string, unknown>;
+  const id = toId(m.id as IdLike);
+  if (E.isLeft(id) || id.right.kind === 'executor') return badHandle(`member ${i} has no valid element ID`, xid);
+  if (typeof m.readOnly !== 'boolean') return badHandle(`member ${i}: readOnly must be a boolean`, xid);
+  if (m.state !== 'bound' && m.state !== 'unbound') return badHandle(`member ${i}: state must be bound or unbound`, xid);
+  const volume = id.right.kind === 'volume';
+  if (volume ? !validMountpoint(m.mountpoint) : m.mountpoint !== undefined)
+    return badHandle(`member ${i}: ${volume ? 'a volume needs a valid mountpoint' : 'only volumes take a mountpoint'}`, xid);
+  return E.right({
+    id: id.right,
+    ...(volume ? { mountpoint: m.mountpoint as string } : {}),
+    readOnly: m.readOnly,
+    state: m.state,
+  });
+};
+
+/**
+ * A handle from a caller (it may be forged, hostile or stale), read once into a fresh, checked
+ * handle: every ID parsed, members well formed, options JSON data. Never throws.
+ */
+const readHandle = (u: unknown): E.Either<InvalidEntry, Handle> => {
+  const c = jsonData(u);
+  if (E.isLeft(c)) return badHandle(c.left);
+  if (typeof c.right !== 'object' || c.right === null || Array.isArray(c.right)) return badHandle('not an object');
+  const h = c.right as Record<string, unknown>;
+  const x = toId(h.executor as IdLike);
+  if (E.isLeft(x) || x.right.kind !== 'executor') return badHandle('no valid executor ID');
+  const xid = x.right.key;
+  if (!Number.isSafeInteger(h.revision) || (h.revision as number) < 0)
+    return badHandle('revision must be a non-negative integer', xid);
+  const options = readOptions(xid, h.options);
+  if (E.isLeft(options)) return options;
+  if (!Array.isArray(h.members)) return badHandle('members must be an array', xid);
+  const members: Member[] = [];
+  for (const [i, u] of h.members.entries()) {
+    const m = readMember(u, i, xid);
+    if (E.isLeft(m)) return m;
+    if (members.some((o) => o.id.key === m.right.id.key)) return badHandle(`${m.right.id.key} is a member twice`, xid);
+    members.push(m.right);
+  }
+  return E.right({ executor: x.right, revision: h.revision as number, options: options.right, members });
+};
+
+/** The member `join` adds to a handle, or why it cannot (all from the handle and the arguments). */
+const newMember = (h: Handle, eid: ElementId, opts: JoinOptions | undefined): E.Either<InvalidEntry, Member> => {
+  if (eid.kind === 'image' && h.members.some((m) => m.id.kind === 'image'))
+    return E.left(invalidEntry('an image is already joined as the root filesystem', eid.key, ['id']));
+  const readOnly = opts?.readOnly === true;
+  if (eid.kind !== 'volume') {
+    if (opts?.mountpoint !== undefined) return E.left(invalidEntry(`only volumes take a mountpoint`, eid.key, ['mountpoint']));
+    return E.right({ id: eid, readOnly, state: 'unbound' });
+  }
+  if (!validMountpoint(opts?.mountpoint))
+    return E.left(invalidEntry('a volume needs an absolute mountpoint other than / (no "..")', eid.key, ['mountpoint']));
+  const mp = opts.mountpoint.replace(/\/+$/, '');
+  if (h.members.some((m) => m.mountpoint === mp))
+    return E.left(invalidEntry(`mountpoint ${mp} is already used`, eid.key, ['mountpoint']));
+  return E.right({ id: eid, mountpoint: mp, readOnly, state: 'unbound' });
+};
+
+const notJoined = (key: string, h: Handle): CompositionError => ({
+  ...notFound(key),
+  message: `not found: ${key} is not joined to ${h.executor.key}`,
+});
+
+/** The executor key of a handle for messages; never throws. */
+const executorKey = (h: unknown): string => {
+  try {
+    return describeId((h as { executor?: unknown } | null | undefined)?.executor);
+  } catch {
+    return '';
+  }
+};
+
 /** The composer over a wiring. */
 export class GenericComposer implements Composer {
   constructor(private readonly w: Wiring) {}
 
+  /** Input shape (options, ID), location, authorization (`read`, whether or not the executor exists), then the snapshot. */
   handle(executor?: IdLike, options?: ExecutorOptions, ctx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(executor), async () => {
-      const bad = validOptions(options);
-      if (bad !== undefined) return E.left(invalidEntry(`invalid executor options: ${bad}`, describeId(executor), ['options']));
+      const o = readOptions(describeId(executor), options);
+      if (E.isLeft(o)) return o;
       let raw = executor;
       if (raw === undefined) {
         const first = [...this.w.stores.values()].find((s) => s.kind === 'executor');
         if (first === undefined) return E.left(unknownLocation('executor://', 'executor://'));
         raw = `executor://${first.name}/x-${randomUUID().slice(0, 12)}`;
       }
-      const r = route(this.w, 'executor', raw);
+      const p = toId(raw);
+      if (E.isLeft(p)) return p;
+      const r = route(this.w, 'executor', p.right);
       if (E.isLeft(r)) return r;
       const { id } = r.right;
       const el = this.w.registry.get(id.key);
-      if (el !== undefined && !this.w.authorize(principalOf(ctx), 'read', id.key, el))
+      if (!this.w.authorize(principalOf(ctx), 'read', id.key, el))
         return E.left(permissionDenied(id.key, principalOf(ctx), 'read'));
-      if (el === undefined) return E.right({ executor: id, revision: 0, options: options ?? {}, members: [] });
+      if (el === undefined) return E.right({ executor: id, revision: 0, options: o.right, members: [] });
       const comp = this.w.registry.composition(id.key);
       return E.right({
         executor: id,
@@ -123,46 +215,48 @@ export class GenericComposer implements Composer {
     });
   }
 
-  join(h: Handle, id: IdLike, opts?: JoinOptions, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
+  /**
+   * Input shape (handle, ID, options, what the handle allows), location, authorization (`read`
+   * on the element, whether or not it exists), then existence.
+   */
+  join(h: Handle, id: IdLike, opts?: JoinOptions, ctx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
-      if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
+      const hh = readHandle(h);
+      if (E.isLeft(hh)) return hh;
+      const handle = hh.right;
       const p = toId(id);
       if (E.isLeft(p)) return p;
       const eid = p.right;
       if (eid.kind === 'executor') return E.left(invalidEntry('an executor cannot join a composition', eid.key, ['id']));
-      const r = route(this.w, eid.kind, eid);
-      if (E.isLeft(r)) return r;
-      if (this.w.registry.get(eid.key) === undefined) return E.left(notFound(eid.key));
       if (opts !== undefined && (typeof opts !== 'object' || opts === null))
         return E.left(invalidEntry('join options must be an object', eid.key, ['options']));
-      if (h.members.some((m) => m.id.key === eid.key)) return E.right(h); // idempotent
-      if (eid.kind === 'image' && h.members.some((m) => m.id.kind === 'image'))
-        return E.left(invalidEntry('an image is already joined as the root filesystem', eid.key, ['id']));
-      let member: Member = { id: eid, readOnly: opts?.readOnly === true, state: 'unbound' };
-      if (eid.kind === 'volume') {
-        if (!validMountpoint(opts?.mountpoint))
-          return E.left(invalidEntry('a volume needs an absolute mountpoint other than / (no "..")', eid.key, ['mountpoint']));
-        const mp = opts.mountpoint.replace(/\/+$/, '');
-        if (h.members.some((m) => m.mountpoint === mp))
-          return E.left(invalidEntry(`mountpoint ${mp} is already used`, eid.key, ['mountpoint']));
-        member = { ...member, mountpoint: mp };
-      } else if (opts?.mountpoint !== undefined)
-        return E.left(invalidEntry(`only volumes take a mountpoint`, eid.key, ['mountpoint']));
-      return E.right({ ...h, members: [...h.members, member] });
+      const joined = handle.members.some((m) => m.id.key === eid.key);
+      const member = joined ? undefined : newMember(handle, eid, opts);
+      if (member !== undefined && E.isLeft(member)) return member;
+      const r = route(this.w, eid.kind, eid);
+      if (E.isLeft(r)) return r;
+      const el = this.w.registry.get(eid.key);
+      if (!this.w.authorize(principalOf(ctx), 'read', eid.key, el))
+        return E.left(permissionDenied(eid.key, principalOf(ctx), 'read'));
+      if (el === undefined) return E.left(notFound(eid.key));
+      if (member === undefined) return E.right(h); // idempotent: the handle it was given
+      return E.right({ ...handle, members: [...handle.members, member.right] });
     });
   }
 
+  /** Bind/unbind work on the handle alone (no registry, no authorizer: `commit` asks). */
   private setState(h: Handle, id: IdLike | undefined, state: MemberState): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
-      if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
-      if (id === undefined) return E.right({ ...h, members: h.members.map((m) => ({ ...m, state })) });
+      const hh = readHandle(h);
+      if (E.isLeft(hh)) return hh;
+      const handle = hh.right;
+      if (id === undefined) return E.right({ ...handle, members: handle.members.map((m) => ({ ...m, state })) });
       const p = toId(id);
       if (E.isLeft(p)) return p;
-      const idx = h.members.findIndex((m) => m.id.key === p.right.key);
-      if (idx < 0)
-        return E.left({ ...notFound(p.right.key), message: `not found: ${p.right.key} is not joined to ${h.executor.key}` });
-      if (h.members[idx]?.state === state) return E.right(h);
-      return E.right({ ...h, members: h.members.map((m, i) => (i === idx ? { ...m, state } : m)) });
+      const idx = handle.members.findIndex((m) => m.id.key === p.right.key);
+      if (idx < 0) return E.left(notJoined(p.right.key, handle));
+      if (handle.members[idx]?.state === state) return E.right(h); // a no-op answers the handle it was given
+      return E.right({ ...handle, members: handle.members.map((m, i) => (i === idx ? { ...m, state } : m)) });
     });
   }
 
@@ -174,33 +268,43 @@ export class GenericComposer implements Composer {
     return this.setState(h, id, 'unbound');
   }
 
+  /** Works on the handle alone, like `bind`. */
   leave(h: Handle, id: IdLike, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
-      if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
+      const hh = readHandle(h);
+      if (E.isLeft(hh)) return hh;
+      const handle = hh.right;
       const p = toId(id);
       if (E.isLeft(p)) return p;
-      if (!h.members.some((m) => m.id.key === p.right.key))
-        return E.left({ ...notFound(p.right.key), message: `not found: ${p.right.key} is not joined to ${h.executor.key}` });
-      return E.right({ ...h, members: h.members.filter((m) => m.id.key !== p.right.key) });
+      if (!handle.members.some((m) => m.id.key === p.right.key)) return E.left(notJoined(p.right.key, handle));
+      return E.right({ ...handle, members: handle.members.filter((m) => m.id.key !== p.right.key) });
     });
   }
 
+  /**
+   * Input shape (the handle, an already aborted signal), location (the executor store, and its
+   * policy: a read-only store refuses every commit, a create-only one a commit of an executor
+   * that exists: `InvalidLocation`), then, under the locks, authorization (`compose` on the
+   * executor, `read` on each member) and state (Conflict, NotFound, InUse).
+   */
   commit(h: Handle, ctx?: CallContext): TaskEither<CompositionError, CommitResult> {
-    return guard<CompositionError, CommitResult>(
-      describeId((h as { executor?: unknown } | null | undefined)?.executor),
-      async () => {
-        if (!isHandle(h)) return E.left(invalidEntry('not a composition handle', '', ['handle']));
-        const r = route(this.w, 'executor', h.executor);
-        if (E.isLeft(r)) return r;
-        const xid = r.right.id;
-        if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
-        // Images and read-only mounts are only used: shared locks. The executor, tasks and writable mounts: exclusive.
-        const sharedUse = (m: Member): boolean => m.id.kind === 'image' || (m.id.kind === 'volume' && m.readOnly);
-        const exclusive = [xid.key, ...h.members.filter((m) => !sharedUse(m)).map((m) => m.id.key)];
-        const shared = h.members.filter(sharedUse).map((m) => m.id.key);
-        return this.w.registry.locks.with(exclusive, () => this.commitLocked(xid, h, ctx), shared);
-      },
-    );
+    return guard<CompositionError, CommitResult>(executorKey(h), async () => {
+      const hh = readHandle(h);
+      if (E.isLeft(hh)) return hh;
+      const handle = hh.right;
+      if (ctx?.signal?.aborted === true) return E.left(aborted(handle.executor.key, ctx.signal.reason));
+      const r = route(this.w, 'executor', handle.executor);
+      if (E.isLeft(r)) return r;
+      const { id: xid, store } = r.right;
+      const policy = store.policy ?? 'read-write';
+      if (policy === 'read-only' || (policy === 'create-only' && handle.revision > 0))
+        return E.left(invalidLocation(xid.key, policy, 'compose'));
+      // Images and read-only mounts are only used: shared locks. The executor, tasks and writable mounts: exclusive.
+      const sharedUse = (m: Member): boolean => m.id.kind === 'image' || (m.id.kind === 'volume' && m.readOnly);
+      const exclusive = [xid.key, ...handle.members.filter((m) => !sharedUse(m)).map((m) => m.id.key)];
+      const shared = handle.members.filter(sharedUse).map((m) => m.id.key);
+      return this.w.registry.locks.with(exclusive, () => this.commitLocked(xid, handle, ctx), shared);
+    });
   }
 
   /** Commit, under the locks: check, drive the backend, persist, then let the started runs go. */
@@ -209,8 +313,11 @@ export class GenericComposer implements Composer {
     // phase 1: check the handle against the registry
     const current = reg.get(xid.key);
     const actual = current?.revision ?? 0;
-    if (!this.w.authorize(principalOf(ctx), 'compose', xid.key, current))
-      return E.left(permissionDenied(xid.key, principalOf(ctx), 'compose'));
+    const principal = principalOf(ctx);
+    if (!this.w.authorize(principal, 'compose', xid.key, current)) return E.left(permissionDenied(xid.key, principal, 'compose'));
+    for (const m of h.members)
+      if (!this.w.authorize(principal, 'read', m.id.key, reg.get(m.id.key)))
+        return E.left(permissionDenied(m.id.key, principal, 'read'));
     if (actual !== h.revision) return E.left(conflict(xid.key, h.revision, actual));
     const elements = new Map<string, Element>();
     for (const m of h.members) {

@@ -31,7 +31,7 @@ const mitt = mittDefault as unknown as typeof mittDefault.default;
 /** The event hub. Publishing is the registry's job, after the change is durable. */
 export class EventHub implements EventSource {
   private readonly emitter: Emitter<Events> = mitt<Events>();
-  private published = 0;
+  private published: number;
   /** Handler exceptions caught so far (they never reach the publisher or other handlers). */
   handlerErrors = 0;
 
@@ -48,11 +48,30 @@ export class EventHub implements EventSource {
     return this.published;
   }
 
-  /** Publishes durable events in seq order. */
+  /** Publishes durable events in seq order. Never throws: every listener is isolated. */
   publish(events: readonly LesslEvent[]): void {
     for (const e of events) {
-      this.published = e.seq;
-      this.emitter.emit('event', e);
+      this.advance(e.seq);
+      try {
+        this.emitter.emit('event', e);
+      } catch (err) {
+        this.report(err, e); // a listener outside `subscribe`/`listen` (none in lessl)
+      }
+    }
+  }
+
+  /** @internal The registry moves the published seq on (on open, and past events it could not publish). */
+  advance(seq: number): void {
+    if (seq > this.published) this.published = seq;
+  }
+
+  /** Counts a handler error and passes it to `onHandlerError`; nothing gets out. */
+  private report(err: unknown, e: LesslEvent): void {
+    this.handlerErrors++;
+    try {
+      this.onHandlerError?.(err, e);
+    } catch {
+      // the error reporter failed too; the count above still records it
     }
   }
 
@@ -84,17 +103,16 @@ export class EventHub implements EventSource {
     return E.right(() => this.emitter.off('event', wrapped));
   }
 
-  /** Calls one handler; nothing it throws (nor `onHandlerError`) gets out. */
-  private deliver(handler: (e: LesslEvent) => void, e: LesslEvent): void {
+  /**
+   * Calls one handler; nothing it throws (nor `onHandlerError`) gets out, nor the rejection of
+   * a promise it answers (an async handler): both count as handler errors.
+   */
+  private deliver(handler: (e: LesslEvent) => unknown, e: LesslEvent): void {
     try {
-      handler(e);
+      const r = handler(e);
+      if (r instanceof Promise) r.catch((err: unknown) => this.report(err, e));
     } catch (err) {
-      this.handlerErrors++;
-      try {
-        this.onHandlerError?.(err, e);
-      } catch {
-        // the error reporter failed too; the count above still records it
-      }
+      this.report(err, e);
     }
   }
 
@@ -110,10 +128,11 @@ export class EventHub implements EventSource {
     return new HubStream(this, this.readLog, f.right, o.right);
   }
 
-  /** @internal live listener for streams (no filter, no isolation needed). */
+  /** @internal live listener for streams (no filter; isolated like a handler). */
   listen(fn: (e: LesslEvent) => void): Unsubscribe {
-    this.emitter.on('event', fn);
-    return () => this.emitter.off('event', fn);
+    const wrapped = (e: LesslEvent): void => this.deliver(fn, e);
+    this.emitter.on('event', wrapped);
+    return () => this.emitter.off('event', wrapped);
   }
 }
 

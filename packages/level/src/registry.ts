@@ -92,11 +92,139 @@ const outPrefix = (task: string, run?: number): string =>
   run === undefined ? `o!${task}!` : `o!${task}!${String(run).padStart(8, '0')}!`;
 const outKey = (o: OutputRecord): string => `${outPrefix(o.task, o.run)}${String(o.offset).padStart(12, '0')}`;
 
+/** A write operation on the database, its value serialised already. */
+type Op = AbstractBatchOperation<StringLevel, string, string>;
+
+/**
+ * A change serialised when it is queued (so nothing in it can fail in the writer), and the
+ * records the index is updated from: decoded back from that JSON, so the index holds exactly
+ * what is durable and no object of the caller's.
+ */
+interface Prepared {
+  readonly ops: readonly Op[];
+  /** Each event as JSON without `seq` and `time` (they are assigned when the batch is built). */
+  readonly events: readonly string[];
+  readonly put: readonly Element[];
+  readonly del: readonly string[];
+  readonly putComposition: readonly CompositionRecord[];
+  readonly delComposition: readonly string[];
+  readonly putIntent: readonly Intent[];
+  readonly delIntent: readonly string[];
+}
+
 interface Pending {
-  readonly change: Change;
+  readonly change: Prepared;
+  settled: boolean;
   readonly resolve: (ev: LesslEvent[]) => void;
   readonly reject: (err: unknown) => void;
 }
+
+/**
+ * The steps of a write, in order, named for the internal test seam `Registry.flushHook`:
+ * serialising the change (when it is queued), then, in the writer, building the batch, the
+ * level `batch` call, updating the index, publishing the events, settling the callers' promises.
+ */
+export type FlushStep = 'serialise' | 'build' | 'batch' | 'index' | 'publish' | 'resolve';
+
+/**
+ * Why `Registry.commit` refused or failed a change. `durable` is false: the change did not
+ * happen. (After the batch is durable a call never fails: see `Registry.commit`.)
+ */
+export class RegistryWriteError extends Error {
+  constructor(
+    message: string,
+    /** `serialise`: a value in the change is not JSON data; `closed`; `batch`: the batch was not written. */
+    readonly reason: 'serialise' | 'closed' | 'batch',
+    override readonly cause?: unknown,
+  ) {
+    super(message);
+    this.name = 'RegistryWriteError';
+  }
+}
+
+const describeErr = (err: unknown): string => {
+  try {
+    return err instanceof Error ? err.message : String(err);
+  } catch {
+    return 'an unprintable error';
+  }
+};
+
+/** `JSON.stringify(u)`, or a `RegistryWriteError` naming `what` (a cycle, a BigInt, a throwing getter, a Proxy trap). */
+const json = (what: string, u: unknown): string => {
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(u);
+  } catch (err) {
+    throw new RegistryWriteError(`cannot serialise ${what}: ${describeErr(err)}`, 'serialise', err);
+  }
+  if (s === undefined) throw new RegistryWriteError(`cannot serialise ${what}: not JSON data`, 'serialise');
+  return s;
+};
+
+const str = (what: string, u: unknown): string => {
+  if (typeof u !== 'string' || u === '')
+    throw new RegistryWriteError(`cannot serialise ${what}: not a non-empty string`, 'serialise');
+  return u;
+};
+
+const list = <A>(what: string, u: readonly A[] | undefined): readonly A[] => {
+  if (u === undefined) return [];
+  if (!Array.isArray(u)) throw new RegistryWriteError(`cannot serialise ${what}: not an array`, 'serialise');
+  return u;
+};
+
+/**
+ * Serialises a change and decodes it back (see `Prepared`). Throws `RegistryWriteError` for
+ * anything that is not JSON data or not of the right shape; never leaves the writer a value
+ * that could fail.
+ */
+const prepare = (c: Change): Prepared => {
+  if (typeof c !== 'object' || c === null) throw new RegistryWriteError('a change must be an object', 'serialise');
+  const ops: Op[] = [];
+  const put = list('put', c.put).map((e, i) => {
+    const v = json(`put[${i}]`, elementToJson(e));
+    const d = ElementJsonC.decode(JSON.parse(v));
+    if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise put[${i}]: not an element`, 'serialise');
+    ops.push({ type: 'put', key: `e!${d.right.id.key}`, value: v });
+    return d.right;
+  });
+  const del = list('del', c.del).map((k, i) => str(`del[${i}]`, k));
+  for (const k of del) ops.push({ type: 'del', key: `e!${k}` });
+  const putComposition = list('putComposition', c.putComposition).map((x, i) => {
+    const v = json(`putComposition[${i}]`, x);
+    const r = JSON.parse(v) as CompositionRecord;
+    if (typeof r.executor !== 'string' || !Array.isArray(r.members))
+      throw new RegistryWriteError(`cannot serialise putComposition[${i}]: not a composition`, 'serialise');
+    ops.push({ type: 'put', key: `x!${r.executor}`, value: v });
+    return r;
+  });
+  const delComposition = list('delComposition', c.delComposition).map((k, i) => str(`delComposition[${i}]`, k));
+  for (const k of delComposition) ops.push({ type: 'del', key: `x!${k}` });
+  const putIntent = list('putIntent', c.putIntent).map((x, i) => {
+    const v = json(`putIntent[${i}]`, x);
+    const r = JSON.parse(v) as Intent;
+    ops.push({ type: 'put', key: `p!${str(`putIntent[${i}].id`, r.id)}`, value: v });
+    return r;
+  });
+  const delIntent = list('delIntent', c.delIntent).map((k, i) => str(`delIntent[${i}]`, k));
+  for (const k of delIntent) ops.push({ type: 'del', key: `p!${k}` });
+  list('putOutput', c.putOutput).forEach((o, i) => {
+    const what = `putOutput[${i}]`;
+    if (!(o.data instanceof Uint8Array) || !Number.isSafeInteger(o.run) || !Number.isSafeInteger(o.offset))
+      throw new RegistryWriteError(`cannot serialise ${what}: not an output chunk`, 'serialise');
+    const value = json(what, { s: o.stream === 'stderr' ? 'e' : 'o', d: Buffer.from(o.data).toString('base64') });
+    ops.push({ type: 'put', key: outKey({ ...o, task: str(`${what}.task`, o.task) }), value });
+  });
+  const events = list('events', c.events).map((d, i) => {
+    const what = `events[${i}]`;
+    if (typeof d.type !== 'string' || typeof d.id !== 'string' || !Number.isSafeInteger(d.revision))
+      throw new RegistryWriteError(`cannot serialise ${what}: not an event`, 'serialise');
+    // `type` is always there: the JSON starts with `{"type":`, and seq and time go in front of it
+    return json(what, { type: d.type, id: d.id, revision: d.revision, detail: d.detail ?? {} });
+  });
+  return { ops, events, put, del, putComposition, delComposition, putIntent, delIntent };
+};
 
 /** The registry. Open with `Registry.open`. */
 export class Registry {
@@ -146,6 +274,12 @@ export class Registry {
       this.instance = randomUUID();
       await this.db.put('m!instance', this.instance);
     } else this.instance = inst;
+    await this.loadIndex();
+    this.events.advance(this.seq);
+  }
+
+  /** Loads the seq and the in-memory index from the database. */
+  private async loadIndex(): Promise<void> {
     // The last seq is the last log key: no separate counter to write with every batch.
     for await (const k of this.db.keys({ gte: 'l!', lt: 'l"', reverse: true, limit: 1 })) this.seq = Number(k.slice(2));
     for await (const [k, v] of this.db.iterator({ gte: 'e!', lt: 'e"' })) {
@@ -159,7 +293,6 @@ export class Registry {
       const i = JSON.parse(v) as Intent;
       this.intents.set(i.id, i);
     }
-    (this.events as unknown as { published: number }).published = this.seq;
   }
 
   // ---- reads (from the cache; it mirrors what is durable) ---------------
@@ -248,64 +381,139 @@ export class Registry {
 
   // ---- writes ---------------------------------------------------------
 
-  /** Commits one change atomically; resolves with its events once durable and published. */
+  /**
+   * Commits one change atomically; resolves with its events once durable and published.
+   *
+   * The change is serialised here, before it is queued: a value that is not JSON data (a
+   * BigInt, a cycle, a throwing getter, a Proxy) rejects this call alone with a
+   * `RegistryWriteError` (`serialise`), and the writer never sees it. A batch the database
+   * refuses rejects the calls in it (`batch`). Once a batch is durable its calls resolve,
+   * whatever fails after: an index update that throws is repaired by reloading the index from
+   * the database, a publication that throws is counted in `faults` (streams replay what they
+   * missed from the log), and subscriber errors stay in the hub. Nothing leaves the writer
+   * "writing": later changes go through and `close()` returns.
+   */
   commit(change: Change): Promise<LesslEvent[]> {
-    if (this.closed) return Promise.reject(new Error('registry is closed'));
+    if (this.closed) return Promise.reject(new RegistryWriteError('registry is closed', 'closed'));
+    let prepared: Prepared;
+    try {
+      this.flushHook?.('serialise');
+      prepared = prepare(change);
+    } catch (err) {
+      return Promise.reject(
+        err instanceof RegistryWriteError
+          ? err
+          : new RegistryWriteError(`cannot serialise the change: ${describeErr(err)}`, 'serialise', err),
+      );
+    }
     return new Promise((resolve, reject) => {
-      this.queue.push({ change, resolve, reject });
-      if (!this.writing) void this.flush();
+      this.queue.push({ change: prepared, settled: false, resolve, reject });
+      if (!this.writing) this.flush().catch(() => undefined); // flush settles every call itself
     });
   }
 
+  /**
+   * @internal Test seam (not part of the API): called at each step of a write (see
+   * `FlushStep`); a throw there stands for a failure of that step.
+   */
+  flushHook: ((step: FlushStep) => void) | undefined;
+
+  /** Failures after a batch was durable (index repairs, publication errors), for diagnostics. */
+  faults = 0;
+
+  private idle: Promise<void> = Promise.resolve();
+
+  /** Writes queued changes, a group at a time, until the queue is empty. Never rejects. */
   private async flush(): Promise<void> {
     this.writing = true;
-    while (this.queue.length > 0) {
-      const group = this.queue;
-      this.queue = [];
-      const startSeq = this.seq;
-      let seq = startSeq;
-      const time = new Date().toISOString();
-      const ops: AbstractBatchOperation<StringLevel, string, string>[] = [];
-      const stamped: LesslEvent[][] = [];
+    let done!: () => void;
+    this.idle = new Promise((res) => (done = res));
+    try {
+      while (this.queue.length > 0) {
+        const group = this.queue;
+        this.queue = [];
+        try {
+          await this.writeGroup(group);
+        } catch (err) {
+          // a bug of the writer itself: whoever is still waiting learns of it
+          for (const p of group) fail(p, err);
+        }
+      }
+    } finally {
+      this.writing = false;
+      done();
+    }
+  }
+
+  /** One group: build the batch, write it, then index, publish and resolve each change. */
+  private async writeGroup(group: readonly Pending[]): Promise<void> {
+    let seq = this.seq;
+    const time = new Date().toISOString();
+    const ops: Op[] = [];
+    const stamped: LesslEvent[][] = [];
+    try {
+      this.flushHook?.('build');
       for (const { change: c } of group) {
-        for (const e of c.put ?? []) ops.push({ type: 'put', key: `e!${e.id.key}`, value: JSON.stringify(elementToJson(e)) });
-        for (const k of c.del ?? []) ops.push({ type: 'del', key: `e!${k}` });
-        for (const x of c.putComposition ?? []) ops.push({ type: 'put', key: `x!${x.executor}`, value: JSON.stringify(x) });
-        for (const k of c.delComposition ?? []) ops.push({ type: 'del', key: `x!${k}` });
-        for (const i of c.putIntent ?? []) ops.push({ type: 'put', key: `p!${i.id}`, value: JSON.stringify(i) });
-        for (const k of c.delIntent ?? []) ops.push({ type: 'del', key: `p!${k}` });
-        for (const o of c.putOutput ?? [])
-          ops.push({
-            type: 'put',
-            key: outKey(o),
-            value: JSON.stringify({ s: o.stream === 'stderr' ? 'e' : 'o', d: Buffer.from(o.data).toString('base64') }),
-          });
+        ops.push(...c.ops);
         const evs: LesslEvent[] = [];
-        for (const d of c.events ?? []) {
-          const e: LesslEvent = { seq: ++seq, time, type: d.type, id: d.id, revision: d.revision, detail: d.detail };
-          ops.push({ type: 'put', key: seqKey(e.seq), value: JSON.stringify(e) });
-          evs.push(e);
+        for (const body of c.events) {
+          const v = `{"seq":${++seq},"time":"${time}",${body.slice(1)}`;
+          ops.push({ type: 'put', key: seqKey(seq), value: v });
+          evs.push(JSON.parse(v) as LesslEvent); // what is published is what is durable
         }
         stamped.push(evs);
       }
-      try {
-        await this.db.batch(ops);
-      } catch (err) {
-        for (const p of group) p.reject(err);
-        continue;
-      }
-      this.seq = seq;
-      group.forEach((p, i) => {
-        this.apply(p.change);
-        const evs = stamped[i] ?? [];
-        this.events.publish(evs);
-        p.resolve(evs);
-      });
+      this.flushHook?.('batch');
+      await this.db.batch(ops);
+    } catch (err) {
+      const e = new RegistryWriteError(`could not write the batch: ${describeErr(err)}`, 'batch', err);
+      for (const p of group) fail(p, e);
+      return;
     }
-    this.writing = false;
+    this.seq = seq;
+    for (const [i, p] of group.entries()) {
+      const evs = stamped[i] ?? [];
+      await this.afterDurable(p.change, evs);
+      try {
+        this.flushHook?.('resolve');
+      } catch {
+        this.faults++;
+      }
+      succeed(p, evs);
+    }
   }
 
-  private apply(c: Change): void {
+  /** Index and publish a durable change; neither can fail the call (see `commit`). */
+  private async afterDurable(c: Prepared, evs: readonly LesslEvent[]): Promise<void> {
+    try {
+      this.flushHook?.('index');
+      this.apply(c);
+    } catch {
+      this.faults++;
+      await this.reload().catch(() => undefined);
+    }
+    try {
+      this.flushHook?.('publish');
+      this.events.publish(evs);
+    } catch {
+      this.faults++;
+    }
+    const last = evs.at(-1);
+    if (last !== undefined) this.events.advance(last.seq);
+  }
+
+  /** Rebuilds the index from the database (after an index update failed). */
+  private async reload(): Promise<void> {
+    this.elements.clear();
+    this.sorted.length = 0;
+    this.children.clear();
+    this.users.clear();
+    this.compositions.clear();
+    this.intents.clear();
+    await this.loadIndex();
+  }
+
+  private apply(c: Prepared): void {
     for (const k of c.del ?? []) this.indexDel(k);
     for (const e of c.put ?? []) this.indexPut(e);
     for (const k of c.delComposition ?? []) this.indexDelComposition(k);
@@ -358,8 +566,27 @@ export class Registry {
 
   /** Waits for queued writes, then closes the database. */
   async close(): Promise<void> {
-    while (this.writing || this.queue.length > 0) await new Promise((r) => setTimeout(r, 1));
+    while (this.writing || this.queue.length > 0) {
+      if (!this.writing) this.flush().catch(() => undefined);
+      await this.idle;
+    }
     this.closed = true;
     await this.db.close();
   }
 }
+
+/** Rejects a pending call, unless it was settled already. */
+const fail = (p: Pending, err: unknown): void => {
+  if (p.settled) return;
+  p.settled = true;
+  p.reject(
+    err instanceof RegistryWriteError ? err : new RegistryWriteError(`the writer failed: ${describeErr(err)}`, 'batch', err),
+  );
+};
+
+/** Resolves a pending call with its events, unless it was settled already. */
+const succeed = (p: Pending, evs: LesslEvent[]): void => {
+  if (p.settled) return;
+  p.settled = true;
+  p.resolve(evs);
+};

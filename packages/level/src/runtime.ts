@@ -82,8 +82,8 @@ export class ActiveRun implements RunSink {
     this.pending.push({ task: this.task, run: this.run, offset: chunk.offset, stream, data: kept });
     this.pendingBytes += kept.byteLength;
     this.notify();
-    if (this.pendingBytes >= FLUSH_BYTES) void this.flush();
-    else this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_MS).unref();
+    if (this.pendingBytes >= FLUSH_BYTES) this.flushSoon();
+    else this.flushTimer ??= setTimeout(() => this.flushSoon(), FLUSH_MS).unref();
   }
 
   started(run: StartedRun): void {
@@ -102,7 +102,8 @@ export class ActiveRun implements RunSink {
     const ms = this.spec.limits?.deadlineMs;
     if (ms === undefined) return;
     const left = Math.max(0, ms - (Date.now() - Date.parse(this.startedAt)));
-    this.deadline = setTimeout(() => void this.stop('deadline', 'KILL', 0), left);
+    // a kill that fails leaves the run as it is: its end is still reported by the driver
+    this.deadline = setTimeout(() => this.stop('deadline', 'KILL', 0).catch(() => undefined), left);
     this.deadline.unref();
   }
 
@@ -117,7 +118,7 @@ export class ActiveRun implements RunSink {
       } finally {
         this.close();
       }
-    })();
+    })().catch(() => this.finish()); // close() failed: still wake whoever waits for the end
     return this.done;
   }
 
@@ -135,6 +136,11 @@ export class ActiveRun implements RunSink {
     if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     return p;
+  }
+
+  /** `flush` in the background: a failure only loses output the run's end writes again. */
+  private flushSoon(): void {
+    this.flush().catch(() => undefined);
   }
 
   /** Writes pending output to the registry (no event). */

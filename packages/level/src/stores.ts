@@ -6,6 +6,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
+  aborted,
   describeId,
   describeCause,
   decodeTaskSpec,
@@ -16,6 +17,7 @@ import {
   inUse,
   isDataSource,
   isLesslError,
+  jsonData,
   DataError,
   checksumMismatch,
   formatChecksum,
@@ -47,6 +49,7 @@ import {
   type ElementKind,
   type ElementStore,
   type IdLike,
+  type InvalidEntry,
   type ListFilter,
   type MetadataPatch,
   type Operation,
@@ -116,6 +119,16 @@ const policyAllows = (s: StoreConfig, op: Operation): boolean => {
   return op !== 'update' && op !== 'delete'; // create-only
 };
 
+/** Create options from a caller: a record of JSON data (see `jsonData`), copied. */
+const readCreateOptions = (id: string, o: unknown): E.Either<InvalidEntry, Readonly<Record<string, unknown>>> => {
+  if (o === undefined) return E.right({});
+  const c = jsonData(o);
+  if (E.isLeft(c)) return E.left(invalidEntry(`invalid options: ${c.left}`, id, ['options']));
+  if (typeof c.right !== 'object' || c.right === null || Array.isArray(c.right))
+    return E.left(invalidEntry('options must be an object', id, ['options']));
+  return E.right(c.right as Readonly<Record<string, unknown>>);
+};
+
 /** The store for one kind, over every configured location of it. */
 export class KindStore implements ElementStore {
   constructor(
@@ -130,40 +143,46 @@ export class KindStore implements ElementStore {
   create(req: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
     const rawId = describeId((req as { id?: unknown } | null | undefined)?.id);
     return guard<CreateError, Element>(rawId, async () => {
+      // input shape
       if (typeof req !== 'object' || req === null)
         return E.left(invalidEntry('a create request must be an object', '', ['request']));
-      const r = route(this.w, this.kind, req.id);
+      const parsed = toId(req.id);
+      if (E.isLeft(parsed)) return parsed;
+      const key = parsed.right.key;
+      const md = validateCreateMetadata(key, req.ro, req.rw);
+      if (E.isLeft(md)) return md;
+      const checksum = req.checksum === undefined ? undefined : parseChecksum(key, req.checksum);
+      if (checksum !== undefined && E.isLeft(checksum)) return checksum;
+      if (req.data !== undefined && !isDataSource(req.data))
+        return E.left(invalidEntry('data must be bytes or an async iterable of bytes', key, ['data']));
+      if (checksum !== undefined && req.data === undefined)
+        return E.left(invalidEntry('a checksum was given without data', key, ['checksum']));
+      // kind-specific fields are judged by the ID's kind (an ID of another kind is UnknownLocation below)
+      let spec: TaskSpec | undefined;
+      if (parsed.right.kind === 'task') {
+        const sp = decodeTaskSpec(key, req.spec);
+        if (E.isLeft(sp)) return sp;
+        spec = sp.right;
+      } else if (req.spec !== undefined) return E.left(invalidEntry(`only tasks take a spec`, key, ['spec']));
+      const options = readCreateOptions(key, req.options);
+      if (E.isLeft(options)) return options;
+      let parentId: ElementId | undefined;
+      if (req.parent !== undefined) {
+        const pp = toId(req.parent);
+        if (E.isLeft(pp)) return E.left(invalidEntry(`malformed parent ID: ${pp.left.message}`, key, ['parent']));
+        parentId = pp.right;
+      }
+      if (ctx?.signal?.aborted === true) return E.left(aborted(key, ctx.signal.reason));
+      // location, then authorization
+      const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
       if (!policyAllows(store, 'create')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'create'));
       if (!this.w.authorize(principalOf(ctx), 'create', id.key))
         return E.left(permissionDenied(id.key, principalOf(ctx), 'create'));
-      const md = validateCreateMetadata(id.key, req.ro, req.rw);
-      if (E.isLeft(md)) return md;
-      const checksum = req.checksum === undefined ? undefined : parseChecksum(id.key, req.checksum);
-      if (checksum !== undefined && E.isLeft(checksum)) return checksum;
-      if (req.data !== undefined && !isDataSource(req.data))
-        return E.left(invalidEntry('data must be bytes or an async iterable of bytes', id.key, ['data']));
-      if (checksum !== undefined && req.data === undefined)
-        return E.left(invalidEntry('a checksum was given without data', id.key, ['checksum']));
       const driver = this.driver;
       if (req.data !== undefined && driver?.supportsData !== true)
         return E.left(unsupported(id.key, `data for ${this.kind} elements`));
-      let spec: TaskSpec | undefined;
-      if (this.kind === 'task') {
-        const s = decodeTaskSpec(id.key, req.spec);
-        if (E.isLeft(s)) return s;
-        spec = s.right;
-      } else if (req.spec !== undefined) return E.left(invalidEntry(`only tasks take a spec`, id.key, ['spec']));
-      const options = req.options ?? {};
-      if (typeof options !== 'object' || options === null || Array.isArray(options))
-        return E.left(invalidEntry('options must be an object', id.key, ['options']));
-      let parentId: ElementId | undefined;
-      if (req.parent !== undefined) {
-        const p = toId(req.parent);
-        if (E.isLeft(p)) return E.left(invalidEntry(`malformed parent ID: ${p.left.message}`, id.key, ['parent']));
-        parentId = p.right;
-      }
       const reg = this.w.registry;
       // the parent is only read: a shared lock, so many children can be made from one parent at once
       return reg.locks.with(
@@ -214,7 +233,7 @@ export class KindStore implements ElementStore {
                     ro: md.right.ro,
                     rw: md.right.rw,
                     ...(spec === undefined ? {} : { spec }),
-                    options,
+                    options: options.right,
                     ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
                   })
                   .catch((err: unknown) =>
@@ -274,36 +293,46 @@ export class KindStore implements ElementStore {
 
   read(rawId: IdLike, filter?: ReadFilter, ctx?: CallContext): TaskEither<ReadError, Element> {
     return guard<ReadError, Element>(describeId(rawId), async () => {
-      const r = route(this.w, this.kind, rawId);
+      const p = toId(rawId);
+      if (E.isLeft(p)) return p;
+      const f = validateReadFilter(p.right.key, filter);
+      if (E.isLeft(f)) return f;
+      const r = route(this.w, this.kind, p.right);
       if (E.isLeft(r)) return r;
       const { id } = r.right;
-      const f = validateReadFilter(id.key, filter);
-      if (E.isLeft(f)) return f;
       const el = this.w.registry.get(id.key);
-      if (el === undefined) return E.left(notFound(id.key));
       if (!this.w.authorize(principalOf(ctx), 'read', id.key, el))
         return E.left(permissionDenied(id.key, principalOf(ctx), 'read'));
+      if (el === undefined) return E.left(notFound(id.key));
       return E.right(project(el, f.right));
     });
   }
 
   update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, ctx?: CallContext): TaskEither<UpdateError, Element> {
     return guard<UpdateError, Element>(describeId(rawId), async () => {
-      const r = route(this.w, this.kind, rawId);
+      const parsed = toId(rawId);
+      if (E.isLeft(parsed)) return parsed;
+      const key = parsed.right.key;
+      // the patch's shape now; its keys against the element's ro once the element is known
+      const shape = validatePatch(key, patch, {});
+      if (E.isLeft(shape)) return shape;
+      if (opts !== undefined && (typeof opts !== 'object' || opts === null))
+        return E.left(invalidEntry('update options must be an object', key, ['options']));
+      const ifRev: unknown = opts?.ifRevision;
+      if (ifRev !== undefined && (!Number.isSafeInteger(ifRev) || (ifRev as number) < 0))
+        return E.left(invalidEntry('ifRevision must be a non-negative integer', key, ['ifRevision']));
+      const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
       if (!policyAllows(store, 'update')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'update'));
-      const ifRev = opts?.ifRevision;
-      if (ifRev !== undefined && (!Number.isInteger(ifRev) || ifRev < 0))
-        return E.left(invalidEntry('ifRevision must be a non-negative integer', id.key, ['ifRevision']));
       const reg = this.w.registry;
       return reg.locks.with([id.key], async () => {
         const el = reg.get(id.key);
-        if (el === undefined) return E.left(notFound(id.key));
         if (!this.w.authorize(principalOf(ctx), 'update', id.key, el))
           return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
-        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev, el.revision));
-        const p = validatePatch(id.key, patch, el.ro);
+        if (el === undefined) return E.left(notFound(id.key));
+        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev as number, el.revision));
+        const p = validatePatch(id.key, shape.right, el.ro);
         if (E.isLeft(p)) return p;
         const next: Element = { ...el, rw: applyPatch(el.rw, p.right), revision: el.revision + 1, modified: now() };
         try {
@@ -321,16 +350,18 @@ export class KindStore implements ElementStore {
 
   delete(rawId: IdLike, ctx?: CallContext): TaskEither<DeleteError, void> {
     return guard<DeleteError, void>(describeId(rawId), async () => {
-      const r = route(this.w, this.kind, rawId);
+      const parsed = toId(rawId);
+      if (E.isLeft(parsed)) return parsed;
+      const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
       if (!policyAllows(store, 'delete')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'delete'));
       const reg = this.w.registry;
       return reg.locks.with([id.key], async () => {
         const el = reg.get(id.key);
-        if (el === undefined) return E.left(notFound(id.key));
         if (!this.w.authorize(principalOf(ctx), 'delete', id.key, el))
           return E.left(permissionDenied(id.key, principalOf(ctx), 'delete'));
+        if (el === undefined) return E.left(notFound(id.key));
         const comp = this.kind === 'executor' ? reg.composition(id.key) : undefined;
         const refs = [
           ...reg.childrenOf(id.key),
@@ -362,17 +393,25 @@ export class KindStore implements ElementStore {
     });
   }
 
+  /**
+   * Lists elements in ID order. Checks: the filter's shape (InvalidFilterSpec), then its store
+   * (UnknownLocation), then the authorizer: `'list'` on the store address (`<kind>://<store>`, or
+   * `<kind>://` without a store filter) answers PermissionDenied when refused, and `'read'` on each
+   * element leaves out the elements the principal may not read.
+   */
   list(filter?: ListFilter, ctx?: CallContext): TaskEither<ReadError, readonly Element[]> {
     return guard<ReadError, readonly Element[]>('', async () => {
       const f = validateListFilter(filter);
       if (E.isLeft(f)) return f;
       const lf = f.right;
+      const where = `${this.kind}://${lf.store ?? ''}`;
+      if (lf.store !== undefined && !this.w.stores.has(where)) return E.left(unknownLocation(where, where));
+      const principal = principalOf(ctx);
+      if (!this.w.authorize(principal, 'list', where)) return E.left(permissionDenied(where, principal, 'list'));
       if (lf.kind !== undefined && lf.kind !== this.kind) return E.right([]);
-      if (lf.store !== undefined && !this.w.stores.has(`${this.kind}://${lf.store}`))
-        return E.left(unknownLocation(`${this.kind}://${lf.store}`, `${this.kind}://${lf.store}`));
       if (lf.parent !== undefined && E.isLeft(parseId(lf.parent))) return E.right([]);
       const limit = lf.limit ?? Number.POSITIVE_INFINITY;
-      const pred = (el: Element): boolean => matches(el, lf) && this.w.authorize(principalOf(ctx), 'read', el.id.key, el);
+      const pred = (el: Element): boolean => matches(el, lf) && this.w.authorize(principal, 'read', el.id.key, el);
       // Stores in key order, each scanned by prefix: the answer is in ID order without sorting.
       const names = [...this.w.stores.values()]
         .filter((c) => c.kind === this.kind && (lf.store === undefined || c.name === lf.store))

@@ -148,7 +148,7 @@ const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | u
         ...(notFound ? { reason: 'not-found' as const } : {}),
         ...(main ? { executor: { state: 'stopped', mainTask: null } } : {}),
       });
-    })();
+    })().catch(() => sink.end({ exitCode: null, reason: 'lost' }).catch(() => undefined));
   };
   return {
     async commit(plan: CommitPlan) {
