@@ -4,8 +4,9 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, type InvalidEntry } from './errors.js';
-import { isRecordLike, plainCopy, safeShow, type PlainRecord } from './safe.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import { invalidEntry, type AnyError, type InvalidEntry } from './errors.js';
+import { isBytes, isRecordLike, plainCopy, safeShow, type PlainRecord } from './safe.js';
 
 const PosInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
 const PosNum = t.refinement(t.number, (n) => Number.isFinite(n) && n > 0, 'PositiveNumber');
@@ -64,11 +65,14 @@ export type TaskSpec = t.TypeOf<typeof TaskSpecC>;
 /** Task resource limits. */
 export type TaskLimits = t.TypeOf<typeof TaskLimitsC>;
 
-const pathOf = (e: t.ValidationError): string =>
-  e.context
-    .map((c) => c.key)
-    .filter((k) => k !== '' && !/^\d+$/.test(k))
-    .join('.') || 'spec';
+const pathOf = (e: t.ValidationError, prefix: string): string =>
+  join(
+    prefix,
+    e.context
+      .map((c) => c.key)
+      .filter((k) => k !== '' && !/^\d+$/.test(k))
+      .join('.'),
+  ) || 'spec';
 
 /** The fields an object codec knows, or `undefined` when `c` is not an object codec. */
 const fieldsOf = (c: t.Mixed): Readonly<Record<string, t.Mixed>> | undefined => {
@@ -78,7 +82,7 @@ const fieldsOf = (c: t.Mixed): Readonly<Record<string, t.Mixed>> | undefined => 
   return parts.every((p) => p !== undefined) ? Object.assign({}, ...parts) : undefined;
 };
 
-const join = (path: string, k: string): string => (path === '' ? k : `${path}.${k}`);
+const join = (path: string, k: string): string => (path === '' ? k : k === '' ? path : `${path}.${k}`);
 
 /**
  * Fields of plain data `u` that codec `c` does not know, as dotted paths (array indices left
@@ -99,21 +103,114 @@ const unknownFields = (c: t.Mixed, u: unknown, path = ''): string[] => {
 };
 
 /**
- * Decodes a task spec. Never throws: failures are `InvalidEntry` listing the offending fields,
- * unknown fields included (at the top level and inside `limits`, `restart`, `interaction`,
- * `log` and credentials). The answer is a plain copy, independent of the object passed in.
+ * Decodes `u` with an object codec exactly: fields the codec does not know are refused, not
+ * stripped. Never throws: failures are `InvalidEntry` naming every offending field as a dotted
+ * path under `prefix` (`options.backend.capAdd`), unknown ones also in `detail.unknown`. The
+ * answer is a plain copy, independent of the object passed in.
  */
-export const decodeTaskSpec = (id: string, u: unknown): E.Either<InvalidEntry, TaskSpec> => {
-  const sid = typeof id === 'string' ? id : safeShow(id);
+export const decodeExact = <C extends t.Mixed>(
+  codec: C,
+  id: string,
+  u: unknown,
+  what: string,
+  prefix = '',
+): E.Either<InvalidEntry, t.TypeOf<C>> => {
   const copy = plainCopy(u);
-  if (E.isLeft(copy)) return E.left(invalidEntry(`invalid task spec: it ${copy.left}`, sid, ['spec']));
-  const unknown = unknownFields(TaskSpecC, copy.right);
-  const r = TaskSpecC.decode(copy.right);
+  if (E.isLeft(copy)) return E.left(invalidEntry(`invalid ${what}: it ${copy.left}`, id, [prefix === '' ? 'spec' : prefix]));
+  const unknown = unknownFields(codec, copy.right, prefix);
+  const r = codec.decode(copy.right) as t.Validation<t.TypeOf<C>>;
   if (E.isRight(r) && unknown.length === 0) return r;
-  const bad = E.isLeft(r) ? [...new Set(r.left.map(pathOf))] : [];
+  const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, prefix)))] : [];
   const why = [
     ...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []),
     ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : []),
   ];
-  return E.left(invalidEntry(`invalid task spec: ${why.join('; ')}`, sid, [...unknown, ...bad], { unknown }));
+  return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, id, [...unknown, ...bad], { unknown }));
 };
+
+/** True when the spec asks for restarts (a restart policy other than `never`). */
+export const restarts = (spec: TaskSpec): boolean => spec.restart !== undefined && spec.restart.policy !== 'never';
+
+/**
+ * Decodes a task spec. Never throws: failures are `InvalidEntry` listing the offending fields,
+ * unknown fields included (at the top level and inside `limits`, `restart`, `interaction`,
+ * `log` and credentials). A restart policy other than `never` needs `daemon: true` (a one-shot
+ * task is removed when it ends: there is nothing to restart), else `InvalidEntry` naming `restart`.
+ * The answer is a plain copy, independent of the object passed in.
+ */
+export const decodeTaskSpec = (id: string, u: unknown): E.Either<InvalidEntry, TaskSpec> => {
+  const sid = typeof id === 'string' ? id : safeShow(id);
+  const r = decodeExact(TaskSpecC, sid, u, 'task spec');
+  if (E.isRight(r) && restarts(r.right) && r.right.daemon !== true)
+    return E.left(
+      invalidEntry(
+        `invalid task spec: restart policy ${r.right.restart?.policy ?? ''} needs daemon: true (a one-shot task is not restarted)`,
+        sid,
+        ['restart'],
+      ),
+    );
+  return r;
+};
+
+/**
+ * io-ts codec of `ExecutorOptions`, with `backend` decoded by the backend's own codec (each
+ * backend documents its options; one that takes none answers `t.type({})`).
+ */
+export const executorOptionsCodec = <B extends t.Mixed>(backend: B) =>
+  t.partial({
+    readOnlyRootfs: t.boolean,
+    network: t.string,
+    memoryBytes: PosInt,
+    cpus: PosNum,
+    pids: PosInt,
+    backend,
+  });
+
+/**
+ * Decodes executor options exactly (unknown fields, at the top level and in `backend`, are
+ * `InvalidEntry` naming them as `options.<field>`). Never throws.
+ */
+export const decodeExecutorOptions = <B extends t.Mixed>(
+  id: string,
+  u: unknown,
+  backend: B,
+): E.Either<InvalidEntry, t.TypeOf<ReturnType<typeof executorOptionsCodec<B>>>> =>
+  decodeExact(executorOptionsCodec(backend), id, u ?? {}, 'executor options', 'options');
+
+const Bytes = new t.Type<Uint8Array, Uint8Array, unknown>(
+  'Uint8Array',
+  isBytes,
+  (u, c) => (isBytes(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/** What a credential resolver answers: environment variables and files (absolute paths) for the task. */
+export const CredentialValueC = t.partial({
+  env: Env,
+  files: t.refinement(
+    t.record(t.string, t.union([t.string, Bytes])),
+    (r) =>
+      Object.keys(r).every((k) => k.startsWith('/') && !k.endsWith('/') && !k.split('/').includes('..') && !k.includes('\0')),
+    'Files',
+  ),
+});
+/** The secret material of one credential; lessl hands it to the task only. */
+export type CredentialValue = t.TypeOf<typeof CredentialValueC>;
+
+/** What a resolver is told about the credential it resolves. */
+export interface CredentialContext {
+  /** The credential's `name` in the spec. */
+  readonly name: string;
+  readonly task: string;
+  readonly executor: string;
+}
+
+/**
+ * Resolves a credential reference (`spec.credentials[i].ref`) into secret material, when a task
+ * starts. Given to a backend when it is opened (`credentials` option). The answer goes into the
+ * task's environment and files only: never into the registry, events, labels or messages.
+ */
+export type CredentialResolver = (
+  ref: string,
+  ctx: CredentialContext,
+) => Promise<CredentialValue> | TaskEither<AnyError, CredentialValue>;

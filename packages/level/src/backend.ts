@@ -9,6 +9,7 @@ import {
   showValue,
   type Authorizer,
   type Composer,
+  type CredentialResolver,
   type ElementKind,
   type ElementStore,
   type EventSource,
@@ -54,6 +55,8 @@ export interface AssembleOptions {
   readonly executor: ExecutorDriver;
   readonly authorize?: Authorizer;
   readonly onClose?: () => Promise<void>;
+  /** Resolves task credentials (`spec.credentials`) when a task starts. */
+  readonly credentials?: CredentialResolver;
   /** Task runtime options (output kept per run). */
   readonly runtime?: RuntimeOptions;
 }
@@ -96,6 +99,7 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     drivers,
     executor: o.executor,
     runtime,
+    ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
   };
   await resumeRuns(w);
   const kinds = {
