@@ -93,6 +93,11 @@ const unknownFields = (c: t.Mixed, u: unknown, path = ''): string[] => {
   if (c instanceof t.RefinementType || c instanceof t.ExactType) return unknownFields(c.type as t.Mixed, u, path);
   if (c instanceof t.ArrayType)
     return Array.isArray(u) ? [...new Set(u.flatMap((x) => unknownFields(c.type as t.Mixed, x, path)))] : [];
+  if (c instanceof t.UnionType) {
+    // the member the value is meant for: the first one that decodes it (none: the decode error says so)
+    const m = (c.types as t.Mixed[]).find((x) => E.isRight(x.decode(u)));
+    return m === undefined ? [] : unknownFields(m, u, path);
+  }
   const fields = fieldsOf(c);
   if (fields === undefined || !isRecordLike(u)) return [];
   const r = u as PlainRecord;
@@ -214,3 +219,58 @@ export type CredentialResolver = (
   ref: string,
   ctx: CredentialContext,
 ) => Promise<CredentialValue> | TaskEither<AnyError, CredentialValue>;
+
+/** An io-ts codec of functions (options that take callbacks): `typeof u === 'function'`. */
+export const fnC = <F>(name: string): t.Type<F, F, unknown> =>
+  new t.Type<F, F, unknown>(
+    name,
+    (u): u is F => typeof u === 'function',
+    (u, c) => (typeof u === 'function' ? t.success(u as F) : t.failure(u, c)),
+    t.identity,
+  );
+
+/** An io-ts codec of instances of a class (never throws, even for a Proxy with a trapping prototype). */
+export const instanceC = <A>(name: string, cls: { readonly prototype: A }): t.Type<A, A, unknown> => {
+  const is = (u: unknown): u is A => {
+    try {
+      return u instanceof (cls as unknown as abstract new () => A);
+    } catch {
+      return false;
+    }
+  };
+  return new t.Type<A, A, unknown>(name, is, (u, c) => (is(u) ? t.success(u) : t.failure(u, c)), t.identity);
+};
+
+/**
+ * Decodes the options object of an open function (whose values may be functions or class
+ * instances, so it is not deep-copied): its own top-level properties are read once, unknown
+ * keys (there and inside plain nested objects) and wrong types are `InvalidEntry` naming them.
+ * Never throws.
+ */
+export const decodeOptions = <P extends t.Props>(
+  props: P,
+  u: unknown,
+  what: string,
+): E.Either<InvalidEntry, t.TypeOf<t.PartialC<P>>> => {
+  if (u === undefined) return E.right({});
+  if (!isRecordLike(u)) return E.left(invalidEntry(`invalid ${what}: must be an object`, '', ['options']));
+  const copy: PlainRecord = {};
+  try {
+    for (const k of Object.keys(u)) Object.defineProperty(copy, k, { value: (u as PlainRecord)[k], enumerable: true, writable: true });
+  } catch {
+    return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
+  }
+  const codec = t.partial(props);
+  let unknown: string[];
+  let r: t.Validation<t.TypeOf<t.PartialC<P>>>;
+  try {
+    unknown = unknownFields(codec, copy);
+    r = codec.decode(copy);
+  } catch {
+    return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
+  }
+  if (E.isRight(r) && unknown.length === 0) return E.right(r.right);
+  const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, '')))] : [];
+  const why = [...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []), ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : [])];
+  return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, '', [...unknown, ...bad], { unknown }));
+};

@@ -17,6 +17,9 @@ import {
   type Authorizer,
   type CredentialResolver,
   type InvalidEntry,
+  decodeOptions,
+  fnC,
+  instanceC,
   restarts,
   type StepResult,
   type StoreConfig,
@@ -25,6 +28,7 @@ import {
 } from '@lessl/core';
 import {
   assemble,
+  commonOpenOptions,
   Registry,
   type Backend,
   type CommitPlan,
@@ -231,13 +235,25 @@ const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | u
   };
 };
 
+/** io-ts codecs of `MemoryBackendOptions` (exact: `openMemoryBackend` refuses unknown keys). */
+export const MemoryBackendOptionsProps = {
+  ...commonOpenOptions,
+  data: instanceC('MemoryData', MemoryData),
+  faults: fnC<(step: PlanStep) => AnyError | undefined>('FaultHook'),
+  run: fnC<FakeProcess>('FakeProcess'),
+};
+
 /**
- * Opens a memory backend. Answers `InvalidEntry` for a bad store configuration and
- * `RuntimeError` when the registry cannot be opened.
+ * Opens a memory backend. Answers `InvalidEntry` for options of the wrong shape (unknown keys
+ * or wrong types, named) or a bad store configuration, and `RuntimeError` when the registry
+ * cannot be opened.
  */
 export const openMemoryBackend =
-  (opts: MemoryBackendOptions = {}): TaskEither<InvalidEntry | RuntimeError, Backend> =>
+  (options: MemoryBackendOptions = {}): TaskEither<InvalidEntry | RuntimeError, Backend> =>
   async () => {
+    const decoded = decodeOptions(MemoryBackendOptionsProps, options, 'memory backend options');
+    if (E.isLeft(decoded)) return decoded;
+    const opts: MemoryBackendOptions = decoded.right;
     let registry: Registry;
     try {
       registry = opts.registry instanceof Registry ? opts.registry : await Registry.open(opts.registry ?? { memory: true });
