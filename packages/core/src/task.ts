@@ -256,7 +256,8 @@ export const decodeOptions = <P extends t.Props>(
   if (!isRecordLike(u)) return E.left(invalidEntry(`invalid ${what}: must be an object`, '', ['options']));
   const copy: PlainRecord = {};
   try {
-    for (const k of Object.keys(u)) Object.defineProperty(copy, k, { value: (u as PlainRecord)[k], enumerable: true, writable: true });
+    for (const k of Object.keys(u))
+      Object.defineProperty(copy, k, { value: (u as PlainRecord)[k], enumerable: true, writable: true });
   } catch {
     return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
   }
@@ -271,6 +272,9 @@ export const decodeOptions = <P extends t.Props>(
   }
   if (E.isRight(r) && unknown.length === 0) return E.right(r.right);
   const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, '')))] : [];
-  const why = [...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []), ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : [])];
+  const why = [
+    ...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []),
+    ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : []),
+  ];
   return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, '', [...unknown, ...bad], { unknown }));
 };

@@ -110,8 +110,7 @@ interface XState {
 }
 
 /** The process environment: the spec's, then the run's credentials (which win). */
-const envOf = (sink: RunSink): string[] =>
-  Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
+const envOf = (sink: RunSink): string[] => Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
 
 /** Docker's restart policy for a task (only daemons have one: the spec decoder refuses it elsewhere). */
 const restartPolicyOf = (spec: TaskSpec): { Name: string; MaximumRetryCount?: number } => {
