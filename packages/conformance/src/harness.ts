@@ -11,6 +11,7 @@ import {
   type AnyError,
   type Authorizer,
   type Composer,
+  type CredentialResolver,
   type DataSource,
   type ElementKind,
   type ElementStore,
@@ -42,6 +43,8 @@ export interface FactoryOptions {
   readonly authorize?: Authorizer;
   /** When set, the backend must persist its registry here so that a second factory call with the same value reopens it. */
   readonly location?: string;
+  /** A credential resolver the backend must be opened with (its `credentials` option). */
+  readonly credentials?: CredentialResolver;
   /** Only with `supports.faultInjection`: the commit step (op, element id) to fail with a RuntimeError. */
   readonly failStep?: { readonly op: string; readonly id: string };
 }

@@ -12,6 +12,7 @@ import { eventCases } from './event-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { assert, b, fails, ok, s, smallTar, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import { modelCases } from './model-cases.js';
+import { specCases } from './spec-cases.js';
 import { storeCases } from './store-cases.js';
 
 export * from './harness.js';
@@ -92,6 +93,7 @@ export const suite = (o: SuiteOptions): { readonly count: number; readonly names
     ...compositionCases(o, data),
     ...eventCases(o),
     ...lifecycleCases(o, data),
+    ...specCases(o, data),
     ...modelCases(o),
     ...persistenceCases(o),
   ];

@@ -4,8 +4,9 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, type InvalidEntry } from './errors.js';
-import { isRecordLike, plainCopy, safeShow, type PlainRecord } from './safe.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import { invalidEntry, type AnyError, type InvalidEntry } from './errors.js';
+import { isBytes, isRecordLike, plainCopy, safeShow, type PlainRecord } from './safe.js';
 
 const PosInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
 const PosNum = t.refinement(t.number, (n) => Number.isFinite(n) && n > 0, 'PositiveNumber');
@@ -64,11 +65,14 @@ export type TaskSpec = t.TypeOf<typeof TaskSpecC>;
 /** Task resource limits. */
 export type TaskLimits = t.TypeOf<typeof TaskLimitsC>;
 
-const pathOf = (e: t.ValidationError): string =>
-  e.context
-    .map((c) => c.key)
-    .filter((k) => k !== '' && !/^\d+$/.test(k))
-    .join('.') || 'spec';
+const pathOf = (e: t.ValidationError, prefix: string): string =>
+  join(
+    prefix,
+    e.context
+      .map((c) => c.key)
+      .filter((k) => k !== '' && !/^\d+$/.test(k))
+      .join('.'),
+  ) || 'spec';
 
 /** The fields an object codec knows, or `undefined` when `c` is not an object codec. */
 const fieldsOf = (c: t.Mixed): Readonly<Record<string, t.Mixed>> | undefined => {
@@ -78,7 +82,7 @@ const fieldsOf = (c: t.Mixed): Readonly<Record<string, t.Mixed>> | undefined => 
   return parts.every((p) => p !== undefined) ? Object.assign({}, ...parts) : undefined;
 };
 
-const join = (path: string, k: string): string => (path === '' ? k : `${path}.${k}`);
+const join = (path: string, k: string): string => (path === '' ? k : k === '' ? path : `${path}.${k}`);
 
 /**
  * Fields of plain data `u` that codec `c` does not know, as dotted paths (array indices left
@@ -89,6 +93,11 @@ const unknownFields = (c: t.Mixed, u: unknown, path = ''): string[] => {
   if (c instanceof t.RefinementType || c instanceof t.ExactType) return unknownFields(c.type as t.Mixed, u, path);
   if (c instanceof t.ArrayType)
     return Array.isArray(u) ? [...new Set(u.flatMap((x) => unknownFields(c.type as t.Mixed, x, path)))] : [];
+  if (c instanceof t.UnionType) {
+    // the member the value is meant for: the first one that decodes it (none: the decode error says so)
+    const m = (c.types as t.Mixed[]).find((x) => E.isRight(x.decode(u)));
+    return m === undefined ? [] : unknownFields(m, u, path);
+  }
   const fields = fieldsOf(c);
   if (fields === undefined || !isRecordLike(u)) return [];
   const r = u as PlainRecord;
@@ -99,21 +108,173 @@ const unknownFields = (c: t.Mixed, u: unknown, path = ''): string[] => {
 };
 
 /**
- * Decodes a task spec. Never throws: failures are `InvalidEntry` listing the offending fields,
- * unknown fields included (at the top level and inside `limits`, `restart`, `interaction`,
- * `log` and credentials). The answer is a plain copy, independent of the object passed in.
+ * Decodes `u` with an object codec exactly: fields the codec does not know are refused, not
+ * stripped. Never throws: failures are `InvalidEntry` naming every offending field as a dotted
+ * path under `prefix` (`options.backend.capAdd`), unknown ones also in `detail.unknown`. The
+ * answer is a plain copy, independent of the object passed in.
  */
-export const decodeTaskSpec = (id: string, u: unknown): E.Either<InvalidEntry, TaskSpec> => {
-  const sid = typeof id === 'string' ? id : safeShow(id);
+export const decodeExact = <C extends t.Mixed>(
+  codec: C,
+  id: string,
+  u: unknown,
+  what: string,
+  prefix = '',
+): E.Either<InvalidEntry, t.TypeOf<C>> => {
   const copy = plainCopy(u);
-  if (E.isLeft(copy)) return E.left(invalidEntry(`invalid task spec: it ${copy.left}`, sid, ['spec']));
-  const unknown = unknownFields(TaskSpecC, copy.right);
-  const r = TaskSpecC.decode(copy.right);
+  if (E.isLeft(copy)) return E.left(invalidEntry(`invalid ${what}: it ${copy.left}`, id, [prefix === '' ? 'spec' : prefix]));
+  const unknown = unknownFields(codec, copy.right, prefix);
+  const r = codec.decode(copy.right) as t.Validation<t.TypeOf<C>>;
   if (E.isRight(r) && unknown.length === 0) return r;
-  const bad = E.isLeft(r) ? [...new Set(r.left.map(pathOf))] : [];
+  const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, prefix)))] : [];
   const why = [
     ...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []),
     ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : []),
   ];
-  return E.left(invalidEntry(`invalid task spec: ${why.join('; ')}`, sid, [...unknown, ...bad], { unknown }));
+  return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, id, [...unknown, ...bad], { unknown }));
+};
+
+/** True when the spec asks for restarts (a restart policy other than `never`). */
+export const restarts = (spec: TaskSpec): boolean => spec.restart !== undefined && spec.restart.policy !== 'never';
+
+/**
+ * Decodes a task spec. Never throws: failures are `InvalidEntry` listing the offending fields,
+ * unknown fields included (at the top level and inside `limits`, `restart`, `interaction`,
+ * `log` and credentials). A restart policy other than `never` needs `daemon: true` (a one-shot
+ * task is removed when it ends: there is nothing to restart), else `InvalidEntry` naming `restart`.
+ * The answer is a plain copy, independent of the object passed in.
+ */
+export const decodeTaskSpec = (id: string, u: unknown): E.Either<InvalidEntry, TaskSpec> => {
+  const sid = typeof id === 'string' ? id : safeShow(id);
+  const r = decodeExact(TaskSpecC, sid, u, 'task spec');
+  if (E.isRight(r) && restarts(r.right) && r.right.daemon !== true)
+    return E.left(
+      invalidEntry(
+        `invalid task spec: restart policy ${r.right.restart?.policy ?? ''} needs daemon: true (a one-shot task is not restarted)`,
+        sid,
+        ['restart'],
+      ),
+    );
+  return r;
+};
+
+/**
+ * io-ts codec of `ExecutorOptions`, with `backend` decoded by the backend's own codec (each
+ * backend documents its options; one that takes none answers `t.type({})`).
+ */
+export const executorOptionsCodec = <B extends t.Mixed>(backend: B) =>
+  t.partial({
+    readOnlyRootfs: t.boolean,
+    network: t.string,
+    memoryBytes: PosInt,
+    cpus: PosNum,
+    pids: PosInt,
+    backend,
+  });
+
+/**
+ * Decodes executor options exactly (unknown fields, at the top level and in `backend`, are
+ * `InvalidEntry` naming them as `options.<field>`). Never throws.
+ */
+export const decodeExecutorOptions = <B extends t.Mixed>(
+  id: string,
+  u: unknown,
+  backend: B,
+): E.Either<InvalidEntry, t.TypeOf<ReturnType<typeof executorOptionsCodec<B>>>> =>
+  decodeExact(executorOptionsCodec(backend), id, u ?? {}, 'executor options', 'options');
+
+const Bytes = new t.Type<Uint8Array, Uint8Array, unknown>(
+  'Uint8Array',
+  isBytes,
+  (u, c) => (isBytes(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/** What a credential resolver answers: environment variables and files (absolute paths) for the task. */
+export const CredentialValueC = t.partial({
+  env: Env,
+  files: t.refinement(
+    t.record(t.string, t.union([t.string, Bytes])),
+    (r) =>
+      Object.keys(r).every((k) => k.startsWith('/') && !k.endsWith('/') && !k.split('/').includes('..') && !k.includes('\0')),
+    'Files',
+  ),
+});
+/** The secret material of one credential; lessl hands it to the task only. */
+export type CredentialValue = t.TypeOf<typeof CredentialValueC>;
+
+/** What a resolver is told about the credential it resolves. */
+export interface CredentialContext {
+  /** The credential's `name` in the spec. */
+  readonly name: string;
+  readonly task: string;
+  readonly executor: string;
+}
+
+/**
+ * Resolves a credential reference (`spec.credentials[i].ref`) into secret material, when a task
+ * starts. Given to a backend when it is opened (`credentials` option). The answer goes into the
+ * task's environment and files only: never into the registry, events, labels or messages.
+ */
+export type CredentialResolver = (
+  ref: string,
+  ctx: CredentialContext,
+) => Promise<CredentialValue> | TaskEither<AnyError, CredentialValue>;
+
+/** An io-ts codec of functions (options that take callbacks): `typeof u === 'function'`. */
+export const fnC = <F>(name: string): t.Type<F, F, unknown> =>
+  new t.Type<F, F, unknown>(
+    name,
+    (u): u is F => typeof u === 'function',
+    (u, c) => (typeof u === 'function' ? t.success(u as F) : t.failure(u, c)),
+    t.identity,
+  );
+
+/** An io-ts codec of instances of a class (never throws, even for a Proxy with a trapping prototype). */
+export const instanceC = <A>(name: string, cls: { readonly prototype: A }): t.Type<A, A, unknown> => {
+  const is = (u: unknown): u is A => {
+    try {
+      return u instanceof (cls as unknown as abstract new () => A);
+    } catch {
+      return false;
+    }
+  };
+  return new t.Type<A, A, unknown>(name, is, (u, c) => (is(u) ? t.success(u) : t.failure(u, c)), t.identity);
+};
+
+/**
+ * Decodes the options object of an open function (whose values may be functions or class
+ * instances, so it is not deep-copied): its own top-level properties are read once, unknown
+ * keys (there and inside plain nested objects) and wrong types are `InvalidEntry` naming them.
+ * Never throws.
+ */
+export const decodeOptions = <P extends t.Props>(
+  props: P,
+  u: unknown,
+  what: string,
+): E.Either<InvalidEntry, t.TypeOf<t.PartialC<P>>> => {
+  if (u === undefined) return E.right({});
+  if (!isRecordLike(u)) return E.left(invalidEntry(`invalid ${what}: must be an object`, '', ['options']));
+  const copy: PlainRecord = {};
+  try {
+    for (const k of Object.keys(u))
+      Object.defineProperty(copy, k, { value: (u as PlainRecord)[k], enumerable: true, writable: true });
+  } catch {
+    return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
+  }
+  const codec = t.partial(props);
+  let unknown: string[];
+  let r: t.Validation<t.TypeOf<t.PartialC<P>>>;
+  try {
+    unknown = unknownFields(codec, copy);
+    r = codec.decode(copy);
+  } catch {
+    return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
+  }
+  if (E.isRight(r) && unknown.length === 0) return E.right(r.right);
+  const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, '')))] : [];
+  const why = [
+    ...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []),
+    ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : []),
+  ];
+  return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, '', [...unknown, ...bad], { unknown }));
 };

@@ -3,6 +3,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { describe, expect, test } from 'vitest';
 import {
+  decodeExecutorOptions,
   decodeTaskSpec,
   ElementIdC,
   ElementJsonC,
@@ -23,6 +24,7 @@ import {
   validateReadFilter,
   type Element,
 } from '@lessl/core';
+import * as t from 'io-ts';
 
 describe('ids', () => {
   test('parse and format round-trip', () => {
@@ -123,9 +125,15 @@ describe('task spec', () => {
       limits: { memoryBytes: 64 << 20, cpus: 0.5, pids: 64, deadlineMs: 5000, outputBytes: 1 << 20 },
       restart: { policy: 'on-failure', maxRetries: 3 },
       interaction: { stdin: false, tty: false },
-      daemon: false,
+      daemon: true,
     });
     expect(E.isRight(r)).toBe(true);
+  });
+  test('a restart policy on a one-shot task is InvalidEntry naming restart; never is fine', () => {
+    const r = decodeTaskSpec('t', { cmd: ['x'], restart: { policy: 'always' } });
+    expect(E.isLeft(r) && r.left._tag === 'InvalidEntry' && r.left.keys).toEqual(['restart']);
+    expect(E.isRight(decodeTaskSpec('t', { cmd: ['x'], restart: { policy: 'never' } }))).toBe(true);
+    expect(E.isRight(decodeTaskSpec('t', { cmd: ['x'], daemon: true, restart: { policy: 'on-failure' } }))).toBe(true);
   });
   test('bad fields are named', () => {
     const r = decodeTaskSpec('t', { cmd: ['x'], pwd: 'relative', env: { 'BAD-NAME': 'v' }, limits: { pids: 0 } });
@@ -178,5 +186,31 @@ describe('promise facade', () => {
     await expect(api.get(2)).resolves.toBe(4);
     await expect(api.get(0)).rejects.toMatchObject({ tag: 'NotFound' });
     expect(api.plain).toBe(3);
+  });
+});
+
+describe('executor options', () => {
+  const backend = t.partial({ capAdd: t.array(t.string) });
+  test('exact: unknown fields, at the top level and in backend, are InvalidEntry naming them', () => {
+    const r = decodeExecutorOptions(
+      'x',
+      { memoryBytes: 1 << 20, memory: 5, backend: { capAdd: ['NET_RAW'], cap_add: [] } },
+      backend,
+    );
+    expect(E.isLeft(r) && r.left._tag === 'InvalidEntry' && [...r.left.keys].sort()).toEqual([
+      'options.backend.cap_add',
+      'options.memory',
+    ]);
+  });
+  test('wrong types are named; good options decode to a copy; none is {}', () => {
+    const r = decodeExecutorOptions('x', { cpus: -1, readOnlyRootfs: 'yes', backend: { capAdd: 'ALL' } }, backend);
+    expect(E.isLeft(r) && [...r.left.keys].sort()).toEqual(['options.backend.capAdd', 'options.cpus', 'options.readOnlyRootfs']);
+    const o = { network: 'none', pids: 10, backend: { capAdd: ['CHOWN'] } };
+    const ok = decodeExecutorOptions('x', o, backend);
+    expect(E.isRight(ok) && ok.right).toEqual(o);
+    expect(E.isRight(ok) && ok.right !== o).toBe(true);
+    expect(decodeExecutorOptions('x', undefined, backend)).toEqual(E.right({}));
+    const bad = decodeExecutorOptions('x', 'fast', backend);
+    expect(E.isLeft(bad) && bad.left.keys).toEqual(['options']);
   });
 });

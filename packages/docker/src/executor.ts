@@ -21,10 +21,13 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
+import { pack } from 'tar-stream';
 import {
   aborted,
   describeCause,
   invalidEntry,
+  restarts,
   runtimeError,
   unsupported,
   type AnyError,
@@ -35,11 +38,21 @@ import {
   type TaskResult,
   type TaskSpec,
   type TaskStatus,
+  type ExecutorOptions,
 } from '@lessl/core';
-import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
+import type {
+  CommitPlan,
+  CompositionRecord,
+  DriverCommit,
+  ExecutorDriver,
+  Intent,
+  PlanStep,
+  RunSink,
+  SecretFile,
+} from '@lessl/level';
 import type { Engine } from './engine.js';
 import { fromDocker, isConnectionError, isDockerError, statusOf } from './errors.js';
-import { Demux } from './output.js';
+import { Demux, StampedLog } from './output.js';
 import { containerName, LABEL } from './names.js';
 
 /** Defaults of the hardening and limits. */
@@ -50,15 +63,42 @@ export const DEFAULTS = {
   stopGraceSeconds: 10,
 } as const;
 
+/**
+ * io-ts codec of the Docker backend's executor options (`ExecutorOptions.backend`), decoded
+ * exactly by the composer at `handle`: unknown keys and wrong types are `InvalidEntry`.
+ * - `capAdd`: capabilities to add back after dropping all (default none; names like `NET_RAW`);
+ * - `stopGraceSeconds`: seconds between SIGTERM and SIGKILL when a task is unbound (default 10);
+ * - `allowNewPrivileges`: disable no-new-privileges (default: enabled).
+ */
+export const DockerExecutorOptionsC = t.partial({
+  capAdd: t.array(t.refinement(t.string, (c) => /^[A-Z_]+$/.test(c), 'Capability')),
+  stopGraceSeconds: t.refinement(t.number, (n) => Number.isInteger(n) && n >= 0, 'NonNegativeInt'),
+  allowNewPrivileges: t.boolean,
+});
 /** Backend options of an executor (`ExecutorOptions.backend`). */
-export interface DockerExecutorOptions {
-  /** Capabilities to add back after dropping all (default none). */
-  readonly capAdd?: readonly string[];
-  /** Seconds between SIGTERM and SIGKILL when a task is unbound (default 10). */
-  readonly stopGraceSeconds?: number;
-  /** Disable no-new-privileges (default: enabled). */
-  readonly allowNewPrivileges?: boolean;
-}
+export type DockerExecutorOptions = t.TypeOf<typeof DockerExecutorOptionsC>;
+
+/** The Docker options of an executor, decoded (they were validated at `handle`; nothing is read by cast). */
+const backendOf = (o: ExecutorOptions): DockerExecutorOptions => {
+  const r = DockerExecutorOptionsC.decode(o.backend ?? {});
+  return E.isRight(r) ? r.right : {};
+};
+
+/** Owner and mode of credential files: the task's numeric user owns them (0400), named users read them (0444). */
+const fileOwner = (user: string | undefined): { uid: number; gid: number; mode: number } => {
+  const m = /^(\d+)(?::(\d+))?$/.exec(user ?? '0');
+  if (m === null) return { uid: 0, gid: 0, mode: 0o444 };
+  return { uid: Number(m[1]), gid: Number(m[2] ?? m[1]), mode: 0o400 };
+};
+
+/** A tar of credential files (missing parent directories are made by Docker). */
+const secretTar = (files: readonly SecretFile[], user: string | undefined): NodeJS.ReadableStream => {
+  const p = pack();
+  const { uid, gid, mode } = fileOwner(user);
+  for (const f of files) p.entry({ name: f.path.slice(1), mode, uid, gid }, Buffer.from(f.data));
+  p.finalize();
+  return p as unknown as NodeJS.ReadableStream;
+};
 
 /** Test hook: make a step fail. */
 export type FaultHook = (step: PlanStep) => AnyError | undefined;
@@ -69,7 +109,15 @@ interface XState {
   running: boolean;
 }
 
-const envOf = (spec: TaskSpec): string[] => Object.entries(spec.env ?? {}).map(([k, v]) => `${k}=${v}`);
+/** The process environment: the spec's, then the run's credentials (which win). */
+const envOf = (sink: RunSink): string[] => Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
+
+/** Docker's restart policy for a task (only daemons have one: the spec decoder refuses it elsewhere). */
+const restartPolicyOf = (spec: TaskSpec): { Name: string; MaximumRetryCount?: number } => {
+  const r = spec.restart;
+  if (r === undefined || r.policy === 'never') return { Name: 'no' };
+  return r.policy === 'always' ? { Name: 'always' } : { Name: 'on-failure', MaximumRetryCount: r.maxRetries ?? 0 };
+};
 
 /** The executor driver. */
 export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriver => {
@@ -81,7 +129,8 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
 
   const specOf = (plan: CommitPlan, task: string): TaskSpec => plan.elements.get(task)?.attributes.spec as TaskSpec;
 
-  const containerConfig = (plan: CommitPlan, task: string, spec: TaskSpec): E.Either<AnyError, Docker.ContainerCreateOptions> => {
+  const containerConfig = (plan: CommitPlan, sink: RunSink): E.Either<AnyError, Docker.ContainerCreateOptions> => {
+    const { task, spec } = sink;
     const image = plan.after.find((m) => m.id.kind === 'image');
     if (image === undefined)
       return E.left(
@@ -93,7 +142,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       );
     const imageId = String(plan.elements.get(image.id.key)?.attributes.imageId ?? '');
     const o = plan.options;
-    const b = (o.backend ?? {}) as DockerExecutorOptions;
+    const b = backendOf(o);
     const lim = spec.limits ?? {};
     const memory = lim.memoryBytes ?? o.memoryBytes ?? DEFAULTS.memoryBytes;
     const cpus = lim.cpus ?? o.cpus;
@@ -102,7 +151,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       Image: imageId,
       Cmd: [...spec.cmd],
       Entrypoint: [],
-      Env: envOf(spec),
+      Env: envOf(sink),
       ...(spec.pwd === undefined ? {} : { WorkingDir: spec.pwd }),
       ...(spec.user === undefined ? {} : { User: spec.user }),
       Labels: { [LABEL.id]: plan.executor.key, [LABEL.registry]: engine.instance, [LABEL.task]: task },
@@ -122,6 +171,8 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
         MemorySwap: memory,
         ...(cpus === undefined ? {} : { NanoCpus: Math.round(cpus * 1e9) }),
         ReadonlyRootfs: o.readOnlyRootfs === true,
+        RestartPolicy: restartPolicyOf(spec),
+        ...(spec.log?.destination === 'none' ? { LogConfig: { Type: 'none', Config: {} } } : {}),
         Mounts: plan.after
           .filter((m) => m.id.kind === 'volume')
           .map((m) => ({
@@ -134,22 +185,47 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     });
   };
 
-  /** Ends a container's process: KILL at once, or TERM then KILL after the grace period. */
-  const killContainer = async (id: string, signal: 'TERM' | 'KILL', graceMs: number): Promise<void> => {
+  /**
+   * Ends a container's process: KILL at once, or TERM then KILL after the grace period. A
+   * container Docker restarts is stopped (TERM, KILL at once), as a kill would be restarted.
+   */
+  const killContainer = async (id: string, signal: 'TERM' | 'KILL', graceMs: number, restartable: boolean): Promise<void> => {
     const c = d.getContainer(id);
-    if (signal === 'KILL') await c.kill({ signal: 'KILL' });
-    else await c.stop({ t: Math.ceil(graceMs / 1000) });
+    if (signal === 'KILL' && !restartable) await c.kill({ signal: 'KILL' });
+    else await c.stop({ t: signal === 'KILL' ? 0 : Math.ceil(graceMs / 1000) });
+  };
+
+  /** Hands a stream to `demux` until it ends (closed early when the backend closes). */
+  const drain = async (stream: Readable, demux: Demux): Promise<void> => {
+    followers.add(stream);
+    await demux.drain(stream);
+    followers.delete(stream);
+  };
+
+  /** A container's log since `since`, live with `follow` (without it, dockerode answers one buffer). */
+  const logStream = async (c: Docker.Container, follow: boolean, since?: string): Promise<Readable> => {
+    const opts = { follow, stdout: true, stderr: true, ...(since === undefined ? {} : { since, timestamps: true }) };
+    const got = (await c.logs(opts as { follow: true })) as unknown;
+    return Buffer.isBuffer(got) ? Readable.from([got]) : (got as Readable);
+  };
+
+  /** Reports a main container's end; a one-shot task's container is removed first. */
+  const endMain = async (sink: RunSink, c: Docker.Container, exitCode: number | null, reason: EndReason): Promise<void> => {
+    const oneShot = sink.spec.daemon !== true;
+    if (oneShot) await removeContainer(c.id);
+    await sink.end({
+      exitCode,
+      reason,
+      executor: oneShot ? { state: 'stopped', containerId: null, mainTask: null } : { state: 'stopped', mainTask: null },
+    });
   };
 
   /**
    * Follows a main container to its end: output drained first, then the exit code; a one-shot
    * task's container is removed before the end is reported.
    */
-  const followMain = async (sink: RunSink, c: Docker.Container, stream: Readable, demux: Demux): Promise<void> => {
-    followers.add(stream);
-    await demux.drain(stream);
-    followers.delete(stream);
-    const oneShot = sink.spec.daemon !== true;
+  const followMain = async (sink: RunSink, c: Docker.Container, stream: Readable | undefined, demux: Demux): Promise<void> => {
+    if (stream !== undefined) await drain(stream, demux);
     let exitCode: number | null = null;
     let reason: EndReason = 'exited';
     try {
@@ -162,18 +238,53 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       else if (isConnectionError(err)) return; // the engine went away: the next open finds the end
     }
     if (reason === 'exited' && demux.notFound(exitCode)) reason = 'not-found';
-    if (oneShot) await removeContainer(c.id);
-    await sink.end({
-      exitCode,
-      reason,
-      executor: oneShot ? { state: 'stopped', containerId: null, mainTask: null } : { state: 'stopped', mainTask: null },
-    });
+    await endMain(sink, c, exitCode, reason);
+  };
+
+  /**
+   * Follows a daemon that Docker restarts (its restart policy): every run's output, read from
+   * Docker's log (each read ends when a run ends; the next starts where the last stopped), until
+   * the container stops for good (policy exhausted, or stopped by lessl). One lessl run.
+   */
+  const followRestarting = async (sink: RunSink, c: Docker.Container, log: StampedLog | undefined): Promise<void> => {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      for (;;) {
+        if (log === undefined) await c.wait();
+        else await drain(await logStream(c, true, log.since()), log.demux);
+        info = await c.inspect();
+        if (!info.State.Running && !info.State.Restarting) break;
+        if (info.State.Restarting) await new Promise((r) => setTimeout(r, 100));
+      }
+      if (log !== undefined) await drain(await logStream(c, false, log.since()), log.demux);
+    } catch (err) {
+      if (statusOf(err) === 404) return endMain(sink, c, null, 'lost');
+      if (isConnectionError(err)) return; // the engine went away: the next open finds the end
+      throw err;
+    }
+    await endMain(sink, c, info.State.ExitCode ?? null, info.State.OOMKilled ? 'oom' : 'exited');
+  };
+
+  /** Follows a started main container, restarted by Docker or not; reads no output for `log: none`. */
+  const follow = (sink: RunSink, c: Docker.Container, attached: Readable | undefined, skip = 0): void => {
+    const reads = sink.spec.log?.destination !== 'none';
+    const out = (st: 'stdout' | 'stderr', data: Uint8Array): void => sink.output(st, data);
+    const done = restarts(sink.spec)
+      ? followRestarting(sink, c, reads ? new StampedLog(out, skip) : undefined)
+      : followMain(sink, c, attached, new Demux(out, skip));
+    void done.catch(() => undefined);
+  };
+
+  /** Puts a run's credential files into a container (created or running) before its process starts. */
+  const putSecrets = async (c: Docker.Container, sink: RunSink): Promise<void> => {
+    if (sink.secrets.files.length === 0) return;
+    await c.putArchive(secretTar(sink.secrets.files, sink.spec.user), { path: '/' });
   };
 
   /** Creates and starts the main container of a task; the commit returns once it runs. */
-  const startMain = async (plan: CommitPlan, sink: RunSink, spec: TaskSpec): Promise<E.Either<AnyError, string>> => {
+  const startMain = async (plan: CommitPlan, sink: RunSink): Promise<E.Either<AnyError, string>> => {
     const task = sink.task;
-    const cfg = containerConfig(plan, task, spec);
+    const cfg = containerConfig(plan, sink);
     if (E.isLeft(cfg)) return cfg;
     let c: Docker.Container;
     try {
@@ -186,19 +297,20 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
           : fromDocker(task, err),
       );
     }
-    let stream: Readable;
+    // a restarted daemon's output is read from Docker's log, and `log: none` reads nothing: no attach
+    const attach = !restarts(sink.spec) && sink.spec.log?.destination !== 'none';
+    let stream: Readable | undefined;
     try {
-      stream = (await c.attach({ stream: true, stdout: true, stderr: true })) as unknown as Readable;
+      await putSecrets(c, sink);
+      if (attach) stream = (await c.attach({ stream: true, stdout: true, stderr: true })) as unknown as Readable;
     } catch (err) {
       await removeContainer(c.id);
       return E.left(fromDocker(task, err));
     }
-    const demux = new Demux((s, data) => sink.output(s, data));
-    const following = { stream };
     try {
       await c.start();
     } catch (err) {
-      following.stream.destroy();
+      stream?.destroy();
       await removeContainer(c.id);
       if (!isDockerError(err)) throw err;
       const code = statusOf(err);
@@ -212,8 +324,9 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
           : fromDocker(task, err),
       );
     }
-    sink.started({ process: { containerId: c.id }, kill: (sig, grace) => killContainer(c.id, sig, grace) });
-    void followMain(sink, c, stream, demux).catch(() => undefined);
+    const again = restarts(sink.spec);
+    sink.started({ process: { containerId: c.id }, kill: (sig, grace) => killContainer(c.id, sig, grace, again) });
+    follow(sink, c, stream);
     return E.right(c.id);
   };
 
@@ -251,9 +364,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
 
   /** Follows an exec to its end: output drained, then the exit code. */
   const followExec = async (sink: RunSink, exec: Docker.Exec, stream: Readable, demux: Demux): Promise<void> => {
-    followers.add(stream);
-    await demux.drain(stream);
-    followers.delete(stream);
+    await drain(stream, demux);
     let exitCode: number | null = null;
     let reason: EndReason = 'exited';
     try {
@@ -267,12 +378,14 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   };
 
   /** Runs a task inside a running container with exec; returns once it has started. */
-  const startExec = async (containerId: string, sink: RunSink, spec: TaskSpec): Promise<E.Either<AnyError, void>> => {
+  const startExec = async (containerId: string, sink: RunSink): Promise<E.Either<AnyError, void>> => {
     const marker = randomBytes(8).toString('hex');
+    const spec = sink.spec;
     try {
+      await putSecrets(d.getContainer(containerId), sink);
       const exec = await d.getContainer(containerId).exec({
         Cmd: [...spec.cmd],
-        Env: [...envOf(spec), `LESSL_EXEC=${marker}`],
+        Env: [...envOf(sink), `LESSL_EXEC=${marker}`],
         ...(spec.pwd === undefined ? {} : { WorkingDir: spec.pwd }),
         ...(spec.user === undefined ? {} : { User: spec.user }),
         AttachStdout: true,
@@ -352,11 +465,11 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
         return E.left(
           unsupported(step.id, 'a daemon task exec’d into a running executor', 'bind it on a stopped executor instead'),
         );
-      const r = await startExec(x.containerId, plan.runs.open(step.id), spec);
+      const r = await startExec(x.containerId, plan.runs.open(step.id));
       return E.isLeft(r) ? r : E.right(ok);
     }
     if (x.containerId !== null) await removeContainer(x.containerId);
-    const r = await startMain(plan, plan.runs.open(step.id), spec);
+    const r = await startMain(plan, plan.runs.open(step.id));
     if (E.isLeft(r)) return r;
     Object.assign(x, { running: true, containerId: r.right, mainTask: step.id });
     const cid = r.right;
@@ -368,7 +481,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
 
   const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
     const x = recorded(plan.attributes);
-    const grace = ((plan.options.backend ?? {}) as DockerExecutorOptions).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
+    const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
     const results: StepResult[] = [];
     const undo: (() => Promise<void>)[] = [];
     const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
@@ -410,14 +523,14 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
         executor: { state: 'stopped', containerId: null, mainTask: null },
       }));
     }
-    const follow = info.State.Running;
-    sink.started({ process: { containerId }, kill: (sig, grace) => killContainer(containerId, sig, grace) });
-    const got = (await c.logs({ follow, stdout: true, stderr: true } as { follow: true })) as unknown;
-    // without follow, dockerode answers the whole log as one buffer
-    const logs = Buffer.isBuffer(got) ? Readable.from([got]) : (got as Readable);
-    const demux = new Demux((s, data) => sink.output(s, data), sink.kept);
-    if (follow) void followMain(sink, c, logs, demux).catch(() => undefined);
-    else await followMain(sink, c, logs, demux);
+    const again = restarts(sink.spec);
+    sink.started({ process: { containerId }, kill: (sig, grace) => killContainer(containerId, sig, grace, again) });
+    if (again || sink.spec.log?.destination === 'none') return follow(sink, c, undefined, sink.kept);
+    const running = info.State.Running;
+    const logs = await logStream(c, running);
+    // a container still running is followed in the background; one that ended is read to its end now
+    if (running) follow(sink, c, logs, sink.kept);
+    else await followMain(sink, c, logs, new Demux((st, data) => sink.output(st, data), sink.kept));
   };
 
   const resumeExec = async (sink: RunSink, containerId: string, execId: string, marker: string): Promise<void> => {
@@ -439,6 +552,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   };
 
   return {
+    backendOptions: DockerExecutorOptionsC,
     commit,
     resume,
     async undo(plan, attributes) {

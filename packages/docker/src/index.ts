@@ -9,11 +9,16 @@
  */
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
+  decodeOptions,
+  fnC,
+  instanceC,
   runtimeError,
   unavailable,
   type Authorizer,
+  type CredentialResolver,
   type CallContext,
   type IdLike,
   type ReadError,
@@ -22,7 +27,7 @@ import {
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
-import { assemble, Registry, type Backend, type RegistryOptions } from '@lessl/level';
+import { assemble, commonOpenOptions, Registry, type Backend, type RegistryOptions } from '@lessl/level';
 import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
 import { fromDocker } from './errors.js';
 import { executorDriver, type FaultHook } from './executor.js';
@@ -31,7 +36,7 @@ import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
-export { DEFAULTS, type DockerExecutorOptions } from './executor.js';
+export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions } from './executor.js';
 export type { ImageSource } from './images.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
@@ -69,7 +74,23 @@ export interface DockerBackendOptions {
   readonly callTimeoutMs?: number;
   /** Output kept per task run (default 1 MiB; a spec's `limits.outputBytes` wins). */
   readonly outputBytes?: number;
+  /**
+   * Resolves `spec.credentials` when a task starts: `env` goes into the container's (or exec's)
+   * environment, `files` are written into the container before the process starts. Without
+   * one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
+   */
+  readonly credentials?: CredentialResolver;
 }
+
+/** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
+export const DockerBackendOptionsProps = {
+  ...commonOpenOptions,
+  docker: instanceC('Docker', Docker),
+  socketPath: t.string,
+  watch: t.boolean,
+  faults: fnC<FaultHook>('FaultHook'),
+  callTimeoutMs: t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt'),
+};
 
 /** A Docker backend: the core contracts plus Docker specifics. */
 export interface DockerBackend extends Backend {
@@ -81,12 +102,16 @@ export interface DockerBackend extends Backend {
 }
 
 /**
- * Connects to the engine (answering `Unavailable` when it cannot be reached), opens the
+ * Validates the options (unknown keys or wrong types: `InvalidEntry` naming them), connects
+ * to the engine (answering `Unavailable` when it cannot be reached), opens the
  * registry, recovers interrupted creates, reconciles with Docker and starts watching its events.
  */
 export const openDockerBackend =
-  (opts: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>
+  (options: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>
   async () => {
+    const decoded = decodeOptions(DockerBackendOptionsProps, options, 'Docker backend options');
+    if (E.isLeft(decoded)) return decoded;
+    const opts: DockerBackendOptions = decoded.right;
     const docker = opts.docker ?? (opts.socketPath === undefined ? new Docker() : new Docker({ socketPath: opts.socketPath }));
     guardCalls(docker, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
     try {
@@ -117,6 +142,7 @@ export const openDockerBackend =
       executor: exec,
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
+      ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
       onClose: async () => {
         for (const b of background) await b.stop();
         await engine.janitor.stop();

@@ -68,3 +68,64 @@ export class Demux {
     );
   }
 }
+
+/** Nanoseconds since the epoch of an RFC 3339 timestamp with up to 9 fraction digits. */
+const nanosOf = (ts: string): bigint | undefined => {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(ts);
+  const ms = m === null ? NaN : Date.parse(`${m[1]}${m[3]}`);
+  if (m === null || Number.isNaN(ms)) return undefined;
+  return BigInt(ms) * 1_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
+};
+
+/**
+ * Docker's log read with `timestamps: true`, across several reads (a container that Docker
+ * restarts ends every log stream): each frame's timestamp is stripped and remembered, so the
+ * next read starts `since` the last one and nothing is handed on twice. `skip`: bytes already
+ * kept (when following again after a restart of the embedding process).
+ */
+export class StampedLog {
+  private cursor = -1n;
+  /** Frames seen carrying the cursor's timestamp (`since` is inclusive: a new read repeats them). */
+  private atCursor = 0;
+  private replay = 0;
+  private skip: number;
+  readonly demux: Demux;
+
+  constructor(
+    private readonly sink: OutputSink,
+    skip = 0,
+  ) {
+    this.skip = skip;
+    this.demux = new Demux((s, d) => this.frame(s, d));
+  }
+
+  /** The `since` of the next read (seconds.nanoseconds); resets the repeat filter. */
+  since(): string {
+    this.replay = this.atCursor;
+    if (this.cursor < 0n) return '0';
+    return `${this.cursor / 1_000_000_000n}.${(this.cursor % 1_000_000_000n).toString().padStart(9, '0')}`;
+  }
+
+  private frame(stream: 'stdout' | 'stderr', data: Uint8Array): void {
+    const sp = data.indexOf(0x20);
+    const ns = sp < 0 ? undefined : nanosOf(Buffer.from(data.subarray(0, sp)).toString());
+    if (ns === undefined || ns < this.cursor) return;
+    if (ns === this.cursor && this.replay > 0) {
+      this.replay--;
+      return;
+    }
+    if (ns === this.cursor) this.atCursor++;
+    else {
+      this.cursor = ns;
+      this.atCursor = 1;
+    }
+    let payload = data.subarray(sp + 1);
+    if (this.skip > 0) {
+      const n = Math.min(this.skip, payload.length);
+      this.skip -= n;
+      payload = payload.subarray(n);
+      if (payload.length === 0) return;
+    }
+    this.sink(stream, payload);
+  }
+}

@@ -27,6 +27,7 @@ const { count } = suite({
         stores: o.stores,
         registry: o.location === undefined ? { memory: true } : { location: o.location },
         ...(o.authorize === undefined ? {} : { authorize: o.authorize }),
+        ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
         ...(fail === undefined
           ? {}
           : { faults: (s) => (s.op === fail.op && s.id === fail.id ? runtimeError(s.id, 'injected fault') : undefined) }),

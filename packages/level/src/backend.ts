@@ -2,13 +2,17 @@
  * Assembles a backend from the registry, store configs and drivers.
  */
 import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
 import {
   allowAll,
+  fnC,
+  instanceC,
   invalidEntry,
   isElementKind,
   showValue,
   type Authorizer,
   type Composer,
+  type CredentialResolver,
   type ElementKind,
   type ElementStore,
   type EventSource,
@@ -21,7 +25,7 @@ import {
 } from '@lessl/core';
 import { GenericComposer } from './composer.js';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
-import type { Registry } from './registry.js';
+import { Registry, type StringLevel } from './registry.js';
 import { makeRun } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
 import { KindStore, storeKey, type Wiring } from './stores.js';
@@ -54,9 +58,50 @@ export interface AssembleOptions {
   readonly executor: ExecutorDriver;
   readonly authorize?: Authorizer;
   readonly onClose?: () => Promise<void>;
+  /** Resolves task credentials (`spec.credentials`) when a task starts. */
+  readonly credentials?: CredentialResolver;
   /** Task runtime options (output kept per run). */
   readonly runtime?: RuntimeOptions;
 }
+
+const PositiveInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
+
+/** io-ts codec of a store configuration (exact; `options` are the backend's store options). */
+export const StoreConfigC = t.intersection([
+  t.type({ kind: t.keyof({ image: null, volume: null, task: null, executor: null }), name: t.string }),
+  t.partial({
+    policy: t.keyof({ 'read-write': null, 'read-only': null, 'create-only': null }),
+    parents: t.boolean,
+    options: t.UnknownRecord,
+  }),
+]);
+
+const isLevel = (u: unknown): u is StringLevel =>
+  typeof u === 'object' && u !== null && typeof (u as { open?: unknown }).open === 'function';
+const levelC = new t.Type<StringLevel, StringLevel, unknown>(
+  'AbstractLevel',
+  isLevel,
+  (u, c) => (isLevel(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/**
+ * io-ts codecs of the open options every backend takes (`registry`, `stores`, `authorize`,
+ * `credentials`, `outputBytes`); a backend adds its own and decodes them with `decodeOptions`.
+ */
+export const commonOpenOptions = {
+  registry: t.union([
+    instanceC('Registry', Registry),
+    t.type({ location: t.string }),
+    t.type({ memory: t.literal(true) }),
+    t.type({ db: levelC }),
+    t.type({}),
+  ]),
+  stores: t.array(StoreConfigC),
+  authorize: fnC<Authorizer>('Authorizer'),
+  credentials: fnC<CredentialResolver>('CredentialResolver'),
+  outputBytes: PositiveInt,
+};
 
 /** Validates store configs: kinds, names, policies, no duplicates. */
 export const validateStores = (stores: readonly StoreConfig[]): E.Either<InvalidEntry, ReadonlyMap<string, StoreConfig>> => {
@@ -96,6 +141,7 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     drivers,
     executor: o.executor,
     runtime,
+    ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
   };
   await resumeRuns(w);
   const kinds = {

@@ -6,10 +6,12 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { randomUUID } from 'node:crypto';
+import * as t from 'io-ts';
 import {
   aborted,
   describeId,
   conflict,
+  decodeExecutorOptions,
   FINAL_STATES,
   inUse,
   taskStatusOf,
@@ -39,9 +41,10 @@ import {
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
-import type { CommitPlan, PlanStep, RunOpener } from './drivers.js';
+import type { CommitPlan, PlanStep, RunOpener, Secrets } from './drivers.js';
 import type { ActiveRun } from './runtime.js';
 import type { CompositionRecord, EventDraft, MemberRecord } from './registry.js';
+import { resolveSecrets, unsupportedField } from './spec.js';
 import { guard, route, type Wiring } from './stores.js';
 
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
@@ -76,28 +79,15 @@ const validMountpoint = (p: unknown): p is string =>
   !p.includes('\0') &&
   !p.includes(':');
 
-const validOptions = (o: unknown): string | undefined => {
-  if (o === undefined) return undefined;
-  if (typeof o !== 'object' || o === null || Array.isArray(o)) return 'options must be an object';
-  const x = o as Record<string, unknown>;
-  for (const k of ['memoryBytes', 'pids'] as const)
-    if (x[k] !== undefined && (!Number.isInteger(x[k]) || (x[k] as number) <= 0)) return `${k} must be a positive integer`;
-  if (x.cpus !== undefined && (typeof x.cpus !== 'number' || !(x.cpus > 0))) return 'cpus must be a positive number';
-  if (x.readOnlyRootfs !== undefined && typeof x.readOnlyRootfs !== 'boolean') return 'readOnlyRootfs must be a boolean';
-  if (x.network !== undefined && typeof x.network !== 'string') return 'network must be a string';
-  return undefined;
-};
-
 /**
- * Executor options from a caller, checked and copied into JSON data (what a commit persists):
- * anything else (a BigInt, a cycle, a throwing getter, a Proxy) is `InvalidEntry` here, before
- * it can reach the registry.
+ * Executor options from a caller, copied into JSON data (what a commit persists): anything else
+ * (a BigInt, a cycle, a throwing getter, a Proxy) is `InvalidEntry` here, before it can reach the
+ * registry. Their fields are decoded exactly by the composer (`options`), with the backend's codec.
  */
 const readOptions = (id: string, o: unknown): E.Either<InvalidEntry, ExecutorOptions> => {
   if (o === undefined) return E.right({});
   const c = jsonData(o);
-  const bad = E.isLeft(c) ? c.left : validOptions(c.right);
-  if (bad !== undefined || E.isLeft(c)) return E.left(invalidEntry(`invalid executor options: ${bad}`, id, ['options']));
+  if (E.isLeft(c)) return E.left(invalidEntry(`invalid executor options: ${c.left}`, id, ['options']));
   return E.right(c.right as ExecutorOptions);
 };
 
@@ -185,11 +175,18 @@ const executorKey = (h: unknown): string => {
 export class GenericComposer implements Composer {
   constructor(private readonly w: Wiring) {}
 
+  /** Decodes executor options exactly, the backend's own (`backend`) with the driver's codec. */
+  private options(id: string, u: unknown): E.Either<CompositionError, ExecutorOptions> {
+    return decodeExecutorOptions(id, u, this.w.executor.backendOptions ?? t.type({}));
+  }
+
   /** Input shape (options, ID), location, authorization (`read`, whether or not the executor exists), then the snapshot. */
   handle(executor?: IdLike, options?: ExecutorOptions, ctx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(executor), async () => {
-      const o = readOptions(describeId(executor), options);
-      if (E.isLeft(o)) return o;
+      const copied = readOptions(describeId(executor), options);
+      if (E.isLeft(copied)) return copied;
+      const decoded = this.options(describeId(executor), copied.right);
+      if (E.isLeft(decoded)) return decoded;
       let raw = executor;
       if (raw === undefined) {
         const first = [...this.w.stores.values()].find((s) => s.kind === 'executor');
@@ -204,7 +201,7 @@ export class GenericComposer implements Composer {
       const el = this.w.registry.get(id.key);
       if (!this.w.authorize(principalOf(ctx), 'read', id.key, el))
         return E.left(permissionDenied(id.key, principalOf(ctx), 'read'));
-      if (el === undefined) return E.right({ executor: id, revision: 0, options: o.right, members: [] });
+      if (el === undefined) return E.right({ executor: id, revision: 0, options: decoded.right, members: [] });
       const comp = this.w.registry.composition(id.key);
       return E.right({
         executor: id,
@@ -326,11 +323,24 @@ export class GenericComposer implements Composer {
       elements.set(m.id.key, el);
     }
     const comp = reg.composition(xid.key);
+    // a new executor takes the handle's options: decoded again, as a handle is a plain value anyone can build
+    const options = comp === undefined ? this.options(xid.key, h.options) : E.right(comp.options);
+    if (E.isLeft(options)) return options;
     const before = (comp?.members ?? []).map(fromRecord);
-    const runs = this.w.runtime.opener(xid.key, (task) => taskSpecOf(elements.get(task)));
-    const plan = this.plan(xid, current, comp, before, h, elements, runs, ctx);
+    const secrets = new Map<string, Secrets>();
+    const runs = this.w.runtime.opener(
+      xid.key,
+      (task) => taskSpecOf(elements.get(task)),
+      (task) => secrets.get(task) ?? { env: {}, files: [] },
+    );
+    const plan = this.plan(xid, current, options.right, before, h, elements, runs, ctx);
     const busy = this.busyTask(plan);
     if (busy !== undefined) return E.left(busy);
+    const refused = await this.prepareRuns(plan, secrets);
+    if (refused !== undefined) {
+      if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
+      return E.right(refused);
+    }
     // phase 2: the backend applies the steps (it rolls back on failure)
     const out = await this.w.executor.commit(plan);
     if (E.isLeft(out)) {
@@ -369,6 +379,25 @@ export class GenericComposer implements Composer {
     for (const r of runs.opened) if (r.run > 1) void reg.clearOutput(r.task, r.run).catch(() => undefined);
     const handle: Handle = { executor: xid, revision, options: plan.options, members: h.members };
     return E.right({ committed: true, handle, executor, results: withNoops(results, before, h.members) });
+  }
+
+  /**
+   * Before the driver runs: every task to be started must ask only for what backends do
+   * (`Unsupported` naming the field otherwise), and its credentials are resolved into `secrets`.
+   * Answers the refused commit, or `undefined` to go on.
+   */
+  private async prepareRuns(plan: CommitPlan, secrets: Map<string, Secrets>): Promise<CommitResult | undefined> {
+    for (const s of plan.steps) {
+      if (s.op !== 'bind' || s.member?.id.kind !== 'task') continue;
+      const spec = taskSpecOf(plan.elements.get(s.id));
+      const refused = unsupportedField(s.id, spec);
+      const got =
+        refused === undefined ? await resolveSecrets(this.w.credentials, s.id, plan.executor.key, spec) : E.left(refused);
+      if (E.isLeft(got))
+        return { committed: false, error: got.left, results: [{ id: s.id, op: 'bind', status: 'ERROR', error: got.left }] };
+      secrets.set(s.id, got.right);
+    }
+    return undefined;
   }
 
   /** A task to be started that is running already (here or in another executor) answers InUse. */
@@ -444,7 +473,7 @@ export class GenericComposer implements Composer {
   private plan(
     xid: ElementId,
     current: Element | undefined,
-    comp: CompositionRecord | undefined,
+    options: ExecutorOptions,
     before: readonly Member[],
     h: Handle,
     elements: ReadonlyMap<string, Element>,
@@ -475,7 +504,7 @@ export class GenericComposer implements Composer {
     return {
       executor: xid,
       exists: current !== undefined,
-      options: comp?.options ?? h.options,
+      options,
       attributes: current?.attributes ?? {},
       before,
       after,

@@ -5,6 +5,7 @@
  * make and remove backend objects.
  */
 import type * as E from 'fp-ts/lib/Either.js';
+import type * as t from 'io-ts';
 import type {
   AnyError,
   ChecksumMismatch,
@@ -61,6 +62,24 @@ export interface RunSink {
   end(outcome: RunOutcome): Promise<void>;
   /** Why the runtime asked this run to stop, if it did. */
   readonly stopping: EndReason | undefined;
+  /** The run's resolved credentials (empty when the spec has none, and on resume). */
+  readonly secrets: Secrets;
+}
+
+/** A file a credential puts in the task's filesystem. */
+export interface SecretFile {
+  /** Absolute path inside the executor. */
+  readonly path: string;
+  readonly data: Uint8Array;
+}
+
+/**
+ * The resolved credentials of a run: handed to the driver that starts it, to put into the
+ * process's environment and files, and nowhere else (not the registry, events, labels or messages).
+ */
+export interface Secrets {
+  readonly env: Readonly<Record<string, string>>;
+  readonly files: readonly SecretFile[];
 }
 
 /** Opens runs during a commit. */
@@ -150,6 +169,12 @@ export type DriverCommit = E.Either<
 
 /** Realizes compositions (containers, processes). */
 export interface ExecutorDriver {
+  /**
+   * The io-ts codec of the backend's executor options (`ExecutorOptions.backend`). The composer
+   * decodes them exactly with it at `handle` (and again at commit): unknown keys or wrong types
+   * are `InvalidEntry`. Without one, the backend takes no backend options.
+   */
+  readonly backendOptions?: t.Mixed;
   /** Applies the plan's steps in order; on a failing step, rolls back the earlier ones. */
   commit(plan: CommitPlan): Promise<DriverCommit>;
   /** Undoes a driver commit whose registry write then failed. */

@@ -13,3 +13,4 @@ export * from './backend.js';
 export * from './runtime.js';
 export { TaskLifecycle } from './tasks.js';
 export { makeRun } from './run.js';
+export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';

@@ -14,7 +14,8 @@ import {
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
-import type { RunOpener, RunOutcome, RunSink, StartedRun } from './drivers.js';
+import type { RunOpener, RunOutcome, RunSink, Secrets, StartedRun } from './drivers.js';
+import { NO_SECRETS } from './spec.js';
 import type { CompositionRecord, EventDraft, OutputRecord, Registry } from './registry.js';
 
 /** Default bytes of output kept per run. */
@@ -53,6 +54,10 @@ export class ActiveRun implements RunSink {
   private readonly listeners = new Set<() => void>();
   private ending = false;
   finished = false;
+  /** Resolved credentials: held in memory for the driver only (a private field: never copied, logged or persisted). */
+  #secrets: Secrets = NO_SECRETS;
+  /** Output is dropped, not kept (`log.destination: 'none'`). */
+  private readonly discard: boolean;
 
   constructor(
     private readonly rt: TaskRuntime,
@@ -65,10 +70,20 @@ export class ActiveRun implements RunSink {
   ) {
     this.gate = new Promise((res) => (this.openGate = res));
     this.done = new Promise((res) => (this.finish = res));
+    this.discard = spec.log?.destination === 'none';
+  }
+
+  get secrets(): Secrets {
+    return this.#secrets;
+  }
+
+  /** @internal hands the run its resolved credentials (before the driver starts it). */
+  setSecrets(s: Secrets): void {
+    this.#secrets = s;
   }
 
   output(stream: 'stdout' | 'stderr', data: Uint8Array): void {
-    if (this.finished || data.byteLength === 0) return;
+    if (this.finished || this.discard || data.byteLength === 0) return;
     const room = this.outputCap - this.kept;
     if (room <= 0) {
       this.truncated = true;
@@ -185,7 +200,11 @@ export class TaskRuntime {
   }
 
   /** A run opener for one commit; `opened` lists what the driver opened. */
-  opener(executor: string, specs: (task: string) => TaskSpec): RunOpener & { readonly opened: ActiveRun[] } {
+  opener(
+    executor: string,
+    specs: (task: string) => TaskSpec,
+    secrets: (task: string) => Secrets = () => NO_SECRETS,
+  ): RunOpener & { readonly opened: ActiveRun[] } {
     const opened: ActiveRun[] = [];
     return {
       opened,
@@ -197,6 +216,7 @@ export class TaskRuntime {
         const prev = el === undefined ? 0 : taskStatusOf(el.attributes).run;
         const spec = specs(task);
         const run = new ActiveRun(this, task, executor, prev + 1, spec, spec.limits?.outputBytes ?? this.defaultCap);
+        run.setSecrets(secrets(task));
         this.runs.set(task, run);
         opened.push(run);
         return run;

@@ -42,6 +42,7 @@ import {
   type Authorizer,
   type CallContext,
   type CreateError,
+  type CredentialResolver,
   type CreateRequest,
   type DeleteError,
   type Element,
@@ -72,6 +73,8 @@ export interface Wiring {
   readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task: ElementDriver };
   readonly executor: ExecutorDriver;
   readonly runtime: TaskRuntime;
+  /** Resolves task credentials when a task starts (none: a spec with credentials is Unsupported). */
+  readonly credentials?: CredentialResolver;
 }
 
 /** `<kind>://<store>` of a config. */

@@ -15,13 +15,20 @@ import {
   runtimeError,
   type AnyError,
   type Authorizer,
+  type CredentialResolver,
   type InvalidEntry,
+  decodeOptions,
+  fnC,
+  instanceC,
+  restarts,
   type StepResult,
   type StoreConfig,
   type RuntimeError,
+  type TaskSpec,
 } from '@lessl/core';
 import {
   assemble,
+  commonOpenOptions,
   Registry,
   type Backend,
   type CommitPlan,
@@ -63,6 +70,12 @@ export interface MemoryBackendOptions {
   readonly run?: FakeProcess;
   /** Output kept per task run (default 1 MiB). */
   readonly outputBytes?: number;
+  /**
+   * Resolves `spec.credentials` when a task starts: its `env` is added to the fake process's
+   * environment, its `files` are readable through `io.files` (and `cat` in the tiny shell).
+   * Without one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
+   */
+  readonly credentials?: CredentialResolver;
 }
 
 const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
@@ -98,6 +111,15 @@ const blobDriver = (data: MemoryData): ElementDriver => ({
   },
 });
 
+/** True when a daemon's restart policy runs it again after this exit (`runs` restarts so far). */
+const again = (spec: TaskSpec, exit: FakeExit, runs: number, signal: AbortSignal): boolean => {
+  if (!restarts(spec) || signal.aborted) return false;
+  const code = typeof exit === 'number' ? exit : exit.exitCode;
+  const max = spec.restart?.maxRetries;
+  if (max !== undefined && runs >= max) return false;
+  return spec.restart?.policy === 'always' || code !== 0;
+};
+
 /**
  * Executors as state machines with fake processes: binding a task starts `run(spec, io)`.
  * On a stopped executor the task becomes its main process (the executor runs while it does);
@@ -110,7 +132,9 @@ const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | u
     stopAll.add(ac);
     const enc = new TextEncoder();
     const bytes = (d: string | Uint8Array): Uint8Array => (typeof d === 'string' ? enc.encode(d) : d);
+    const { env, files } = sink.secrets;
     const io: FakeIO = {
+      files: new Map(files.map((f) => [f.path, f.data])),
       stdout: (d) => sink.output('stdout', bytes(d)),
       stderr: (d) => sink.output('stderr', bytes(d)),
       signal: ac.signal,
@@ -132,13 +156,19 @@ const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | u
         if (!ac.signal.aborted) ac.abort(signal);
       },
     });
+    const spec = Object.keys(env).length === 0 ? sink.spec : { ...sink.spec, env: { ...sink.spec.env, ...env } };
     void (async () => {
       let exit: FakeExit;
-      try {
-        exit = await run(sink.spec, io);
-      } catch (err) {
-        io.stderr(`fake process failed: ${err instanceof Error ? err.message : String(err)}\n`);
-        exit = 1;
+      // restart policy (daemons only): run again after a failure (on-failure) or any end (always), unless killed
+      for (let runs = 0; ; runs++) {
+        try {
+          exit = await run(spec, io);
+        } catch (err) {
+          io.stderr(`fake process failed: ${err instanceof Error ? err.message : String(err)}\n`);
+          exit = 1;
+        }
+        if (!again(sink.spec, exit, runs, ac.signal)) break;
+        await new Promise((r) => setTimeout(r, 0));
       }
       stopAll.delete(ac);
       const code = typeof exit === 'number' ? exit : exit.exitCode;
@@ -205,13 +235,25 @@ const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | u
   };
 };
 
+/** io-ts codecs of `MemoryBackendOptions` (exact: `openMemoryBackend` refuses unknown keys). */
+export const MemoryBackendOptionsProps = {
+  ...commonOpenOptions,
+  data: instanceC('MemoryData', MemoryData),
+  faults: fnC<(step: PlanStep) => AnyError | undefined>('FaultHook'),
+  run: fnC<FakeProcess>('FakeProcess'),
+};
+
 /**
- * Opens a memory backend. Answers `InvalidEntry` for a bad store configuration and
- * `RuntimeError` when the registry cannot be opened.
+ * Opens a memory backend. Answers `InvalidEntry` for options of the wrong shape (unknown keys
+ * or wrong types, named) or a bad store configuration, and `RuntimeError` when the registry
+ * cannot be opened.
  */
 export const openMemoryBackend =
-  (opts: MemoryBackendOptions = {}): TaskEither<InvalidEntry | RuntimeError, Backend> =>
+  (options: MemoryBackendOptions = {}): TaskEither<InvalidEntry | RuntimeError, Backend> =>
   async () => {
+    const decoded = decodeOptions(MemoryBackendOptionsProps, options, 'memory backend options');
+    if (E.isLeft(decoded)) return decoded;
+    const opts: MemoryBackendOptions = decoded.right;
     let registry: Registry;
     try {
       registry = opts.registry instanceof Registry ? opts.registry : await Registry.open(opts.registry ?? { memory: true });
@@ -227,6 +269,7 @@ export const openMemoryBackend =
       executor: executorDriver(opts.run ?? tinyShell, opts.faults),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+      ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
     });
     if (E.isLeft(b)) await registry.close();
     return b;

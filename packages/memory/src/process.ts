@@ -15,6 +15,8 @@ export interface FakeIO {
   readonly signal: AbortSignal;
   /** Resolves after `ms`, or at once when the process is killed. */
   sleep(ms: number): Promise<void>;
+  /** Files the task's credentials put in its filesystem, by absolute path. */
+  readonly files: ReadonlyMap<string, Uint8Array>;
 }
 
 /** What a fake process answers: its exit code, or `not-found` for a command that does not exist. */
@@ -46,6 +48,17 @@ const simple = async (argv: string[], io: FakeIO, env: Readonly<Record<string, s
     case 'echo':
       write(`${rest.join(' ')}\n`);
       return 0;
+    case 'cat': {
+      for (const f of rest) {
+        const data = io.files.get(f);
+        if (data === undefined) {
+          io.stderr(`cat: can't open '${f}': No such file or directory\n`);
+          return 1;
+        }
+        write(data);
+      }
+      return 0;
+    }
     case 'sleep':
       await io.sleep(Number(rest[0] ?? 0) * 1000);
       return io.signal.aborted ? (io.signal.reason === 'KILL' ? 137 : 143) : 0;
@@ -56,7 +69,7 @@ const simple = async (argv: string[], io: FakeIO, env: Readonly<Record<string, s
 };
 
 /**
- * The default fake process: a tiny shell. It runs `echo`, `sleep N`, `true`, `false`, `exit N`,
+ * The default fake process: a tiny shell. It runs `echo`, `cat FILE` (credential files), `sleep N`, `true`, `false`, `exit N`,
  * `$NAME` from the spec's env and `>&2`, either as the command itself or inside `sh -c "a; b"`.
  * Anything else exits 127 (not found). A killed process exits 143 (TERM) or 137 (KILL).
  */

@@ -23,6 +23,7 @@ const { count } = suite({
         data: shared,
         ...(o.location === undefined ? {} : { registry: { location: o.location } }),
         ...(o.authorize === undefined ? {} : { authorize: o.authorize }),
+        ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
         ...(fail === undefined
           ? {}
           : { faults: (s) => (s.op === fail.op && s.id === fail.id ? runtimeError(s.id, 'injected fault') : undefined) }),
