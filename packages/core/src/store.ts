@@ -9,10 +9,27 @@ import type { ElementKind, IdLike } from './id.js';
 import type { ListFilter, ReadFilter } from './filter.js';
 import type { Metadata, MetadataPatch } from './metadata.js';
 
-/** Per-call context: who calls, and a signal to abort long operations. */
+/** How far a long operation (an image pull, load, build or download) has come. */
+export interface Progress {
+  /** What it is doing now, e.g. `pull`, `download`, `load`, `clone`, `build`, `import`. */
+  readonly phase: string;
+  /** Bytes done so far (downloaded, sent to the engine, or layer bytes pulled). */
+  readonly bytes?: number;
+  /** Bytes in all, when known. */
+  readonly totalBytes?: number;
+  /** Layers (or build steps) finished, and how many there are, when known. */
+  readonly done?: number;
+  readonly total?: number;
+  /** The engine's own words for the last step, e.g. `Step 2/4 : COPY . /app`. */
+  readonly detail?: string;
+}
+
+/** Per-call context: who calls, a signal to abort long operations, and where to report their progress. */
 export interface CallContext {
   readonly principal?: string;
   readonly signal?: AbortSignal;
+  /** Called as a long create goes on (images from a registry, a tarball, a URL, git). Must not throw. */
+  readonly onProgress?: (p: Progress) => void;
 }
 
 /** What `create` takes. */

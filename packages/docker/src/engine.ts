@@ -13,6 +13,7 @@ import { LABEL } from './names.js';
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
 export const followJson = async (
   stream: NodeJS.ReadableStream,
+  onMessage?: (m: Record<string, unknown>) => void,
 ): Promise<{ messages: Record<string, unknown>[]; error?: string }> => {
   const messages: Record<string, unknown>[] = [];
   let rest = '';
@@ -26,6 +27,7 @@ export const followJson = async (
       try {
         const m = JSON.parse(line) as Record<string, unknown>;
         messages.push(m);
+        onMessage?.(m);
         if (typeof m.error === 'string') error ??= m.error;
         const detail = m.errorDetail as { message?: unknown } | undefined;
         if (typeof detail?.message === 'string') error ??= detail.message;
@@ -230,15 +232,18 @@ export class Engine {
   }
 
   /**
-   * Removes lessl's own helper containers among the containers matching `filters` (a helper
-   * whose removal failed earlier holds an image or volume until it is gone). Resolves to
-   * whether any was removed.
+   * Removes lessl's own leftovers that may hold an image or volume: what the janitor still has
+   * to remove, and helper containers among the containers matching `filters`. Resolves to
+   * whether there was any.
    */
   async removeOwnHelpers(filters: Record<string, string[]>): Promise<boolean> {
+    // what the janitor still has to remove (a finished task's container, a helper) goes first
+    const pending = this.janitor.list().length > 0;
+    await this.janitor.kick();
     const users = await this.docker.listContainers({ all: true, filters }).catch(() => []);
     const ours = users.filter((c) => this.isHelper(c));
     for (const c of ours) await this.removeObject('container', c.Id);
-    return ours.length > 0;
+    return pending || ours.length > 0;
   }
 
   /** Removes the helper containers an element's create made (after a crash); answers what it removed. */

@@ -1,14 +1,15 @@
 /**
  * Images: scratch parent from a tar stream or directory (import), with a parent (helper
  * container from the parent, put the archive, commit), metadata only (commit with label
- * changes), image tarball (load), registry reference (pull). ro metadata becomes labels.
+ * changes), and the sources of sources.ts: image tarball or file (load), registry reference
+ * (pull), URL (download, then load or import), git (clone, then build). ro metadata becomes labels.
  */
-import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack as packDir } from 'tar-fs';
 import {
+  aborted,
   invalidEntry,
   runtimeError,
   unsupported,
@@ -16,36 +17,26 @@ import {
   type CreateError,
   type DeleteError,
   type Element,
+  type Progress,
 } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
 import { followJson, imageLabel, withTar, type Engine } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { imageRef, LABEL, labelChanges, labelsFor } from './names.js';
+import {
+  baseImages,
+  buildContext,
+  checkout,
+  counting,
+  fromPath,
+  fromUrl,
+  parseSource,
+  pullProgress,
+  reporter,
+  type Content,
+  type ImageSource,
+} from './sources.js';
 import { checkedTar } from './tar.js';
-
-/** Where an image comes from (`options.source` of `create`). Without one: `data` (a tar) and/or a `parent`. */
-export type ImageSource =
-  | { readonly type: 'registry'; readonly ref: string }
-  | { readonly type: 'tarball' }
-  | { readonly type: 'directory'; readonly path: string };
-
-const parseSource = (id: string, u: unknown): E.Either<AnyError, ImageSource | undefined> => {
-  if (u === undefined) return E.right(undefined);
-  const s = u as Record<string, unknown>;
-  if (typeof u !== 'object' || u === null)
-    return E.left(invalidEntry('options.source must be an object', id, ['options.source']));
-  if (s.type === 'registry' && typeof s.ref === 'string' && s.ref.length > 0) return E.right({ type: 'registry', ref: s.ref });
-  if (s.type === 'tarball') return E.right({ type: 'tarball' });
-  if (s.type === 'directory' && typeof s.path === 'string' && s.path.startsWith('/'))
-    return E.right({ type: 'directory', path: s.path });
-  return E.left(
-    invalidEntry(
-      'options.source: expected { type: "registry", ref } | { type: "tarball" } | { type: "directory", path: "/abs" }',
-      id,
-      ['options.source'],
-    ),
-  );
-};
 
 const split = (ref: string): { repo: string; tag: string } => {
   const i = ref.lastIndexOf(':');
@@ -67,7 +58,11 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       .getImage(ref)
       .inspect()
       .catch(() => undefined);
-    if (info !== undefined) await engine.removeObject('image', info.Id);
+    // by reference: an image that has other tags too (a loaded archive of an image already here) keeps them
+    if (info !== undefined) {
+      engine.expected.add(info.Id);
+      await engine.removeObject('image', ref);
+    }
   };
 
   const importTar = async (id: string, ref: string, tar: Readable, changes: string[]): Promise<E.Either<AnyError, void>> => {
@@ -83,6 +78,103 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       if (statusOf(err) === 500)
         return E.left(invalidEntry(`Docker could not import the data: ${(err as Error).message}`, id, ['data']));
       return E.left(fromDocker(id, err));
+    }
+  };
+
+  /** Loads a `docker save` archive and tags what it loaded as `ref`. */
+  const loadArchive = async (
+    id: string,
+    ref: string,
+    archive: Readable,
+    signal?: AbortSignal,
+  ): Promise<E.Either<AnyError, void>> => {
+    try {
+      const r = await withTar(archive, async (abortSignal) => {
+        signal?.addEventListener('abort', () => archive.destroy(new Error('aborted')), { once: true });
+        return followJson(await d.loadImage(archive as unknown as NodeJS.ReadableStream, { quiet: true, abortSignal }));
+      });
+      if (r.error !== undefined) return E.left(invalidEntry(`Docker could not load the archive: ${r.error}`, id, ['data']));
+      const loaded = r.messages
+        .map((m) => (typeof m.stream === 'string' ? m.stream : ''))
+        .map((l) => /Loaded image(?: ID)?: (\S+)/.exec(l)?.[1])
+        .find((x): x is string => x !== undefined);
+      if (loaded === undefined) return E.left(invalidEntry('the archive named no image', id, ['data']));
+      const { repo, tag } = split(ref);
+      await d.getImage(loaded).tag({ repo, tag });
+      return E.right(undefined);
+    } catch (err) {
+      if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
+      if (!isDockerError(err)) throw err;
+      return E.left(
+        statusOf(err) === 500
+          ? invalidEntry(`Docker could not load the archive: ${(err as Error).message}`, id, ['data'])
+          : fromDocker(id, err),
+      );
+    }
+  };
+
+  /**
+   * Clones a git source and has the engine build it as `ref`, with the labels, no network and
+   * no pulls: every image the Dockerfile builds FROM must be on the engine already.
+   */
+  const build = async (
+    id: string,
+    ref: string,
+    labels: Record<string, string>,
+    src: Extract<ImageSource, { type: 'git' }>,
+    report: (p: Progress) => void,
+    signal?: AbortSignal,
+  ): Promise<E.Either<AnyError, void>> => {
+    const co = await checkout(id, src, report, signal);
+    if (E.isLeft(co)) return signal?.aborted === true ? E.left(aborted(id, signal.reason)) : co;
+    try {
+      const dockerfile = src.dockerfile ?? 'Dockerfile';
+      const ctx = await buildContext(id, co.right.dir, dockerfile);
+      if (E.isLeft(ctx)) return ctx;
+      for (const base of baseImages(ctx.right.text)) {
+        const there =
+          base.includes('$') ||
+          (await d
+            .getImage(base)
+            .inspect()
+            .then(
+              () => true,
+              () => false,
+            ));
+        if (!there)
+          return E.left(
+            invalidEntry(
+              `the Dockerfile builds FROM ${base}, which is not on the engine; lessl never pulls during a build: create or preload it first`,
+              id,
+              ['options.source'],
+            ),
+          );
+      }
+      const s = await d.buildImage(
+        ctx.right.context as unknown as NodeJS.ReadableStream,
+        {
+          t: ref,
+          dockerfile,
+          labels,
+          networkmode: 'none',
+          rm: true,
+          forcerm: true,
+          ...(src.buildArgs === undefined ? {} : { buildargs: src.buildArgs }),
+          ...(signal === undefined ? {} : { abortSignal: signal }),
+        } as Docker.ImageBuildOptions,
+      );
+      const r = await followJson(s, (m) => {
+        const step = typeof m.stream === 'string' ? /^Step (\d+)\/(\d+) : (.*)/.exec(m.stream) : null;
+        if (step !== null) report({ phase: 'build', done: Number(step[1]) - 1, total: Number(step[2]), detail: step[3] ?? '' });
+      });
+      if (r.error !== undefined) return E.left(invalidEntry(`the build failed: ${r.error}`, id, ['options.source']));
+      report({ phase: 'build', detail: 'done' });
+      return E.right(undefined);
+    } catch (err) {
+      if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
+      return E.left(fromDocker(id, err));
+    } finally {
+      await co.right.cleanup();
     }
   };
 
@@ -105,112 +197,136 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       await removeRef(ref);
       return E.left(e as CreateError);
     };
+    let extra = (): E.Either<AnyError, void> => E.right(undefined);
     const verified = async (): Promise<E.Either<CreateError, DriverCreated>> => {
       const v = input.data?.verify();
       if (v !== undefined && E.isLeft(v)) return fail(v.left);
+      const x = extra();
+      if (E.isLeft(x)) return fail(x.left);
       const out = await describe(id, ref);
       return E.isLeft(out) ? fail(out.left) : (out as E.Either<CreateError, DriverCreated>);
     };
 
+    const report = reporter(input.progress);
+    const signal = input.signal;
+    /** A Docker failure, or Aborted when the caller's signal ended the request. */
+    const failed = (err: unknown): Promise<E.Either<CreateError, never>> =>
+      fail(signal?.aborted === true ? aborted(id, signal.reason) : fromDocker(id, err));
+    const noInput = (what: string): E.Either<CreateError, never> =>
+      E.left(invalidEntry(`${what} takes no data and no parent`, id, ['options.source']));
+
     if (source?.type === 'registry') {
-      if (input.data !== undefined || input.parent !== undefined)
-        return E.left(invalidEntry('a registry image takes no data and no parent', id, ['options.source']));
+      if (input.data !== undefined || input.parent !== undefined) return noInput('a registry image');
       try {
-        const s = await d.pull(source.ref);
-        const r = await followJson(s);
-        if (r.error !== undefined) return E.left(runtimeError(id, `pull of ${source.ref} failed: ${r.error}`));
+        const s = await d.pull(source.ref, { abortSignal: signal });
+        const r = await followJson(s, pullProgress(report));
+        if (r.error !== undefined) return fail(runtimeError(id, `pull of ${source.ref} failed: ${r.error}`));
         const { repo, tag } = split(ref);
         await d.getImage(source.ref).tag({ repo, tag });
       } catch (err) {
-        return fail(
-          statusOf(err) === 404 || statusOf(err) === 500
-            ? runtimeError(id, `pull of ${source.ref} failed: ${(err as Error).message}`, err)
-            : fromDocker(id, err),
-        );
+        if (signal?.aborted !== true && (statusOf(err) === 404 || statusOf(err) === 500))
+          return fail(runtimeError(id, `pull of ${source.ref} failed: ${(err as Error).message}`, err));
+        return failed(err);
       }
       return verified();
     }
+    if (source?.type === 'git') {
+      if (input.data !== undefined || input.parent !== undefined) return noInput('a git image');
+      const built = await build(id, ref, labels, source, report, signal);
+      return E.isLeft(built) ? fail(built.left) : verified();
+    }
+
+    // file-like content: a docker save archive (loaded) or a root filesystem tar (imported)
+    let content: Content | undefined;
+    let directory: string | undefined;
     if (source?.type === 'tarball') {
-      if (input.data === undefined)
-        return E.left(invalidEntry('a tarball image needs data (a docker save archive)', id, ['data']));
-      try {
-        const tarball = checkedTar(id, input.data.stream, { absoluteSymlinks: true });
-        const r = await withTar(tarball, async (abortSignal) =>
-          followJson(await d.loadImage(tarball as unknown as NodeJS.ReadableStream, { quiet: true, abortSignal })),
+      const data = input.data;
+      if (data === undefined) return E.left(invalidEntry('a tarball image needs data (a docker save archive)', id, ['data']));
+      const stream = checkedTar(id, data.stream, { absoluteSymlinks: true }).pipe(counting('load', report));
+      content = { format: 'image', stream, verify: () => E.right(undefined) };
+    } else if (source?.type === 'url' || source?.type === 'path' || source?.type === 'directory') {
+      if (input.data !== undefined) return E.left(invalidEntry(`a ${source.type} image takes no data`, id, ['data']));
+      const got =
+        source.type === 'url'
+          ? await fromUrl(id, source, report, signal)
+          : await fromPath(id, source.path, source.type === 'path' ? source.format : 'rootfs', report);
+      if (E.isLeft(got)) return got as E.Either<CreateError, never>;
+      if ('directory' in got.right) directory = got.right.directory;
+      else content = got.right;
+      if (source.type === 'directory' && directory === undefined)
+        return E.left(invalidEntry(`not a directory: ${source.path}`, id, ['options.source']));
+    }
+    // a download that failed (a stall, too many bytes) fails whatever reads it: its own error is the one to answer
+    const rest = async (): Promise<E.Either<CreateError, DriverCreated>> => {
+      if (content?.format === 'image') {
+        if (input.parent !== undefined) return E.left(invalidEntry('an image archive takes no parent', id, ['parent']));
+        const r = await loadArchive(id, ref, content.stream, signal);
+        const v = content.verify();
+        if (E.isLeft(v)) return fail(v.left);
+        return E.isLeft(r) ? fail(r.left) : verified();
+      }
+      let tar: Readable | undefined;
+      if (directory !== undefined)
+        tar = checkedTar(id, packDir(directory) as unknown as AsyncIterable<Uint8Array>, { absoluteSymlinks: true });
+      else if (content !== undefined) tar = checkedTar(id, content.stream, { absoluteSymlinks: true });
+      else if (input.data !== undefined) tar = checkedTar(id, input.data.stream, { absoluteSymlinks: true });
+      extra = () => content?.verify() ?? E.right(undefined);
+
+      if (input.parent === undefined) {
+        if (tar === undefined) return E.left(invalidEntry('an image needs data, a parent or a source', id, ['data']));
+        const r = await importTar(id, ref, tar, labelChanges(labels));
+        if (E.isLeft(r)) return fail(r.left);
+        return verified();
+      }
+      // With a parent: helper container from it, put the archive, commit with the labels.
+      const parentRef = String(input.parent.attributes.imageId ?? input.parent.attributes.ref ?? '');
+      const pinfo = await engine.call(id, () => d.getImage(parentRef).inspect());
+      if (E.isLeft(pinfo))
+        return E.left(
+          pinfo.left._tag === 'NotFound'
+            ? runtimeError(id, `the parent's Docker image ${parentRef} is gone`)
+            : (pinfo.left as CreateError),
         );
-        if (r.error !== undefined) return E.left(invalidEntry(`Docker could not load the tarball: ${r.error}`, id, ['data']));
-        const loaded = r.messages
-          .map((m) => (typeof m.stream === 'string' ? m.stream : ''))
-          .map((l) => /Loaded image(?: ID)?: (\S+)/.exec(l)?.[1])
-          .find((x): x is string => x !== undefined);
-        if (loaded === undefined) return E.left(invalidEntry('the tarball named no image', id, ['data']));
+      const hasCmd = (pinfo.right.Config?.Cmd?.length ?? 0) > 0 || (pinfo.right.Config?.Entrypoint?.length ?? 0) > 0;
+      let helper: Docker.Container | undefined;
+      try {
+        helper = await d.createContainer({
+          Image: parentRef,
+          ...(hasCmd ? {} : { Cmd: ['/lessl-helper-never-started'] }),
+          Labels: { [LABEL.helper]: id, [LABEL.registry]: engine.instance },
+          HostConfig: { NetworkMode: 'none' },
+        });
+        if (tar !== undefined) {
+          const h = helper;
+          const t = tar;
+          try {
+            await withTar(t, (abortSignal) => h.putArchive(t as unknown as NodeJS.ReadableStream, { path: '/', abortSignal }));
+          } catch (err) {
+            if (!isDockerError(err)) throw err;
+            return fail(
+              statusOf(err) === 400 || statusOf(err) === 500
+                ? invalidEntry(`Docker could not unpack the data: ${(err as Error).message}`, id, ['data'])
+                : fromDocker(id, err),
+            );
+          }
+        }
         const { repo, tag } = split(ref);
-        await d.getImage(loaded).tag({ repo, tag });
+        await helper.commit({ repo, tag, changes: [...labelChanges(labels), ...(hasCmd ? [] : ['CMD []'])] } as never);
       } catch (err) {
         if (!isDockerError(err)) throw err;
-        return fail(
-          statusOf(err) === 500
-            ? invalidEntry(`Docker could not load the tarball: ${(err as Error).message}`, id, ['data'])
-            : fromDocker(id, err),
-        );
+        return fail(fromDocker(id, err));
+      } finally {
+        if (helper !== undefined) await engine.removeQuietly(helper);
       }
       return verified();
-    }
-    let tar: Readable | undefined;
-    if (source?.type === 'directory') {
-      if (input.data !== undefined) return E.left(invalidEntry('a directory image takes no data', id, ['data']));
-      const st = await stat(source.path).catch(() => undefined);
-      if (st?.isDirectory() !== true) return E.left(invalidEntry(`not a directory: ${source.path}`, id, ['options.source']));
-      tar = checkedTar(id, packDir(source.path) as unknown as AsyncIterable<Uint8Array>, { absoluteSymlinks: true });
-    } else if (input.data !== undefined) tar = checkedTar(id, input.data.stream, { absoluteSymlinks: true });
-
-    if (input.parent === undefined) {
-      if (tar === undefined) return E.left(invalidEntry('an image needs data, a parent or a source', id, ['data']));
-      const r = await importTar(id, ref, tar, labelChanges(labels));
-      if (E.isLeft(r)) return fail(r.left);
-      return verified();
-    }
-    // With a parent: helper container from it, put the archive, commit with the labels.
-    const parentRef = String(input.parent.attributes.imageId ?? input.parent.attributes.ref ?? '');
-    const pinfo = await engine.call(id, () => d.getImage(parentRef).inspect());
-    if (E.isLeft(pinfo))
-      return E.left(
-        pinfo.left._tag === 'NotFound'
-          ? runtimeError(id, `the parent's Docker image ${parentRef} is gone`)
-          : (pinfo.left as CreateError),
-      );
-    const hasCmd = (pinfo.right.Config?.Cmd?.length ?? 0) > 0 || (pinfo.right.Config?.Entrypoint?.length ?? 0) > 0;
-    let helper: Docker.Container | undefined;
+    };
     try {
-      helper = await d.createContainer({
-        Image: parentRef,
-        ...(hasCmd ? {} : { Cmd: ['/lessl-helper-never-started'] }),
-        Labels: { [LABEL.helper]: id, [LABEL.registry]: engine.instance },
-        HostConfig: { NetworkMode: 'none' },
-      });
-      if (tar !== undefined) {
-        const h = helper;
-        const t = tar;
-        try {
-          await withTar(t, (abortSignal) => h.putArchive(t as unknown as NodeJS.ReadableStream, { path: '/', abortSignal }));
-        } catch (err) {
-          if (!isDockerError(err)) throw err;
-          return fail(
-            statusOf(err) === 400 || statusOf(err) === 500
-              ? invalidEntry(`Docker could not unpack the data: ${(err as Error).message}`, id, ['data'])
-              : fromDocker(id, err),
-          );
-        }
-      }
-      const { repo, tag } = split(ref);
-      await helper.commit({ repo, tag, changes: [...labelChanges(labels), ...(hasCmd ? [] : ['CMD []'])] } as never);
+      return await rest();
     } catch (err) {
-      if (!isDockerError(err)) throw err;
-      return fail(fromDocker(id, err));
-    } finally {
-      if (helper !== undefined) await engine.removeQuietly(helper);
+      const v = content?.verify();
+      if (v !== undefined && E.isLeft(v)) return fail(v.left);
+      throw err;
     }
-    return verified();
   };
 
   /** Any throw (a refused tar entry, a broken source) removes what was made, then propagates. */

@@ -37,7 +37,7 @@ import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions } from './executor.js';
-export type { ImageSource } from './images.js';
+export { ImageSourceC, type ImageSource } from './sources.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { checkedTar, refuseEntry } from './tar.js';

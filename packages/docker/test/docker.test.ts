@@ -10,7 +10,7 @@ import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { sha256, unwrap, utf8, type LesslEvent, type TaskSpec } from '@lessl/core';
+import { sha256, unwrap, utf8, type LesslEvent, type Progress, type TaskSpec } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
 import { engineProxy, n, startDaemon } from './support.js';
 
@@ -76,8 +76,17 @@ describe('image sources', () => {
     await new Promise<void>((res, rej) => docker.modem.followProgress(push, (e) => (e ? rej(e) : res())));
     await docker.getImage(`${repo}:v1`).remove();
     const id = `image://local/${n('pulled')}`;
-    const el = await unwrap(l.stores.image.create({ id, options: { source: { type: 'registry', ref: `${repo}:v1` } } }));
+    const seen: Progress[] = [];
+    const el = await unwrap(
+      l.stores.image.create(
+        { id, options: { source: { type: 'registry', ref: `${repo}:v1` } } },
+        { onProgress: (p) => seen.push(p) },
+      ),
+    );
     expect(el.attributes.imageId).toBe(base.attributes.imageId);
+    expect(seen.filter((p) => p.phase === 'pull').at(-1)?.detail).toMatch(
+      /^Status: (Downloaded newer image|Image is up to date)/,
+    );
     const missing = `image://local/${n('missing')}`;
     const r = await l.stores.image.create({ id: missing, options: { source: { type: 'registry', ref: `${repo}:nope` } } })();
     expect(E.isLeft(r) && r.left._tag).toBe('RuntimeError');

@@ -7,6 +7,7 @@
 import type * as E from 'fp-ts/lib/Either.js';
 import type * as t from 'io-ts';
 import type {
+  Progress,
   AnyError,
   ChecksumMismatch,
   CreateError,
@@ -108,6 +109,8 @@ export interface DriverCreateInput {
   readonly spec?: TaskSpec;
   readonly options: Readonly<Record<string, unknown>>;
   readonly signal?: AbortSignal;
+  /** The caller's progress callback (drivers call it guarded: see `reportTo`). */
+  readonly progress?: (p: Progress) => void;
 }
 
 /** What an element driver's `create` answers. */

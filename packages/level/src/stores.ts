@@ -238,6 +238,7 @@ export class KindStore implements ElementStore {
                     ...(spec === undefined ? {} : { spec }),
                     options: options.right,
                     ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
+                    ...(typeof ctx?.onProgress === 'function' ? { progress: ctx.onProgress } : {}),
                   })
                   .catch((err: unknown) =>
                     E.left<CreateError>(

@@ -1,0 +1,209 @@
+/**
+ * Image sources beyond data and a registry: an http(s) URL of an archive (served here on
+ * loopback), a git repository at a ref (a bare repository made here, built by the engine with no
+ * network), and a path on this machine. Each with progress; each failure typed, nothing left.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import * as E from 'fp-ts/lib/Either.js';
+import { pack } from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { sha256, text, unwrap, type Progress } from '@lessl/core';
+import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { n } from './support.js';
+
+const docker = new Docker();
+const BASE = 'image://local/base';
+let l: DockerBackend;
+let saved: Buffer; // a docker save archive of BASE
+let rootfs: Uint8Array; // a root filesystem tar
+let server: Server;
+let url = '';
+const work = mkdtempSync(join(tmpdir(), 'lessl-sources-'));
+
+/** Labelled images of this registry, and the temporary clones lessl left. */
+const leftovers = async (): Promise<{ images: number; clones: number }> => ({
+  images: (await docker.listImages({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } })).length,
+  clones: readdirSync(tmpdir()).filter((f) => f.startsWith('lessl-git-')).length,
+});
+
+const tarOf = async (files: Record<string, string>): Promise<Uint8Array> => {
+  const p = pack();
+  for (const [name, body] of Object.entries(files)) p.entry({ name }, body);
+  p.finalize();
+  const parts: Buffer[] = [];
+  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
+  return new Uint8Array(Buffer.concat(parts));
+};
+
+beforeAll(async () => {
+  l = await unwrap(openDockerBackend());
+  await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+  const parts: Buffer[] = [];
+  for await (const c of (await unwrap(l.exportImage(BASE))) as AsyncIterable<Buffer>) parts.push(c);
+  saved = Buffer.concat(parts);
+  rootfs = await tarOf({ 'hello.txt': 'hello from a url\n' });
+  server = createServer((req, res) => {
+    if (req.url === '/image.tar') res.end(saved);
+    else if (req.url === '/rootfs.tar') res.end(rootfs);
+    else if (req.url === '/to-file') res.writeHead(302, { location: 'file:///etc/passwd' }).end();
+    else if (req.url === '/stall') {
+      res.writeHead(200, { 'content-length': String(saved.length) });
+      res.write(saved.subarray(0, 1024)); // then nothing more
+    } else res.writeHead(404).end('no such file');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const a = server.address();
+  url = `http://127.0.0.1:${typeof a === 'object' && a !== null ? a.port : 0}`;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+  await l.close();
+  await purge(docker, l.registry.instanceId);
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('url', () => {
+  test('a docker save archive and a root filesystem tar, checksums verified, progress in bytes', async () => {
+    const seen: Progress[] = [];
+    const id = `image://local/${n('url')}`;
+    const el = await unwrap(
+      l.stores.image.create(
+        { id, options: { source: { type: 'url', url: `${url}/image.tar`, checksum: sha256(saved) } } },
+        { onProgress: (p) => seen.push(p) },
+      ),
+    );
+    const base = await unwrap(l.stores.image.read(BASE));
+    expect(el.attributes.imageId).toBe(base.attributes.imageId);
+    expect(seen.at(-1)).toMatchObject({ phase: 'download', bytes: saved.length, totalBytes: saved.length });
+    const fs = `image://local/${n('urlfs')}`;
+    await unwrap(
+      l.stores.image.create({
+        id: fs,
+        parent: BASE,
+        options: { source: { type: 'url', url: `${url}/rootfs.tar`, format: 'rootfs' } },
+      }),
+    );
+    const r = await unwrap(l.run({ image: fs, spec: { cmd: ['cat', '/hello.txt'] } }));
+    expect(text(r.stdout)).toBe('hello from a url\n');
+    await unwrap(l.stores.image.delete(fs));
+    await unwrap(l.stores.image.delete(id));
+  });
+
+  test('bad sources are typed errors and leave nothing: checksum, 404, redirect to file:, stall, size, abort', async () => {
+    const before = await leftovers();
+    const tagOf = async (source: Record<string, unknown>, ctx = {}): Promise<string> => {
+      const id = `image://local/${n('bad')}`;
+      const r = await l.stores.image.create({ id, options: { source } }, ctx)();
+      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+      return E.isLeft(r) ? r.left._tag : 'Right';
+    };
+    const wrong = `sha256:${'0'.repeat(64)}`;
+    expect(await tagOf({ type: 'url', url: `${url}/image.tar`, checksum: wrong })).toBe('ChecksumMismatch');
+    expect(await tagOf({ type: 'url', url: `${url}/nothing.tar` })).toBe('InvalidEntry');
+    expect(await tagOf({ type: 'url', url: `${url}/to-file` })).toBe('Unavailable');
+    expect(await tagOf({ type: 'url', url: `${url}/stall`, stallMs: 500 })).toBe('Unavailable');
+    expect(await tagOf({ type: 'url', url: `${url}/image.tar`, maxBytes: 1000 })).toBe('InvalidEntry');
+    expect(await tagOf({ type: 'url', url: 'file:///etc/passwd' })).toBe('InvalidEntry');
+    expect(await tagOf({ type: 'url', url: `${url}/image.tar`, extra: 1 })).toBe('InvalidEntry');
+    expect(await tagOf({ type: 'url', url: `${url}/stall` }, { signal: AbortSignal.timeout(300) })).toBe('Aborted');
+    expect(await leftovers()).toEqual(before);
+  });
+});
+
+describe('git', () => {
+  let repo = '';
+  beforeAll(async () => {
+    const base = await unwrap(l.stores.image.read(BASE));
+    const src = join(work, 'src');
+    repo = join(work, 'repo.git');
+    const git = (...args: string[]): string =>
+      execFileSync('git', ['-c', 'user.name=lessl', '-c', 'user.email=lessl@localhost', ...args], { cwd: src }).toString();
+    execFileSync('mkdir', ['-p', src]);
+    git('init', '--quiet', '--initial-branch=main');
+    writeFileSync(join(src, 'hello.txt'), 'v1\n');
+    writeFileSync(
+      join(src, 'Dockerfile'),
+      `FROM ${String(base.attributes.ref)}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt > /copied\n`,
+    );
+    git('add', '.');
+    git('commit', '--quiet', '-m', 'v1');
+    git('tag', 'v1');
+    writeFileSync(join(src, 'hello.txt'), 'v2\n');
+    git('commit', '--quiet', '-am', 'v2');
+    execFileSync('git', ['clone', '--quiet', '--bare', src, repo]);
+  });
+
+  test('a repository at a ref is cloned and built with no network; build steps are reported', async () => {
+    const seen: Progress[] = [];
+    const id = `image://local/${n('git')}`;
+    await unwrap(
+      l.stores.image.create({ id, options: { source: { type: 'git', repo, ref: 'v1' } } }, { onProgress: (p) => seen.push(p) }),
+    );
+    const r = await unwrap(l.run({ image: id, spec: { cmd: ['cat', '/copied'] } }));
+    expect(text(r.stdout)).toBe('v1\n');
+    const steps = seen.filter((p) => p.phase === 'build').map((p) => p.detail);
+    expect(steps).toContain('COPY hello.txt /hello.txt');
+    expect(steps.at(-1)).toBe('done');
+    expect(seen[0]).toMatchObject({ phase: 'clone' });
+    const head = `image://local/${n('githead')}`;
+    await unwrap(l.stores.image.create({ id: head, options: { source: { type: 'git', repo } } }));
+    expect(text((await unwrap(l.run({ image: head, spec: { cmd: ['cat', '/hello.txt'] } }))).stdout)).toBe('v2\n');
+    await unwrap(l.stores.image.delete(head));
+    await unwrap(l.stores.image.delete(id));
+    expect((await leftovers()).clones).toBe(0);
+  });
+
+  test('a missing repository or ref, a FROM image not on the engine, a failing build: InvalidEntry, nothing left', async () => {
+    const before = await leftovers();
+    const fails = async (source: Record<string, unknown>, key: string): Promise<void> => {
+      const r = await l.stores.image.create({ id: `image://local/${n('badgit')}`, options: { source } })();
+      expect(E.isLeft(r) && [r.left._tag, r.left._tag === 'InvalidEntry' ? r.left.keys : []]).toEqual(['InvalidEntry', [key]]);
+    };
+    await fails({ type: 'git', repo: join(work, 'nothing.git') }, 'options.source.repo');
+    await fails({ type: 'git', repo, ref: 'v9' }, 'options.source.ref');
+    const other = join(work, 'other');
+    execFileSync('mkdir', ['-p', other]);
+    const git = (...args: string[]): void => {
+      execFileSync('git', ['-c', 'user.name=lessl', '-c', 'user.email=lessl@localhost', ...args], { cwd: other });
+    };
+    git('init', '--quiet');
+    writeFileSync(join(other, 'Dockerfile'), 'FROM lessl-test/not-here:1\n');
+    git('add', '.');
+    git('commit', '--quiet', '-m', 'missing base');
+    await fails({ type: 'git', repo: other }, 'options.source');
+    const base = await unwrap(l.stores.image.read(BASE));
+    writeFileSync(join(other, 'Dockerfile'), `FROM ${String(base.attributes.ref)}\nRUN exit 3\n`);
+    git('commit', '--quiet', '-am', 'failing step');
+    await fails({ type: 'git', repo: other }, 'options.source');
+    expect(await leftovers()).toEqual(before);
+  });
+});
+
+describe('path', () => {
+  test('a docker save archive, a root filesystem tar and a directory on this machine; a missing path is InvalidEntry', async () => {
+    const archive = join(work, 'image.tar');
+    writeFileSync(archive, saved);
+    const fsTar = join(work, 'rootfs.tar');
+    writeFileSync(fsTar, rootfs);
+    const a = `image://local/${n('patha')}`;
+    await unwrap(l.stores.image.create({ id: a, options: { source: { type: 'path', path: archive } } }));
+    const b = `image://local/${n('pathb')}`;
+    await unwrap(
+      l.stores.image.create({ id: b, parent: BASE, options: { source: { type: 'path', path: fsTar, format: 'rootfs' } } }),
+    );
+    expect(text((await unwrap(l.run({ image: b, spec: { cmd: ['cat', '/hello.txt'] } }))).stdout)).toBe('hello from a url\n');
+    const missing = await l.stores.image.create({
+      id: `image://local/${n('pathc')}`,
+      options: { source: { type: 'path', path: '/nope' } },
+    })();
+    expect(E.isLeft(missing) && missing.left._tag).toBe('InvalidEntry');
+    await unwrap(l.stores.image.delete(b));
+    await unwrap(l.stores.image.delete(a));
+  });
+});
