@@ -23,7 +23,7 @@ import {
   type Handle,
   type LesslEvent,
 } from '@lessl/core';
-import { assert, ok, smallTar, uniq, type SuiteOptions, type TestBackend } from './harness.js';
+import { assert, fails, ok, smallTar, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import { hostile, hostileKey, hostileObject, recipe, type Hostile } from './hostile.js';
 import type { Case } from './index.js';
 
@@ -678,5 +678,79 @@ export const hostileCases = (o: SuiteOptions, data: () => Promise<Uint8Array>, t
       }
     },
   });
-  return [toCase(storeGroup), toCase(composerGroup), toCase(taskGroup), toCase(eventGroup), toCase(facadeGroup)];
+  return [
+    ...regressions(o),
+    toCase(storeGroup),
+    toCase(composerGroup),
+    toCase(taskGroup),
+    toCase(eventGroup),
+    toCase(facadeGroup),
+  ];
+};
+
+/** A Proxy whose every read throws. */
+const unreadable = (): object =>
+  new Proxy(
+    {},
+    {
+      get: () => {
+        throw new Error('hostile');
+      },
+    },
+  );
+
+/** Cases for what the fuzz found, so they stay found with any seed. */
+const regressions = (o: SuiteOptions): Case[] => {
+  const spec = o.fixtures?.taskSpec ?? { cmd: ['sleep', '3600'] };
+  return [
+    {
+      name: 'hostile input: an unreadable create request, and options or handles JSON cannot hold, answer InvalidEntry; byte values are copied; writes go on',
+      fn: async (l) => {
+        for (const kind of KINDS) await fails(l.stores[kind].create(unreadable() as never), 'InvalidEntry');
+        const x = `executor://local/${uniq('hx')}`;
+        await fails(l.composer.handle(x, { backend: { n: 10n } } as never), 'InvalidEntry');
+        const h = await ok(l.composer.handle(x));
+        const cyclic: Record<string, unknown> = {};
+        cyclic.self = cyclic;
+        await fails(l.composer.commit({ ...h, options: { backend: cyclic } }), 'InvalidEntry');
+        const task = `task://local/${uniq('t')}`;
+        await ok(l.stores.task.create({ id: task, spec }));
+        const member = { id: { kind: 'task', store: 'local', name: task.slice(13), key: task }, readOnly: 1n, state: 'bound' };
+        await fails(l.composer.commit({ ...h, members: [member] } as never), 'InvalidEntry');
+        await fails(l.composer.bind({ ...h, revision: -1 }), 'InvalidEntry');
+        // genuine bytes whose prototype traps (and that change after the call) are stored as a copy
+        const bytes = new Uint8Array([1, 2]);
+        Object.setPrototypeOf(bytes, unreadable());
+        await ok(l.stores.task.update(task, { a: bytes }));
+        bytes[0] = 9;
+        assert.deepEqual([...((await ok(l.stores.task.read(task))).rw.a ?? [])], [1, 2]);
+        await ok(l.stores.task.delete(task));
+      },
+    },
+    {
+      name: 'hostile input: unreadable task options answer InvalidEntry; logs rejects its first next() with it',
+      fn: async (l) => {
+        const task = `task://local/${uniq('t')}`;
+        await ok(l.stores.task.create({ id: task, spec }));
+        await fails(l.tasks.status(task, unreadable()), 'InvalidEntry');
+        await fails(l.tasks.kill(task, unreadable()), 'InvalidEntry');
+        await fails(l.tasks.wait(task, unreadable()), 'InvalidEntry');
+        const it = l.tasks.logs(task, unreadable())[Symbol.asyncIterator]();
+        await assert.rejects(it.next(), (e: unknown) => e instanceof LesslError && e.tag === 'InvalidEntry');
+      },
+    },
+    {
+      name: 'hostile input: promise(events).subscribe answers an Unsubscribe; events arrive until it is called',
+      fn: async (l) => {
+        const seen: string[] = [];
+        const off = promise(l.events).subscribe({ kinds: ['task'] }, (e) => seen.push(e.type));
+        assert.equal(typeof off, 'function');
+        const task = `task://local/${uniq('t')}`;
+        await ok(l.stores.task.create({ id: task, spec }));
+        off();
+        await ok(l.stores.task.delete(task));
+        assert.deepEqual(seen, ['created']);
+      },
+    },
+  ];
 };
