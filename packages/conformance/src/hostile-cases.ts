@@ -728,13 +728,17 @@ const regressions = (o: SuiteOptions): Case[] => {
       },
     },
     {
-      name: 'hostile input: unreadable task options answer InvalidEntry; logs rejects its first next() with it',
+      name: 'hostile input: unreadable task options and run requests, and huge sparse volume lists, answer InvalidEntry; logs rejects its first next() with it',
       fn: async (l) => {
         const task = `task://local/${uniq('t')}`;
         await ok(l.stores.task.create({ id: task, spec }));
         await fails(l.tasks.status(task, unreadable()), 'InvalidEntry');
         await fails(l.tasks.kill(task, unreadable()), 'InvalidEntry');
         await fails(l.tasks.wait(task, unreadable()), 'InvalidEntry');
+        const sparse: unknown[] = [];
+        sparse.length = 2 ** 32 - 1;
+        await fails(l.run({ image: 'image://local/none', spec, volumes: sparse as never }), 'InvalidEntry');
+        await fails(l.run(unreadable() as never), 'InvalidEntry');
         const it = l.tasks.logs(task, unreadable())[Symbol.asyncIterator]();
         await assert.rejects(it.next(), (e: unknown) => e instanceof LesslError && e.tag === 'InvalidEntry');
       },

@@ -11,6 +11,7 @@ const data = new Map<string, MemoryData>();
 const { count, hostile } = suite({
   test,
   prefix: 'memory',
+  hostileRuns: 300,
   supports: { parents: true, data: true, reopen: true, faultInjection: true },
   fixtures: { tempDir: () => mkdtempSync(join(tmpdir(), 'lessl-conf-')) },
   factory: async (o) => {
