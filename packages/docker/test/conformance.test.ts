@@ -14,7 +14,7 @@ const { count, hostile } = suite({
   prefix: 'docker',
   supports: { parents: true, data: true, reopen: true, faultInjection: true },
   propertyRuns: 15,
-  hostileRuns: 10,
+  hostileRuns: 100,
   timeout: 120_000,
   fixtures: {
     imageData: () => rootfs,
