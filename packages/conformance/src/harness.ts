@@ -79,6 +79,10 @@ export interface SuiteOptions {
   readonly fixtures?: Fixtures;
   /** Runs of each property-based test (default 40). */
   readonly propertyRuns?: number;
+  /** Runs of each hostile-input property (default 100); env HOSTILE_RUNS overrides it. */
+  readonly hostileRuns?: number;
+  /** How long one hostile call, or the write that follows it, may take before it counts as wedged (default 15 s). */
+  readonly hostileBoundMs?: number;
   /** Per-test timeout in ms (default 60 s). */
   readonly timeout?: number;
   /** Prefix for test names. */

@@ -75,7 +75,8 @@ export interface Hostile {
   make(): unknown;
 }
 
-const recipe = (label: string, make: () => unknown): Hostile => {
+/** A recipe from a label and a builder. */
+export const recipe = (label: string, make: () => unknown): Hostile => {
   const h = { label, make, [fc.toStringMethod]: () => label };
   return h;
 };
@@ -187,7 +188,8 @@ const builders: readonly Hostile[] = [
 
 const built: fc.Arbitrary<Hostile> = fc.constantFrom(...builders);
 
-const keyArb: fc.Arbitrary<string> = fc.oneof(
+/** Keys: prototype-named, lessl field names, short strings. */
+export const hostileKey: fc.Arbitrary<string> = fc.oneof(
   fc.constantFrom(...PROTOTYPE_KEYS),
   fc.constantFrom(...FIELD_NAMES),
   fc.string({ maxLength: 8 }),
@@ -203,7 +205,7 @@ const primitive: fc.Arbitrary<unknown> = fc.oneof(
 
 const anything: fc.Arbitrary<unknown> = fc.anything({
   maxDepth: 3,
-  key: keyArb,
+  key: hostileKey,
   withBigInt: true,
   withBoxedValues: true,
   withDate: true,
@@ -228,7 +230,7 @@ const record = (entries: readonly (readonly [string, Hostile])[]): Hostile =>
 const wrapped = (o: fc.Arbitrary<Hostile>, leaf: fc.Arbitrary<Hostile>): fc.Arbitrary<Hostile> =>
   fc.oneof(
     fc
-      .tuple(o, keyArb)
+      .tuple(o, hostileKey)
       .map(([x, k]) => recipe(`${x.label} with throwing getter ${k}`, () => throwingGetter(x.make() as object, k))),
     fc
       .tuple(o, fc.constantFrom(...FIELD_NAMES), leaf)
@@ -242,7 +244,7 @@ const wrapped = (o: fc.Arbitrary<Hostile>, leaf: fc.Arbitrary<Hostile>): fc.Arbi
 const leaf: fc.Arbitrary<Hostile> = fc.oneof(plain, built);
 
 const tree = fc.letrec<{ value: Hostile; object: Hostile; array: Hostile }>((tie) => {
-  const entries = (max: number) => fc.array(fc.tuple(keyArb, tie('value')), { maxLength: max }).map(record);
+  const entries = (max: number) => fc.array(fc.tuple(hostileKey, tie('value')), { maxLength: max }).map(record);
   return {
     value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, leaf, tie('object'), tie('array')),
     object: fc.oneof({ depthSize: 'small' }, entries(5), wrapped(entries(3), leaf)),

@@ -9,6 +9,7 @@
  */
 import { compositionCases } from './composition-cases.js';
 import { eventCases } from './event-cases.js';
+import { hostileCases, type HostileTally } from './hostile-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { assert, b, fails, ok, s, smallTar, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import { modelCases } from './model-cases.js';
@@ -16,11 +17,14 @@ import { specCases } from './spec-cases.js';
 import { storeCases } from './store-cases.js';
 
 export * from './harness.js';
+export { hostileRuns, type HostileTally } from './hostile-cases.js';
 
 /** One case: runs against a fresh backend. */
 export interface Case {
   readonly name: string;
   readonly fn: (l: TestBackend) => Promise<void>;
+  /** Its own timeout in ms, when it needs more than the suite's. */
+  readonly timeout?: number;
 }
 
 const persistenceCases = (o: SuiteOptions): Case[] => {
@@ -71,10 +75,37 @@ const persistenceCases = (o: SuiteOptions): Case[] => {
   ];
 };
 
+/** How long `close()` may take after a case before the case fails. */
+const CLOSE_MS = 60_000;
+
+/** Runs `c` on `l`, then closes `l` within `CLOSE_MS`: a failure of the case wins over one of close. */
+const runCase = async (c: Case, l: TestBackend): Promise<void> => {
+  let failure: { readonly error: unknown } | undefined;
+  try {
+    await c.fn(l);
+  } catch (error) {
+    failure = { error };
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<'late'>((res) => (timer = setTimeout(() => res('late'), CLOSE_MS)));
+  const closing = l.close().then(
+    () => ({ error: undefined }),
+    (error: unknown) => ({ error: error ?? new Error('close() rejected') }),
+  );
+  const closed = await Promise.race([closing, late]).finally(() => clearTimeout(timer));
+  if (failure !== undefined) throw failure.error;
+  if (closed === 'late') throw new Error(`close() did not return within ${CLOSE_MS} ms`);
+  if (closed.error !== undefined) throw closed.error;
+};
+
 /**
- * Registers every conformance case with `test`. Returns how many cases were registered.
+ * Registers every conformance case with `test`. Returns how many cases were registered, and
+ * the tally of the hostile-input cases (filled in as they run).
  */
-export const suite = (o: SuiteOptions): { readonly count: number; readonly names: readonly string[] } => {
+export const suite = (
+  o: SuiteOptions,
+): { readonly count: number; readonly names: readonly string[]; readonly hostile: Readonly<HostileTally> } => {
+  const hostile: HostileTally = { runs: 0, calls: 0, ms: 0 };
   let cached: Uint8Array | undefined;
   const data = async (): Promise<Uint8Array> => {
     const f = o.fixtures?.imageData;
@@ -96,20 +127,10 @@ export const suite = (o: SuiteOptions): { readonly count: number; readonly names
     ...specCases(o, data),
     ...modelCases(o),
     ...persistenceCases(o),
+    ...hostileCases(o, data, hostile),
   ];
   const prefix = o.prefix === undefined ? '' : `${o.prefix}: `;
   for (const c of cases)
-    o.test(
-      `${prefix}${c.name}`,
-      async () => {
-        const l = await o.factory({ stores: STORES });
-        try {
-          await c.fn(l);
-        } finally {
-          await l.close();
-        }
-      },
-      o.timeout ?? 60_000,
-    );
-  return { count: cases.length, names: cases.map((c) => c.name) };
+    o.test(`${prefix}${c.name}`, async () => runCase(c, await o.factory({ stores: STORES })), c.timeout ?? o.timeout ?? 60_000);
+  return { count: cases.length, names: cases.map((c) => c.name), hostile };
 };

@@ -38,7 +38,7 @@ const badValue = (v: unknown, allowNull: boolean): string | undefined => {
 
 type Checked = E.Either<InvalidEntry, Record<string, Uint8Array | null>>;
 
-/** Validates one map; reads each key and value of `input` exactly once. */
+/** Validates one map; reads each key and value of `input` exactly once, and answers copies of the values. */
 const checkMap = (id: string, what: string, input: unknown, allowNull: boolean): Checked => {
   if (input === undefined) return E.right({});
   if (!isRecordLike(input)) return E.left(invalidEntry(`${what} must be an object of byte values`, id, [what]));
@@ -50,7 +50,8 @@ const checkMap = (id: string, what: string, input: unknown, allowNull: boolean):
   for (const k of keys) {
     const v: unknown = (input as Record<string, unknown>)[k];
     const why = isValidKey(k) ? badValue(v, allowNull) : 'invalid key syntax';
-    if (why === undefined) entries.push([k, v as Uint8Array | null]);
+    // a fresh copy (read through internal slots): the caller's array may have a trapping prototype or change later
+    if (why === undefined) entries.push([k, v === null ? null : new Uint8Array(v as Uint8Array)]);
     else reasons[k] = why;
   }
   const bad = Object.keys(reasons);

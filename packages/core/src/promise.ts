@@ -67,6 +67,22 @@ export type Promisified<T> = {
 
 const rejecting = (error: AnyError) => (): Promise<never> => Promise.reject(new LesslError(error));
 
+const AS_IS = Symbol.for('lessl.promise.asIs');
+
+/**
+ * Marks a function that a method answers as a value of its own (an `Unsubscribe`): the Promise
+ * façade hands it back as is instead of running it as a TaskEither.
+ */
+export const asIs = <F extends (...args: never[]) => unknown>(f: F): F => Object.defineProperty(f, AS_IS, { value: true });
+
+const isAsIs = (f: unknown): boolean => {
+  try {
+    return (f as { [AS_IS]?: unknown })[AS_IS] === true;
+  } catch {
+    return false;
+  }
+};
+
 /** Calls method `fn` of `obj`: a TaskEither result is run, anything else returned as is; a throw rejects. */
 const invoke = (fn: (...a: unknown[]) => unknown, obj: object, args: unknown[]): unknown => {
   let out: unknown;
@@ -75,7 +91,7 @@ const invoke = (fn: (...a: unknown[]) => unknown, obj: object, args: unknown[]):
   } catch (cause) {
     return Promise.reject(new LesslError(runtimeError('', 'the method threw', safeShow(cause))));
   }
-  return typeof out === 'function' ? unwrap(out as TaskEither<AnyError, unknown>) : out;
+  return typeof out === 'function' && !isAsIs(out) ? unwrap(out as TaskEither<AnyError, unknown>) : out;
 };
 
 /** Property `prop` of `obj` through the façade. `then` is never faked, so awaiting the façade stays safe. */
@@ -105,7 +121,8 @@ const has = (obj: object, prop: string | symbol): boolean => {
 };
 
 /**
- * Wraps a store, composer (or any object of TaskEither methods) into Promise style. Never
+ * Wraps a store, composer (or any object of TaskEither methods) into Promise style; other
+ * answers (an event source's `Unsubscribe`, a stream, a number) are handed back as is. Never
  * throws: methods that throw reject with a `LesslError`; for a target that is not an object,
  * every method rejects with `InvalidEntry`.
  * @example const images = promise(stores.image); await images.create({ id: 'image://local/a' })

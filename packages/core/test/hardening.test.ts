@@ -4,6 +4,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as TE from 'fp-ts/lib/TaskEither.js';
 import { describe, expect, test } from 'vitest';
 import {
+  asIs,
   decodeTaskSpec,
   describeId,
   ElementJsonC,
@@ -87,6 +88,26 @@ describe('keys named like Object.prototype members', () => {
     expect(E.isRight(validateCreateMetadata('x', {}, utf8({ constructor: 'c', toString: 't' })))).toBe(true);
     expect(E.isRight(validatePatch('x', utf8({ constructor: 'c', valueOf: 'v' }), {}))).toBe(true);
     expect(E.isRight(validatePatch('x', { hasOwnProperty: null }, utf8({ a: '1' })))).toBe(true);
+  });
+
+  test('byte values are answered as fresh copies: a trapping prototype or a later change cannot reach the registry', () => {
+    const v = new Uint8Array([1, 2]);
+    Object.setPrototypeOf(
+      v,
+      new Proxy(
+        {},
+        {
+          get: () => {
+            throw new Error('trap');
+          },
+        },
+      ),
+    );
+    const c = validateCreateMetadata('x', { a: v }, {});
+    const p = validatePatch('x', { b: v }, {});
+    v[0] = 9;
+    expect(E.isRight(c) && [...(c.right.ro.a ?? [])]).toEqual([1, 2]);
+    expect(E.isRight(p) && Object.getPrototypeOf(p.right.b)).toBe(Uint8Array.prototype);
   });
 
   test('a real clash on such a key is still ReadOnlyKey', () => {
@@ -288,6 +309,16 @@ describe('the Promise façade', () => {
   test('unwrap of a left that is not a lessl error rejects with RuntimeError', async () => {
     await expect(unwrap(TE.left(new Error('x')) as never)).rejects.toMatchObject({ tag: 'RuntimeError' });
     await expect(unwrap(null as never)).rejects.toMatchObject({ tag: 'RuntimeError' });
+  });
+});
+
+describe('the Promise façade and event sources', () => {
+  test('the Promise façade hands a function marked asIs back instead of running it', async () => {
+    let calls = 0;
+    const off = asIs(() => void calls++);
+    const api = promise({ subscribe: () => off }) as unknown as { subscribe: () => unknown };
+    expect(api.subscribe()).toBe(off);
+    expect(calls).toBe(0);
   });
 });
 

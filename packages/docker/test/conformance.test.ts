@@ -9,11 +9,12 @@ import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
 // The engine must answer: a Docker test never skips (see .ci/run, which starts one).
 const rootfs = await busyboxRootfsBytes();
 
-const { count } = suite({
+const { count, hostile } = suite({
   test,
   prefix: 'docker',
   supports: { parents: true, data: true, reopen: true, faultInjection: true },
   propertyRuns: 15,
+  hostileRuns: 100,
   timeout: 120_000,
   fixtures: {
     imageData: () => rootfs,
@@ -52,4 +53,7 @@ test('docker: the conformance suite registered its cases', () => {
 
 afterAll(() => {
   console.log(`conformance (docker backend): ${count} cases`);
+  console.log(
+    `conformance (docker backend): hostile input: ${hostile.runs} runs, ${hostile.calls} calls in ${(hostile.ms / 1000).toFixed(1)} s`,
+  );
 });

@@ -228,7 +228,8 @@ export class GenericComposer implements Composer {
       if (opts !== undefined && (typeof opts !== 'object' || opts === null))
         return E.left(invalidEntry('join options must be an object', eid.key, ['options']));
       const joined = handle.members.some((m) => m.id.key === eid.key);
-      const member = joined ? undefined : newMember(handle, eid, opts);
+      const { mountpoint, readOnly } = opts ?? {}; // each read once: a getter cannot answer one value to the check and another to the handle
+      const member = joined ? undefined : newMember(handle, eid, { mountpoint, readOnly });
       if (member !== undefined && E.isLeft(member)) return member;
       const r = route(this.w, eid.kind, eid);
       if (E.isLeft(r)) return r;

@@ -5,6 +5,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import mittDefault, { type Emitter } from 'mitt';
 import {
+  asIs,
   eventMatches,
   invalidEntry,
   invalidFilterSpec,
@@ -83,7 +84,7 @@ export class EventHub implements EventSource {
    */
   subscribe(filter: EventFilter, handler: (e: LesslEvent) => void): Unsubscribe {
     const r = this.subscribeChecked(filter, handler);
-    return E.isRight(r) ? r.right : () => undefined;
+    return E.isRight(r) ? r.right : asIs(() => undefined);
   }
 
   /**
@@ -100,7 +101,7 @@ export class EventHub implements EventSource {
       if (eventMatches(f.right, e)) this.deliver(handler, e);
     };
     this.emitter.on('event', wrapped);
-    return E.right(() => this.emitter.off('event', wrapped));
+    return E.right(asIs(() => this.emitter.off('event', wrapped)));
   }
 
   /**
@@ -274,7 +275,18 @@ class HubStream implements EventStream {
     this.notify();
   }
 
+  /** The next event; rejects only with a `LesslError` (a failed log read is a `RuntimeError`). */
   async next(): Promise<IteratorResult<LesslEvent>> {
+    try {
+      return await this.advance();
+    } catch (err) {
+      if (err instanceof LesslError) throw err;
+      this.close();
+      throw new LesslError(runtimeError('', 'the event stream failed', err));
+    }
+  }
+
+  private async advance(): Promise<IteratorResult<LesslEvent>> {
     for (;;) {
       const head = this.queue.shift();
       if (head !== undefined) return { value: head, done: false };

@@ -23,6 +23,28 @@ import { guard, type Wiring } from './stores.js';
 
 const policyOk = (p: string | undefined): boolean => p === undefined || p === 'read-write';
 
+/** At most this many volumes in one `run()`. */
+const MAX_VOLUMES = 256;
+
+/** The fields of a run request, each read once (volumes too); a request that cannot be read is InvalidEntry. */
+const readRequest = (req: unknown): E.Either<ReturnType<typeof invalidEntry>, RunRequest> => {
+  const bad = (why: string, key = 'request') => E.left(invalidEntry(why, '', [key]));
+  if (typeof req !== 'object' || req === null) return bad('a run request must be an object');
+  try {
+    const { image, volumes, spec, options, keep, signal, principal } = req as Record<string, unknown>;
+    if (principal !== undefined && typeof principal !== 'string') return bad('principal must be a string', 'principal');
+    if (volumes !== undefined && (!Array.isArray(volumes) || volumes.length > MAX_VOLUMES))
+      return bad(`volumes must be an array of at most ${MAX_VOLUMES} { id, mountpoint, readOnly? }`, 'volumes');
+    const vs = (volumes ?? []).map((v: unknown) => {
+      const { id, mountpoint, readOnly } = (v ?? {}) as Record<string, unknown>;
+      return { id, mountpoint, readOnly };
+    });
+    return E.right({ image, volumes: vs, spec, options, keep, signal, principal } as RunRequest);
+  } catch {
+    return bad('the run request could not be read (a getter or Proxy trap threw)');
+  }
+};
+
 /** Builds `run` over a backend's parts. */
 export const makeRun =
   (
@@ -31,10 +53,11 @@ export const makeRun =
     composer: Composer,
     tasks: TaskControl,
   ): ((req: RunRequest) => TaskEither<RunError, TaskResult>) =>
-  (req) =>
+  (request) =>
     guard<RunError, TaskResult>('', async () => {
-      if (typeof req !== 'object' || req === null)
-        return E.left(invalidEntry('a run request must be an object', '', ['request']));
+      const read = readRequest(request);
+      if (E.isLeft(read)) return read;
+      const req = read.right;
       const signal = req.signal;
       if (signal !== undefined && !(signal instanceof AbortSignal))
         return E.left(invalidEntry('signal must be an AbortSignal', '', ['signal']));

@@ -122,6 +122,20 @@ const policyAllows = (s: StoreConfig, op: Operation): boolean => {
   return op !== 'update' && op !== 'delete'; // create-only
 };
 
+const REQUEST_FIELDS = ['id', 'parent', 'data', 'checksum', 'ro', 'rw', 'spec', 'options'] as const;
+
+/** The fields of a create request, each read once; a request that is not an object or cannot be read is InvalidEntry. */
+const readRequest = (req: unknown): E.Either<InvalidEntry, CreateRequest> => {
+  if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
+  const copy: Record<string, unknown> = {};
+  try {
+    for (const k of REQUEST_FIELDS) copy[k] = (req as Record<string, unknown>)[k];
+  } catch {
+    return E.left(invalidEntry('the create request could not be read (a getter or Proxy trap threw)', '', ['request']));
+  }
+  return E.right(copy as unknown as CreateRequest);
+};
+
 /** Create options from a caller: a record of JSON data (see `jsonData`), copied. */
 const readCreateOptions = (id: string, o: unknown): E.Either<InvalidEntry, Readonly<Record<string, unknown>>> => {
   if (o === undefined) return E.right({});
@@ -143,12 +157,12 @@ export class KindStore implements ElementStore {
     return this.kind === 'executor' ? undefined : this.w.drivers[this.kind];
   }
 
-  create(req: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
-    const rawId = describeId((req as { id?: unknown } | null | undefined)?.id);
-    return guard<CreateError, Element>(rawId, async () => {
+  create(request: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
+    const read = readRequest(request);
+    return guard<CreateError, Element>(E.isRight(read) ? describeId(read.right.id) : '', async () => {
       // input shape
-      if (typeof req !== 'object' || req === null)
-        return E.left(invalidEntry('a create request must be an object', '', ['request']));
+      if (E.isLeft(read)) return read;
+      const req = read.right;
       const parsed = toId(req.id);
       if (E.isLeft(parsed)) return parsed;
       const key = parsed.right.key;

@@ -13,6 +13,7 @@ import {
   LesslError,
   notFound,
   permissionDenied,
+  runtimeError,
   taskStatusOf,
   unavailable,
   type CallContext,
@@ -34,13 +35,35 @@ import { guard, route, type Wiring } from './stores.js';
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 const DEFAULT_GRACE_MS = 10_000;
 
-/** Checks an options argument: undefined or a plain object. */
-const optionsObject = (id: string, o: unknown): E.Either<TaskError, Record<string, unknown>> =>
-  o === undefined
-    ? E.right({})
-    : typeof o === 'object' && o !== null && !Array.isArray(o)
-      ? E.right(o as Record<string, unknown>)
-      : E.left(invalidEntry('options must be an object', id, ['options']));
+const OPTION_FIELDS = ['signal', 'principal', 'follow', 'since', 'graceMs'] as const;
+
+/**
+ * Checks an options argument (undefined or an object) and copies its fields, each read once;
+ * a getter or Proxy trap that throws, or a principal that is not a string, is InvalidEntry.
+ */
+const optionsObject = (id: string, o: unknown): E.Either<TaskError, Record<string, unknown>> => {
+  if (o === undefined) return E.right({});
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    return E.left(invalidEntry('options must be an object', id, ['options']));
+  const copy: Record<string, unknown> = {};
+  try {
+    for (const k of OPTION_FIELDS) copy[k] = (o as Record<string, unknown>)[k];
+  } catch {
+    return E.left(invalidEntry('options could not be read (a getter or Proxy trap threw)', id, ['options']));
+  }
+  if (copy.principal !== undefined && typeof copy.principal !== 'string')
+    return E.left(invalidEntry('principal must be a string', id, ['principal']));
+  return E.right(copy);
+};
+
+/** `it`, rejecting only with a `LesslError`: anything else thrown becomes a RuntimeError. */
+async function* typedErrors<A>(id: string, it: AsyncGenerator<A, void, undefined>): AsyncGenerator<A, void, undefined> {
+  try {
+    yield* it;
+  } catch (err) {
+    throw err instanceof LesslError ? err : new LesslError(runtimeError(id, 'unexpected failure', err));
+  }
+}
 
 const signalOf = (id: string, o: Record<string, unknown>): E.Either<TaskError, AbortSignal | undefined> => {
   const s = o.signal;
@@ -86,7 +109,9 @@ export class TaskLifecycle implements TaskControl {
 
   status(id: IdLike, ctx?: CallContext): TaskEither<TaskError, TaskStatus> {
     return guard<TaskError, TaskStatus>(describeId(id), async () => {
-      const el = this.locate(id, 'read', ctx);
+      const o = optionsObject(describeId(id), ctx);
+      if (E.isLeft(o)) return o;
+      const el = this.locate(id, 'read', o.right);
       return E.isLeft(el) ? el : E.right(this.live(el.right));
     });
   }
@@ -98,7 +123,7 @@ export class TaskLifecycle implements TaskControl {
       const signal = signalOf(describeId(id), o.right);
       if (E.isLeft(signal)) return signal;
       if (signal.right?.aborted === true) return E.left(aborted(describeId(id), signal.right.reason));
-      const first = this.locate(id, 'read', opts);
+      const first = this.locate(id, 'read', o.right);
       if (E.isLeft(first)) return first;
       const key = first.right.id.key;
       for (;;) {
@@ -142,7 +167,7 @@ export class TaskLifecycle implements TaskControl {
   }
 
   logs(id: IdLike, opts?: LogsOptions): AsyncIterable<OutputChunk> {
-    return { [Symbol.asyncIterator]: () => this.follow(id, opts) };
+    return { [Symbol.asyncIterator]: () => typedErrors(describeId(id), this.follow(id, opts)) };
   }
 
   private async *follow(id: IdLike, opts?: LogsOptions): AsyncGenerator<OutputChunk, void, undefined> {
@@ -156,7 +181,7 @@ export class TaskLifecycle implements TaskControl {
       throw new LesslError(invalidEntry('since must be a non-negative integer (a byte offset)', key, ['since']));
     if (o.right.follow !== undefined && typeof o.right.follow !== 'boolean')
       throw new LesslError(invalidEntry('follow must be a boolean', key, ['follow']));
-    const el = this.locate(id, 'read', opts);
+    const el = this.locate(id, 'read', o.right);
     if (E.isLeft(el)) throw new LesslError(el.left);
     if (signal.right?.aborted) return;
     const st = taskStatusOf(el.right.attributes);
@@ -207,7 +232,7 @@ export class TaskLifecycle implements TaskControl {
       const grace = o.right.graceMs ?? DEFAULT_GRACE_MS;
       if (typeof grace !== 'number' || !Number.isInteger(grace) || grace < 0 || grace > 3_600_000)
         return E.left(invalidEntry('graceMs must be an integer from 0 to 3,600,000', key, ['graceMs']));
-      const el = this.locate(id, 'compose', o.right.principal === undefined ? {} : { principal: String(o.right.principal) });
+      const el = this.locate(id, 'compose', o.right);
       if (E.isLeft(el)) return el;
       const run = this.rt.active(el.right.id.key);
       if (run !== undefined) {

@@ -8,9 +8,10 @@ import { MemoryData, openMemoryBackend } from '@lessl/memory';
 
 const data = new Map<string, MemoryData>();
 
-const { count } = suite({
+const { count, hostile } = suite({
   test,
   prefix: 'memory',
+  hostileRuns: 300,
   supports: { parents: true, data: true, reopen: true, faultInjection: true },
   fixtures: { tempDir: () => mkdtempSync(join(tmpdir(), 'lessl-conf-')) },
   factory: async (o) => {
@@ -38,4 +39,7 @@ test('memory: the conformance suite registered its cases', () => {
 
 afterAll(() => {
   console.log(`conformance (memory backend): ${count} cases`);
+  console.log(
+    `conformance (memory backend): hostile input: ${hostile.runs} runs, ${hostile.calls} calls in ${(hostile.ms / 1000).toFixed(1)} s`,
+  );
 });
