@@ -9,6 +9,7 @@ import type { AnyError } from '@lessl/core';
 import { fromDocker, statusOf, type On409 } from './errors.js';
 import { Janitor, type Leftover, type Removal } from './janitor.js';
 import { LABEL } from './names.js';
+import type { WarmPool } from './pool.js';
 
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
 export const followJson = async (
@@ -147,6 +148,8 @@ export class Engine {
   readonly janitor = new Janitor((l) => this.attempt(l));
   /** What recovering interrupted creates removed (listed in the backend's `reconciled`). */
   readonly recovered: string[] = [];
+  /** The warm pool (set by the backend). */
+  pool: WarmPool | undefined;
 
   constructor(
     readonly docker: Docker,
@@ -210,7 +213,10 @@ export class Engine {
    */
   async foreignUsers(filters: Record<string, string[]>): Promise<string[]> {
     const users = await this.docker.listContainers({ all: true, filters });
-    return users.filter((c) => !(this.isOurs(c) && c.Labels[LABEL.task] !== undefined) && !this.isHelper(c)).map(containerRef);
+    return users
+      .filter((c) => !(this.isOurs(c) && (c.Labels[LABEL.task] !== undefined || c.Labels[LABEL.pool] !== undefined)))
+      .filter((c) => !this.isHelper(c))
+      .map(containerRef);
   }
 
   /**

@@ -54,6 +54,7 @@ import type { Engine } from './engine.js';
 import { fromDocker, isConnectionError, isDockerError, statusOf } from './errors.js';
 import { Demux, StampedLog } from './output.js';
 import { containerName, LABEL } from './names.js';
+import { warmKey, type ContainerBase } from './pool.js';
 
 /** Defaults of the hardening and limits. */
 export const DEFAULTS = {
@@ -119,6 +120,42 @@ const restartPolicyOf = (spec: TaskSpec): { Name: string; MaximumRetryCount?: nu
   return r.policy === 'always' ? { Name: 'always' } : { Name: 'on-failure', MaximumRetryCount: r.maxRetries ?? 0 };
 };
 
+/** A task's resource limits (`spec.limits`). */
+type Limits = NonNullable<TaskSpec['limits']>;
+
+/**
+ * The container-level settings of an executor: its image, the hardening defaults, limits (the
+ * task's over the executor's) and mounts. A warm container is made with these, and a task takes
+ * one only when its own are equal (see pool.ts).
+ */
+export const containerBase = (
+  imageId: string,
+  o: ExecutorOptions,
+  lim: Limits,
+  mounts: Docker.MountSettings[] = [],
+): ContainerBase => {
+  const b = backendOf(o);
+  const memory = lim.memoryBytes ?? o.memoryBytes ?? DEFAULTS.memoryBytes;
+  const cpus = lim.cpus ?? o.cpus;
+  return {
+    Image: imageId,
+    HostConfig: {
+      NetworkMode: o.network ?? 'none',
+      Privileged: false,
+      CapDrop: ['ALL'],
+      CapAdd: [...(b.capAdd ?? [])],
+      SecurityOpt: b.allowNewPrivileges === true ? [] : ['no-new-privileges'],
+      Init: true,
+      PidsLimit: lim.pids ?? o.pids ?? DEFAULTS.pids,
+      Memory: memory,
+      MemorySwap: memory,
+      ...(cpus === undefined ? {} : { NanoCpus: Math.round(cpus * 1e9) }),
+      ReadonlyRootfs: o.readOnlyRootfs === true,
+      Mounts: mounts,
+    },
+  };
+};
+
 /** The executor driver. */
 export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriver => {
   const d = engine.docker;
@@ -141,14 +178,18 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
         ),
       );
     const imageId = String(plan.elements.get(image.id.key)?.attributes.imageId ?? '');
-    const o = plan.options;
-    const b = backendOf(o);
-    const lim = spec.limits ?? {};
-    const memory = lim.memoryBytes ?? o.memoryBytes ?? DEFAULTS.memoryBytes;
-    const cpus = lim.cpus ?? o.cpus;
+    const mounts = plan.after
+      .filter((m) => m.id.kind === 'volume')
+      .map((m) => ({
+        Type: 'volume' as const,
+        Source: String(plan.elements.get(m.id.key)?.attributes.volumeName ?? ''),
+        Target: m.mountpoint ?? '/data',
+        ReadOnly: m.readOnly,
+      }));
+    const base = containerBase(imageId, plan.options, spec.limits ?? {}, mounts);
     return E.right({
       name: containerName(engine.instance, plan.executor, randomBytes(3).toString('hex')),
-      Image: imageId,
+      Image: base.Image,
       Cmd: [...spec.cmd],
       Entrypoint: [],
       Env: envOf(sink),
@@ -160,27 +201,9 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       Tty: false,
       OpenStdin: false,
       HostConfig: {
-        NetworkMode: o.network ?? 'none',
-        Privileged: false,
-        CapDrop: ['ALL'],
-        CapAdd: [...(b.capAdd ?? [])],
-        SecurityOpt: b.allowNewPrivileges === true ? [] : ['no-new-privileges'],
-        Init: true,
-        PidsLimit: lim.pids ?? o.pids ?? DEFAULTS.pids,
-        Memory: memory,
-        MemorySwap: memory,
-        ...(cpus === undefined ? {} : { NanoCpus: Math.round(cpus * 1e9) }),
-        ReadonlyRootfs: o.readOnlyRootfs === true,
+        ...base.HostConfig,
         RestartPolicy: restartPolicyOf(spec),
         ...(spec.log?.destination === 'none' ? { LogConfig: { Type: 'none', Config: {} } } : {}),
-        Mounts: plan.after
-          .filter((m) => m.id.kind === 'volume')
-          .map((m) => ({
-            Type: 'volume' as const,
-            Source: String(plan.elements.get(m.id.key)?.attributes.volumeName ?? ''),
-            Target: m.mountpoint ?? '/data',
-            ReadOnly: m.readOnly,
-          })),
       },
     });
   };
@@ -281,11 +304,32 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     await c.putArchive(secretTar(sink.secrets.files, sink.spec.user), { path: '/' });
   };
 
+  /**
+   * A warm container for a one-shot task whose container settings match a pool profile and that
+   * mounts no volume (Docker cannot add mounts to a running container), or undefined (cold path).
+   */
+  const takeWarm = async (cfg: Docker.ContainerCreateOptions, sink: RunSink): Promise<string | undefined> => {
+    const pool = engine.pool;
+    if (pool === undefined || sink.spec.daemon === true || restarts(sink.spec) || sink.spec.log?.destination === 'none')
+      return undefined;
+    const { RestartPolicy: _restart, LogConfig: _log, ...host } = cfg.HostConfig ?? {};
+    if ((host.Mounts ?? []).length > 0) return undefined;
+    const key = warmKey({ Image: String(cfg.Image), HostConfig: host });
+    return pool.has(key) ? pool.take(key) : undefined;
+  };
+
   /** Creates and starts the main container of a task; the commit returns once it runs. */
   const startMain = async (plan: CommitPlan, sink: RunSink): Promise<E.Either<AnyError, string>> => {
     const task = sink.task;
     const cfg = containerConfig(plan, sink);
     if (E.isLeft(cfg)) return cfg;
+    const warm = await takeWarm(cfg.right, sink);
+    if (warm !== undefined) {
+      const r = await startExec(warm, sink, true);
+      if (E.isRight(r)) return E.right(warm);
+      await removeContainer(warm);
+      return r;
+    }
     let c: Docker.Container;
     try {
       c = await d.createContainer(cfg.right);
@@ -362,8 +406,22 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     if (await running()) await signalExec(containerId, marker, user, 'KILL');
   };
 
+  /** Reports an exec's end; a warm container's task ends its container too (one task per container). */
+  const endExec = async (sink: RunSink, containerId: string, warm: boolean, exitCode: number | null, reason: EndReason) => {
+    if (!warm) return sink.end({ exitCode, reason });
+    await removeContainer(containerId);
+    await sink.end({ exitCode, reason, executor: { state: 'stopped', containerId: null, mainTask: null } });
+  };
+
   /** Follows an exec to its end: output drained, then the exit code. */
-  const followExec = async (sink: RunSink, exec: Docker.Exec, stream: Readable, demux: Demux): Promise<void> => {
+  const followExec = async (
+    sink: RunSink,
+    containerId: string,
+    warm: boolean,
+    exec: Docker.Exec,
+    stream: Readable,
+    demux: Demux,
+  ): Promise<void> => {
     await drain(stream, demux);
     let exitCode: number | null = null;
     let reason: EndReason = 'exited';
@@ -374,11 +432,14 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       else if (isConnectionError(err)) return;
     }
     if (reason === 'exited' && demux.notFound(exitCode)) reason = 'not-found';
-    await sink.end({ exitCode, reason });
+    await endExec(sink, containerId, warm, exitCode, reason);
   };
 
-  /** Runs a task inside a running container with exec; returns once it has started. */
-  const startExec = async (containerId: string, sink: RunSink): Promise<E.Either<AnyError, void>> => {
+  /**
+   * Runs a task inside a running container with exec; returns once it has started. In a warm
+   * container (`warm`), the task is the container's only one: its end removes the container.
+   */
+  const startExec = async (containerId: string, sink: RunSink, warm = false): Promise<E.Either<AnyError, void>> => {
     const marker = randomBytes(8).toString('hex');
     const spec = sink.spec;
     try {
@@ -394,10 +455,11 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       });
       const stream = (await exec.start({ hijack: true, stdin: false })) as unknown as Readable;
       sink.started({
-        process: { containerId, execId: exec.id, marker },
+        process: { containerId, execId: exec.id, marker, ...(warm ? { warm } : {}) },
         kill: (sig, grace) => killExec(containerId, exec, marker, spec.user, sig, grace),
       });
-      void followExec(sink, exec, stream, new Demux((s, data) => sink.output(s, data))).catch(() => undefined);
+      const demux = new Demux((s, data) => sink.output(s, data));
+      void followExec(sink, containerId, warm, exec, stream, demux).catch(() => undefined);
       return E.right(undefined);
     } catch (err) {
       if (!isDockerError(err)) throw err;
@@ -511,7 +573,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     const p = status.process ?? {};
     const containerId = typeof p.containerId === 'string' ? p.containerId : undefined;
     if (containerId === undefined) return void (await sink.end({ exitCode: null, reason: 'lost' }));
-    if (typeof p.execId === 'string') return resumeExec(sink, containerId, p.execId, String(p.marker ?? ''));
+    if (typeof p.execId === 'string') return resumeExec(sink, containerId, p.execId, String(p.marker ?? ''), p.warm === true);
     const c = d.getContainer(containerId);
     let info: Docker.ContainerInspectInfo;
     try {
@@ -533,18 +595,18 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     else await followMain(sink, c, logs, new Demux((st, data) => sink.output(st, data), sink.kept));
   };
 
-  const resumeExec = async (sink: RunSink, containerId: string, execId: string, marker: string): Promise<void> => {
+  const resumeExec = async (sink: RunSink, containerId: string, execId: string, marker: string, warm: boolean) => {
     const exec = d.getExec(execId);
     sink.started({
-      process: { containerId, execId, marker },
+      process: { containerId, execId, marker, ...(warm ? { warm } : {}) },
       kill: (sig, grace) => killExec(containerId, exec, marker, sink.spec.user, sig, grace),
     });
     // exec output is not kept by Docker: what arrived while no backend watched is lost
     const poll = async (): Promise<void> => {
       for (;;) {
         const info = await exec.inspect().catch((err: unknown) => (statusOf(err) === 404 ? undefined : null));
-        if (info === undefined) return void (await sink.end({ exitCode: null, reason: 'lost' }));
-        if (info !== null && !info.Running) return void (await sink.end({ exitCode: info.ExitCode ?? null }));
+        if (info === undefined) return endExec(sink, containerId, warm, null, 'lost');
+        if (info !== null && !info.Running) return endExec(sink, containerId, warm, info.ExitCode ?? null, 'exited');
         await new Promise((r) => setTimeout(r, 500));
       }
     };
@@ -566,6 +628,8 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
           filters: { label: [`${LABEL.id}=${el.id.key}`, `${LABEL.registry}=${engine.instance}`] },
         });
         for (const c of cs) await removeContainer(c.Id);
+        // a warm container an executor took carries no lessl.id label
+        if (typeof el.attributes.containerId === 'string') await removeContainer(el.attributes.containerId);
         return E.right(undefined);
       } catch (err) {
         return E.left(fromDocker(el.id.key, err) as DeleteError);

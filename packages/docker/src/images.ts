@@ -347,6 +347,8 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       const ref = String(el.attributes.ref ?? '');
       const imageId = String(el.attributes.imageId ?? '');
       if (imageId !== '') engine.expected.add(imageId);
+      // warm containers made from it go first (the pool makes no more of them)
+      if (imageId !== '') await engine.pool?.evict(imageId);
       const remove = (): Promise<unknown> => d.getImage(ref).remove({ noprune: false });
       try {
         // a helper of lessl's whose removal failed earlier may still hold the image: it goes first

@@ -12,8 +12,14 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
+  decodeExecutorOptions,
   decodeOptions,
+  decodeTaskSpec,
   fnC,
+  invalidEntry,
+  notFound,
+  toId,
+  type AnyError,
   instanceC,
   runtimeError,
   unavailable,
@@ -30,13 +36,24 @@ import {
 import { assemble, commonOpenOptions, Registry, type Backend, type RegistryOptions } from '@lessl/level';
 import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
 import { fromDocker } from './errors.js';
-import { executorDriver, type FaultHook } from './executor.js';
+import { containerBase, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
+import {
+  IDLE_CMD,
+  POOL_MEMORY_CAP,
+  PROFILE_DEFAULTS,
+  WarmPool,
+  warmKey,
+  type PoolProfileRequest,
+  type PoolStats,
+  type WarmProfile,
+} from './pool.js';
 import { imageDriver } from './images.js';
 import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions } from './executor.js';
+export { IDLE_CMD, POOL_MEMORY_CAP, PROFILE_DEFAULTS, type PoolProfileRequest, type PoolStats } from './pool.js';
 export { ImageSourceC, type ImageSource } from './sources.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
@@ -97,6 +114,17 @@ export interface DockerBackend extends Backend {
   readonly docker: Docker;
   /** What reconciliation on open found and did. */
   readonly reconciled: ReconcileReport;
+  /** The warm pool (docs/pool.md): containers started ahead of need for one-shot tasks. */
+  readonly pool: {
+    /**
+     * Replaces the pool's profiles and fills them (resolves once the ready containers run).
+     * Profiles are checked (InvalidEntry, NotFound for an unknown image); `memoryCapBytes` bounds
+     * the memory limits of all pool containers together (default 4 GiB).
+     */
+    configure(profiles: readonly PoolProfileRequest[], opts?: { memoryCapBytes?: number }): TaskEither<AnyError, PoolStats>;
+    /** Hits, misses and sizes, per profile. */
+    stats(): PoolStats;
+  };
   /** An image's content as a stream (a `docker save` archive, loadable with `source: { type: 'tarball' }`). */
   exportImage(id: IdLike, ctx?: CallContext): TaskEither<ReadError, NodeJS.ReadableStream>;
 }
@@ -153,6 +181,9 @@ export const openDockerBackend =
       return b;
     }
     const reconciled = await reconcile(engine, registry, engine.recovered);
+    const pool = new WarmPool(engine);
+    engine.pool = pool;
+    background.unshift({ stop: () => pool.close() });
     const late = sweeper(engine, registry, reconciled);
     background.push(late);
     if (opts.watch !== false)
@@ -170,6 +201,22 @@ export const openDockerBackend =
       ...backend,
       docker,
       reconciled,
+      pool: {
+        configure: (profiles, o) => async () => {
+          const resolved: WarmProfile[] = [];
+          for (const [i, p] of (Array.isArray(profiles) ? profiles : []).entries()) {
+            const r = resolveProfile(registry, p, i);
+            if (E.isLeft(r)) return r;
+            resolved.push(r.right);
+          }
+          const cap = o?.memoryCapBytes ?? POOL_MEMORY_CAP;
+          if (!Number.isSafeInteger(cap) || cap < 0)
+            return E.left(invalidEntry('memoryCapBytes must be a non-negative integer', '', ['memoryCapBytes']));
+          await pool.configure(resolved, cap);
+          return E.right(pool.stats());
+        },
+        stats: () => pool.stats(),
+      },
       exportImage: (id, ctx) => async () => {
         const el = await backend.stores.image.read(id, undefined, ctx)();
         if (E.isLeft(el)) return el;
@@ -181,3 +228,30 @@ export const openDockerBackend =
       },
     });
   };
+
+/** Checks a pool profile and resolves its image and container settings. */
+const resolveProfile = (registry: Registry, p: PoolProfileRequest, i: number): E.Either<AnyError, WarmProfile> => {
+  const at = `profiles[${i}]`;
+  const bad = (why: string, key: string): E.Either<AnyError, never> =>
+    E.left(invalidEntry(`${at}: ${why}`, '', [`${at}.${key}`]));
+  if (typeof p !== 'object' || p === null) return bad('a profile must be an object', 'image');
+  if (!Number.isSafeInteger(p.min) || p.min < 0 || p.min > PROFILE_DEFAULTS.maxMin)
+    return bad(`min must be an integer 0-${PROFILE_DEFAULTS.maxMin}`, 'min');
+  const max = p.max ?? p.min;
+  if (!Number.isSafeInteger(max) || max < p.min) return bad('max must be an integer not below min', 'max');
+  const idleMs = p.idleMs ?? PROFILE_DEFAULTS.idleMs;
+  if (!Number.isSafeInteger(idleMs) || idleMs <= 0) return bad('idleMs must be a positive integer', 'idleMs');
+  const idleCmd = p.idleCmd ?? IDLE_CMD;
+  if (!Array.isArray(idleCmd) || idleCmd.length === 0 || !idleCmd.every((x) => typeof x === 'string'))
+    return bad('idleCmd must be a non-empty list of strings', 'idleCmd');
+  const id = toId(p.image);
+  if (E.isLeft(id) || id.right.kind !== 'image') return bad('image must be an image ID', 'image');
+  const el = registry.get(id.right.key);
+  if (el === undefined) return E.left(notFound(id.right.key));
+  const options = decodeExecutorOptions(id.right.key, p.options ?? {}, DockerExecutorOptionsC);
+  if (E.isLeft(options)) return options;
+  const limits = decodeTaskSpec(id.right.key, { cmd: ['true'], ...(p.limits === undefined ? {} : { limits: p.limits }) });
+  if (E.isLeft(limits)) return limits;
+  const base = containerBase(String(el.attributes.imageId ?? ''), options.right, limits.right.limits ?? {});
+  return E.right({ key: warmKey(base), image: id.right.key, base, min: p.min, max, idleMs, idleCmd: [...idleCmd] });
+};

@@ -19,6 +19,7 @@ export const LABEL = {
   registry: 'lessl.registry',
   task: 'lessl.task',
   helper: 'lessl.helper',
+  pool: 'lessl.pool',
   roPrefix: 'lessl.ro.',
 } as const;
 

@@ -190,13 +190,20 @@ const sweepOrphans = async (
     report.orphansRemoved.push(`${kind} ${name}`);
     await engine.removeObject(kind, ref);
   };
+  /** The containers executor records hold (a warm container an executor took has no lessl.id). */
+  const held = new Set(
+    registry
+      .scan('executor://', Number.MAX_SAFE_INTEGER, (e) => typeof e.attributes.containerId === 'string')
+      .map((e) => String(e.attributes.containerId)),
+  );
   for (const c of await d.listContainers({ all: true, filters: { label: mine } }).catch(() => [])) {
     // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper)
     const helperOf = c.Labels?.[LABEL.helper];
     const name = c.Names[0] ?? c.Id;
     if (helperOf !== undefined) {
       if (when === 'open' || !registry.hasIntent(helperOf)) await removed('container', c.Id, name);
-    } else if (when === 'open' && registry.get(String(c.Labels?.[LABEL.id]))?.attributes.containerId !== c.Id) {
+    } else if (when === 'open' && !held.has(c.Id)) {
+      // an executor's old container, or a warm container no task took (or one whose task's record is gone)
       await removed('container', c.Id, name);
     }
   }

@@ -1,0 +1,297 @@
+/**
+ * The warm pool (DESIGN.md section 13). A one-shot task in a new container costs the engine's
+ * create and start (~300 ms here); an exec into a running container ~60 ms. So for a profile (an
+ * image and the container-level executor options: limits, network, capabilities) the pool keeps
+ * containers created and started ahead of need, each idling in a small loop. A one-shot task whose
+ * executor matches a profile and mounts no volume takes one: the task runs in it with exec, and
+ * when it ends the container is removed (one task per container: nothing crosses tasks). The pool
+ * is replenished in the background. Everything else takes the cold path.
+ *
+ * Sizing: each profile keeps `min` ready containers (never more than `max` ready or starting), all
+ * profiles together at most `memoryBytes` of memory limits. A profile not used for `idleMs` drops
+ * to zero until its next task (a miss) fills it again. Containers that died while idle are never
+ * handed out. Pool containers carry `lessl.pool=<profile>` and this registry's label: a crash
+ * leaves them to the next open, which removes every one no executor record holds.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type Docker from 'dockerode';
+import type { Engine } from './engine.js';
+import { LABEL } from './names.js';
+
+/** The container-level settings a warm container is made with and a task must match. */
+export interface ContainerBase {
+  readonly Image: string;
+  readonly HostConfig: Docker.HostConfig;
+}
+
+/** A profile, resolved: its key, image and settings. */
+export interface WarmProfile {
+  readonly key: string;
+  /** The image element it serves. */
+  readonly image: string;
+  readonly base: ContainerBase;
+  readonly min: number;
+  readonly max: number;
+  readonly idleMs: number;
+  readonly idleCmd: readonly string[];
+}
+
+/** What the pool reports. */
+export interface PoolStats {
+  readonly profiles: readonly {
+    readonly key: string;
+    readonly image: string;
+    readonly ready: number;
+    readonly starting: number;
+    readonly hits: number;
+    readonly misses: number;
+    readonly failures: number;
+  }[];
+  readonly hits: number;
+  readonly misses: number;
+  /** Ready and starting containers, all profiles. */
+  readonly containers: number;
+  /** Their memory limits, summed, and the cap. */
+  readonly memoryBytes: number;
+  readonly memoryCapBytes: number;
+}
+
+/** The default command that keeps a warm container alive (needs `sh` and `sleep` in the image). */
+export const IDLE_CMD = ['sh', '-c', 'while :; do sleep 3600; done'] as const;
+/** Default memory cap of all pool containers together. */
+export const POOL_MEMORY_CAP = 4 * 1024 ** 3;
+
+/** The key of a container base: equal settings give equal keys. */
+export const warmKey = (b: ContainerBase): string => {
+  const stable = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(stable)
+      : typeof v === 'object' && v !== null
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, stable((v as Record<string, unknown>)[k])]),
+          )
+        : v;
+  return createHash('sha256')
+    .update(JSON.stringify(stable({ Image: b.Image, HostConfig: b.HostConfig })))
+    .digest('hex')
+    .slice(0, 16);
+};
+
+interface Ready {
+  readonly id: string;
+}
+
+interface Slot {
+  profile: WarmProfile;
+  ready: Ready[];
+  starting: number;
+  hits: number;
+  misses: number;
+  failures: number;
+  lastUse: number;
+  retryAt: number;
+}
+
+/** The pool of one backend (see the module comment). */
+export class WarmPool {
+  private readonly slots = new Map<string, Slot>();
+  private memoryCap = POOL_MEMORY_CAP;
+  private readonly timer: NodeJS.Timeout;
+  private closed = false;
+  private readonly filling = new Set<Promise<void>>();
+
+  constructor(private readonly engine: Engine) {
+    this.timer = setInterval(() => this.housekeep(), 1000);
+    this.timer.unref();
+  }
+
+  /** Replaces the profiles (containers of dropped ones are removed) and fills the new ones. */
+  async configure(profiles: readonly WarmProfile[], memoryCapBytes = POOL_MEMORY_CAP): Promise<void> {
+    this.memoryCap = memoryCapBytes;
+    const keep = new Set(profiles.map((p) => p.key));
+    for (const [key, slot] of this.slots)
+      if (!keep.has(key)) {
+        this.slots.delete(key);
+        await this.removeAll(slot.ready.splice(0));
+      }
+    for (const p of profiles) {
+      const slot = this.slots.get(p.key);
+      if (slot === undefined)
+        this.slots.set(p.key, {
+          profile: p,
+          ready: [],
+          starting: 0,
+          hits: 0,
+          misses: 0,
+          failures: 0,
+          lastUse: Date.now(),
+          retryAt: 0,
+        });
+      else {
+        slot.profile = p;
+        await this.removeAll(slot.ready.splice(p.max));
+      }
+    }
+    await this.fill();
+  }
+
+  /** Whether a profile with this key exists. */
+  has(key: string): boolean {
+    return this.slots.has(key);
+  }
+
+  /**
+   * A running warm container of profile `key`, taken out of the pool (the caller owns it now),
+   * or undefined (a miss: take the cold path). Containers that died while idle are removed.
+   */
+  async take(key: string): Promise<string | undefined> {
+    const slot = this.slots.get(key);
+    if (slot === undefined || this.closed) return undefined;
+    slot.lastUse = Date.now();
+    for (let r = slot.ready.shift(); r !== undefined; r = slot.ready.shift()) {
+      const info = await this.engine.docker
+        .getContainer(r.id)
+        .inspect()
+        .catch(() => undefined);
+      if (info?.State.Running === true && info.State.Paused !== true) {
+        slot.hits++;
+        void this.fill();
+        return r.id;
+      }
+      await this.engine.removeObject('container', r.id);
+    }
+    slot.misses++;
+    void this.fill();
+    return undefined;
+  }
+
+  /** Removes the ready containers made from `imageId` (before the image is removed). */
+  async evict(imageId: string): Promise<void> {
+    for (const slot of this.slots.values())
+      if (slot.profile.base.Image === imageId) {
+        this.slots.delete(slot.profile.key);
+        await this.removeAll(slot.ready.splice(0));
+      }
+  }
+
+  /** The pool's figures. */
+  stats(): PoolStats {
+    const slots = [...this.slots.values()];
+    return {
+      profiles: slots.map((s) => ({
+        key: s.profile.key,
+        image: s.profile.image,
+        ready: s.ready.length,
+        starting: s.starting,
+        hits: s.hits,
+        misses: s.misses,
+        failures: s.failures,
+      })),
+      hits: slots.reduce((a, s) => a + s.hits, 0),
+      misses: slots.reduce((a, s) => a + s.misses, 0),
+      containers: slots.reduce((a, s) => a + s.ready.length + s.starting, 0),
+      memoryBytes: this.memoryInUse(),
+      memoryCapBytes: this.memoryCap,
+    };
+  }
+
+  /** Stops filling and removes every ready container. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await Promise.all(this.filling);
+    for (const slot of this.slots.values()) await this.removeAll(slot.ready.splice(0));
+    this.slots.clear();
+  }
+
+  private memoryInUse(): number {
+    let m = 0;
+    for (const s of this.slots.values()) m += (s.ready.length + s.starting) * (s.profile.base.HostConfig.Memory ?? 0);
+    return m;
+  }
+
+  /** Starts containers where a profile has fewer than `min` ready, within `max` and the memory cap. */
+  private fill(): Promise<void> {
+    const now = Date.now();
+    for (const slot of this.slots.values()) {
+      const p = slot.profile;
+      const idle = now - slot.lastUse > p.idleMs;
+      const memory = p.base.HostConfig.Memory ?? 0;
+      while (
+        !this.closed &&
+        !idle &&
+        now >= slot.retryAt &&
+        slot.ready.length + slot.starting < Math.min(p.min, p.max) &&
+        this.memoryInUse() + memory <= this.memoryCap
+      ) {
+        slot.starting++;
+        const made = this.start(slot).finally(() => this.filling.delete(made));
+        this.filling.add(made);
+      }
+    }
+    return Promise.all(this.filling).then(() => undefined);
+  }
+
+  /** Creates and starts one warm container of a profile. */
+  private async start(slot: Slot): Promise<void> {
+    const p = slot.profile;
+    let id: string | undefined;
+    try {
+      const c = await this.engine.docker.createContainer({
+        name: `lessl_pool_${p.key}_${randomBytes(4).toString('hex')}`,
+        Image: p.base.Image,
+        Cmd: [...p.idleCmd],
+        Entrypoint: [],
+        Labels: { [LABEL.registry]: this.engine.instance, [LABEL.pool]: p.key },
+        Tty: false,
+        OpenStdin: false,
+        HostConfig: p.base.HostConfig,
+      });
+      id = c.id;
+      await c.start();
+      if (this.closed || this.slots.get(p.key) !== slot) await this.engine.removeObject('container', c.id);
+      else slot.ready.push({ id: c.id });
+    } catch {
+      slot.failures++;
+      slot.retryAt = Date.now() + 5000; // an image gone, an engine failing: try again later, not in a loop
+      if (id !== undefined) await this.engine.removeObject('container', id);
+    } finally {
+      slot.starting--;
+    }
+  }
+
+  /** Drops idle profiles to zero; refills the others. */
+  private housekeep(): void {
+    const now = Date.now();
+    for (const slot of this.slots.values())
+      if (now - slot.lastUse > slot.profile.idleMs && slot.ready.length > 0) void this.removeAll(slot.ready.splice(0));
+    void this.fill().catch(() => undefined);
+  }
+
+  private async removeAll(rs: readonly Ready[]): Promise<void> {
+    for (const r of rs) await this.engine.removeObject('container', r.id);
+  }
+}
+
+/** A profile as a caller gives it (`backend.pool.configure`). */
+export interface PoolProfileRequest {
+  /** The image element its containers start from. */
+  readonly image: string;
+  /** The executor options of the tasks it serves (as passed to `composer.handle` or `run`). */
+  readonly options?: import('@lessl/core').ExecutorOptions;
+  /** The `spec.limits` of the tasks it serves (tasks with other limits take the cold path). */
+  readonly limits?: NonNullable<import('@lessl/core').TaskSpec['limits']>;
+  /** Ready containers kept (0-64). */
+  readonly min: number;
+  /** Most ready or starting containers (default `min`). */
+  readonly max?: number;
+  /** Unused this long, the profile drops to zero until its next task (default 10 minutes). */
+  readonly idleMs?: number;
+  /** What a warm container runs while it waits (default `IDLE_CMD`: needs sh and sleep). */
+  readonly idleCmd?: readonly string[];
+}
+
+/** Defaults of a profile. */
+export const PROFILE_DEFAULTS = { idleMs: 10 * 60_000, maxMin: 64 } as const;

@@ -1,0 +1,128 @@
+/**
+ * The warm pool on a real engine: one-shot tasks run in containers started ahead of need, one
+ * task per container, refilled in the background; what does not match takes the cold path; dead
+ * idle containers are never handed out; nothing is left after close, a crash or an image delete.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import * as E from 'fp-ts/lib/Either.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { text, unwrap } from '@lessl/core';
+import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { eventually, n } from './support.js';
+
+const docker = new Docker();
+const BASE = 'image://local/base';
+let l: DockerBackend;
+
+/** The pool containers of a backend's registry. */
+const pooled = async (b: DockerBackend): Promise<Docker.ContainerInfo[]> =>
+  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${b.registry.instanceId}`, 'lessl.pool'] } });
+
+beforeAll(async () => {
+  l = await unwrap(openDockerBackend());
+  await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+});
+afterAll(async () => {
+  await l.close();
+  expect(await pooled(l)).toEqual([]);
+  await purge(docker, l.registry.instanceId);
+});
+
+describe('warm pool', () => {
+  test('a one-shot task takes a warm container, which is removed after; the pool refills', async () => {
+    const stats = await unwrap(l.pool.configure([{ image: BASE, min: 2 }]));
+    expect(stats.profiles[0]).toMatchObject({ ready: 2, starting: 0 });
+    const before = new Set((await pooled(l)).map((c) => c.Id));
+    const r = await unwrap(
+      l.run({ image: BASE, spec: { cmd: ['sh', '-c', 'echo warm $GREETING; exit 3'], env: { GREETING: 'hi' } } }),
+    );
+    expect([r.exitCode, text(r.stdout), r.state]).toEqual([3, 'warm hi\n', 'exited']);
+    expect(l.pool.stats()).toMatchObject({ hits: 1, misses: 0 });
+    // the container it ran in is gone, and two ready ones are back
+    expect(await eventually(async () => (await pooled(l)).length === 2 && l.pool.stats().profiles[0]?.ready === 2)).toBe(true);
+    const after = (await pooled(l)).map((c) => c.Id);
+    expect(after.filter((id) => before.has(id))).toHaveLength(1);
+  });
+
+  test('nothing crosses tasks: each task has a fresh container', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 2 }]));
+    const a = await unwrap(l.run({ image: BASE, spec: { cmd: ['sh', '-c', 'echo secret > /tmp/left; cat /tmp/left'] } }));
+    expect(text(a.stdout)).toBe('secret\n');
+    const b = await unwrap(l.run({ image: BASE, spec: { cmd: ['sh', '-c', 'cat /tmp/left 2>/dev/null || echo clean'] } }));
+    expect(text(b.stdout)).toBe('clean\n');
+    expect(l.pool.stats().hits).toBeGreaterThanOrEqual(3);
+  });
+
+  test('what does not match a profile takes the cold path: other limits, volumes, daemons', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    const { hits, misses } = l.pool.stats();
+    const r = await unwrap(l.run({ image: BASE, spec: { cmd: ['echo', 'cold'], limits: { memoryBytes: 64 * 1024 * 1024 } } }));
+    expect(text(r.stdout)).toBe('cold\n');
+    const vol = `volume://local/${n('v')}`;
+    await unwrap(l.stores.volume.create({ id: vol }));
+    const v = await unwrap(l.run({ image: BASE, spec: { cmd: ['ls', '/data'] }, volumes: [{ id: vol, mountpoint: '/data' }] }));
+    expect(v.exitCode).toBe(0);
+    await unwrap(l.stores.volume.delete(vol));
+    expect(l.pool.stats()).toMatchObject({ hits, misses });
+  });
+
+  test('a warm container that died while idle is never handed out; a killed warm task ends its container', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    const [idle] = await pooled(l);
+    await docker.getContainer(String(idle?.Id)).kill();
+    const r = await unwrap(l.run({ image: BASE, spec: { cmd: ['echo', 'still fine'] } }));
+    expect(text(r.stdout)).toBe('still fine\n');
+    expect(await eventually(async () => l.pool.stats().profiles[0]?.ready === 1)).toBe(true);
+    const ready = new Set((await pooled(l)).map((c) => c.Id));
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 500);
+    const killed = await l.run({ image: BASE, spec: { cmd: ['sleep', '30'] }, signal: ac.signal })();
+    expect(E.isLeft(killed) && killed.left._tag).toBe('Aborted');
+    expect(await eventually(async () => (await pooled(l)).every((c) => !ready.has(c.Id) || c.State === 'running'))).toBe(true);
+    expect(await eventually(async () => (await pooled(l)).filter((c) => ready.has(c.Id)).length === 0)).toBe(true);
+  });
+
+  test('bad profiles are InvalidEntry or NotFound and change nothing', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    const tag = async (p: unknown): Promise<string> => {
+      const r = await l.pool.configure([p as never])();
+      return E.isLeft(r) ? r.left._tag : 'Right';
+    };
+    expect(await tag({ image: BASE, min: -1 })).toBe('InvalidEntry');
+    expect(await tag({ image: BASE, min: 2, max: 1 })).toBe('InvalidEntry');
+    expect(await tag({ image: 'image://local/nope', min: 1 })).toBe('NotFound');
+    expect(await tag({ image: BASE, min: 1, options: { backend: { nope: 1 } } })).toBe('InvalidEntry');
+    expect(await tag({ image: BASE, min: 1, limits: { memoryBytes: -5 } })).toBe('InvalidEntry');
+    expect(l.pool.stats().profiles).toHaveLength(1);
+  });
+
+  test('deleting an image removes its warm containers first; a reopen removes pool containers a crash left', async () => {
+    const img = `image://local/${n('img')}`;
+    await unwrap(l.stores.image.create({ id: img, parent: BASE }));
+    await unwrap(l.pool.configure([{ image: img, min: 2 }]));
+    expect(await pooled(l)).toHaveLength(2);
+    await unwrap(l.stores.image.delete(img));
+    expect(await pooled(l)).toHaveLength(0);
+
+    const location = mkdtempSync(join(tmpdir(), 'lessl-pool-'));
+    try {
+      const a = await unwrap(openDockerBackend({ registry: { location } }));
+      await unwrap(a.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+      await unwrap(a.pool.configure([{ image: BASE, min: 2 }]));
+      const instance = a.registry.instanceId;
+      // a crash: the registry is closed, the pool's containers are not removed
+      await a.registry.close();
+      expect(await pooled(a)).toHaveLength(2);
+      const b = await unwrap(openDockerBackend({ registry: { location } }));
+      expect(await pooled(b)).toHaveLength(0);
+      expect(b.reconciled.orphansRemoved.filter((o) => o.includes('lessl_pool_'))).toHaveLength(2);
+      await b.close();
+      await purge(docker, instance);
+    } finally {
+      rmSync(location, { recursive: true, force: true });
+    }
+  });
+});
