@@ -244,7 +244,8 @@ export class Engine {
    */
   async removeOwnHelpers(filters: Record<string, string[]>): Promise<boolean> {
     // what the janitor still has to remove (a finished task's container, a helper) goes first
-    const pending = this.janitor.list().length > 0;
+    const pending = this.janitor.list().length > 0 || this.removing.size > 0;
+    await this.settled();
     await this.janitor.kick();
     const users = await this.docker.listContainers({ all: true, filters }).catch(() => []);
     const ours = users.filter((c) => this.isHelper(c));
@@ -275,6 +276,23 @@ export class Engine {
     const r = await this.attempt({ kind, ref });
     if (r === 'failed') this.janitor.add({ kind, ref });
     return r === 'gone';
+  }
+
+  /** Removals started in the background (`removeSoon`), not yet done. */
+  private readonly removing = new Set<Promise<boolean>>();
+
+  /**
+   * Removes a Docker object in the background (a used warm container: its task's end need not
+   * wait for it). `settled()` waits for these; deleting an image or volume does.
+   */
+  removeSoon(kind: Leftover['kind'], ref: string): void {
+    const p = this.removeObject(kind, ref).finally(() => this.removing.delete(p));
+    this.removing.add(p);
+  }
+
+  /** Waits for the background removals started so far. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.removing]);
   }
 
   /** One removal attempt; never throws. */

@@ -409,7 +409,8 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   /** Reports an exec's end; a warm container's task ends its container too (one task per container). */
   const endExec = async (sink: RunSink, containerId: string, warm: boolean, exitCode: number | null, reason: EndReason) => {
     if (!warm) return sink.end({ exitCode, reason });
-    await removeContainer(containerId);
+    engine.expected.add(containerId);
+    engine.removeSoon('container', containerId);
     await sink.end({ exitCode, reason, executor: { state: 'stopped', containerId: null, mainTask: null } });
   };
 

@@ -173,6 +173,7 @@ export const openDockerBackend =
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
       onClose: async () => {
         for (const b of background) await b.stop();
+        await engine.settled();
         await engine.janitor.stop();
       },
     }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
