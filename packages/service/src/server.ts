@@ -155,6 +155,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   app.setValidatorCompiler(() => () => true); // requests are validated by the io-ts codecs (http.ts)
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  app.removeContentTypeParser('text/plain'); // bodies are JSON: anything else is 415
   installErrors(app);
   app.addHook('onResponse', async (req, reply) => {
     metrics.requests.observe(
