@@ -40,6 +40,8 @@ export interface JobRecord {
   readonly kind: 'task' | 'exec';
   readonly state: JobState;
   readonly tasks: readonly string[];
+  /** The request was an array (a batch): the result is the list of its tasks, even of one. */
+  readonly batch: boolean;
   readonly created: string;
   readonly started: string | null;
   readonly ended: string | null;

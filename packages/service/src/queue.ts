@@ -39,7 +39,12 @@ export class JobQueue {
   }
 
   /** Accepts a job making `plans` as tasks of `owner`: one batch writes the job, its tasks, its queue entry, its idempotency key. */
-  async submit(owner: string, plans: readonly TaskPlan[], idem?: { key: string; bodyHash: string }): Promise<JobRecord> {
+  async submit(
+    owner: string,
+    plans: readonly TaskPlan[],
+    batch: boolean,
+    idem?: { key: string; bodyHash: string },
+  ): Promise<JobRecord> {
     const id = newId('j');
     const t = now();
     const tasks: TaskRecord[] = plans.map((plan) => ({
@@ -63,6 +68,7 @@ export class JobQueue {
       kind: 'task',
       state: 'queued',
       tasks: tasks.map((x) => x.id),
+      batch,
       created: t,
       started: null,
       ended: null,
@@ -89,6 +95,7 @@ export class JobQueue {
       kind: 'exec',
       state: 'queued',
       tasks: [task.id],
+      batch: false,
       created: now(),
       started: null,
       ended: null,

@@ -72,11 +72,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
     if (wait !== undefined && cur.state === 'done') {
       const views = await Promise.all(cur.tasks.map((id) => taskView(b, db.tasks.get(id) as TaskRecord)));
       reply.code(201).header('location', jobLocation(cur));
-      return cur.tasks.length === 1 && cur.kind === 'task'
-        ? views[0]
-        : cur.kind === 'exec'
-          ? views[0]
-          : { items: views, next: null };
+      return cur.batch ? { items: views, next: null } : views[0];
     }
     reply.code(202).header('location', `/v1/jobs/${cur.id}`);
     return jobView(cur);
@@ -132,7 +128,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
         }
         plans.push(p.right);
       }
-      const j = await queue.submit(user.name, plans, idem);
+      const j = await queue.submit(user.name, plans, Array.isArray(req.body), idem);
       d.metrics.accepted.inc();
       return answerJob(reply, j, query?.wait);
     },

@@ -68,7 +68,7 @@ export const TaskPageC = t.type({ items: t.array(TaskViewC), next: nullable(t.st
 
 /** The URL a finished job points to. */
 export const jobLocation = (j: JobRecord): string | null =>
-  j.state !== 'done' ? null : j.tasks.length === 1 ? `/v1/tasks/${j.tasks[0] ?? ''}` : `/v1/tasks?job=${j.id}`;
+  j.state !== 'done' ? null : j.batch ? `/v1/tasks?job=${j.id}` : `/v1/tasks/${j.tasks[0] ?? ''}`;
 
 /** The view of a job. */
 export const jobView = (j: JobRecord): JobView => ({
