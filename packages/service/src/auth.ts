@@ -48,12 +48,13 @@ export const authenticate = (db: ServiceDb, header: unknown): UserRecord | undef
 
 /**
  * The SDK authorizer of an embedded service: the service itself (and the embedding process,
- * which calls without a principal) may do anything; a user may create, and touch only elements
- * whose ro `owner` is theirs, or read and compose public (unowned) images.
+ * which calls without a principal: the SDK names it `anonymous`) may do anything; a user may
+ * create, and touch only elements whose ro `owner` is theirs, or read and compose public
+ * (unowned) images. HTTP callers never reach the SDK under their own name or anonymously.
  */
 export const ownerAuthorizer: Authorizer = (principal, op, _id, element) => {
-  if (principal === SYSTEM || principal === '') return true;
-  if (element === undefined) return op === 'create' || op === 'list';
+  if (principal === SYSTEM || principal === 'anonymous' || principal === '') return true;
+  if (element === undefined) return op === 'create' || op === 'list' || op === 'compose';
   const owner = fromUtf8(element.ro).owner;
   if (owner === principal) return true;
   return owner === undefined && element.id.kind === 'image' && (op === 'read' || op === 'compose' || op === 'list');

@@ -99,7 +99,11 @@ export class Runner {
         await this.commands(task, from, signal);
         const after = this.d.db.tasks.get(task);
         if (after !== undefined && !after.plan.daemon && !after.deleted) {
-          await this.teardown(task, false);
+          // a command that ran as the main process took its container with it: only records are left,
+          // removed next on this task's chain, after the job ended; a keep-alive container goes first
+          if (this.b.registry.get(elementsOf(task).main) === undefined)
+            void this.serialize(task, () => this.teardown(task, false));
+          else await this.teardown(task, false);
           await this.update(task, (r) => ({ state: finalState(r.commands), ended: now() }));
         }
         return null;
@@ -145,22 +149,28 @@ export class Runner {
       if (v === undefined || fromUtf8(v.ro).owner !== owner) throw new Failed(runtimeError(vid, `unknown volume ${m.volume}`));
       volumes.push({ id: vid, mountpoint: m.mountpoint, readOnly: false });
     }
-    if (this.b.registry.get(el.main) === undefined)
-      await ok(
-        this.b.stores.task.create(
-          { id: el.main, spec: { cmd: ['sleep', String(plan.ttl)], daemon: true }, ro },
-          { principal: SYSTEM },
-        ),
-      );
+    // a one-shot task of one command runs it as the container's process (no exec); otherwise a
+    // keep-alive main process holds the container while the commands are exec'd in turn
+    const direct = !plan.daemon && rec.commands.length === 1;
+    const main = direct ? el.command(0) : el.main;
+    if (this.b.registry.get(main) === undefined) {
+      const spec = direct ? this.commandSpec(rec, 0) : { cmd: ['sleep', String(plan.ttl)], daemon: true };
+      await ok(this.b.stores.task.create({ id: main, spec, ro }, { principal: SYSTEM }));
+    }
     const c = this.b.composer;
     const p = { principal: SYSTEM };
     let h = await ok(c.handle(el.executor, executorOptions(plan), p));
     h = await ok(c.join(h, plan.image, undefined, p));
     for (const v of volumes) h = await ok(c.join(h, v.id, { mountpoint: v.mountpoint, readOnly: v.readOnly }, p));
-    h = await ok(c.bind(await ok(c.join(h, el.main, undefined, p)), el.main, p));
+    h = await ok(c.bind(await ok(c.join(h, main, undefined, p)), main, p));
     const r = await ok(c.commit(h, { ...p, signal }));
     if (!r.committed) throw new Failed(r.error);
-    await this.update(id, () => ({ ...startedFields(plan), state: 'running' }));
+    await this.update(id, (cur) => ({
+      ...startedFields(plan),
+      ...(direct
+        ? { commands: replace(cur.commands, 0, { ...(cur.commands[0] as CommandRecord), state: 'running', startedAt: now() }) }
+        : {}),
+    }));
   }
 
   /** Phase 2: the commands from `from` on, in order, each exec'd and waited for; the first failure skips the rest. */
@@ -187,23 +197,32 @@ export class Runner {
     }));
   }
 
+  /** The lessl task spec of command i: the shell, env and pwd (the task's, then the command's own), limits. */
+  private commandSpec(rec: TaskRecord, i: number): Record<string, unknown> {
+    const cmd = rec.commands[i] as CommandRecord;
+    const env = { ...rec.plan.env, ...(cmd.env ?? {}) };
+    const pwd = cmd.pwd ?? rec.plan.pwd;
+    return {
+      cmd: [...this.d.shell, cmd.cmd],
+      ...(Object.keys(env).length > 0 ? { env } : {}),
+      ...(pwd === null ? {} : { pwd }),
+      limits: { deadlineMs: rec.plan.limits.timeout * 1000, outputBytes: rec.plan.limits.output },
+    };
+  }
+
   /** One command: create its task element (unless a previous run did), bind it into the container, wait. */
   private async command(rec: TaskRecord, i: number, signal: AbortSignal): Promise<TaskResult> {
     const el = elementsOf(rec.id);
     const id = el.command(i);
     const cmd = rec.commands[i] as CommandRecord;
     const p = { principal: SYSTEM };
-    if (this.b.registry.get(id) === undefined) {
-      const env = { ...rec.plan.env, ...(cmd.env ?? {}) };
-      const pwd = cmd.pwd ?? rec.plan.pwd;
-      const spec = {
-        cmd: [...this.d.shell, cmd.cmd],
-        ...(Object.keys(env).length > 0 ? { env } : {}),
-        ...(pwd === null ? {} : { pwd }),
-        limits: { deadlineMs: rec.plan.limits.timeout * 1000, outputBytes: rec.plan.limits.output },
-      };
-      await ok(this.b.stores.task.create({ id, spec, ro: utf8({ owner: rec.owner, 'lessl.service.task': rec.id }) }, p));
-    }
+    if (this.b.registry.get(id) === undefined)
+      await ok(
+        this.b.stores.task.create(
+          { id, spec: this.commandSpec(rec, i), ro: utf8({ owner: rec.owner, 'lessl.service.task': rec.id }) },
+          p,
+        ),
+      );
     const st = taskStatusOf(this.b.registry.get(id)?.attributes ?? {});
     if (st.state === 'created') {
       await this.update(rec.id, (r) => ({ commands: replace(r.commands, i, { ...cmd, state: 'running', startedAt: now() }) }));
