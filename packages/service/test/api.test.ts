@@ -2,8 +2,14 @@
  * The REST API over a real server on loopback (memory backend): submit, jobs, tasks, logs,
  * exec into daemons, delete, lists, idempotency, users, ownership, OpenAPI, health, metrics.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { unwrap, utf8 } from '@lessl/core';
+import { openMemoryBackend } from '@lessl/memory';
+import { createServer } from '@lessl/service';
 import { settle, start, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -224,6 +230,43 @@ describe('users and ownership', () => {
     expect((await h.call('/v1/users', { method: 'POST', json: { name: 'carol' }, token: h.tokens.admin })).status).toBe(409);
     // tokens are stored hashed: the token itself appears nowhere in the records
     expect([...h.server.db.tokens.keys()].includes(token)).toBe(false);
+  });
+
+  test("a resource's mnt mounts a named volume of the caller's", async () => {
+    await unwrap(
+      h.server.backend.stores.volume.create({
+        id: 'volume://local/anns-data',
+        data: new Uint8Array([1]),
+        ro: utf8({ owner: 'ann' }),
+      }),
+    );
+    const spec = { image: 'busybox', cmd: ['true'], resources: [{ mnt: 'anns-data', dest: '/data' }] };
+    const t = await body(await h.call('/v1/tasks?wait=10', { method: 'POST', json: spec }));
+    expect(t.state).toBe('exited');
+    expect((await h.call('/v1/tasks', { method: 'POST', json: spec, token: h.tokens.bob })).status).toBe(400);
+  });
+
+  test('the first start makes an admin token once; later starts do not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-admin-'));
+    const saved = process.env.LESSL_ADMIN_TOKEN;
+    delete process.env.LESSL_ADMIN_TOKEN;
+    try {
+      const backend = await unwrap(openMemoryBackend());
+      const first = await createServer({ backend, data: dir });
+      const token = first.initialAdminToken;
+      expect(token).toMatch(/^lsl_[A-Za-z0-9_-]{43}$/);
+      await first.close();
+      const again = await createServer({ backend, data: dir });
+      expect(again.initialAdminToken).toBeUndefined();
+      const url = await again.listen();
+      const r = await fetch(`${url}/v1/users`, { headers: { authorization: `Bearer ${token}` } });
+      expect(((await r.json()) as Json[]).map((u) => u.name)).toEqual(['admin']);
+      await again.close();
+      await backend.close();
+    } finally {
+      if (saved !== undefined) process.env.LESSL_ADMIN_TOKEN = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('per-user maxima bound what a user may ask for', async () => {
