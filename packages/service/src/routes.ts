@@ -168,7 +168,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
     handler: async ({ user, query }) => {
       const q = query ?? {};
       const all = [...db.tasks.values()]
-        .filter((r) => !r.deleted && (r.owner === user.name || (user.admin && q.job !== undefined)))
+        .filter((r) => !r.deleted && r.owner === user.name)
         .filter((r) => (q.state === undefined || r.state === q.state) && (q.job === undefined || r.job === q.job))
         .filter((r) => q.name === undefined || r.plan.name === q.name)
         .sort((a, b2) => (a.created === b2.created ? (a.id < b2.id ? 1 : -1) : a.created < b2.created ? 1 : -1));

@@ -111,8 +111,16 @@ export class Runner {
         if (this.closing) return null;
         const e = err instanceof Failed ? err.error : runtimeError(task, 'the task failed', err);
         await this.teardown(task, false);
+        // what is left (records of commands that ran) goes at the ttl, counted from now if it never started
         await this.update(task, (r) =>
-          r.deleted ? {} : { state: signal.aborted ? 'cancelled' : 'failed', ended: now(), error: errorRecord(e) },
+          r.deleted
+            ? {}
+            : {
+                state: signal.aborted ? 'cancelled' : 'failed',
+                ended: now(),
+                error: errorRecord(e),
+                expires: r.expires ?? new Date(Date.now() + r.plan.ttl * 1000).toISOString(),
+              },
         );
         return errorRecord(e);
       }

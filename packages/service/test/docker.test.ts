@@ -127,6 +127,18 @@ describe('the service on Docker', () => {
     expect(await containers()).toEqual([]);
   });
 
+  test('the reaper removes an expired daemon: container and volumes gone, task marked expired', async () => {
+    const spec = { image: 'busybox', daemon: true, ttl: 1, cmd: ['true'], resources: [{ data: 'x', dest: '/opt/x' }] };
+    const t = (await (await call('/v1/tasks?wait=60', { method: 'POST', json: spec })).json()) as Json;
+    expect((await containers()).map((c) => c.Id)).toEqual([t.container.id]);
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(t.expires) - Date.now() + 10)));
+    expect(await server.reap()).toBe(1);
+    expect(await containers()).toEqual([]);
+    const label = { label: [`lessl.registry=${server.backend.registry.instanceId}`] };
+    expect((await docker.listVolumes({ filters: label })).Volumes ?? []).toEqual([]);
+    expect(((await (await call(`/v1/tasks/${t.id}`)).json()) as Json).state).toBe('expired');
+  });
+
   test('logs?follow streams a running task live', async () => {
     const job = (await (
       await call('/v1/tasks', { method: 'POST', json: { image: 'busybox', cmd: ['echo one; sleep 1; echo two', 'echo three'] } })

@@ -85,6 +85,20 @@ describe('the TTL reaper', () => {
     expect(await h.server.reap()).toBe(0);
   });
 
+  test('a task that failed to start keeps no element past its ttl', async () => {
+    const job = await submit({
+      image: 'busybox',
+      ttl: 1,
+      cmd: ['true'],
+      resources: [{ src: 'http://127.0.0.1:1/x', dest: '/opt' }],
+    });
+    const done = await settle(h, job.id);
+    expect(done.state).toBe('failed');
+    const t = (await (await h.call(`/v1/tasks/${job.tasks[0]}`)).json()) as Json;
+    expect(t.state).toBe('failed');
+    expect(t.expires).not.toBeNull();
+  });
+
   test("a daemon without a ttl gets the operator's maximum", async () => {
     const t = (await (
       await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', daemon: true } })
