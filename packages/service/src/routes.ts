@@ -7,8 +7,8 @@ import * as t from 'io-ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { conflict, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
 import type { Backend } from '@lessl/level';
-import { addUser } from './auth.js';
-import { decodeWith } from './codec.js';
+import { addUser, sha256 } from './auth.js';
+import { decodeWith, toJsonSchema } from './codec.js';
 import type { JobRecord, ServiceDb, TaskRecord, UserRecord } from './db.js';
 import { route } from './http.js';
 import type { Metrics } from './metrics.js';
@@ -17,8 +17,6 @@ import { HttpProblem, PROBLEM_SCHEMA } from './problem.js';
 import type { JobQueue } from './queue.js';
 import type { Runner } from './runner.js';
 import { elementsOf, serviceTaskOf, SYSTEM, visibleTo } from './runner.js';
-import { sha256 } from './auth.js';
-import { toJsonSchema } from './codec.js';
 import {
   decodeTaskBody,
   EventsQueryC,

@@ -251,6 +251,16 @@ export class Runner {
     throw new Failed(res.left);
   }
 
+  /** True when any lessl element of the task is left. */
+  hasElements(task: string): boolean {
+    const r = this.b.registry;
+    return (
+      r.get(elementsOf(task).executor) !== undefined ||
+      r.scan(`volume://local/${task}.`, 1).length > 0 ||
+      r.scan(`task://local/${task}.`, 1).length > 0
+    );
+  }
+
   /** Kills the task's running processes (its commands are waited for by its run, which then stops). */
   async kill(task: string): Promise<void> {
     const comp = this.b.registry.composition(elementsOf(task).executor);
@@ -284,7 +294,10 @@ export class Runner {
         }
         await b.stores.executor.delete(el.executor, p)();
       }
-      const mine = b.registry.scan('', Number.POSITIVE_INFINITY, (e) => fromUtf8(e.ro)['lessl.service.task'] === task);
+      // the task's own elements, by name (a prefix scan of the sorted index), checked by their ro mark
+      const mine = [...b.registry.scan(`volume://local/${task}.`), ...b.registry.scan(`task://local/${task}.`)].filter(
+        (e) => fromUtf8(e.ro)['lessl.service.task'] === task,
+      );
       for (const e of mine) {
         if (e.id.kind === 'volume') await b.stores.volume.delete(e.id.key, p)();
         else if (e.id.kind === 'task' && (results || e.id.key === el.main)) await b.stores.task.delete(e.id.key, p)();

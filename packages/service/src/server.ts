@@ -96,7 +96,11 @@ const installErrors = (app: FastifyInstance): void => {
     const lessl =
       status === 500
         ? runtimeError('', 'internal error', err)
-        : invalidEntry(typeof e.message === 'string' ? e.message : 'bad request', '', typeof e.code === 'string' ? [e.code] : []);
+        : invalidEntry(
+            typeof e.message === 'string' ? e.message : 'bad request',
+            '',
+            typeof e.code === 'string' && e.code.startsWith('FST_ERR_CTP') ? ['body'] : [],
+          );
     return reply
       .code(status)
       .type('application/problem+json')
@@ -175,6 +179,9 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   queue.start();
+  // a removal a crash interrupted is finished (a deleted task keeps no element)
+  for (const r of db.tasks.values())
+    if (r.deleted && runner.hasElements(r.id)) void runner.serialize(r.id, () => runner.teardown(r.id, true));
 
   let closing: Promise<void> | undefined;
   return {

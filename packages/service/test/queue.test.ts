@@ -3,9 +3,14 @@
  * a queued task, the TTL reaper (containers, volumes and results removed, task marked expired,
  * events), and the operator's maximum for daemons without a ttl.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { LesslEvent } from '@lessl/core';
-import { settle, start, type Harness } from './helpers.js';
+import { unwrap, type LesslEvent } from '@lessl/core';
+import { openMemoryBackend } from '@lessl/memory';
+import { createServer, ownerAuthorizer, type TaskRecord } from '@lessl/service';
+import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -51,6 +56,35 @@ describe('the queue', () => {
       await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo next'] } })
     ).json();
     expect((next as Json).state).toBe('exited');
+  });
+});
+
+describe('restarts', () => {
+  test('a removal a crash interrupted is finished at the next start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-restart-'));
+    const backend = await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: shell }));
+    try {
+      await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: new Uint8Array([1]) }));
+      const first = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const url = await first.listen();
+      const r = await fetch(`${url}/v1/tasks?wait=10`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo up'] }),
+      });
+      const t = (await r.json()) as Json;
+      const left = () => backend.registry.scan('').filter((e) => e.id.name.startsWith(String(t.id))).length;
+      expect(left()).toBeGreaterThan(0);
+      // the process died right after it marked the task deleted, before it removed anything
+      await first.db.commit({ tasks: [{ ...(first.db.tasks.get(String(t.id)) as TaskRecord), deleted: true }] });
+      await first.close();
+      const second = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      while (left() > 0) await new Promise((res) => setTimeout(res, 20));
+      await second.close();
+    } finally {
+      await backend.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
