@@ -1,0 +1,61 @@
+/**
+ * Users and bearer tokens. Tokens are random (`lsl_` + 32 random bytes, base64url) and stored
+ * as their SHA-256 only. The admin token comes from the environment (LESSL_ADMIN_TOKEN, the
+ * `adminToken` option) or, at a first start with neither, is made and handed out once.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { fromUtf8, type Authorizer } from '@lessl/core';
+import type { ServiceDb, UserRecord } from './db.js';
+import { SYSTEM } from './runner.js';
+
+/** SHA-256 hex of a string. */
+export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+/** A new random token. */
+export const newToken = (): string => `lsl_${randomBytes(32).toString('base64url')}`;
+
+/** The name of the built-in admin. */
+export const ADMIN = 'admin';
+
+/** Makes a user and a token for it in one batch; answers the token (shown once). */
+export const addUser = async (db: ServiceDb, user: UserRecord, token: string = newToken()): Promise<string> => {
+  await db.commit({ users: [user], tokens: [{ hash: sha256(token), user: user.name }] });
+  return token;
+};
+
+/**
+ * Makes sure there is an admin: with `token`, that token is the admin's (added if new); without,
+ * on a first start (no users), a token is made and answered (print it once); otherwise undefined.
+ */
+export const bootstrapAdmin = async (db: ServiceDb, token: string | undefined): Promise<string | undefined> => {
+  const admin: UserRecord = db.users.get(ADMIN) ?? { name: ADMIN, admin: true, created: new Date().toISOString() };
+  if (token !== undefined && token !== '') {
+    if (db.tokens.get(sha256(token)) !== ADMIN) await addUser(db, admin, token);
+    return undefined;
+  }
+  if (db.users.size > 0) return undefined;
+  return addUser(db, admin);
+};
+
+/** The user a bearer `Authorization` header names, or undefined. */
+export const authenticate = (db: ServiceDb, header: unknown): UserRecord | undefined => {
+  if (typeof header !== 'string') return undefined;
+  const m = /^Bearer ([A-Za-z0-9._~+/=-]{8,512})$/.exec(header.trim());
+  if (m === null) return undefined;
+  const name = db.tokens.get(sha256(m[1] ?? ''));
+  return name === undefined ? undefined : db.users.get(name);
+};
+
+/**
+ * The SDK authorizer of an embedded service: the service itself (and the embedding process,
+ * which calls without a principal: the SDK names it `anonymous`) may do anything; a user may
+ * create, and touch only elements whose ro `owner` is theirs, or read and compose public
+ * (unowned) images. HTTP callers never reach the SDK under their own name or anonymously.
+ */
+export const ownerAuthorizer: Authorizer = (principal, op, _id, element) => {
+  if (principal === SYSTEM || principal === 'anonymous' || principal === '') return true;
+  if (element === undefined) return op === 'create' || op === 'list' || op === 'compose';
+  const owner = fromUtf8(element.ro).owner;
+  if (owner === principal) return true;
+  return owner === undefined && element.id.kind === 'image' && (op === 'read' || op === 'compose' || op === 'list');
+};

@@ -1,0 +1,175 @@
+/**
+ * The service's records, in its part of the one level database: users, token hashes, jobs (with
+ * the FIFO queue index), task records and idempotency keys. Every change is one atomic batch;
+ * reads are served from an index loaded at open (small-scale by design, like the registry).
+ *
+ * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
+ *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq
+ */
+import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
+import type { FullLimits, TaskPlan } from './plan.js';
+import type { TaskState } from './spec.js';
+
+/** A level database with string keys and values. */
+export type StringDb = AbstractLevel<string, string, string>;
+
+/** A user. Tokens are stored as hashes only. */
+export interface UserRecord {
+  readonly name: string;
+  readonly admin: boolean;
+  readonly created: string;
+  readonly maxima?: Partial<FullLimits>;
+}
+
+/** Job states. `done`, `failed` and `cancelled` are final. */
+export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+/** The final job states. */
+export const FINAL_JOB_STATES: readonly JobState[] = ['done', 'failed', 'cancelled'];
+
+/** A problem as recorded (a lessl error tag and its message). */
+export interface ErrorRecord {
+  readonly tag: string;
+  readonly message: string;
+}
+
+/** A job: make (and run) the tasks of one POST, or exec more commands in a daemon task (PUT). */
+export interface JobRecord {
+  readonly id: string;
+  readonly seq: number;
+  readonly owner: string;
+  readonly kind: 'task' | 'exec';
+  readonly state: JobState;
+  readonly tasks: readonly string[];
+  /** The request was an array (a batch): the result is the list of its tasks, even of one. */
+  readonly batch: boolean;
+  readonly created: string;
+  readonly started: string | null;
+  readonly ended: string | null;
+  readonly error: ErrorRecord | null;
+  /** For exec jobs: the commands appended to the task, from this index on. */
+  readonly exec: { readonly from: number; readonly count: number } | null;
+  /** sha256 of the request body, when an Idempotency-Key was given. */
+  readonly bodyHash: string | null;
+}
+
+/** One command of a task, as recorded once it ended (the live state is the lessl task element's). */
+export interface CommandRecord {
+  readonly cmd: string;
+  readonly env?: Readonly<Record<string, string>>;
+  readonly pwd?: string;
+  readonly exitCode: number | null;
+  readonly state: 'pending' | 'running' | 'exited' | 'killed' | 'lost' | 'skipped';
+  readonly reason: string | null;
+  readonly outputBytes: number;
+  readonly truncated: boolean;
+  readonly startedAt: string | null;
+  readonly endedAt: string | null;
+}
+
+/** A service task: one container running a seed-001 spec. */
+export interface TaskRecord {
+  readonly id: string;
+  readonly owner: string;
+  readonly job: string;
+  readonly plan: TaskPlan;
+  readonly state: TaskState;
+  readonly created: string;
+  readonly started: string | null;
+  readonly ended: string | null;
+  /** When the container and results are removed (set when the task starts). */
+  readonly expires: string | null;
+  readonly commands: readonly CommandRecord[];
+  readonly error: ErrorRecord | null;
+  /** The task was deleted (kept as a tombstone so DELETE stays idempotent; reads answer 404). */
+  readonly deleted: boolean;
+}
+
+/** One atomic change. */
+export interface DbChange {
+  readonly users?: readonly UserRecord[];
+  readonly tokens?: readonly { readonly hash: string; readonly user: string }[];
+  readonly delTokens?: readonly string[];
+  readonly jobs?: readonly JobRecord[];
+  readonly enqueue?: readonly JobRecord[];
+  readonly dequeue?: readonly JobRecord[];
+  readonly tasks?: readonly TaskRecord[];
+  readonly idempotency?: readonly { readonly key: string; readonly job: string }[];
+}
+
+const seqKey = (n: number): string => `q!${String(n).padStart(16, '0')}`;
+
+/** The service's records. Open with `ServiceDb.open`. */
+export class ServiceDb {
+  readonly users = new Map<string, UserRecord>();
+  readonly tokens = new Map<string, string>();
+  readonly jobs = new Map<string, JobRecord>();
+  readonly tasks = new Map<string, TaskRecord>();
+  readonly idempotency = new Map<string, string>();
+  /** Queued job IDs in FIFO order. */
+  readonly queue: string[] = [];
+  private seq = 0;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  private constructor(private readonly db: StringDb) {}
+
+  /** Loads the records from `db` (opened here if it is not open). */
+  static async open(db: StringDb): Promise<ServiceDb> {
+    await db.open();
+    const s = new ServiceDb(db);
+    for await (const [k, v] of db.iterator({ gte: '', lt: '~' })) {
+      const j = JSON.parse(v) as unknown;
+      const p = k.slice(0, 2);
+      if (p === 'u!') s.users.set(k.slice(2), j as UserRecord);
+      else if (p === 't!') s.tokens.set(k.slice(2), j as string);
+      else if (p === 'j!') s.jobs.set(k.slice(2), j as JobRecord);
+      else if (p === 'q!') s.queue.push(j as string);
+      else if (p === 'k!') s.tasks.set(k.slice(2), j as TaskRecord);
+      else if (p === 'i!') s.idempotency.set(k.slice(2), j as string);
+      else if (k === 'm!seq') s.seq = j as number;
+    }
+    return s;
+  }
+
+  /** The next job sequence number (persisted with the job that takes it). */
+  nextSeq(): number {
+    return ++this.seq;
+  }
+
+  /** Applies one change atomically (changes are serialized in call order). */
+  commit(c: DbChange): Promise<void> {
+    const run = async (): Promise<void> => {
+      const ops: AbstractBatchOperation<StringDb, string, string>[] = [];
+      const put = (key: string, value: unknown): void => void ops.push({ type: 'put', key, value: JSON.stringify(value) });
+      for (const u of c.users ?? []) put(`u!${u.name}`, u);
+      for (const t of c.tokens ?? []) put(`t!${t.hash}`, t.user);
+      for (const h of c.delTokens ?? []) ops.push({ type: 'del', key: `t!${h}` });
+      for (const j of [...(c.jobs ?? []), ...(c.enqueue ?? []), ...(c.dequeue ?? [])]) put(`j!${j.id}`, j);
+      for (const j of c.enqueue ?? []) put(seqKey(j.seq), j.id);
+      for (const j of c.dequeue ?? []) ops.push({ type: 'del', key: seqKey(j.seq) });
+      for (const t of c.tasks ?? []) put(`k!${t.id}`, t);
+      for (const i of c.idempotency ?? []) put(`i!${i.key}`, i.job);
+      if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
+      await this.db.batch(ops);
+      for (const u of c.users ?? []) this.users.set(u.name, u);
+      for (const t of c.tokens ?? []) this.tokens.set(t.hash, t.user);
+      for (const h of c.delTokens ?? []) this.tokens.delete(h);
+      for (const j of [...(c.jobs ?? []), ...(c.enqueue ?? []), ...(c.dequeue ?? [])]) this.jobs.set(j.id, j);
+      for (const j of c.enqueue ?? []) this.queue.push(j.id);
+      for (const j of c.dequeue ?? []) {
+        const i = this.queue.indexOf(j.id);
+        if (i >= 0) this.queue.splice(i, 1);
+      }
+      for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
+      for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
+    };
+    const p = this.chain.then(run);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Closes the database. */
+  async close(): Promise<void> {
+    await this.chain;
+    await this.db.close();
+  }
+}

@@ -1,0 +1,15 @@
+/**
+ * @lessl/service: the lessl task service. `createServer(options)` runs seed-001 task specs in
+ * containers over REST (fastify), with a durable job queue, users and a TTL reaper, on any
+ * lessl backend (the Docker backend by default).
+ * @packageDocumentation
+ */
+export { createServer, type LesslServer, type ServerOptions } from './server.js';
+export { ownerAuthorizer, newToken, sha256, ADMIN } from './auth.js';
+export { DEFAULT_POLICY, planTask, isTextType, type Policy, type TaskPlan, type FullLimits } from './plan.js';
+export * from './spec.js';
+export { toJsonSchema, decodeWith, type JsonSchema, type JsonValue } from './codec.js';
+export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
+export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
+export { elementsOf, serviceTaskOf, SYSTEM } from './runner.js';
+export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';

@@ -1,0 +1,163 @@
+/**
+ * From a validated wire spec to a plan: service defaults and the caller's maxima applied,
+ * inline data decoded, the image resolved to a lessl ID. Pure; never throws.
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import { invalidEntry, type InvalidEntry } from '@lessl/core';
+import type { Limits, TaskSpecV1 } from './spec.js';
+
+/** Limits with every field set (memory bytes, cpus, pids, timeout seconds, output bytes). */
+export type FullLimits = Required<Limits>;
+
+/** What the operator decides. */
+export interface Policy {
+  /** Limits a spec gets for what it leaves out. */
+  readonly defaults: FullLimits;
+  /** The largest limits a user may ask for (a user's own maxima replace these). */
+  readonly maxima: FullLimits;
+  /** Seconds a one-shot task's results (and a daemon without ttl, at most `maxTtl`) are kept. */
+  readonly defaultTtl: number;
+  /** The longest ttl anyone gets; daemon tasks without a ttl get this. */
+  readonly maxTtl: number;
+  /** Network modes allowed besides `none`. */
+  readonly networks: readonly string[];
+  /** Fetching `src`: byte limit per resource, total time, redirects followed. */
+  readonly fetch: { readonly maxBytes: number; readonly timeoutMs: number; readonly maxRedirects: number };
+  /** The image store names are resolved in. */
+  readonly imageStore: string;
+}
+
+/** The default policy. */
+export const DEFAULT_POLICY: Policy = {
+  defaults: { memory: 256 << 20, cpus: 1, pids: 256, timeout: 300, output: 1 << 20 },
+  maxima: { memory: 2 * 1024 ** 3, cpus: 2, pids: 4096, timeout: 3600, output: 16 << 20 },
+  defaultTtl: 3600,
+  maxTtl: 86400,
+  networks: [],
+  fetch: { maxBytes: 8 << 20, timeoutMs: 10_000, maxRedirects: 3 },
+  imageStore: 'local',
+};
+
+/** A file to put into the container. */
+export interface FilePlan {
+  /** Absolute path of the file. */
+  readonly path: string;
+  /** Inline content (base64 on the record), or a URL fetched when the task starts. */
+  readonly data?: string;
+  readonly src?: string;
+}
+
+/** A named volume of the caller's, mounted. */
+export interface MountPlan {
+  readonly volume: string;
+  readonly mountpoint: string;
+}
+
+/** A task ready to run. */
+export interface TaskPlan {
+  readonly image: string;
+  readonly daemon: boolean;
+  readonly ttl: number;
+  readonly name: string | null;
+  readonly pwd: string | null;
+  readonly env: Readonly<Record<string, string>>;
+  readonly cmd: readonly string[];
+  readonly files: readonly FilePlan[];
+  readonly mounts: readonly MountPlan[];
+  readonly limits: FullLimits;
+  readonly network: string;
+}
+
+const TEXT =
+  /^(text\/.*|application\/(json|xml|javascript|ecmascript|x-sh|x-shellscript|x-python|x-yaml|yaml|toml|x-perl|x-ruby)|.*\+(json|xml))(;.*)?$/i;
+
+/** True when a content type carries `data` as text (otherwise base64). No type means text. */
+export const isTextType = (ct: string | undefined): boolean => ct === undefined || TEXT.test(ct.trim());
+
+const decodeBase64 = (s: string): Buffer | undefined => {
+  const clean = s.replace(/\s+/g, '');
+  return clean.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(clean) ? Buffer.from(clean, 'base64') : undefined;
+};
+
+const lastSegment = (url: string): string => {
+  const seg = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '');
+  return /^[A-Za-z0-9._-]{1,255}$/.test(seg) && seg !== '.' && seg !== '..' ? seg : 'resource';
+};
+
+const joinPath = (dir: string, name: string): string => `${dir.replace(/\/+$/, '')}/${name}`;
+
+/** The image ID a spec's `image` names. */
+export const imageId = (image: string, store: string): string =>
+  image.startsWith('image://') ? image : `image://${store}/${image}`;
+
+/**
+ * Applies the policy to a spec. `maxima` are the caller's (default: the operator's). Limits past
+ * the maxima, a network the operator does not allow, bad base64: `InvalidEntry`.
+ */
+export const planTask = (
+  spec: TaskSpecV1,
+  policy: Policy,
+  maxima: FullLimits = policy.maxima,
+): E.Either<InvalidEntry, TaskPlan> => {
+  const limits = { ...policy.defaults, ...(spec.limits ?? {}) } as FullLimits;
+  const over = (Object.keys(limits) as (keyof FullLimits)[]).filter((k) => limits[k] > maxima[k]);
+  // a default above a user's own maximum is lowered to it; only what the caller asked for is refused
+  const asked = over.filter((k) => spec.limits?.[k] !== undefined);
+  if (asked.length > 0)
+    return E.left(
+      invalidEntry(
+        `limits past your maxima: ${asked.map((k) => `${k} ${limits[k]} > ${maxima[k]}`).join(', ')}`,
+        '',
+        asked.map((k) => `limits.${k}`),
+      ),
+    );
+  for (const k of over) limits[k] = maxima[k];
+  const network = spec.network ?? 'none';
+  if (network !== 'none' && !policy.networks.includes(network))
+    return E.left(
+      invalidEntry(
+        `network "${network}" is not allowed here (allowed: none${policy.networks.map((n) => `, ${n}`).join('')})`,
+        '',
+        ['network'],
+      ),
+    );
+  if (spec.ttl !== undefined && spec.ttl > policy.maxTtl)
+    return E.left(invalidEntry(`ttl ${spec.ttl} is past the maximum ${policy.maxTtl}`, '', ['ttl']));
+  const files: FilePlan[] = [];
+  const mounts: MountPlan[] = [];
+  for (const [i, r] of (spec.resources ?? []).entries()) {
+    if (r.mnt !== undefined) mounts.push({ volume: r.mnt, mountpoint: r.dest ?? '/' });
+    else if (r.src !== undefined) files.push({ path: joinPath(r.dest ?? spec.pwd ?? '/', lastSegment(r.src)), src: r.src });
+    else if (r.data !== undefined) {
+      const bytes = isTextType(r.content_type) ? Buffer.from(r.data, 'utf8') : decodeBase64(r.data);
+      if (bytes === undefined)
+        return E.left(invalidEntry(`resources.${i}.data is not valid base64`, '', [`resources.${i}.data`]));
+      files.push({ path: r.dest ?? '/', data: bytes.toString('base64') });
+    }
+  }
+  const paths = [...files.map((f) => f.path), ...mounts.map((m) => m.mountpoint)];
+  const dup = paths.find((p, i) => paths.indexOf(p) !== i);
+  if (dup !== undefined) return E.left(invalidEntry(`two resources go to ${dup}`, '', ['resources']));
+  if (mounts.some((m) => m.mountpoint === '/') || files.some((f) => dirOf(f.path) === '/' || f.path.endsWith('/')))
+    return E.left(invalidEntry('resources cannot go into / itself: name a directory (e.g. /opt)', '', ['resources']));
+  if (fileDirs(files).length > 8) return E.left(invalidEntry('resources go into more than 8 directories', '', ['resources']));
+  return E.right({
+    image: imageId(spec.image, policy.imageStore),
+    daemon: spec.daemon === true,
+    ttl: spec.ttl ?? (spec.daemon === true ? policy.maxTtl : policy.defaultTtl),
+    name: spec.task_name ?? null,
+    pwd: spec.pwd ?? null,
+    env: spec.env ?? {},
+    cmd: spec.cmd ?? [],
+    files,
+    mounts,
+    limits,
+    network,
+  });
+};
+
+/** The directory of an absolute path ('/' for a file in the root). */
+export const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/')) || '/';
+
+/** The directories files go into: each becomes a per-task volume mounted there. */
+export const fileDirs = (files: readonly FilePlan[]): string[] => [...new Set(files.map((f) => dirOf(f.path)))].sort();

@@ -1,0 +1,70 @@
+/**
+ * Resources of a task: `src` fetched over http(s) with a byte and a time limit (redirects
+ * followed only to http(s), a bounded number of times), and the files of one directory packed
+ * as a tar for a per-task volume.
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import { pack } from 'tar-stream';
+import { aborted, describeCause, invalidEntry, unavailable, type AnyError } from '@lessl/core';
+import type { Policy } from './plan.js';
+
+/** Fetches `url` under the policy's limits. Never throws: a bad answer is `InvalidEntry`, no answer `Unavailable`. */
+export const fetchSrc = async (
+  url: string,
+  limits: Policy['fetch'],
+  signal?: AbortSignal,
+): Promise<E.Either<AnyError, Buffer>> => {
+  const timeout = AbortSignal.timeout(limits.timeoutMs);
+  const sig = signal === undefined ? timeout : AbortSignal.any([signal, timeout]);
+  let at = url;
+  try {
+    for (let hop = 0; ; hop++) {
+      const res = await fetch(at, { redirect: 'manual', signal: sig });
+      if (res.status >= 300 && res.status < 400 && res.headers.has('location')) {
+        await res.body?.cancel();
+        const next = new URL(res.headers.get('location') ?? '', at);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:')
+          return E.left(invalidEntry(`src ${url}: redirect to ${next.protocol} refused (only http and https)`, '', ['src']));
+        if (hop >= limits.maxRedirects)
+          return E.left(invalidEntry(`src ${url}: more than ${limits.maxRedirects} redirects`, '', ['src']));
+        at = next.href;
+        continue;
+      }
+      if (!res.ok) {
+        await res.body?.cancel();
+        return E.left(invalidEntry(`src ${url}: the server answered ${res.status}`, '', ['src']));
+      }
+      const declared = Number(res.headers.get('content-length') ?? Number.NaN);
+      if (declared > limits.maxBytes) {
+        await res.body?.cancel();
+        return E.left(invalidEntry(`src ${url}: ${declared} bytes is past the limit of ${limits.maxBytes}`, '', ['src']));
+      }
+      const parts: Buffer[] = [];
+      let n = 0;
+      for await (const c of res.body ?? []) {
+        n += c.byteLength;
+        if (n > limits.maxBytes) {
+          await res.body?.cancel().catch(() => undefined);
+          return E.left(invalidEntry(`src ${url}: more than ${limits.maxBytes} bytes`, '', ['src']));
+        }
+        parts.push(Buffer.from(c));
+      }
+      return E.right(Buffer.concat(parts));
+    }
+  } catch (err) {
+    if (signal?.aborted === true) return E.left(aborted('', signal.reason));
+    if (timeout.aborted) return E.left(unavailable('', `src ${url}: no complete answer within ${limits.timeoutMs} ms`));
+    const cause = err instanceof Error && err.cause !== undefined ? describeCause(err.cause) : describeCause(err);
+    return E.left(unavailable('', `src ${url}: unreachable (${cause})`));
+  }
+};
+
+/** A tar of files (names relative to their directory). */
+export const tarOf = async (files: readonly { readonly name: string; readonly data: Buffer }[]): Promise<Uint8Array> => {
+  const p = pack();
+  for (const f of files) p.entry({ name: f.name, mode: f.data.subarray(0, 2).toString() === '#!' ? 0o755 : 0o644 }, f.data);
+  p.finalize();
+  const parts: Buffer[] = [];
+  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
+  return new Uint8Array(Buffer.concat(parts));
+};

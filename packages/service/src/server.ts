@@ -1,0 +1,206 @@
+/**
+ * `createServer`: the task service on fastify, over a lessl backend. Embedded default: the
+ * Docker backend over one on-disk level database under `data`, which also holds the service's
+ * users, tokens, jobs and task records.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import { Level } from 'level';
+import { MemoryLevel } from 'memory-level';
+import { invalidEntry, notFound, runtimeError, unwrap } from '@lessl/core';
+import type { Backend } from '@lessl/level';
+import { openDockerBackend, type DockerBackendOptions } from '@lessl/docker';
+import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
+import { ServiceDb, type StringDb } from './db.js';
+import { makeMetrics, type Metrics } from './metrics.js';
+import { DEFAULT_POLICY, type Policy } from './plan.js';
+import { HttpProblem, problemOf } from './problem.js';
+import { JobQueue } from './queue.js';
+import { registerRoutes } from './routes.js';
+import { Runner } from './runner.js';
+
+/** Options of `createServer`. */
+export interface ServerOptions {
+  /** A backend to use (e.g. `openMemoryBackend({ authorize: ownerAuthorizer })`); default: the Docker backend over `data`. */
+  readonly backend?: Backend;
+  /** Directory of the on-disk database (created if missing); default: in memory (tests). */
+  readonly data?: string;
+  /** Operator policy: defaults, maxima, ttl, networks, fetch limits (merged over `DEFAULT_POLICY`). */
+  readonly policy?: Partial<Policy>;
+  /** Jobs run at once (default 4). */
+  readonly concurrency?: number;
+  /** The admin's token (default: env LESSL_ADMIN_TOKEN; else one is made at first start: `initialAdminToken`). */
+  readonly adminToken?: string;
+  /** fastify/pino logger options (default: off). */
+  readonly logger?: FastifyServerOptions['logger'];
+  /** Largest request body in bytes (default 16 MiB). */
+  readonly bodyLimit?: number;
+  /** Milliseconds between TTL reaper passes (default 30,000). */
+  readonly reapIntervalMs?: number;
+  /** How commands run (default `['/bin/sh', '-c']`). */
+  readonly shell?: readonly string[];
+  /** Docker backend options for the embedded default (the registry and authorizer are the service's). */
+  readonly docker?: Omit<DockerBackendOptions, 'registry' | 'authorize'>;
+}
+
+/** A running service. */
+export interface LesslServer {
+  readonly app: FastifyInstance;
+  readonly backend: Backend;
+  readonly db: ServiceDb;
+  readonly queue: JobQueue;
+  readonly metrics: Metrics;
+  /** The admin token made at a first start without one (print it once), else undefined. */
+  readonly initialAdminToken: string | undefined;
+  /** Listens (default 127.0.0.1, a free port); answers the base URL. */
+  listen(opts?: { host?: string; port?: number }): Promise<string>;
+  /** Runs one reaper pass now. */
+  reap(): Promise<number>;
+  /** Stops the reaper and the queue (running tasks keep running; the next start resumes their jobs), closes the server and what it opened. */
+  close(): Promise<void>;
+}
+
+/** Opens the databases and the backend; answers what to close. */
+const openStorage = async (o: ServerOptions): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
+  const closers: (() => Promise<void>)[] = [];
+  let root: Level<string, string> | MemoryLevel<string, string>;
+  if (o.data !== undefined) {
+    mkdirSync(o.data, { recursive: true });
+    root = new Level<string, string>(join(o.data, 'db'), { valueEncoding: 'utf8' });
+  } else root = new MemoryLevel<string, string>({ valueEncoding: 'utf8' });
+  await root.open();
+  closers.push(() => root.close());
+  const svc = root.sublevel('svc') as unknown as StringDb;
+  if (o.backend !== undefined) return { backend: o.backend, svc, closers };
+  const reg = root.sublevel('reg') as unknown as StringDb;
+  const backend = await unwrap(openDockerBackend({ ...(o.docker ?? {}), registry: { db: reg }, authorize: ownerAuthorizer }));
+  closers.unshift(() => backend.close());
+  return { backend, svc, closers };
+};
+
+/** Maps any error fastify or a handler raised to a problem; never a 5xx for bad input. */
+const installErrors = (app: FastifyInstance): void => {
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (err instanceof HttpProblem) {
+      void reply.headers(err.headers);
+      return reply
+        .code(err.status)
+        .type('application/problem+json')
+        .send(problemOf(err.error, err.status, req.url));
+    }
+    const e = err as { statusCode?: unknown; message?: unknown; code?: unknown };
+    const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 500;
+    if (status === 500) req.log.error({ err }, 'request failed');
+    const lessl =
+      status === 500
+        ? runtimeError('', 'internal error', err)
+        : invalidEntry(
+            typeof e.message === 'string' ? e.message : 'bad request',
+            '',
+            typeof e.code === 'string' && e.code.startsWith('FST_ERR_CTP') ? ['body'] : [],
+          );
+    return reply
+      .code(status)
+      .type('application/problem+json')
+      .send(problemOf(lessl, status, req.url));
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply
+      .code(404)
+      .type('application/problem+json')
+      .send(problemOf(notFound(req.url), 404, req.url)),
+  );
+};
+
+/**
+ * Creates the service: storage, the queue (started: it resumes jobs a crash left), the reaper
+ * and the routes. Call `listen()` to serve.
+ */
+export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
+  // phase 1: storage and records
+  const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
+  const { backend, svc, closers } = await openStorage(o);
+  const db = await ServiceDb.open(svc);
+  const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
+
+  // phase 2: the runner, the queue, the reaper
+  const runner = new Runner({ backend, db, policy, shell: o.shell ?? ['/bin/sh', '-c'] });
+  const queue = new JobQueue(db, runner, o.concurrency ?? 4);
+  const metrics = makeMetrics(db, () => queue.active);
+  const removeTask = async (task: string, mark: 'deleted' | 'expired'): Promise<void> => {
+    const r = db.tasks.get(task);
+    if (r === undefined || r.deleted || (mark === 'expired' && r.state === 'expired')) return;
+    if (mark === 'deleted') await runner.update(task, () => ({ deleted: true }));
+    const job = db.jobs.get(r.job);
+    if (job?.state === 'queued' && job.tasks.every((t) => t === task || db.tasks.get(t)?.deleted === true))
+      await queue.cancel(job.id);
+    await runner.kill(task);
+    await runner.serialize(task, () => runner.teardown(task, true));
+    await runner.update(task, (cur) =>
+      mark === 'expired' ? { state: 'expired', ended: cur.ended ?? new Date().toISOString() } : { deleted: true },
+    );
+  };
+  let reaping: Promise<number> | undefined;
+  const reap = (): Promise<number> =>
+    (reaping ??= (async () => {
+      const due = [...db.tasks.values()].filter(
+        (r) => !r.deleted && r.state !== 'expired' && r.expires !== null && Date.parse(r.expires) <= Date.now(),
+      );
+      for (const r of due) await removeTask(r.id, 'expired');
+      metrics.reaped.inc(due.length);
+      return due.length;
+    })().finally(() => (reaping = undefined)));
+  const reaper = setInterval(() => void reap().catch(() => undefined), o.reapIntervalMs ?? 30_000);
+  reaper.unref();
+
+  // phase 3: HTTP
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
+  app.setValidatorCompiler(() => () => true); // requests are validated by the io-ts codecs (http.ts)
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  app.removeContentTypeParser('text/plain'); // bodies are JSON: anything else is 415
+  installErrors(app);
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.observe(
+      { method: req.method, route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'lessl task service', version: '1.0.0', description: 'Run seed-001 task specs in containers on demand.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  registerRoutes(app, { backend, db, queue, runner, policy, metrics, removeTask });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.ready();
+  queue.start();
+  // a removal a crash interrupted is finished (a deleted task keeps no element)
+  for (const r of db.tasks.values())
+    if (r.deleted && runner.hasElements(r.id)) void runner.serialize(r.id, () => runner.teardown(r.id, true));
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    backend,
+    db,
+    queue,
+    metrics,
+    initialAdminToken,
+    listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
+    reap,
+    close: () =>
+      (closing ??= (async () => {
+        clearInterval(reaper);
+        await queue.stop();
+        await app.close();
+        await reaping?.catch(() => undefined);
+        await db.close().catch(() => undefined);
+        for (const c of closers) await c().catch(() => undefined);
+      })()),
+  };
+};

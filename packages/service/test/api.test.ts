@@ -1,0 +1,362 @@
+/**
+ * The REST API over a real server on loopback (memory backend): submit, jobs, tasks, logs,
+ * exec into daemons, delete, lists, idempotency, users, ownership, OpenAPI, health, metrics.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import SwaggerParser from '@apidevtools/swagger-parser';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { unwrap, utf8 } from '@lessl/core';
+import { openMemoryBackend } from '@lessl/memory';
+import { createServer } from '@lessl/service';
+import { settle, start, type Harness } from './helpers.js';
+
+let h: Harness;
+beforeAll(async () => {
+  h = await start();
+});
+afterAll(async () => {
+  await h.close();
+});
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const body = async (r: Response): Promise<Json> => (await r.json()) as Json;
+
+/** The seed-001 example spec, with an image that exists here. */
+const seed = {
+  version: 1.0,
+  daemon: false,
+  image: 'busybox',
+  ttl: 3600,
+  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'", dest: '/opt/hello.sh' }],
+  task_name: 'hello_world',
+  pwd: '/opt',
+  env: { KEY: 'value' },
+  cmd: ['echo hello $KEY', 'echo second'],
+};
+
+describe('POST /v1/tasks', () => {
+  test('?wait answers 201 with the finished task: per-command exit codes and output', async () => {
+    const r = await h.call('/v1/tasks?wait=10', { method: 'POST', json: seed });
+    expect(r.status).toBe(201);
+    const t = await body(r);
+    expect(r.headers.get('location')).toBe(`/v1/tasks/${t.id}`);
+    expect(t).toMatchObject({ name: 'hello_world', state: 'exited', exitCode: 0, image: 'image://local/busybox', daemon: false });
+    expect(t.commands.map((c: Json) => [c.exitCode, c.output])).toEqual([
+      [0, 'hello value\n'],
+      [0, 'second\n'],
+    ]);
+    expect(Date.parse(t.expires) - Date.parse(t.started)).toBe(3600_000);
+  });
+
+  test('202 + Location to the job; the job answers 303 to the task once done', async () => {
+    const r = await h.call('/v1/tasks', { method: 'POST', json: { image: 'busybox', cmd: ['echo hi'] } });
+    expect(r.status).toBe(202);
+    const job = await body(r);
+    expect(r.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
+    expect(job.state).toMatch(/queued|running/);
+    const done = await settle(h, job.id);
+    expect(done.status).toBe(303);
+    expect(done.location).toBe(`/v1/tasks/${job.tasks[0]}`);
+    const t = await body(await h.call(String(done.location)));
+    expect(t.commands[0].output).toBe('hi\n');
+  });
+
+  test('the first failing command stops the rest; each keeps its own exit code', async () => {
+    const t = await body(
+      await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo a', 'exit 3', 'echo never'] } }),
+    );
+    expect(t.commands.map((c: Json) => [c.state, c.exitCode])).toEqual([
+      ['exited', 0],
+      ['exited', 3],
+      ['skipped', null],
+    ]);
+    expect(t.exitCode).toBe(3);
+  });
+
+  test('a batch is one job; done, it points at the list of its tasks', async () => {
+    const r = await h.call('/v1/tasks?wait=10', {
+      method: 'POST',
+      json: [
+        { image: 'busybox', cmd: ['echo one'], task_name: 'b1' },
+        { image: 'busybox', cmd: ['echo two'], task_name: 'b2' },
+      ],
+    });
+    expect(r.status).toBe(201);
+    const page = await body(r);
+    expect(page.items.map((t: Json) => t.commands[0].output).sort()).toEqual(['one\n', 'two\n']);
+    const job = page.items[0].job;
+    expect(r.headers.get('location')).toBe(`/v1/tasks?job=${job}`);
+    const listed = await body(await h.call(`/v1/tasks?job=${job}`));
+    expect(listed.items).toHaveLength(2);
+  });
+
+  test('Idempotency-Key: a retried request gets the same job; another body with the key is 409', async () => {
+    const send = (json: unknown) => h.call('/v1/tasks', { method: 'POST', json, headers: { 'idempotency-key': 'retry-1' } });
+    const a = await body(await send({ image: 'busybox', cmd: ['echo once'] }));
+    const b = await body(await send({ image: 'busybox', cmd: ['echo once'] }));
+    expect(b.id).toBe(a.id);
+    const c = await send({ image: 'busybox', cmd: ['echo other'] });
+    expect(c.status).toBe(409);
+    expect(c.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    expect((await body(c)).tag).toBe('Conflict');
+    // the same key from another user is another job
+    const d = await h.call('/v1/tasks', {
+      method: 'POST',
+      json: { image: 'busybox', cmd: ['echo once'] },
+      headers: { 'idempotency-key': 'retry-1' },
+      token: h.tokens.bob,
+    });
+    expect((await body(d)).id).not.toBe(a.id);
+  });
+
+  test('limits: defaults apply, past the maxima is a 400 naming the field; networks only where allowed', async () => {
+    const over = await h.call('/v1/tasks', {
+      method: 'POST',
+      json: { image: 'busybox', cmd: ['true'], limits: { memory: 2 ** 40 } },
+    });
+    expect(over.status).toBe(400);
+    expect((await body(over)).keys).toEqual(['limits.memory']);
+    const net = await h.call('/v1/tasks', { method: 'POST', json: { image: 'busybox', cmd: ['true'], network: 'host' } });
+    expect(net.status).toBe(400);
+    expect((await body(net)).keys).toEqual(['network']);
+  });
+});
+
+describe('daemon tasks', () => {
+  test('a daemon keeps running; PUT execs more commands in it; DELETE kills and removes it, idempotently', async () => {
+    const t = await body(
+      await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', daemon: true, cmd: ['echo up'] } }),
+    );
+    expect(t.state).toBe('running');
+    expect(t.expires).not.toBeNull();
+    const x = await h.call(`/v1/tasks/${t.id}?wait=10`, {
+      method: 'PUT',
+      json: { cmd: ['echo more $X', 'exit 4'], env: { X: 'yes' } },
+    });
+    expect(x.status).toBe(201);
+    const after = await body(x);
+    expect(after.commands.map((c: Json) => [c.cmd, c.exitCode, c.output])).toEqual([
+      ['echo up', 0, 'up\n'],
+      ['echo more $X', 0, 'more yes\n'],
+      ['exit 4', 4, ''],
+    ]);
+    expect(after.state).toBe('running');
+    const logs = await h.call(`/v1/tasks/${t.id}/logs`);
+    expect(await logs.text()).toBe('up\nmore yes\n');
+    expect((await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
+    expect((await h.call(`/v1/tasks/${t.id}`)).status).toBe(404);
+    // nothing of it is left in the registry
+    expect(h.server.backend.registry.scan('').filter((e) => e.id.name.startsWith(t.id))).toEqual([]);
+  });
+
+  test('PUT on a one-shot task that ended is 409', async () => {
+    const t = await body(await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['true'] } }));
+    const r = await h.call(`/v1/tasks/${t.id}`, { method: 'PUT', json: { cmd: ['echo x'] } });
+    expect(r.status).toBe(409);
+  });
+
+  test('logs?follow=true streams until the task ends', async () => {
+    const job = await body(
+      await h.call('/v1/tasks', { method: 'POST', json: { image: 'busybox', cmd: ['echo a; sleep 0.3; echo b', 'echo c'] } }),
+    );
+    const r = await h.call(`/v1/tasks/${job.tasks[0]}/logs?follow=true`);
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe('a\nb\nc\n');
+  });
+});
+
+describe('GET /v1/tasks', () => {
+  test("lists only the caller's tasks, newest first, with a cursor", async () => {
+    for (const n of ['p1', 'p2', 'p3'])
+      await h.call('/v1/tasks?wait=10', {
+        method: 'POST',
+        json: { image: 'busybox', cmd: ['true'], task_name: n },
+        token: h.tokens.bob,
+      });
+    const first = await body(await h.call('/v1/tasks?limit=2', { token: h.tokens.bob }));
+    const all = (await body(await h.call('/v1/tasks?limit=500', { token: h.tokens.bob }))).items as Json[];
+    expect(first.items.map((t: Json) => t.id)).toEqual(all.slice(0, 2).map((t) => t.id));
+    const second = await body(await h.call(`/v1/tasks?limit=2&cursor=${first.next}`, { token: h.tokens.bob }));
+    expect(second.items.map((t: Json) => t.id)).toEqual(all.slice(2, 4).map((t) => t.id));
+    expect(all.every((t) => t.id.startsWith('t_'))).toBe(true);
+    const anns = (await body(await h.call('/v1/tasks?limit=500'))).items as Json[];
+    expect(anns.some((t) => all.some((b) => b.id === t.id))).toBe(false);
+    const named = await body(await h.call('/v1/tasks?name=p2', { token: h.tokens.bob }));
+    expect(named.items.map((t: Json) => t.name)).toEqual(['p2']);
+    const exited = await body(await h.call('/v1/tasks?state=exited&limit=500', { token: h.tokens.bob }));
+    expect(exited.items.length).toBe(all.filter((t) => t.state === 'exited').length);
+  });
+});
+
+describe('users and ownership', () => {
+  test("another user's task and job are 404, exactly like ones that do not exist", async () => {
+    const r = await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo mine'] } });
+    const t = await body(r);
+    const other = { token: h.tokens.bob };
+    for (const [path, method] of [
+      [`/v1/tasks/${t.id}`, 'GET'],
+      [`/v1/tasks/${t.id}/logs`, 'GET'],
+      [`/v1/tasks/${t.id}`, 'DELETE'],
+      [`/v1/jobs/${t.job}`, 'GET'],
+    ] as const) {
+      const theirs = await h.call(path, { ...other, method });
+      const none = await h.call(path.replace(t.id, 't_00000000000000000000').replace(t.job, 'j_00000000000000000000'), {
+        ...other,
+        method,
+      });
+      expect([theirs.status, none.status]).toEqual([404, 404]);
+      expect((await body(theirs)).tag).toBe('NotFound');
+    }
+    const put = await h.call(`/v1/tasks/${t.id}`, { ...other, method: 'PUT', json: { cmd: ['echo x'] } });
+    expect(put.status).toBe(404);
+    expect((await h.call(`/v1/tasks/${t.id}`)).status).toBe(200);
+  });
+
+  test('no token, a bad token: 401 problem with WWW-Authenticate; users are made by admins only', async () => {
+    for (const token of [null, 'lsl_not-a-real-token-at-all', 'x']) {
+      const r = await h.call('/v1/tasks', { token });
+      expect(r.status).toBe(401);
+      expect(r.headers.get('www-authenticate')).toMatch(/Bearer/);
+      expect((await body(r)).tag).toBe('PermissionDenied');
+    }
+    expect((await h.call('/v1/users', { method: 'POST', json: { name: 'eve' } })).status).toBe(403);
+    const made = await h.call('/v1/users', { method: 'POST', json: { name: 'carol' }, token: h.tokens.admin });
+    expect(made.status).toBe(201);
+    const { token } = await body(made);
+    expect((await h.call('/v1/tasks', { token })).status).toBe(200);
+    expect((await h.call('/v1/users', { method: 'POST', json: { name: 'carol' }, token: h.tokens.admin })).status).toBe(409);
+    // tokens are stored hashed: the token itself appears nowhere in the records
+    expect([...h.server.db.tokens.keys()].includes(token)).toBe(false);
+  });
+
+  test("a resource's mnt mounts a named volume of the caller's", async () => {
+    await unwrap(
+      h.server.backend.stores.volume.create({
+        id: 'volume://local/anns-data',
+        data: new Uint8Array([1]),
+        ro: utf8({ owner: 'ann' }),
+      }),
+    );
+    const spec = { image: 'busybox', cmd: ['true'], resources: [{ mnt: 'anns-data', dest: '/data' }] };
+    const t = await body(await h.call('/v1/tasks?wait=10', { method: 'POST', json: spec }));
+    expect(t.state).toBe('exited');
+    expect((await h.call('/v1/tasks', { method: 'POST', json: spec, token: h.tokens.bob })).status).toBe(400);
+  });
+
+  test('the first start makes an admin token once; later starts do not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-admin-'));
+    const saved = process.env.LESSL_ADMIN_TOKEN;
+    delete process.env.LESSL_ADMIN_TOKEN;
+    try {
+      const backend = await unwrap(openMemoryBackend());
+      const first = await createServer({ backend, data: dir });
+      const token = first.initialAdminToken;
+      expect(token).toMatch(/^lsl_[A-Za-z0-9_-]{43}$/);
+      await first.close();
+      const again = await createServer({ backend, data: dir });
+      expect(again.initialAdminToken).toBeUndefined();
+      const url = await again.listen();
+      const r = await fetch(`${url}/v1/users`, { headers: { authorization: `Bearer ${token}` } });
+      expect(((await r.json()) as Json[]).map((u) => u.name)).toEqual(['admin']);
+      await again.close();
+      await backend.close();
+    } finally {
+      if (saved !== undefined) process.env.LESSL_ADMIN_TOKEN = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('per-user maxima bound what a user may ask for', async () => {
+    const made = await body(
+      await h.call('/v1/users', { method: 'POST', json: { name: 'small', maxima: { memory: 64 << 20 } }, token: h.tokens.admin }),
+    );
+    const r = await h.call('/v1/tasks', {
+      method: 'POST',
+      json: { image: 'busybox', cmd: ['true'], limits: { memory: 128 << 20 } },
+      token: made.token,
+    });
+    expect(r.status).toBe(400);
+    const ok = await h.call('/v1/tasks', {
+      method: 'POST',
+      json: { image: 'busybox', cmd: ['true'], limits: { memory: 32 << 20 } },
+      token: made.token,
+    });
+    expect(ok.status).toBe(202);
+  });
+});
+
+describe('events', () => {
+  test("SSE of the caller's elements only, resumable with Last-Event-ID", async () => {
+    const from = h.server.backend.events.lastSeq();
+    const mine = await body(await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo ev'] } }));
+    await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo theirs'] }, token: h.tokens.bob });
+    const read = async (headers: Record<string, string>, until: (ids: string[]) => boolean) => {
+      const ac = new AbortController();
+      const r = await h.call(`/v1/events`, { headers, signal: ac.signal });
+      expect(r.headers.get('content-type')).toMatch(/text\/event-stream/);
+      const dec = new TextDecoder();
+      let text = '';
+      const events: { seq: number; id: string; type: string }[] = [];
+      for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+        text += dec.decode(c, { stream: true });
+        const blocks = text.split('\n\n');
+        text = blocks.pop() ?? '';
+        for (const b of blocks) {
+          const data = b.split('\n').find((l) => l.startsWith('data: '));
+          if (data !== undefined) events.push(JSON.parse(data.slice(6)));
+        }
+        if (until(events.map((e) => e.id))) break;
+      }
+      ac.abort();
+      return events;
+    };
+    const evs = await read(
+      { 'last-event-id': String(from) },
+      (ids) => ids.some((i) => i.startsWith(`executor://local/${mine.id}`)) && ids.filter((i) => i.includes(mine.id)).length >= 6,
+    );
+    expect(evs.every((e) => e.id.includes(mine.id))).toBe(true);
+    expect(evs.map((e) => e.seq)).toEqual([...evs.map((e) => e.seq)].sort((a, b) => a - b));
+    // resume after the third: the rest, without the first three
+    const resumed = await read({ 'last-event-id': String(evs[2]?.seq) }, (ids) => ids.length >= 3);
+    expect(resumed[0]?.seq).toBe(evs[3]?.seq);
+  });
+});
+
+describe('service routes', () => {
+  test('/openapi.json is a valid OpenAPI 3.1 document generated from the codecs', async () => {
+    const doc = await body(await h.call('/openapi.json', { token: null }));
+    expect(doc.openapi).toBe('3.1.0');
+    await SwaggerParser.validate(structuredClone(doc) as never);
+    const post = doc.paths['/v1/tasks'].post;
+    const spec = post.requestBody.content['application/json'].schema.oneOf[0];
+    expect(Object.keys(spec.properties).sort()).toEqual(
+      ['cmd', 'daemon', 'env', 'image', 'limits', 'network', 'pwd', 'resources', 'task_name', 'ttl', 'version'].sort(),
+    );
+    expect(spec.additionalProperties).toBe(false);
+    expect(Object.keys(doc.paths).sort()).toEqual(
+      [
+        '/healthz',
+        '/metrics',
+        '/v1/events',
+        '/v1/jobs/{id}',
+        '/v1/tasks',
+        '/v1/tasks/{id}',
+        '/v1/tasks/{id}/logs',
+        '/v1/users',
+      ].sort(),
+    );
+  });
+
+  test('/healthz and /metrics answer without a token', async () => {
+    const hz = await h.call('/healthz', { token: null });
+    expect(hz.status).toBe(200);
+    expect((await body(hz)).status).toBe('ok');
+    const m = await (await h.call('/metrics', { token: null })).text();
+    expect(m).toMatch(/lessl_jobs_accepted_total \d+/);
+    expect(m).toMatch(/lessl_http_request_duration_seconds_count\{method="POST",route="\/v1\/tasks",status="201"\}/);
+    expect(m).toMatch(/lessl_jobs\{state="done"\} \d+/);
+  });
+});
