@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+/** The `lessl` executable. */
+import { main } from './cli.js';
+
+await main();

@@ -1,0 +1,189 @@
+/**
+ * The `lessl` command line (commander): each command is a small function of `commands.ts` over
+ * `LesslClient`; failures print the problem (with its lessl tag) and exit non-zero.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { clientProblem, LesslClient, LesslError, type Problem } from './client.js';
+import * as cmd from './commands.js';
+import { readSpec, type Io } from './commands.js';
+import type { ServeOptions } from './serve.js';
+
+/** Global options every command takes. */
+interface Globals {
+  readonly url?: string;
+  readonly token?: string;
+  readonly json?: boolean;
+}
+
+const int =
+  (what: string, min = 0) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${what} must be an integer >= ${min}`);
+    return n;
+  };
+
+/** Prints a failure on stderr (`lessl: Tag: detail`, or the problem document with --json); answers the exit status. */
+export const report = (e: unknown, io: Pick<Io, 'err' | 'json'>): number => {
+  const p: Problem =
+    e instanceof LesslError ? e.problem : clientProblem('RuntimeError', e instanceof Error ? e.message : 'unknown failure');
+  if (io.json) io.err.write(`${JSON.stringify(p)}\n`);
+  else
+    io.err.write(`lessl: ${p.tag}: ${p.detail}${p.keys !== undefined && p.keys.length > 0 ? ` [${p.keys.join(', ')}]` : ''}\n`);
+  return 1;
+};
+
+/** Where the CLI writes (the process's streams by default). */
+export interface Streams {
+  readonly out?: NodeJS.WritableStream;
+  readonly err?: NodeJS.WritableStream;
+  readonly stdin?: NodeJS.ReadableStream;
+}
+
+/** Builds the `lessl` program; commands set `process.exitCode`. */
+export const program = (s: Streams = {}): Command => {
+  const out = s.out ?? process.stdout;
+  const err = s.err ?? process.stderr;
+  const p = new Command('lessl')
+    .description('lessl: run seed-001 task specs in containers through the lessl task service')
+    .addOption(new Option('--url <url>', 'the service (default: env LESSL_URL, else http://127.0.0.1:8080)'))
+    .addOption(new Option('--token <token>', 'bearer token (default: env LESSL_TOKEN)'))
+    .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
+    .showHelpAfterError();
+
+  /** Wraps a command: a client from the globals, errors reported, the exit status set. */
+  const act =
+    <A extends unknown[]>(f: (c: LesslClient, io: Io, ...args: A) => Promise<number>) =>
+    async (...args: A): Promise<void> => {
+      const self = args.at(-1) as Command;
+      const g = self.optsWithGlobals<Globals>();
+      const io: Io = {
+        out,
+        err,
+        json: g.json === true,
+        progress: g.json !== true && (err as NodeJS.WriteStream).isTTY === true,
+        ...(s.stdin === undefined ? {} : { stdin: s.stdin }),
+      };
+      const c = new LesslClient({
+        ...(g.url === undefined ? {} : { url: g.url }),
+        ...(g.token === undefined ? {} : { token: g.token }),
+      });
+      try {
+        process.exitCode = await f(c, io, ...args);
+      } catch (e) {
+        process.exitCode = report(e, io);
+      }
+    };
+
+  p.command('serve')
+    .description('start the task service (Docker backend over an on-disk database)')
+    .option('--data <dir>', 'database directory (default: env LESSL_DATA, else $XDG_DATA_HOME/lessl or ~/.local/share/lessl)')
+    .option('--memory', 'memory backend, no Docker: commands run in a tiny fake shell (echo, sleep, exit); for trying the API')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (0: a free one)', int('--port'), 8080)
+    .option('--concurrency <n>', 'jobs run at once (default 4)', int('--concurrency', 1))
+    .option('--policy <file>', 'JSON file: operator policy (defaults, maxima, defaultTtl, maxTtl, networks, fetch)')
+    .option('--log-level <level>', 'request log level (pino: info, debug, ...); default: no request log')
+    .option('--body-limit <bytes>', 'largest request body (default 16 MiB)', int('--body-limit', 1))
+    .option('--reap-interval <seconds>', 'seconds between TTL reaper passes (default 30)', int('--reap-interval', 1))
+    .option('--busybox', "add a public image 'busybox' made from the host's /bin/busybox when missing")
+    .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
+    .action(
+      act(async (_c, io, o: ServeOptions) => {
+        const { serve } = await import('./serve.js'); // the service's dependencies load only here
+        const s2 = await serve(o);
+        if (io.json) io.out.write(`${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null })}\n`);
+        else {
+          io.out.write(`lessl: listening on ${s2.url}\n`);
+          if (s2.server.initialAdminToken !== undefined)
+            io.err.write(`lessl: admin token (shown once, keep it): ${s2.server.initialAdminToken}\n`);
+        }
+        await new Promise<void>((resolve) => {
+          const stop = (): void => void s2.close().finally(resolve);
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+        return 0;
+      }),
+    );
+
+  p.command('run')
+    .description("submit a task spec (a file, or - for stdin) and stream its output; exits with the task's exit code")
+    .argument('<spec>', 'seed-001 task spec JSON (one object, or an array: a batch), or - for stdin')
+    .action(act(async (c, io, spec: string) => cmd.run(c, io, await readSpec(spec, io.stdin))));
+
+  p.command('exec')
+    .description('run a command in a running daemon task (its words are joined and run by /bin/sh -c)')
+    .argument('<id>', 'task ID')
+    .argument('<cmd...>', 'the command, after --')
+    .action(act(async (c, io, id: string, words: string[]) => cmd.exec(c, io, id, words)));
+
+  p.command('ps')
+    .description('list your tasks, newest first')
+    .option('--state <state>', 'only tasks in this state (queued, running, exited, failed, killed, ...)')
+    .option('--name <name>', 'only tasks with this task_name')
+    .action(act(async (c, io, o: { state?: string; name?: string }) => cmd.ps(c, io, o)));
+
+  p.command('logs')
+    .description("print a task's output; -f follows it until the task ends")
+    .argument('<id>', 'task ID')
+    .option('-f, --follow', 'stream until the task ends')
+    .action(act(async (c, io, id: string, o: { follow?: boolean }) => cmd.logs(c, io, id, o.follow === true)));
+
+  p.command('rm')
+    .description('kill and remove tasks (idempotent)')
+    .argument('<id...>', 'task IDs')
+    .action(act(async (c, io, ids: string[]) => cmd.rm(c, io, ids)));
+
+  const images = p.command('images').description('images the service offers (needs the service routes /v1/images)');
+  images
+    .command('ls')
+    .description('list images')
+    .action(act(async (c, io) => cmd.imagesLs(c, io)));
+  images
+    .command('load')
+    .description('upload an image tarball (docker save format)')
+    .argument('<name>', 'the image name')
+    .argument('<file>', 'the tarball, or - for stdin')
+    .action(act(async (c, io, name: string, file: string) => cmd.imagesLoad(c, io, name, file)));
+  images
+    .command('pull')
+    .description('have the service pull an image from a registry')
+    .argument('<ref>', 'registry reference')
+    .argument('[name]', 'the image name (default: the reference)')
+    .action(act(async (c, io, ref: string, name: string | undefined) => cmd.imagesPull(c, io, ref, name)));
+  images
+    .command('rm')
+    .description('remove images')
+    .argument('<id...>', 'image names or IDs')
+    .action(act(async (c, io, ids: string[]) => cmd.imagesRm(c, io, ids)));
+
+  p.command('events')
+    .description('follow the events of your elements (Server-Sent Events)')
+    .option('--since <seq>', 'replay the events after this seq first', int('--since'))
+    .option('--count <n>', 'exit after n events', int('--count'))
+    .action(act(async (c, io, o: { since?: number; count?: number }) => cmd.events(c, io, o)));
+
+  const users = p.command('users').description('users (admins only)');
+  users
+    .command('add')
+    .description('add a user; prints its bearer token (shown once)')
+    .argument('<name>', 'user name')
+    .option('--admin', 'an admin')
+    .action(act(async (c, io, name: string, o: { admin?: boolean }) => cmd.usersAdd(c, io, name, o.admin === true)));
+  users
+    .command('ls')
+    .description('list users')
+    .action(act(async (c, io) => cmd.usersLs(c, io)));
+
+  return p;
+};
+
+/** Runs the CLI on `argv` (process.argv by default). */
+export const main = async (argv: readonly string[] = process.argv, s: Streams = {}): Promise<void> => {
+  const out = s.out ?? process.stdout;
+  out.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  });
+  await program(s).parseAsync([...argv]);
+};

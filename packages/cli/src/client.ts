@@ -1,0 +1,354 @@
+/**
+ * A tiny typed client of the lessl task service's REST API (`@lessl/service`), on Node's fetch.
+ * Every failure is a `LesslError` carrying the service's problem document (with the lessl tag).
+ */
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import type { JobView, Problem, TaskView } from '@lessl/service';
+
+export type { JobView, Problem, TaskView } from '@lessl/service';
+
+/** A page of tasks (`GET /v1/tasks`). */
+export interface TaskPage {
+  readonly items: readonly TaskView[];
+  readonly next: string | null;
+}
+
+/** What `POST /v1/tasks` and `PUT /v1/tasks/{id}` answered. */
+export type Submitted =
+  | { readonly kind: 'job'; readonly job: JobView }
+  | { readonly kind: 'task'; readonly task: TaskView }
+  | { readonly kind: 'batch'; readonly items: readonly TaskView[] };
+
+/** A user as the service answers its creation (the token is shown once). */
+export interface NewUser {
+  readonly name: string;
+  readonly admin: boolean;
+  readonly token: string;
+}
+
+/** One Server-Sent Event of `GET /v1/events`: `seq` is its id, `type` the lessl event type. */
+export interface ServiceEvent {
+  readonly seq: number;
+  readonly type: string;
+  readonly data: unknown;
+}
+
+/** Options of `LesslClient`. */
+export interface ClientOptions {
+  /** The service's base URL (default: env LESSL_URL, else `DEFAULT_URL`). */
+  readonly url?: string;
+  /** A bearer token (default: env LESSL_TOKEN). */
+  readonly token?: string;
+}
+
+/** The URL the client uses without LESSL_URL (the port `lessl serve` listens on by default). */
+export const DEFAULT_URL = 'http://127.0.0.1:8080';
+
+/** A failed request: the service's problem document (or one made for a transport failure, status 0). */
+export class LesslError extends Error {
+  constructor(
+    readonly problem: Problem,
+    readonly status: number = problem.status,
+  ) {
+    super(`${problem.tag}: ${problem.detail}`);
+    this.name = 'LesslError';
+  }
+  /** The lessl error tag (`NotFound`, `InvalidEntry`, ...). */
+  get tag(): string {
+    return this.problem.tag;
+  }
+}
+
+/** A problem document made on the client side. */
+export const clientProblem = (tag: string, detail: string, status = 0, keys?: readonly string[]): Problem => ({
+  type: `urn:lessl:error:${tag}`,
+  title: tag,
+  status,
+  detail,
+  tag,
+  ...(keys === undefined ? {} : { keys: [...keys] }),
+});
+
+const isProblem = (u: unknown): u is Problem =>
+  typeof u === 'object' &&
+  u !== null &&
+  typeof (u as Problem).tag === 'string' &&
+  typeof (u as Problem).detail === 'string' &&
+  typeof (u as Problem).status === 'number';
+
+const causeCode = (e: unknown): string | undefined => {
+  const c = (e as { cause?: { code?: unknown; message?: unknown; errors?: { code?: unknown }[] } } | null)?.cause;
+  const code = c?.code ?? c?.errors?.[0]?.code ?? c?.message;
+  return typeof code === 'string' ? code : undefined;
+};
+
+/** Request options of `LesslClient.request`. */
+export interface RequestOptions {
+  readonly json?: unknown;
+  readonly body?: Uint8Array;
+  readonly contentType?: string;
+  readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly signal?: AbortSignal;
+}
+
+const FINAL = new Set(['done', 'failed', 'cancelled']);
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+  });
+
+/** A client of one service, as one user (its token). */
+export class LesslClient {
+  /** The base URL, without a trailing slash. */
+  readonly url: string;
+  private readonly token: string | undefined;
+  private routeSet: Promise<Set<string>> | undefined;
+
+  constructor(o: ClientOptions = {}) {
+    this.url = (o.url ?? process.env.LESSL_URL ?? DEFAULT_URL).replace(/\/+$/, '');
+    const token = o.token ?? process.env.LESSL_TOKEN;
+    this.token = token === '' ? undefined : token;
+  }
+
+  /** Sends a request; answers the response when its status is below 400 (303 is not followed), else throws its problem. */
+  async request(method: string, path: string, o: RequestOptions = {}): Promise<Response> {
+    const u = new URL(`${this.url}${path}`);
+    for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) u.searchParams.set(k, String(v));
+    const headers: Record<string, string> = { accept: 'application/json, application/problem+json, */*', ...(o.headers ?? {}) };
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    let body: string | Uint8Array | undefined;
+    if (o.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(o.json);
+    } else if (o.body !== undefined) {
+      headers['content-type'] = o.contentType ?? 'application/octet-stream';
+      body = o.body;
+    }
+    let r: Response;
+    try {
+      r = await fetch(u, {
+        method,
+        headers,
+        redirect: 'manual',
+        ...(body === undefined ? {} : { body }),
+        signal: o.signal ?? null,
+      });
+    } catch (e) {
+      if (o.signal?.aborted === true) throw e;
+      const code = causeCode(e);
+      throw new LesslError(
+        clientProblem('Unavailable', `cannot reach the service at ${this.url}${code === undefined ? '' : ` (${code})`}`),
+      );
+    }
+    if (r.status < 400) return r;
+    const text = await r.text().catch(() => '');
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      doc = undefined;
+    }
+    throw new LesslError(
+      isProblem(doc)
+        ? doc
+        : clientProblem(
+            r.status >= 500 ? 'RuntimeError' : 'InvalidEntry',
+            `${method} ${path}: HTTP ${r.status} ${text.slice(0, 200)}`,
+            r.status,
+          ),
+      r.status,
+    );
+  }
+
+  private async json<A>(method: string, path: string, o: RequestOptions = {}): Promise<A> {
+    return (await (await this.request(method, path, o)).json()) as A;
+  }
+
+  private async submitted(r: Response): Promise<Submitted> {
+    const body = (await r.json()) as unknown;
+    if (r.status === 202) return { kind: 'job', job: body as JobView };
+    const page = body as Partial<TaskPage>;
+    return Array.isArray(page.items) ? { kind: 'batch', items: page.items } : { kind: 'task', task: body as TaskView };
+  }
+
+  /** `POST /v1/tasks`: submits a seed-001 task spec (or a batch); with `wait`, the finished task when it ends within that many seconds. */
+  async submit(spec: unknown, o: { wait?: number; idempotencyKey?: string; signal?: AbortSignal } = {}): Promise<Submitted> {
+    const r = await this.request('POST', '/v1/tasks', {
+      json: spec,
+      query: { wait: o.wait },
+      ...(o.idempotencyKey === undefined ? {} : { headers: { 'idempotency-key': o.idempotencyKey } }),
+      ...(o.signal === undefined ? {} : { signal: o.signal }),
+    });
+    return this.submitted(r);
+  }
+
+  /** `GET /v1/jobs/{id}`: the job (done jobs answer 303; their view is still the body). */
+  job(id: string, signal?: AbortSignal): Promise<JobView> {
+    return this.json('GET', `/v1/jobs/${encodeURIComponent(id)}`, signal === undefined ? {} : { signal });
+  }
+
+  /** Polls a job until it is done, failed or cancelled; `onChange` sees each new state. */
+  async settle(
+    id: string,
+    o: { intervalMs?: number; signal?: AbortSignal; onChange?: (j: JobView) => void } = {},
+  ): Promise<JobView> {
+    let last = '';
+    for (;;) {
+      const j = await this.job(id, o.signal);
+      if (j.state !== last) o.onChange?.(j);
+      last = j.state;
+      if (FINAL.has(j.state)) return j;
+      await sleep(o.intervalMs ?? 50, o.signal);
+    }
+  }
+
+  /** `GET /v1/tasks/{id}`. */
+  task(id: string): Promise<TaskView> {
+    return this.json('GET', `/v1/tasks/${encodeURIComponent(id)}`);
+  }
+
+  /** `GET /v1/tasks`: one page of the caller's tasks, newest first. */
+  tasks(q: { state?: string; job?: string; name?: string; limit?: number; cursor?: string } = {}): Promise<TaskPage> {
+    return this.json('GET', '/v1/tasks', { query: q });
+  }
+
+  /** Every page of `GET /v1/tasks`. */
+  async allTasks(q: { state?: string; name?: string } = {}): Promise<TaskView[]> {
+    const all: TaskView[] = [];
+    let cursor: string | undefined;
+    do {
+      const p = await this.tasks({ ...q, limit: 500, ...(cursor === undefined ? {} : { cursor }) });
+      all.push(...p.items);
+      cursor = p.next ?? undefined;
+    } while (cursor !== undefined);
+    return all;
+  }
+
+  /** `GET /v1/tasks/{id}/logs`: the output as it arrives; with `follow`, until the task ends. */
+  async *logs(id: string, o: { follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+    const r = await this.request('GET', `/v1/tasks/${encodeURIComponent(id)}/logs`, {
+      query: { follow: o.follow === true ? 'true' : undefined },
+      ...(o.signal === undefined ? {} : { signal: o.signal }),
+    });
+    if (r.body === null) return;
+    try {
+      for await (const chunk of r.body) yield chunk;
+    } catch (e) {
+      if (o.signal?.aborted !== true) throw e;
+    }
+  }
+
+  /** `PUT /v1/tasks/{id}`: runs more commands in a running daemon task. */
+  async exec(
+    id: string,
+    cmd: readonly string[],
+    o: { env?: Record<string, string>; pwd?: string; wait?: number } = {},
+  ): Promise<Submitted> {
+    const json = { cmd, ...(o.env === undefined ? {} : { env: o.env }), ...(o.pwd === undefined ? {} : { pwd: o.pwd }) };
+    return this.submitted(await this.request('PUT', `/v1/tasks/${encodeURIComponent(id)}`, { json, query: { wait: o.wait } }));
+  }
+
+  /** `DELETE /v1/tasks/{id}`: kills and removes a task (idempotent). */
+  async remove(id: string): Promise<void> {
+    await this.request('DELETE', `/v1/tasks/${encodeURIComponent(id)}`);
+  }
+
+  /** `GET /v1/events`: the caller's lessl events as they happen (after `since`, a seq). Ends when `signal` aborts or the service closes. */
+  async *events(o: { since?: number; signal?: AbortSignal } = {}): AsyncGenerator<ServiceEvent> {
+    const r = await this.request('GET', '/v1/events', {
+      query: { since: o.since },
+      headers: { accept: 'text/event-stream' },
+      ...(o.signal === undefined ? {} : { signal: o.signal }),
+    });
+    if (r.body === null) return;
+    const queue: ServiceEvent[] = [];
+    const parser = createParser({
+      onEvent: (m: EventSourceMessage) => {
+        let data: unknown = m.data;
+        try {
+          data = JSON.parse(m.data);
+        } catch {
+          // not JSON: keep the text
+        }
+        queue.push({ seq: Number(m.id), type: m.event ?? 'message', data });
+      },
+    });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of r.body) {
+        parser.feed(decoder.decode(chunk, { stream: true }));
+        while (queue.length > 0) yield queue.shift() as ServiceEvent;
+      }
+    } catch (e) {
+      if (o.signal?.aborted !== true) throw e;
+    }
+  }
+
+  /** `POST /v1/users` (admins): adds a user; answers its token (shown once). */
+  addUser(name: string, admin = false): Promise<NewUser> {
+    return this.json('POST', '/v1/users', { json: { name, ...(admin ? { admin: true } : {}) } });
+  }
+
+  /** `GET /v1/users` (admins). */
+  users(): Promise<{ name: string; admin: boolean; created: string }[]> {
+    return this.json('GET', '/v1/users');
+  }
+
+  /** `GET /healthz`. */
+  health(): Promise<{ status: string; queued: number; running: number }> {
+    return this.json('GET', '/healthz');
+  }
+
+  /** The routes the service documents in /openapi.json, as `METHOD /path/{param}`. */
+  routes(): Promise<Set<string>> {
+    this.routeSet ??= this.json<{ paths?: Record<string, Record<string, unknown>> }>('GET', '/openapi.json').then(
+      (doc) =>
+        new Set(
+          Object.entries(doc.paths ?? {}).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)),
+        ),
+    );
+    return this.routeSet;
+  }
+
+  /** Throws an `Unsupported` problem naming the route when the service does not offer it. */
+  async requireRoute(method: string, path: string): Promise<void> {
+    if (!(await this.routes()).has(`${method} ${path}`))
+      throw new LesslError(
+        clientProblem(
+          'Unsupported',
+          `the service at ${this.url} has no route ${method} ${path} (not offered by this version)`,
+          501,
+        ),
+      );
+  }
+
+  /** `GET /v1/images`: the images the caller may use. */
+  async images(): Promise<unknown> {
+    await this.requireRoute('GET', '/v1/images');
+    return this.json('GET', '/v1/images');
+  }
+
+  /** `POST /v1/images` with an image tarball as the body (asynchronous: a job). */
+  async loadImage(name: string, tar: Uint8Array): Promise<Submitted> {
+    await this.requireRoute('POST', '/v1/images');
+    const r = await this.request('POST', '/v1/images', { body: tar, contentType: 'application/x-tar', query: { name } });
+    return { kind: 'job', job: (await r.json()) as JobView };
+  }
+
+  /** `POST /v1/images` of a registry reference (asynchronous: a job). */
+  async pullImage(ref: string, name?: string): Promise<Submitted> {
+    await this.requireRoute('POST', '/v1/images');
+    const r = await this.request('POST', '/v1/images', {
+      json: { source: { type: 'registry', ref }, ...(name === undefined ? {} : { name }) },
+    });
+    return { kind: 'job', job: (await r.json()) as JobView };
+  }
+
+  /** `DELETE /v1/images/{id}`. */
+  async removeImage(id: string): Promise<void> {
+    await this.requireRoute('DELETE', '/v1/images/{id}');
+    await this.request('DELETE', `/v1/images/${encodeURIComponent(id)}`);
+  }
+}

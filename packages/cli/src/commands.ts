@@ -1,0 +1,265 @@
+/**
+ * The CLI's commands: small functions over `LesslClient`. Each writes its human output, or with
+ * `json` one JSON document (or JSON lines for streams) to `out`, and answers the exit status.
+ */
+import { readFile } from 'node:fs/promises';
+import { buffer, text } from 'node:stream/consumers';
+import ora, { type Ora } from 'ora';
+import { clientProblem, LesslError, type JobView, type LesslClient, type Submitted, type TaskView } from './client.js';
+
+/** Where a command writes, and how. */
+export interface Io {
+  readonly out: NodeJS.WritableStream;
+  readonly err: NodeJS.WritableStream;
+  /** Machine-readable output: JSON on stdout, problem documents on stderr. */
+  readonly json: boolean;
+  /** Show a progress display on `err` (only when it is a terminal and not `json`). */
+  readonly progress: boolean;
+  /** Standard input (for `lessl run -`). */
+  readonly stdin?: NodeJS.ReadableStream;
+}
+
+const writeJson = (io: Io, v: unknown): void => void io.out.write(`${JSON.stringify(v)}\n`);
+const note = (io: Io, line: string): void => void io.err.write(`lessl: ${line}\n`);
+
+/** Reads a task spec from a file, or standard input for `-`; a file that is not JSON is an InvalidEntry. */
+export const readSpec = async (file: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<unknown> => {
+  let src: string;
+  try {
+    src = file === '-' ? await text(stdin) : await readFile(file, 'utf8');
+  } catch (e) {
+    throw new LesslError(clientProblem('NotFound', `cannot read ${file}: ${(e as Error).message}`, 0, ['spec']));
+  }
+  try {
+    return JSON.parse(src) as unknown;
+  } catch (e) {
+    throw new LesslError(
+      clientProblem('InvalidEntry', `${file === '-' ? 'standard input' : file} is not JSON: ${(e as Error).message}`, 0, [
+        'spec',
+      ]),
+    );
+  }
+};
+
+/** The exit status of finished tasks: the first non-zero exit code, 1 for a task that ended without one, else 0. */
+export const exitStatusOf = (tasks: readonly TaskView[]): number => {
+  for (const t of tasks) {
+    if (t.exitCode !== null && t.exitCode !== 0) return t.exitCode > 0 && t.exitCode < 256 ? t.exitCode : 1;
+    if (t.exitCode === null && !(t.daemon && t.state === 'running')) return 1;
+  }
+  return 0;
+};
+
+/** Throws the error of a job that did not end done. */
+const checkJob = (j: JobView): void => {
+  if (j.state === 'done') return;
+  const e = j.error ?? { tag: 'Aborted', message: `job ${j.id} was ${j.state}` };
+  throw new LesslError(clientProblem(e.tag, `job ${j.id} ${j.state}: ${e.message}`));
+};
+
+/** Tells on stderr about tasks that did not simply exit. */
+const reportTasks = (io: Io, tasks: readonly TaskView[]): void => {
+  for (const t of tasks) {
+    if (t.state === 'exited' || (t.daemon && t.state === 'running')) continue;
+    const reason = t.commands.find((c) => c.reason !== null)?.reason;
+    const err = t.error === null ? '' : `: ${t.error.tag}: ${t.error.message}`;
+    note(io, `task ${t.id} ${t.state}${reason === undefined ? '' : ` (${reason})`}${err}`);
+  }
+};
+
+/** A progress display on stderr when it is a terminal, else a no-op. */
+const spinner = (io: Io, textLine: string): Ora | undefined =>
+  io.progress ? ora({ text: textLine, stream: io.err as NodeJS.WriteStream, discardStdin: false }).start() : undefined;
+
+/** Waits while a job is queued and while its first task loads its image and starts, showing progress. */
+const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | undefined): Promise<void> => {
+  let j = job;
+  const first = j.tasks[0];
+  for (;;) {
+    if (j.state === 'queued') {
+      if (spin) spin.text = `queued (job ${j.id})`;
+    } else if (j.state !== 'running' || first === undefined) return;
+    else {
+      const t = await c.task(first);
+      if (t.state !== 'queued') return;
+      if (spin) spin.text = `starting ${t.image}: loading the image, creating the container (task ${t.id})`;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    j = await c.job(j.id);
+  }
+};
+
+/** `lessl run SPEC`: submits a spec, shows progress while queued and starting, streams the output live; answers the task's exit status. */
+export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number> => {
+  const sub = await c.submit(spec);
+  if (sub.kind !== 'job') return finishSubmitted(io, sub);
+  const spin = spinner(io, `submitted (job ${sub.job.id})`);
+  try {
+    await awaitStart(c, io, sub.job, spin);
+  } finally {
+    spin?.stop();
+  }
+  if (!io.json) {
+    for (const id of sub.job.tasks) {
+      const t = await c.task(id).catch(() => undefined);
+      for await (const chunk of c.logs(id, { follow: t?.daemon !== true })) io.out.write(chunk);
+    }
+  }
+  const j = await c.settle(sub.job.id);
+  checkJob(j);
+  const tasks = await Promise.all(j.tasks.map((id) => c.task(id)));
+  if (io.json) writeJson(io, Array.isArray(spec) ? { items: tasks, next: null } : tasks[0]);
+  else {
+    reportTasks(io, tasks);
+    for (const t of tasks)
+      if (t.daemon && t.state === 'running') note(io, `daemon task ${t.id} is running: lessl exec ${t.id} -- CMD`);
+  }
+  return exitStatusOf(tasks);
+};
+
+const finishSubmitted = (io: Io, sub: Submitted): number => {
+  const tasks = sub.kind === 'task' ? [sub.task] : sub.kind === 'batch' ? sub.items : [];
+  if (io.json) writeJson(io, sub.kind === 'task' ? sub.task : sub);
+  else for (const t of tasks) for (const cmd of t.commands) if (cmd.output !== null) io.out.write(cmd.output);
+  return exitStatusOf(tasks);
+};
+
+/** `lessl exec ID -- CMD...`: runs one more command in a running daemon task; prints its output; answers its exit code. */
+export const exec = async (c: LesslClient, io: Io, id: string, cmd: readonly string[]): Promise<number> => {
+  if (cmd.length === 0) throw new LesslError(clientProblem('InvalidEntry', 'no command: lessl exec ID -- CMD...', 0, ['cmd']));
+  const before = await c.task(id);
+  const sub = await c.exec(id, [cmd.join(' ')]);
+  if (sub.kind === 'job') checkJob(await c.settle(sub.job.id));
+  const after = await c.task(id);
+  const added = after.commands.slice(before.commands.length);
+  if (io.json) writeJson(io, { id: after.id, state: after.state, commands: added });
+  else
+    for (const x of added) {
+      if (x.output !== null) io.out.write(x.output);
+      else if (x.outputBytes > 0) note(io, `output of ${x.outputBytes} bytes not shown: lessl logs ${id}`);
+    }
+  const failed = added.find((x) => x.exitCode !== 0);
+  return failed === undefined ? 0 : failed.exitCode === null ? 1 : failed.exitCode;
+};
+
+const pad = (rows: readonly (readonly string[])[]): string => {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
+};
+
+/** `lessl ps`: the caller's tasks, newest first. */
+export const ps = async (c: LesslClient, io: Io, q: { state?: string; name?: string } = {}): Promise<number> => {
+  const tasks = await c.allTasks(q);
+  if (io.json) writeJson(io, tasks);
+  else
+    io.out.write(
+      pad([
+        ['ID', 'NAME', 'STATE', 'EXIT', 'IMAGE', 'CREATED'],
+        ...tasks.map((t) => [t.id, t.name ?? '-', t.state, t.exitCode === null ? '-' : String(t.exitCode), t.image, t.created]),
+      ]),
+    );
+  return 0;
+};
+
+/** `lessl logs [-f] ID`: the task's output (with `follow`, live until it ends); JSON lines `{ data }` with `json`. */
+export const logs = async (c: LesslClient, io: Io, id: string, follow: boolean): Promise<number> => {
+  const decoder = new TextDecoder();
+  for await (const chunk of c.logs(id, { follow })) {
+    if (io.json) writeJson(io, { data: decoder.decode(chunk, { stream: true }) });
+    else io.out.write(chunk);
+  }
+  return 0;
+};
+
+/** `lessl rm ID...`: kills and removes tasks. */
+export const rm = async (c: LesslClient, io: Io, ids: readonly string[]): Promise<number> => {
+  for (const id of ids) await c.remove(id);
+  if (io.json) writeJson(io, { removed: ids });
+  else for (const id of ids) io.out.write(`${id}\n`);
+  return 0;
+};
+
+/** `lessl events [--since N]`: the caller's events as they happen, one line each; stops after `count` events when given. */
+export const events = async (
+  c: LesslClient,
+  io: Io,
+  o: { since?: number; count?: number; signal?: AbortSignal },
+): Promise<number> => {
+  let n = 0;
+  const ac = new AbortController();
+  o.signal?.addEventListener('abort', () => ac.abort(), { once: true });
+  if (o.count === 0) return 0;
+  for await (const e of c.events({ ...(o.since === undefined ? {} : { since: o.since }), signal: ac.signal })) {
+    if (io.json) writeJson(io, e);
+    else {
+      const d = e.data as { id?: unknown } | null;
+      io.out.write(`${e.seq}\t${e.type}\t${typeof d?.id === 'string' ? d.id : ''}\n`);
+    }
+    if (o.count !== undefined && ++n >= o.count) {
+      ac.abort();
+      break;
+    }
+  }
+  return 0;
+};
+
+/** `lessl users add NAME [--admin]`: prints the new user's token (shown once). */
+export const usersAdd = async (c: LesslClient, io: Io, name: string, admin: boolean): Promise<number> => {
+  const u = await c.addUser(name, admin);
+  if (io.json) writeJson(io, u);
+  else io.out.write(`${u.token}\n`);
+  return 0;
+};
+
+/** `lessl users ls`: the users (admins only). */
+export const usersLs = async (c: LesslClient, io: Io): Promise<number> => {
+  const us = await c.users();
+  if (io.json) writeJson(io, us);
+  else io.out.write(pad([['NAME', 'ADMIN', 'CREATED'], ...us.map((u) => [u.name, String(u.admin), u.created])]));
+  return 0;
+};
+
+/** `lessl images ls`. */
+export const imagesLs = async (c: LesslClient, io: Io): Promise<number> => {
+  const list = await c.images();
+  io.out.write(`${JSON.stringify(list, null, io.json ? undefined : 2)}\n`);
+  return 0;
+};
+
+/** `lessl images load NAME FILE|-`: uploads an image tarball. */
+export const imagesLoad = async (c: LesslClient, io: Io, name: string, file: string): Promise<number> => {
+  await c.requireRoute('POST', '/v1/images');
+  const tar = file === '-' ? await buffer(io.stdin ?? process.stdin) : await readFile(file);
+  return finishImageJob(c, io, await c.loadImage(name, tar));
+};
+
+/** `lessl images pull REF [NAME]`: has the service pull an image from a registry. */
+export const imagesPull = async (c: LesslClient, io: Io, ref: string, name?: string): Promise<number> =>
+  finishImageJob(c, io, await c.pullImage(ref, name));
+
+const finishImageJob = async (c: LesslClient, io: Io, sub: Submitted): Promise<number> => {
+  if (sub.kind !== 'job') return 0;
+  const spin = spinner(io, `loading the image (job ${sub.job.id})`);
+  const j = await c.settle(sub.job.id).finally(() => spin?.stop());
+  checkJob(j);
+  if (io.json) writeJson(io, j);
+  else io.out.write(`${j.location ?? j.id}\n`);
+  return 0;
+};
+
+/** `lessl images rm ID...`. */
+export const imagesRm = async (c: LesslClient, io: Io, ids: readonly string[]): Promise<number> => {
+  for (const id of ids) await c.removeImage(id);
+  if (io.json) writeJson(io, { removed: ids });
+  else for (const id of ids) io.out.write(`${id}\n`);
+  return 0;
+};

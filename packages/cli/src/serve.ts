@@ -1,0 +1,80 @@
+/**
+ * `lessl serve`: the task service (`createServer` of `@lessl/service`) in this process.
+ */
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { unwrap } from '@lessl/core';
+import { busyboxRootfsBytes } from '@lessl/docker';
+import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
+import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
+import { clientProblem, LesslError } from './client.js';
+
+/** Options of `lessl serve`. */
+export interface ServeOptions {
+  /** Directory of the on-disk database (default: env LESSL_DATA, else ~/.local/share/lessl). */
+  readonly data?: string;
+  /** The memory backend instead of Docker: commands run in a tiny fake shell (echo, sleep, exit); nothing on disk. */
+  readonly memory?: boolean;
+  readonly host?: string;
+  readonly port?: number;
+  /** Jobs run at once. */
+  readonly concurrency?: number;
+  /** A JSON file with operator policy (defaults, maxima, ttl, networks, fetch limits). */
+  readonly policy?: string;
+  /** fastify/pino log level (default: no request log). */
+  readonly logLevel?: string;
+  readonly bodyLimit?: number;
+  /** Seconds between TTL reaper passes. */
+  readonly reapInterval?: number;
+  /** Adds a public image `busybox` made from the host's /bin/busybox when it is missing (the memory backend always has one). */
+  readonly busybox?: boolean;
+}
+
+/** The default data directory of `lessl serve`. */
+export const defaultDataDir = (): string =>
+  process.env.LESSL_DATA ?? join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'lessl');
+
+/** The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c`. */
+const memoryShell: FakeProcess = (spec, io) =>
+  tinyShell({ ...spec, cmd: spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd }, io);
+
+const readPolicy = async (file: string): Promise<Partial<Policy>> => {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as Partial<Policy>;
+  } catch (e) {
+    throw new LesslError(clientProblem('InvalidEntry', `--policy ${file}: ${(e as Error).message}`, 0, ['policy']));
+  }
+};
+
+/** Starts the service and listens; answers it, its URL and how to stop it (closing what it opened). */
+export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url: string; close: () => Promise<void> }> => {
+  const backend =
+    o.memory === true ? await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: memoryShell })) : undefined;
+  const opts: ServerOptions = {
+    ...(backend === undefined ? { data: o.data ?? defaultDataDir() } : { backend }),
+    ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }),
+    ...(o.policy === undefined ? {} : { policy: await readPolicy(o.policy) }),
+    ...(o.logLevel === undefined ? {} : { logger: { level: o.logLevel } }),
+    ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
+    ...(o.reapInterval === undefined ? {} : { reapIntervalMs: o.reapInterval * 1000 }),
+  };
+  const server = await createServer(opts);
+  const b = server.backend;
+  if (b.registry.get('image://local/busybox') === undefined && (backend !== undefined || o.busybox === true))
+    await unwrap(
+      b.stores.image.create({
+        id: 'image://local/busybox',
+        data: backend !== undefined ? new Uint8Array([1, 2, 3]) : await busyboxRootfsBytes(),
+      }),
+    );
+  const url = await server.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  return {
+    server,
+    url,
+    close: async () => {
+      await server.close();
+      await backend?.close();
+    },
+  };
+};

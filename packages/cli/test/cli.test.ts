@@ -1,0 +1,323 @@
+/**
+ * The `lessl` binary as a child process against a real service on loopback (memory backend):
+ * every command, its --json output, and failures (bad token, unknown ID, bad spec, missing
+ * routes) answered with a non-zero exit and the problem's lessl tag on stderr.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ADMIN_TOKEN, BIN, lessl, start, type Harness } from './harness.js';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+let h: Harness;
+let dir = '';
+beforeAll(async () => {
+  h = await start();
+  dir = mkdtempSync(join(tmpdir(), 'lessl-cli-'));
+});
+afterAll(async () => {
+  await h.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The seed-001 example spec, with an image that exists here (the memory backend's tiny shell runs the commands). */
+const seed = {
+  version: 1.0,
+  daemon: false,
+  image: 'busybox',
+  ttl: 3600,
+  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'", dest: '/opt/hello.sh' }],
+  task_name: 'hello_world',
+  pwd: '/opt',
+  env: { KEY: 'value' },
+  cmd: ['echo hello $KEY', 'echo second'],
+};
+const specFile = (name: string, spec: unknown): string => {
+  const f = join(dir, name);
+  writeFileSync(f, typeof spec === 'string' ? spec : JSON.stringify(spec));
+  return f;
+};
+const lines = (s: string): Json[] =>
+  s
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Json);
+
+describe('lessl run', () => {
+  test('runs the seed-001 example from a file: the output on stdout, exit status 0', async () => {
+    const r = await h.run(['run', specFile('seed.json', seed)]);
+    expect(r).toMatchObject({ code: 0, stdout: 'hello value\nsecond\n' });
+  });
+
+  test("the exit status is the task's: the first failing command's code; the rest are skipped", async () => {
+    const r = await h.run(['run', '-'], { input: JSON.stringify({ image: 'busybox', cmd: ['echo a', 'exit 3', 'echo never'] }) });
+    expect(r).toMatchObject({ code: 3, stdout: 'a\n' });
+  });
+
+  test('--json prints the finished task view (per-command exit codes and output)', async () => {
+    const r = await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) });
+    expect(r.code).toBe(0);
+    const t = JSON.parse(r.stdout) as Json;
+    expect(t).toMatchObject({ name: 'hello_world', state: 'exited', exitCode: 0, image: 'image://local/busybox' });
+    expect(t.commands.map((c: Json) => [c.exitCode, c.output])).toEqual([
+      [0, 'hello value\n'],
+      [0, 'second\n'],
+    ]);
+  });
+
+  test('a batch streams each task in order; --json prints its page of tasks; the exit status is the first failure', async () => {
+    const batch = [
+      { image: 'busybox', cmd: ['echo one'], task_name: 'b1' },
+      { image: 'busybox', cmd: ['echo two', 'exit 5'], task_name: 'b2' },
+    ];
+    expect(await h.run(['run', specFile('batch.json', batch)])).toMatchObject({ code: 5, stdout: 'one\ntwo\n' });
+    const j = await h.run(['run', specFile('batch.json', batch), '--json']);
+    expect(j.code).toBe(5);
+    expect((JSON.parse(j.stdout) as Json).items.map((t: Json) => [t.name, t.exitCode])).toEqual([
+      ['b1', 0],
+      ['b2', 5],
+    ]);
+  });
+
+  test('a bad spec (unknown field) is refused: exit 1, InvalidEntry on stderr; with --json the problem document', async () => {
+    const f = specFile('bad.json', { ...seed, bogus: 1 });
+    const r = await h.run(['run', f]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lessl: InvalidEntry: .*bogus/);
+    const j = await h.run(['--json', 'run', f]);
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stderr)).toMatchObject({ tag: 'InvalidEntry', status: 400, keys: ['bogus'] });
+    expect(j.stdout).toBe('');
+  });
+
+  test('an unknown image, a file that is not JSON, a missing file: exit 1 with the tag', async () => {
+    const img = await h.run(['run', '-'], { input: JSON.stringify({ image: 'nope', cmd: ['echo'] }) });
+    expect(img).toMatchObject({ code: 1 });
+    expect(img.stderr).toContain('InvalidEntry: unknown image nope');
+    const notJson = await h.run(['run', specFile('not.json', '{ "image": ')]);
+    expect(notJson.code).toBe(1);
+    expect(notJson.stderr).toMatch(/InvalidEntry: .*not JSON/);
+    const missing = await h.run(['run', join(dir, 'missing.json')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('NotFound: cannot read');
+  });
+
+  test('a bad token: exit 1, PermissionDenied (the 401 problem) on stderr', async () => {
+    const r = await h.run(['run', specFile('seed.json', seed)], { token: 'lsl_not-a-token' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lessl: PermissionDenied: /);
+    const j = await h.run(['--json', 'ps'], { token: 'lsl_not-a-token' });
+    expect(JSON.parse(j.stderr)).toMatchObject({ tag: 'PermissionDenied', status: 401 });
+  });
+
+  test('a service that does not answer: exit 1, Unavailable naming the URL', async () => {
+    const s = createNetServer();
+    const port = await new Promise<number>((resolve) =>
+      s.listen(0, '127.0.0.1', () => resolve((s.address() as AddressInfo).port)),
+    );
+    await new Promise((resolve) => s.close(resolve));
+    const r = await lessl(['ps'], { url: `http://127.0.0.1:${port}`, token: 'x' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`lessl: Unavailable: cannot reach the service at http://127.0.0.1:${port} (ECONNREFUSED)\n`);
+  });
+});
+
+describe('ps, logs, rm', () => {
+  test('ps lists only the caller’s tasks; --json is the list of task views; --state filters', async () => {
+    const mine = JSON.parse(
+      (await h.run(['--json', 'run', '-'], { input: JSON.stringify({ ...seed, task_name: 'listed' }) })).stdout,
+    ) as Json;
+    const r = await h.run(['ps']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+STATE\s+EXIT\s+IMAGE\s+CREATED$/);
+    expect(r.stdout).toContain(mine.id);
+    const j = JSON.parse((await h.run(['ps', '--json', '--state', 'exited'])).stdout) as Json[];
+    expect(j.map((t) => t.id)).toContain(mine.id);
+    expect(j.every((t) => t.state === 'exited')).toBe(true);
+    const bob = JSON.parse((await h.run(['ps', '--json'], { user: 'bob' })).stdout) as Json[];
+    expect(bob.map((t) => t.id)).not.toContain(mine.id);
+  });
+
+  test('logs prints the output; -f follows a running task until it ends; --json prints JSON lines', async () => {
+    const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
+    expect(await h.run(['logs', t.id])).toMatchObject({ code: 0, stdout: 'hello value\nsecond\n' });
+    expect(
+      lines((await h.run(['--json', 'logs', t.id])).stdout)
+        .map((l) => l.data)
+        .join(''),
+    ).toBe('hello value\nsecond\n');
+    // submitted without waiting: -f streams until the task ends
+    const job = (await (
+      await fetch(`${h.url}/v1/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${h.tokens.ann}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ image: 'busybox', cmd: ['echo one; sleep 1; echo two', 'echo three'] }),
+      })
+    ).json()) as Json;
+    expect(await h.run(['logs', '-f', job.tasks[0]])).toMatchObject({ code: 0, stdout: 'one\ntwo\nthree\n' });
+  });
+
+  test('an unknown ID, or another user’s: exit 1, NotFound', async () => {
+    const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
+    for (const r of [
+      await h.run(['logs', 't_00000000']),
+      await h.run(['logs', t.id], { user: 'bob' }),
+      await h.run(['rm', t.id], { user: 'bob' }),
+    ]) {
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^lessl: NotFound: /);
+    }
+  });
+
+  test('rm removes (idempotently): the task is gone from ps and its logs are NotFound', async () => {
+    const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
+    expect(await h.run(['rm', t.id])).toMatchObject({ code: 0, stdout: `${t.id}\n` });
+    expect(JSON.parse((await h.run(['--json', 'rm', t.id])).stdout)).toEqual({ removed: [t.id] });
+    expect((await h.run(['ps'])).stdout).not.toContain(t.id);
+    expect((await h.run(['logs', t.id])).stderr).toContain('NotFound');
+  });
+});
+
+describe('exec', () => {
+  test('runs a command in a running daemon: its output, its exit code; --json shows the new commands only', async () => {
+    const d = await h.run(['--json', 'run', '-'], {
+      input: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo up'] }),
+    });
+    expect(d.code).toBe(0);
+    const t = JSON.parse(d.stdout) as Json;
+    expect(t).toMatchObject({ daemon: true, state: 'running' });
+    expect(await h.run(['exec', t.id, '--', 'echo', 'more'])).toMatchObject({ code: 0, stdout: 'more\n' });
+    expect(await h.run(['exec', t.id, '--', 'exit 4'])).toMatchObject({ code: 4, stdout: '' });
+    const j = await h.run(['--json', 'exec', t.id, '--', 'echo', 'j']);
+    expect(JSON.parse(j.stdout)).toMatchObject({ id: t.id, commands: [{ cmd: 'echo j', exitCode: 0, output: 'j\n' }] });
+    expect((await h.run(['logs', t.id])).stdout).toBe('up\nmore\nj\n');
+    expect((await h.run(['rm', t.id])).code).toBe(0);
+  });
+
+  test('a task that is not a running daemon: exit 1, Conflict; an unknown one: NotFound', async () => {
+    const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
+    const r = await h.run(['exec', t.id, '--', 'echo', 'x']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lessl: Conflict: .*not a running daemon/);
+    expect((await h.run(['exec', 't_00000000', '--', 'echo'])).stderr).toMatch(/^lessl: NotFound/);
+  });
+});
+
+describe('events', () => {
+  test('--since replays the caller’s events: one line each (seq, type, id); --json lines carry the lessl event', async () => {
+    const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
+    const r = await h.run(['events', '--since', '0', '--count', '3']);
+    expect(r.code).toBe(0);
+    const rows = r.stdout.trim().split('\n');
+    expect(rows).toHaveLength(3);
+    for (const row of rows) expect(row).toMatch(/^\d+\t[a-z-]+\t\S*$/);
+    // bob replays from 0 too: the first event he sees is of his own task, never ann's earlier ones
+    const b = JSON.parse((await h.run(['--json', 'run', '-'], { user: 'bob', input: JSON.stringify(seed) })).stdout) as Json;
+    const [first] = lines((await h.run(['--json', 'events', '--since', '0', '--count', '1'], { user: 'bob' })).stdout);
+    expect(String(first?.data.id)).toContain(b.id);
+    expect(String(first?.data.id)).not.toContain(t.id);
+    const ann = lines((await h.run(['--json', 'events', '--since', '0', '--count', '2'])).stdout);
+    expect(ann).toHaveLength(2);
+    expect(ann[1]?.seq).toBeGreaterThan(ann[0]?.seq as number);
+    expect(ann[0]?.data).toMatchObject({ seq: ann[0]?.seq, type: ann[0]?.type });
+  });
+
+  test('follows live events: a task run after it starts shows up', async () => {
+    const child = spawn(process.execPath, [BIN, '--json', 'events', '--count', '1'], {
+      env: { ...process.env, LESSL_URL: h.url, LESSL_TOKEN: h.tokens.ann },
+    });
+    const first = new Promise<Json>((resolve) =>
+      createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as Json)),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    // the stream may attach after a first run: run until an event arrives (bounded)
+    let got: Json | undefined;
+    for (let i = 0; i < 50 && got === undefined; i++) {
+      await h.run(['run', '-'], { input: JSON.stringify(seed) });
+      got = await Promise.race([first, new Promise<undefined>((r) => setTimeout(r, 200))]);
+    }
+    expect(got?.data.id).toMatch(/t_/);
+    expect(await exited).toBe(0);
+  });
+});
+
+describe('users', () => {
+  test('users add prints a working token; --admin makes an admin; --json prints the user', async () => {
+    const r = await h.run(['users', 'add', 'carol'], { user: 'admin' });
+    expect(r.code).toBe(0);
+    const token = r.stdout.trim();
+    expect(token).toMatch(/^lsl_/);
+    expect(await h.run(['--json', 'ps'], { token })).toMatchObject({ code: 0, stdout: '[]\n' });
+    const a = JSON.parse((await h.run(['--json', 'users', 'add', 'dave', '--admin'], { user: 'admin' })).stdout) as Json;
+    expect(a).toMatchObject({ name: 'dave', admin: true });
+    const ls = JSON.parse((await h.run(['--json', 'users', 'ls'], { token: a.token })).stdout) as Json[];
+    expect(ls.map((u) => u.name)).toEqual(expect.arrayContaining(['admin', 'ann', 'carol', 'dave']));
+  });
+
+  test('a duplicate is NameCollision; a non-admin is PermissionDenied; a bad name is InvalidEntry', async () => {
+    const dup = await h.run(['users', 'add', 'ann'], { user: 'admin' });
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toMatch(/^lessl: NameCollision: /);
+    const notAdmin = await h.run(['users', 'add', 'eve'], { user: 'ann' });
+    expect(notAdmin.code).toBe(1);
+    expect(notAdmin.stderr).toMatch(/^lessl: PermissionDenied: /);
+    expect((await h.run(['users', 'add', 'Bad Name'], { user: 'admin' })).stderr).toMatch(/^lessl: InvalidEntry: /);
+  });
+});
+
+describe('images', () => {
+  test('the service has no /v1/images routes yet: every images command says which route is missing (Unsupported, exit 1)', async () => {
+    const tar = specFile('image.tar', 'not really a tarball');
+    const cases: [string[], string][] = [
+      [['images', 'ls'], 'GET /v1/images'],
+      [['images', 'load', 'mine', tar], 'POST /v1/images'],
+      [['images', 'pull', 'busybox:latest'], 'POST /v1/images'],
+      [['images', 'rm', 'busybox'], 'DELETE /v1/images/{id}'],
+    ];
+    for (const [args, route] of cases) {
+      const r = await h.run(args);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`lessl: Unsupported: the service at ${h.url} has no route ${route} (not offered by this version)\n`);
+    }
+    expect(JSON.parse((await h.run(['--json', 'images', 'ls'])).stderr)).toMatchObject({ tag: 'Unsupported' });
+  });
+});
+
+describe('lessl serve', () => {
+  test('--memory --port 0 serves the API (the admin token from LESSL_ADMIN_TOKEN); SIGTERM stops it with exit 0', async () => {
+    const child = spawn(process.execPath, [BIN, '--json', 'serve', '--memory', '--port', '0', '--concurrency', '2'], {
+      env: { ...process.env, LESSL_ADMIN_TOKEN: ADMIN_TOKEN },
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const ready = await new Promise<Json>((resolve) =>
+      createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as Json)),
+    );
+    expect(ready).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), adminToken: null });
+    const tok = (await lessl(['users', 'add', 'zed'], { url: ready.url, token: ADMIN_TOKEN })).stdout.trim();
+    expect(await lessl(['run', '-'], { url: ready.url, token: tok, input: JSON.stringify(seed) })).toMatchObject({
+      code: 0,
+      stdout: 'hello value\nsecond\n',
+    });
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  test('a first start without LESSL_ADMIN_TOKEN prints an admin token once, which works', async () => {
+    const env = { ...process.env };
+    delete env.LESSL_ADMIN_TOKEN;
+    const child = spawn(process.execPath, [BIN, '--json', 'serve', '--memory', '--port', '0'], { env });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const ready = await new Promise<Json>((resolve) =>
+      createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as Json)),
+    );
+    expect(ready.adminToken).toMatch(/^lsl_/);
+    expect(await lessl(['--json', 'users', 'ls'], { url: ready.url, token: ready.adminToken })).toMatchObject({ code: 0 });
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
