@@ -92,7 +92,10 @@ export const program = (s: Streams = {}): Command => {
       act(async (_c, io, o: ServeOptions) => {
         const { serve } = await import('./serve.js'); // the service's dependencies load only here
         const s2 = await serve(o);
-        if (io.json) io.out.write(`${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null })}\n`);
+        if (io.json)
+          io.out.write(
+            `${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null, registry: s2.server.backend.registry.instanceId })}\n`,
+          );
         else {
           io.out.write(`lessl: listening on ${s2.url}\n`);
           if (s2.server.initialAdminToken !== undefined)

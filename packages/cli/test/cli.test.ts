@@ -297,7 +297,11 @@ describe('lessl serve', () => {
     const ready = await new Promise<Json>((resolve) =>
       createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as Json)),
     );
-    expect(ready).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), adminToken: null });
+    expect(ready).toEqual({
+      url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/),
+      adminToken: null,
+      registry: expect.any(String),
+    });
     const tok = (await lessl(['users', 'add', 'zed'], { url: ready.url, token: ADMIN_TOKEN })).stdout.trim();
     expect(await lessl(['run', '-'], { url: ready.url, token: tok, input: JSON.stringify(seed) })).toMatchObject({
       code: 0,
