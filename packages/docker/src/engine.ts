@@ -148,6 +148,8 @@ export class Engine {
   readonly janitor = new Janitor((l) => this.attempt(l));
   /** What recovering interrupted creates removed (listed in the backend's `reconciled`). */
   readonly recovered: string[] = [];
+  /** When each image element last gave a task its root filesystem (written to its `lastUsed` attribute in the background). */
+  readonly lastUse = new Map<string, number>();
   /** The warm pool (set by the backend). */
   pool: WarmPool | undefined;
 

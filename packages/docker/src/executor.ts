@@ -323,6 +323,8 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     const task = sink.task;
     const cfg = containerConfig(plan, sink);
     if (E.isLeft(cfg)) return cfg;
+    const image = plan.after.find((m) => m.id.kind === 'image')?.id.key;
+    if (image !== undefined) engine.lastUse.set(image, Date.now());
     const warm = await takeWarm(cfg.right, sink);
     if (warm !== undefined) {
       const r = await startExec(warm, sink, true);

@@ -49,6 +49,7 @@ import {
 } from './pool.js';
 import { imageDriver } from './images.js';
 import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
+import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
@@ -57,6 +58,7 @@ export { IDLE_CMD, POOL_MEMORY_CAP, PROFILE_DEFAULTS, type PoolProfileRequest, t
 export { ImageSourceC, type ImageSource } from './sources.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
+export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js';
 export { checkedTar, refuseEntry } from './tar.js';
 export { fromDocker };
 export { imageRef, volumeName, LABEL } from './names.js';
@@ -125,6 +127,12 @@ export interface DockerBackend extends Backend {
     /** Hits, misses and sizes, per profile. */
     stats(): PoolStats;
   };
+  /**
+   * Removes least recently used images that nothing uses (docs/pool.md): those not used for
+   * `unusedForMs`, then the oldest until at most `keepBytes` remain. Each image records when it
+   * last served a task in `attributes.lastUsed`.
+   */
+  purge(opts?: PurgeOptions, ctx?: CallContext): TaskEither<AnyError, PurgeReport>;
   /** An image's content as a stream (a `docker save` archive, loadable with `source: { type: 'tarball' }`). */
   exportImage(id: IdLike, ctx?: CallContext): TaskEither<ReadError, NodeJS.ReadableStream>;
 }
@@ -184,6 +192,14 @@ export const openDockerBackend =
     const reconciled = await reconcile(engine, registry, engine.recovered);
     const pool = new WarmPool(engine);
     engine.pool = pool;
+    const lastUse = setInterval(() => void flushLastUse(engine, registry), 2000);
+    lastUse.unref();
+    background.push({
+      stop: async () => {
+        clearInterval(lastUse);
+        await flushLastUse(engine, registry);
+      },
+    });
     background.unshift({ stop: () => pool.close() });
     const late = sweeper(engine, registry, reconciled);
     background.push(late);
@@ -202,6 +218,7 @@ export const openDockerBackend =
       ...backend,
       docker,
       reconciled,
+      purge: purgeImages(engine, registry, backend.stores.image),
       pool: {
         configure: (profiles, o) => async () => {
           const resolved: WarmProfile[] = [];

@@ -126,3 +126,33 @@ describe('warm pool', () => {
     }
   });
 });
+
+describe('freshness', () => {
+  test('images record their last use; purge removes the least recently used that nothing uses', async () => {
+    const b = await unwrap(openDockerBackend());
+    try {
+      const base = `image://local/${n('base')}`;
+      await unwrap(b.stores.image.create({ id: base, data: await busyboxRootfsBytes() }));
+      const [a, used, c, d] = ['a', 'used', 'c', 'd'].map((s) => `image://local/${n(s)}`) as [string, string, string, string];
+      await unwrap(b.stores.image.create({ id: a, parent: base }));
+      await unwrap(b.stores.image.create({ id: used, parent: base }));
+      await unwrap(b.stores.image.create({ id: c, parent: base }));
+      await unwrap(b.stores.image.create({ id: d, parent: c }));
+      const r = await unwrap(b.run({ image: used, spec: { cmd: ['true'] } }));
+      expect(r.exitCode).toBe(0);
+      const plan = await unwrap(b.purge({ keepBytes: 0, dryRun: true }));
+      expect(plan.removed).toEqual([base, a, c, d, used]);
+      expect(typeof (await unwrap(b.stores.image.read(used))).attributes.lastUsed).toBe('string');
+      expect((await unwrap(b.purge({ unusedForMs: 3_600_000 }))).removed).toEqual([]);
+      const done = await unwrap(b.purge({ keepBytes: 0 }));
+      expect(done.removed).toEqual([a, d, used]);
+      expect(done.inUse.map((x) => x.id)).toEqual([base, c]);
+      expect(E.isLeft(await b.stores.image.read(a)())).toBe(true);
+      const bad = await b.purge({ keepBytes: -1 })();
+      expect(E.isLeft(bad) && bad.left._tag).toBe('InvalidEntry');
+    } finally {
+      await b.close();
+      await purge(docker, b.registry.instanceId);
+    }
+  });
+});

@@ -1,0 +1,92 @@
+/**
+ * Image freshness: when each image last served a task (`attributes.lastUsed`, an ISO time,
+ * written in the background without moving the revision), and `purge`, which removes the least
+ * recently used images that nothing uses.
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
+import { invalidEntry, type AnyError, type CallContext, type Element, type ElementStore } from '@lessl/core';
+import type { Registry } from '@lessl/level';
+import type { Engine } from './engine.js';
+
+/** What `purge` takes. */
+export interface PurgeOptions {
+  /** Remove images not used for this long (by `lastUsed`, else their creation). */
+  readonly unusedForMs?: number;
+  /** Then remove the least recently used until the images left take at most this many bytes. */
+  readonly keepBytes?: number;
+  /** Only say what would be removed. */
+  readonly dryRun?: boolean;
+}
+
+/** What `purge` did. */
+export interface PurgeReport {
+  /** Image elements removed (or that would be, with `dryRun`), least recently used first. */
+  readonly removed: readonly string[];
+  /** Their sizes summed (layers shared with other images are counted in each). */
+  readonly freedBytes: number;
+  /** Candidates kept because something uses them (children, executors, containers), with why. */
+  readonly inUse: readonly { readonly id: string; readonly why: string }[];
+}
+
+/** Writes the recorded last uses into the image records (no event: the revision does not move). */
+export const flushLastUse = async (engine: Engine, registry: Registry): Promise<void> => {
+  const used = [...engine.lastUse];
+  engine.lastUse.clear();
+  for (const [key, at] of used)
+    await registry.locks
+      .with([key], async () => {
+        const el = registry.get(key);
+        if (el === undefined) return;
+        await registry.commit({ put: [{ ...el, attributes: { ...el.attributes, lastUsed: new Date(at).toISOString() } }] });
+      })
+      .catch(() => undefined);
+};
+
+/** When an image last served a task, or was made. */
+export const lastUsedOf = (el: Element): number => {
+  const t = Date.parse(String(el.attributes.lastUsed ?? el.created));
+  return Number.isNaN(t) ? 0 : t;
+};
+
+const nonNegative = (n: unknown): boolean => n === undefined || (Number.isSafeInteger(n) && (n as number) >= 0);
+
+/**
+ * Removes least recently used images through the store (each removal is a `deleted` event and
+ * is authorized as any delete): first those unused for `unusedForMs`, then, oldest first, until
+ * at most `keepBytes` remain. Images something uses (InUse) are kept and listed.
+ */
+export const purge =
+  (engine: Engine, registry: Registry, images: ElementStore) =>
+  (opts: PurgeOptions = {}, ctx?: CallContext): TaskEither<AnyError, PurgeReport> =>
+  async () => {
+    if (typeof opts !== 'object' || opts === null)
+      return E.left(invalidEntry('purge options must be an object', '', ['options']));
+    if (!nonNegative(opts.unusedForMs))
+      return E.left(invalidEntry('unusedForMs must be a non-negative integer', '', ['unusedForMs']));
+    if (!nonNegative(opts.keepBytes)) return E.left(invalidEntry('keepBytes must be a non-negative integer', '', ['keepBytes']));
+    await flushLastUse(engine, registry);
+    const all = registry.scan('image://').sort((a, b) => lastUsedOf(a) - lastUsedOf(b));
+    const size = (e: Element): number => (typeof e.attributes.size === 'number' ? e.attributes.size : 0);
+    let total = all.reduce((a, e) => a + size(e), 0);
+    const now = Date.now();
+    const removed: string[] = [];
+    const inUse: { id: string; why: string }[] = [];
+    let freed = 0;
+    for (const el of all) {
+      const stale = opts.unusedForMs !== undefined && now - lastUsedOf(el) >= opts.unusedForMs;
+      const over = opts.keepBytes !== undefined && total > opts.keepBytes;
+      if (!stale && !over) continue;
+      if (opts.dryRun !== true) {
+        const r = await images.delete(el.id, ctx)();
+        if (E.isLeft(r)) {
+          inUse.push({ id: el.id.key, why: r.left.message });
+          continue;
+        }
+      }
+      removed.push(el.id.key);
+      freed += size(el);
+      total -= size(el);
+    }
+    return E.right({ removed, freedBytes: freed, inUse });
+  };
