@@ -166,4 +166,5 @@ export const recording = async <A>(ev: EventSource, fn: () => Promise<A>): Promi
   }
 };
 
+/** @internal node:assert/strict, for the cases; not part of the suite's API. */
 export { assert };

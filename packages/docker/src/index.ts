@@ -53,14 +53,15 @@ import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
-export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions } from './executor.js';
+export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
 export { IDLE_CMD, POOL_MEMORY_CAP, PROFILE_DEFAULTS, type PoolProfileRequest, type PoolStats } from './pool.js';
 export { ImageSourceC, type ImageSource } from './sources.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js';
-export { checkedTar, refuseEntry } from './tar.js';
+export { checkedTar, refuseEntry, type TarPolicy } from './tar.js';
 export { fromDocker };
+export type { On409 } from './errors.js';
 export { imageRef, volumeName, LABEL } from './names.js';
 
 /** The stores a Docker backend has unless told otherwise. */
