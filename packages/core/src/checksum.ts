@@ -6,8 +6,12 @@ import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, unsupportedChecksum, type InvalidEntry, type UnsupportedChecksum } from './errors.js';
 import { byteLength, isBytes, safeShow } from './safe.js';
 
-/** What `create` accepts as data: bytes or any async iterable of bytes (a Node Readable is one). */
-export type DataSource = Uint8Array | AsyncIterable<Uint8Array>;
+/**
+ * What `create` accepts as data: bytes, or any async iterable of bytes: a Node Readable, a
+ * tar-fs or tar-stream `pack()` (typed as yielding `unknown`), an async generator. A chunk that
+ * is not bytes (or a string) fails the create with `InvalidEntry`.
+ */
+export type DataSource = Uint8Array | AsyncIterable<Uint8Array> | AsyncIterable<unknown>;
 
 /** A parsed checksum. */
 export interface Checksum {

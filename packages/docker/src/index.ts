@@ -59,7 +59,7 @@ export { ImageSourceC, type ImageSource } from './sources.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js';
-export { checkedTar, refuseEntry, type TarPolicy } from './tar.js';
+export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './tar.js';
 export { fromDocker };
 export type { On409 } from './errors.js';
 export { imageRef, volumeName, LABEL } from './names.js';

@@ -5,7 +5,7 @@
  */
 import { posix } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { extract, pack, type Headers } from 'tar-stream';
+import { extract, pack } from 'tar-stream';
 import { DataError, invalidEntry } from '@lessl/core';
 
 /** Options of `checkedTar`. */
@@ -14,8 +14,16 @@ export interface TarPolicy {
   readonly absoluteSymlinks: boolean;
 }
 
+/** What `refuseEntry` reads of a tar entry's header (lessl's own type: tar-stream's changes between versions). */
+export interface TarEntryHeader {
+  readonly name: string;
+  /** `file`, `directory`, `symlink`, `link`, `block-device`, `character-device`, ... */
+  readonly type?: string | null;
+  readonly linkname?: string | null;
+}
+
 /** Why an entry is refused, or undefined. */
-export const refuseEntry = (h: Headers, policy: TarPolicy): string | undefined => {
+export const refuseEntry = (h: TarEntryHeader, policy: TarPolicy): string | undefined => {
   const name = h.name.replace(/^(\.\/)+/, '');
   if (name.startsWith('/')) return `absolute path ${h.name}`;
   if (name.split('/').includes('..')) return `path escapes the destination: ${h.name}`;
