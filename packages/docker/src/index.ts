@@ -62,7 +62,7 @@ export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js'
 export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './tar.js';
 export { fromDocker };
 export type { On409 } from './errors.js';
-export { imageRef, volumeName, LABEL } from './names.js';
+export { imageRef, volumeName, roLabelValue, LABEL } from './names.js';
 
 /** The stores a Docker backend has unless told otherwise. */
 export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [

@@ -33,10 +33,29 @@ export const volumeName = (instance: string, id: ElementId): string =>
 export const containerName = (instance: string, id: ElementId, run: string): string =>
   `lessl_${safe(id.store, 40)}_${safe(id.name, 80)}_${hash(instance + id.key)}_${run}`;
 
-/** The labels every object of an element carries; ro metadata as base64 values. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * An ro metadata value as a label value: the text itself when the bytes are UTF-8 without control
+ * characters (so `docker ps --filter label=lessl.ro.team=infra` works), else `base64:` and the
+ * bytes in base64 (text that starts with `base64:` is encoded too, so the form is never ambiguous).
+ */
+export const roLabelValue = (v: Uint8Array): string => {
+  let s: string | undefined;
+  try {
+    s = utf8.decode(v);
+  } catch {
+    s = undefined;
+  }
+  // eslint-disable-next-line no-control-regex
+  if (s !== undefined && !/[\u0000-\u001f\u007f]/.test(s) && !s.startsWith('base64:')) return s;
+  return `base64:${Buffer.from(v).toString('base64')}`;
+};
+
+/** The labels every object of an element carries; ro metadata as readable values (`roLabelValue`). */
 export const labelsFor = (instance: string, id: ElementId, ro: Metadata = {}): Record<string, string> => {
   const out: Record<string, string> = { [LABEL.id]: id.key, [LABEL.registry]: instance };
-  for (const [k, v] of Object.entries(ro)) out[`${LABEL.roPrefix}${k}`] = Buffer.from(v).toString('base64');
+  for (const [k, v] of Object.entries(ro)) out[`${LABEL.roPrefix}${k}`] = roLabelValue(v);
   return out;
 };
 

@@ -67,6 +67,27 @@ afterAll(async () => {
   await purge(docker, l.registry.instanceId);
 });
 
+describe('labels', () => {
+  test('ro metadata is readable in Docker labels: text as is, other bytes as base64:', async () => {
+    const id = `volume://local/${n('labels')}`;
+    const el = await unwrap(
+      l.stores.volume.create({
+        id,
+        ro: { ...utf8({ team: 'infra', odd: 'base64:looks encoded' }), raw: new Uint8Array([0, 1, 2]) },
+      }),
+    );
+    const labels = (await docker.getVolume(String(el.attributes.volumeName)).inspect()).Labels ?? {};
+    expect([labels['lessl.ro.team'], labels['lessl.ro.raw'], labels['lessl.ro.odd']]).toEqual([
+      'infra',
+      'base64:AAEC',
+      `base64:${Buffer.from('base64:looks encoded').toString('base64')}`,
+    ]);
+    const found = await docker.listVolumes({ filters: { label: ['lessl.ro.team=infra', `lessl.id=${id}`] } });
+    expect(found.Volumes?.map((v) => v.Name)).toEqual([el.attributes.volumeName]);
+    await unwrap(l.stores.volume.delete(id));
+  });
+});
+
 describe('image sources', () => {
   test('registry reference: pulled from the local registry on 127.0.0.1:5000; a missing ref fails and leaves nothing', async () => {
     const base = await unwrap(l.stores.image.read(BASE));
