@@ -15,3 +15,4 @@ export * from './task.js';
 export * from './tasks.js';
 export * from './promise.js';
 export { jsonData } from './safe.js';
+export * from './pipeable.js';
