@@ -62,7 +62,30 @@ export const unwrap = async <E extends AnyError, A>(te: TaskEither<E, A>): Promi
 
 /** An object whose TaskEither-returning methods return Promises instead. */
 export type Promisified<T> = {
-  readonly [K in keyof T]: T[K] extends (...args: infer A) => TaskEither<infer _E, infer R> ? (...args: A) => Promise<R> : T[K];
+  readonly [K in keyof T]: T[K] extends (...args: infer A) => TaskEither<infer _E, infer R>
+    ? (...args: A) => Promise<K extends 'commit' ? Exclude<R, { readonly committed: false }> : R>
+    : T[K];
+};
+
+/**
+ * How a commit that was rolled back rejects through the Promise façade (one error channel): the
+ * failing step's error, with every step's result. (In fp-ts style it stays a Right with
+ * `committed: false`, as the steps' results are part of the answer.)
+ */
+export class LesslCommitError extends LesslError {
+  readonly results: readonly unknown[];
+  constructor(error: AnyError, results: readonly unknown[]) {
+    super(error);
+    this.name = 'LesslCommitError';
+    this.results = results;
+  }
+}
+
+/** A commit result that was rolled back, as a rejection; anything else as is. */
+const commitOutcome = (r: unknown): unknown => {
+  const c = r as { committed?: unknown; error?: unknown; results?: unknown } | null;
+  if (typeof c !== 'object' || c === null || c.committed !== false || !isLesslError(c.error)) return r;
+  throw new LesslCommitError(c.error, Array.isArray(c.results) ? c.results : []);
 };
 
 const rejecting = (error: AnyError) => (): Promise<never> => Promise.reject(new LesslError(error));
@@ -104,6 +127,8 @@ const facadeGet = (obj: object, prop: string | symbol, recv: unknown): unknown =
     return typeof prop === 'symbol' || prop === 'then' ? undefined : rejecting(unreadable);
   }
   if (typeof v !== 'function') return v;
+  if (prop === 'commit')
+    return (...args: unknown[]) => Promise.resolve(invoke(v as (...a: unknown[]) => unknown, obj, args)).then(commitOutcome);
   return (...args: unknown[]) => invoke(v as (...a: unknown[]) => unknown, obj, args);
 };
 
