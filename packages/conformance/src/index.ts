@@ -113,7 +113,7 @@ export const suite = (
       const d = f();
       if (d instanceof Uint8Array) return d;
       const parts: Uint8Array[] = [];
-      for await (const c of d) parts.push(c);
+      for await (const c of d) parts.push(c as Uint8Array);
       return Buffer.concat(parts);
     }
     cached ??= await smallTar();
