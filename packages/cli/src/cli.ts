@@ -138,7 +138,7 @@ export const program = (s: Streams = {}): Command => {
     .argument('<id...>', 'task IDs')
     .action(act(async (c, io, ids: string[]) => cmd.rm(c, io, ids)));
 
-  const images = p.command('images').description('images the service offers (needs the service routes /v1/images)');
+  const images = p.command('images').description('images: yours and the public ones');
   images
     .command('ls')
     .description('list images')
@@ -153,12 +153,12 @@ export const program = (s: Streams = {}): Command => {
     .command('pull')
     .description('have the service pull an image from a registry')
     .argument('<ref>', 'registry reference')
-    .argument('[name]', 'the image name (default: the reference)')
+    .argument('[name]', 'the image name (default: the last part of the reference, without its tag)')
     .action(act(async (c, io, ref: string, name: string | undefined) => cmd.imagesPull(c, io, ref, name)));
   images
     .command('rm')
     .description('remove images')
-    .argument('<id...>', 'image names or IDs')
+    .argument('<name...>', 'image names')
     .action(act(async (c, io, ids: string[]) => cmd.imagesRm(c, io, ids)));
 
   p.command('events')

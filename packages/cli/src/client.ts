@@ -45,6 +45,19 @@ export interface ClientOptions {
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
 
 /** A failed request: the service's problem document (or one made for a transport failure, status 0). */
+/** An image as the service reports it. */
+export interface ImageView {
+  readonly name: string;
+  readonly id: string;
+  readonly owner: string | null;
+  readonly public: boolean;
+  readonly state: 'creating' | 'ready' | 'failed';
+  readonly size: number | null;
+  readonly created: string | null;
+  readonly lastUsed: string | null;
+  readonly error: Problem | null;
+}
+
 export class LesslError extends Error {
   constructor(
     readonly problem: Problem,
@@ -324,31 +337,43 @@ export class LesslClient {
       );
   }
 
-  /** `GET /v1/images`: the images the caller may use. */
-  async images(): Promise<unknown> {
-    await this.requireRoute('GET', '/v1/images');
-    return this.json('GET', '/v1/images');
+  /** `GET /v1/images`: the images the caller may use (its own and the public ones). */
+  async images(): Promise<ImageView[]> {
+    return (await this.json<{ items: ImageView[] }>('GET', '/v1/images')).items;
   }
 
-  /** `POST /v1/images` with an image tarball as the body (asynchronous: a job). */
-  async loadImage(name: string, tar: Uint8Array): Promise<Submitted> {
-    await this.requireRoute('POST', '/v1/images');
-    const r = await this.request('POST', '/v1/images', { body: tar, contentType: 'application/x-tar', query: { name } });
-    return { kind: 'job', job: (await r.json()) as JobView };
-  }
-
-  /** `POST /v1/images` of a registry reference (asynchronous: a job). */
-  async pullImage(ref: string, name?: string): Promise<Submitted> {
-    await this.requireRoute('POST', '/v1/images');
-    const r = await this.request('POST', '/v1/images', {
-      json: { source: { type: 'registry', ref }, ...(name === undefined ? {} : { name }) },
+  /** `PUT /v1/images/{name}` with an image archive (`docker save`) as the body; resolves once it is ready. */
+  async loadImage(name: string, tar: Uint8Array, isPublic = false): Promise<ImageView> {
+    const r = await this.request('PUT', `/v1/images/${encodeURIComponent(name)}`, {
+      body: tar,
+      contentType: 'application/x-tar',
+      query: { wait: 600, ...(isPublic ? { public: 'true' } : {}) },
     });
-    return { kind: 'job', job: (await r.json()) as JobView };
+    return this.imageReady(name, (await r.json()) as ImageView);
   }
 
-  /** `DELETE /v1/images/{id}`. */
-  async removeImage(id: string): Promise<void> {
-    await this.requireRoute('DELETE', '/v1/images/{id}');
-    await this.request('DELETE', `/v1/images/${encodeURIComponent(id)}`);
+  /** `POST /v1/images` of a registry reference; resolves once the image is ready. */
+  async pullImage(ref: string, name: string, isPublic = false): Promise<ImageView> {
+    const r = await this.request('POST', '/v1/images', {
+      query: { wait: 600 },
+      json: { name, source: { type: 'registry', ref }, ...(isPublic ? { public: true } : {}) },
+    });
+    return this.imageReady(name, (await r.json()) as ImageView);
+  }
+
+  /** Polls an image until it is no longer `creating`; a failed one throws its problem. */
+  private async imageReady(name: string, first: ImageView): Promise<ImageView> {
+    let v = first;
+    while (v.state === 'creating') {
+      await new Promise((r) => setTimeout(r, 250));
+      v = await this.json<ImageView>('GET', `/v1/images/${encodeURIComponent(name)}`);
+    }
+    if (v.state === 'failed' && v.error !== null) throw new LesslError(v.error);
+    return v;
+  }
+
+  /** `DELETE /v1/images/{name}`. */
+  async removeImage(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/images/${encodeURIComponent(name)}`);
   }
 }

@@ -231,28 +231,42 @@ export const usersLs = async (c: LesslClient, io: Io): Promise<number> => {
 /** `lessl images ls`. */
 export const imagesLs = async (c: LesslClient, io: Io): Promise<number> => {
   const list = await c.images();
-  io.out.write(`${JSON.stringify(list, null, io.json ? undefined : 2)}\n`);
+  if (io.json) writeJson(io, list);
+  else
+    io.out.write(
+      pad([
+        ['NAME', 'STATE', 'OWNER', 'SIZE', 'LAST USED'],
+        ...list.map((i) => [i.name, i.state, i.owner ?? '(public)', i.size === null ? '' : String(i.size), i.lastUsed ?? '']),
+      ]),
+    );
   return 0;
 };
 
-/** `lessl images load NAME FILE|-`: uploads an image tarball. */
-export const imagesLoad = async (c: LesslClient, io: Io, name: string, file: string): Promise<number> => {
-  await c.requireRoute('POST', '/v1/images');
+/** `lessl images load NAME FILE|-`: uploads an image archive (`docker save`). */
+export const imagesLoad = async (c: LesslClient, io: Io, name: string, file: string, isPublic = false): Promise<number> => {
   const tar = file === '-' ? await buffer(io.stdin ?? process.stdin) : await readFile(file);
-  return finishImageJob(c, io, await c.loadImage(name, tar));
+  const spin = spinner(io, `loading the image ${name}`);
+  const v = await c.loadImage(name, tar, isPublic).finally(() => spin?.stop());
+  return imageDone(io, v);
 };
 
 /** `lessl images pull REF [NAME]`: has the service pull an image from a registry. */
-export const imagesPull = async (c: LesslClient, io: Io, ref: string, name?: string): Promise<number> =>
-  finishImageJob(c, io, await c.pullImage(ref, name));
+export const imagesPull = async (c: LesslClient, io: Io, ref: string, name?: string, isPublic = false): Promise<number> => {
+  const spin = spinner(io, `pulling ${ref}`);
+  const v = await c.pullImage(ref, name ?? nameOf(ref), isPublic).finally(() => spin?.stop());
+  return imageDone(io, v);
+};
 
-const finishImageJob = async (c: LesslClient, io: Io, sub: Submitted): Promise<number> => {
-  if (sub.kind !== 'job') return 0;
-  const spin = spinner(io, `loading the image (job ${sub.job.id})`);
-  const j = await c.settle(sub.job.id).finally(() => spin?.stop());
-  checkJob(j);
-  if (io.json) writeJson(io, j);
-  else io.out.write(`${j.location ?? j.id}\n`);
+/** A name for an image pulled by reference: its last path part without the tag (`127.0.0.1:5000/x/busybox:1` -> `busybox`). */
+const nameOf = (ref: string): string =>
+  (ref.split('/').pop() ?? ref)
+    .replace(/[:@].*$/, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]/g, '-') || 'image';
+
+const imageDone = (io: Io, v: { name: string }): number => {
+  if (io.json) writeJson(io, v);
+  else io.out.write(`${v.name}\n`);
   return 0;
 };
 

@@ -271,20 +271,22 @@ describe('users', () => {
 });
 
 describe('images', () => {
-  test('the service has no /v1/images routes yet: every images command says which route is missing (Unsupported, exit 1)', async () => {
-    const tar = specFile('image.tar', 'not really a tarball');
-    const cases: [string[], string][] = [
-      [['images', 'ls'], 'GET /v1/images'],
-      [['images', 'load', 'mine', tar], 'POST /v1/images'],
-      [['images', 'pull', 'busybox:latest'], 'POST /v1/images'],
-      [['images', 'rm', 'busybox'], 'DELETE /v1/images/{id}'],
-    ];
-    for (const [args, route] of cases) {
-      const r = await h.run(args);
-      expect(r.code).toBe(1);
-      expect(r.stderr).toBe(`lessl: Unsupported: the service at ${h.url} has no route ${route} (not offered by this version)\n`);
-    }
-    expect(JSON.parse((await h.run(['--json', 'images', 'ls'])).stderr)).toMatchObject({ tag: 'Unsupported' });
+  test('load, ls, rm; a name taken is NameCollision; another user does not see your image', async () => {
+    const tar = specFile('image.tar', 'an archive (any bytes on the memory backend)');
+    const loaded = await h.run(['images', 'load', 'mine', tar]);
+    expect([loaded.code, loaded.stdout]).toEqual([0, 'mine\n']);
+    const ls = await h.run(['--json', 'images', 'ls']);
+    expect((JSON.parse(ls.stdout) as { name: string; state: string }[]).map((i) => [i.name, i.state])).toEqual(
+      expect.arrayContaining([['mine', 'ready']]),
+    );
+    expect((await h.run(['images', 'ls'])).stdout).toMatch(/^NAME +STATE +OWNER/);
+    const again = await h.run(['images', 'load', 'mine', tar]);
+    expect([again.code, again.stderr]).toEqual([1, expect.stringMatching(/^lessl: NameCollision: /)]);
+    const rm = await h.run(['images', 'rm', 'mine']);
+    expect([rm.code, rm.stdout]).toEqual([0, 'mine\n']);
+    expect((JSON.parse((await h.run(['--json', 'images', 'ls'])).stdout) as { name: string }[]).map((i) => i.name)).not.toContain(
+      'mine',
+    );
   });
 });
 

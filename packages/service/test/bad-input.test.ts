@@ -185,6 +185,9 @@ describe('fuzz', () => {
       ids.map((i) => `/v1/jobs/${encodeURIComponent(i)}`),
       fc.constant('/v1/users'),
       fc.constant('/healthz'),
+      fc.constant('/v1/images'),
+      fc.constant('/v1/hosts'),
+      fc.oneof(fc.constant('busybox'), fc.constant('mine'), fc.string()).map((i) => `/v1/images/${encodeURIComponent(i)}`),
       fc.webPath(),
     );
     const query = fc.oneof(
@@ -221,6 +224,27 @@ describe('fuzz', () => {
       spec.map((s) => JSON.stringify(s)),
       fc.array(spec, { maxLength: 3 }).map((s) => JSON.stringify(s)),
       fc.jsonValue().map((v) => JSON.stringify(v)),
+      fc
+        .record(
+          {
+            name: fc.oneof(fc.constant('mine'), fc.string()),
+            public: fc.anything(),
+            source: fc.oneof(
+              fc.record(
+                {
+                  type: fc.constantFrom('registry', 'url', 'path', 'git'),
+                  ref: fc.string(),
+                  url: fc.webUrl(),
+                  path: fc.string(),
+                },
+                { requiredKeys: [] },
+              ),
+              fc.anything(),
+            ),
+          },
+          { requiredKeys: [] },
+        )
+        .map((v) => JSON.stringify(v)),
       fc.string(),
     );
     const req = fc.record({
@@ -229,7 +253,7 @@ describe('fuzz', () => {
       query,
       body: fc.option(bodyArb),
       token: fc.constantFrom('ann', 'bob', 'admin', 'none', 'bad'),
-      contentType: fc.constantFrom('application/json', 'text/plain', undefined),
+      contentType: fc.constantFrom('application/json', 'text/plain', 'application/x-tar', undefined),
       idem: fc.option(fc.string({ maxLength: 300 })),
     });
     let n = 0;

@@ -22,9 +22,12 @@ export interface Harness {
 }
 
 /** Starts a server over a memory backend with an image `busybox` (public) and users ann and bob. */
-export const start = async (opts: Partial<ServerOptions> & { run?: FakeProcess } = {}): Promise<Harness> => {
+export const start = async (
+  options: Partial<ServerOptions> & { run?: FakeProcess; baseImageData?: Uint8Array } = {},
+): Promise<Harness> => {
+  const { baseImageData, ...opts } = options;
   const backend = opts.backend ?? (await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: opts.run ?? shell })));
-  await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: new Uint8Array([1, 2, 3]) }));
+  await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: baseImageData ?? new Uint8Array([1, 2, 3]) }));
   const server = await createServer({ adminToken: ADMIN_TOKEN, reapIntervalMs: 3_600_000, ...opts, backend });
   const url = await server.listen();
   const tokens: Record<string, string> = { admin: ADMIN_TOKEN };
