@@ -5,7 +5,8 @@
 // Prints each side and the lessl/dockerode ratios. Not a test: no timed assertions anywhere.
 import Docker from 'dockerode';
 import { text, unwrap } from '@lessl/core';
-import { busyboxRootfsBytes, openDockerBackend, purge, DEFAULTS } from '@lessl/docker';
+import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
+import { demux, hostConfig } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -16,37 +17,6 @@ const IMAGE = 'image://local/bench';
 const base = await unwrap(lessl.stores.image.create({ id: IMAGE, data: await busyboxRootfsBytes() }));
 const imageId = String(base.attributes.imageId);
 const cmd = ['sh', '-c', 'echo out; echo err >&2'];
-
-// the same container settings lessl uses by default (hardening, limits, no network)
-const hostConfig = {
-  NetworkMode: 'none',
-  Privileged: false,
-  CapDrop: ['ALL'],
-  CapAdd: [],
-  SecurityOpt: ['no-new-privileges'],
-  Init: true,
-  PidsLimit: DEFAULTS.pids,
-  Memory: DEFAULTS.memoryBytes,
-  MemorySwap: DEFAULTS.memoryBytes,
-  ReadonlyRootfs: false,
-  Mounts: [],
-};
-const demux = (stream) =>
-  new Promise((resolve) => {
-    let buf = Buffer.alloc(0);
-    const out = { stdout: [], stderr: [] };
-    stream.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 8) {
-        const n = buf.readUInt32BE(4);
-        if (buf.length < 8 + n) break;
-        (buf[0] === 2 ? out.stderr : out.stdout).push(buf.subarray(8, 8 + n));
-        buf = buf.subarray(8 + n);
-      }
-    });
-    stream.on('end', () => resolve(out));
-    stream.on('close', () => resolve(out));
-  });
 
 // ---- the two sides -------------------------------------------------------------
 const dockerodeOneShot = async (command = cmd, expect = 'out\n') => {

@@ -7,7 +7,8 @@
 // Not a test: no timed assertions anywhere.
 import Docker from 'dockerode';
 import { text, unwrap } from '@lessl/core';
-import { busyboxRootfsBytes, openDockerBackend, purge, DEFAULTS } from '@lessl/docker';
+import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
+import { demux, hostConfig, q, time } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 20);
@@ -19,55 +20,16 @@ const base = await unwrap(lessl.stores.image.create({ id: IMAGE, data: await bus
 const imageId = String(base.attributes.imageId);
 const cmd = ['echo', 'out'];
 
-const hostConfig = {
-  NetworkMode: 'none',
-  Privileged: false,
-  CapDrop: ['ALL'],
-  CapAdd: [],
-  SecurityOpt: ['no-new-privileges'],
-  Init: true,
-  PidsLimit: DEFAULTS.pids,
-  Memory: DEFAULTS.memoryBytes,
-  MemorySwap: DEFAULTS.memoryBytes,
-  ReadonlyRootfs: false,
-  Mounts: [],
-};
-const drain = (stream) =>
-  new Promise((resolve) => {
-    let buf = Buffer.alloc(0);
-    const out = [];
-    stream.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 8) {
-        const n = buf.readUInt32BE(4);
-        if (buf.length < 8 + n) break;
-        if (buf[0] === 1) out.push(buf.subarray(8, 8 + n));
-        buf = buf.subarray(8 + n);
-      }
-    });
-    stream.on('end', () => resolve(Buffer.concat(out).toString()));
-    stream.on('close', () => resolve(Buffer.concat(out).toString()));
-  });
-
 const raw = await docker.createContainer({ Image: imageId, Cmd: ['sleep', '3600'], Entrypoint: [], HostConfig: hostConfig });
 await raw.start();
 const dockerodeExec = async () => {
   const ex = await raw.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: false });
-  const out = await drain(await ex.start({ hijack: true, stdin: false }));
+  const out = Buffer.concat((await demux(await ex.start({ hijack: true, stdin: false }))).stdout).toString();
   if ((await ex.inspect()).ExitCode !== 0 || out !== 'out\n') throw new Error('dockerode exec failed');
 };
 const lesslRun = async () => {
   const r = await unwrap(lessl.run({ image: IMAGE, spec: { cmd } }));
   if (r.exitCode !== 0 || text(r.stdout) !== 'out\n') throw new Error(`lessl run failed: ${JSON.stringify(r)}`);
-};
-const time = async (fn) => {
-  const t0 = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
-};
-const q = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
 };
 let hits = 0;
 const usePool = async (min) => {

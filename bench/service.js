@@ -18,6 +18,7 @@ import Docker from 'dockerode';
 import { text, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
 import { LesslClient, LesslError } from '@lessl/cli';
+import { q, time } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 20);
 const TASKS = Number(process.env.BENCH_TASKS ?? 200);
@@ -44,15 +45,6 @@ const startService = async (args) => {
   return { url, registry, stop: async () => (child.kill('SIGTERM'), await exited) };
 };
 
-const time = async (fn) => {
-  const t0 = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
-};
-const q = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
-};
 const ms = (x) => `${x.toFixed(1).padStart(7)} ms`;
 
 /** A semaphore of n. */

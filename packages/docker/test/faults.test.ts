@@ -11,26 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
-import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
 import { Registry } from '@lessl/level';
-import { engineProxy, eventually, n, type EngineProxy } from './support.js';
+import { engineProxy, eventually, n, tarOf, type EngineProxy } from './support.js';
 
 const docker = new Docker();
 const BASE = 'image://local/base';
 const fixture = (f: string): string => join(import.meta.dirname, 'fixtures', f);
-
-/** A tar archive of `files`, as bytes. */
-const tarOf = async (files: Record<string, string>): Promise<Uint8Array> => {
-  const p = pack();
-  for (const [name, body] of Object.entries(files)) p.entry({ name }, body);
-  p.finalize();
-  const parts: Buffer[] = [];
-  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
-  return new Uint8Array(Buffer.concat(parts));
-};
 
 /** Helper containers of a registry. */
 const helpers = async (instance: string): Promise<number> =>

@@ -10,11 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
-import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256, text, unwrap, type Progress } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
-import { n } from './support.js';
+import { n, tarOf } from './support.js';
 
 const docker = new Docker();
 const BASE = 'image://local/base';
@@ -30,15 +29,6 @@ const leftovers = async (): Promise<{ images: number; clones: number }> => ({
   images: (await docker.listImages({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } })).length,
   clones: readdirSync(tmpdir()).filter((f) => f.startsWith('lessl-git-')).length,
 });
-
-const tarOf = async (files: Record<string, string>): Promise<Uint8Array> => {
-  const p = pack();
-  for (const [name, body] of Object.entries(files)) p.entry({ name }, body);
-  p.finalize();
-  const parts: Buffer[] = [];
-  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
-  return new Uint8Array(Buffer.concat(parts));
-};
 
 beforeAll(async () => {
   l = await unwrap(openDockerBackend());

@@ -7,6 +7,7 @@ import { rmSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pack } from 'tar-stream';
 import { unwrap } from '@lessl/core';
 import type { DockerBackend } from '@lessl/docker';
 
@@ -118,4 +119,14 @@ export const startDaemon = async (
   const r = await unwrap(b.composer.commit(h));
   if (!r.committed) throw new Error(`the daemon did not start: ${r.error.message}`);
   return { x: h.executor.key, task, containerId: String(r.executor.attributes.containerId) };
+};
+
+/** A tar archive of `files` (name -> content), as bytes. */
+export const tarOf = async (files: Record<string, string>): Promise<Uint8Array> => {
+  const p = pack();
+  for (const [name, body] of Object.entries(files)) p.entry({ name }, body);
+  p.finalize();
+  const parts: Buffer[] = [];
+  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
+  return new Uint8Array(Buffer.concat(parts));
 };

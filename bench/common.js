@@ -1,0 +1,49 @@
+// What the benchmarks share: lessl's default container settings (so plain dockerode is compared
+// like with like), a demultiplexer of Docker's attach/exec streams, timing and quantiles.
+import { DEFAULTS } from '@lessl/docker';
+
+/** The container settings lessl uses by default (hardening, limits, no network). */
+export const hostConfig = {
+  NetworkMode: 'none',
+  Privileged: false,
+  CapDrop: ['ALL'],
+  CapAdd: [],
+  SecurityOpt: ['no-new-privileges'],
+  Init: true,
+  PidsLimit: DEFAULTS.pids,
+  Memory: DEFAULTS.memoryBytes,
+  MemorySwap: DEFAULTS.memoryBytes,
+  ReadonlyRootfs: false,
+  Mounts: [],
+};
+
+/** Reads a multiplexed Docker stream to its end: `{ stdout: Buffer[], stderr: Buffer[] }`. */
+export const demux = (stream) =>
+  new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const out = { stdout: [], stderr: [] };
+    stream.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 8) {
+        const n = buf.readUInt32BE(4);
+        if (buf.length < 8 + n) break;
+        (buf[0] === 2 ? out.stderr : out.stdout).push(buf.subarray(8, 8 + n));
+        buf = buf.subarray(8 + n);
+      }
+    });
+    stream.on('end', () => resolve(out));
+    stream.on('close', () => resolve(out));
+  });
+
+/** Milliseconds `fn` takes. */
+export const time = async (fn) => {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+};
+
+/** The `p` quantile of `xs` (nearest rank). */
+export const q = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
+};
