@@ -42,7 +42,7 @@ describe('seed 003 acceptance workflows', () => {
     const r = await ex02(lessl);
     expect(r.parent).toBe('image://local/busybox');
     expect(r.output).toBe('hello from the child image');
-    expect(Buffer.from(String(r.label), 'base64').toString()).toBe('hello');
+    expect(r.label).toBe('hello'); // ro metadata is readable label text
     expect(r.parentDeleteWhileChildExists).toBe('InUse');
   });
   test('03 metadata-only image', async () => {
