@@ -101,6 +101,8 @@ const runCase = async (c: Case, l: TestBackend): Promise<void> => {
 /**
  * Registers every conformance case with `test`. Returns how many cases were registered, and
  * the tally of the hostile-input cases (filled in as they run).
+ * @example
+ * suite({ test, prefix: 'mine', factory: async (o) => unwrap(openMine(o)), supports: { parents: true, data: true, reopen: false, faultInjection: false } });
  */
 export const suite = (
   o: SuiteOptions,

@@ -142,6 +142,11 @@ export interface DockerBackend extends Backend {
  * Validates the options (unknown keys or wrong types: `InvalidEntry` naming them), connects
  * to the engine (answering `Unavailable` when it cannot be reached), opens the
  * registry, recovers interrupted creates, reconciles with Docker and starts watching its events.
+ * @example
+ * const lessl = await unwrap(openDockerBackend({ registry: { location: './lessl-data' } }));
+ * await unwrap(lessl.stores.image.create({ id: 'image://local/base', data: await busyboxRootfsBytes() }));
+ * const r = await unwrap(lessl.run({ image: 'image://local/base', spec: { cmd: ['echo', 'hi'] } }));
+ * await lessl.close();
  */
 export const openDockerBackend =
   (options: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>

@@ -121,6 +121,9 @@ export const validateStores = (stores: readonly StoreConfig[]): E.Either<Invalid
 /**
  * Wires stores and composer over a registry, after recovering write intents an interrupted
  * create left (the driver removes any half-made object; the intent is dropped).
+ * @example
+ * const registry = await Registry.open({ memory: true });
+ * const backend = await assemble({ registry, stores: STORES, drivers: { image: myImageDriver }, executor: myExecutorDriver });
  */
 export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntry, Backend>> => {
   const stores = validateStores(o.stores);

@@ -249,7 +249,12 @@ export class Registry {
     this.events = new EventHub((from, to, limit) => this.readEvents(from, to, limit), 0);
   }
 
-  /** Opens (and loads) a registry: on disk with `location`, in memory with `memory: true` (the default). */
+  /**
+   * Opens (and loads) a registry: on disk with `location`, in memory with `memory: true` (the default).
+   * @example
+   * const registry = await Registry.open({ location: './lessl-data' });
+   * const lessl = await unwrap(openDockerBackend({ registry }));
+   */
   static async open(opts: RegistryOptions = {}): Promise<Registry> {
     const db: StringLevel =
       'db' in opts && opts.db !== undefined

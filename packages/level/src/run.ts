@@ -45,7 +45,12 @@ const readRequest = (req: unknown): E.Either<ReturnType<typeof invalidEntry>, Ru
   }
 };
 
-/** Builds `run` over a backend's parts. */
+/**
+ * Builds `run` over a backend's parts (backends expose it as `backend.run`).
+ * @example
+ * const r = await unwrap(lessl.run({ image: 'image://local/base', spec: { cmd: ['echo', 'hi'] } }));
+ * console.log(r.exitCode, text(r.stdout));
+ */
 export const makeRun =
   (
     w: Wiring,

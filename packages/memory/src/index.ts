@@ -247,6 +247,9 @@ export const MemoryBackendOptionsProps = {
  * Opens a memory backend. Answers `InvalidEntry` for options of the wrong shape (unknown keys
  * or wrong types, named) or a bad store configuration, and `RuntimeError` when the registry
  * cannot be opened.
+ * @example
+ * const lessl = await unwrap(openMemoryBackend());
+ * await unwrap(lessl.stores.task.create({ id: 'task://local/t', spec: { cmd: ['echo', 'hi'] } }));
  */
 export const openMemoryBackend =
   (options: MemoryBackendOptions = {}): TaskEither<InvalidEntry | RuntimeError, Backend> =>

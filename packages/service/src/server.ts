@@ -118,6 +118,10 @@ const installErrors = (app: FastifyInstance): void => {
 /**
  * Creates the service: storage, the queue (started: it resumes jobs a crash left), the reaper
  * and the routes. Call `listen()` to serve.
+ * @example
+ * const server = await createServer({ data: '/var/lib/lessl', adminToken: process.env.LESSL_ADMIN_TOKEN });
+ * const url = await server.listen({ host: '127.0.0.1', port: 8080 });
+ * // POST `${url}/v1/tasks?wait=30` with a seed-001 task spec and `authorization: Bearer <token>`
  */
 export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
   // phase 1: storage and records
