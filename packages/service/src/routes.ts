@@ -60,6 +60,9 @@ const visibleJob = (db: ServiceDb, u: UserRecord, id: string): JobRecord => {
   return r;
 };
 
+/** States from which `PUT` with `start: true` creates a daemon's container again. */
+const RESTARTABLE = new Set(['exited', 'failed', 'killed', 'lost', 'expired']);
+
 /** Registers every route. */
 export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
   const { db, backend: b, queue } = d;
@@ -219,7 +222,8 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
   route(app, db, {
     method: 'PUT',
     url: '/v1/tasks/:id',
-    summary: 'Run more commands in a running daemon task (exec): 202 and a job, or 201 with ?wait',
+    summary:
+      'Run more commands in a daemon task (exec); with start: true a daemon that is not running is created again from its stored spec first. 202 and a job, or 201 with ?wait',
     tags: ['tasks'],
     auth: 'user',
     params: IdParamsC,
@@ -229,16 +233,22 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
       201: { description: 'the commands ended within ?wait', ...json(TaskViewC) },
       202: { description: 'accepted: follow Location (the job)', ...json(JobViewC), headers: { location: '/v1/jobs/{id}' } },
       404: problem('no such task (or not yours)'),
-      409: problem('the task is not a running daemon'),
+      409: problem('the task is not a daemon, or not running and the body does not ask to start it'),
     },
     handler: async ({ reply, user, params, body, query }) => {
       const r = visibleTask(db, user, params.id);
       const live = b.registry.get(elementsOf(r.id).executor);
-      if (!r.plan.daemon || r.state !== 'running' || live === undefined)
-        throw new HttpProblem(
-          { ...conflict(`/v1/tasks/${r.id}`, 0, 0), message: `task ${r.id} is not a running daemon task (state ${r.state})` },
-          409,
-        );
+      const running = r.state === 'running' && live !== undefined;
+      const notRunning = (why: string): HttpProblem =>
+        new HttpProblem({ ...conflict(`/v1/tasks/${r.id}`, 0, 0), message: `task ${r.id} ${why} (state ${r.state})` }, 409);
+      if (!r.plan.daemon) throw notRunning('is not a daemon task');
+      if (!running) {
+        if (body.start !== true) throw notRunning('is not running: send "start": true to create it again from its stored spec');
+        if (!RESTARTABLE.has(r.state)) throw notRunning('cannot be started again now');
+        // what is left of the old container goes; the commands' results stay; the next run makes it again
+        await d.runner.teardown(r.id, false);
+        await d.runner.update(r.id, () => ({ ended: null, error: null }));
+      }
       const j = await queue.submitExec(
         r,
         body.cmd.map((cmd) => ({

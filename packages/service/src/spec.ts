@@ -173,7 +173,14 @@ export const TaskBodyC = describe(t.union([TaskSpecC, TaskBatchC]), 'one task sp
 export const ExecBodyC = strict(
   'Exec',
   { cmd: describe(list(CommandC, 64, 1), 'shell commands run in order with /bin/sh -c') },
-  { env: EnvC, pwd: AbsPathC },
+  {
+    env: EnvC,
+    pwd: AbsPathC,
+    start: describe(
+      t.boolean,
+      'if the daemon is not running (it ended, was killed or expired), create its container again from its stored spec first',
+    ),
+  },
 );
 /** An exec request as given on the wire. */
 export type ExecBody = t.TypeOf<typeof ExecBodyC>;

@@ -137,6 +137,13 @@ describe('the service on Docker', () => {
     const label = { label: [`lessl.registry=${server.backend.registry.instanceId}`] };
     expect((await docker.listVolumes({ filters: label })).Volumes ?? []).toEqual([]);
     expect(((await (await call(`/v1/tasks/${t.id}`)).json()) as Json).state).toBe('expired');
+    // PUT with start: true makes the container again from the stored spec (resources included)
+    const again = await call(`/v1/tasks/${t.id}?wait=60`, { method: 'PUT', json: { cmd: ['cat /opt/x'], start: true } });
+    const v = (await again.json()) as Json;
+    expect([again.status, v.state, v.commands.at(-1)?.output]).toEqual([201, 'running', 'x']);
+    expect(await containers()).toHaveLength(1);
+    expect((await call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
+    expect(await containers()).toEqual([]);
   });
 
   test('logs?follow streams a running task live', async () => {

@@ -143,3 +143,29 @@ describe('the TTL reaper', () => {
     await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' });
   });
 });
+
+describe('a daemon that is not running', () => {
+  test('PUT with start: true creates it again from its stored spec and runs the new commands; without it, 409', async () => {
+    const t = (await (
+      await h.call('/v1/tasks?wait=10', {
+        method: 'POST',
+        json: { image: 'busybox', daemon: true, ttl: 1, cmd: ['echo first'], resources: [{ data: 'x', dest: '/opt/x' }] },
+      })
+    ).json()) as Json;
+    await new Promise((r) => setTimeout(r, Date.parse(t.expires) - Date.now() + 10));
+    expect(await h.server.reap()).toBeGreaterThanOrEqual(1); // (with other tests' tasks of this server)
+    expect(((await (await h.call(`/v1/tasks/${t.id}`)).json()) as Json).state).toBe('expired');
+    const refused = await h.call(`/v1/tasks/${t.id}`, { method: 'PUT', json: { cmd: ['echo again'] } });
+    expect(refused.status).toBe(409);
+    const again = await h.call(`/v1/tasks/${t.id}?wait=10`, { method: 'PUT', json: { cmd: ['echo again'], start: true } });
+    expect(again.status).toBe(201);
+    const v = (await again.json()) as Json;
+    expect(v.state).toBe('running');
+    expect(v.commands.map((c: Json) => [c.cmd, c.exitCode, c.output ?? null])).toEqual([
+      ['echo first', 0, null], // its output went with the expiry; its exit code stays
+      ['echo again', 0, 'again\n'],
+    ]);
+    expect(h.server.backend.registry.get(`executor://local/${t.id}`)).toBeDefined();
+    expect((await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
+  });
+});
