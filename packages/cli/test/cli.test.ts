@@ -203,7 +203,7 @@ describe('exec', () => {
     const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
     const r = await h.run(['exec', t.id, '--', 'echo', 'x']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^lessl: Conflict: .*not a running daemon/);
+    expect(r.stderr).toMatch(/^lessl: Conflict: task t_[a-z0-9]+ is not a daemon task/);
     expect((await h.run(['exec', 't_00000000', '--', 'echo'])).stderr).toMatch(/^lessl: NotFound/);
   });
 });
