@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { SEED_SPEC as seed } from '../../service/test/helpers.js';
 import { ADMIN_TOKEN, BIN, lessl, start, type Harness } from './harness.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -25,18 +26,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The seed-001 example spec, with an image that exists here (the memory backend's tiny shell runs the commands). */
-const seed = {
-  version: 1.0,
-  daemon: false,
-  image: 'busybox',
-  ttl: 3600,
-  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'", dest: '/opt/hello.sh' }],
-  task_name: 'hello_world',
-  pwd: '/opt',
-  env: { KEY: 'value' },
-  cmd: ['echo hello $KEY', 'echo second'],
-};
 const specFile = (name: string, spec: unknown): string => {
   const f = join(dir, name);
   writeFileSync(f, typeof spec === 'string' ? spec : JSON.stringify(spec));

@@ -288,13 +288,17 @@ const CREATE_SPOTS = [
   'ctx',
 ] as const;
 
-interface StoreArgs {
+/** Four hostile values, a key and a hostile map: what every hostile call draws from. */
+interface HostileArgs {
   readonly a: Hostile;
   readonly b: Hostile;
   readonly c: Hostile;
   readonly d: Hostile;
   readonly key: string;
   readonly map: Hostile;
+}
+
+interface StoreArgs extends HostileArgs {
   readonly spot: (typeof CREATE_SPOTS)[number];
 }
 
@@ -376,13 +380,7 @@ const storeGroup: Group<StoreArgs> = {
   },
 };
 
-interface ComposerArgs {
-  readonly a: Hostile;
-  readonly b: Hostile;
-  readonly c: Hostile;
-  readonly d: Hostile;
-  readonly key: string;
-  readonly map: Hostile;
+interface ComposerArgs extends HostileArgs {
   readonly forge: 'executor' | 'revision' | 'options' | 'members' | 'member' | 'member field';
 }
 

@@ -49,14 +49,9 @@ export interface RouteDef<B, Q, P> {
 }
 
 const problems = (auth: RouteDef<unknown, unknown, unknown>['auth']): Record<number, ResponseDoc> => {
-  const p = (description: string): ResponseDoc => ({
-    description,
-    schema: PROBLEM_SCHEMA,
-    contentType: 'application/problem+json',
-  });
-  const r: Record<number, ResponseDoc> = { 400: p('bad request (InvalidEntry)') };
-  if (auth !== 'none') r[401] = p('no or bad token');
-  if (auth === 'admin') r[403] = p('admins only (PermissionDenied)');
+  const r: Record<number, ResponseDoc> = { 400: problem('bad request (InvalidEntry)') };
+  if (auth !== 'none') r[401] = problem('no or bad token');
+  if (auth === 'admin') r[403] = problem('admins only (PermissionDenied)');
   return r;
 };
 
@@ -79,6 +74,15 @@ const responseSchemas = (r: Readonly<Record<number, ResponseDoc>>): Record<strin
       },
     ]),
   );
+
+/** A documented JSON response body of codec `s`. */
+export const json = (s: t.Mixed): { schema: JsonSchema } => ({ schema: toJsonSchema(s) });
+/** A documented problem+json response. */
+export const problem = (description: string): ResponseDoc => ({
+  description,
+  schema: PROBLEM_SCHEMA,
+  contentType: 'application/problem+json',
+});
 
 /** Registers a route. */
 export const route = <B = undefined, Q = undefined, P = undefined>(

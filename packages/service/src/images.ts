@@ -23,11 +23,11 @@ import {
   type Element,
 } from '@lessl/core';
 import type { Backend } from '@lessl/level';
-import { describe, IntFromString, refine, str, strict, toJsonSchema, BoolFromString } from './codec.js';
+import { BoolFromString, describe, IntFromString, refine, str, strict } from './codec.js';
 import type { ServiceDb, UserRecord } from './db.js';
-import { route } from './http.js';
+import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
-import { HttpProblem, problemOf, PROBLEM_SCHEMA, ProblemC } from './problem.js';
+import { HttpProblem, problemOf, ProblemC } from './problem.js';
 import { visibleTo } from './runner.js';
 
 const NameC = refine(t.string, (s) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(s), 'ImageName', {
@@ -95,8 +95,6 @@ const MAX_UPLOAD = 8 * 1024 ** 3;
 /** Registers the image and host routes. */
 export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Backend, policy: Policy): void => {
   const pending = new Map<string, Pending>();
-  const json = (s: t.Mixed) => ({ schema: toJsonSchema(s) });
-  const problem = (description: string) => ({ description, schema: PROBLEM_SCHEMA, contentType: 'application/problem+json' });
   const idOf = (name: string): string => imageId(name, policy.imageStore);
   const ownerOf = (el: Element): string | null => fromUtf8(el.ro).owner ?? null;
 

@@ -8,12 +8,12 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { conflict, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import { addUser, sha256 } from './auth.js';
-import { decodeWith, toJsonSchema } from './codec.js';
+import { decodeWith } from './codec.js';
 import type { JobRecord, ServiceDb, TaskRecord, UserRecord } from './db.js';
-import { route } from './http.js';
+import { json, problem, route } from './http.js';
 import type { Metrics } from './metrics.js';
 import { imageId, planTask, type FullLimits, type Policy, type TaskPlan } from './plan.js';
-import { HttpProblem, PROBLEM_SCHEMA } from './problem.js';
+import { HttpProblem } from './problem.js';
 import type { JobQueue } from './queue.js';
 import type { Runner } from './runner.js';
 import { elementsOf, serviceTaskOf, SYSTEM, visibleTo } from './runner.js';
@@ -41,9 +41,6 @@ export interface RouteDeps {
   /** Removes a task (kill, containers, volumes, results) and marks it; shared with the reaper. */
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
 }
-
-const json = (s: t.Mixed) => ({ schema: toJsonSchema(s) });
-const problem = (description: string) => ({ description, schema: PROBLEM_SCHEMA, contentType: 'application/problem+json' });
 
 /** The caller's maxima: their own, else the operator's. */
 const maximaOf = (u: UserRecord, p: Policy): FullLimits => ({ ...p.maxima, ...(u.maxima ?? {}) });

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap, utf8 } from '@lessl/core';
 import { openMemoryBackend } from '@lessl/memory';
 import { createServer } from '@lessl/service';
-import { settle, start, type Harness } from './helpers.js';
+import { settle, start, type Harness, SEED_SPEC as seed } from './helpers.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -22,19 +22,6 @@ afterAll(async () => {
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const body = async (r: Response): Promise<Json> => (await r.json()) as Json;
-
-/** The seed-001 example spec, with an image that exists here. */
-const seed = {
-  version: 1.0,
-  daemon: false,
-  image: 'busybox',
-  ttl: 3600,
-  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'", dest: '/opt/hello.sh' }],
-  task_name: 'hello_world',
-  pwd: '/opt',
-  env: { KEY: 'value' },
-  cmd: ['echo hello $KEY', 'echo second'],
-};
 
 describe('POST /v1/tasks', () => {
   test('?wait answers 201 with the finished task: per-command exit codes and output', async () => {

@@ -8,6 +8,19 @@ import { createServer, ownerAuthorizer, type LesslServer, type ServerOptions } f
 
 export const ADMIN_TOKEN = 'lsl_test-admin-token-0123456789';
 
+/** The seed-001 example spec, with an image that exists here (the memory backend's tiny shell runs its commands). */
+export const SEED_SPEC = {
+  version: 1.0,
+  daemon: false,
+  image: 'busybox',
+  ttl: 3600,
+  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'", dest: '/opt/hello.sh' }],
+  task_name: 'hello_world',
+  pwd: '/opt',
+  env: { KEY: 'value' },
+  cmd: ['echo hello $KEY', 'echo second'],
+};
+
 /** The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c`. */
 export const shell: FakeProcess = (spec, io) =>
   tinyShell({ ...spec, cmd: spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd }, io);
