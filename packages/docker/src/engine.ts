@@ -280,15 +280,19 @@ export class Engine {
     return r === 'gone';
   }
 
-  /** Removals started in the background (`removeSoon`), not yet done. */
+  /** Removals started in the background (`removeAfter`), not yet done. */
   private readonly removing = new Set<Promise<boolean>>();
 
   /**
-   * Removes a Docker object in the background (a used warm container: its task's end need not
-   * wait for it). `settled()` waits for these; deleting an image or volume does.
+   * Removes a Docker object once `first` has settled (a task's end made durable), counted as a
+   * background removal from now on, so `settled()` (and deleting an image or volume) waits for it.
    */
-  removeSoon(kind: Leftover['kind'], ref: string): void {
-    const p = this.removeObject(kind, ref).finally(() => this.removing.delete(p));
+  removeAfter(first: Promise<unknown>, kind: Leftover['kind'], ref: string): void {
+    this.expected.add(ref);
+    const p = first
+      .catch(() => undefined)
+      .then(() => this.removeObject(kind, ref))
+      .finally(() => this.removing.delete(p));
     this.removing.add(p);
   }
 

@@ -232,20 +232,25 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     return Buffer.isBuffer(got) ? Readable.from([got]) : (got as Readable);
   };
 
-  /** Reports a main container's end; a one-shot task's container is removed first. */
+  /**
+   * Reports a main container's end; a one-shot task's container is removed once the end is
+   * durable and before waiters wake (a crash in between leaves a container reconciliation
+   * removes, never a lost result).
+   */
   const endMain = async (sink: RunSink, c: Docker.Container, exitCode: number | null, reason: EndReason): Promise<void> => {
     const oneShot = sink.spec.daemon !== true;
-    if (oneShot) await removeContainer(c.id);
+    if (oneShot) engine.expected.add(c.id);
     await sink.end({
       exitCode,
       reason,
       executor: oneShot ? { state: 'stopped', containerId: null, mainTask: null } : { state: 'stopped', mainTask: null },
+      ...(oneShot ? { cleanup: () => removeContainer(c.id) } : {}),
     });
   };
 
   /**
    * Follows a main container to its end: output drained first, then the exit code; a one-shot
-   * task's container is removed before the end is reported.
+   * task's container is removed once its end is durable.
    */
   const followMain = async (sink: RunSink, c: Docker.Container, stream: Readable | undefined, demux: Demux): Promise<void> => {
     if (stream !== undefined) await drain(stream, demux);
@@ -412,8 +417,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const endExec = async (sink: RunSink, containerId: string, warm: boolean, exitCode: number | null, reason: EndReason) => {
     if (!warm) return sink.end({ exitCode, reason });
     engine.expected.add(containerId);
-    engine.removeSoon('container', containerId);
-    await sink.end({ exitCode, reason, executor: { state: 'stopped', containerId: null, mainTask: null } });
+    await sink.end({
+      exitCode,
+      reason,
+      executor: { state: 'stopped', containerId: null, mainTask: null },
+      cleanup: async () => engine.removeAfter(Promise.resolve(), 'container', containerId),
+    });
   };
 
   /** Follows an exec to its end: output drained, then the exit code. */

@@ -41,6 +41,11 @@ export interface RunOutcome {
   readonly reason?: EndReason;
   /** Attributes to merge into the executor's (e.g. `{ state: 'stopped', containerId: null }`). */
   readonly executor?: Readonly<Record<string, unknown>>;
+  /**
+   * Runs once the end is durable (or the run was discarded), before waiters wake: e.g. removing
+   * a one-shot task's container, so a crash can never lose a result whose container is gone.
+   */
+  readonly cleanup?: () => Promise<void>;
 }
 
 /**

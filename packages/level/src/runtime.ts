@@ -128,6 +128,8 @@ export class ActiveRun implements RunSink {
     void (async () => {
       try {
         if ((await this.gate) && !this.rt.closed) await this.rt.persistEnd(this, outcome);
+        else if (this.rt.closed) return; // not persisted: the next open finds the end where it is
+        await outcome.cleanup?.().catch(() => undefined);
       } catch {
         // the registry is closing: the end is found again by reconciliation on the next open
       } finally {
