@@ -6,10 +6,13 @@ import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
 import { ELEMENT_KINDS, type ElementKind } from './id.js';
 import { boundedArray, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 
-/** Event types. */
-export type EventType = 'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left';
+/**
+ * Event types. `host`: a host of a backend with several engines changed state (its `id` is
+ * `host://<name>`, its detail `{ state, from, reason }`); every other type concerns an element.
+ */
+export type EventType = 'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left' | 'host';
 /** All event types. */
-export const EVENT_TYPES: readonly EventType[] = ['created', 'modified', 'deleted', 'bound', 'unbound', 'joined', 'left'];
+export const EVENT_TYPES: readonly EventType[] = ['created', 'modified', 'deleted', 'bound', 'unbound', 'joined', 'left', 'host'];
 
 /** The envelope every event has. */
 export interface LesslEvent {

@@ -6,10 +6,11 @@ import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
 import type { AnyError } from '@lessl/core';
-import { fromDocker, statusOf, type On409 } from './errors.js';
+import { fromDocker, isConnectionError, statusOf, type On409 } from './errors.js';
 import { Janitor, type Leftover, type Removal } from './janitor.js';
 import { LABEL } from './names.js';
 import type { WarmPool } from './pool.js';
+import type { HostState, PlacementHost } from './placement.js';
 
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
 export const followJson = async (
@@ -83,25 +84,41 @@ type Dial = (options: DialOptions, callback: (err: unknown, data: unknown) => vo
 const UNBOUNDED = /\/(wait|events)(\?|$)/;
 
 /** Where the client talks to, for messages. */
-const endpointOf = (docker: Docker): string => {
+export const endpointOf = (docker: Docker): string => {
   const m = docker.modem as unknown as { socketPath?: string; host?: string; port?: number | string; protocol?: string };
   if (typeof m.socketPath === 'string') return `unix://${m.socketPath}`;
   return `${m.protocol ?? 'http'}://${m.host ?? 'localhost'}${m.port === undefined ? '' : `:${m.port}`}`;
 };
 
+/** Told of every guarded call's outcome: `reached` is false when the engine could not be reached or timed out. */
+export type CallObserver = (reached: boolean, err?: unknown) => void;
+
 /**
  * Bounds every call to the engine: a call that has not answered within `ms` (for streams: has not
  * started within `ms`) is aborted and fails with ETIMEDOUT naming the engine and the call, which
  * maps to `Unavailable`. Uploads and `wait`/`events` are not bounded here (their callers bound them).
+ * Connection failures are tagged with `name` (the host) so errors say which engine failed;
+ * `observe` hears whether each call reached the engine (per-host error tracking).
  */
-export const guardCalls = (docker: Docker, ms: number): void => {
-  const modem = docker.modem as unknown as { dial: Dial; lesslGuarded?: boolean };
+export const guardCalls = (docker: Docker, ms: number, name?: string, observe?: CallObserver): void => {
+  const modem = docker.modem as unknown as { dial: Dial; lesslGuarded?: boolean; lesslObserve?: CallObserver };
+  if (observe !== undefined) modem.lesslObserve = observe; // a client guarded before (at open) gets its host's observer
   if (modem.lesslGuarded === true) return;
   const dial = modem.dial.bind(modem);
-  const endpoint = endpointOf(docker);
+  const endpoint = name === undefined ? endpointOf(docker) : `${name} (${endpointOf(docker)})`;
+  const tag = (err: unknown): unknown => {
+    if (isConnectionError(err) && typeof err === 'object' && err !== null && !('endpoint' in err))
+      Object.assign(err, { endpoint });
+    return err;
+  };
+  const seen = (err: unknown): void => modem.lesslObserve?.(!isConnectionError(err), err);
   modem.lesslGuarded = true;
   modem.dial = (options, callback) => {
-    if (options.file !== undefined || UNBOUNDED.test(options.path ?? '')) return dial(options, callback);
+    if (options.file !== undefined || UNBOUNDED.test(options.path ?? ''))
+      return dial(options, (err, data) => {
+        seen(err);
+        callback(tag(err), data);
+      });
     const ac = new AbortController();
     const outer = options.abortSignal;
     if (outer?.aborted === true) ac.abort(outer.reason);
@@ -115,17 +132,18 @@ export const guardCalls = (docker: Docker, ms: number): void => {
     dial({ ...options, abortSignal: ac.signal }, (err, data) => {
       clearTimeout(timer);
       outer?.removeEventListener('abort', relay);
-      if (timedOut && err !== null && err !== undefined)
-        return callback(
-          Object.assign(
-            new Error(
-              `the Docker engine at ${endpoint} did not answer ${options.method ?? 'GET'} ${options.path ?? ''} within ${ms} ms`,
-            ),
-            { code: 'ETIMEDOUT', endpoint },
+      if (timedOut && err !== null && err !== undefined) {
+        const e = Object.assign(
+          new Error(
+            `the Docker engine ${endpoint} did not answer ${options.method ?? 'GET'} ${options.path ?? ''} within ${ms} ms`,
           ),
-          data,
+          { code: 'ETIMEDOUT', endpoint },
         );
-      callback(err, data);
+        seen(e);
+        return callback(e, data);
+      }
+      seen(err);
+      callback(tag(err), data);
     });
   };
 };
@@ -139,9 +157,39 @@ export const imageLabel = (i: Docker.ImageInfo): string => {
   return tag === undefined ? i.Id : `${i.Id} (${tag})`;
 };
 
-/** The engine and what the drivers share. */
-export class Engine {
+/** What identifies a host and bounds its work (from `HostSpec`). */
+export interface HostSettings {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly capacity: { readonly slots?: number; readonly memoryBytes?: number };
+}
+
+/** The name of the one host of a single-engine backend. */
+export const LOCAL_HOST = 'local';
+
+/**
+ * One engine (a host) and what the drivers share on it: its client, its health (state,
+ * consecutive failures), its load (executors running there and their memory), the images
+ * known to be there, its janitor and its warm pool.
+ */
+export class Engine implements PlacementHost {
   private helper: Promise<string> | undefined;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly capacity: HostSettings['capacity'];
+  /** Health state (see hosts.ts); a single-engine backend's host is `active` while open. */
+  state: HostState = 'active';
+  /** When the state last changed (ms since the epoch). */
+  stateSince = Date.now();
+  /** Calls in a row that did not reach the engine. */
+  failures = 0;
+  /** The last failure to reach it. */
+  lastError: string | undefined;
+  /** Executors running here (executor ID -> the memory limit of its container). */
+  private readonly running = new Map<string, number>();
+  private reserved = 0;
+  /** Docker image IDs known to be present here. */
+  readonly images = new Set<string>();
   /** Docker object IDs lessl is removing itself (so the event watcher does not report them). */
   readonly expected = new Set<string>();
   /** Removals that failed, retried until they succeed. */
@@ -156,7 +204,35 @@ export class Engine {
   constructor(
     readonly docker: Docker,
     readonly instance: string,
-  ) {}
+    host: HostSettings = { name: LOCAL_HOST, labels: {}, capacity: {} },
+  ) {
+    this.name = host.name;
+    this.labels = host.labels;
+    this.capacity = host.capacity;
+  }
+
+  /** Executors running here and the memory they reserve. */
+  get load(): { slots: number; memoryBytes: number } {
+    return { slots: this.running.size, memoryBytes: this.reserved };
+  }
+
+  /** Records that an executor runs here (with its container's memory limit), or no longer does. */
+  track(executor: string, memoryBytes: number | undefined): void {
+    this.reserved -= this.running.get(executor) ?? 0;
+    this.running.delete(executor);
+    if (memoryBytes === undefined) return;
+    this.running.set(executor, memoryBytes);
+    this.reserved += memoryBytes;
+  }
+
+  /** The executors running here. */
+  executors(): string[] {
+    return [...this.running.keys()];
+  }
+
+  hasImage(imageId: string): boolean {
+    return this.images.has(imageId);
+  }
 
   /** Runs a Docker call, mapping failures. */
   async call<A>(id: string, fn: () => Promise<A>, on409: On409 = 'Conflict'): Promise<E.Either<AnyError, A>> {

@@ -44,7 +44,11 @@ const msg = (err: unknown): string => {
 
 /** Maps a dockerode error. */
 export const fromDocker = (id: string, err: unknown, on409: On409 = 'Conflict', refs: readonly string[] = []): AnyError => {
-  if (isConnectionError(err)) return unavailable(id, `the Docker engine is unreachable: ${msg(err)}`, err);
+  if (isConnectionError(err)) {
+    const endpoint = (err as { endpoint?: unknown }).endpoint;
+    const which = typeof endpoint === 'string' ? ` ${endpoint}` : '';
+    return unavailable(id, `the Docker engine${which} is unreachable: ${msg(err)}`, err);
+  }
   switch (statusOf(err)) {
     case 404:
       return { ...notFound(id), message: `not found in Docker: ${msg(err)}` };

@@ -69,12 +69,16 @@ export const DEFAULTS = {
  * exactly by the composer at `handle`: unknown keys and wrong types are `InvalidEntry`.
  * - `capAdd`: capabilities to add back after dropping all (default none; names like `NET_RAW`);
  * - `stopGraceSeconds`: seconds between SIGTERM and SIGKILL when a task is unbound (default 10);
- * - `allowNewPrivileges`: disable no-new-privileges (default: enabled).
+ * - `allowNewPrivileges`: disable no-new-privileges (default: enabled);
+ * - `host`: the host to run on (with several hosts; its volumes' host wins and must agree);
+ * - `constraints`: labels the host must carry (placement, docs/hosts.md).
  */
 export const DockerExecutorOptionsC = t.partial({
   capAdd: t.array(t.refinement(t.string, (c) => /^[A-Z_]+$/.test(c), 'Capability')),
   stopGraceSeconds: t.refinement(t.number, (n) => Number.isInteger(n) && n >= 0, 'NonNegativeInt'),
   allowNewPrivileges: t.boolean,
+  host: t.string,
+  constraints: t.record(t.string, t.string),
 });
 /** Backend options of an executor (`ExecutorOptions.backend`). */
 export type DockerExecutorOptions = t.TypeOf<typeof DockerExecutorOptionsC>;

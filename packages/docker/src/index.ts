@@ -17,7 +17,9 @@ import {
   decodeTaskSpec,
   fnC,
   invalidEntry,
+  nameCollision,
   notFound,
+  taskStatusOf,
   toId,
   type AnyError,
   instanceC,
@@ -26,6 +28,7 @@ import {
   type Authorizer,
   type CredentialResolver,
   type CallContext,
+  type Element,
   type IdLike,
   type ReadError,
   type InvalidEntry,
@@ -34,9 +37,20 @@ import {
   type Unavailable,
 } from '@lessl/core';
 import { assemble, commonOpenOptions, Registry, type Backend, type RegistryOptions } from '@lessl/level';
-import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
+import { DEFAULT_CALL_TIMEOUT_MS, endpointOf, guardCalls, LOCAL_HOST, type Engine } from './engine.js';
 import { fromDocker } from './errors.js';
-import { containerBase, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
+import { containerBase, DockerExecutorOptionsC, type FaultHook } from './executor.js';
+import {
+  clientFor,
+  hostEvent,
+  HostPolicyC,
+  HostPool,
+  HostSpecC,
+  type HostInfo,
+  type HostPolicy,
+  type HostSpec,
+} from './hosts.js';
+import { routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
 import {
   IDLE_CMD,
   POOL_MEMORY_CAP,
@@ -47,16 +61,25 @@ import {
   type PoolStats,
   type WarmProfile,
 } from './pool.js';
-import { imageDriver } from './images.js';
 import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
-import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
 export { IDLE_CMD, POOL_MEMORY_CAP, PROFILE_DEFAULTS, type PoolProfileRequest, type PoolStats } from './pool.js';
 export { ImageSourceC, type ImageSource } from './sources.js';
-export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
+export { DEFAULT_CALL_TIMEOUT_MS, LOCAL_HOST } from './engine.js';
+export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
+export {
+  IMAGE_MISSING_PENALTY,
+  loadOf,
+  place,
+  refusal,
+  type HostState,
+  type Placement,
+  type PlacementHost,
+  type PlacementRequest,
+} from './placement.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js';
 export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './tar.js';
@@ -77,6 +100,13 @@ export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
 export interface DockerBackendOptions {
   /** A dockerode client; default: DOCKER_HOST, else the default socket. */
   readonly docker?: Docker;
+  /**
+   * Several engines (docs/hosts.md): each a host with a name, where its engine answers, labels
+   * and capacity. Executors are placed among the active ones. Not with `docker`/`socketPath`.
+   */
+  readonly hosts?: readonly HostSpec[];
+  /** How hosts are watched: failures before `inactive`, housekeeping interval, probe backoff. */
+  readonly hostPolicy?: HostPolicy;
   /** A socket path (e.g. a Podman Docker-compatible socket) when no client is given. */
   readonly socketPath?: string;
   /** A registry, or how to open one (default: in memory). */
@@ -106,6 +136,8 @@ export interface DockerBackendOptions {
 export const DockerBackendOptionsProps = {
   ...commonOpenOptions,
   docker: instanceC('Docker', Docker),
+  hosts: t.array(HostSpecC),
+  hostPolicy: HostPolicyC,
   socketPath: t.string,
   watch: t.boolean,
   faults: fnC<FaultHook>('FaultHook'),
@@ -114,7 +146,22 @@ export const DockerBackendOptionsProps = {
 
 /** A Docker backend: the core contracts plus Docker specifics. */
 export interface DockerBackend extends Backend {
+  /** The first host's dockerode client. */
   readonly docker: Docker;
+  /** The hosts (docs/hosts.md): their states, load and errors; add and drain them. */
+  readonly hosts: {
+    /** Every host with its state, labels, capacity, load and last error. */
+    list(): HostInfo[];
+    /** Adds a host: `spawned` until its engine answers a health check, then `active`. */
+    add(spec: HostSpec): TaskEither<AnyError, HostInfo>;
+    /**
+     * Drains a host: no new work goes there, running tasks may finish until `deadlineMs`
+     * (default 60,000) and are then stopped; the host ends `removed`.
+     */
+    drain(name: string, opts?: { deadlineMs?: number }): TaskEither<AnyError, HostInfo>;
+    /** Runs one housekeeping tick now (health checks, probes of inactive hosts) and answers the hosts. */
+    check(): TaskEither<AnyError, HostInfo[]>;
+  };
   /** What reconciliation on open found and did. */
   readonly reconciled: ReconcileReport;
   /** The warm pool (docs/pool.md): containers started ahead of need for one-shot tasks. */
@@ -140,7 +187,7 @@ export interface DockerBackend extends Backend {
 
 /**
  * Validates the options (unknown keys or wrong types: `InvalidEntry` naming them), connects
- * to the engine (answering `Unavailable` when it cannot be reached), opens the
+ * to the engine or engines (answering `Unavailable` when none can be reached), opens the
  * registry, recovers interrupted creates, reconciles with Docker and starts watching its events.
  * @example
  * const lessl = await unwrap(openDockerBackend({ registry: { location: './lessl-data' } }));
@@ -154,104 +201,212 @@ export const openDockerBackend =
     const decoded = decodeOptions(DockerBackendOptionsProps, options, 'Docker backend options');
     if (E.isLeft(decoded)) return decoded;
     const opts: DockerBackendOptions = decoded.right;
-    const docker = opts.docker ?? (opts.socketPath === undefined ? new Docker() : new Docker({ socketPath: opts.socketPath }));
-    guardCalls(docker, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
-    try {
-      await docker.ping();
-    } catch (err) {
+    const specs = hostSpecsOf(opts);
+    if (E.isLeft(specs)) return specs;
+    const clients: { spec: HostSpec; docker: Docker }[] = [];
+    for (const spec of specs.right) {
+      const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
+      if (E.isLeft(c)) return c;
+      clients.push({ spec, docker: c.right });
+    }
+
+    // connect: every host answering a ping is active; the others stay spawned until they answer
+    let registry: Registry | undefined = opts.registry instanceof Registry ? opts.registry : undefined;
+    const pending = clients.map(({ spec, docker }) => {
+      guardCalls(docker, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, spec.name);
+      return { spec, docker };
+    });
+    const answered = await Promise.all(
+      pending.map(({ docker }) =>
+        docker.ping().then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    if (!answered.some((a) => a)) {
+      const where =
+        opts.hosts === undefined
+          ? '(DOCKER_HOST or /var/run/docker.sock)'
+          : pending.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
       return E.left(
         unavailable(
           '',
-          'no Docker engine answers (DOCKER_HOST or /var/run/docker.sock); start one, e.g. `dockerd --bridge=none --iptables=false --ip-forward=false &`',
-          err,
+          `no Docker engine answers ${where}; start one, e.g. \`dockerd --bridge=none --iptables=false --ip-forward=false &\``,
         ),
       );
     }
-    let registry: Registry;
     try {
-      registry = opts.registry instanceof Registry ? opts.registry : await Registry.open(opts.registry ?? { memory: true });
+      registry ??= await Registry.open((opts.registry as RegistryOptions | undefined) ?? { memory: true });
     } catch (err) {
       return E.left(runtimeError('', 'could not open the registry', err));
     }
-    const engine = new Engine(docker, registry.instanceId);
-    const exec = executorDriver(engine, opts.faults);
-    /** What runs in the background after open (the watcher, the late sweeps); stopped on close. */
+    const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
+    for (const [i, { spec, docker }] of pending.entries()) {
+      const h = hosts.add(docker, spec, endpointOf(docker));
+      if (answered[i] === true) hosts.markActive(h);
+    }
+    const primary = hosts.primary;
+    /** What runs in the background after open (the watchers, the late sweeps); stopped on close. */
     const background: { stop(): Promise<void> }[] = [];
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
-      drivers: { image: imageDriver(engine), volume: volumeDriver(engine) },
-      executor: exec,
+      drivers: { image: routedImageDriver(hosts), volume: routedVolumeDriver(hosts) },
+      executor: routedExecutorDriver(hosts, opts.faults),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
       onClose: async () => {
+        await hosts.close();
         for (const b of background) await b.stop();
-        await engine.settled();
-        await engine.janitor.stop();
+        for (const h of hosts.all()) {
+          await h.settled();
+          await h.janitor.stop();
+        }
       },
     }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
     if (E.isLeft(b)) {
-      await registry.close();
+      await hosts.close();
+      if (!(opts.registry instanceof Registry)) await registry.close();
       return b;
     }
-    const reconciled = await reconcile(engine, registry, engine.recovered);
-    const pool = new WarmPool(engine);
-    engine.pool = pool;
-    const lastUse = setInterval(() => void flushLastUse(engine, registry), 2000);
+    const backend = b.right;
+    const reg = registry;
+    const reconciled: ReconcileReport = { recovered: [], vanished: [], orphansRemoved: [] };
+    for (const h of hosts.all()) reconciled.recovered.push(...h.recovered);
+
+    /** Reconciles a host that became reachable and starts watching it. */
+    const adopt = async (h: Engine): Promise<void> => {
+      const owns = (el: Element): boolean => hosts.of(el) === h;
+      await reconcile(h, reg, [], reconciled, owns);
+      const late = sweeper(h, reg, reconciled);
+      background.push(late);
+      if (opts.watch !== false)
+        background.unshift(
+          watch(
+            h,
+            reg,
+            {
+              reconnected: () => {
+                void h.janitor.kick();
+                late.kick();
+              },
+              unowned: () => late.kick(),
+            },
+            owns,
+          ),
+        );
+    };
+    for (const h of hosts.all()) if (h.state === 'active') await adopt(h);
+
+    const warm = new WarmPool(primary);
+    primary.pool = warm;
+    const lastUse = setInterval(() => {
+      for (const h of hosts.all()) void flushLastUse(h, reg);
+    }, 2000);
     lastUse.unref();
     background.push({
       stop: async () => {
         clearInterval(lastUse);
-        await flushLastUse(engine, registry);
+        for (const h of hosts.all()) await flushLastUse(h, reg);
       },
     });
-    background.unshift({ stop: () => pool.close() });
-    const late = sweeper(engine, registry, reconciled);
-    background.push(late);
-    if (opts.watch !== false)
-      background.unshift(
-        watch(engine, registry, {
-          reconnected: () => {
-            void engine.janitor.kick();
-            late.kick();
-          },
-          unowned: () => late.kick(),
-        }),
-      );
-    const backend = b.right;
+    background.unshift({ stop: () => warm.close() });
+    hosts.hooks = {
+      activated: adopt,
+      changed: (h, from, reason) => void publishHostChange(reg, hosts.info(h), from, reason),
+      stopTasks: (h) => stopTasksOn(reg, backend, h),
+    };
+    hosts.start();
     return E.right({
       ...backend,
-      docker,
+      docker: primary.docker,
       reconciled,
-      purge: purgeImages(engine, registry, backend.stores.image),
+      hosts: {
+        list: () => hosts.all().map((h) => hosts.info(h)),
+        add: (spec) => async () => {
+          const d = decodeOptions({ host: HostSpecC }, { host: spec }, 'host');
+          if (E.isLeft(d)) return d;
+          const s = d.right.host as HostSpec;
+          if (hosts.get(s.name) !== undefined) return E.left(nameCollision(`host://${s.name}`));
+          const c = clientFor(s);
+          if (E.isLeft(c)) return c;
+          const h = hosts.add(c.right, s, endpointOf(c.right));
+          await hosts.check(h);
+          return E.right(hosts.info(h));
+        },
+        drain: (name, o) => () => hosts.drain(name, o?.deadlineMs ?? DEFAULT_DRAIN_MS),
+        check: () => async () => {
+          await hosts.tick();
+          return E.right(hosts.all().map((h) => hosts.info(h)));
+        },
+      },
+      purge: purgeImages(primary, registry, backend.stores.image),
       pool: {
         configure: (profiles, o) => async () => {
           const resolved: WarmProfile[] = [];
           for (const [i, p] of (Array.isArray(profiles) ? profiles : []).entries()) {
-            const r = resolveProfile(registry, p, i);
+            const r = resolveProfile(reg, p, i);
             if (E.isLeft(r)) return r;
             resolved.push(r.right);
           }
           const cap = o?.memoryCapBytes ?? POOL_MEMORY_CAP;
           if (!Number.isSafeInteger(cap) || cap < 0)
             return E.left(invalidEntry('memoryCapBytes must be a non-negative integer', '', ['memoryCapBytes']));
-          await pool.configure(resolved, cap);
-          return E.right(pool.stats());
+          await warm.configure(resolved, cap);
+          return E.right(warm.stats());
         },
-        stats: () => pool.stats(),
+        stats: () => warm.stats(),
       },
       exportImage: (id, ctx) => async () => {
         const el = await backend.stores.image.read(id, undefined, ctx)();
         if (E.isLeft(el)) return el;
         try {
-          return E.right(await docker.getImage(String(el.right.attributes.imageId)).get());
+          return E.right(await hosts.of(el.right).docker.getImage(String(el.right.attributes.imageId)).get());
         } catch (err) {
           return E.left(fromDocker(el.right.id.key, err) as ReadError);
         }
       },
     });
   };
+
+/** How long `drain` waits for running tasks by default before stopping them. */
+export const DEFAULT_DRAIN_MS = 60_000;
+
+/** The hosts of the options: `hosts`, or one host named `local` (the `docker` client, `socketPath` or DOCKER_HOST). */
+const hostSpecsOf = (opts: DockerBackendOptions): E.Either<InvalidEntry, readonly HostSpec[]> => {
+  if (opts.hosts === undefined)
+    return E.right([{ name: LOCAL_HOST, ...(opts.socketPath === undefined ? {} : { url: `unix://${opts.socketPath}` }) }]);
+  if (opts.docker !== undefined || opts.socketPath !== undefined)
+    return E.left(invalidEntry('give either hosts or docker/socketPath, not both', '', ['hosts']));
+  if (opts.hosts.length === 0) return E.left(invalidEntry('hosts must name at least one host', '', ['hosts']));
+  const names = new Set<string>();
+  for (const h of opts.hosts) {
+    if (names.has(h.name)) return E.left(invalidEntry(`two hosts are named ${h.name}`, '', ['hosts']));
+    names.add(h.name);
+  }
+  return E.right(opts.hosts);
+};
+
+/** Publishes a host's state change on the event stream (`host` events). */
+const publishHostChange = async (registry: Registry, info: HostInfo, from: string, reason: string): Promise<void> => {
+  await registry.commit({ events: [hostEvent(info, from, reason)] }).catch(() => undefined);
+};
+
+/** Stops every task still running on a host (a drain past its deadline). */
+const stopTasksOn = async (registry: Registry, backend: Backend, h: Engine): Promise<void> => {
+  const running = new Set(h.executors());
+  const tasks = registry.scan('task://', Number.MAX_SAFE_INTEGER, () => true);
+  for (const t of tasks) {
+    const st = taskStatusOf(t.attributes);
+    if (st.state !== 'running' && st.state !== 'starting') continue;
+    if (typeof st.executor !== 'string' || !running.has(st.executor)) continue;
+    await backend.tasks
+      .kill(t.id.key, { signal: 'KILL' })()
+      .catch(() => undefined);
+  }
+};
 
 /** Checks a pool profile and resolves its image and container settings. */
 const resolveProfile = (registry: Registry, p: PoolProfileRequest, i: number): E.Either<AnyError, WarmProfile> => {

@@ -60,8 +60,16 @@ export interface WatchHooks {
   readonly unowned?: () => void;
 }
 
+/** Whether an element lives on the engine at hand (with several hosts, each watches its own). */
+export type Owns = (el: Element) => boolean;
+
 /** Watches Docker events until stopped; reconnects with backoff when the engine goes away. */
-export const watch = (engine: Engine, registry: Registry, hooks: WatchHooks = {}): { stop(): Promise<void> } => {
+export const watch = (
+  engine: Engine,
+  registry: Registry,
+  hooks: WatchHooks = {},
+  owns: Owns = () => true,
+): { stop(): Promise<void> } => {
   let stopped = false;
   let current: Readable | undefined;
   let since = Math.floor(Date.now() / 1000);
@@ -82,15 +90,17 @@ export const watch = (engine: Engine, registry: Registry, hooks: WatchHooks = {}
     } else if (ev.Type === 'volume' && ev.Action === 'destroy') {
       if (engine.expected.delete(id)) return;
       const el = findBy(registry, 'volume', 'volumeName', id);
-      if (el !== undefined) await forget(registry, el, 'volume removed outside lessl');
+      if (el !== undefined && owns(el)) await forget(registry, el, 'volume removed outside lessl');
     } else if (ev.Type === 'image' && ev.Action !== 'delete') {
       const owner = attrs[LABEL.id];
       const owned = owner !== undefined && (registry.get(owner) !== undefined || registry.hasIntent(owner));
       if (attrs[LABEL.registry] === engine.instance && !owned) hooks.unowned?.();
     } else if (ev.Type === 'image' && ev.Action === 'delete') {
+      engine.images.delete(id);
       if (engine.expected.delete(id)) return;
       const el = findBy(registry, 'image', 'imageId', id);
-      if (el !== undefined) await forget(registry, el, 'image removed outside lessl');
+      // a copy on another host going away is not the image going away
+      if (el !== undefined && owns(el)) await forget(registry, el, 'image removed outside lessl');
     }
   };
 
@@ -146,9 +156,14 @@ export const watch = (engine: Engine, registry: Registry, hooks: WatchHooks = {}
 };
 
 /** Reconciles the registry with Docker (see the module comment). `recovered` is what intent recovery removed. */
-export const reconcile = async (engine: Engine, registry: Registry, recovered: string[] = []): Promise<ReconcileReport> => {
+export const reconcile = async (
+  engine: Engine,
+  registry: Registry,
+  recovered: string[] = [],
+  report: ReconcileReport = { recovered, vanished: [], orphansRemoved: [] },
+  owns: Owns = () => true,
+): Promise<ReconcileReport> => {
   const d = engine.docker;
-  const report: ReconcileReport = { recovered, vanished: [], orphansRemoved: [] };
   const gone = async (fn: () => Promise<unknown>): Promise<boolean> => {
     try {
       await fn();
@@ -157,7 +172,10 @@ export const reconcile = async (engine: Engine, registry: Registry, recovered: s
       return statusOf(err) === 404;
     }
   };
+  for (const i of await d.listImages({ filters: { label: [`${LABEL.registry}=${engine.instance}`] } }).catch(() => []))
+    engine.images.add(i.Id);
   for (const el of registry.all()) {
+    if (!owns(el)) continue;
     if (el.id.kind === 'image' && (await gone(() => d.getImage(String(el.attributes.imageId)).inspect()))) {
       await forget(registry, el, 'image vanished from Docker');
       report.vanished.push(el.id.key);

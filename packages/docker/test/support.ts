@@ -69,9 +69,11 @@ export const engineProxy = async (): Promise<EngineProxy> => {
       s.listen(path, () => res());
     });
   const down = async (): Promise<void> => {
-    await new Promise<void>((res) => (server === undefined ? res() : server.close(() => res())));
+    const closed = new Promise<void>((res) => (server === undefined ? res() : server.close(() => res())));
+    // the engine goes away: its open (keep-alive) connections too
     for (const c of conns) c.destroy();
     conns.clear();
+    await closed;
     rmSync(path, { force: true });
   };
   let mode: ProxyMode = 'pass';

@@ -1,0 +1,325 @@
+/**
+ * The host pool (seed 002, DESIGN.md section 12, docs/hosts.md): the engines a Docker backend
+ * runs on, their states, per-host error tracking and housekeeping.
+ *
+ * States: a host is `spawned` until a health check (a ping) passes, then `active`. Every call to
+ * an engine is bounded (`callTimeoutMs`) and observed: `failures` calls in a row that do not reach
+ * it (refused, reset, timed out) make it `inactive`; no new work goes there, and housekeeping
+ * probes it back with exponential backoff (`active` again once a ping answers). `drain` makes it
+ * `draining` (no new work; running tasks finish or are stopped after a deadline) and then `removed`.
+ * Every state change is reported to the backend, which publishes it on the event stream.
+ */
+import { readFileSync } from 'node:fs';
+import Docker from 'dockerode';
+import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
+import { invalidEntry, notFound, unavailable, type AnyError, type Element, type InvalidEntry } from '@lessl/core';
+import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
+import { place, type HostState, type PlacementRequest } from './placement.js';
+
+const positiveInt = t.refinement(t.number, (n) => Number.isSafeInteger(n) && n > 0, 'PositiveInt');
+const hostName = t.refinement(t.string, (s) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(s), 'HostName');
+
+/** io-ts codec of a host (`openDockerBackend({ hosts })`), decoded exactly. */
+export const HostSpecC = t.exact(
+  t.intersection([
+    t.type({ name: hostName }),
+    t.partial({
+      /** `unix:///path/docker.sock`, `tcp://host:port` (https when `tls` is given) or `https://host:port`. */
+      url: t.refinement(t.string, (u) => /^(unix:\/\/\/|tcp:\/\/|https?:\/\/)/.test(u), 'EngineUrl'),
+      /** Mutual TLS: each a PEM text or the path of a PEM file. */
+      tls: t.exact(t.type({ ca: t.string, cert: t.string, key: t.string })),
+      labels: t.record(t.string, t.string),
+      capacity: t.exact(t.partial({ slots: positiveInt, memoryBytes: positiveInt })),
+    }),
+  ]),
+);
+/** A host of a Docker backend: its name, where its engine answers, its labels and capacity. */
+export type HostSpec = t.TypeOf<typeof HostSpecC>;
+
+/** io-ts codec of the host policy, decoded exactly. */
+export const HostPolicyC = t.exact(
+  t.partial({
+    /** Calls in a row that do not reach a host before it becomes `inactive` (default 3). */
+    failures: positiveInt,
+    /** Milliseconds between housekeeping ticks (default 5,000). */
+    housekeepingMs: positiveInt,
+    /** Longest wait between probes of an inactive host (default 30,000; starts at the tick interval). */
+    probeMaxMs: positiveInt,
+  }),
+);
+/** How hosts are watched (see `HostPolicyC`). */
+export type HostPolicy = t.TypeOf<typeof HostPolicyC>;
+
+/** A host as the backend reports it (`backend.hosts.list()`). */
+export interface HostInfo {
+  readonly name: string;
+  readonly endpoint: string;
+  readonly state: HostState;
+  /** When it entered its state (ISO-8601). */
+  readonly since: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly capacity: { readonly slots?: number; readonly memoryBytes?: number };
+  readonly load: { readonly slots: number; readonly memoryBytes: number };
+  /** Calls in a row that did not reach it, and the last such failure. */
+  readonly failures: number;
+  readonly lastError?: string;
+}
+
+const pem = (v: string): string => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
+
+/** A dockerode client for a host (its TLS material read when given as paths). */
+export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
+  const at = (k: string): string[] => [`hosts.${spec.name}.${k}`];
+  try {
+    const tls = spec.tls === undefined ? {} : { ca: pem(spec.tls.ca), cert: pem(spec.tls.cert), key: pem(spec.tls.key) };
+    if (spec.url === undefined) return E.right(new Docker());
+    if (spec.url.startsWith('unix://')) return E.right(new Docker({ socketPath: spec.url.slice('unix://'.length) }));
+    const u = new URL(spec.url.replace(/^tcp:/, spec.tls === undefined ? 'http:' : 'https:'));
+    const protocol = u.protocol === 'https:' ? 'https' : 'http';
+    return E.right(
+      new Docker({
+        host: u.hostname,
+        port: u.port === '' ? (protocol === 'https' ? 2376 : 2375) : Number(u.port),
+        protocol,
+        ...tls,
+      }),
+    );
+  } catch (err) {
+    return E.left(invalidEntry(`host ${spec.name}: ${err instanceof Error ? err.message : 'bad TLS material'}`, '', at('tls')));
+  }
+};
+
+/** What the pool tells its backend. */
+export interface PoolHooks {
+  /** A host changed state (published as an event). */
+  readonly changed: (host: Engine, from: HostState, reason: string) => void;
+  /** A host became active for the first time since open (reconcile it, watch it). */
+  readonly activated: (host: Engine) => Promise<void>;
+  /** Stops the tasks still running on a draining host whose deadline passed. */
+  readonly stopTasks: (host: Engine) => Promise<void>;
+}
+
+/** The backend's hosts (see the module comment). */
+export class HostPool {
+  private readonly hosts = new Map<string, Engine>();
+  private readonly endpoints = new Map<string, string>();
+  private readonly nextProbe = new Map<string, { at: number; every: number }>();
+  private readonly seen = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> = Promise.resolve();
+  private closed = false;
+  readonly failuresToInactive: number;
+  readonly housekeepingMs: number;
+  readonly probeMaxMs: number;
+  hooks: PoolHooks | undefined;
+
+  constructor(
+    readonly instance: string,
+    policy: HostPolicy = {},
+    readonly callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+  ) {
+    this.failuresToInactive = policy.failures ?? 3;
+    this.housekeepingMs = policy.housekeepingMs ?? 5000;
+    this.probeMaxMs = policy.probeMaxMs ?? 30_000;
+  }
+
+  /** Adds an engine as a host, `spawned` until its first health check passes. */
+  add(docker: Docker, spec: Pick<HostSpec, 'name' | 'labels' | 'capacity'>, endpoint: string): Engine {
+    const capacity = spec.capacity ?? {};
+    const e = new Engine(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity });
+    e.state = 'spawned';
+    guardCalls(docker, this.callTimeoutMs, spec.name, (reached, err) => this.observe(e, reached, err));
+    this.hosts.set(spec.name, e);
+    this.endpoints.set(spec.name, endpoint);
+    return e;
+  }
+
+  /** Marks a host that answered at open active (no hooks: the backend adopts it itself). */
+  markActive(h: Engine): void {
+    h.state = 'active';
+    h.stateSince = Date.now();
+    this.seen.add(h.name);
+  }
+
+  /** The first host: where elements made before there were several hosts live. */
+  get primary(): Engine {
+    const first = this.hosts.values().next();
+    if (first.done === true) throw new Error('a host pool has at least one host');
+    return first.value;
+  }
+
+  get(name: string): Engine | undefined {
+    return this.hosts.get(name);
+  }
+
+  /** Every host (removed ones included). */
+  all(): Engine[] {
+    return [...this.hosts.values()];
+  }
+
+  /** The host an element lives on (`attributes.host`; elements older than hosts live on the primary). */
+  of(el: Pick<Element, 'attributes'>): Engine {
+    const name = el.attributes.host;
+    return (typeof name === 'string' ? this.hosts.get(name) : undefined) ?? this.primary;
+  }
+
+  /** A host by name that may take new work, or the error saying why not. */
+  usable(name: string, id: string): E.Either<AnyError, Engine> {
+    const h = this.hosts.get(name);
+    if (h === undefined) return E.left({ ...notFound(id), message: `no host named ${name}` });
+    if (h.state !== 'active') return E.left(unavailable(id, `host ${name} is ${h.state}`));
+    return E.right(h);
+  }
+
+  /**
+   * Places new work (see placement.ts); `Unavailable` saying why each host was refused. A
+   * backend with one engine uses it even while inactive (its calls answer for themselves).
+   */
+  place(id: string, req: PlacementRequest): E.Either<AnyError, Engine> {
+    const p = place(this.hosts.values(), req);
+    if (p.ok) return E.right(p.host);
+    const only = this.hosts.size === 1 ? this.primary : undefined;
+    if (only?.state === 'inactive' && (req.host === undefined || req.host === only.name)) return E.right(only);
+    return E.left(unavailable(id, `no host can take it (${p.refused.join('; ') || 'no hosts'})`));
+  }
+
+  /** How the backend reports a host. */
+  info(h: Engine): HostInfo {
+    return {
+      name: h.name,
+      endpoint: this.endpoints.get(h.name) ?? '',
+      state: h.state,
+      since: new Date(h.stateSince).toISOString(),
+      labels: { ...h.labels },
+      capacity: { ...h.capacity },
+      load: h.load,
+      failures: h.failures,
+      ...(h.lastError === undefined ? {} : { lastError: h.lastError }),
+    };
+  }
+
+  /** Per-host error tracking: every guarded call's outcome. */
+  private observe(h: Engine, reached: boolean, err?: unknown): void {
+    if (reached) {
+      h.failures = 0;
+      // any call that reaches an inactive host proves it back, as a probe would
+      if (h.state === 'inactive') void this.reactivate(h).catch(() => undefined);
+      return;
+    }
+    h.failures++;
+    h.lastError = err instanceof Error ? err.message : 'unreachable';
+    if (h.state === 'active' && h.failures >= this.failuresToInactive)
+      this.setState(h, 'inactive', `${h.failures} calls in a row failed: ${h.lastError}`);
+  }
+
+  /** Moves a host to a state and tells the backend. */
+  setState(h: Engine, to: HostState, reason: string): void {
+    if (h.state === to) return;
+    const from = h.state;
+    h.state = to;
+    h.stateSince = Date.now();
+    if (to === 'inactive') this.nextProbe.set(h.name, { at: Date.now() + this.housekeepingMs, every: this.housekeepingMs });
+    this.hooks?.changed(h, from, reason);
+  }
+
+  /** Health-checks a host: a ping bounded by the call timeout. */
+  private async probe(h: Engine): Promise<boolean> {
+    try {
+      await h.docker.ping();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Makes a spawned or inactive host active when it answers; answers whether it is active. */
+  async check(h: Engine): Promise<boolean> {
+    if (h.state === 'removed' || h.state === 'draining') return false;
+    const ok = await this.probe(h);
+    if (!ok) {
+      if (h.state === 'active') return h.state === 'active'; // observe() counts the failure
+      const p = this.nextProbe.get(h.name) ?? { at: 0, every: this.housekeepingMs };
+      const every = Math.min(p.every * 2, this.probeMaxMs);
+      this.nextProbe.set(h.name, { at: Date.now() + every, every });
+      return false;
+    }
+    h.failures = 0;
+    if (h.state === 'active') return true;
+    await this.reactivate(h);
+    return true;
+  }
+
+  /** Makes a host that answered active; the first time, the backend adopts it (reconcile, watch). */
+  private async reactivate(h: Engine): Promise<void> {
+    if (h.state !== 'spawned' && h.state !== 'inactive') return;
+    this.nextProbe.delete(h.name);
+    if (!this.seen.has(h.name)) {
+      this.seen.add(h.name);
+      await this.hooks?.activated(h).catch(() => undefined);
+    }
+    this.setState(h, 'active', h.state === 'spawned' ? 'health check passed' : 'answers again');
+  }
+
+  /**
+   * One housekeeping tick: probes spawned hosts and inactive ones that are due (with backoff),
+   * pings active ones (failures count towards `inactive`), retries pending removals.
+   */
+  async tick(now = Date.now()): Promise<void> {
+    const work: Promise<unknown>[] = [];
+    for (const h of this.hosts.values()) {
+      if (h.state === 'removed' || h.state === 'draining') continue;
+      if (h.state === 'inactive') {
+        const p = this.nextProbe.get(h.name);
+        if (p !== undefined && p.at > now) continue;
+      }
+      work.push(this.check(h).then((ok) => (ok ? h.janitor.kick() : undefined)));
+    }
+    await Promise.all(work);
+  }
+
+  /** Starts housekeeping every `housekeepingMs` (does not keep the process alive). */
+  start(): void {
+    if (this.timer !== undefined || this.closed) return;
+    this.timer = setInterval(() => {
+      this.ticking = this.ticking.then(() => (this.closed ? undefined : this.tick())).catch(() => undefined);
+    }, this.housekeepingMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Drains a host: no new work goes there; waits for its executors to stop (up to `deadlineMs`),
+   * then stops what still runs, and marks it `removed`.
+   */
+  async drain(name: string, deadlineMs: number): Promise<E.Either<AnyError, HostInfo>> {
+    const h = this.hosts.get(name);
+    if (h === undefined) return E.left({ ...notFound(`host://${name}`), message: `no host named ${name}` });
+    if (h.state === 'removed') return E.right(this.info(h));
+    this.setState(h, 'draining', `drain requested (deadline ${deadlineMs} ms)`);
+    const until = Date.now() + deadlineMs;
+    while (h.load.slots > 0 && Date.now() < until && !this.closed) await new Promise((r) => setTimeout(r, 100));
+    if (h.load.slots > 0) await this.hooks?.stopTasks(h).catch(() => undefined);
+    await h.settled();
+    this.setState(h, 'removed', h.load.slots > 0 ? 'drained (tasks still stopping)' : 'drained');
+    return E.right(this.info(h));
+  }
+
+  /** Stops housekeeping. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await this.ticking;
+  }
+}
+
+/** The event a host's state change publishes (`type: 'host'`, id `host://<name>`). */
+export const hostEvent = (
+  info: HostInfo,
+  from: string,
+  reason: string,
+): { type: 'host'; id: string; revision: number; detail: Record<string, unknown> } => ({
+  type: 'host',
+  id: `host://${info.name}`,
+  revision: 0,
+  detail: { state: info.state, from, reason, endpoint: info.endpoint },
+});

@@ -1,0 +1,304 @@
+/**
+ * Drivers over many hosts: each element lives on one host (`attributes.host`), and each call goes
+ * to the per-host driver of that host (images.ts, volumes.ts, executor.ts, unchanged). New
+ * elements are placed (placement.ts): an image or volume on the host the caller names
+ * (`options.host`), else its parent's, else the least loaded; an executor where its volumes
+ * live, else by placement, and its image follows it (transferred engine to engine with save/load).
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import {
+  invalidEntry,
+  runtimeError,
+  type AnyError,
+  type CreateError,
+  type DeleteError,
+  type Element,
+  type ExecutorOptions,
+} from '@lessl/core';
+import type { CommitPlan, DriverCommit, ElementDriver, ExecutorDriver, RunSink } from '@lessl/level';
+import { followJson, type Engine } from './engine.js';
+import { fromDocker, statusOf } from './errors.js';
+import { DEFAULTS, DockerExecutorOptionsC, executorDriver, type DockerExecutorOptions, type FaultHook } from './executor.js';
+import type { HostPool } from './hosts.js';
+import { imageDriver } from './images.js';
+import { volumeDriver } from './volumes.js';
+
+/** One driver per host, made on first use. */
+const perHost = <D>(make: (e: Engine) => D): ((e: Engine) => D) => {
+  const made = new Map<Engine, D>();
+  return (e) => {
+    let d = made.get(e);
+    if (d === undefined) made.set(e, (d = make(e)));
+    return d;
+  };
+};
+
+/** The host a new image or volume goes to: `options.host`, else its parent's, else the least loaded. */
+const homeFor = (
+  pool: HostPool,
+  id: string,
+  options: Readonly<Record<string, unknown>>,
+  parent: Element | undefined,
+): E.Either<AnyError, Engine> => {
+  const pinned = options.host;
+  if (pinned !== undefined) {
+    if (typeof pinned !== 'string') return E.left(invalidEntry('options.host must be a host name', id, ['options.host']));
+    return pool.usable(pinned, id);
+  }
+  if (parent !== undefined) return pool.usable(pool.of(parent).name, id);
+  return pool.place(id, { memoryBytes: 0 });
+};
+
+/** Options without `host` (the per-host drivers do not take it). */
+const withoutHost = (o: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> => {
+  const { host: _host, ...rest } = o;
+  return rest;
+};
+
+/** Images over many hosts: made on their home host, copied to others on demand, removed everywhere. */
+export const routedImageDriver = (pool: HostPool): ElementDriver => {
+  const of = perHost(imageDriver);
+  /** Hosts holding a copy of the image (its home first). */
+  const holders = (el: Element): Engine[] => {
+    const home = pool.of(el);
+    const id = String(el.attributes.imageId ?? '');
+    return [home, ...pool.all().filter((h) => h !== home && h.state !== 'removed' && h.images.has(id))];
+  };
+  return {
+    external: true,
+    supportsData: true,
+    async create(input) {
+      const home = homeFor(pool, input.id.key, input.options, input.parent);
+      if (E.isLeft(home)) return home as E.Either<CreateError, never>;
+      const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
+      if (E.isLeft(r)) return r;
+      const imageId = r.right.attributes.imageId;
+      if (typeof imageId === 'string') home.right.images.add(imageId);
+      return E.right({ ...r.right, attributes: { ...r.right.attributes, host: home.right.name } });
+    },
+    async destroy(el) {
+      // copies first, then the home host's image (its removal is what the element's delete means)
+      for (const h of holders(el).reverse()) {
+        const r = await of(h).destroy(el);
+        if (E.isLeft(r)) return r;
+        h.images.delete(String(el.attributes.imageId ?? ''));
+      }
+      return E.right(undefined);
+    },
+    async references(el) {
+      const users: string[] = [];
+      for (const h of holders(el)) {
+        const r = (await of(h).references?.(el)) ?? E.right([]);
+        if (E.isLeft(r)) return r;
+        users.push(...r.right.map((u) => (h === pool.primary && pool.all().length === 1 ? u : `${u}@${h.name}`)));
+      }
+      return E.right(users);
+    },
+    async recover(intent) {
+      for (const h of pool.all()) if (h.state === 'active') await of(h).recover?.(intent);
+    },
+  };
+};
+
+/** Volumes over many hosts: each stays on the host it was made on. */
+export const routedVolumeDriver = (pool: HostPool): ElementDriver => {
+  const of = perHost(volumeDriver);
+  return {
+    external: true,
+    supportsData: true,
+    async create(input) {
+      const home = homeFor(pool, input.id.key, input.options, input.parent);
+      if (E.isLeft(home)) return home as E.Either<CreateError, never>;
+      const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
+      if (E.isLeft(r)) return r;
+      return E.right({ ...r.right, attributes: { ...r.right.attributes, host: home.right.name } });
+    },
+    destroy: (el) => of(pool.of(el)).destroy(el),
+    async references(el) {
+      return (await of(pool.of(el)).references?.(el)) ?? E.right([]);
+    },
+    async recover(intent) {
+      for (const h of pool.all()) if (h.state === 'active') await of(h).recover?.(intent);
+    },
+  };
+};
+
+/** Copies of images being made, per host and image, so concurrent placements share one transfer. */
+const transfers = new WeakMap<Engine, Map<string, Promise<E.Either<AnyError, void>>>>();
+
+/**
+ * Makes an image present on `target`: already there, or copied from a host that has it (its
+ * home first) with `docker save` / `docker load` streamed engine to engine.
+ */
+export const ensureImage = (pool: HostPool, target: Engine, image: Element): Promise<E.Either<AnyError, void>> => {
+  const imageId = String(image.attributes.imageId ?? '');
+  if (imageId === '' || target.images.has(imageId)) return Promise.resolve(E.right(undefined));
+  let inFlight = transfers.get(target);
+  if (inFlight === undefined) transfers.set(target, (inFlight = new Map()));
+  const running = inFlight.get(imageId);
+  if (running !== undefined) return running;
+  const p = copyImage(pool, target, image, imageId).finally(() => inFlight.delete(imageId));
+  inFlight.set(imageId, p);
+  return p;
+};
+
+const copyImage = async (pool: HostPool, target: Engine, image: Element, imageId: string): Promise<E.Either<AnyError, void>> => {
+  const key = image.id.key;
+  try {
+    await target.docker.getImage(imageId).inspect();
+    target.images.add(imageId);
+    return E.right(undefined);
+  } catch (err) {
+    if (statusOf(err) !== 404) return E.left(fromDocker(key, err));
+  }
+  const home = pool.of(image);
+  const sources = [home, ...pool.all().filter((h) => h !== home && h.images.has(imageId))].filter(
+    (h) => h !== target && h.state !== 'removed' && h.state !== 'spawned',
+  );
+  const ref = String(image.attributes.ref ?? imageId);
+  let last: AnyError = runtimeError(key, `no host holds image ${imageId}`);
+  for (const source of sources) {
+    try {
+      const archive = await source.docker.getImage(ref).get();
+      const loaded = await target.docker.loadImage(archive as NodeJS.ReadableStream, { quiet: true });
+      const r = await followJson(loaded);
+      if (r.error !== undefined) throw new Error(r.error);
+      await target.docker.getImage(imageId).inspect();
+      target.images.add(imageId);
+      return E.right(undefined);
+    } catch (err) {
+      last = fromDocker(key, err);
+      last = { ...last, message: `copying ${key} from host ${source.name} to ${target.name}: ${last.message}` };
+    }
+  }
+  return E.left(last);
+};
+
+/** The Docker options of an executor (decoded at `handle`). */
+const dockerOptionsOf = (o: ExecutorOptions): DockerExecutorOptions => {
+  const r = DockerExecutorOptionsC.decode(o.backend ?? {});
+  return E.isRight(r) ? r.right : {};
+};
+
+/** Whether a commit starts a container (a bind on an executor with no running container). */
+const startsContainer = (plan: CommitPlan): boolean =>
+  plan.attributes.state !== 'running' && plan.steps.some((s) => s.op === 'bind' && s.member?.id.kind === 'task');
+
+/**
+ * Where an executor runs: its recorded host while it has a container; else where its volumes
+ * live (all on one host), or the host its options pin, chosen among the rest by placement.
+ */
+const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Engine> => {
+  const key = plan.executor.key;
+  if (!startsContainer(plan) || plan.attributes.containerId != null) return E.right(pool.of({ attributes: plan.attributes }));
+  const volumeHosts = new Set<string>();
+  for (const m of plan.after)
+    if (m.id.kind === 'volume') {
+      const el = plan.elements.get(m.id.key);
+      if (el !== undefined) volumeHosts.add(pool.of(el).name);
+    }
+  if (volumeHosts.size > 1)
+    return E.left(
+      invalidEntry(
+        `${key} mounts volumes that live on different hosts (${[...volumeHosts].join(', ')}); an executor runs on one host`,
+        key,
+        ['members'],
+      ),
+    );
+  const o = dockerOptionsOf(plan.options);
+  const pinned = [...volumeHosts][0];
+  if (pinned !== undefined && o.host !== undefined && o.host !== pinned)
+    return E.left(
+      invalidEntry(`${key} is pinned to host ${o.host} but its volumes live on ${pinned}`, key, ['options.backend.host']),
+    );
+  const image = plan.after.find((m) => m.id.kind === 'image');
+  const imageId = image === undefined ? undefined : plan.elements.get(image.id.key)?.attributes.imageId;
+  const host = pinned ?? o.host;
+  return pool.place(key, {
+    memoryBytes: plan.options.memoryBytes ?? DEFAULTS.memoryBytes,
+    ...(o.constraints === undefined ? {} : { constraints: o.constraints }),
+    ...(host === undefined ? {} : { host }),
+    ...(typeof imageId === 'string' ? { imageId } : {}),
+  });
+};
+
+/** A run's sink that also frees the executor's slot on its host when the container stops. */
+const trackedSink = (sink: RunSink, host: Engine): RunSink => ({
+  task: sink.task,
+  executor: sink.executor,
+  spec: sink.spec,
+  outputCap: sink.outputCap,
+  secrets: sink.secrets,
+  get kept() {
+    return sink.kept;
+  },
+  get stopping() {
+    return sink.stopping;
+  },
+  output: (stream, data) => sink.output(stream, data),
+  started: (run) => sink.started(run),
+  end: (outcome) => {
+    if (outcome.executor?.state === 'stopped') host.track(sink.executor, undefined);
+    return sink.end(outcome);
+  },
+});
+
+/** Executors over many hosts (see the module comment). */
+export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook): ExecutorDriver => {
+  const of = perHost((e) => executorDriver(e, faults));
+  const memoryOf = (options: ExecutorOptions): number => options.memoryBytes ?? DEFAULTS.memoryBytes;
+
+  const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
+    const failAll = (error: AnyError): DriverCommit => E.left({ error, results: [] });
+    const h = hostFor(pool, plan);
+    if (E.isLeft(h)) return failAll(h.left);
+    const host = h.right;
+    if (startsContainer(plan)) {
+      const image = plan.after.find((m) => m.id.kind === 'image');
+      const el = image === undefined ? undefined : plan.elements.get(image.id.key);
+      if (el !== undefined) {
+        const r = await ensureImage(pool, host, el);
+        if (E.isLeft(r)) return failAll(r.left);
+      }
+    }
+    const runs = plan.runs;
+    const routed: CommitPlan = { ...plan, runs: { open: (task) => trackedSink(runs.open(task), host), stop: runs.stop } };
+    const r = await of(host).commit(routed);
+    if (E.isLeft(r)) return r;
+    const running = r.right.attributes.state === 'running';
+    host.track(plan.executor.key, running ? memoryOf(plan.options) : undefined);
+    return E.right({
+      ...r.right,
+      attributes: { ...r.right.attributes, host: host.name, memoryBytes: memoryOf(plan.options) },
+    });
+  };
+
+  return {
+    backendOptions: DockerExecutorOptionsC,
+    commit,
+    undo: async (plan, attributes) => {
+      const host = pool.of({ attributes });
+      host.track(plan.executor.key, undefined);
+      await of(host).undo(plan, attributes);
+    },
+    async destroy(el, comp): Promise<E.Either<DeleteError, void>> {
+      const host = pool.of(el);
+      host.track(el.id.key, undefined);
+      return of(host).destroy(el, comp);
+    },
+    async recover(intent) {
+      for (const h of pool.all()) if (h.state === 'active') await of(h).recover?.(intent);
+    },
+    async resume(sink, status, executor) {
+      const host = pool.of(executor);
+      if (executor.attributes.state === 'running') {
+        const mem = executor.attributes.memoryBytes;
+        host.track(executor.id.key, typeof mem === 'number' ? mem : DEFAULTS.memoryBytes);
+      }
+      await of(host).resume?.(trackedSink(sink, host), status, executor);
+    },
+    async close() {
+      for (const h of pool.all()) await of(h).close?.();
+    },
+  };
+};
