@@ -190,6 +190,8 @@ export class Engine implements PlacementHost {
   private reserved = 0;
   /** Docker image IDs known to be present here. */
   readonly images = new Set<string>();
+  /** CPUs and memory the engine reports (read by housekeeping). */
+  resources: { cpus: number; memoryBytes: number } | undefined;
   /** Docker object IDs lessl is removing itself (so the event watcher does not report them). */
   readonly expected = new Set<string>();
   /** Removals that failed, retried until they succeed. */

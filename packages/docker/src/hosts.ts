@@ -245,9 +245,17 @@ export class HostPool {
       return false;
     }
     h.failures = 0;
+    if (h.resources === undefined) await this.readResources(h);
     if (h.state === 'active') return true;
     await this.reactivate(h);
     return true;
+  }
+
+  /** Reads what the engine has (CPUs, memory), for placement. */
+  async readResources(h: Engine): Promise<void> {
+    const info = (await h.docker.info().catch(() => undefined)) as { NCPU?: unknown; MemTotal?: unknown } | undefined;
+    if (typeof info?.NCPU === 'number' && typeof info.MemTotal === 'number')
+      h.resources = { cpus: info.NCPU, memoryBytes: info.MemTotal };
   }
 
   /** Makes a host that answered active; the first time, the backend adopts it (reconcile, watch). */

@@ -278,6 +278,7 @@ export const openDockerBackend =
 
     /** Reconciles a host that became reachable and starts watching it. */
     const adopt = async (h: Engine): Promise<void> => {
+      await hosts.readResources(h);
       const owns = (el: Element): boolean => hosts.of(el) === h;
       await reconcile(h, reg, [], reconciled, owns);
       const late = sweeper(h, reg, reconciled);

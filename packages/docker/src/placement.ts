@@ -7,8 +7,9 @@
  *    constraint; it is the host the executor must run on when one is required (the volumes it
  *    mounts live there, or the caller pinned it).
  * 2. Score (lower is better): the host's load, the larger of its used share of slots and of
- *    memory (a host without a slot capacity counts each running executor as 1% load), plus a
- *    penalty of 0.1 when the image is not there yet (a transfer costs about that much).
+ *    memory (where `capacity` sets no limit, the engine's own CPUs x 4 slots and memory total
+ *    count as full), plus a penalty of 0.1 when the image is not there yet (a transfer costs
+ *    about that much: on a 2-CPU host, one executor's worth of load).
  * 3. Tie-break: the host name, in code-unit order (deterministic).
  */
 
@@ -24,6 +25,8 @@ export interface PlacementHost {
   readonly capacity: { readonly slots?: number; readonly memoryBytes?: number };
   /** Executors running there and the memory their limits reserve. */
   readonly load: { readonly slots: number; readonly memoryBytes: number };
+  /** What the engine reports having (`docker info`), for scoring where `capacity` sets no limit. */
+  readonly resources?: { readonly cpus: number; readonly memoryBytes: number } | undefined;
   /** Whether the image (Docker image ID) is present there. */
   hasImage(imageId: string): boolean;
 }
@@ -40,17 +43,18 @@ export interface PlacementRequest {
   readonly imageId?: string;
 }
 
-/** Load per running executor when a host has no slot capacity. */
-const UNBOUNDED_SLOT_LOAD = 0.01;
+/** Executors per CPU that count as a full host when scoring a host without a slot capacity. */
+export const SLOTS_PER_CPU = 4;
+/** Executors that count as a full host when neither a slot capacity nor the CPU count is known. */
+const DEFAULT_SOFT_SLOTS = 100;
 /** Score added when the image must be transferred first. */
 export const IMAGE_MISSING_PENALTY = 0.1;
 
 /** The load of a host between 0 (idle) and 1 (full), as placement scores it. */
 export const loadOf = (h: PlacementHost): number => {
-  const slots =
-    h.capacity.slots === undefined ? h.load.slots * UNBOUNDED_SLOT_LOAD : h.load.slots / Math.max(1, h.capacity.slots);
-  const memory = h.capacity.memoryBytes === undefined ? 0 : h.load.memoryBytes / Math.max(1, h.capacity.memoryBytes);
-  return Math.max(slots, memory);
+  const slots = h.capacity.slots ?? (h.resources === undefined ? DEFAULT_SOFT_SLOTS : h.resources.cpus * SLOTS_PER_CPU);
+  const memory = h.capacity.memoryBytes ?? h.resources?.memoryBytes;
+  return Math.max(h.load.slots / Math.max(1, slots), memory === undefined ? 0 : h.load.memoryBytes / Math.max(1, memory));
 };
 
 /** Why a host was filtered out, or undefined when it may take the request. */

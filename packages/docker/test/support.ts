@@ -38,13 +38,13 @@ export interface EngineProxy {
 }
 
 /** Starts a proxy to the engine (see `ProxyMode`). */
-export const engineProxy = async (): Promise<EngineProxy> => {
+export const engineProxy = async (target = '/var/run/docker.sock'): Promise<EngineProxy> => {
   const path = join(tmpdir(), `${n('engine')}.sock`);
   const conns = new Set<Socket>();
   const held: (() => void)[] = [];
   let refused = 0;
   const connect = (c: Socket): void => {
-    const up = createConnection('/var/run/docker.sock');
+    const up = createConnection(target);
     conns.add(c).add(up);
     const close = (): void => {
       c.destroy();
