@@ -33,7 +33,7 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     return bind ? ok(l.composer.bind(h, ids.task)) : h;
   };
   const statusOf = (rs: readonly StepResult[], id: string, op: string): string | undefined =>
-    rs.find((r) => r.id === id && r.op === op)?.status;
+    rs.find((r) => r.id.key === id && r.op === op)?.status;
   const cleanup = async (l: TestBackend, h: Handle): Promise<void> => {
     const fresh = await ok(l.composer.handle(h.executor));
     const r = await ok(l.composer.commit(await ok(l.composer.unbind(fresh))));
@@ -52,7 +52,7 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     assert.equal(result.handle.revision, 1);
     for (const id of [ids.image, ids.volume, ids.task]) assert.equal(statusOf(result.results, id, 'join'), 'SUCCESS');
     assert.equal(statusOf(result.results, ids.task, 'bind'), 'SUCCESS');
-    const mine = events.filter((e) => e.id === ids.x || e.detail.executor === ids.x);
+    const mine = events.filter((e) => e.id.key === ids.x || e.detail.executor?.key === ids.x);
     assert.deepEqual(
       mine.map((e) => e.type),
       ['created', 'joined', 'joined', 'joined', 'bound'],

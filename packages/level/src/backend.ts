@@ -184,7 +184,7 @@ const resumeRuns = async (w: Wiring): Promise<void> => {
     const st = taskStatusOf(el.attributes);
     if (st.state !== 'running' && st.state !== 'starting') continue;
     const run = await w.runtime.resume(el.id.key, st, el.attributes.spec as TaskSpec);
-    const x = st.executor === null ? undefined : w.registry.get(st.executor);
+    const x = st.executor === null ? undefined : w.registry.get(st.executor.key);
     if (w.executor.resume === undefined || x === undefined) await run.end({ exitCode: null, reason: 'lost' });
     else await w.executor.resume(run, st, x).catch(() => run.end({ exitCode: null, reason: 'lost' }));
   }

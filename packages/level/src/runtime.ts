@@ -14,7 +14,7 @@ import {
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
-import type { RunOpener, RunOutcome, RunSink, Secrets, StartedRun } from './drivers.js';
+import { idOfKey, type RunOpener, type RunOutcome, type RunSink, type Secrets, type StartedRun } from './drivers.js';
 import { NO_SECRETS } from './spec.js';
 import type { CompositionRecord, EventDraft, OutputRecord, Registry } from './registry.js';
 
@@ -231,7 +231,7 @@ export class TaskRuntime {
     return {
       state: 'running',
       run: r.run,
-      executor: r.executor,
+      executor: idOfKey(r.executor),
       exitCode: null,
       reason: null,
       startedAt: r.startedAt,
@@ -335,7 +335,7 @@ export class TaskRuntime {
     const r = new ActiveRun(
       this,
       task,
-      status.executor ?? '',
+      status.executor?.key ?? '',
       status.run,
       spec,
       spec.limits?.outputBytes ?? this.defaultCap,
