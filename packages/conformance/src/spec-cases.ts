@@ -137,7 +137,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     const FILE = `f1le-${uniq('v')}`;
     const asked: string[] = [];
     const credentials: CredentialResolver = async (ref, ctx) => {
-      asked.push(`${ctx.name}=${ref}@${ctx.task}`);
+      asked.push(`${ctx.name}=${ref}@${ctx.task.key}`);
       if (ref === 'vault:fail') throw new Error('vault sealed');
       if (ref === 'vault:bad') return { env: { TOKEN: SECRET }, value: SECRET } as never;
       return ref === 'vault:file' ? { files: { '/run/secrets/token': FILE } } : { env: { TOKEN: SECRET } };

@@ -291,7 +291,7 @@ export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Ca
     await ok(l.stores.task.create({ id, spec }));
     const { events } = await recording(l.events, () => ok(l.stores.task.delete(id)));
     assert.deepEqual(
-      events.map((e) => [e.type, e.id]),
+      events.map((e) => [e.type, e.id.key]),
       [['deleted', id]],
     );
     await fails(l.stores.task.read(id), 'NotFound');
