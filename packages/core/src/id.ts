@@ -15,8 +15,8 @@ export type ElementKind = (typeof ELEMENT_KINDS)[number];
 /**
  * A parsed element ID. `key` is the canonical string form. Every ID lessl hands out, in
  * elements, results and events, is one of these (docs/api-style.md); an ID lessl made also
- * serialises to its `key` with `JSON.stringify` (a non-enumerable `toJSON`), so an element or
- * event written as JSON shows IDs as their string form.
+ * serialises to its `key` with `JSON.stringify` and `String()` (non-enumerable `toJSON` and
+ * `toString`), so an element or event written as JSON shows IDs as their string form.
  */
 export interface ElementId {
   readonly kind: ElementKind;
@@ -59,9 +59,15 @@ export const makeId = (kind: unknown, store: unknown, name: unknown): E.Either<I
   return E.right(withJson({ kind, store, name, key: raw }));
 };
 
-/** Gives an ID a non-enumerable `toJSON` answering its key (equality and spreading ignore it). */
+/**
+ * Gives an ID non-enumerable `toJSON` and `toString` answering its key, so `JSON.stringify` and
+ * template strings show `kind://store/name` (deep equality and spreading ignore them).
+ */
 const withJson = (id: ElementId): ElementId =>
-  Object.defineProperty(id, 'toJSON', { value: idToJson, enumerable: false, writable: false, configurable: false });
+  Object.defineProperties(id, {
+    toJSON: { value: idToJson, enumerable: false, writable: false, configurable: false },
+    toString: { value: idToJson, enumerable: false, writable: false, configurable: false },
+  });
 function idToJson(this: ElementId): string {
   return this.key;
 }
