@@ -10,6 +10,7 @@ import * as t from 'io-ts';
 import {
   aborted,
   describeId,
+  logError,
   conflict,
   decodeExecutorOptions,
   FINAL_STATES,
@@ -315,7 +316,11 @@ export class GenericComposer implements Composer {
   }
 
   /** Commit, under the locks: check, drive the backend, persist, then let the started runs go. */
-  private async commitLocked(xid: ElementId, h: Handle, ctx?: CallContext): Promise<E.Either<CompositionError, DriverCommitResult>> {
+  private async commitLocked(
+    xid: ElementId,
+    h: Handle,
+    ctx?: CallContext,
+  ): Promise<E.Either<CompositionError, DriverCommitResult>> {
     const reg = this.w.registry;
     // phase 1: check the handle against the registry
     const current = reg.get(xid.key);
@@ -382,10 +387,19 @@ export class GenericComposer implements Composer {
       await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
       this.w.runtime.settle(runs.opened, false);
       const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
+      this.w.log.error({ executor: xid.key, err: logError(err) }, 'registry write failed: the commit was rolled back');
       return E.right({ committed: false, error: e, results });
     }
     // phase 4: the runs are live; older runs' output goes
     this.w.runtime.settle(runs.opened, true);
+    for (const r of runs.opened) this.w.log.info({ task: r.task, executor: xid.key, run: r.run }, 'task started');
+    for (const s of results)
+      if (
+        s.op === 'unbind' &&
+        s.status === 'SUCCESS' &&
+        !FINAL_STATES.includes(taskStatusOf(elements.get(s.id)?.attributes ?? {}).state)
+      )
+        this.w.log.info({ task: s.id, executor: xid.key, exitCode: s.task?.exitCode ?? null, reason: 'stopped' }, 'task ended');
     for (const r of runs.opened) if (r.run > 1) void reg.clearOutput(r.task, r.run).catch(() => undefined);
     const handle: Handle = { executor: xid, revision, options: plan.options, members: h.members };
     return E.right({ committed: true, handle, executor, results: withNoops(results, before, h.members) });

@@ -17,6 +17,7 @@ import {
   type Authorizer,
   type CredentialResolver,
   type InvalidEntry,
+  type Logger,
   decodeOptions,
   fnC,
   instanceC,
@@ -76,6 +77,12 @@ export interface MemoryBackendOptions {
    * Without one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
    */
   readonly credentials?: CredentialResolver;
+  /**
+   * Where the backend reports what it does (open, recovery, task start and end with exit code,
+   * reason and duration, registry write failures): a pino logger, or anything with
+   * `debug/info/warn/error(obj, msg?)`. Never given secrets. Default: no logging.
+   */
+  readonly logger?: Logger;
 }
 
 const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
@@ -273,6 +280,7 @@ export const openMemoryBackend =
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
+      ...(opts.logger === undefined ? {} : { logger: opts.logger }),
     });
     if (E.isLeft(b)) await registry.close();
     return b;
