@@ -29,6 +29,7 @@ import {
   type IdLike,
   type ReadError,
   type InvalidEntry,
+  type Logger,
   type RuntimeError,
   type StoreConfig,
   type Unavailable,
@@ -100,6 +101,13 @@ export interface DockerBackendOptions {
    * one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
    */
   readonly credentials?: CredentialResolver;
+  /**
+   * Where the backend reports what it does: open, recovery and reconciliation, task start and
+   * end (ID, exit code, reason, duration), the engine becoming unavailable and reachable again,
+   * janitor retries and removals, pool fills and evictions, registry write failures. A pino
+   * logger or anything with `debug/info/warn/error(obj, msg?)`; never given secrets. Default: none.
+   */
+  readonly logger?: Logger;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -173,7 +181,7 @@ export const openDockerBackend =
     } catch (err) {
       return E.left(runtimeError('', 'could not open the registry', err));
     }
-    const engine = new Engine(docker, registry.instanceId);
+    const engine = new Engine(docker, registry.instanceId, opts.logger);
     const exec = executorDriver(engine, opts.faults);
     /** What runs in the background after open (the watcher, the late sweeps); stopped on close. */
     const background: { stop(): Promise<void> }[] = [];
@@ -185,6 +193,7 @@ export const openDockerBackend =
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
+      ...(opts.logger === undefined ? {} : { logger: opts.logger }),
       onClose: async () => {
         for (const b of background) await b.stop();
         await engine.settled();
