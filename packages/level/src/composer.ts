@@ -38,7 +38,6 @@ import {
   type JoinOptions,
   type Member,
   type MemberState,
-  type StepResult,
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';

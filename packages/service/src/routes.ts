@@ -302,7 +302,8 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
       async function* sse(): AsyncGenerator<string> {
         yield `: lessl events since ${since}\n\n`;
         try {
-          for await (const e of stream) if (mine(e)) yield `id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(eventToJson(e))}\n\n`;
+          for await (const e of stream)
+            if (mine(e)) yield `id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(eventToJson(e))}\n\n`;
         } catch {
           // the client went away, or the backend closed
         } finally {
