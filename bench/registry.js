@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { elementToJson, unwrap, utf8 } from '@lessl/core';
+import { elementToJson, parseId, unwrap, utf8 } from '@lessl/core';
 import { Registry } from '@lessl/level';
 import { openMemoryBackend } from '@lessl/memory';
 
@@ -157,7 +157,7 @@ for (const subs of [1, 16]) {
       got++;
     }),
   );
-  const ev = { seq: 0, time: '', type: 'modified', id: 'task://local/x', revision: 1, detail: {} };
+  const ev = { seq: 0, time: '', type: 'modified', id: parseId('task://local/x').right, revision: 1, detail: {} };
   const batch = Array.from({ length: 1000 }, (_, i) => ({ ...ev, seq: i + 1 }));
   const s = await time(async () => {
     for (let i = 0; i < E / 1000; i++) hubReg.events.publish(batch);

@@ -2,7 +2,7 @@
  * An audit-log subscriber: prints lessl's event stream as JSON lines (seq, time, type, id,
  * revision, detail) while a small workflow runs. `since: 0` replays the whole durable log first.
  */
-import { unwrap, type LesslEvent } from '@lessl/core';
+import { eventToJson, unwrap, type LesslEvent } from '@lessl/core';
 import type { DockerBackend } from '@lessl/docker';
 import { BASE, ensureBase, main, name, runTask } from './common.js';
 
@@ -13,7 +13,7 @@ export const follow = (lessl: DockerBackend, print: (line: string) => void = con
   const done = (async () => {
     for await (const e of lessl.events.stream({}, { since: 0, signal: ac.signal })) {
       seen.push(e);
-      print(JSON.stringify(e));
+      print(JSON.stringify(eventToJson(e)));
     }
   })();
   return {
@@ -34,7 +34,7 @@ export const run = async (lessl: DockerBackend) => {
   await unwrap(lessl.stores.volume.delete(vol));
   await new Promise((r) => setTimeout(r, 50));
   await audit.stop();
-  return { events: audit.seen.map((e) => `${e.seq} ${e.type} ${e.id}`) };
+  return { events: audit.seen.map((e) => `${e.seq} ${e.type} ${e.id.key}`) };
 };
 
 main(import.meta, run);

@@ -82,7 +82,7 @@ export const run = async (lessl: DockerBackend, print: (s: string) => void = con
   print('--- audit events');
   for (const e of events)
     print(
-      `${String(e.seq).padStart(3)} ${e.type.padEnd(8)} ${e.id}${e.detail.exitCode === undefined ? '' : ` exit=${String(e.detail.exitCode)}`}`,
+      `${String(e.seq).padStart(3)} ${e.type.padEnd(8)} ${e.id.key}${e.detail.exitCode === undefined ? '' : ` exit=${String(e.detail.exitCode)}`}`,
     );
   return { exitCode: result.exitCode, stdout: out(result), events: events.map((e) => e.type) };
 };

@@ -2,7 +2,7 @@
  * Composition cases: immutable handles, Join/Bind/Unbind/Leave rules, Conflict, rollback,
  * idempotence, in-use references.
  */
-import type { Handle, StepResult } from '@lessl/core';
+import { eventToJson, isElementId, type Handle, type LesslEvent, type StepResult } from '@lessl/core';
 import { assert, fails, ok, recording, run, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import type { Case } from './index.js';
 
@@ -33,13 +33,55 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     return bind ? ok(l.composer.bind(h, ids.task)) : h;
   };
   const statusOf = (rs: readonly StepResult[], id: string, op: string): string | undefined =>
-    rs.find((r) => r.id === id && r.op === op)?.status;
+    rs.find((r) => r.id.key === id && r.op === op)?.status;
   const cleanup = async (l: TestBackend, h: Handle): Promise<void> => {
     const fresh = await ok(l.composer.handle(h.executor));
     const r = await ok(l.composer.commit(await ok(l.composer.unbind(fresh))));
     assert.ok(r.committed, 'cleanup unbind');
     await ok(l.stores.executor.delete(h.executor));
   };
+
+  add('ids: results, statuses and events name elements by ElementId; inputs take either form', async (l) => {
+    const ids = await setup(l);
+    const child = `image://local/${uniq('child')}`;
+    const made = await recording(l.events, async () =>
+      ok(l.stores.image.create({ id: child, parent: ids.image, data: await data() })),
+    );
+    const created = made.events.find((e) => e.id.key === child);
+    assert.ok(created !== undefined && isElementId(created.id), 'the event id is an ElementId');
+    assert.ok(isElementId(created.detail.parent) && created.detail.parent.key === ids.image, 'detail.parent is an ElementId');
+    assert.ok(made.result.parent !== undefined && isElementId(made.result.parent));
+    const kids = await ok(l.stores.image.list({ parent: made.result.parent }));
+    assert.deepEqual(
+      kids.map((k) => k.id.key),
+      [child],
+      'a list filter takes an ElementId parent',
+    );
+    const { result, events } = await recording(l.events, async () => ok(l.composer.commit(await compose(l, ids))));
+    assert.ok(result.committed, JSON.stringify(result));
+    if (!result.committed) return;
+    for (const r of result.results) assert.ok(isElementId(r.id), `step ${r.op} names an ElementId`);
+    const bound = events.find((e) => e.type === 'bound');
+    assert.ok(bound !== undefined && isElementId(bound.id) && bound.id.key === ids.task);
+    assert.ok(isElementId(bound.detail.executor) && bound.detail.executor.key === ids.x, 'detail.executor is an ElementId');
+    assert.equal(eventToJson(bound).id, ids.task, 'the JSON form holds strings');
+    assert.equal(eventToJson(bound).detail.executor, ids.x);
+    const st = await ok(l.tasks.status(ids.task));
+    assert.ok(st.executor !== null && isElementId(st.executor) && st.executor.key === ids.x, 'status.executor is an ElementId');
+    const byId: LesslEvent[] = [];
+    const off = l.events.subscribe({ ids: [bound.id] }, (e) => byId.push(e));
+    const fresh = await ok(l.composer.handle(result.handle.executor));
+    const down = await ok(l.composer.commit(await ok(l.composer.unbind(fresh, bound.id))));
+    off();
+    assert.ok(down.committed);
+    for (const r of down.results) assert.ok(isElementId(r.id) && (r.task === undefined || isElementId(r.task.id)));
+    assert.deepEqual(
+      byId.map((e) => [e.type, e.id.key]),
+      [['unbound', ids.task]],
+      'an event filter takes ElementIds',
+    );
+    await cleanup(l, down.handle);
+  });
 
   add('composition: join, bind and commit create the executor; events come in order', async (l) => {
     const ids = await setup(l);
@@ -52,7 +94,7 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     assert.equal(result.handle.revision, 1);
     for (const id of [ids.image, ids.volume, ids.task]) assert.equal(statusOf(result.results, id, 'join'), 'SUCCESS');
     assert.equal(statusOf(result.results, ids.task, 'bind'), 'SUCCESS');
-    const mine = events.filter((e) => e.id === ids.x || e.detail.executor === ids.x);
+    const mine = events.filter((e) => e.id.key === ids.x || e.detail.executor?.key === ids.x);
     assert.deepEqual(
       mine.map((e) => e.type),
       ['created', 'joined', 'joined', 'joined', 'bound'],
@@ -137,7 +179,7 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     const { result: r2, events } = await recording(l.events, () => ok(l.composer.commit(h)));
     assert.ok(r2.committed);
     assert.deepEqual(
-      events.map((e) => [e.type, e.id]),
+      events.map((e) => [e.type, e.id.key]),
       [
         ['modified', ids.x],
         ['unbound', ids.task],

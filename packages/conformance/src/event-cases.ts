@@ -57,7 +57,7 @@ export const eventCases = (o: SuiteOptions): Case[] => {
     await ok(l.stores.task.update(id, { a: b('1') }));
     offs.forEach((f) => f());
     assert.deepEqual(
-      byType.map((e) => e.id),
+      byType.map((e) => e.id.key),
       [id],
     );
     assert.deepEqual(

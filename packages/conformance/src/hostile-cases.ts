@@ -116,7 +116,7 @@ class Probe {
     process.on('unhandledRejection', rejection);
     process.on('uncaughtException', exception);
     const off = this.l.events.subscribe({ stores: ['local'], kinds: ['task'] }, (e: LesslEvent) => {
-      if (e.id.includes('/live-')) this.seen.add(`${e.type} ${e.id}`);
+      if (e.id.key.includes('/live-')) this.seen.add(`${e.type} ${e.id.key}`);
     });
     return () => {
       off();
@@ -250,7 +250,7 @@ const fixtures = async (l: TestBackend, o: SuiteOptions, data: () => Promise<Uin
   await ok(l.stores.volume.create({ id: volume }), 'create the volume');
   const idle = `task://local/${uniq('hidle')}`;
   await ok(l.stores.task.create({ id: idle, spec: QUICK }), 'create a task');
-  const ended = (await ok(l.run({ image, spec: QUICK, keep: true }), 'run a task')).id;
+  const ended = (await ok(l.run({ image, spec: QUICK, keep: true }), 'run a task')).id.key;
   const x = `executor://local/${uniq('hx')}`;
   const joined = async (id: string): Promise<Handle> => ok(l.composer.join(await ok(l.composer.handle(id)), image));
   const r = await ok(l.composer.commit(await joined(x)), 'commit an executor');

@@ -75,7 +75,7 @@ export const lifecycleCases = (o: SuiteOptions, data: () => Promise<Uint8Array>)
       await new Promise((r) => setTimeout(r, 200));
       return s;
     });
-    const mine = events.filter((e: LesslEvent) => e.id === started.task && (e.type === 'bound' || e.type === 'unbound'));
+    const mine = events.filter((e: LesslEvent) => e.id.key === started.task && (e.type === 'bound' || e.type === 'unbound'));
     assert.deepEqual(
       mine.map((e) => e.type),
       ['bound', 'unbound'],
@@ -112,7 +112,7 @@ export const lifecycleCases = (o: SuiteOptions, data: () => Promise<Uint8Array>)
     const r = await waiting;
     assert.ok(r._tag === 'Right', JSON.stringify(r));
     if (r._tag === 'Right') assert.equal(r.right.reason, 'killed');
-    assert.equal(events.filter((e) => e.id === task && e.type === 'unbound').length, 1);
+    assert.equal(events.filter((e) => e.id.key === task && e.type === 'unbound').length, 1);
     // killing an ended task changes nothing
     const again = await ok(l.tasks.kill(task));
     assert.equal(again.state, 'killed');

@@ -40,7 +40,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     if (result.committed) return;
     assert.equal(result.error._tag, 'Unsupported');
     assert.ok(result.error._tag === 'Unsupported' && result.error.feature === field, `names ${field}: ${result.error.message}`);
-    assert.ok(result.results.some((r) => r.id === task && r.op === 'bind' && r.status === 'ERROR'));
+    assert.ok(result.results.some((r) => r.id.key === task && r.op === 'bind' && r.status === 'ERROR'));
     assert.equal((await ok(l.tasks.status(task))).state, 'created', 'the task never started');
   };
 
@@ -79,7 +79,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     assert.equal(r.reason, 'exited');
     assert.equal(text(r.stdout), 'run\nrun\nrun\n');
     assert.equal((await ok(l.tasks.status(task))).run, 1, 'restarts are one lessl run');
-    assert.ok(events.filter((e: LesslEvent) => e.type === 'unbound' && e.id === task).length <= 1);
+    assert.ok(events.filter((e: LesslEvent) => e.type === 'unbound' && e.id.key === task).length <= 1);
   });
 
   add('restart always: the daemon runs again after it exits, until it is killed; one unbound', async (l) => {
@@ -99,7 +99,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     });
     assert.ok(text(r.stdout).split('up').length > 2, `ran at least twice: ${text(r.stdout)}`);
     assert.equal(r.reason, 'killed');
-    assert.equal(events.filter((e: LesslEvent) => e.type === 'unbound' && e.id === task).length, 1);
+    assert.equal(events.filter((e: LesslEvent) => e.type === 'unbound' && e.id.key === task).length, 1);
   });
 
   add(
@@ -137,7 +137,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     const FILE = `f1le-${uniq('v')}`;
     const asked: string[] = [];
     const credentials: CredentialResolver = async (ref, ctx) => {
-      asked.push(`${ctx.name}=${ref}@${ctx.task}`);
+      asked.push(`${ctx.name}=${ref}@${ctx.task.key}`);
       if (ref === 'vault:fail') throw new Error('vault sealed');
       if (ref === 'vault:bad') return { env: { TOKEN: SECRET }, value: SECRET } as never;
       return ref === 'vault:file' ? { files: { '/run/secrets/token': FILE } } : { env: { TOKEN: SECRET } };

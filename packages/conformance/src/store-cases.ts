@@ -26,7 +26,7 @@ export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Ca
     assert.equal(s(el.ro.owner), 'ann');
     assert.equal(s(el.rw.note), 'x');
     assert.ok(!Number.isNaN(Date.parse(el.created)));
-    const created = events.filter((e) => e.id === id);
+    const created = events.filter((e) => e.id.key === id);
     assert.equal(created.length, 1);
     assert.equal(created[0]?.type, 'created');
     assert.equal(created[0]?.revision, 1);
@@ -291,7 +291,7 @@ export const storeCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Ca
     await ok(l.stores.task.create({ id, spec }));
     const { events } = await recording(l.events, () => ok(l.stores.task.delete(id)));
     assert.deepEqual(
-      events.map((e) => [e.type, e.id]),
+      events.map((e) => [e.type, e.id.key]),
       [['deleted', id]],
     );
     await fails(l.stores.task.read(id), 'NotFound');

@@ -60,7 +60,7 @@ export type EndReason = 'exited' | 'deadline' | 'oom' | 'stopped' | 'not-found' 
 /** What a task did: exit code, output in time order, separate streams, how and when it ended. */
 export interface TaskResult {
   /** The task element. */
-  readonly id: string;
+  readonly id: ElementId;
   /** null when the task was stopped or lost before it exited. */
   readonly exitCode: number | null;
   readonly stdout: Uint8Array;
@@ -80,7 +80,8 @@ export interface TaskResult {
 
 /** Per-element result of a commit. */
 export interface StepResult {
-  readonly id: string;
+  /** The element of this step (the executor for `create`). */
+  readonly id: ElementId;
   readonly op: StepOp;
   readonly status: StepStatus;
   readonly error?: AnyError;

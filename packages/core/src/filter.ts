@@ -4,7 +4,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
-import { isElementKind, parseId, type ElementKind } from './id.js';
+import { isElementKind, toId, type ElementKind, type IdLike } from './id.js';
 import { isValidKey, type Metadata } from './metadata.js';
 import { boundedArray, isBytes, isRecordLike, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 import type { Element } from './element.js';
@@ -23,8 +23,8 @@ export interface ReadFilter {
 export interface ListFilter extends ReadFilter {
   readonly kind?: ElementKind;
   readonly store?: string;
-  /** Direct children of this parent ID. */
-  readonly parent?: string;
+  /** Direct children of this parent ID (a string or an `ElementId`). */
+  readonly parent?: IdLike;
   /** Name starts with this prefix. */
   readonly namePrefix?: string;
   /** ro metadata equality (UTF-8 string compare of the bytes). */
@@ -96,7 +96,7 @@ const checkList = (f: PlainRecord): string | undefined => {
   if (kind !== undefined && !isElementKind(kind)) return `unknown kind ${safeShow(kind)}`;
   if (store !== undefined && typeof store !== 'string') return 'store must be a string';
   if (namePrefix !== undefined && typeof namePrefix !== 'string') return 'namePrefix must be a string';
-  if (parent !== undefined && E.isLeft(parseId(parent))) return `parent is not an element ID: ${safeShow(parent)}`;
+  if (parent !== undefined && E.isLeft(toId(parent as IdLike))) return `parent is not an element ID: ${safeShow(parent)}`;
   if (limit !== undefined && !isLimit(limit)) return 'limit must be a non-negative integer';
   return checkEq('ro', own(f, 'ro')) ?? checkEq('rw', own(f, 'rw'));
 };
@@ -112,7 +112,16 @@ export const validateListFilter = (f: unknown): E.Either<InvalidFilterSpec, List
   const err = checkRead('', s.right);
   if (err !== undefined) return E.left(err);
   const bad = checkList(s.right);
-  return bad === undefined ? E.right(s.right as ListFilter) : E.left(invalidFilterSpec('', bad));
+  if (bad !== undefined) return E.left(invalidFilterSpec('', bad));
+  const parent = own(s.right, 'parent');
+  // the copy names the parent by its key, so matching compares strings
+  return E.right((parent === undefined ? s.right : { ...s.right, parent: keyOf(parent) }) as ListFilter);
+};
+
+/** The key of a valid parent criterion. */
+const keyOf = (u: unknown): string => {
+  const r = toId(u as IdLike);
+  return E.isRight(r) ? r.right.key : '';
 };
 
 const dec = new TextDecoder();
@@ -181,7 +190,7 @@ export const matches = (e: Element, f: ListFilter): boolean => {
     return (
       (kind === undefined || e.id.kind === kind) &&
       (store === undefined || e.id.store === store) &&
-      (parent === undefined || e.parent?.key === parent) &&
+      (parent === undefined || e.parent?.key === (typeof parent === 'string' ? parent : parent.key)) &&
       (namePrefix === undefined || startsWith(e.id.name, namePrefix)) &&
       eqMatch(e.ro, ro) &&
       eqMatch(e.rw, rw)

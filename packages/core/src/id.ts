@@ -12,7 +12,12 @@ export const ELEMENT_KINDS = ['image', 'volume', 'task', 'executor'] as const;
 /** One of `image | volume | task | executor`. */
 export type ElementKind = (typeof ELEMENT_KINDS)[number];
 
-/** A parsed element ID. `key` is the canonical string form. */
+/**
+ * A parsed element ID. `key` is the canonical string form. Every ID lessl hands out, in
+ * elements, results and events, is one of these (docs/api-style.md); an ID lessl made also
+ * serialises to its `key` with `JSON.stringify` and `String()` (non-enumerable `toJSON` and
+ * `toString`), so an element or event written as JSON shows IDs as their string form.
+ */
 export interface ElementId {
   readonly kind: ElementKind;
   readonly store: string;
@@ -51,8 +56,21 @@ export const makeId = (kind: unknown, store: unknown, name: unknown): E.Either<I
   if (!STORE_RE.test(store)) return E.left(invalidEntry(`invalid store name "${store}" in ID`, raw, ['id'], { store }));
   if (!NAME_RE.test(name) || name.includes('..') || name.endsWith('/') || name.includes('//'))
     return E.left(invalidEntry(`invalid element name "${name}" in ID`, raw, ['id'], { name }));
-  return E.right({ kind, store, name, key: raw });
+  return E.right(withJson({ kind, store, name, key: raw }));
 };
+
+/**
+ * Gives an ID non-enumerable `toJSON` and `toString` answering its key, so `JSON.stringify` and
+ * template strings show `kind://store/name` (deep equality and spreading ignore them).
+ */
+const withJson = (id: ElementId): ElementId =>
+  Object.defineProperties(id, {
+    toJSON: { value: idToJson, enumerable: false, writable: false, configurable: false },
+    toString: { value: idToJson, enumerable: false, writable: false, configurable: false },
+  });
+function idToJson(this: ElementId): string {
+  return this.key;
+}
 
 /**
  * Parses `<kind>://<store>/<name>`. Never throws: anything else is `InvalidEntry`.
@@ -104,12 +122,15 @@ export const isElementId = (u: unknown): u is ElementId => {
   return parts !== undefined && parts[0] === p.right.kind && parts[1] === p.right.store && parts[2] === p.right.name;
 };
 
-/** io-ts codec: decodes the string form to an `ElementId`, encodes back to the string. */
+/**
+ * io-ts codec: decodes the string form (or an ID object, as a value written by an older lessl or
+ * copied by spreading may hold) to an `ElementId`, encodes back to the string.
+ */
 export const ElementIdC = new t.Type<ElementId, string, unknown>(
   'ElementId',
   isElementId,
   (u, c) => {
-    const r = parseId(u);
+    const r = typeof u === 'string' ? parseId(u) : toId(u as IdLike);
     return E.isRight(r) ? t.success(r.right) : t.failure(u, c, r.left.message);
   },
   (id) => id.key,
@@ -127,6 +148,9 @@ export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> => {
   const key = typeof id === 'string' ? id : keyOf(id);
   return parseId(key === undefined ? id : key);
 };
+
+/** The string form of an `IdLike` (its `key`, or the string itself), unchecked. Never throws. */
+export const idKey = (id: IdLike): string => describeId(id);
 
 /** A printable form of whatever was passed as an ID, for error messages. Never throws. */
 export const describeId = (u: unknown): string => {

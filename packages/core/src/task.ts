@@ -7,6 +7,7 @@ import * as t from 'io-ts';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { invalidEntry, type AnyError, type InvalidEntry } from './errors.js';
 import { isBytes, isRecordLike, plainCopy, safeShow, type PlainRecord } from './safe.js';
+import type { ElementId } from './id.js';
 
 const PosInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
 const PosNum = t.refinement(t.number, (n) => Number.isFinite(n) && n > 0, 'PositiveNumber');
@@ -206,8 +207,8 @@ export type CredentialValue = t.TypeOf<typeof CredentialValueC>;
 export interface CredentialContext {
   /** The credential's `name` in the spec. */
   readonly name: string;
-  readonly task: string;
-  readonly executor: string;
+  readonly task: ElementId;
+  readonly executor: ElementId;
 }
 
 /**

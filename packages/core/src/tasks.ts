@@ -7,7 +7,7 @@ import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import * as t from 'io-ts';
 import type { EndReason, ExecutorOptions, TaskResult } from './composition.js';
 import type { CompositionError, CreateError, TaskError } from './errors.js';
-import type { IdLike } from './id.js';
+import { ElementIdC, type IdLike } from './id.js';
 import type { CallContext } from './store.js';
 
 /** Where a task is in its run. `exited`, `killed` and `lost` are final until it is bound again. */
@@ -32,7 +32,8 @@ export const TaskStatusC = t.type({
   state: t.keyof({ created: null, starting: null, running: null, exited: null, killed: null, lost: null }),
   /** Runs of this task so far; output and status belong to the latest. */
   run: t.number,
-  executor: t.union([t.string, t.null]),
+  /** The executor it ran in last (stored as its string form, decoded to an `ElementId`). */
+  executor: t.union([ElementIdC, t.null]),
   exitCode: t.union([t.number, t.null]),
   reason: t.union([EndReasonC, t.null]),
   startedAt: t.union([t.string, t.null]),

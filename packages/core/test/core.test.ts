@@ -23,6 +23,12 @@ import {
   validatePatch,
   validateReadFilter,
   type Element,
+  eventFromJson,
+  eventMatches,
+  eventToJson,
+  isElementId,
+  validateEventFilter,
+  type LesslEvent,
 } from '@lessl/core';
 import * as t from 'io-ts';
 
@@ -212,5 +218,37 @@ describe('executor options', () => {
     expect(decodeExecutorOptions('x', undefined, backend)).toEqual(E.right({}));
     const bad = decodeExecutorOptions('x', 'fast', backend);
     expect(E.isLeft(bad) && bad.left.keys).toEqual(['options']);
+  });
+});
+
+describe('IDs in one form', () => {
+  test('an ElementId serialises to its key; events convert to and from their JSON form; filters take either form', () => {
+    const id = parseId('task://local/t');
+    const x = parseId('executor://local/x');
+    if (E.isLeft(id) || E.isLeft(x)) throw new Error('parse');
+    expect(JSON.stringify({ id: id.right })).toBe('{"id":"task://local/t"}');
+    expect(`${String(id.right)}`).toBe('task://local/t');
+    expect({ ...id.right }).toEqual({ kind: 'task', store: 'local', name: 't', key: 'task://local/t' });
+    const e: LesslEvent = { seq: 1, time: 't', type: 'bound', id: id.right, revision: 2, detail: { executor: x.right, run: 1 } };
+    const j = eventToJson(e);
+    expect(j).toEqual({
+      seq: 1,
+      time: 't',
+      type: 'bound',
+      id: 'task://local/t',
+      revision: 2,
+      detail: { executor: 'executor://local/x', run: 1 },
+    });
+    const back = eventFromJson(JSON.parse(JSON.stringify(j)));
+    expect(back).toEqual(e);
+    expect(isElementId(back?.id) && isElementId(back.detail.executor)).toBe(true);
+    expect(eventFromJson({ nope: 1 })).toBeUndefined();
+    const f = validateEventFilter({ ids: [id.right, 'task://local/other'] });
+    expect(E.isRight(f) && f.right.ids).toEqual(['task://local/t', 'task://local/other']);
+    expect(E.isRight(f) && eventMatches(f.right, e)).toBe(true);
+    expect(E.isLeft(validateEventFilter({ ids: [{ key: 1 }] }))).toBe(true);
+    const lf = validateListFilter({ parent: x.right });
+    expect(E.isRight(lf) && lf.right.parent).toBe('executor://local/x');
+    expect(E.isLeft(validateListFilter({ parent: { key: 'nope' } }))).toBe(true);
   });
 });

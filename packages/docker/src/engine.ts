@@ -5,7 +5,7 @@
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
-import type { AnyError } from '@lessl/core';
+import { safeLogger, type AnyError, type Logger } from '@lessl/core';
 import { fromDocker, isConnectionError, statusOf, type On409 } from './errors.js';
 import { Janitor, type Leftover, type Removal } from './janitor.js';
 import { LABEL } from './names.js';
@@ -195,7 +195,10 @@ export class Engine implements PlacementHost {
   /** Docker object IDs lessl is removing itself (so the event watcher does not report them). */
   readonly expected = new Set<string>();
   /** Removals that failed, retried until they succeed. */
-  readonly janitor = new Janitor((l) => this.attempt(l));
+  readonly janitor = new Janitor(
+    (l) => this.attempt(l),
+    () => this.logger,
+  );
   /** What recovering interrupted creates removed (listed in the backend's `reconciled`). */
   readonly recovered: string[] = [];
   /** When each image element last gave a task its root filesystem (written to its `lastUsed` attribute in the background). */
@@ -203,11 +206,16 @@ export class Engine implements PlacementHost {
   /** The warm pool (set by the backend). */
   pool: WarmPool | undefined;
 
+  /** Where the backend reports what it does (`openDockerBackend({ logger })`; a no-op by default). */
+  readonly logger: Logger;
+
   constructor(
     readonly docker: Docker,
     readonly instance: string,
     host: HostSettings = { name: LOCAL_HOST, labels: {}, capacity: {} },
+    logger?: Logger,
   ) {
+    this.logger = safeLogger(logger);
     this.name = host.name;
     this.labels = host.labels;
     this.capacity = host.capacity;

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, notFound, unavailable, type AnyError, type Element, type InvalidEntry } from '@lessl/core';
+import { invalidEntry, notFound, unavailable, type AnyError, type Element, type InvalidEntry, type Logger } from '@lessl/core';
 import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
 import { place, type HostState, type PlacementRequest } from './placement.js';
 
@@ -118,6 +118,7 @@ export class HostPool {
     readonly instance: string,
     policy: HostPolicy = {},
     readonly callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+    readonly logger?: Logger,
   ) {
     this.failuresToInactive = policy.failures ?? 3;
     this.housekeepingMs = policy.housekeepingMs ?? 5000;
@@ -127,7 +128,7 @@ export class HostPool {
   /** Adds an engine as a host, `spawned` until its first health check passes. */
   add(docker: Docker, spec: Pick<HostSpec, 'name' | 'labels' | 'capacity'>, endpoint: string): Engine {
     const capacity = spec.capacity ?? {};
-    const e = new Engine(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity });
+    const e = new Engine(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity }, this.logger);
     e.state = 'spawned';
     guardCalls(docker, this.callTimeoutMs, spec.name, (reached, err) => this.observe(e, reached, err));
     this.hosts.set(spec.name, e);

@@ -32,6 +32,7 @@ import {
   type IdLike,
   type ReadError,
   type InvalidEntry,
+  type Logger,
   type RuntimeError,
   type StoreConfig,
   type Unavailable,
@@ -130,6 +131,13 @@ export interface DockerBackendOptions {
    * one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
    */
   readonly credentials?: CredentialResolver;
+  /**
+   * Where the backend reports what it does: open, recovery and reconciliation, task start and
+   * end (ID, exit code, reason, duration), the engine becoming unavailable and reachable again,
+   * janitor retries and removals, pool fills and evictions, registry write failures. A pino
+   * logger or anything with `debug/info/warn/error(obj, msg?)`; never given secrets. Default: none.
+   */
+  readonly logger?: Logger;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -241,7 +249,7 @@ export const openDockerBackend =
     } catch (err) {
       return E.left(runtimeError('', 'could not open the registry', err));
     }
-    const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
+    const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
     for (const [i, { spec, docker }] of pending.entries()) {
       const h = hosts.add(docker, spec, endpointOf(docker));
       if (answered[i] === true) hosts.markActive(h);
@@ -257,6 +265,7 @@ export const openDockerBackend =
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
+      ...(opts.logger === undefined ? {} : { logger: opts.logger }),
       onClose: async () => {
         await hosts.close();
         for (const b of background) await b.stop();

@@ -5,6 +5,7 @@
  * pending when the backend closes carries lessl's labels, so reconciliation finds it on the next
  * open.
  */
+import { noopLogger, type Logger } from '@lessl/core';
 
 /** A Docker object to remove. */
 export interface Leftover {
@@ -27,12 +28,16 @@ export class Janitor {
   private sweeping: Promise<void> | undefined;
   private stopped = false;
 
-  /** `remove` makes one attempt; it must not throw. */
-  constructor(private readonly remove: (l: Leftover) => Promise<Removal>) {}
+  /** `remove` makes one attempt; it must not throw. `log` answers where retries and removals are reported. */
+  constructor(
+    private readonly remove: (l: Leftover) => Promise<Removal>,
+    private readonly log: () => Logger = () => noopLogger,
+  ) {}
 
   /** Adds an object whose removal failed; it is retried after a backoff. */
   add(l: Leftover): void {
     if (this.stopped) return;
+    this.log().warn({ kind: l.kind, ref: l.ref, retryInMs: this.delay }, 'janitor: a removal failed; retrying');
     this.pending.set(`${l.kind}:${l.ref}`, l);
     this.schedule();
   }
@@ -77,11 +82,15 @@ export class Janitor {
       for (const [key, l] of [...this.pending]) {
         if (this.stopped) break;
         const r = await this.remove(l).catch((): Removal => 'failed');
-        if (r === 'gone') this.pending.delete(key);
+        if (r === 'gone') {
+          this.pending.delete(key);
+          this.log().info({ kind: l.kind, ref: l.ref }, 'janitor: removed on retry');
+        }
       }
       this.sweeping = undefined;
       if (this.pending.size > 0) {
         this.delay = Math.min(this.delay * 2, MAX_DELAY_MS);
+        this.log().warn({ pending: this.pending.size, retryInMs: this.delay }, 'janitor: removals still failing; retrying');
         this.schedule();
       } else this.delay = FIRST_DELAY_MS;
     })();

@@ -15,6 +15,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
+import { logError } from '@lessl/core';
 import type { Engine } from './engine.js';
 import { LABEL } from './names.js';
 
@@ -172,7 +173,9 @@ export class WarmPool {
     for (const slot of this.slots.values())
       if (slot.profile.base.Image === imageId) {
         this.slots.delete(slot.profile.key);
-        await this.removeAll(slot.ready.splice(0));
+        const gone = slot.ready.splice(0);
+        this.engine.logger.info({ profile: slot.profile.key, containers: gone.length }, 'pool: evicted (its image goes)');
+        await this.removeAll(gone);
       }
   }
 
@@ -252,9 +255,13 @@ export class WarmPool {
       id = c.id;
       await c.start();
       if (this.closed || this.slots.get(p.key) !== slot) await this.engine.removeObject('container', c.id);
-      else slot.ready.push({ id: c.id });
-    } catch {
+      else {
+        slot.ready.push({ id: c.id });
+        this.engine.logger.debug({ profile: p.key, container: c.id, ready: slot.ready.length }, 'pool: filled a warm container');
+      }
+    } catch (err) {
       slot.failures++;
+      this.engine.logger.warn({ profile: p.key, err: logError(err) }, 'pool: could not start a warm container; retrying later');
       slot.retryAt = Date.now() + 5000; // an image gone, an engine failing: try again later, not in a loop
       if (id !== undefined) await this.engine.removeObject('container', id);
     } finally {
@@ -266,7 +273,13 @@ export class WarmPool {
   private housekeep(): void {
     const now = Date.now();
     for (const slot of this.slots.values())
-      if (now - slot.lastUse > slot.profile.idleMs && slot.ready.length > 0) void this.removeAll(slot.ready.splice(0));
+      if (now - slot.lastUse > slot.profile.idleMs && slot.ready.length > 0) {
+        this.engine.logger.info(
+          { profile: slot.profile.key, containers: slot.ready.length },
+          'pool: idle profile dropped to zero',
+        );
+        void this.removeAll(slot.ready.splice(0));
+      }
     void this.fill().catch(() => undefined);
   }
 

@@ -9,7 +9,7 @@
  *   Tasks that were running are found again before this (see `resume` in executor.ts).
  */
 import type { Readable } from 'node:stream';
-import type { Element } from '@lessl/core';
+import { logError, type Element } from '@lessl/core';
 import type { Registry } from '@lessl/level';
 import { imageLabel, type Engine } from './engine.js';
 import { LABEL } from './names.js';
@@ -108,6 +108,7 @@ export const watch = (
     let backoff = 250;
     let broke = false;
     while (!stopped) {
+      let lost = 'the event stream ended';
       try {
         const s = (await engine.docker.getEvents({
           since,
@@ -120,7 +121,10 @@ export const watch = (
           s.destroy();
           break;
         }
-        if (backoff > 250 || broke) hooks.reconnected?.();
+        if (backoff > 250 || broke) {
+          engine.logger.info({}, 'Docker engine reachable again: event watch resumed');
+          hooks.reconnected?.();
+        }
         backoff = 250;
         broke = false;
         let rest = '';
@@ -135,9 +139,11 @@ export const watch = (
             queue = queue.then(() => handle(ev)).catch(() => undefined);
           }
         }
-      } catch {
+      } catch (err) {
         /* engine gone: retry */
+        lost = logError(err);
       }
+      if (!broke && !stopped) engine.logger.warn({ err: lost }, 'Docker engine unavailable: event watch lost; retrying');
       broke = true;
       if (stopped) break;
       await new Promise((r) => setTimeout(r, backoff).unref());
@@ -185,6 +191,10 @@ export const reconcile = async (
     }
   }
   await sweepOrphans(engine, registry, report, 'open');
+  engine.logger.info(
+    { recovered: report.recovered, vanished: report.vanished, orphansRemoved: report.orphansRemoved },
+    'reconciled with Docker',
+  );
   return report;
 };
 

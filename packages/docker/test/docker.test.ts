@@ -322,15 +322,15 @@ describe("Docker's own events", () => {
   test('a container that dies is unbound with its exit code; removed behind our back it is deleted; no duplicates', async () => {
     const { seen, off } = collect(l);
     const { x, task: daemon, containerId } = await startDaemon(l, BASE, { cmd: ['sh', '-c', 'sleep 0.3; exit 4'], daemon: true });
-    await until(() => seen.some((e) => e.type === 'unbound' && e.id === daemon));
-    const unbound = seen.filter((e) => e.type === 'unbound' && e.id === daemon);
+    await until(() => seen.some((e) => e.type === 'unbound' && e.id.key === daemon));
+    const unbound = seen.filter((e) => e.type === 'unbound' && e.id.key === daemon);
     expect(unbound).toHaveLength(1);
     expect(unbound[0]?.detail.exitCode).toBe(4);
     const snap = await unwrap(l.composer.handle(x));
     expect(snap.members.find((m) => m.id.key === daemon)?.state).toBe('unbound');
     // the dead container is removed outside lessl: the executor is deleted
     await docker.getContainer(containerId).remove({ force: true });
-    await until(() => seen.some((e) => e.type === 'deleted' && e.id === x));
+    await until(() => seen.some((e) => e.type === 'deleted' && e.id.key === x));
     off();
     expect(E.isLeft(await l.stores.executor.read(x)())).toBe(true);
   });
@@ -340,7 +340,7 @@ describe("Docker's own events", () => {
     await unwrap(l.composer.commit(await unwrap(l.composer.unbind(await unwrap(l.composer.handle(x))))));
     await new Promise((res) => setTimeout(res, 1000));
     off();
-    expect(seen.filter((e) => e.type === 'unbound' && e.id === daemon)).toHaveLength(1);
+    expect(seen.filter((e) => e.type === 'unbound' && e.id.key === daemon)).toHaveLength(1);
     await unwrap(l.stores.executor.delete(x));
   });
   test('a volume removed behind our back is deleted', async () => {
@@ -348,9 +348,9 @@ describe("Docker's own events", () => {
     const el = await unwrap(l.stores.volume.create({ id: vol }));
     const { seen, off } = collect(l);
     await docker.getVolume(String(el.attributes.volumeName)).remove();
-    await until(() => seen.some((e) => e.type === 'deleted' && e.id === vol));
+    await until(() => seen.some((e) => e.type === 'deleted' && e.id.key === vol));
     off();
-    expect(seen.find((e) => e.id === vol)?.detail.reason).toMatch(/outside lessl/);
+    expect(seen.find((e) => e.id.key === vol)?.detail.reason).toMatch(/outside lessl/);
   });
 });
 

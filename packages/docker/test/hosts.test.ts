@@ -132,7 +132,7 @@ describe.runIf(file !== undefined)('several engines', () => {
       process.kill(pid, 'SIGCONT');
     }
     expect(await eventually(() => b.hosts.list().find((h) => h.name === 'h3')?.state === 'active', 15_000)).toBe(true);
-    const states = events.filter((e) => e.id === 'host://h3').map((e) => e.detail.state);
+    const states = events.filter((e) => e.id.key === 'host://h3').map((e) => e.detail.state);
     expect(states).toEqual(expect.arrayContaining(['inactive', 'active']));
   }, 60_000);
 

@@ -148,7 +148,7 @@ describe('a crash of the embedding process', () => {
       const unbound = new Map<string, number>();
       const last = b.events.lastSeq();
       for await (const e of b.events.stream({ types: ['unbound'] }, { since: 0 }) as AsyncIterable<LesslEvent>) {
-        unbound.set(e.id, (unbound.get(e.id) ?? 0) + 1);
+        unbound.set(e.id.key, (unbound.get(e.id.key) ?? 0) + 1);
         if (e.seq >= last) break;
       }
       for (const k of ['slow', 'quick', 'gone']) expect(unbound.get(String(ids[k]?.task))).toBe(1);

@@ -22,6 +22,9 @@ import {
   type TaskControl,
   taskStatusOf,
   type TaskSpec,
+  LoggerC,
+  safeLogger,
+  type Logger,
 } from '@lessl/core';
 import { GenericComposer } from './composer.js';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
@@ -62,6 +65,11 @@ export interface AssembleOptions {
   readonly credentials?: CredentialResolver;
   /** Task runtime options (output kept per run). */
   readonly runtime?: RuntimeOptions;
+  /**
+   * Where the backend reports what it does (open, recovery, task start and end, registry write
+   * failures): a pino logger or anything with `debug/info/warn/error(obj, msg?)`. Default: nothing.
+   */
+  readonly logger?: Logger;
 }
 
 const PositiveInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
@@ -101,6 +109,7 @@ export const commonOpenOptions = {
   authorize: fnC<Authorizer>('Authorizer'),
   credentials: fnC<CredentialResolver>('CredentialResolver'),
   outputBytes: PositiveInt,
+  logger: LoggerC,
 };
 
 /** Validates store configs: kinds, names, policies, no duplicates. */
@@ -129,14 +138,17 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
   const stores = validateStores(o.stores);
   if (E.isLeft(stores)) return stores;
   const drivers = { image: o.drivers.image, volume: o.drivers.volume, task: o.drivers.task ?? specOnlyTaskDriver };
-  for (const intent of o.registry.pendingIntents()) {
+  const log = safeLogger(o.logger);
+  const intents = o.registry.pendingIntents();
+  for (const intent of intents) {
     const kind = intent.id.split(':')[0];
     const d =
       kind === 'executor' ? o.executor : kind === 'image' || kind === 'volume' || kind === 'task' ? drivers[kind] : undefined;
     await d?.recover?.(intent);
     await o.registry.commit({ delIntent: [intent.id] });
+    log.info({ id: intent.id }, 'recovered an interrupted create: its half-made object is removed');
   }
-  const runtime = new TaskRuntime(o.registry, o.runtime);
+  const runtime = new TaskRuntime(o.registry, { ...o.runtime, ...(o.logger === undefined ? {} : { logger: o.logger }) });
   const w: Wiring = {
     registry: o.registry,
     stores: stores.right,
@@ -144,9 +156,11 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     drivers,
     executor: o.executor,
     runtime,
+    log,
     ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
   };
-  await resumeRuns(w);
+  const resumed = await resumeRuns(w);
+  log.info({ lastSeq: o.registry.lastSeq(), recovered: intents.length, ...resumed }, 'backend opened');
   const kinds = {
     image: new KindStore(w, 'image'),
     volume: new KindStore(w, 'volume'),
@@ -179,13 +193,23 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
  * Tasks the registry says are running (the process that ran them stopped): each gets a run again
  * and the executor driver follows it or ends it; without a driver that can, it is lost.
  */
-const resumeRuns = async (w: Wiring): Promise<void> => {
+const resumeRuns = async (w: Wiring): Promise<{ resumed: number; lost: number }> => {
+  let resumed = 0;
+  let lost = 0;
   for (const el of w.registry.scan('task://')) {
     const st = taskStatusOf(el.attributes);
     if (st.state !== 'running' && st.state !== 'starting') continue;
     const run = await w.runtime.resume(el.id.key, st, el.attributes.spec as TaskSpec);
-    const x = st.executor === null ? undefined : w.registry.get(st.executor);
-    if (w.executor.resume === undefined || x === undefined) await run.end({ exitCode: null, reason: 'lost' });
-    else await w.executor.resume(run, st, x).catch(() => run.end({ exitCode: null, reason: 'lost' }));
+    const x = st.executor === null ? undefined : w.registry.get(st.executor.key);
+    if (w.executor.resume === undefined || x === undefined) {
+      lost++;
+      w.log.warn({ task: el.id.key, run: st.run }, 'a task running when lessl stopped cannot be followed: lost');
+      await run.end({ exitCode: null, reason: 'lost' });
+    } else {
+      resumed++;
+      w.log.info({ task: el.id.key, executor: st.executor?.key, run: st.run }, 'following a task that was running');
+      await w.executor.resume(run, st, x).catch(() => run.end({ exitCode: null, reason: 'lost' }));
+    }
   }
+  return { resumed, lost };
 };

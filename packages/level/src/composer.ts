@@ -10,6 +10,7 @@ import * as t from 'io-ts';
 import {
   aborted,
   describeId,
+  logError,
   conflict,
   decodeExecutorOptions,
   FINAL_STATES,
@@ -37,11 +38,18 @@ import {
   type JoinOptions,
   type Member,
   type MemberState,
-  type StepResult,
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
-import type { CommitPlan, PlanStep, RunOpener, Secrets } from './drivers.js';
+import {
+  idOfKey,
+  publicStepResult,
+  type CommitPlan,
+  type DriverStepResult,
+  type PlanStep,
+  type RunOpener,
+  type Secrets,
+} from './drivers.js';
 import type { ActiveRun } from './runtime.js';
 import type { CompositionRecord, EventDraft, MemberRecord } from './registry.js';
 import { resolveSecrets, unsupportedField } from './spec.js';
@@ -301,12 +309,17 @@ export class GenericComposer implements Composer {
       const sharedUse = (m: Member): boolean => m.id.kind === 'image' || (m.id.kind === 'volume' && m.readOnly);
       const exclusive = [xid.key, ...handle.members.filter((m) => !sharedUse(m)).map((m) => m.id.key)];
       const shared = handle.members.filter(sharedUse).map((m) => m.id.key);
-      return this.w.registry.locks.with(exclusive, () => this.commitLocked(xid, handle, ctx), shared);
+      const out = await this.w.registry.locks.with(exclusive, () => this.commitLocked(xid, handle, ctx), shared);
+      return E.map(publicCommit)(out);
     });
   }
 
   /** Commit, under the locks: check, drive the backend, persist, then let the started runs go. */
-  private async commitLocked(xid: ElementId, h: Handle, ctx?: CallContext): Promise<E.Either<CompositionError, CommitResult>> {
+  private async commitLocked(
+    xid: ElementId,
+    h: Handle,
+    ctx?: CallContext,
+  ): Promise<E.Either<CompositionError, DriverCommitResult>> {
     const reg = this.w.registry;
     // phase 1: check the handle against the registry
     const current = reg.get(xid.key);
@@ -373,10 +386,19 @@ export class GenericComposer implements Composer {
       await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
       this.w.runtime.settle(runs.opened, false);
       const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
+      this.w.log.error({ executor: xid.key, err: logError(err) }, 'registry write failed: the commit was rolled back');
       return E.right({ committed: false, error: e, results });
     }
     // phase 4: the runs are live; older runs' output goes
     this.w.runtime.settle(runs.opened, true);
+    for (const r of runs.opened) this.w.log.info({ task: r.task, executor: xid.key, run: r.run }, 'task started');
+    for (const s of results)
+      if (
+        s.op === 'unbind' &&
+        s.status === 'SUCCESS' &&
+        !FINAL_STATES.includes(taskStatusOf(elements.get(s.id)?.attributes ?? {}).state)
+      )
+        this.w.log.info({ task: s.id, executor: xid.key, exitCode: s.task?.exitCode ?? null, reason: 'stopped' }, 'task ended');
     for (const r of runs.opened) if (r.run > 1) void reg.clearOutput(r.task, r.run).catch(() => undefined);
     const handle: Handle = { executor: xid, revision, options: plan.options, members: h.members };
     return E.right({ committed: true, handle, executor, results: withNoops(results, before, h.members) });
@@ -387,13 +409,13 @@ export class GenericComposer implements Composer {
    * (`Unsupported` naming the field otherwise), and its credentials are resolved into `secrets`.
    * Answers the refused commit, or `undefined` to go on.
    */
-  private async prepareRuns(plan: CommitPlan, secrets: Map<string, Secrets>): Promise<CommitResult | undefined> {
+  private async prepareRuns(plan: CommitPlan, secrets: Map<string, Secrets>): Promise<DriverCommitResult | undefined> {
     for (const s of plan.steps) {
       if (s.op !== 'bind' || s.member?.id.kind !== 'task') continue;
       const spec = taskSpecOf(plan.elements.get(s.id));
       const refused = unsupportedField(s.id, spec);
       const got =
-        refused === undefined ? await resolveSecrets(this.w.credentials, s.id, plan.executor.key, spec) : E.left(refused);
+        refused === undefined ? await resolveSecrets(this.w.credentials, idOfKey(s.id), plan.executor, spec) : E.left(refused);
       if (E.isLeft(got))
         return { committed: false, error: got.left, results: [{ id: s.id, op: 'bind', status: 'ERROR', error: got.left }] };
       secrets.set(s.id, got.right);
@@ -407,14 +429,14 @@ export class GenericComposer implements Composer {
       if (s.op !== 'bind' || s.member?.id.kind !== 'task') continue;
       const st = taskStatusOf(plan.elements.get(s.id)?.attributes ?? {});
       const running = this.w.runtime.active(s.id) !== undefined || st.state === 'running' || st.state === 'starting';
-      if (running) return inUse(s.id, [st.executor ?? plan.executor.key]);
+      if (running) return inUse(s.id, [st.executor?.key ?? plan.executor.key]);
     }
     return undefined;
   }
 
   /** New task statuses: started runs are running; tasks unbound by this commit are killed (reason stopped). */
   private taskStatuses(
-    results: readonly StepResult[],
+    results: readonly DriverStepResult[],
     opened: readonly ActiveRun[],
     elements: ReadonlyMap<string, Element>,
     t: string,
@@ -447,7 +469,7 @@ export class GenericComposer implements Composer {
     xid: ElementId,
     current: Element | undefined,
     revision: number,
-    results: readonly StepResult[],
+    results: readonly DriverStepResult[],
     opened: readonly ActiveRun[],
   ): EventDraft[] {
     const events: EventDraft[] = [
@@ -517,8 +539,20 @@ export class GenericComposer implements Composer {
   }
 }
 
+/** A commit's result as the driver reports it: steps name their elements by key. */
+type DriverCommitResult =
+  | (Omit<Extract<CommitResult, { committed: true }>, 'results'> & { readonly results: readonly DriverStepResult[] })
+  | (Omit<Extract<CommitResult, { committed: false }>, 'results'> & { readonly results: readonly DriverStepResult[] });
+
+/** The commit result lessl answers: every step's ID an `ElementId`. */
+const publicCommit = (r: DriverCommitResult): CommitResult => ({ ...r, results: r.results.map(publicStepResult) });
+
 /** Adds a NOOP result for every member the commit did not touch. */
-const withNoops = (results: readonly StepResult[], before: readonly Member[], after: readonly Member[]): StepResult[] => {
+const withNoops = (
+  results: readonly DriverStepResult[],
+  before: readonly Member[],
+  after: readonly Member[],
+): DriverStepResult[] => {
   const touched = new Set(results.map((r) => r.id));
   const out = [...results];
   const was = new Map(before.map((m) => [m.id.key, m]));

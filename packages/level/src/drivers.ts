@@ -4,8 +4,9 @@
  * authorization, locking, references, revisions, persistence and events; drivers only
  * make and remove backend objects.
  */
-import type * as E from 'fp-ts/lib/Either.js';
+import * as E from 'fp-ts/lib/Either.js';
 import type * as t from 'io-ts';
+import { parseId } from '@lessl/core';
 import type {
   Progress,
   AnyError,
@@ -21,6 +22,7 @@ import type {
   StepOp,
   StepResult,
   StoreConfig,
+  TaskResult,
   TaskSpec,
   TaskStatus,
 } from '@lessl/core';
@@ -140,6 +142,28 @@ export interface ElementDriver {
   recover?(intent: Intent): Promise<void>;
 }
 
+/** A task's result as a driver reports it: the task named by its key (see `publicTaskResult`). */
+export type DriverTaskResult = Omit<TaskResult, 'id'> & { readonly id: string };
+
+/** A step's result as a driver reports it: the element named by its key (see `publicStepResult`). */
+export type DriverStepResult = Omit<StepResult, 'id' | 'task'> & { readonly id: string; readonly task?: DriverTaskResult };
+
+/** The `ElementId` of a key lessl made (a registry key, a plan step's `id`). */
+export const idOfKey = (key: string): ElementId => {
+  const r = parseId(key);
+  if (E.isRight(r)) return r.right;
+  throw new Error(`not an element ID: ${key}`);
+};
+
+/** A driver's task result as lessl answers it: its ID an `ElementId`. */
+export const publicTaskResult = (r: DriverTaskResult): TaskResult => ({ ...r, id: idOfKey(r.id) });
+
+/** A driver's step result as lessl answers it: its IDs `ElementId`s. */
+export const publicStepResult = (r: DriverStepResult): StepResult => {
+  const { task, ...rest } = r;
+  return { ...rest, id: idOfKey(r.id), ...(task === undefined ? {} : { task: publicTaskResult(task) }) };
+};
+
 /** One step of a commit. */
 export interface PlanStep {
   readonly op: StepOp;
@@ -168,9 +192,9 @@ export interface CommitPlan {
 
 /** An executor driver's answer: on Left it has rolled back what it did. */
 export type DriverCommit = E.Either<
-  { readonly error: AnyError; readonly results: readonly StepResult[] },
+  { readonly error: AnyError; readonly results: readonly DriverStepResult[] },
   {
-    readonly results: readonly StepResult[];
+    readonly results: readonly DriverStepResult[];
     readonly attributes: Readonly<Record<string, unknown>>;
   }
 >;

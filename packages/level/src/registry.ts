@@ -17,7 +17,18 @@ import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
-import { ElementJsonC, elementToJson, type Element, type ExecutorOptions, type LesslEvent, type MemberState } from '@lessl/core';
+import {
+  ElementJsonC,
+  elementToJson,
+  eventFromJson,
+  isElementId,
+  type Element,
+  type EventType,
+  type ExecutorOptions,
+  type IdLike,
+  type LesslEvent,
+  type MemberState,
+} from '@lessl/core';
 import { EventHub } from './hub.js';
 import { KeyedLock } from './lock.js';
 
@@ -55,8 +66,27 @@ export interface OutputRecord {
   readonly data: Uint8Array;
 }
 
-/** An event before it has a seq and time. */
-export type EventDraft = Omit<LesslEvent, 'seq' | 'time'>;
+/**
+ * An event before it has a seq and time. IDs (`id`, detail values) may be strings or
+ * `ElementId`s: the log holds their string form, and readers get `ElementId`s back.
+ */
+export interface EventDraft {
+  readonly type: EventType;
+  readonly id: IdLike;
+  readonly revision: number;
+  readonly detail?: Readonly<Record<string, unknown>>;
+}
+
+/** The durable (JSON) event `v` as published: IDs as `ElementId`s. */
+const decodeEvent = (v: string): LesslEvent => {
+  const e = eventFromJson(JSON.parse(v));
+  if (e === undefined) throw new Error(`not an event in the log: ${v.slice(0, 80)}`);
+  return e;
+};
+
+/** `u` with every `ElementId` value as its key (the log's string form). */
+const keysOf = (u: Readonly<Record<string, unknown>>): Record<string, unknown> =>
+  Object.fromEntries(Object.keys(u).map((k) => [k, isElementId(u[k]) ? (u[k] as { key: string }).key : u[k]]));
 
 /** One atomic change. */
 export interface Change {
@@ -218,10 +248,14 @@ const prepare = (c: Change): Prepared => {
   });
   const events = list('events', c.events).map((d, i) => {
     const what = `events[${i}]`;
-    if (typeof d.type !== 'string' || typeof d.id !== 'string' || !Number.isSafeInteger(d.revision))
+    const id = isElementId(d.id) ? d.id.key : d.id;
+    if (typeof d.type !== 'string' || typeof id !== 'string' || !Number.isSafeInteger(d.revision))
       throw new RegistryWriteError(`cannot serialise ${what}: not an event`, 'serialise');
+    const detail = d.detail ?? {};
+    if (typeof detail !== 'object' || detail === null)
+      throw new RegistryWriteError(`cannot serialise ${what}: its detail is not an object`, 'serialise');
     // `type` is always there: the JSON starts with `{"type":`, and seq and time go in front of it
-    return json(what, { type: d.type, id: d.id, revision: d.revision, detail: d.detail ?? {} });
+    return json(what, { type: d.type, id, revision: d.revision, detail: keysOf(detail) });
   });
   return { ops, events, put, del, putComposition, delComposition, putIntent, delIntent };
 };
@@ -354,7 +388,7 @@ export class Registry {
       for (;;) {
         const page = await it.nextv(Math.min(limit, 1000));
         if (page.length === 0) break;
-        for (const [, v] of page) out.push(JSON.parse(v as string) as LesslEvent);
+        for (const [, v] of page) out.push(decodeEvent(v as string));
         if (out.length >= limit) break;
       }
     } finally {
@@ -464,7 +498,7 @@ export class Registry {
         for (const body of c.events) {
           const v = `{"seq":${++seq},"time":"${time}",${body.slice(1)}`;
           ops.push({ type: 'put', key: seqKey(seq), value: v });
-          evs.push(JSON.parse(v) as LesslEvent); // what is published is what is durable
+          evs.push(decodeEvent(v)); // what is published is what is durable
         }
         stamped.push(evs);
       }

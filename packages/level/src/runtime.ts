@@ -13,8 +13,11 @@ import {
   type OutputChunk,
   type TaskSpec,
   type TaskStatus,
+  logError,
+  safeLogger,
+  type Logger,
 } from '@lessl/core';
-import type { RunOpener, RunOutcome, RunSink, Secrets, StartedRun } from './drivers.js';
+import { idOfKey, type RunOpener, type RunOutcome, type RunSink, type Secrets, type StartedRun } from './drivers.js';
 import { NO_SECRETS } from './spec.js';
 import type { CompositionRecord, EventDraft, OutputRecord, Registry } from './registry.js';
 
@@ -29,6 +32,8 @@ const FLUSH_BYTES = 64 * 1024;
 export interface RuntimeOptions {
   /** Output kept per run unless the spec says otherwise (default 1 MiB). */
   readonly outputBytes?: number;
+  /** Where task starts and ends are reported (default: nowhere). */
+  readonly logger?: Logger;
 }
 
 const now = (): string => new Date().toISOString();
@@ -130,8 +135,12 @@ export class ActiveRun implements RunSink {
         if ((await this.gate) && !this.rt.closed) await this.rt.persistEnd(this, outcome);
         else if (this.rt.closed) return; // not persisted: the next open finds the end where it is
         await outcome.cleanup?.().catch(() => undefined);
-      } catch {
+      } catch (err) {
         // the registry is closing: the end is found again by reconciliation on the next open
+        this.rt.log.warn(
+          { task: this.task, executor: this.executor, run: this.run, err: logError(err) },
+          'could not persist the end of a task (reconciled on the next open)',
+        );
       } finally {
         this.close();
       }
@@ -188,12 +197,15 @@ export class TaskRuntime {
   private readonly runs = new Map<string, ActiveRun>();
   private readonly waiters = new Map<string, Set<() => void>>();
   private readonly defaultCap: number;
+  /** Where task starts and ends are reported. */
+  readonly log: Logger;
 
   constructor(
     readonly registry: Registry,
     opts: RuntimeOptions = {},
   ) {
     this.defaultCap = opts.outputBytes ?? DEFAULT_OUTPUT_BYTES;
+    this.log = safeLogger(opts.logger);
   }
 
   /** The active run of a task, if any. */
@@ -231,7 +243,7 @@ export class TaskRuntime {
     return {
       state: 'running',
       run: r.run,
-      executor: r.executor,
+      executor: idOfKey(r.executor),
       exitCode: null,
       reason: null,
       startedAt: r.startedAt,
@@ -324,6 +336,13 @@ export class TaskRuntime {
         detail: { executor: r.executor, exitCode: outcome.exitCode, reason, run: r.run },
       });
       await reg.commit({ put, putComposition, putOutput: output, events });
+      this.log.info(
+        {
+          ...{ task: r.task, executor: r.executor, run: r.run, exitCode: outcome.exitCode, reason },
+          durationMs: Math.max(0, Date.now() - Date.parse(r.startedAt)),
+        },
+        'task ended',
+      );
     });
   }
 
@@ -335,7 +354,7 @@ export class TaskRuntime {
     const r = new ActiveRun(
       this,
       task,
-      status.executor ?? '',
+      status.executor?.key ?? '',
       status.run,
       spec,
       spec.limits?.outputBytes ?? this.defaultCap,

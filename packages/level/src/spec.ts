@@ -16,6 +16,7 @@ import {
   type CredentialValue,
   type TaskSpec,
   type Unsupported,
+  type ElementId,
 } from '@lessl/core';
 import type { Secrets, SecretFile } from './drivers.js';
 
@@ -42,13 +43,13 @@ const enc = new TextEncoder();
 const callResolver = async (
   resolve: CredentialResolver,
   ref: string,
-  ctx: { name: string; task: string; executor: string },
+  ctx: { name: string; task: ElementId; executor: ElementId },
 ): Promise<E.Either<AnyError, unknown>> => {
   const failed = (err: unknown): E.Either<AnyError, never> =>
     E.left(
       isLesslError(err)
         ? err
-        : runtimeError(ctx.task, `credential ${ctx.name} could not be resolved: ${describeCause(err)}`, err),
+        : runtimeError(ctx.task.key, `credential ${ctx.name} could not be resolved: ${describeCause(err)}`, err),
     );
   try {
     const r: unknown = resolve(ref, ctx);
@@ -70,10 +71,11 @@ const callResolver = async (
  */
 export const resolveSecrets = async (
   resolve: CredentialResolver | undefined,
-  task: string,
-  executor: string,
+  taskId: ElementId,
+  executor: ElementId,
   spec: TaskSpec,
 ): Promise<E.Either<AnyError, Secrets>> => {
+  const task = taskId.key;
   const creds = spec.credentials ?? [];
   if (creds.length === 0) return E.right(NO_SECRETS);
   if (resolve === undefined)
@@ -83,7 +85,7 @@ export const resolveSecrets = async (
   const env: Record<string, string> = Object.create(null) as Record<string, string>;
   const files = new Map<string, SecretFile>();
   for (const c of creds) {
-    const got = await callResolver(resolve, c.ref, { name: c.name, task, executor });
+    const got = await callResolver(resolve, c.ref, { name: c.name, task: taskId, executor });
     if (E.isLeft(got)) return got;
     const v = decodeExact(CredentialValueC, task, got.right, `credential ${c.name}`, `credentials.${c.name}`);
     if (E.isLeft(v)) return v;

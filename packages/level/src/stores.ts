@@ -60,6 +60,8 @@ import {
   type TaskSpec,
   type UpdateError,
   type UpdateOptions,
+  logError,
+  type Logger,
 } from '@lessl/core';
 import type { ElementDriver, ExecutorDriver, VerifiedData } from './drivers.js';
 import type { Registry } from './registry.js';
@@ -75,6 +77,8 @@ export interface Wiring {
   readonly runtime: TaskRuntime;
   /** Resolves task credentials when a task starts (none: a spec with credentials is Unsupported). */
   readonly credentials?: CredentialResolver;
+  /** Where the backend reports what it does (a no-op by default). */
+  readonly log: Logger;
 }
 
 /** `<kind>://<store>` of a config. */
@@ -300,6 +304,7 @@ export class KindStore implements ElementStore {
             });
           } catch (err) {
             await driver?.destroy(el).catch(() => undefined);
+            this.w.log.error({ id: id.key, err: logError(err) }, 'registry write failed: could not persist the element');
             return E.left(runtimeError(id.key, 'could not persist the element', err));
           }
           return E.right(el);
@@ -359,6 +364,7 @@ export class KindStore implements ElementStore {
             events: [{ type: 'modified', id: id.key, revision: next.revision, detail: { keys: Object.keys(p.right) } }],
           });
         } catch (err) {
+          this.w.log.error({ id: id.key, err: logError(err) }, 'registry write failed: could not persist the update');
           return E.left(runtimeError(id.key, 'could not persist the update', err));
         }
         return E.right(next);
@@ -403,6 +409,7 @@ export class KindStore implements ElementStore {
             events: [{ type: 'deleted', id: id.key, revision: el.revision, detail: {} }],
           });
         } catch (err) {
+          this.w.log.error({ id: id.key, err: logError(err) }, 'registry write failed: could not persist the delete');
           return E.left(runtimeError(id.key, 'could not persist the delete', err));
         }
         if (this.kind === 'task') await reg.clearOutput(id.key).catch(() => undefined);

@@ -153,7 +153,7 @@ export class TaskLifecycle implements TaskControl {
     const records = await this.w.registry.readOutput(el.id.key, st.run);
     const output = records.map((r) => ({ stream: r.stream, data: r.data, offset: r.offset }));
     return {
-      id: el.id.key,
+      id: el.id,
       exitCode: st.exitCode,
       stdout: concat(output, 'stdout'),
       stderr: concat(output, 'stderr'),

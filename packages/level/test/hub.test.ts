@@ -69,7 +69,7 @@ describe('subscribe validates its filter', () => {
 
   test('valid filters still select', async () => {
     const r = await Registry.open({ memory: true });
-    const got: string[] = [];
+    const got: unknown[] = [];
     const s = r.events.subscribeChecked({ types: ['created'], kinds: ['task'], stores: ['local'] }, (e) => got.push(e.id));
     expect(E.isRight(s)).toBe(true);
     r.events.subscribe({ kinds: ['image'] }, () => got.push('wrong'));

@@ -3,13 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { describe, expect, test } from 'vitest';
-import { parseId, unwrap, utf8, type Element } from '@lessl/core';
+import { Level } from 'level';
+import { isElementId, parseId, taskStatusOf, unwrap, utf8, type Element, type LesslEvent } from '@lessl/core';
 import { assemble, Registry, specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from '@lessl/level';
 
 const el = (key: string, revision = 1): Element => {
   const id = parseId(key);
   if (E.isLeft(id)) throw new Error(key);
   return { id: id.right, ro: utf8({ a: '1' }), rw: {}, revision, created: 't', modified: 't', attributes: {} };
+};
+const parseIdOrThrow = (key: string) => {
+  const id = parseId(key);
+  if (E.isLeft(id)) throw new Error(key);
+  return id.right;
 };
 const dir = (): string => mkdtempSync(join(tmpdir(), 'lessl-reg-'));
 
@@ -33,6 +39,72 @@ describe('registry', () => {
     expect(e?.seq).toBe(3);
     expect((await b.readEvents(1, 3, 10)).map((x) => x.type)).toEqual(['created', 'modified', 'deleted']);
     await b.close();
+  });
+
+  test('a registry written by the previous version (IDs stored as strings) reads back ElementIds', async () => {
+    const location = dir();
+    // what lessl wrote before IDs were ElementIds everywhere: JSON with string IDs
+    const raw = new Level<string, string>(location, { valueEncoding: 'utf8' });
+    const t = '2025-01-01T00:00:00.000Z';
+    const status = {
+      ...{ state: 'exited', run: 1, executor: 'executor://local/x', exitCode: 0, reason: 'exited', startedAt: t, endedAt: t },
+      ...{ outputBytes: 0, truncated: false, process: null },
+    };
+    const task = { id: 'task://local/a', ro: {}, rw: {}, revision: 1, created: t, modified: t, attributes: { status } };
+    await raw.batch([
+      { type: 'put', key: 'e!task://local/a', value: JSON.stringify(task) },
+      {
+        type: 'put',
+        key: `l!${'1'.padStart(16, '0')}`,
+        value: JSON.stringify({
+          seq: 1,
+          time: t,
+          type: 'created',
+          id: 'image://local/c',
+          revision: 1,
+          detail: { parent: 'image://local/p' },
+        }),
+      },
+      {
+        type: 'put',
+        key: `l!${'2'.padStart(16, '0')}`,
+        value: JSON.stringify({
+          seq: 2,
+          time: t,
+          type: 'bound',
+          id: 'task://local/a',
+          revision: 1,
+          detail: { executor: 'executor://local/x', run: 1 },
+        }),
+      },
+    ]);
+    await raw.close();
+    const r = await Registry.open({ location });
+    expect(r.lastSeq()).toBe(2);
+    const [created, bound] = await r.readEvents(1, 2, 10);
+    expect(isElementId(created?.id) && created.id.key).toBe('image://local/c');
+    expect(isElementId(created?.detail.parent) && created.detail.parent.key).toBe('image://local/p');
+    expect(isElementId(bound?.detail.executor) && bound.detail.executor.key).toBe('executor://local/x');
+    expect(bound?.detail.run).toBe(1);
+    expect(taskStatusOf(r.get('task://local/a')?.attributes ?? {}).executor?.key).toBe('executor://local/x');
+    // replay through a stream decodes the same way; new events are written with string IDs and read back as ElementIds
+    const [next] = await r.commit({
+      events: [{ type: 'deleted', id: parseIdOrThrow('image://local/c'), revision: 1, detail: {} }],
+    });
+    expect(next?.seq).toBe(3);
+    const seen: LesslEvent[] = [];
+    for await (const e of r.events.stream({ ids: ['image://local/c'] }, { since: 0 })) {
+      seen.push(e);
+      if (e.seq === 3) break;
+    }
+    expect(seen.map((e) => [e.seq, e.id.key, isElementId(e.id)])).toEqual([
+      [1, 'image://local/c', true],
+      [3, 'image://local/c', true],
+    ]);
+    await r.close();
+    const stored = new Level<string, string>(location, { valueEncoding: 'utf8' });
+    expect(JSON.parse((await stored.get(`l!${'3'.padStart(16, '0')}`)) ?? '{}').id).toBe('image://local/c');
+    await stored.close();
   });
 
   test('group commit: concurrent changes get consecutive seqs and are published in order', async () => {

@@ -91,7 +91,7 @@ describe('a failure at each step of a flush', () => {
       await stillWorks(r, seen, 'task://local/b');
       const again = await Registry.open({ location });
       expect(again.get('task://local/a')).toBeUndefined();
-      expect((await again.readEvents(1, 10, 10)).map((e) => [e.seq, e.id])).toEqual([[1, 'task://local/b']]);
+      expect((await again.readEvents(1, 10, 10)).map((e) => [e.seq, e.id.key])).toEqual([[1, 'task://local/b']]);
       await again.close();
     });
 
@@ -124,11 +124,11 @@ describe('a failure at each step of a flush', () => {
       expect(r.get('task://local/a')?.revision).toBe(1);
       expect(r.faults).toBe(1);
       expect(r.events.lastSeq()).toBe(1);
-      expect((await r.readEvents(1, 1, 10)).map((x) => x.id)).toEqual(['task://local/a']);
+      expect((await r.readEvents(1, 1, 10)).map((x) => x.id.key)).toEqual(['task://local/a']);
       // a stream opened now starts after the durable event, whether or not it was published live
       const stream = r.events.stream({});
       await stillWorks(r, seen, 'task://local/b');
-      expect((await stream.next()).value?.id).toBe('task://local/b');
+      expect((await stream.next()).value?.id.key).toBe('task://local/b');
       stream.close();
     });
 

@@ -17,11 +17,11 @@ import {
   type Authorizer,
   type CredentialResolver,
   type InvalidEntry,
+  type Logger,
   decodeOptions,
   fnC,
   instanceC,
   restarts,
-  type StepResult,
   type StoreConfig,
   type RuntimeError,
   type TaskSpec,
@@ -32,6 +32,7 @@ import {
   Registry,
   type Backend,
   type CommitPlan,
+  type DriverStepResult as StepResult,
   type ElementDriver,
   type ExecutorDriver,
   type PlanStep,
@@ -76,6 +77,12 @@ export interface MemoryBackendOptions {
    * Without one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
    */
   readonly credentials?: CredentialResolver;
+  /**
+   * Where the backend reports what it does (open, recovery, task start and end with exit code,
+   * reason and duration, registry write failures): a pino logger, or anything with
+   * `debug/info/warn/error(obj, msg?)`. Never given secrets. Default: no logging.
+   */
+  readonly logger?: Logger;
 }
 
 const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
@@ -273,6 +280,7 @@ export const openMemoryBackend =
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
+      ...(opts.logger === undefined ? {} : { logger: opts.logger }),
     });
     if (E.isLeft(b)) await registry.close();
     return b;

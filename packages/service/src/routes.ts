@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { conflict, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
+import { conflict, eventToJson, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import { addUser, sha256 } from './auth.js';
 import { decodeWith } from './codec.js';
@@ -294,15 +294,16 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
       const stream = b.events.stream({}, { since, signal: ac.signal, overflow: 'drop-oldest', highWaterMark: 4096 });
       const mine = (e: LesslEvent): boolean => {
         if (user.admin) return true;
-        const task = serviceTaskOf(e.id);
+        const task = serviceTaskOf(e.id.key);
         if (task !== undefined) return db.tasks.get(task)?.owner === user.name;
-        const el = b.registry.get(e.id);
+        const el = b.registry.get(e.id.key);
         return el !== undefined && fromUtf8(el.ro).owner === user.name;
       };
       async function* sse(): AsyncGenerator<string> {
         yield `: lessl events since ${since}\n\n`;
         try {
-          for await (const e of stream) if (mine(e)) yield `id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+          for await (const e of stream)
+            if (mine(e)) yield `id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(eventToJson(e))}\n\n`;
         } catch {
           // the client went away, or the backend closed
         } finally {

@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import swagger from '@fastify/swagger';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
-import { invalidEntry, notFound, runtimeError, unwrap } from '@lessl/core';
+import { invalidEntry, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import { openDockerBackend, type DockerBackendOptions } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
@@ -64,7 +64,10 @@ export interface LesslServer {
 }
 
 /** Opens the databases and the backend; answers what to close. */
-const openStorage = async (o: ServerOptions): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
+const openStorage = async (
+  o: ServerOptions,
+  logger: Logger | undefined,
+): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
   const closers: (() => Promise<void>)[] = [];
   let root: Level<string, string> | MemoryLevel<string, string>;
   if (o.data !== undefined) {
@@ -76,7 +79,15 @@ const openStorage = async (o: ServerOptions): Promise<{ backend: Backend; svc: S
   const svc = root.sublevel('svc') as unknown as StringDb;
   if (o.backend !== undefined) return { backend: o.backend, svc, closers };
   const reg = root.sublevel('reg') as unknown as StringDb;
-  const backend = await unwrap(openDockerBackend({ ...(o.docker ?? {}), registry: { db: reg }, authorize: ownerAuthorizer }));
+  const backend = await unwrap(
+    openDockerBackend({
+      ...(o.docker ?? {}),
+      registry: { db: reg },
+      authorize: ownerAuthorizer,
+      // the backend reports through the server's own (pino) logger, unless the caller gave it one
+      ...(logger === undefined || o.docker?.logger !== undefined ? {} : { logger }),
+    }),
+  );
   closers.unshift(() => backend.close());
   return { backend, svc, closers };
 };
@@ -124,9 +135,10 @@ const installErrors = (app: FastifyInstance): void => {
  * // POST `${url}/v1/tasks?wait=30` with a seed-001 task spec and `authorization: Bearer <token>`
  */
 export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
-  // phase 1: storage and records
+  // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
-  const { backend, svc, closers } = await openStorage(o);
+  const { backend, svc, closers } = await openStorage(o, o.logger === undefined || o.logger === false ? undefined : app.log);
   const db = await ServiceDb.open(svc);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
 
@@ -161,7 +173,6 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   reaper.unref();
 
   // phase 3: HTTP
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   app.setValidatorCompiler(() => () => true); // requests are validated by the io-ts codecs (http.ts)
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.removeContentTypeParser('text/plain'); // bodies are JSON: anything else is 415

@@ -112,7 +112,7 @@ test('kill -9 with jobs queued and running; after a restart every job ends exact
   for (const j of jobs)
     for (const c of ['c0', 'c1']) {
       const id = `task://local/${j.tasks[0]}.${c}`;
-      const of = (type: string) => events.filter((e) => e.type === type && (e.id === id || e.detail.task === id)).length;
+      const of = (type: string) => events.filter((e) => e.type === type && (e.id.key === id || e.detail.task === id)).length;
       expect([id, of('bound'), of('unbound')]).toEqual([id, 1, 1]);
     }
 }, 120_000);

@@ -110,7 +110,7 @@ describe('the TTL reaper', () => {
     expect(await h.server.reap()).toBe(1);
     off();
     expect(mine()).toEqual([]);
-    expect(events.map((e) => e.id).sort()).toEqual(
+    expect(events.map((e) => e.id.key).sort()).toEqual(
       [`executor://local/${t.id}`, `task://local/${t.id}.c0`, `task://local/${t.id}.main`, `volume://local/${t.id}.r0`].sort(),
     );
     const after = (await (await h.call(`/v1/tasks/${t.id}`)).json()) as Json;
