@@ -411,7 +411,7 @@ const stopTasksOn = async (registry: Registry, backend: Backend, h: Engine): Pro
   for (const t of tasks) {
     const st = taskStatusOf(t.attributes);
     if (st.state !== 'running' && st.state !== 'starting') continue;
-    if (typeof st.executor !== 'string' || !running.has(st.executor)) continue;
+    if (st.executor === null || !running.has(st.executor.key)) continue;
     await backend.tasks
       .kill(t.id.key, { signal: 'KILL' })()
       .catch(() => undefined);
