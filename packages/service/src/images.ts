@@ -1,8 +1,8 @@
 /**
- * Images and hosts over REST: `GET /v1/images` (the caller's and the public ones), `POST
+ * Images over REST: `GET /v1/images` (the caller's and the public ones), `POST
  * /v1/images` (a source: a registry reference, an http(s) URL of an archive, a path on the server
  * for admins), `PUT /v1/images/{name}` (an image archive as the body), `GET|DELETE
- * /v1/images/{name}`, and `GET /v1/hosts`. Creating is asynchronous: 202 and `Location:
+ * /v1/images/{name}` (hosts: hosts.ts). Creating is asynchronous: 202 and `Location:
  * /v1/images/{name}`, which reports `creating` until the image is `ready` (or `failed`, with the
  * problem); `?wait=N` answers 201 with the image when it is ready within N seconds. Every image is a
  * lessl element of the image store with ro metadata `owner` (none for public images).
@@ -78,10 +78,6 @@ export const ImageViewC = strict('Image', {
 /** An image view. */
 export type ImageView = t.TypeOf<typeof ImageViewC>;
 const ImageListC = strict('ImageList', { items: t.array(ImageViewC) });
-const HostListC = strict('HostList', {
-  items: t.array(strict('Host', { name: t.string, state: t.string, engine: t.string })),
-});
-
 interface Pending {
   readonly owner: string | null;
   state: 'creating' | 'failed';
@@ -277,24 +273,6 @@ export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Back
       const r = await b.stores.image.delete(idOf(params.name))();
       if (E.isLeft(r) && r.left._tag !== 'NotFound') throw new HttpProblem(r.left);
       return reply.code(204).send();
-    },
-  });
-
-  route(app, db, {
-    method: 'GET',
-    url: '/v1/hosts',
-    summary: 'The engines the service runs tasks on',
-    tags: ['hosts'],
-    auth: 'user',
-    responses: { 200: { description: 'the hosts', ...json(HostListC) } },
-    handler: async () => {
-      const docker = (b as { docker?: { version(): Promise<{ Version?: string }> } }).docker;
-      if (docker === undefined) return { items: [{ name: 'local', state: 'active', engine: 'memory (no Docker)' }] };
-      const v = await docker.version().then(
-        (x) => ({ state: 'active', engine: `Docker ${x.Version ?? '?'}` }),
-        () => ({ state: 'inactive', engine: 'Docker (not answering)' }),
-      );
-      return { items: [{ name: 'local', ...v }] };
     },
   });
 };

@@ -19,6 +19,7 @@ import { DEFAULT_POLICY, type Policy } from './plan.js';
 import { HttpProblem, problemOf } from './problem.js';
 import { JobQueue } from './queue.js';
 import { registerRoutes } from './routes.js';
+import { registerHostRoutes } from './hosts.js';
 import { registerImageRoutes } from './images.js';
 import { Runner } from './runner.js';
 
@@ -193,6 +194,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   });
   registerRoutes(app, { backend, db, queue, runner, policy, metrics, removeTask });
   registerImageRoutes(app, db, backend, policy);
+  registerHostRoutes(app, db, backend);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   queue.start();

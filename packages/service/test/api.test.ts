@@ -329,6 +329,7 @@ describe('service routes', () => {
         '/metrics',
         '/v1/events',
         '/v1/hosts',
+        '/v1/hosts/{name}',
         '/v1/images',
         '/v1/images/{name}',
         '/v1/jobs/{id}',
