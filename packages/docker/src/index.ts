@@ -50,6 +50,7 @@ import {
 import { imageDriver } from './images.js';
 import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
+import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 import { volumeDriver } from './volumes.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
@@ -59,6 +60,7 @@ export { ImageSourceC, type ImageSource } from './sources.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './engine.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js';
+export { SINGLE_HOST, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './tar.js';
 export { fromDocker };
 export type { On409 } from './errors.js';
@@ -134,6 +136,17 @@ export interface DockerBackend extends Backend {
    * last served a task in `attributes.lastUsed`.
    */
   purge(opts?: PurgeOptions, ctx?: CallContext): TaskEither<AnyError, PurgeReport>;
+  /**
+   * Fetches an image element's source again (docs/pool.md): new content moves the element to it
+   * atomically (a `modified` event) while running tasks keep the old; unchanged content answers
+   * `changed: false`. An image without a source to fetch again is `Unsupported`.
+   */
+  refresh(id: IdLike, ctx?: CallContext): TaskEither<AnyError, RefreshReport>;
+  /**
+   * Makes images present ahead of need: creates missing elements from their `source`, fetches
+   * again those whose Docker image is gone; answers what it did per image (and host).
+   */
+  preload(images: readonly PreloadRequest[], opts?: PreloadOptions, ctx?: CallContext): TaskEither<AnyError, PreloadResult[]>;
   /** An image's content as a stream (a `docker save` archive, loadable with `source: { type: 'tarball' }`). */
   exportImage(id: IdLike, ctx?: CallContext): TaskEither<ReadError, NodeJS.ReadableStream>;
 }
@@ -225,6 +238,7 @@ export const openDockerBackend =
       docker,
       reconciled,
       purge: purgeImages(engine, registry, backend.stores.image),
+      ...freshness(engine, registry, imageDriver(engine), backend.stores.image, opts.authorize),
       pool: {
         configure: (profiles, o) => async () => {
           const resolved: WarmProfile[] = [];
