@@ -62,9 +62,10 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
   const grow = (c: Counter<'profile' | 'image'>, field: 'hits' | 'misses'): void => {
     for (const p of sources.pool?.()?.profiles ?? []) {
       const k = `${field}/${p.key}`;
-      const d = p[field] - (seen.get(k) ?? 0);
+      const had = seen.get(k);
+      const d = p[field] - (had ?? 0);
       seen.set(k, p[field]);
-      if (d > 0) c.inc({ profile: p.key, image: p.image }, d);
+      if (d > 0 || had === undefined) c.inc({ profile: p.key, image: p.image }, Math.max(d, 0)); // a new profile shows 0
     }
   };
   new Counter({
