@@ -221,7 +221,10 @@ describe('refresh', () => {
     const v2 = await version('w2');
     served = await saveOf(v2);
     await unwrap(l.refresh(id));
-    expect(await eventually(async () => (await poolImages()).join() === v2)).toBe(true);
+    // (a container is listed once created; it is ready once started)
+    expect(await eventually(async () => (await poolImages()).join() === v2 && l.pool.stats().profiles[0]?.ready === 1)).toBe(
+      true,
+    );
     const hits = l.pool.stats().hits;
     expect(await readNew(id)).toBe('w2');
     expect(l.pool.stats().hits).toBe(hits + 1);
