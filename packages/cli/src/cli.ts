@@ -87,6 +87,10 @@ export const program = (s: Streams = {}): Command => {
     .option('--body-limit <bytes>', 'largest request body (default 16 MiB)', int('--body-limit', 1))
     .option('--reap-interval <seconds>', 'seconds between TTL reaper passes (default 30)', int('--reap-interval', 1))
     .option('--busybox', "add a public image 'busybox' made from the host's /bin/busybox when missing")
+    .option(
+      '--config <file>',
+      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }] }',
+    )
     .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
     .action(
       act(async (_c, io, o: ServeOptions) => {
@@ -156,10 +160,35 @@ export const program = (s: Streams = {}): Command => {
     .argument('[name]', 'the image name (default: the last part of the reference, without its tag)')
     .action(act(async (c, io, ref: string, name: string | undefined) => cmd.imagesPull(c, io, ref, name)));
   images
+    .command('refresh')
+    .description("have the service fetch an image's source again (new tasks get new content; running ones keep theirs)")
+    .argument('<name>', 'the image name')
+    .action(act(async (c, io, name: string) => cmd.imagesRefresh(c, io, name)));
+  images
+    .command('purge')
+    .description('remove least recently used images nothing uses (admins)')
+    .option('--unused-for <duration>', 'images unused this long (e.g. 7d, 12h, 30m)')
+    .option('--keep-bytes <n>', 'then the oldest until the rest take at most n bytes', int('--keep-bytes'))
+    .option('--dry-run', 'only say what would be removed')
+    .action(act(async (c, io, o: { unusedFor?: string; keepBytes?: number; dryRun?: boolean }) => cmd.imagesPurge(c, io, o)));
+  images
     .command('rm')
     .description('remove images')
     .argument('<name...>', 'image names')
     .action(act(async (c, io, ids: string[]) => cmd.imagesRm(c, io, ids)));
+
+  const pool = p.command('pool').description('the warm pool (admins)');
+  pool
+    .command('show', { isDefault: true })
+    .description('profiles with ready and starting containers, hits and misses')
+    .action(act(async (c, io) => cmd.poolShow(c, io)));
+  pool
+    .command('set')
+    .description(
+      'replace the profiles from a JSON file: { "profiles": [{ "image", "min", "max"?, "idleMs"?, "limits"?, "network"? }], "memoryCapBytes"? }',
+    )
+    .argument('<file>', 'the JSON file, or - for stdin')
+    .action(act(async (c, io, file: string) => cmd.poolSet(c, io, file)));
 
   p.command('events')
     .description('follow the events of your elements (Server-Sent Events)')

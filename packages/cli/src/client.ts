@@ -56,6 +56,40 @@ export interface ImageView {
   readonly created: string | null;
   readonly lastUsed: string | null;
   readonly error: Problem | null;
+  /** The last refresh since the service started (older services do not report it). */
+  readonly refresh?: {
+    readonly state: 'running' | 'done' | 'failed';
+    readonly changed: boolean | null;
+    readonly started: string;
+    readonly ended: string | null;
+    readonly error: Problem | null;
+  } | null;
+}
+
+/** What `GET|PUT /v1/pool` answer. */
+export interface PoolView {
+  readonly profiles: readonly {
+    readonly key: string;
+    readonly image: string;
+    readonly ready: number;
+    readonly starting: number;
+    readonly hits: number;
+    readonly misses: number;
+    readonly failures: number;
+  }[];
+  readonly hits: number;
+  readonly misses: number;
+  readonly containers: number;
+  readonly memoryBytes: number;
+  readonly memoryCapBytes: number;
+}
+
+/** What `POST /v1/images/purge` answers. */
+export interface PurgeView {
+  readonly removed: readonly string[];
+  readonly freedBytes: number;
+  readonly inUse: readonly { readonly id: string; readonly why: string }[];
+  readonly dryRun: boolean;
 }
 
 export class LesslError extends Error {
@@ -370,6 +404,33 @@ export class LesslClient {
     }
     if (v.state === 'failed' && v.error !== null) throw new LesslError(v.error);
     return v;
+  }
+
+  /** `POST /v1/images/{name}/refresh`: fetches the image's source again; resolves once done (a failed refresh throws its problem). */
+  async refreshImage(name: string): Promise<ImageView> {
+    const path = `/v1/images/${encodeURIComponent(name)}`;
+    let v = await this.json<ImageView>('POST', `${path}/refresh`, { query: { wait: 600 } });
+    while (v.refresh?.state === 'running') {
+      await new Promise((r) => setTimeout(r, 250));
+      v = await this.json<ImageView>('GET', path);
+    }
+    if (v.refresh?.state === 'failed' && v.refresh.error !== null) throw new LesslError(v.refresh.error);
+    return v;
+  }
+
+  /** `POST /v1/images/purge` (admins). */
+  async purgeImages(o: { unusedForMs?: number; keepBytes?: number; dryRun?: boolean }): Promise<PurgeView> {
+    return this.json<PurgeView>('POST', '/v1/images/purge', { json: o });
+  }
+
+  /** `GET /v1/pool` (admins). */
+  async pool(): Promise<PoolView> {
+    return this.json<PoolView>('GET', '/v1/pool');
+  }
+
+  /** `PUT /v1/pool` (admins): replaces the profiles. */
+  async setPool(config: unknown): Promise<PoolView> {
+    return this.json<PoolView>('PUT', '/v1/pool', { json: config });
   }
 
   /** `DELETE /v1/images/{name}`. */

@@ -270,6 +270,64 @@ const imageDone = (io: Io, v: { name: string }): number => {
   return 0;
 };
 
+/** `lessl images refresh NAME`: has the service fetch the image's source again. */
+export const imagesRefresh = async (c: LesslClient, io: Io, name: string): Promise<number> => {
+  const spin = spinner(io, `refreshing ${name}`);
+  const v = await c.refreshImage(name).finally(() => spin?.stop());
+  if (io.json) writeJson(io, v);
+  else io.out.write(`${v.name} ${v.refresh?.changed === true ? 'changed' : 'unchanged'}\n`);
+  return 0;
+};
+
+/** A duration: milliseconds, or a number with s, m, h, d (`7d`). */
+export const parseDuration = (s: string): number => {
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(s.trim());
+  if (m === null)
+    throw new LesslError(clientProblem('InvalidEntry', `not a duration: ${s} (e.g. 90s, 30m, 12h, 7d)`, 0, ['unused-for']));
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Number(m[1]) * unit;
+};
+
+/** `lessl images purge [--unused-for 7d] [--keep-bytes N] [--dry-run]` (admins). */
+export const imagesPurge = async (
+  c: LesslClient,
+  io: Io,
+  o: { unusedFor?: string; keepBytes?: number; dryRun?: boolean },
+): Promise<number> => {
+  const r = await c.purgeImages({
+    ...(o.unusedFor === undefined ? {} : { unusedForMs: parseDuration(o.unusedFor) }),
+    ...(o.keepBytes === undefined ? {} : { keepBytes: o.keepBytes }),
+    ...(o.dryRun === true ? { dryRun: true } : {}),
+  });
+  if (io.json) writeJson(io, r);
+  else {
+    for (const id of r.removed) io.out.write(`${r.dryRun ? 'would remove' : 'removed'} ${id}\n`);
+    for (const k of r.inUse) note(io, `kept ${k.id}: ${k.why}`);
+    note(io, `${r.dryRun ? 'would free' : 'freed'} ${r.freedBytes} bytes`);
+  }
+  return 0;
+};
+
+/** `lessl pool show` (admins). */
+export const poolShow = async (c: LesslClient, io: Io): Promise<number> => {
+  const p = await c.pool();
+  if (io.json) writeJson(io, p);
+  else
+    io.out.write(
+      pad([
+        ['IMAGE', 'PROFILE', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'],
+        ...p.profiles.map((x) => [x.image, x.key, ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String)]),
+      ]),
+    );
+  return 0;
+};
+
+/** `lessl pool set FILE` (admins): the pool configuration from a JSON file (`{ profiles, memoryCapBytes? }`). */
+export const poolSet = async (c: LesslClient, io: Io, file: string): Promise<number> => {
+  await c.setPool(await readSpec(file, io.stdin));
+  return poolShow(c, io);
+};
+
 /** `lessl images rm ID...`. */
 export const imagesRm = async (c: LesslClient, io: Io, ids: readonly string[]): Promise<number> => {
   for (const id of ids) await c.removeImage(id);

@@ -29,7 +29,34 @@ export interface ServeOptions {
   readonly reapInterval?: number;
   /** Adds a public image `busybox` made from the host's /bin/busybox when it is missing (the memory backend always has one). */
   readonly busybox?: boolean;
+  /** A JSON file: `{ policy?, pool?, preload? }` (see `ServerOptions`); `--policy` wins over its policy. */
+  readonly config?: string;
 }
+
+/** What `--config` holds. */
+interface ConfigFile {
+  readonly policy?: Partial<Policy>;
+  readonly pool?: ServerOptions['pool'];
+  readonly preload?: ServerOptions['preload'];
+}
+
+const readConfig = async (file: string): Promise<ConfigFile> => {
+  let u: unknown;
+  try {
+    u = JSON.parse(await readFile(file, 'utf8'));
+  } catch (e) {
+    throw new LesslError(clientProblem('InvalidEntry', `--config ${file}: ${(e as Error).message}`, 0, ['config']));
+  }
+  const extra =
+    typeof u === 'object' && u !== null && !Array.isArray(u)
+      ? Object.keys(u).filter((k) => !['policy', 'pool', 'preload'].includes(k))
+      : ['(not an object)'];
+  if (extra.length > 0)
+    throw new LesslError(
+      clientProblem('InvalidEntry', `--config ${file}: unknown keys ${extra.join(', ')} (policy, pool, preload)`, 0, extra),
+    );
+  return u as ConfigFile;
+};
 
 /** The default data directory of `lessl serve`. */
 export const defaultDataDir = (): string =>
@@ -51,10 +78,14 @@ const readPolicy = async (file: string): Promise<Partial<Policy>> => {
 export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url: string; close: () => Promise<void> }> => {
   const backend =
     o.memory === true ? await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: memoryShell })) : undefined;
+  const config: ConfigFile = o.config === undefined ? {} : await readConfig(o.config);
+  const policy = o.policy === undefined ? config.policy : await readPolicy(o.policy);
   const opts: ServerOptions = {
     ...(backend === undefined ? { data: o.data ?? defaultDataDir() } : { backend }),
+    ...(config.pool === undefined ? {} : { pool: config.pool }),
+    ...(config.preload === undefined ? {} : { preload: config.preload }),
+    ...(policy === undefined ? {} : { policy }),
     ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }),
-    ...(o.policy === undefined ? {} : { policy: await readPolicy(o.policy) }),
     ...(o.logLevel === undefined ? {} : { logger: { level: o.logLevel } }),
     ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
     ...(o.reapInterval === undefined ? {} : { reapIntervalMs: o.reapInterval * 1000 }),

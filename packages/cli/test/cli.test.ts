@@ -279,6 +279,24 @@ describe('images', () => {
   });
 });
 
+describe('images refresh, images purge, pool', () => {
+  test('each reaches its route and reports the typed answer (the memory backend has no pool or purge: Unsupported)', async () => {
+    const refresh = await h.run(['images', 'refresh', 'busybox']);
+    expect([refresh.code, refresh.stderr]).toEqual([1, expect.stringMatching(/^lessl: PermissionDenied: /)]);
+    const upload = await h.run(['images', 'refresh', 'busybox'], { user: 'admin' });
+    expect(upload.stderr).toMatch(/^lessl: Unsupported: .*without a source/);
+    const badDuration = await h.run(['images', 'purge', '--unused-for', 'a week'], { user: 'admin' });
+    expect([badDuration.code, badDuration.stderr]).toEqual([1, expect.stringMatching(/^lessl: InvalidEntry: not a duration/)]);
+    expect((await h.run(['images', 'purge', '--unused-for', '7d'])).stderr).toMatch(/^lessl: PermissionDenied: /);
+    expect((await h.run(['images', 'purge', '--unused-for', '7d', '--dry-run'], { user: 'admin' })).stderr).toMatch(
+      /^lessl: Unsupported: /,
+    );
+    expect((await h.run(['pool'], { user: 'admin' })).stderr).toMatch(/^lessl: Unsupported: /);
+    const bad = specFile('pool.json', JSON.stringify({ profiles: [{ image: 'busybox', min: 100 }] }));
+    expect((await h.run(['pool', 'set', bad], { user: 'admin' })).stderr).toMatch(/^lessl: InvalidEntry: .*profiles\.0\.min/);
+  });
+});
+
 describe('lessl serve', () => {
   test('--memory --port 0 serves the API (the admin token from LESSL_ADMIN_TOKEN); SIGTERM stops it with exit 0', async () => {
     const child = spawn(process.execPath, [BIN, '--json', 'serve', '--memory', '--port', '0', '--concurrency', '2'], {

@@ -8,6 +8,7 @@ import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { invalidEntry, type AnyError, type CallContext, type Element, type ElementStore } from '@lessl/core';
 import type { Registry } from '@lessl/level';
 import type { Engine } from './engine.js';
+import { statusOf } from './errors.js';
 
 /** What `purge` takes. */
 export interface PurgeOptions {
@@ -43,6 +44,60 @@ export const flushLastUse = async (engine: Engine, registry: Registry): Promise<
       .catch(() => undefined);
 };
 
+/** The Docker images an element had before refreshes, still to remove (`attributes.stale`). */
+export const staleOf = (el: Element): string[] =>
+  Array.isArray(el.attributes.stale) ? el.attributes.stale.filter((x): x is string => typeof x === 'string') : [];
+
+/**
+ * Removes Docker images an element left behind when a refresh moved it to new content (by image
+ * ID, never forced: an image a container still uses stays). An image that still has tags is
+ * another's (an element with the same content) and is only forgotten. With `final` (the element
+ * is deleted) an image still in use is handed to the janitor, which removes it once it can.
+ * Answers the IDs still kept.
+ */
+export const removeStale = async (engine: Engine, ids: readonly string[], final: boolean): Promise<string[]> => {
+  const kept: string[] = [];
+  for (const id of ids) {
+    const img = engine.docker.getImage(id);
+    const info = await img.inspect().catch((err: unknown) => (statusOf(err) === 404 ? null : undefined));
+    if (info === null) continue; // gone
+    if (info === undefined) {
+      kept.push(id); // the engine did not answer: try again later
+      continue;
+    }
+    if ((info.RepoTags ?? []).some((t) => t !== '<none>:<none>')) continue;
+    engine.expected.add(info.Id);
+    const gone = await img.remove({ noprune: false }).then(
+      () => true,
+      (err: unknown) => statusOf(err) === 404,
+    );
+    if (gone) continue;
+    if (final) await engine.removeObject('image', info.Id);
+    else kept.push(id);
+  }
+  return kept;
+};
+
+/** Retries every image element's stale images (purge does this first); records what is still kept. */
+export const pruneStale = async (engine: Engine, registry: Registry): Promise<void> => {
+  for (const el of registry.scan('image://', Number.MAX_SAFE_INTEGER, (e) => staleOf(e).length > 0)) {
+    const kept = await removeStale(engine, staleOf(el), false);
+    if (kept.length === staleOf(el).length) continue;
+    await registry.locks
+      .with([el.id.key], async () => {
+        const cur = registry.get(el.id.key);
+        if (cur === undefined) return;
+        const still = staleOf(cur).filter((x) => kept.includes(x) || !staleOf(el).includes(x));
+        const { stale: _old, ...attributes } = cur.attributes;
+        // no event: the element's content did not change, only what lessl still has to clean up
+        await registry.commit({
+          put: [{ ...cur, attributes: still.length === 0 ? attributes : { ...attributes, stale: still } }],
+        });
+      })
+      .catch(() => undefined);
+  }
+};
+
 /** When an image last served a task, or was made. */
 export const lastUsedOf = (el: Element): number => {
   const t = Date.parse(String(el.attributes.lastUsed ?? el.created));
@@ -66,6 +121,7 @@ export const purge =
       return E.left(invalidEntry('unusedForMs must be a non-negative integer', '', ['unusedForMs']));
     if (!nonNegative(opts.keepBytes)) return E.left(invalidEntry('keepBytes must be a non-negative integer', '', ['keepBytes']));
     await flushLastUse(engine, registry);
+    if (opts.dryRun !== true) await pruneStale(engine, registry);
     const all = registry.scan('image://').sort((a, b) => lastUsedOf(a) - lastUsedOf(b));
     const size = (e: Element): number => (typeof e.attributes.size === 'number' ? e.attributes.size : 0);
     let total = all.reduce((a, e) => a + size(e), 0);

@@ -30,21 +30,33 @@ import {
   counting,
   fromPath,
   fromUrl,
+  hashing,
   parseSource,
+  recordableSource,
   pullProgress,
   reporter,
   type Content,
   type ImageSource,
 } from './sources.js';
 import { checkedTar } from './tar.js';
+import { removeStale, staleOf } from './freshness.js';
 
 const split = (ref: string): { repo: string; tag: string } => {
   const i = ref.lastIndexOf(':');
   return i > ref.lastIndexOf('/') ? { repo: ref.slice(0, i), tag: ref.slice(i + 1) } : { repo: ref, tag: 'latest' };
 };
 
+/** The image driver, and fetching an element's source again under another reference (refresh.ts). */
+export interface ImageDriver extends ElementDriver {
+  /**
+   * Makes the image of `input` as `create` does, tagged `ref` instead of the element's own
+   * reference (nothing is left under `ref` on failure).
+   */
+  fetchAs(input: DriverCreateInput, ref: string): Promise<E.Either<CreateError, DriverCreated>>;
+}
+
 /** The image driver. */
-export const imageDriver = (engine: Engine): ElementDriver => {
+export const imageDriver = (engine: Engine): ImageDriver => {
   const d = engine.docker;
 
   const describe = async (id: string, ref: string): Promise<E.Either<AnyError, DriverCreated>> => {
@@ -123,10 +135,12 @@ export const imageDriver = (engine: Engine): ElementDriver => {
     labels: Record<string, string>,
     src: Extract<ImageSource, { type: 'git' }>,
     report: (p: Progress) => void,
+    onCommit: (commit: string) => void,
     signal?: AbortSignal,
   ): Promise<E.Either<AnyError, void>> => {
     const co = await checkout(id, src, report, signal);
     if (E.isLeft(co)) return signal?.aborted === true ? E.left(aborted(id, signal.reason)) : co;
+    onCommit(co.right.commit);
     try {
       const dockerfile = src.dockerfile ?? 'Dockerfile';
       const ctx = await buildContext(id, co.right.dir, dockerfile);
@@ -178,7 +192,7 @@ export const imageDriver = (engine: Engine): ElementDriver => {
     }
   };
 
-  const createInner = async (input: DriverCreateInput): Promise<E.Either<CreateError, DriverCreated>> => {
+  const createInner = async (input: DriverCreateInput, ref: string): Promise<E.Either<CreateError, DriverCreated>> => {
     const id = input.id.key;
     const src = parseSource(id, input.options.source);
     if (E.isLeft(src)) return src as E.Either<CreateError, never>;
@@ -190,9 +204,15 @@ export const imageDriver = (engine: Engine): ElementDriver => {
           'overlay2 image layers have no size of their own; set a memory or tmpfs limit on the executor instead',
         ),
       );
-    const ref = imageRef(engine.instance, input.id);
     const labels = labelsFor(engine.instance, input.id, input.ro);
     const source = src.right;
+    /** What the element records of its source, so `refresh` can fetch it again and tell unchanged content. */
+    let digest: (() => string) | undefined;
+    const recorded = recordableSource(source);
+    const sourceAttributes = (): Record<string, unknown> => {
+      const d = digest?.();
+      return recorded === undefined ? {} : { source: recorded, ...(d === undefined || d === '' ? {} : { sourceDigest: d }) };
+    };
     const fail = async (e: AnyError): Promise<E.Either<CreateError, never>> => {
       await removeRef(ref);
       return E.left(e as CreateError);
@@ -204,7 +224,8 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       const x = extra();
       if (E.isLeft(x)) return fail(x.left);
       const out = await describe(id, ref);
-      return E.isLeft(out) ? fail(out.left) : (out as E.Either<CreateError, DriverCreated>);
+      if (E.isLeft(out)) return fail(out.left);
+      return E.right({ attributes: { ...out.right.attributes, ...sourceAttributes() } });
     };
 
     const report = reporter(input.progress);
@@ -232,7 +253,7 @@ export const imageDriver = (engine: Engine): ElementDriver => {
     }
     if (source?.type === 'git') {
       if (input.data !== undefined || input.parent !== undefined) return noInput('a git image');
-      const built = await build(id, ref, labels, source, report, signal);
+      const built = await build(id, ref, labels, source, report, (c) => (digest = () => c), signal);
       return E.isLeft(built) ? fail(built.left) : verified();
     }
 
@@ -243,7 +264,7 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       const data = input.data;
       if (data === undefined) return E.left(invalidEntry('a tarball image needs data (a docker save archive)', id, ['data']));
       const stream = checkedTar(id, data.stream, { absoluteSymlinks: true }).pipe(counting('load', report));
-      content = { format: 'image', stream, verify: () => E.right(undefined) };
+      content = { format: 'image', stream, verify: () => E.right(undefined), digest: () => '' };
     } else if (source?.type === 'url' || source?.type === 'path' || source?.type === 'directory') {
       if (input.data !== undefined) return E.left(invalidEntry(`a ${source.type} image takes no data`, id, ['data']));
       const got =
@@ -252,7 +273,10 @@ export const imageDriver = (engine: Engine): ElementDriver => {
           : await fromPath(id, source.path, source.type === 'path' ? source.format : 'rootfs', report);
       if (E.isLeft(got)) return got as E.Either<CreateError, never>;
       if ('directory' in got.right) directory = got.right.directory;
-      else content = got.right;
+      else {
+        content = got.right;
+        digest = got.right.digest;
+      }
       if (source.type === 'directory' && directory === undefined)
         return E.left(invalidEntry(`not a directory: ${source.path}`, id, ['options.source']));
     }
@@ -266,9 +290,13 @@ export const imageDriver = (engine: Engine): ElementDriver => {
         return E.isLeft(r) ? fail(r.left) : verified();
       }
       let tar: Readable | undefined;
-      if (directory !== undefined)
-        tar = checkedTar(id, packDir(directory) as unknown as AsyncIterable<Uint8Array>, { absoluteSymlinks: true });
-      else if (content !== undefined) tar = checkedTar(id, content.stream, { absoluteSymlinks: true });
+      if (directory !== undefined) {
+        const h = hashing();
+        digest = h.digest;
+        const packed = packDir(directory) as unknown as Readable;
+        packed.on('error', (err) => h.stream.destroy(err));
+        tar = checkedTar(id, packed.pipe(h.stream), { absoluteSymlinks: true });
+      } else if (content !== undefined) tar = checkedTar(id, content.stream, { absoluteSymlinks: true });
       else if (input.data !== undefined) tar = checkedTar(id, input.data.stream, { absoluteSymlinks: true });
       extra = () => content?.verify() ?? E.right(undefined);
 
@@ -330,11 +358,11 @@ export const imageDriver = (engine: Engine): ElementDriver => {
   };
 
   /** Any throw (a refused tar entry, a broken source) removes what was made, then propagates. */
-  const create = async (input: DriverCreateInput): Promise<E.Either<CreateError, DriverCreated>> => {
+  const fetchAs = async (input: DriverCreateInput, ref: string): Promise<E.Either<CreateError, DriverCreated>> => {
     try {
-      return await createInner(input);
+      return await createInner(input, ref);
     } catch (err) {
-      await removeRef(imageRef(engine.instance, input.id));
+      await removeRef(ref);
       throw err;
     }
   };
@@ -342,7 +370,8 @@ export const imageDriver = (engine: Engine): ElementDriver => {
   return {
     external: true,
     supportsData: true,
-    create,
+    create: (input) => fetchAs(input, imageRef(engine.instance, input.id)),
+    fetchAs,
     async destroy(el: Element): Promise<E.Either<DeleteError, void>> {
       const ref = String(el.attributes.ref ?? '');
       const imageId = String(el.attributes.imageId ?? '');
@@ -353,9 +382,12 @@ export const imageDriver = (engine: Engine): ElementDriver => {
       try {
         // a helper of lessl's whose removal failed earlier may still hold the image: it goes first
         await remove().catch(async (err: unknown) => {
+          if (statusOf(err) === 404) return;
           if (statusOf(err) === 409 && (await engine.removeOwnHelpers({ ancestor: [imageId] }))) return remove();
           throw err;
         });
+        // the content it had before a refresh, kept while containers used it
+        await removeStale(engine, staleOf(el), true);
         return E.right(undefined);
       } catch (err) {
         if (statusOf(err) === 404) return E.right(undefined);

@@ -51,7 +51,7 @@ import {
   type HostPolicy,
   type HostSpec,
 } from './hosts.js';
-import { routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
+import { ensureImage, routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
 import {
   IDLE_CMD,
   POOL_MEMORY_CAP,
@@ -64,6 +64,8 @@ import {
 } from './pool.js';
 import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
+import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
+import { imageDriver } from './images.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -83,6 +85,7 @@ export {
 } from './placement.js';
 export { purge, type ReconcileReport } from './sync.js';
 export { lastUsedOf, type PurgeOptions, type PurgeReport } from './freshness.js';
+export { SINGLE_HOST, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './tar.js';
 export { fromDocker };
 export type { On409 } from './errors.js';
@@ -189,6 +192,17 @@ export interface DockerBackend extends Backend {
    * last served a task in `attributes.lastUsed`.
    */
   purge(opts?: PurgeOptions, ctx?: CallContext): TaskEither<AnyError, PurgeReport>;
+  /**
+   * Fetches an image element's source again (docs/pool.md): new content moves the element to it
+   * atomically (a `modified` event) while running tasks keep the old; unchanged content answers
+   * `changed: false`. An image without a source to fetch again is `Unsupported`.
+   */
+  refresh(id: IdLike, ctx?: CallContext): TaskEither<AnyError, RefreshReport>;
+  /**
+   * Makes images present ahead of need: creates missing elements from their `source`, fetches
+   * again those whose Docker image is gone; answers what it did per image (and host).
+   */
+  preload(images: readonly PreloadRequest[], opts?: PreloadOptions, ctx?: CallContext): TaskEither<AnyError, PreloadResult[]>;
   /** An image's content as a stream (a `docker save` archive, loadable with `source: { type: 'tarball' }`). */
   exportImage(id: IdLike, ctx?: CallContext): TaskEither<ReadError, NodeJS.ReadableStream>;
 }
@@ -329,6 +343,7 @@ export const openDockerBackend =
       stopTasks: (h) => stopTasksOn(reg, backend, h),
     };
     hosts.start();
+    const fresh = freshness(primary, registry, imageDriver(primary), backend.stores.image, opts.authorize);
     return E.right({
       ...backend,
       docker: primary.docker,
@@ -353,6 +368,9 @@ export const openDockerBackend =
         },
       },
       purge: purgeImages(primary, registry, backend.stores.image),
+      refresh: fresh.refresh,
+      preload: (requests, o, ctx) =>
+        hosts.all().length === 1 ? fresh.preload(requests, o, ctx) : preloadOnHosts(hosts, backend, requests, o, ctx),
       pool: {
         configure: (profiles, o) => async () => {
           const resolved: WarmProfile[] = [];
@@ -398,6 +416,73 @@ const hostSpecsOf = (opts: DockerBackendOptions): E.Either<InvalidEntry, readonl
   }
   return E.right(opts.hosts);
 };
+
+/**
+ * `preload` over several hosts: each image element made from its source where missing (on the
+ * host placement chooses), then copied to every named host (default: every active one).
+ */
+const preloadOnHosts =
+  (
+    hosts: HostPool,
+    backend: Backend,
+    requests: readonly PreloadRequest[],
+    o: PreloadOptions = {},
+    ctx?: CallContext,
+  ): TaskEither<AnyError, PreloadResult[]> =>
+  async () => {
+    if (!Array.isArray(requests)) return E.left(invalidEntry('preload takes a list of images', '', ['images']));
+    const names: unknown =
+      o?.hosts ??
+      hosts
+        .all()
+        .filter((h) => h.state === 'active')
+        .map((h) => h.name);
+    if (!Array.isArray(names)) return E.left(invalidEntry('hosts must be a list of host names', '', ['hosts']));
+    const targets: Engine[] = [];
+    for (const [i, n] of names.entries()) {
+      const h = typeof n === 'string' ? hosts.get(n) : undefined;
+      if (h === undefined) return E.left(invalidEntry(`no host ${String(n)}`, '', [`hosts[${i}]`]));
+      targets.push(h);
+    }
+    const out: PreloadResult[] = [];
+    for (const r of requests) {
+      const req = typeof r === 'object' && r !== null && 'id' in r ? r : { id: r };
+      const id = toId(req.id);
+      if (E.isLeft(id)) return id;
+      const key = id.right.key;
+      const failed = (host: string, error: AnyError): PreloadResult => ({ id: key, host, done: 'failed', error });
+      let el = backend.registry.get(key);
+      let created = false;
+      if (el === undefined) {
+        if (!('source' in req) || req.source === undefined) {
+          for (const h of targets) out.push(failed(h.name, notFound(key)));
+          continue;
+        }
+        const made = await backend.stores.image.create(
+          { id: key, options: { source: req.source }, ...('ro' in req && req.ro !== undefined ? { ro: req.ro } : {}) },
+          ctx,
+        )();
+        if (E.isLeft(made)) {
+          for (const h of targets) out.push(failed(h.name, made.left));
+          continue;
+        }
+        el = made.right;
+        created = true;
+      }
+      const imageId = String(el.attributes.imageId ?? '');
+      for (const h of targets) {
+        const home = hosts.of(el) === h;
+        const had = h.images.has(imageId);
+        const got = await ensureImage(hosts, h, el);
+        out.push(
+          E.isLeft(got)
+            ? failed(h.name, got.left)
+            : { id: key, host: h.name, done: created && home ? 'created' : had || home ? 'present' : 'copied', imageId },
+        );
+      }
+    }
+    return E.right(out);
+  };
 
 /** Publishes a host's state change on the event stream (`host` events). */
 const publishHostChange = async (registry: Registry, info: HostInfo, from: string, reason: string): Promise<void> => {

@@ -179,6 +179,23 @@ export class WarmPool {
       }
   }
 
+  /**
+   * A refreshed image: the ready containers of its old content are removed and its profiles now
+   * start containers of the new one (their counters kept).
+   */
+  async repoint(oldImageId: string, newImageId: string): Promise<void> {
+    for (const slot of [...this.slots.values()])
+      if (slot.profile.base.Image === oldImageId) {
+        const base = { ...slot.profile.base, Image: newImageId };
+        this.slots.delete(slot.profile.key);
+        const ready = slot.ready.splice(0);
+        slot.profile = { ...slot.profile, base, key: warmKey(base) };
+        this.slots.set(slot.profile.key, slot);
+        await this.removeAll(ready);
+      }
+    void this.fill().catch(() => undefined);
+  }
+
   /** The pool's figures. */
   stats(): PoolStats {
     const slots = [...this.slots.values()];

@@ -59,6 +59,44 @@ export type ImageSource = t.TypeOf<typeof ImageSourceC>;
 /** Defaults of a URL source. */
 export const URL_DEFAULTS = { maxBytes: 4 * 1024 ** 3, stallMs: 30_000 } as const;
 
+/** A URL without its user and password (what an element records of its source). */
+const withoutUserinfo = (u: string): string => {
+  try {
+    const url = new URL(u);
+    if (url.username === '' && url.password === '') return u;
+    url.username = '';
+    url.password = '';
+    return url.toString();
+  } catch {
+    return u.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1'); // scp-like or odd: drop anything before an @ in the authority
+  }
+};
+
+/**
+ * What an image element records of its source (`attributes.source`), so `refresh` can fetch it
+ * again: the source without credentials (a URL's or repository's user and password are dropped).
+ * Sources that cannot be fetched again (`tarball`: data the caller streamed) record nothing.
+ */
+export const recordableSource = (s: ImageSource | undefined): ImageSource | undefined => {
+  if (s === undefined || s.type === 'tarball') return undefined;
+  if (s.type === 'url') return { ...s, url: withoutUserinfo(s.url) };
+  if (s.type === 'git') return { ...s, repo: withoutUserinfo(s.repo) };
+  return s;
+};
+
+/** A pass-through that hashes what flows (sha256); `digest()` once the stream has ended. */
+export const hashing = (): { stream: Transform; digest: () => string } => {
+  const hash = createHash('sha256');
+  let out: string | undefined;
+  const stream = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  return { stream, digest: () => (out ??= `sha256:${hash.digest('hex')}`) };
+};
+
 /** Decodes `options.source` exactly (unknown fields refused). */
 export const parseSource = (id: string, u: unknown): E.Either<AnyError, ImageSource | undefined> => {
   if (u === undefined) return E.right(undefined);
@@ -147,6 +185,8 @@ export interface Content {
   readonly stream: Readable;
   /** After the stream is consumed: a checksum mismatch or a broken download, if any. */
   readonly verify: () => E.Either<AnyError, void>;
+  /** After the stream is consumed: the sha256 of the bytes (`refresh` compares it to tell unchanged content). */
+  readonly digest: () => string;
 }
 
 /** A directory or file on this machine. */
@@ -160,8 +200,11 @@ export const fromPath = async (
   if (st === undefined) return E.left(invalidEntry(`no such file or directory: ${path}`, id, ['options.source.path']));
   if (st.isDirectory()) return E.right({ directory: path });
   if (!st.isFile()) return E.left(invalidEntry(`not a file or directory: ${path}`, id, ['options.source.path']));
-  const stream = createReadStream(path).pipe(counting('read', report, st.size));
-  return E.right({ format: format ?? 'image', stream, verify: () => E.right(undefined) });
+  const h = hashing();
+  const stream = createReadStream(path)
+    .pipe(h.stream)
+    .pipe(counting('read', report, st.size));
+  return E.right({ format: format ?? 'image', stream, verify: () => E.right(undefined), digest: h.digest });
 };
 
 /**
@@ -248,12 +291,14 @@ export const fromUrl = async (
   });
   const stream = body.pipe(guard).pipe(counting('download', report, Number.isFinite(length) ? length : undefined));
   guard.on('error', (err) => stream.destroy(err));
+  const digestOf = (): string => (digest ??= `sha256:${hash.digest('hex')}`);
   return E.right({
     format: src.format ?? 'image',
     stream,
+    digest: digestOf,
     verify: () => {
       if (failure !== undefined) return E.left(failure);
-      digest ??= `sha256:${hash.digest('hex')}`;
+      digest = digestOf();
       return want === undefined || digest === want ? E.right(undefined) : E.left(checksumMismatch(id, want, digest));
     },
   });
@@ -264,16 +309,16 @@ const describe = (err: unknown): string => {
   return typeof cause === 'string' ? cause : err instanceof Error ? err.message : String(err);
 };
 
-/** A git checkout of `src.ref` in a fresh temporary directory; `cleanup` removes it. */
+/** A git checkout of `src.ref` in a fresh temporary directory (and its commit); `cleanup` removes it. */
 export const checkout = async (
   id: string,
   src: Extract<ImageSource, { type: 'git' }>,
   report: (p: Progress) => void,
   signal?: AbortSignal,
-): Promise<E.Either<AnyError, { dir: string; cleanup: () => Promise<void> }>> => {
+): Promise<E.Either<AnyError, { dir: string; commit: string; cleanup: () => Promise<void> }>> => {
   const dir = await mkdtemp(join(tmpdir(), 'lessl-git-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
-  const git = (args: string[]): Promise<unknown> =>
+  const git = (args: string[]): Promise<{ stdout: string }> =>
     promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...args], {
       env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' },
       ...(signal === undefined ? {} : { signal }),
@@ -292,7 +337,11 @@ export const checkout = async (
     await cleanup();
     return E.left(invalidEntry(`no ref ${src.ref ?? 'HEAD'} in ${src.repo}: ${gitError(err)}`, id, ['options.source.ref']));
   }
-  return E.right({ dir, cleanup });
+  const commit = await git(['-C', dir, 'rev-parse', 'HEAD']).then(
+    (r) => `git:${r.stdout.trim()}`,
+    () => '',
+  );
+  return E.right({ dir, commit, cleanup });
 };
 
 const gitError = (err: unknown): string => {

@@ -82,6 +82,34 @@ describe.runIf(file !== undefined)('several engines', () => {
     expect(await client(hostNamed(file!, 'h3')).getImage(imageId).inspect()).toBeDefined();
   }, 60_000);
 
+  test('preload makes an image present on every active host ahead of need', async () => {
+    const img = `image://local/${n('pre')}`;
+    await unwrap(b.stores.image.create({ id: img, data: rootfs, options: { host: 'h2' } }));
+    const r = await unwrap(b.preload([img]));
+    expect(r.map((x) => [x.host, x.done])).toEqual([
+      ['h1', 'copied'],
+      ['h2', 'present'],
+      ['h3', 'copied'],
+    ]);
+    const imageId = String(b.registry.get(img)?.attributes.imageId);
+    for (const h of plain) expect((await client(h).getImage(imageId).inspect()).Id).toBe(imageId);
+    const again = await unwrap(b.preload([img], { hosts: ['h3'] }));
+    expect(again.map((x) => x.done)).toEqual(['present']);
+    const bad = await b.preload([img], { hosts: ['nowhere'] })();
+    expect(E.isLeft(bad) && bad.left._tag).toBe('InvalidEntry');
+    await unwrap(b.stores.image.delete(img));
+    for (const h of plain)
+      expect(
+        await client(h)
+          .getImage(imageId)
+          .inspect()
+          .then(
+            () => true,
+            () => false,
+          ),
+      ).toBe(false);
+  }, 60_000);
+
   test('a volume stays on its host and pulls its executors there', async () => {
     const vol = `volume://local/${n('v')}`;
     await unwrap(b.stores.volume.create({ id: vol, data: await tarOf({ 'hello.txt': 'from h2' }), options: { host: 'h2' } }));

@@ -18,6 +18,7 @@ import {
   notFound,
   permissionDenied,
   runtimeError,
+  unsupported,
   utf8,
   type AnyError,
   type Element,
@@ -27,6 +28,7 @@ import { BoolFromString, describe, IntFromString, refine, str, strict } from './
 import type { ServiceDb, UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
+import { operationsOf } from './operate.js';
 import { HttpProblem, problemOf, ProblemC } from './problem.js';
 import { visibleTo } from './runner.js';
 
@@ -47,12 +49,30 @@ const SourceC = t.union([
     { type: t.literal('path'), path: str(4096, 1) },
     { format: t.union([t.literal('image'), t.literal('rootfs')]) },
   ),
+  strict(
+    'GitSource',
+    {
+      type: t.literal('git'),
+      repo: describe(str(2048, 1), 'the repository URL (http or https; file:// and paths for admins)'),
+    },
+    {
+      ref: describe(str(256, 1), 'a branch, tag or commit (default HEAD)'),
+      dockerfile: describe(str(1024, 1), 'the Dockerfile inside the repository (default Dockerfile)'),
+    },
+  ),
 ]);
+/** A repository a non-admin may name: http(s) only (file://, paths and ssh reach into the server). */
+const publicRepo = (repo: string): boolean => /^https?:\/\//i.test(repo);
 /** The body of `POST /v1/images`. */
 export const NewImageC = strict(
   'NewImage',
   { name: NameC, source: SourceC },
   { public: describe(t.boolean, 'readable by every user (admins only)') },
+);
+const RefreshQueryC = strict(
+  'RefreshQuery',
+  {},
+  { wait: describe(IntFromString(0, 600), 'seconds to wait for the refresh: 200 with the image when it is done') },
 );
 const CreateQueryC = strict(
   'ImageQuery',
@@ -74,7 +94,21 @@ export const ImageViewC = strict('Image', {
   created: Nullable(t.string),
   lastUsed: Nullable(t.string),
   error: Nullable(ProblemC),
+  refresh: describe(
+    Nullable(
+      strict('ImageRefresh', {
+        state: t.keyof({ running: null, done: null, failed: null }),
+        changed: describe(Nullable(t.boolean), 'whether the source gave new content (the image moved to it)'),
+        started: t.string,
+        ended: Nullable(t.string),
+        error: Nullable(ProblemC),
+      }),
+    ),
+    'the last refresh (POST /v1/images/{name}/refresh) since the service started',
+  ),
 });
+/** The state of an image's last refresh. */
+type RefreshView = NonNullable<t.TypeOf<typeof ImageViewC>['refresh']>;
 /** An image view. */
 export type ImageView = t.TypeOf<typeof ImageViewC>;
 const ImageListC = strict('ImageList', { items: t.array(ImageViewC) });
@@ -88,9 +122,16 @@ interface Pending {
 /** The most bytes an uploaded archive may have. */
 const MAX_UPLOAD = 8 * 1024 ** 3;
 
+/** What the image routes tell the rest of the service. */
+export interface ImageRoutes {
+  /** Images by state (creating, ready, failed), for the metrics. */
+  counts(): Record<'creating' | 'ready' | 'failed', number>;
+}
+
 /** Registers the image and host routes. */
-export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Backend, policy: Policy): void => {
+export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Backend, policy: Policy): ImageRoutes => {
   const pending = new Map<string, Pending>();
+  const refreshes = new Map<string, { view: RefreshView; done: Promise<void> }>();
   const idOf = (name: string): string => imageId(name, policy.imageStore);
   const ownerOf = (el: Element): string | null => fromUtf8(el.ro).owner ?? null;
 
@@ -110,6 +151,7 @@ export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Back
         created: null,
         lastUsed: null,
         error,
+        refresh: null,
       };
     }
     const a = el.attributes;
@@ -123,6 +165,7 @@ export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Back
       created: el.created,
       lastUsed: typeof a.lastUsed === 'string' ? a.lastUsed : null,
       error: null,
+      refresh: refreshes.get(name)?.view ?? null,
     };
   };
   /** The view if the caller may see it, else 404 (no existence leak). */
@@ -198,11 +241,11 @@ export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Back
     responses: {
       201: { description: 'ready within ?wait', ...json(ImageViewC) },
       202: { description: 'creating: follow Location', ...json(ImageViewC), headers: { location: '/v1/images/{name}' } },
-      403: problem('a path source or a public image, by a non-admin'),
+      403: problem('a path source, a git repository that is not http(s), or a public image, by a non-admin'),
       409: problem('an image of that name exists (NameCollision)'),
     },
     handler: async ({ reply, user, body, query }) => {
-      if (body.source.type === 'path' && !user.admin)
+      if ((body.source.type === 'path' || (body.source.type === 'git' && !publicRepo(body.source.repo))) && !user.admin)
         throw new HttpProblem(permissionDenied('/v1/images', user.name, 'create'), 403);
       const options = { source: body.source };
       return start(reply, user, body.name, body.public === true, query?.wait, (ro) =>
@@ -275,4 +318,70 @@ export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Back
       return reply.code(204).send();
     },
   });
+
+  route(app, db, {
+    method: 'POST',
+    url: '/v1/images/:name/refresh',
+    summary:
+      'Fetch the image’s source again (its owner or an admin): new content replaces it for new tasks, running tasks keep theirs. Asynchronous: 202 and Location; ?wait=N: 200 once done',
+    tags: ['images'],
+    auth: 'user',
+    params: NameParamsC,
+    query: RefreshQueryC,
+    responses: {
+      200: { description: 'refreshed within ?wait (see refresh.changed)', ...json(ImageViewC) },
+      202: { description: 'refreshing: follow Location', ...json(ImageViewC), headers: { location: '/v1/images/{name}' } },
+      403: problem('a public image, by a non-admin'),
+      404: problem('no such image ready (or not the caller’s)'),
+      409: problem('the image has no source to fetch again (an uploaded archive): Unsupported'),
+      501: problem('the backend cannot refresh images'),
+    },
+    handler: async ({ reply, user, params, query }) => {
+      const name = params.name;
+      const v = visible(user, name);
+      if (v.state !== 'ready') throw new HttpProblem(notFound(`/v1/images/${name}`), 404);
+      if (!(user.admin || v.owner === user.name))
+        throw new HttpProblem(permissionDenied(`/v1/images/${name}`, user.name, 'update'), 403);
+      const el = b.registry.get(idOf(name));
+      if (el?.attributes.source === undefined)
+        throw new HttpProblem(
+          unsupported(idOf(name), 'refresh of an image without a source', 'it was uploaded as an archive: upload it again'),
+          409,
+        );
+      const refresh = operationsOf(b).refresh;
+      if (refresh === undefined)
+        throw new HttpProblem(unsupported(idOf(name), 'refreshing images', 'the backend cannot fetch sources again'));
+      let cur = refreshes.get(name);
+      if (cur?.view.state !== 'running') {
+        const r: { view: RefreshView; done: Promise<void> } = {
+          view: { state: 'running', changed: null, started: new Date().toISOString(), ended: null, error: null },
+          done: Promise.resolve(),
+        };
+        const end = (patch: Partial<RefreshView>): void => {
+          r.view = { ...r.view, ...patch, ended: new Date().toISOString() };
+        };
+        r.done = refresh(idOf(name))().then(
+          (x) =>
+            E.isRight(x) ? end({ state: 'done', changed: x.right.changed }) : end({ state: 'failed', error: problemOf(x.left) }),
+          (err: unknown) => end({ state: 'failed', error: problemOf(runtimeError(idOf(name), 'the refresh failed', err)) }),
+        );
+        refreshes.set(name, r);
+        cur = r;
+      }
+      const wait = query?.wait;
+      if (wait !== undefined) await Promise.race([cur.done, new Promise((res) => setTimeout(res, wait * 1000).unref())]);
+      reply.header('location', `/v1/images/${name}`);
+      const now = visible(user, name);
+      return reply.code(now.refresh?.state === 'running' ? 202 : 200).send(now);
+    },
+  });
+
+  return {
+    counts: () => {
+      const n = { creating: 0, ready: 0, failed: 0 };
+      n.ready = b.registry.scan(`image://${policy.imageStore}/`).length;
+      for (const p of pending.values()) n[p.state]++;
+      return n;
+    },
+  };
 };

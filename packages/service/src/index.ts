@@ -13,3 +13,12 @@ export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
 export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
 export { elementsOf, serviceTaskOf, SYSTEM } from './runner.js';
 export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';
+export {
+  PoolConfigC,
+  PoolProfileC,
+  PurgeBodyC,
+  profileRequests,
+  type PoolConfig,
+  type PoolProfile,
+  type PreloadImage,
+} from './operate.js';

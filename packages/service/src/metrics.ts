@@ -2,7 +2,16 @@
  * Prometheus metrics (prom-client), on a registry of the server's own.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PoolStats } from '@lessl/docker';
 import type { ServiceDb } from './db.js';
+
+/** What the pool and image metrics read when scraped. */
+export interface Sources {
+  /** The warm pool's figures (undefined: the backend has none). */
+  readonly pool?: () => PoolStats | undefined;
+  /** Images by state. */
+  readonly images?: () => Readonly<Record<string, number>>;
+}
 
 /** The service's metrics. */
 export interface Metrics {
@@ -13,7 +22,7 @@ export interface Metrics {
 }
 
 /** Makes the metrics; gauges read the queue when scraped. */
-export const makeMetrics = (db: ServiceDb, running: () => number): Metrics => {
+export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sources = {}): Metrics => {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'lessl_' });
   const requests = new Histogram({
@@ -46,6 +55,57 @@ export const makeMetrics = (db: ServiceDb, running: () => number): Metrics => {
     registers: [registry],
     collect() {
       this.set(running());
+    },
+  });
+  // the pool's counters only grow while a profile lives: each scrape adds what they grew by
+  const seen = new Map<string, number>();
+  const grow = (c: Counter<'profile' | 'image'>, field: 'hits' | 'misses'): void => {
+    for (const p of sources.pool?.()?.profiles ?? []) {
+      const k = `${field}/${p.key}`;
+      const had = seen.get(k);
+      const d = p[field] - (had ?? 0);
+      seen.set(k, p[field]);
+      if (d > 0 || had === undefined) c.inc({ profile: p.key, image: p.image }, Math.max(d, 0)); // a new profile shows 0
+    }
+  };
+  new Counter({
+    name: 'lessl_pool_hits_total',
+    help: 'one-shot tasks that took a warm container, by pool profile',
+    labelNames: ['profile', 'image'] as const,
+    registers: [registry],
+    collect() {
+      grow(this, 'hits');
+    },
+  });
+  new Counter({
+    name: 'lessl_pool_misses_total',
+    help: 'tasks of a pool profile that found no warm container ready (cold start)',
+    labelNames: ['profile', 'image'] as const,
+    registers: [registry],
+    collect() {
+      grow(this, 'misses');
+    },
+  });
+  new Gauge({
+    name: 'lessl_pool_size',
+    help: 'warm containers by pool profile and state (ready: waiting for a task; starting: being made)',
+    labelNames: ['profile', 'image', 'state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of sources.pool?.()?.profiles ?? []) {
+        this.set({ profile: p.key, image: p.image, state: 'ready' }, p.ready);
+        this.set({ profile: p.key, image: p.image, state: 'starting' }, p.starting);
+      }
+    },
+  });
+  new Gauge({
+    name: 'lessl_images',
+    help: 'images by state',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      for (const [state, v] of Object.entries(sources.images?.() ?? {})) this.set({ state }, v);
     },
   });
   return { registry, requests, accepted, reaped };

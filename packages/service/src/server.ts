@@ -11,7 +11,7 @@ import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import { invalidEntry, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
 import type { Backend } from '@lessl/level';
-import { openDockerBackend, type DockerBackendOptions } from '@lessl/docker';
+import { openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
 import { makeMetrics, type Metrics } from './metrics.js';
@@ -20,7 +20,16 @@ import { HttpProblem, problemOf } from './problem.js';
 import { JobQueue } from './queue.js';
 import { registerRoutes } from './routes.js';
 import { registerHostRoutes } from './hosts.js';
-import { registerImageRoutes } from './images.js';
+import { registerImageRoutes, type ImageRoutes } from './images.js';
+import {
+  configurePool,
+  operationsOf,
+  orThrow,
+  preloadImages,
+  registerOperatorRoutes,
+  type PoolConfig,
+  type PreloadImage,
+} from './operate.js';
 import { Runner } from './runner.js';
 
 /** Options of `createServer`. */
@@ -45,6 +54,13 @@ export interface ServerOptions {
   readonly shell?: readonly string[];
   /** Docker backend options for the embedded default (the registry and authorizer are the service's). */
   readonly docker?: Omit<DockerBackendOptions, 'registry' | 'authorize'>;
+  /**
+   * The warm pool at start (docs/service.md): profiles of an image and task limits, each keeping
+   * `min` containers ready; `PUT /v1/pool` changes it at run time. Checked: a bad one fails the start.
+   */
+  readonly pool?: PoolConfig;
+  /** Images made present at start: created from their source when missing (public unless `owner`), fetched again when their content is gone. */
+  readonly preload?: readonly PreloadImage[];
 }
 
 /** A running service. */
@@ -54,6 +70,8 @@ export interface LesslServer {
   readonly db: ServiceDb;
   readonly queue: JobQueue;
   readonly metrics: Metrics;
+  /** What preloading did at start, per image (failures are listed here, they do not stop the start). */
+  readonly preloaded: readonly PreloadResult[];
   /** The admin token made at a first start without one (print it once), else undefined. */
   readonly initialAdminToken: string | undefined;
   /** Listens (default 127.0.0.1, a free port); answers the base URL. */
@@ -146,7 +164,12 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   // phase 2: the runner, the queue, the reaper
   const runner = new Runner({ backend, db, policy, shell: o.shell ?? ['/bin/sh', '-c'] });
   const queue = new JobQueue(db, runner, o.concurrency ?? 4);
-  const metrics = makeMetrics(db, () => queue.active);
+  const ops = operationsOf(backend);
+  const routesOf: { images?: ImageRoutes } = {};
+  const metrics = makeMetrics(db, () => queue.active, {
+    pool: () => ops.pool?.stats(),
+    images: () => routesOf.images?.counts() ?? {},
+  });
   const removeTask = async (task: string, mark: 'deleted' | 'expired'): Promise<void> => {
     const r = db.tasks.get(task);
     if (r === undefined || r.deleted || (mark === 'expired' && r.state === 'expired')) return;
@@ -193,10 +216,24 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     },
   });
   registerRoutes(app, { backend, db, queue, runner, policy, metrics, removeTask });
-  registerImageRoutes(app, db, backend, policy);
+  routesOf.images = registerImageRoutes(app, db, backend, policy);
+  registerOperatorRoutes(app, db, backend, policy);
   registerHostRoutes(app, db, backend);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
+  // the operator's images, then the pool over them; a bad configuration fails the start
+  let preloaded: PreloadResult[];
+  try {
+    preloaded = orThrow(await preloadImages(backend, policy, o.preload ?? []));
+    for (const p of preloaded) if (p.done === 'failed') app.log.warn({ image: p.id, error: p.error }, 'preload failed');
+    if (o.pool !== undefined) orThrow(await configurePool(backend, policy, o.pool));
+  } catch (err) {
+    clearInterval(reaper);
+    await app.close();
+    await db.close().catch(() => undefined);
+    for (const c of closers) await c().catch(() => undefined);
+    throw err;
+  }
   queue.start();
   // a removal a crash interrupted is finished (a deleted task keeps no element)
   for (const r of db.tasks.values())
@@ -209,6 +246,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     db,
     queue,
     metrics,
+    preloaded,
     initialAdminToken,
     listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
     reap,

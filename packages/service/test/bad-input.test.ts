@@ -188,6 +188,11 @@ describe('fuzz', () => {
       fc.constant('/v1/images'),
       fc.constant('/v1/hosts'),
       fc.oneof(fc.constant('busybox'), fc.constant('mine'), fc.string()).map((i) => `/v1/images/${encodeURIComponent(i)}`),
+      fc
+        .oneof(fc.constant('busybox'), fc.constant('mine'), fc.string())
+        .map((i) => `/v1/images/${encodeURIComponent(i)}/refresh`),
+      fc.constant('/v1/images/purge'),
+      fc.constant('/v1/pool'),
       fc.webPath(),
     );
     const query = fc.oneof(
@@ -245,6 +250,35 @@ describe('fuzz', () => {
           { requiredKeys: [] },
         )
         .map((v) => JSON.stringify(v)),
+      // purge and pool bodies, near and far from valid
+      fc
+        .record(
+          { unusedForMs: fc.oneof(fc.integer(), fc.anything()), keepBytes: fc.anything(), dryRun: fc.anything() },
+          { requiredKeys: [] },
+        )
+        .map((v) => JSON.stringify(v)),
+      fc
+        .record(
+          {
+            profiles: fc.oneof(
+              fc.array(
+                fc.record(
+                  {
+                    image: fc.oneof(fc.constant('busybox'), fc.string()),
+                    min: fc.oneof(fc.integer(), fc.anything()),
+                    limits: fc.anything(),
+                  },
+                  { requiredKeys: [] },
+                ),
+                { maxLength: 2 },
+              ),
+              fc.anything(),
+            ),
+            memoryCapBytes: fc.anything(),
+          },
+          { requiredKeys: [] },
+        )
+        .map((v) => JSON.stringify(v)),
       fc.string(),
     );
     const req = fc.record({
@@ -273,7 +307,9 @@ describe('fuzz', () => {
         n++;
         // logs?follow of a task that runs ends by itself; nothing here may hang or 5xx
         const text = await r.text();
-        expect(r.status, `${q.method} ${q.path}${q.query} -> ${r.status} ${text.slice(0, 300)}`).toBeLessThan(500);
+        // (the memory backend has no pool, purge or refresh: a valid request for them is 501 Unsupported, not bad input)
+        const lacking = r.status === 501 && /"tag":"Unsupported"/.test(text) && /^\/v1\/(pool|images\/purge)$/.test(q.path);
+        if (!lacking) expect(r.status, `${q.method} ${q.path}${q.query} -> ${r.status} ${text.slice(0, 300)}`).toBeLessThan(500);
         if (r.status >= 400) expect(r.headers.get('content-type')).toMatch(/^application\/problem\+json/);
       }),
       { numRuns: runs },
