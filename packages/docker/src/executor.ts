@@ -80,7 +80,7 @@ export const DockerExecutorOptionsC = t.partial({
 export type DockerExecutorOptions = t.TypeOf<typeof DockerExecutorOptionsC>;
 
 /** The Docker options of an executor, decoded (they were validated at `handle`; nothing is read by cast). */
-const backendOf = (o: ExecutorOptions): DockerExecutorOptions => {
+export const backendOf = (o: ExecutorOptions): DockerExecutorOptions => {
   const r = DockerExecutorOptionsC.decode(o.backend ?? {});
   return E.isRight(r) ? r.right : {};
 };
@@ -111,7 +111,8 @@ interface XState {
 }
 
 /** The process environment: the spec's, then the run's credentials (which win). */
-const envOf = (sink: RunSink): string[] => Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
+export const envOf = (sink: RunSink): string[] =>
+  Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
 
 /** Docker's restart policy for a task (only daemons have one: the spec decoder refuses it elsewhere). */
 const restartPolicyOf = (spec: TaskSpec): { Name: string; MaximumRetryCount?: number } => {
@@ -556,28 +557,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
     const x = recorded(plan.attributes);
     const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
-    const results: StepResult[] = [];
-    const undo: (() => Promise<void>)[] = [];
-    const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
-      results.push({ id: step.id, op: step.op, status: 'ERROR', error });
-      for (const u of undo.reverse()) await u().catch(() => undefined);
-      return E.left({ error, results });
-    };
-    for (const step of plan.steps) {
-      const fault = faults?.(step) ?? (plan.signal?.aborted === true ? aborted(step.id, plan.signal.reason) : undefined);
-      if (fault !== undefined) return failWith(step, fault);
-      try {
-        const r = await applyStep(plan, step, x, grace, undo);
-        if (E.isLeft(r)) return failWith(step, r.left);
-        results.push(r.right);
-      } catch (err) {
-        return failWith(
-          step,
-          isDockerError(err) ? fromDocker(step.id, err) : runtimeError(step.id, `step failed: ${describeCause(err)}`, err),
-        );
-      }
-    }
-    return E.right({ results, attributes: describe(plan, x) });
+    return commitSteps(
+      plan,
+      faults,
+      (step, undo) => applyStep(plan, step, x, grace, undo),
+      () => describe(plan, x),
+    );
   };
 
   /** On open: follows a task that ran while no backend watched, or reports how it ended. */
@@ -660,8 +645,46 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   };
 };
 
+/** One step of a commit: its result, or an error to roll back; `undo` collects what rolls it back. */
+export type StepApplier = (step: PlanStep, undo: (() => Promise<void>)[]) => Promise<E.Either<AnyError, StepResult>>;
+
+/**
+ * Applies a plan's steps in order (a fault hook or an aborted signal fails a step); on a failing
+ * step, runs the collected undos in reverse and answers the error with the results so far.
+ * Shared by the container and Swarm executor drivers.
+ */
+export const commitSteps = async (
+  plan: CommitPlan,
+  faults: FaultHook | undefined,
+  apply: StepApplier,
+  describe: () => Record<string, unknown>,
+): Promise<DriverCommit> => {
+  const results: StepResult[] = [];
+  const undo: (() => Promise<void>)[] = [];
+  const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
+    results.push({ id: step.id, op: step.op, status: 'ERROR', error });
+    for (const u of undo.reverse()) await u().catch(() => undefined);
+    return E.left({ error, results });
+  };
+  for (const step of plan.steps) {
+    const fault = faults?.(step) ?? (plan.signal?.aborted === true ? aborted(step.id, plan.signal.reason) : undefined);
+    if (fault !== undefined) return failWith(step, fault);
+    try {
+      const r = await apply(step, undo);
+      if (E.isLeft(r)) return failWith(step, r.left);
+      results.push(r.right);
+    } catch (err) {
+      return failWith(
+        step,
+        isDockerError(err) ? fromDocker(step.id, err) : runtimeError(step.id, `step failed: ${describeCause(err)}`, err),
+      );
+    }
+  }
+  return E.right({ results, attributes: describe() });
+};
+
 /** The result an unbind reports for a task it stopped (its output is read with `tasks.logs`). */
-const stoppedResult = (id: string, exitCode: number | null): TaskResult => ({
+export const stoppedResult = (id: string, exitCode: number | null): TaskResult => ({
   id,
   exitCode,
   stdout: new Uint8Array(),

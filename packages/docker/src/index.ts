@@ -51,6 +51,7 @@ import { imageDriver } from './images.js';
 import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
 import { volumeDriver } from './volumes.js';
+import { SwarmOptionsC, swarmExecutorDriver, type SwarmOptions } from './swarm.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -63,6 +64,13 @@ export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './
 export { fromDocker };
 export type { On409 } from './errors.js';
 export { imageRef, volumeName, roLabelValue, LABEL } from './names.js';
+export {
+  SwarmExecutorOptionsC,
+  SwarmOptionsC,
+  SWARM_START_TIMEOUT_MS,
+  type SwarmExecutorOptions,
+  type SwarmOptions,
+} from './swarm.js';
 
 /** The stores a Docker backend has unless told otherwise. */
 export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
@@ -100,6 +108,11 @@ export interface DockerBackendOptions {
    * one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
    */
   readonly credentials?: CredentialResolver;
+  /**
+   * Run executors as Swarm services on the engine (a Swarm manager) instead of containers:
+   * `registry` (`host:port`) is where every node pulls images from (docs/swarm.md).
+   */
+  readonly swarm?: SwarmOptions;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -110,6 +123,7 @@ export const DockerBackendOptionsProps = {
   watch: t.boolean,
   faults: fnC<FaultHook>('FaultHook'),
   callTimeoutMs: t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt'),
+  swarm: SwarmOptionsC,
 };
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -174,7 +188,8 @@ export const openDockerBackend =
       return E.left(runtimeError('', 'could not open the registry', err));
     }
     const engine = new Engine(docker, registry.instanceId);
-    const exec = executorDriver(engine, opts.faults);
+    const exec =
+      opts.swarm === undefined ? executorDriver(engine, opts.faults) : swarmExecutorDriver(engine, opts.swarm, opts.faults);
     /** What runs in the background after open (the watcher, the late sweeps); stopped on close. */
     const background: { stop(): Promise<void> }[] = [];
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
