@@ -501,11 +501,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     state: x.running ? 'running' : 'stopped',
     containerId: x.containerId,
     mainTask: x.running ? x.mainTask : null,
-    rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
-    mounts: plan.after
-      .filter((m) => m.id.kind === 'volume')
-      .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
-    readOnlyRootfs: plan.options.readOnlyRootfs === true,
+    ...layoutOf(plan),
   });
 
   /** One step of a commit; answers an error to roll back, or the step's result. */
@@ -518,20 +514,24 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   ): Promise<E.Either<AnyError, StepResult>> => {
     const kind = step.member?.id.kind;
     const ok: StepResult = { id: step.id, op: step.op, status: 'SUCCESS' };
-    if ((step.op === 'join' || step.op === 'leave') && (kind === 'image' || kind === 'volume') && x.running)
-      return E.left(
-        unsupported(
-          step.id,
-          `${step.op} of ${kind}s on a running executor`,
-          'Docker cannot change the storage of a running container; unbind its task first',
+    const refused = storageChangeRefused(step, x.running, 'Docker cannot change the storage of a running container');
+    if (refused !== undefined) return E.left(refused);
+    if (step.op === 'unbind' && kind === 'task') {
+      const cid = x.mainTask === step.id ? x.containerId : null;
+      return E.right(
+        await unbindTask(
+          plan,
+          step,
+          grace,
+          cid === null
+            ? undefined
+            : async () => {
+                const code = await stopMain(cid, grace);
+                Object.assign(x, { running: false, containerId: null, mainTask: null });
+                return code;
+              },
         ),
       );
-    if (step.op === 'unbind' && kind === 'task') {
-      await plan.runs.stop(step.id, 'TERM', grace * 1000);
-      if (x.mainTask !== step.id || x.containerId === null) return E.right(ok);
-      const code = await stopMain(x.containerId, grace);
-      Object.assign(x, { running: false, containerId: null, mainTask: null });
-      return E.right({ ...ok, task: stoppedResult(step.id, code) });
     }
     if (step.op !== 'bind' || kind !== 'task') return E.right(ok);
     const spec = specOf(plan, step.id);
@@ -643,6 +643,37 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       followers.clear();
     },
   };
+};
+
+/** An executor's storage as committed (its attributes `rootfs`, `mounts`, `readOnlyRootfs`). */
+export const layoutOf = (plan: CommitPlan): Record<string, unknown> => ({
+  rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
+  mounts: plan.after
+    .filter((m) => m.id.kind === 'volume')
+    .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
+  readOnlyRootfs: plan.options.readOnlyRootfs === true,
+});
+
+/** Join or leave of an image or volume on a running executor: Unsupported (`why`: what the engine cannot do). */
+export const storageChangeRefused = (step: PlanStep, running: boolean, why: string): AnyError | undefined => {
+  const kind = step.member?.id.kind;
+  if (!running || (step.op !== 'join' && step.op !== 'leave') || (kind !== 'image' && kind !== 'volume')) return undefined;
+  return unsupported(step.id, `${step.op} of ${kind}s on a running executor`, `${why}; unbind its task first`);
+};
+
+/**
+ * The unbind of a task: its run is stopped (TERM, then KILL after the grace period); when it is
+ * the executor's main task, `stopMain` stops and removes what runs it and answers the exit code.
+ */
+export const unbindTask = async (
+  plan: CommitPlan,
+  step: PlanStep,
+  graceSeconds: number,
+  stopMain: (() => Promise<number | null>) | undefined,
+): Promise<StepResult> => {
+  await plan.runs.stop(step.id, 'TERM', graceSeconds * 1000);
+  const ok: StepResult = { id: step.id, op: step.op, status: 'SUCCESS' };
+  return stopMain === undefined ? ok : { ...ok, task: stoppedResult(step.id, await stopMain()) };
 };
 
 /** One step of a commit: its result, or an error to roll back; `undo` collects what rolls it back. */

@@ -13,6 +13,7 @@
  * What Swarm cannot do answers `Unsupported`: exec into a running executor, files from
  * credentials, networks other than `none`, and no-new-privileges when the engines do not set it.
  */
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
@@ -26,11 +27,10 @@ import {
   type Element,
   type EndReason,
   type ExecutorOptions,
-  type StepResult,
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
-import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
+import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, RunSink } from '@lessl/level';
 import type { Engine } from './engine.js';
 import { followJson } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
@@ -41,7 +41,10 @@ import {
   DEFAULTS,
   DockerExecutorOptionsC,
   envOf,
-  stoppedResult,
+  layoutOf,
+  storageChangeRefused,
+  unbindTask,
+  type StepApplier,
   type FaultHook,
 } from './executor.js';
 import { containerName, LABEL } from './names.js';
@@ -204,7 +207,7 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
     // a volume lives on the manager's engine: its executor runs there
     const constraints = [...(volumes.length === 0 ? [] : [`node.id==${m.nodeId}`]), ...constraintsOf(o)];
     return E.right({
-      Name: containerName(engine.instance, plan.executor, Math.random().toString(36).slice(2, 8)),
+      Name: containerName(engine.instance, plan.executor, randomBytes(3).toString('hex')),
       Labels: labels,
       TaskTemplate: {
         ContainerSpec: {
@@ -391,42 +394,39 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
     mainTask: string | null;
   }
 
-  const applyStep = async (
-    plan: CommitPlan,
-    step: PlanStep,
-    x: XState,
-    grace: number,
-    undo: (() => Promise<void>)[],
-  ): Promise<E.Either<AnyError, StepResult>> => {
-    const kind = step.member?.id.kind;
-    const ok: StepResult = { id: step.id, op: step.op, status: 'SUCCESS' };
-    const running = x.serviceId !== null;
-    if ((step.op === 'join' || step.op === 'leave') && (kind === 'image' || kind === 'volume') && running)
-      return E.left(unsupported(step.id, `${step.op} of ${kind}s on a running executor`, 'unbind its task first'));
-    if (step.op === 'unbind' && kind === 'task') {
-      await plan.runs.stop(step.id, 'TERM', grace * 1000);
-      if (x.mainTask !== step.id || x.serviceId === null) return E.right(ok);
-      const code = await stopMain(x.serviceId, grace);
-      Object.assign(x, { serviceId: null, containerId: null, mainTask: null });
-      return E.right({ ...ok, task: stoppedResult(step.id, code) });
-    }
-    if (step.op !== 'bind' || kind !== 'task') return E.right(ok);
-    if (running)
-      return E.left(
-        unsupported(
-          step.id,
-          'a task exec’d into a running Swarm executor',
-          'Swarm has no exec into a task (it may run on another node); bind it on a stopped executor',
-        ),
-      );
-    const r = await startMain(plan, plan.runs.open(step.id));
-    if (E.isLeft(r)) return r;
-    Object.assign(x, { serviceId: r.right.serviceId, containerId: r.right.containerId, mainTask: step.id });
-    undo.push(async () => {
-      await stopMain(r.right.serviceId, 0);
-    });
-    return E.right(ok);
-  };
+  /** One step of a commit on executor state `x`; answers an error to roll back, or the step's result. */
+  const stepper =
+    (plan: CommitPlan, x: XState, grace: number): StepApplier =>
+    async (step, undo) => {
+      const kind = step.member?.id.kind;
+      const refused = storageChangeRefused(step, x.serviceId !== null, 'Swarm cannot change the storage of a running service');
+      if (refused !== undefined) return E.left(refused);
+      if (step.op === 'unbind' && kind === 'task') {
+        const sid = x.mainTask === step.id ? x.serviceId : null;
+        const stop = async (): Promise<number | null> => {
+          const code = sid === null ? null : await stopMain(sid, grace);
+          Object.assign(x, { serviceId: null, containerId: null, mainTask: null });
+          return code;
+        };
+        return E.right(await unbindTask(plan, step, grace, sid === null ? undefined : stop));
+      }
+      if (step.op !== 'bind' || kind !== 'task') return E.right({ id: step.id, op: step.op, status: 'SUCCESS' });
+      if (x.serviceId !== null)
+        return E.left(
+          unsupported(
+            step.id,
+            'a task exec’d into a running Swarm executor',
+            'Swarm has no exec into a task (it may run on another node); bind it on a stopped executor',
+          ),
+        );
+      const r = await startMain(plan, plan.runs.open(step.id));
+      if (E.isLeft(r)) return r;
+      Object.assign(x, { serviceId: r.right.serviceId, containerId: r.right.containerId, mainTask: step.id });
+      undo.push(async () => {
+        await stopMain(r.right.serviceId, 0);
+      });
+      return E.right({ id: step.id, op: step.op, status: 'SUCCESS' });
+    };
 
   const removeServicesOf = async (key: string): Promise<void> => {
     const ss = await d.listServices({ filters: { label: [`${LABEL.id}=${key}`, `${LABEL.registry}=${engine.instance}`] } });
@@ -443,23 +443,14 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
         mainTask: typeof a.mainTask === 'string' ? a.mainTask : null,
       };
       const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
-      return commitSteps(
-        plan,
-        faults,
-        (step, undo) => applyStep(plan, step, x, grace, undo),
-        () => ({
-          state: x.serviceId === null ? 'stopped' : 'running',
-          serviceId: x.serviceId,
-          // the task's container (on whichever node runs it)
-          containerId: x.serviceId === null ? null : x.containerId,
-          mainTask: x.serviceId === null ? null : x.mainTask,
-          rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
-          mounts: plan.after
-            .filter((m) => m.id.kind === 'volume')
-            .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
-          readOnlyRootfs: plan.options.readOnlyRootfs === true,
-        }),
-      );
+      return commitSteps(plan, faults, stepper(plan, x, grace), () => ({
+        state: x.serviceId === null ? 'stopped' : 'running',
+        serviceId: x.serviceId,
+        // the task's container (on whichever node runs it)
+        containerId: x.serviceId === null ? null : x.containerId,
+        mainTask: x.serviceId === null ? null : x.mainTask,
+        ...layoutOf(plan),
+      }));
     },
     async resume(sink: RunSink, status: TaskStatus, _executor: Element): Promise<void> {
       const serviceId = status.process?.serviceId;

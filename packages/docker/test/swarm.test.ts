@@ -4,6 +4,9 @@
  * back through the service's task and logs, placement on both nodes, a volume pinning its
  * executor to its node, what Swarm cannot do answering Unsupported, and nothing left behind.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { text, unwrap, type ExecutorOptions, type TaskResult } from '@lessl/core';
@@ -53,10 +56,10 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
   });
 
   test('a one-shot task: exit code from the service’s task, stdout and stderr from its logs', async () => {
-    const { r, serviceId } = await runKept({ cmd: ['sh', '-c', 'echo out; echo err >&2; exit 3'] });
+    const { r, serviceId } = await runKept({ cmd: ['sh', '-c', 'echo out; echo err >&2; printf tail; exit 3'] });
     expect(r.exitCode).toBe(3);
     expect(r.reason).toBe('exited');
-    expect(text(r.stdout)).toBe('out\n');
+    expect(text(r.stdout)).toBe('out\ntail');
     expect(text(r.stderr)).toBe('err\n');
     // the run's end removed the service
     await expect(manager.getService(serviceId).inspect()).rejects.toMatchObject({ statusCode: 404 });
@@ -157,11 +160,57 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     expect(net).toMatchObject({ _tag: 'Left', left: { _tag: 'Unsupported' } });
   });
 
+  test('a daemon survives a close of the backend: the reopened backend follows it, and unbind stops it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-swarm-'));
+    const open = () =>
+      unwrap(
+        openDockerBackend({
+          socketPath: hostNamed(f, f.swarm.manager).socket,
+          registry: { location: dir },
+          swarm: { registry: f.registry, enginesSetNoNewPrivileges: true },
+        }),
+      );
+    try {
+      let b = await open();
+      const image = `image://local/${n('base')}`;
+      await unwrap(b.stores.image.create({ id: image, data: await busyboxRootfsBytes() }));
+      const task = `task://local/${n('survivor')}`;
+      await unwrap(
+        b.stores.task.create({
+          id: task,
+          spec: { cmd: ['sh', '-c', 'echo before; sleep 2; echo after; exec sleep 3600'], daemon: true },
+        }),
+      );
+      let h = await unwrap(b.composer.handle(`executor://local/${n('x')}`, { backend: { stopGraceSeconds: 1 } }));
+      h = await unwrap(b.composer.bind(await unwrap(b.composer.join(await unwrap(b.composer.join(h, image)), task)), task));
+      const c = await unwrap(b.composer.commit(h));
+      const serviceId = String(c.executor.attributes.serviceId);
+      services.add(serviceId);
+      await b.close();
+      b = await open();
+      expect((await unwrap(b.tasks.status(task))).state).toBe('running');
+      await new Promise((r) => setTimeout(r, 3000));
+      const u = await unwrap(
+        b.composer.commit(await unwrap(b.composer.unbind(await unwrap(b.composer.handle(h.executor.key)), task))),
+      );
+      expect(u.committed).toBe(true);
+      const st = await unwrap(b.tasks.status(task));
+      expect(st.state).toBe('killed');
+      const out: string[] = [];
+      for await (const ch of b.tasks.logs(task)) out.push(text(ch.data));
+      expect(out.join('')).toBe('before\nafter\n');
+      await expect(manager.getService(serviceId).inspect()).rejects.toMatchObject({ statusCode: 404 });
+      await b.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('nothing is left: no service of this registry, no task container on either node', async () => {
     await new Promise((r) => setTimeout(r, 500));
     const mine = await manager.listServices({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } });
     expect(mine.map((s) => s.Spec?.Name)).toEqual([]);
-    expect(services.size).toBeGreaterThanOrEqual(7);
+    expect(services.size).toBeGreaterThanOrEqual(8);
     // Swarm removes a removed service's containers on each node shortly after
     const left = async (): Promise<string[]> => {
       const out: string[] = [];
