@@ -301,7 +301,7 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
         return { exitCode, reason: 'exited' };
       } catch (err) {
         if (statusOf(err) === 404) return { exitCode: null, reason: 'lost' };
-        throw err;
+        return undefined; // the manager did not answer this time: ask again (close() stops asking)
       }
     };
     const run = async (): Promise<void> => {
