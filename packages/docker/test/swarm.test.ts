@@ -55,6 +55,14 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     await l?.close();
   });
 
+  test('the swarm option is decoded exactly: an unknown key or a bad registry is InvalidEntry', async () => {
+    const socketPath = hostNamed(f, f.swarm.manager).socket;
+    const extra = await openDockerBackend({ socketPath, swarm: { registry: f.registry, replicas: 2 } as never })();
+    expect(extra).toMatchObject({ _tag: 'Left', left: { _tag: 'InvalidEntry', keys: ['swarm.replicas'] } });
+    const bad = await openDockerBackend({ socketPath, swarm: { registry: 'http://x/' } })();
+    expect(bad).toMatchObject({ _tag: 'Left', left: { _tag: 'InvalidEntry', keys: ['swarm.registry'] } });
+  });
+
   test('a one-shot task: exit code from the service’s task, stdout and stderr from its logs', async () => {
     const { r, serviceId } = await runKept({ cmd: ['sh', '-c', 'echo out; echo err >&2; printf tail; exit 3'] });
     expect(r.exitCode).toBe(3);
