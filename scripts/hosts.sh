@@ -166,6 +166,7 @@ write_daemon_json() {
   "iptables": false,
   "ip-forward": false,
   "ip-masq": false,
+  "no-new-privileges": true,
   "cgroup-parent": "/lessl-$name",
   "insecure-registries": ["$REGISTRY"],
   "log-driver": "json-file",

@@ -84,7 +84,7 @@ export const DockerExecutorOptionsC = t.partial({
 export type DockerExecutorOptions = t.TypeOf<typeof DockerExecutorOptionsC>;
 
 /** The Docker options of an executor, decoded (they were validated at `handle`; nothing is read by cast). */
-const backendOf = (o: ExecutorOptions): DockerExecutorOptions => {
+export const backendOf = (o: ExecutorOptions): DockerExecutorOptions => {
   const r = DockerExecutorOptionsC.decode(o.backend ?? {});
   return E.isRight(r) ? r.right : {};
 };
@@ -115,7 +115,8 @@ interface XState {
 }
 
 /** The process environment: the spec's, then the run's credentials (which win). */
-const envOf = (sink: RunSink): string[] => Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
+export const envOf = (sink: RunSink): string[] =>
+  Object.entries({ ...sink.spec.env, ...sink.secrets.env }).map(([k, v]) => `${k}=${v}`);
 
 /** Docker's restart policy for a task (only daemons have one: the spec decoder refuses it elsewhere). */
 const restartPolicyOf = (spec: TaskSpec): { Name: string; MaximumRetryCount?: number } => {
@@ -504,11 +505,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     state: x.running ? 'running' : 'stopped',
     containerId: x.containerId,
     mainTask: x.running ? x.mainTask : null,
-    rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
-    mounts: plan.after
-      .filter((m) => m.id.kind === 'volume')
-      .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
-    readOnlyRootfs: plan.options.readOnlyRootfs === true,
+    ...layoutOf(plan),
   });
 
   /** One step of a commit; answers an error to roll back, or the step's result. */
@@ -521,20 +518,24 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   ): Promise<E.Either<AnyError, StepResult>> => {
     const kind = step.member?.id.kind;
     const ok: StepResult = { id: step.id, op: step.op, status: 'SUCCESS' };
-    if ((step.op === 'join' || step.op === 'leave') && (kind === 'image' || kind === 'volume') && x.running)
-      return E.left(
-        unsupported(
-          step.id,
-          `${step.op} of ${kind}s on a running executor`,
-          'Docker cannot change the storage of a running container; unbind its task first',
+    const refused = storageChangeRefused(step, x.running, 'Docker cannot change the storage of a running container');
+    if (refused !== undefined) return E.left(refused);
+    if (step.op === 'unbind' && kind === 'task') {
+      const cid = x.mainTask === step.id ? x.containerId : null;
+      return E.right(
+        await unbindTask(
+          plan,
+          step,
+          grace,
+          cid === null
+            ? undefined
+            : async () => {
+                const code = await stopMain(cid, grace);
+                Object.assign(x, { running: false, containerId: null, mainTask: null });
+                return code;
+              },
         ),
       );
-    if (step.op === 'unbind' && kind === 'task') {
-      await plan.runs.stop(step.id, 'TERM', grace * 1000);
-      if (x.mainTask !== step.id || x.containerId === null) return E.right(ok);
-      const code = await stopMain(x.containerId, grace);
-      Object.assign(x, { running: false, containerId: null, mainTask: null });
-      return E.right({ ...ok, task: stoppedResult(step.id, code) });
     }
     if (step.op !== 'bind' || kind !== 'task') return E.right(ok);
     const spec = specOf(plan, step.id);
@@ -560,28 +561,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
     const x = recorded(plan.attributes);
     const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
-    const results: StepResult[] = [];
-    const undo: (() => Promise<void>)[] = [];
-    const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
-      results.push({ id: step.id, op: step.op, status: 'ERROR', error });
-      for (const u of undo.reverse()) await u().catch(() => undefined);
-      return E.left({ error, results });
-    };
-    for (const step of plan.steps) {
-      const fault = faults?.(step) ?? (plan.signal?.aborted === true ? aborted(step.id, plan.signal.reason) : undefined);
-      if (fault !== undefined) return failWith(step, fault);
-      try {
-        const r = await applyStep(plan, step, x, grace, undo);
-        if (E.isLeft(r)) return failWith(step, r.left);
-        results.push(r.right);
-      } catch (err) {
-        return failWith(
-          step,
-          isDockerError(err) ? fromDocker(step.id, err) : runtimeError(step.id, `step failed: ${describeCause(err)}`, err),
-        );
-      }
-    }
-    return E.right({ results, attributes: describe(plan, x) });
+    return commitSteps(
+      plan,
+      faults,
+      (step, undo) => applyStep(plan, step, x, grace, undo),
+      () => describe(plan, x),
+    );
   };
 
   /** On open: follows a task that ran while no backend watched, or reports how it ended. */
@@ -664,8 +649,77 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   };
 };
 
+/** An executor's storage as committed (its attributes `rootfs`, `mounts`, `readOnlyRootfs`). */
+export const layoutOf = (plan: CommitPlan): Record<string, unknown> => ({
+  rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
+  mounts: plan.after
+    .filter((m) => m.id.kind === 'volume')
+    .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
+  readOnlyRootfs: plan.options.readOnlyRootfs === true,
+});
+
+/** Join or leave of an image or volume on a running executor: Unsupported (`why`: what the engine cannot do). */
+export const storageChangeRefused = (step: PlanStep, running: boolean, why: string): AnyError | undefined => {
+  const kind = step.member?.id.kind;
+  if (!running || (step.op !== 'join' && step.op !== 'leave') || (kind !== 'image' && kind !== 'volume')) return undefined;
+  return unsupported(step.id, `${step.op} of ${kind}s on a running executor`, `${why}; unbind its task first`);
+};
+
+/**
+ * The unbind of a task: its run is stopped (TERM, then KILL after the grace period); when it is
+ * the executor's main task, `stopMain` stops and removes what runs it and answers the exit code.
+ */
+export const unbindTask = async (
+  plan: CommitPlan,
+  step: PlanStep,
+  graceSeconds: number,
+  stopMain: (() => Promise<number | null>) | undefined,
+): Promise<StepResult> => {
+  await plan.runs.stop(step.id, 'TERM', graceSeconds * 1000);
+  const ok: StepResult = { id: step.id, op: step.op, status: 'SUCCESS' };
+  return stopMain === undefined ? ok : { ...ok, task: stoppedResult(step.id, await stopMain()) };
+};
+
+/** One step of a commit: its result, or an error to roll back; `undo` collects what rolls it back. */
+export type StepApplier = (step: PlanStep, undo: (() => Promise<void>)[]) => Promise<E.Either<AnyError, StepResult>>;
+
+/**
+ * Applies a plan's steps in order (a fault hook or an aborted signal fails a step); on a failing
+ * step, runs the collected undos in reverse and answers the error with the results so far.
+ * Shared by the container and Swarm executor drivers.
+ */
+export const commitSteps = async (
+  plan: CommitPlan,
+  faults: FaultHook | undefined,
+  apply: StepApplier,
+  describe: () => Record<string, unknown>,
+): Promise<DriverCommit> => {
+  const results: StepResult[] = [];
+  const undo: (() => Promise<void>)[] = [];
+  const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
+    results.push({ id: step.id, op: step.op, status: 'ERROR', error });
+    for (const u of undo.reverse()) await u().catch(() => undefined);
+    return E.left({ error, results });
+  };
+  for (const step of plan.steps) {
+    const fault = faults?.(step) ?? (plan.signal?.aborted === true ? aborted(step.id, plan.signal.reason) : undefined);
+    if (fault !== undefined) return failWith(step, fault);
+    try {
+      const r = await apply(step, undo);
+      if (E.isLeft(r)) return failWith(step, r.left);
+      results.push(r.right);
+    } catch (err) {
+      return failWith(
+        step,
+        isDockerError(err) ? fromDocker(step.id, err) : runtimeError(step.id, `step failed: ${describeCause(err)}`, err),
+      );
+    }
+  }
+  return E.right({ results, attributes: describe() });
+};
+
 /** The result an unbind reports for a task it stopped (its output is read with `tasks.logs`). */
-const stoppedResult = (id: string, exitCode: number | null): TaskResult => ({
+export const stoppedResult = (id: string, exitCode: number | null): TaskResult => ({
   id,
   exitCode,
   stdout: new Uint8Array(),

@@ -66,6 +66,7 @@ import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
 import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 import { imageDriver } from './images.js';
+import { SwarmOptionsC, swarmExecutorDriver, type SwarmOptions } from './swarm.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -90,6 +91,13 @@ export { checkedTar, refuseEntry, type TarEntryHeader, type TarPolicy } from './
 export { fromDocker };
 export type { On409 } from './errors.js';
 export { imageRef, volumeName, roLabelValue, LABEL } from './names.js';
+export {
+  SwarmExecutorOptionsC,
+  SwarmOptionsC,
+  SWARM_START_TIMEOUT_MS,
+  type SwarmExecutorOptions,
+  type SwarmOptions,
+} from './swarm.js';
 
 /** The stores a Docker backend has unless told otherwise. */
 export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
@@ -141,6 +149,11 @@ export interface DockerBackendOptions {
    * logger or anything with `debug/info/warn/error(obj, msg?)`; never given secrets. Default: none.
    */
   readonly logger?: Logger;
+  /**
+   * Run executors as Swarm services on the engine (a Swarm manager) instead of containers:
+   * `registry` (`host:port`) is where every node pulls images from (docs/swarm.md).
+   */
+  readonly swarm?: SwarmOptions;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -153,6 +166,7 @@ export const DockerBackendOptionsProps = {
   watch: t.boolean,
   faults: fnC<FaultHook>('FaultHook'),
   callTimeoutMs: t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt'),
+  swarm: SwarmOptionsC,
 };
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -275,7 +289,10 @@ export const openDockerBackend =
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
       drivers: { image: routedImageDriver(hosts), volume: routedVolumeDriver(hosts) },
-      executor: routedExecutorDriver(hosts, opts.faults),
+      executor:
+        opts.swarm === undefined
+          ? routedExecutorDriver(hosts, opts.faults)
+          : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),

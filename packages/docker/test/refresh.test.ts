@@ -52,7 +52,7 @@ const exists = (imageId: string): Promise<boolean> =>
 const events = (b: DockerBackend, id: string): { seen: LesslEvent[]; off: () => void } => {
   const seen: LesslEvent[] = [];
   const off = b.events.subscribe({}, (e) => {
-    if (e.id === id) seen.push(e);
+    if (e.id.key === id) seen.push(e);
   });
   return { seen, off };
 };
