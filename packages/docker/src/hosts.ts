@@ -98,7 +98,12 @@ export interface PoolHooks {
   readonly activated: (host: Engine) => Promise<void>;
   /** Stops the tasks still running on a draining host whose deadline passed. */
   readonly stopTasks: (host: Engine) => Promise<void>;
+  /** Sweeps a host for dangling lessl objects (every `SWEEP_EVERY` ticks). */
+  readonly sweep?: (host: Engine) => void;
 }
+
+/** Every this many housekeeping ticks, active hosts are swept for dangling objects and their resources read again. */
+export const SWEEP_EVERY = 12;
 
 /** The backend's hosts (see the module comment). */
 export class HostPool {
@@ -272,20 +277,34 @@ export class HostPool {
 
   /**
    * One housekeeping tick: probes spawned hosts and inactive ones that are due (with backoff),
-   * pings active ones (failures count towards `inactive`), retries pending removals.
+   * pings active ones (failures count towards `inactive`), retries pending removals; every
+   * `SWEEP_EVERY` ticks also sweeps active hosts for dangling lessl objects (containers, images,
+   * volumes no record owns) and reads their CPUs and memory again.
    */
   async tick(now = Date.now()): Promise<void> {
     const work: Promise<unknown>[] = [];
+    const sweep = ++this.ticks % SWEEP_EVERY === 0;
     for (const h of this.hosts.values()) {
       if (h.state === 'removed' || h.state === 'draining') continue;
       if (h.state === 'inactive') {
         const p = this.nextProbe.get(h.name);
         if (p !== undefined && p.at > now) continue;
       }
-      work.push(this.check(h).then((ok) => (ok ? h.janitor.kick() : undefined)));
+      work.push(
+        this.check(h).then(async (ok) => {
+          if (!ok) return;
+          await h.janitor.kick();
+          if (sweep) {
+            this.hooks?.sweep?.(h);
+            await this.readResources(h);
+          }
+        }),
+      );
     }
     await Promise.all(work);
   }
+
+  private ticks = 0;
 
   /** Starts housekeeping every `housekeepingMs` (does not keep the process alive). */
   start(): void {

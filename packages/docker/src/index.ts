@@ -316,12 +316,14 @@ export const openDockerBackend =
     const reconciled: ReconcileReport = { recovered: [], vanished: [], orphansRemoved: [] };
     for (const h of hosts.all()) reconciled.recovered.push(...h.recovered);
 
+    const sweepers = new Map<Engine, { kick(): void }>();
     /** Reconciles a host that became reachable and starts watching it. */
     const adopt = async (h: Engine): Promise<void> => {
       await hosts.readResources(h);
       const owns = (el: Element): boolean => hosts.of(el) === h;
       await reconcile(h, reg, [], reconciled, owns);
       const late = sweeper(h, reg, reconciled);
+      sweepers.set(h, late);
       background.push(late);
       if (opts.watch !== false)
         background.unshift(
@@ -358,6 +360,7 @@ export const openDockerBackend =
       activated: adopt,
       changed: (h, from, reason) => void publishHostChange(reg, hosts.info(h), from, reason),
       stopTasks: (h) => stopTasksOn(reg, backend, h),
+      sweep: (h) => sweepers.get(h)?.kick(),
     };
     hosts.start();
     const fresh = freshness(primary, registry, imageDriver(primary), backend.stores.image, opts.authorize);

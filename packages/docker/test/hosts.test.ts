@@ -131,6 +131,30 @@ describe.runIf(file !== undefined)('several engines', () => {
     await unwrap(b.stores.volume.delete(vol));
   }, 60_000);
 
+  test('housekeeping sweeps a dangling lessl object off a host', async () => {
+    const d = client(hostNamed(file!, 'h2'));
+    const name = n('dangling');
+    await d.createVolume({
+      Name: name,
+      Labels: { [LABEL.registry]: b.registry.instanceId, [LABEL.id]: `volume://local/${name}` },
+    });
+    // every 12th tick (300 ms here) sweeps active hosts
+    expect(
+      await eventually(
+        async () =>
+          !(await d
+            .getVolume(name)
+            .inspect()
+            .then(
+              () => true,
+              () => false,
+            )),
+        15_000,
+      ),
+    ).toBe(true);
+    expect(b.reconciled.orphansRemoved).toContain(`volume ${name}`);
+  }, 30_000);
+
   test('label constraints: no host carries the label: Unavailable saying why', async () => {
     const r = await b.run({ image, spec: { cmd: ['true'] }, options: { backend: { constraints: { zone: 'mars' } } } })();
     expect(E.isLeft(r) && r.left._tag).toBe('Unavailable');
