@@ -15,7 +15,15 @@ import {
   type Element,
   type ExecutorOptions,
 } from '@lessl/core';
-import type { CommitPlan, DriverCommit, ElementDriver, ExecutorDriver, RunSink } from '@lessl/level';
+import type {
+  CommitPlan,
+  DriverCommit,
+  DriverCreated,
+  DriverCreateInput,
+  ElementDriver,
+  ExecutorDriver,
+  RunSink,
+} from '@lessl/level';
 import { followJson, type Engine } from './engine.js';
 import { fromDocker, statusOf } from './errors.js';
 import { DEFAULTS, DockerExecutorOptionsC, executorDriver, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -55,6 +63,21 @@ const withoutHost = (o: Readonly<Record<string, unknown>>): Readonly<Record<stri
   return rest;
 };
 
+/** Creates an element on its home host (see `homeFor`) and records the host in its attributes. */
+const createOnHome = async (
+  pool: HostPool,
+  of: (e: Engine) => ElementDriver,
+  input: DriverCreateInput,
+  made?: (home: Engine, created: DriverCreated) => void,
+): Promise<E.Either<CreateError, DriverCreated>> => {
+  const home = homeFor(pool, input.id.key, input.options, input.parent);
+  if (E.isLeft(home)) return home as E.Either<CreateError, never>;
+  const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
+  if (E.isLeft(r)) return r;
+  made?.(home.right, r.right);
+  return E.right({ ...r.right, attributes: { ...r.right.attributes, host: home.right.name } });
+};
+
 /** Images over many hosts: made on their home host, copied to others on demand, removed everywhere. */
 export const routedImageDriver = (pool: HostPool): ElementDriver => {
   const of = perHost(imageDriver);
@@ -68,13 +91,10 @@ export const routedImageDriver = (pool: HostPool): ElementDriver => {
     external: true,
     supportsData: true,
     async create(input) {
-      const home = homeFor(pool, input.id.key, input.options, input.parent);
-      if (E.isLeft(home)) return home as E.Either<CreateError, never>;
-      const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
-      if (E.isLeft(r)) return r;
-      const imageId = r.right.attributes.imageId;
-      if (typeof imageId === 'string') home.right.images.add(imageId);
-      return E.right({ ...r.right, attributes: { ...r.right.attributes, host: home.right.name } });
+      return createOnHome(pool, of, input, (home, made) => {
+        const imageId = made.attributes.imageId;
+        if (typeof imageId === 'string') home.images.add(imageId);
+      });
     },
     async destroy(el) {
       // copies first, then the home host's image (its removal is what the element's delete means)
@@ -106,13 +126,7 @@ export const routedVolumeDriver = (pool: HostPool): ElementDriver => {
   return {
     external: true,
     supportsData: true,
-    async create(input) {
-      const home = homeFor(pool, input.id.key, input.options, input.parent);
-      if (E.isLeft(home)) return home as E.Either<CreateError, never>;
-      const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
-      if (E.isLeft(r)) return r;
-      return E.right({ ...r.right, attributes: { ...r.right.attributes, host: home.right.name } });
-    },
+    create: (input) => createOnHome(pool, of, input),
     destroy: (el) => of(pool.of(el)).destroy(el),
     async references(el) {
       return (await of(pool.of(el)).references?.(el)) ?? E.right([]);

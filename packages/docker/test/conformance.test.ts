@@ -2,9 +2,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
-import { runtimeError, unwrap } from '@lessl/core';
 import { suite } from '@lessl/conformance';
-import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
+import { busyboxRootfsBytes } from '@lessl/docker';
+import { conformanceFactory } from './support.js';
 
 // The engine must answer: a Docker test never skips (see .ci/run, which starts one).
 const rootfs = await busyboxRootfsBytes();
@@ -21,30 +21,7 @@ const { count, hostile } = suite({
     taskSpec: { cmd: ['sleep', '3600'], daemon: true },
     tempDir: () => mkdtempSync(join(tmpdir(), 'lessl-dconf-')),
   },
-  factory: async (o) => {
-    const fail = o.failStep;
-    const b = await unwrap(
-      openDockerBackend({
-        stores: o.stores,
-        registry: o.location === undefined ? { memory: true } : { location: o.location },
-        ...(o.authorize === undefined ? {} : { authorize: o.authorize }),
-        ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
-        ...(fail === undefined
-          ? {}
-          : { faults: (s) => (s.op === fail.op && s.id === fail.id ? runtimeError(s.id, 'injected fault') : undefined) }),
-      }),
-    );
-    // in-memory registries are thrown away: remove what they made (persistent ones are purged by the reopen)
-    return o.location === undefined
-      ? {
-          ...b,
-          close: async () => {
-            await b.close();
-            await purge(b.docker, b.registry.instanceId);
-          },
-        }
-      : b;
-  },
+  factory: conformanceFactory({}, (b) => [b.docker]),
 });
 
 test('docker: the conformance suite registered its cases', () => {

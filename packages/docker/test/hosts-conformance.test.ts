@@ -4,9 +4,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
-import { runtimeError, unwrap } from '@lessl/core';
 import { suite } from '@lessl/conformance';
-import { busyboxRootfsBytes, openDockerBackend, purge, type HostSpec } from '@lessl/docker';
+import { busyboxRootfsBytes, type HostSpec } from '@lessl/docker';
+import { conformanceFactory } from './support.js';
 import { client, testHosts } from './hosts-support.js';
 
 const file = testHosts();
@@ -29,30 +29,7 @@ const { count } =
           taskSpec: { cmd: ['sleep', '3600'], daemon: true },
           tempDir: () => mkdtempSync(join(tmpdir(), 'lessl-hconf-')),
         },
-        factory: async (o) => {
-          const fail = o.failStep;
-          const b = await unwrap(
-            openDockerBackend({
-              hosts: specs,
-              stores: o.stores,
-              registry: o.location === undefined ? { memory: true } : { location: o.location },
-              ...(o.authorize === undefined ? {} : { authorize: o.authorize }),
-              ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
-              ...(fail === undefined
-                ? {}
-                : { faults: (s) => (s.op === fail.op && s.id === fail.id ? runtimeError(s.id, 'injected fault') : undefined) }),
-            }),
-          );
-          return o.location === undefined
-            ? {
-                ...b,
-                close: async () => {
-                  await b.close();
-                  for (const h of plain) await purge(client(h), b.registry.instanceId);
-                },
-              }
-            : b;
-        },
+        factory: conformanceFactory({ hosts: specs }, () => plain.map((h) => client(h))),
       });
 
 test('docker (3 hosts): the conformance suite ran on a multi-host backend', () => {

@@ -8,8 +8,10 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pack } from 'tar-stream';
-import { unwrap } from '@lessl/core';
-import type { DockerBackend } from '@lessl/docker';
+import type Docker from 'dockerode';
+import { runtimeError, unwrap } from '@lessl/core';
+import type { FactoryOptions } from '@lessl/conformance';
+import { openDockerBackend, purge, type DockerBackend, type DockerBackendOptions } from '@lessl/docker';
 
 /** `stem-xxxxxx`, unique enough for one test run. */
 export const n = (stem: string): string => `${stem}-${Math.random().toString(36).slice(2, 8)}`;
@@ -132,3 +134,33 @@ export const tarOf = async (files: Record<string, string>): Promise<Uint8Array> 
   for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
   return new Uint8Array(Buffer.concat(parts));
 };
+
+/**
+ * The conformance suite's factory for a Docker backend opened with `base` options: a throw-away
+ * (in-memory) registry's objects are purged from `engines` on close (persistent ones by the reopen).
+ */
+export const conformanceFactory =
+  (base: DockerBackendOptions, engines: (b: DockerBackend) => readonly Docker[]) =>
+  async (o: FactoryOptions): Promise<DockerBackend> => {
+    const fail = o.failStep;
+    const b = await unwrap(
+      openDockerBackend({
+        ...base,
+        stores: o.stores,
+        registry: o.location === undefined ? { memory: true } : { location: o.location },
+        ...(o.authorize === undefined ? {} : { authorize: o.authorize }),
+        ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
+        ...(fail === undefined
+          ? {}
+          : { faults: (s) => (s.op === fail.op && s.id === fail.id ? runtimeError(s.id, 'injected fault') : undefined) }),
+      }),
+    );
+    if (o.location !== undefined) return b;
+    return {
+      ...b,
+      close: async () => {
+        await b.close();
+        for (const d of engines(b)) await purge(d, b.registry.instanceId);
+      },
+    };
+  };
