@@ -313,7 +313,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
    * A warm container for a one-shot task whose container settings match a pool profile and that
    * mounts no volume (Docker cannot add mounts to a running container), or undefined (cold path).
    */
-  const takeWarm = async (cfg: Docker.ContainerCreateOptions, sink: RunSink): Promise<string | undefined> => {
+  const takeWarm = (cfg: Docker.ContainerCreateOptions, sink: RunSink): string | undefined => {
     const pool = engine.pool;
     if (pool === undefined || sink.spec.daemon === true || restarts(sink.spec) || sink.spec.log?.destination === 'none')
       return undefined;
@@ -330,12 +330,14 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     if (E.isLeft(cfg)) return cfg;
     const image = plan.after.find((m) => m.id.kind === 'image')?.id.key;
     if (image !== undefined) engine.lastUse.set(image, Date.now());
-    const warm = await takeWarm(cfg.right, sink);
-    if (warm !== undefined) {
+    for (let warm = takeWarm(cfg.right, sink); warm !== undefined; warm = takeWarm(cfg.right, sink)) {
       const r = await startExec(warm, sink, true);
       if (E.isRight(r)) return E.right(warm);
-      await removeContainer(warm);
-      return r;
+      // Docker answers 404 (gone) or 409 (not running, paused) to an exec into a container that
+      // died while idle (fromDocker: NotFound, Conflict): remove it and take the next one
+      const dead = r.left._tag === 'NotFound' || r.left._tag === 'Conflict';
+      engine.pool?.release(warm, dead);
+      if (!dead) return r;
     }
     let c: Docker.Container;
     try {
@@ -421,7 +423,10 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       exitCode,
       reason,
       executor: { state: 'stopped', containerId: null, mainTask: null },
-      cleanup: async () => engine.removeAfter(Promise.resolve(), 'container', containerId),
+      cleanup: async () =>
+        engine.pool === undefined
+          ? engine.removeAfter(Promise.resolve(), 'container', containerId)
+          : engine.pool.release(containerId),
     });
   };
 
