@@ -161,6 +161,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const d = engine.docker;
   /** Followers still reading a stream; closed when the backend closes. */
   const followers = new Set<Readable>();
+  /**
+   * Executors made in this process that have only run in warm containers (which carry no
+   * `lessl.id` label): deleting one need not list labelled containers, a round trip on the warm
+   * path's clean-up. A cold container or a rolled-back commit takes the executor out.
+   */
+  const warmOnly = new Set<string>();
 
   const removeContainer = (id: string): Promise<void> => engine.removeQuietly(d.getContainer(id));
 
@@ -332,13 +338,17 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     if (image !== undefined) engine.lastUse.set(image, Date.now());
     for (let warm = takeWarm(cfg.right, sink); warm !== undefined; warm = takeWarm(cfg.right, sink)) {
       const r = await startExec(warm, sink, true);
-      if (E.isRight(r)) return E.right(warm);
+      if (E.isRight(r)) {
+        if (!plan.exists) warmOnly.add(plan.executor.key);
+        return E.right(warm);
+      }
       // Docker answers 404 (gone) or 409 (not running, paused) to an exec into a container that
       // died while idle (fromDocker: NotFound, Conflict): remove it and take the next one
       const dead = r.left._tag === 'NotFound' || r.left._tag === 'Conflict';
       engine.pool?.release(warm, dead);
       if (!dead) return r;
     }
+    warmOnly.delete(plan.executor.key);
     let c: Docker.Container;
     try {
       c = await d.createContainer(cfg.right);
@@ -565,6 +575,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     const undo: (() => Promise<void>)[] = [];
     const failWith = async (step: PlanStep, error: AnyError): Promise<DriverCommit> => {
       results.push({ id: step.id, op: step.op, status: 'ERROR', error });
+      warmOnly.delete(plan.executor.key);
       for (const u of undo.reverse()) await u().catch(() => undefined);
       return E.left({ error, results });
     };
@@ -635,15 +646,18 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     commit,
     resume,
     async undo(plan, attributes) {
+      warmOnly.delete(plan.executor.key);
       const id = attributes.containerId;
       if (typeof id === 'string' && id !== plan.attributes.containerId) await stopMain(id, 0);
     },
     async destroy(el: Element, _comp: CompositionRecord | undefined): Promise<E.Either<DeleteError, void>> {
       try {
-        const cs = await d.listContainers({
-          all: true,
-          filters: { label: [`${LABEL.id}=${el.id.key}`, `${LABEL.registry}=${engine.instance}`] },
-        });
+        const cs = warmOnly.delete(el.id.key)
+          ? []
+          : await d.listContainers({
+              all: true,
+              filters: { label: [`${LABEL.id}=${el.id.key}`, `${LABEL.registry}=${engine.instance}`] },
+            });
         for (const c of cs) await removeContainer(c.Id);
         // a warm container an executor took carries no lessl.id label
         if (typeof el.attributes.containerId === 'string') await removeContainer(el.attributes.containerId);

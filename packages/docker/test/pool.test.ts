@@ -115,6 +115,33 @@ describe('warm pool', () => {
     expect(await eventually(async () => (await pooled(l)).filter((c) => ready.has(c.Id)).length === 0)).toBe(true);
   });
 
+  test('an executor that ran warm, then cold, leaves no container once deleted', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    const c = l.composer;
+    const x = `executor://local/${n('x')}`;
+    const [once, daemon] = [`task://local/${n('t')}`, `task://local/${n('d')}`];
+    await unwrap(l.stores.task.create({ id: once, spec: { cmd: ['echo', 'warm'] } }));
+    await unwrap(l.stores.task.create({ id: daemon, spec: { cmd: ['sleep', '3600'], daemon: true } }));
+    const { hits } = l.pool.stats();
+    let h = await unwrap(c.handle(x));
+    h = await unwrap(c.bind(await unwrap(c.join(await unwrap(c.join(h, BASE)), once)), once));
+    expect((await unwrap(c.commit(h))).committed).toBe(true);
+    expect(text((await unwrap(l.tasks.wait(once))).stdout)).toBe('warm\n');
+    expect(l.pool.stats().hits).toBe(hits + 1);
+    // the same executor, cold now: a daemon gets a container of its own, labelled with the executor
+    h = await unwrap(c.handle(x));
+    h = await unwrap(c.bind(await unwrap(c.join(await unwrap(c.leave(h, once)), daemon)), daemon));
+    expect((await unwrap(c.commit(h))).committed).toBe(true);
+    const labelled = () => docker.listContainers({ all: true, filters: { label: [`lessl.id=${x}`] } });
+    expect(await labelled()).toHaveLength(1);
+    h = await unwrap(c.handle(x));
+    expect((await unwrap(c.commit(await unwrap(c.leave(await unwrap(c.leave(h, daemon)), BASE))))).committed).toBe(true);
+    await unwrap(l.stores.executor.delete(x));
+    expect(await labelled()).toEqual([]);
+    await unwrap(l.stores.task.delete(once));
+    await unwrap(l.stores.task.delete(daemon));
+  });
+
   test('bad profiles are InvalidEntry or NotFound and change nothing', async () => {
     await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
     const tag = async (p: unknown): Promise<string> => {
