@@ -8,7 +8,8 @@
 //     - dockerode's unpause + exec into a paused container (what a paused pool would add to the
 //       hot path);
 //  2. BENCH_ROUNDS (default 3) bursts of BENCH_CONCURRENCY (default 20) concurrent one-shot tasks,
-//     with a pool of as many vs cold: p50 and p99 of the task latencies;
+//     with a pool of as many vs cold: p50 and p99 of the task latencies (and dockerode's exec into
+//     as many running containers at once, for reference);
 //  3. the standing cost of BENCH_CONCURRENCY idle warm containers, running and paused: memory
 //     (docker stats) and CPU over 5 s (docker stats, and the engine's shim per container).
 import { readdirSync, readFileSync } from 'node:fs';
@@ -107,15 +108,21 @@ for (let i = 0; i < RUNS; i++) {
 }
 
 // 2. bursts of CONCURRENCY one-shot tasks: pool of CONCURRENCY vs cold
+//    (and, for reference, dockerode's exec into as many running containers at once)
 const burst = async () => Promise.all(Array.from({ length: CONCURRENCY }, () => time(lesslRun)));
-const b = { warm: [], cold: [] };
+const b = { warm: [], cold: [], exec: [] };
+const many = [];
+for (let i = 0; i < CONCURRENCY; i++) many.push(await idle());
 for (let i = 0; i < ROUNDS; i++) {
+  b.exec.push(...(await Promise.all(many.map((m) => time(() => exec(m))))));
   await usePool(CONCURRENCY);
   await refilled(CONCURRENCY);
   b.warm.push(...(await burst()));
   await usePool(0);
   b.cold.push(...(await burst()));
 }
+
+for (const m of many) await m.remove({ force: true });
 
 // 3. standing cost of CONCURRENCY idle warm containers, running, then paused
 await usePool(CONCURRENCY);
@@ -189,6 +196,10 @@ console.log(
 );
 console.log(`\n${CONCURRENCY} concurrent one-shot tasks, ${ROUNDS} bursts                      p50       p99`);
 console.log(`  pool of ${CONCURRENCY}`.padEnd(61) + `${f(q(b.warm, 0.5)).padStart(7)} ms  ${f(q(b.warm, 0.99)).padStart(7)} ms`);
+console.log(
+  `  dockerode exec into ${CONCURRENCY} running containers`.padEnd(61) +
+    `${f(q(b.exec, 0.5)).padStart(7)} ms  ${f(q(b.exec, 0.99)).padStart(7)} ms`,
+);
 console.log('  cold'.padEnd(61) + `${f(q(b.cold, 0.5)).padStart(7)} ms  ${f(q(b.cold, 0.99)).padStart(7)} ms`);
 console.log(`  pool hits ${hits + lessl.pool.stats().hits}, misses ${misses + lessl.pool.stats().misses}`);
 console.log(`\nstanding cost of ${ids.length} idle warm containers (memory: docker stats; CPU over 5 s)`);

@@ -182,7 +182,8 @@ export class WarmPool {
    */
   release(id: string, dead = false): void {
     for (const slot of this.slots.values()) if (slot.lent.delete(id) && dead) slot.hits--;
-    this.engine.removeAfter(Promise.resolve(), 'container', id);
+    // counted as a background removal now; its request goes out once the task's waiters have run
+    this.engine.removeAfter(new Promise((r) => setImmediate(r)), 'container', id);
     void this.engine
       .settled()
       .then(() => this.fill())
