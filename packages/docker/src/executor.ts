@@ -166,6 +166,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const d = engine.docker;
   /** Followers still reading a stream; closed when the backend closes. */
   const followers = new Set<Readable>();
+  /**
+   * Executors made in this process that have only run in warm containers (which carry no
+   * `lessl.id` label): deleting one need not list labelled containers, a round trip on the warm
+   * path's clean-up. A cold container or a rolled-back commit takes the executor out.
+   */
+  const warmOnly = new Set<string>();
 
   const removeContainer = (id: string): Promise<void> => engine.removeQuietly(d.getContainer(id));
 
@@ -318,7 +324,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
    * A warm container for a one-shot task whose container settings match a pool profile and that
    * mounts no volume (Docker cannot add mounts to a running container), or undefined (cold path).
    */
-  const takeWarm = async (cfg: Docker.ContainerCreateOptions, sink: RunSink): Promise<string | undefined> => {
+  const takeWarm = (cfg: Docker.ContainerCreateOptions, sink: RunSink): string | undefined => {
     const pool = engine.pool;
     if (pool === undefined || sink.spec.daemon === true || restarts(sink.spec) || sink.spec.log?.destination === 'none')
       return undefined;
@@ -335,13 +341,19 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     if (E.isLeft(cfg)) return cfg;
     const image = plan.after.find((m) => m.id.kind === 'image')?.id.key;
     if (image !== undefined) engine.lastUse.set(image, Date.now());
-    const warm = await takeWarm(cfg.right, sink);
-    if (warm !== undefined) {
+    for (let warm = takeWarm(cfg.right, sink); warm !== undefined; warm = takeWarm(cfg.right, sink)) {
       const r = await startExec(warm, sink, true);
-      if (E.isRight(r)) return E.right(warm);
-      await removeContainer(warm);
-      return r;
+      if (E.isRight(r)) {
+        if (!plan.exists) warmOnly.add(plan.executor.key);
+        return E.right(warm);
+      }
+      // Docker answers 404 (gone) or 409 (not running, paused) to an exec into a container that
+      // died while idle (fromDocker: NotFound, Conflict): remove it and take the next one
+      const dead = r.left._tag === 'NotFound' || r.left._tag === 'Conflict';
+      engine.pool?.release(warm, dead);
+      if (!dead) return r;
     }
+    warmOnly.delete(plan.executor.key);
     let c: Docker.Container;
     try {
       c = await d.createContainer(cfg.right);
@@ -426,7 +438,10 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       exitCode,
       reason,
       executor: { state: 'stopped', containerId: null, mainTask: null },
-      cleanup: async () => engine.removeAfter(Promise.resolve(), 'container', containerId),
+      cleanup: async () =>
+        engine.pool === undefined
+          ? engine.removeAfter(Promise.resolve(), 'container', containerId)
+          : engine.pool.release(containerId),
     });
   };
 
@@ -561,12 +576,15 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
     const x = recorded(plan.attributes);
     const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
-    return commitSteps(
+    const r = await commitSteps(
       plan,
       faults,
       (step, undo) => applyStep(plan, step, x, grace, undo),
       () => describe(plan, x),
     );
+    // a rolled-back commit may have made a cold container: deleting the executor lists them again
+    if (E.isLeft(r)) warmOnly.delete(plan.executor.key);
+    return r;
   };
 
   /** On open: follows a task that ran while no backend watched, or reports how it ended. */
@@ -619,15 +637,18 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     commit,
     resume,
     async undo(plan, attributes) {
+      warmOnly.delete(plan.executor.key);
       const id = attributes.containerId;
       if (typeof id === 'string' && id !== plan.attributes.containerId) await stopMain(id, 0);
     },
     async destroy(el: Element, _comp: CompositionRecord | undefined): Promise<E.Either<DeleteError, void>> {
       try {
-        const cs = await d.listContainers({
-          all: true,
-          filters: { label: [`${LABEL.id}=${el.id.key}`, `${LABEL.registry}=${engine.instance}`] },
-        });
+        const cs = warmOnly.delete(el.id.key)
+          ? []
+          : await d.listContainers({
+              all: true,
+              filters: { label: [`${LABEL.id}=${el.id.key}`, `${LABEL.registry}=${engine.instance}`] },
+            });
         for (const c of cs) await removeContainer(c.Id);
         // a warm container an executor took carries no lessl.id label
         if (typeof el.attributes.containerId === 'string') await removeContainer(el.attributes.containerId);

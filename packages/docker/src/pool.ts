@@ -61,6 +61,12 @@ export interface PoolStats {
 export const IDLE_CMD = ['sh', '-c', 'while :; do sleep 3600; done'] as const;
 /** Default memory cap of all pool containers together. */
 export const POOL_MEMORY_CAP = 4 * 1024 ** 3;
+/**
+ * How long a taken container's replacement waits for its task to end before it starts anyway.
+ * Starting a container costs the engine (and, on a small machine, the CPU) more than the task's
+ * whole exec: started beside the task it slows the task down (see docs/pool.md).
+ */
+export const REFILL_DEFER_MS = 1000;
 
 /** The key of a container base: equal settings give equal keys. */
 export const warmKey = (b: ContainerBase): string => {
@@ -88,6 +94,8 @@ interface Slot {
   profile: WarmProfile;
   ready: Ready[];
   starting: number;
+  /** Containers taken and still running their task, with when they were taken (their replacement waits, see `take`). */
+  lent: Map<string, number>;
   hits: number;
   misses: number;
   failures: number;
@@ -124,6 +132,7 @@ export class WarmPool {
           profile: p,
           ready: [],
           starting: 0,
+          lent: new Map(),
           hits: 0,
           misses: 0,
           failures: 0,
@@ -144,28 +153,42 @@ export class WarmPool {
   }
 
   /**
-   * A running warm container of profile `key`, taken out of the pool (the caller owns it now),
-   * or undefined (a miss: take the cold path). Containers that died while idle are removed.
+   * A warm container of profile `key`, taken out of the pool (the caller owns it now and gives it
+   * back with `release` when its task has ended), or undefined (a miss: take the cold path).
+   * Not inspected here (a round trip on the hot path): a container that died while idle fails
+   * the caller's exec with 404 or 409, and the caller removes it and takes the next one. The
+   * replacement of a taken container starts once its task ends (`release`), or `REFILL_DEFER_MS`
+   * after the take if the task still runs, so that the engine's container start does not slow
+   * the task down.
    */
-  async take(key: string): Promise<string | undefined> {
+  take(key: string): string | undefined {
     const slot = this.slots.get(key);
     if (slot === undefined || this.closed) return undefined;
     slot.lastUse = Date.now();
-    for (let r = slot.ready.shift(); r !== undefined; r = slot.ready.shift()) {
-      const info = await this.engine.docker
-        .getContainer(r.id)
-        .inspect()
-        .catch(() => undefined);
-      if (info?.State.Running === true && info.State.Paused !== true) {
-        slot.hits++;
-        void this.fill();
-        return r.id;
-      }
-      await this.engine.removeObject('container', r.id);
+    const r = slot.ready.shift();
+    if (r !== undefined) {
+      slot.hits++;
+      slot.lent.set(r.id, slot.lastUse);
+      return r.id;
     }
     slot.misses++;
     void this.fill();
     return undefined;
+  }
+
+  /**
+   * Gives back a taken container whose task has ended, or that could not run it (dead while
+   * idle, `dead`: not counted as a hit): it is removed in the background (`Engine.settled`
+   * waits for it), then the pool refills.
+   */
+  release(id: string, dead = false): void {
+    for (const slot of this.slots.values()) if (slot.lent.delete(id) && dead) slot.hits--;
+    // counted as a background removal now; its request goes out once the task's waiters have run
+    this.engine.removeAfter(new Promise((r) => setImmediate(r)), 'container', id);
+    void this.engine
+      .settled()
+      .then(() => this.fill())
+      .catch(() => undefined);
   }
 
   /** Removes the ready containers made from `imageId` (before the image is removed). */
@@ -232,18 +255,23 @@ export class WarmPool {
     return m;
   }
 
-  /** Starts containers where a profile has fewer than `min` ready, within `max` and the memory cap. */
+  /**
+   * Starts containers where a profile has fewer than `min` ready, within `max` and the memory cap.
+   * A container taken less than `REFILL_DEFER_MS` ago whose task still runs counts as ready: its
+   * replacement waits (see `take`).
+   */
   private fill(): Promise<void> {
     const now = Date.now();
     for (const slot of this.slots.values()) {
       const p = slot.profile;
       const idle = now - slot.lastUse > p.idleMs;
       const memory = p.base.HostConfig.Memory ?? 0;
+      for (const [id, at] of slot.lent) if (now - at >= REFILL_DEFER_MS) slot.lent.delete(id);
       while (
         !this.closed &&
         !idle &&
         now >= slot.retryAt &&
-        slot.ready.length + slot.starting < Math.min(p.min, p.max) &&
+        slot.ready.length + slot.starting + slot.lent.size < Math.min(p.min, p.max) &&
         this.memoryInUse() + memory <= this.memoryCap
       ) {
         slot.starting++;

@@ -1,7 +1,7 @@
 /**
  * The warm pool on a real engine: one-shot tasks run in containers started ahead of need, one
- * task per container, refilled in the background; what does not match takes the cold path; dead
- * idle containers are never handed out; nothing is left after close, a crash or an image delete.
+ * task per container, refilled in the background (after the task, or a second after the take);
+ * what does not match takes the cold path; dead or paused idle containers are never handed out; nothing is left after close, a crash or an image delete.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -69,12 +69,42 @@ describe('warm pool', () => {
     expect(l.pool.stats()).toMatchObject({ hits, misses });
   });
 
-  test('a warm container that died while idle is never handed out; a killed warm task ends its container', async () => {
+  test('a taken container is replaced once its task ends, or a second after the take while it runs', async () => {
     await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
-    const [idle] = await pooled(l);
-    await docker.getContainer(String(idle?.Id)).kill();
-    const r = await unwrap(l.run({ image: BASE, spec: { cmd: ['echo', 'still fine'] } }));
-    expect(text(r.stdout)).toBe('still fine\n');
+    const { hits } = l.pool.stats();
+    // a short task: nothing starts beside it (the engine's container start would slow it down)
+    const short = l.run({ image: BASE, spec: { cmd: ['sleep', '0.5'] } })();
+    expect(await eventually(() => l.pool.stats().hits === hits + 1, 5_000)).toBe(true);
+    expect(l.pool.stats().profiles[0]).toMatchObject({ ready: 0, starting: 0 });
+    expect(E.isRight(await short)).toBe(true);
+    expect(await eventually(() => l.pool.stats().profiles[0]?.ready === 1)).toBe(true);
+    // a long one: its replacement starts while it still runs
+    let ended = false;
+    const long = l
+      .run({ image: BASE, spec: { cmd: ['sleep', '6'] } })()
+      .finally(() => {
+        ended = true;
+      });
+    expect(await eventually(() => l.pool.stats().hits === hits + 2, 5_000)).toBe(true);
+    expect(await eventually(() => l.pool.stats().profiles[0]?.ready === 1, 6_000)).toBe(true);
+    expect(ended).toBe(false);
+    const r = await long;
+    expect(E.isRight(r) && r.right.exitCode).toBe(0);
+  });
+
+  test('a warm container that died or was paused while idle is never handed out; a killed warm task ends its container', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    for (const spoil of ['kill', 'pause'] as const) {
+      expect(await eventually(async () => l.pool.stats().profiles[0]?.ready === 1 && (await pooled(l)).length === 1)).toBe(true);
+      const [idle] = await pooled(l);
+      await docker.getContainer(String(idle?.Id))[spoil]();
+      const { hits, misses } = l.pool.stats();
+      const r = await unwrap(l.run({ image: BASE, spec: { cmd: ['echo', 'still fine'] } }));
+      expect(text(r.stdout)).toBe('still fine\n');
+      // it ran on the cold path, and the spoilt container is gone
+      expect(l.pool.stats()).toMatchObject({ hits, misses: misses + 1 });
+      expect(await eventually(async () => !(await pooled(l)).some((c) => c.Id === idle?.Id))).toBe(true);
+    }
     expect(await eventually(async () => l.pool.stats().profiles[0]?.ready === 1)).toBe(true);
     const ready = new Set((await pooled(l)).map((c) => c.Id));
     const ac = new AbortController();
@@ -83,6 +113,33 @@ describe('warm pool', () => {
     expect(E.isLeft(killed) && killed.left._tag).toBe('Aborted');
     expect(await eventually(async () => (await pooled(l)).every((c) => !ready.has(c.Id) || c.State === 'running'))).toBe(true);
     expect(await eventually(async () => (await pooled(l)).filter((c) => ready.has(c.Id)).length === 0)).toBe(true);
+  });
+
+  test('an executor that ran warm, then cold, leaves no container once deleted', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    const c = l.composer;
+    const x = `executor://local/${n('x')}`;
+    const [once, daemon] = [`task://local/${n('t')}`, `task://local/${n('d')}`];
+    await unwrap(l.stores.task.create({ id: once, spec: { cmd: ['echo', 'warm'] } }));
+    await unwrap(l.stores.task.create({ id: daemon, spec: { cmd: ['sleep', '3600'], daemon: true } }));
+    const { hits } = l.pool.stats();
+    let h = await unwrap(c.handle(x));
+    h = await unwrap(c.bind(await unwrap(c.join(await unwrap(c.join(h, BASE)), once)), once));
+    expect((await unwrap(c.commit(h))).committed).toBe(true);
+    expect(text((await unwrap(l.tasks.wait(once))).stdout)).toBe('warm\n');
+    expect(l.pool.stats().hits).toBe(hits + 1);
+    // the same executor, cold now: a daemon gets a container of its own, labelled with the executor
+    h = await unwrap(c.handle(x));
+    h = await unwrap(c.bind(await unwrap(c.join(await unwrap(c.leave(h, once)), daemon)), daemon));
+    expect((await unwrap(c.commit(h))).committed).toBe(true);
+    const labelled = () => docker.listContainers({ all: true, filters: { label: [`lessl.id=${x}`] } });
+    expect(await labelled()).toHaveLength(1);
+    h = await unwrap(c.handle(x));
+    expect((await unwrap(c.commit(await unwrap(c.leave(await unwrap(c.leave(h, daemon)), BASE))))).committed).toBe(true);
+    await unwrap(l.stores.executor.delete(x));
+    expect(await labelled()).toEqual([]);
+    await unwrap(l.stores.task.delete(once));
+    await unwrap(l.stores.task.delete(daemon));
   });
 
   test('bad profiles are InvalidEntry or NotFound and change nothing', async () => {
