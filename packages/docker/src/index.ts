@@ -387,7 +387,11 @@ export const openDockerBackend =
           return E.right(hosts.all().map((h) => hosts.info(h)));
         },
       },
-      purge: purgeImages(primary, registry, backend.stores.image),
+      purge: (o, ctx) => async () => {
+        // what every host's tasks used counts, not only the first host's
+        for (const h of hosts.all()) if (h !== primary) await flushLastUse(h, reg);
+        return purgeImages(primary, reg, backend.stores.image)(o, ctx)();
+      },
       refresh: fresh.refresh,
       preload: (requests, o, ctx) =>
         hosts.all().length === 1 ? fresh.preload(requests, o, ctx) : preloadOnHosts(hosts, backend, requests, o, ctx),

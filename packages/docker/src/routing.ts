@@ -166,8 +166,10 @@ const copyImage = async (pool: HostPool, target: Engine, image: Element, imageId
     if (statusOf(err) !== 404) return E.left(fromDocker(key, err));
   }
   const home = pool.of(image);
-  const sources = [home, ...pool.all().filter((h) => h !== home && h.images.has(imageId))].filter(
-    (h) => h !== target && h.state !== 'removed' && h.state !== 'spawned',
+  const others = pool.all().filter((h) => h !== home);
+  // its home, then hosts known to hold it, then the rest (an image refreshed on another host)
+  const sources = [home, ...others.filter((h) => h.images.has(imageId)), ...others.filter((h) => !h.images.has(imageId))].filter(
+    (h) => h !== target && h.state === 'active',
   );
   const ref = String(image.attributes.ref ?? imageId);
   let last: AnyError = runtimeError(key, `no host holds image ${imageId}`);
