@@ -3,11 +3,10 @@
  * where lessl takes a logger, under the strict settings an embedder would use, and something
  * that is not a logger does not.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { expect, test } from 'vitest';
+import { strictTsc } from './strict-tsc.js';
 
 const root = join(import.meta.dirname, '..');
 
@@ -35,27 +34,7 @@ test('a real pino() instance is a lessl Logger (strict, skipLibCheck false)', as
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'pino.ts'), SOURCE);
-  writeFileSync(
-    join(dir, 'tsconfig.json'),
-    JSON.stringify({
-      compilerOptions: {
-        target: 'ES2022',
-        lib: ['ES2023'],
-        module: 'NodeNext',
-        moduleResolution: 'NodeNext',
-        strict: true,
-        noEmit: true,
-        skipLibCheck: false,
-        types: ['node'],
-      },
-      files: ['pino.ts'],
-    }),
-  );
-  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  const out = await promisify(execFile)(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')]).then(
-    () => '',
-    (e: { stdout?: string }) => e.stdout ?? String(e),
-  );
+  const out = await strictTsc(dir, ['pino.ts']);
   expect(out).toBe('');
   rmSync(dir, { recursive: true, force: true });
 }, 120_000);

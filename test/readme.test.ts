@@ -3,11 +3,10 @@
  * is written out as a module and type-checked with the strict settings an embedder would use
  * (`skipLibCheck: false`), against the built packages.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { expect, test } from 'vitest';
+import { strictTsc } from './strict-tsc.js';
 
 const root = join(import.meta.dirname, '..');
 const readmes = ['README.md', ...readdirSync(join(root, 'packages')).map((p) => join('packages', p, 'README.md'))];
@@ -36,27 +35,7 @@ test('every TypeScript block of the READMEs compiles (strict, skipLibCheck false
       files.push(name);
     });
   expect(files.length).toBeGreaterThanOrEqual(readmes.length);
-  writeFileSync(
-    join(dir, 'tsconfig.json'),
-    JSON.stringify({
-      compilerOptions: {
-        target: 'ES2022',
-        lib: ['ES2023'],
-        module: 'NodeNext',
-        moduleResolution: 'NodeNext',
-        strict: true,
-        noEmit: true,
-        skipLibCheck: false,
-        types: ['node'],
-      },
-      files,
-    }),
-  );
-  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  const out = await promisify(execFile)(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')]).then(
-    () => '',
-    (e: { stdout?: string }) => e.stdout ?? String(e),
-  );
+  const out = await strictTsc(dir, files);
   expect(out).toBe('');
   rmSync(dir, { recursive: true, force: true });
 }, 120_000);

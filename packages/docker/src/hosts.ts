@@ -114,6 +114,8 @@ export class HostPool {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Housekeeping ticks so far (every `SWEEP_EVERY`th also sweeps). */
+  private ticks = 0;
   readonly failuresToInactive: number;
   readonly housekeepingMs: number;
   readonly probeMaxMs: number;
@@ -244,7 +246,7 @@ export class HostPool {
     if (h.state === 'removed' || h.state === 'draining') return false;
     const ok = await this.probe(h);
     if (!ok) {
-      if (h.state === 'active') return h.state === 'active'; // observe() counts the failure
+      if (h.state === 'active') return false; // observe() counted the failure
       const p = this.nextProbe.get(h.name) ?? { at: 0, every: this.housekeepingMs };
       const every = Math.min(p.every * 2, this.probeMaxMs);
       this.nextProbe.set(h.name, { at: Date.now() + every, every });
@@ -303,8 +305,6 @@ export class HostPool {
     }
     await Promise.all(work);
   }
-
-  private ticks = 0;
 
   /** Starts housekeeping every `housekeepingMs` (does not keep the process alive). */
   start(): void {

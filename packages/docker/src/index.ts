@@ -243,17 +243,15 @@ export const openDockerBackend =
     for (const spec of specs.right) {
       const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
       if (E.isLeft(c)) return c;
+      // bounded from the first call (the ping below): a hung engine answers Unavailable
+      guardCalls(c.right, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, spec.name);
       clients.push({ spec, docker: c.right });
     }
 
     // connect: every host answering a ping is active; the others stay spawned until they answer
     let registry: Registry | undefined = opts.registry instanceof Registry ? opts.registry : undefined;
-    const pending = clients.map(({ spec, docker }) => {
-      guardCalls(docker, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, spec.name);
-      return { spec, docker };
-    });
     const answered = await Promise.all(
-      pending.map(({ docker }) =>
+      clients.map(({ docker }) =>
         docker.ping().then(
           () => true,
           () => false,
@@ -264,7 +262,7 @@ export const openDockerBackend =
       const where =
         opts.hosts === undefined
           ? '(DOCKER_HOST or /var/run/docker.sock)'
-          : pending.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
+          : clients.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
       return E.left(
         unavailable(
           '',
@@ -278,7 +276,7 @@ export const openDockerBackend =
       return E.left(runtimeError('', 'could not open the registry', err));
     }
     const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
-    for (const [i, { spec, docker }] of pending.entries()) {
+    for (const [i, { spec, docker }] of clients.entries()) {
       const h = hosts.add(docker, spec, endpointOf(docker));
       if (answered[i] === true) hosts.markActive(h);
     }

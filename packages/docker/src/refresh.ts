@@ -35,7 +35,7 @@ import {
   type Metadata,
 } from '@lessl/core';
 import type { Registry } from '@lessl/level';
-import type { Engine } from './engine.js';
+import { LOCAL_HOST, type Engine } from './engine.js';
 import { fromDocker, statusOf } from './errors.js';
 import { removeStale, staleOf } from './freshness.js';
 import type { ImageDriver } from './images.js';
@@ -90,7 +90,7 @@ export type PreloadResult =
   | { readonly id: string; readonly host: string; readonly done: 'failed'; readonly error: AnyError };
 
 /** The name of the one host of a backend over a single engine. */
-export const SINGLE_HOST = 'local';
+export const SINGLE_HOST = LOCAL_HOST;
 
 const split = (ref: string): { repo: string; tag: string } => {
   const i = ref.lastIndexOf(':');

@@ -26,7 +26,7 @@ import type {
 } from '@lessl/level';
 import { followJson, type Engine } from './engine.js';
 import { fromDocker, statusOf } from './errors.js';
-import { DEFAULTS, DockerExecutorOptionsC, executorDriver, type DockerExecutorOptions, type FaultHook } from './executor.js';
+import { backendOf, DEFAULTS, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
 import type { HostPool } from './hosts.js';
 import { imageDriver } from './images.js';
 import { volumeDriver } from './volumes.js';
@@ -190,12 +190,6 @@ const copyImage = async (pool: HostPool, target: Engine, image: Element, imageId
   return E.left(last);
 };
 
-/** The Docker options of an executor (decoded at `handle`). */
-const dockerOptionsOf = (o: ExecutorOptions): DockerExecutorOptions => {
-  const r = DockerExecutorOptionsC.decode(o.backend ?? {});
-  return E.isRight(r) ? r.right : {};
-};
-
 /** Whether a commit starts a container (a bind on an executor with no running container). */
 const startsContainer = (plan: CommitPlan): boolean =>
   plan.attributes.state !== 'running' && plan.steps.some((s) => s.op === 'bind' && s.member?.id.kind === 'task');
@@ -221,7 +215,7 @@ const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Engine> =
         ['members'],
       ),
     );
-  const o = dockerOptionsOf(plan.options);
+  const o = backendOf(plan.options);
   const pinned = [...volumeHosts][0];
   if (pinned !== undefined && o.host !== undefined && o.host !== pinned)
     return E.left(

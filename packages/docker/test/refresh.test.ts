@@ -10,7 +10,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { text, unwrap, type LesslEvent, type Progress } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
-import { eventually, n, startDaemon, tarOf } from './support.js';
+import { closeLoopback, listenLoopback, eventually, n, startDaemon, tarOf } from './support.js';
 
 const docker = new Docker();
 let l: DockerBackend;
@@ -91,13 +91,10 @@ beforeAll(async () => {
       res.write(served.subarray(0, 64 * 1024)); // then nothing more until the client goes
     } else res.writeHead(404).end();
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const a = server.address();
-  url = `http://127.0.0.1:${typeof a === 'object' && a !== null ? a.port : 0}`;
+  url = await listenLoopback(server);
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((r) => server.close(r));
+  await closeLoopback(server);
   await l.close();
   await purge(docker, l.registry.instanceId);
   for (const i of made)

@@ -13,7 +13,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256, text, unwrap, type Progress } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
-import { n, tarOf } from './support.js';
+import { closeLoopback, listenLoopback, n, tarOf } from './support.js';
 
 const docker = new Docker();
 const BASE = 'image://local/base';
@@ -46,13 +46,10 @@ beforeAll(async () => {
       res.write(saved.subarray(0, 1024)); // then nothing more
     } else res.writeHead(404).end('no such file');
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const a = server.address();
-  url = `http://127.0.0.1:${typeof a === 'object' && a !== null ? a.port : 0}`;
+  url = await listenLoopback(server);
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((r) => server.close(r));
+  await closeLoopback(server);
   await l.close();
   await purge(docker, l.registry.instanceId);
   rmSync(work, { recursive: true, force: true });

@@ -4,6 +4,7 @@
  * the set-up of a running daemon executor.
  */
 import { rmSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,3 +165,16 @@ export const conformanceFactory =
       },
     };
   };
+
+/** Starts an http server on a free loopback port; answers its base URL. */
+export const listenLoopback = async (server: HttpServer): Promise<string> => {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const a = server.address();
+  return `http://127.0.0.1:${typeof a === 'object' && a !== null ? a.port : 0}`;
+};
+
+/** Closes a loopback http server, cutting its open connections. */
+export const closeLoopback = async (server: HttpServer): Promise<void> => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+};
