@@ -5,6 +5,10 @@
  *
  * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
  *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq
+ *
+ * Every read-modify-write goes through `transact` (or `updateTask` / `updateJob` on it): the
+ * change is computed from the records as they are when it is written, on the one writer chain, so
+ * two writers never both start from the same old record and lose one another's change.
  */
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import type { FullLimits, TaskPlan } from './plan.js';
@@ -137,34 +141,72 @@ export class ServiceDb {
 
   /** Applies one change atomically (changes are serialized in call order). */
   commit(c: DbChange): Promise<void> {
-    const run = async (): Promise<void> => {
-      const ops: AbstractBatchOperation<StringDb, string, string>[] = [];
-      const put = (key: string, value: unknown): void => void ops.push({ type: 'put', key, value: JSON.stringify(value) });
-      for (const u of c.users ?? []) put(`u!${u.name}`, u);
-      for (const t of c.tokens ?? []) put(`t!${t.hash}`, t.user);
-      for (const h of c.delTokens ?? []) ops.push({ type: 'del', key: `t!${h}` });
-      for (const j of [...(c.jobs ?? []), ...(c.enqueue ?? []), ...(c.dequeue ?? [])]) put(`j!${j.id}`, j);
-      for (const j of c.enqueue ?? []) put(seqKey(j.seq), j.id);
-      for (const j of c.dequeue ?? []) ops.push({ type: 'del', key: seqKey(j.seq) });
-      for (const t of c.tasks ?? []) put(`k!${t.id}`, t);
-      for (const i of c.idempotency ?? []) put(`i!${i.key}`, i.job);
-      if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
-      await this.db.batch(ops);
-      for (const u of c.users ?? []) this.users.set(u.name, u);
-      for (const t of c.tokens ?? []) this.tokens.set(t.hash, t.user);
-      for (const h of c.delTokens ?? []) this.tokens.delete(h);
-      for (const j of [...(c.jobs ?? []), ...(c.enqueue ?? []), ...(c.dequeue ?? [])]) this.jobs.set(j.id, j);
-      for (const j of c.enqueue ?? []) this.queue.push(j.id);
-      for (const j of c.dequeue ?? []) {
-        const i = this.queue.indexOf(j.id);
-        if (i >= 0) this.queue.splice(i, 1);
-      }
-      for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
-      for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
+    return this.transact(() => ({ change: c, result: undefined }));
+  }
+
+  /**
+   * Atomic read-modify-write: runs `f` on the writer chain, after every change queued before it is
+   * applied and before any queued after it, and applies the change it answers (if any) in one
+   * batch. `f` reads the records (the maps) and must not await; what it answers is the call's.
+   */
+  transact<A>(f: () => { readonly change?: DbChange; readonly result: A }): Promise<A> {
+    const run = async (): Promise<A> => {
+      const { change, result } = f();
+      if (change !== undefined) await this.apply(change);
+      return result;
     };
     const p = this.chain.then(run);
     this.chain = p.catch(() => undefined);
     return p;
+  }
+
+  /**
+   * Updates task `id` atomically: `f` gets the record as it is when the change is written and
+   * answers the new one (or undefined: no change). Answers the record as it is after.
+   */
+  updateTask(id: string, f: (r: TaskRecord) => TaskRecord | undefined): Promise<TaskRecord | undefined> {
+    return this.transact(() => {
+      const cur = this.tasks.get(id);
+      const next = cur === undefined ? undefined : f(cur);
+      return next === undefined ? { result: cur } : { change: { tasks: [next] }, result: next };
+    });
+  }
+
+  /** Updates job `id` atomically, like `updateTask`; `queue` also takes it off the queue (a claim or a cancel). */
+  updateJob(id: string, f: (j: JobRecord) => JobRecord | undefined, queue = false): Promise<JobRecord | undefined> {
+    return this.transact(() => {
+      const cur = this.jobs.get(id);
+      const next = cur === undefined ? undefined : f(cur);
+      if (next === undefined) return { result: cur };
+      return { change: queue ? { dequeue: [next] } : { jobs: [next] }, result: next };
+    });
+  }
+
+  /** Writes one change in one batch, then the in-memory index (only once the batch is durable). */
+  private async apply(c: DbChange): Promise<void> {
+    const ops: AbstractBatchOperation<StringDb, string, string>[] = [];
+    const put = (key: string, value: unknown): void => void ops.push({ type: 'put', key, value: JSON.stringify(value) });
+    for (const u of c.users ?? []) put(`u!${u.name}`, u);
+    for (const t of c.tokens ?? []) put(`t!${t.hash}`, t.user);
+    for (const h of c.delTokens ?? []) ops.push({ type: 'del', key: `t!${h}` });
+    for (const j of [...(c.jobs ?? []), ...(c.enqueue ?? []), ...(c.dequeue ?? [])]) put(`j!${j.id}`, j);
+    for (const j of c.enqueue ?? []) put(seqKey(j.seq), j.id);
+    for (const j of c.dequeue ?? []) ops.push({ type: 'del', key: seqKey(j.seq) });
+    for (const t of c.tasks ?? []) put(`k!${t.id}`, t);
+    for (const i of c.idempotency ?? []) put(`i!${i.key}`, i.job);
+    if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
+    await this.db.batch(ops);
+    for (const u of c.users ?? []) this.users.set(u.name, u);
+    for (const t of c.tokens ?? []) this.tokens.set(t.hash, t.user);
+    for (const h of c.delTokens ?? []) this.tokens.delete(h);
+    for (const j of [...(c.jobs ?? []), ...(c.enqueue ?? []), ...(c.dequeue ?? [])]) this.jobs.set(j.id, j);
+    for (const j of c.enqueue ?? []) this.queue.push(j.id);
+    for (const j of c.dequeue ?? []) {
+      const i = this.queue.indexOf(j.id);
+      if (i >= 0) this.queue.splice(i, 1);
+    }
+    for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
+    for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
   }
 
   /** Closes the database. */
