@@ -17,24 +17,34 @@ export const newToken = (): string => `lsl_${randomBytes(32).toString('base64url
 /** The name of the built-in admin. */
 export const ADMIN = 'admin';
 
-/** Makes a user and a token for it in one batch; answers the token (shown once). */
-export const addUser = async (db: ServiceDb, user: UserRecord, token: string = newToken()): Promise<string> => {
-  await db.commit({ users: [user], tokens: [{ hash: sha256(token), user: user.name }] });
-  return token;
-};
+/**
+ * Makes a user and a token for it in one batch; answers the token (shown once), or undefined when
+ * a user of that name exists (checked where it is written: of concurrent adds of a name, one wins).
+ */
+export const addUser = (db: ServiceDb, user: UserRecord, token: string = newToken()): Promise<string | undefined> =>
+  db.transact(() =>
+    db.users.has(user.name)
+      ? { result: undefined }
+      : { change: { users: [user], tokens: [{ hash: sha256(token), user: user.name }] }, result: token },
+  );
 
 /**
  * Makes sure there is an admin: with `token`, that token is the admin's (added if new); without,
  * on a first start (no users), a token is made and answered (print it once); otherwise undefined.
  */
 export const bootstrapAdmin = async (db: ServiceDb, token: string | undefined): Promise<string | undefined> => {
-  const admin: UserRecord = db.users.get(ADMIN) ?? { name: ADMIN, admin: true, created: new Date().toISOString() };
   if (token !== undefined && token !== '') {
-    if (db.tokens.get(sha256(token)) !== ADMIN) await addUser(db, admin, token);
+    const hash = sha256(token);
+    const admin: UserRecord = { name: ADMIN, admin: true, created: new Date().toISOString() };
+    await db.transact(() =>
+      db.tokens.get(hash) === ADMIN
+        ? { result: undefined }
+        : { change: { tokens: [{ hash, user: ADMIN }], ...(db.users.has(ADMIN) ? {} : { users: [admin] }) }, result: undefined },
+    );
     return undefined;
   }
   if (db.users.size > 0) return undefined;
-  return addUser(db, admin);
+  return addUser(db, { name: ADMIN, admin: true, created: new Date().toISOString() });
 };
 
 /** The user a bearer `Authorization` header names, or undefined. */

@@ -2,8 +2,9 @@
  * The durable job queue, on the service's records in the same level database. FIFO by sequence;
  * a claim is one atomic batch (the queue entry removed, the job marked running); at most
  * `concurrency` jobs run at once. A job's final state is written once. On start, jobs a crash
- * left running are run again: the runner resumes from what the registry holds (see runner.ts),
- * so every accepted job ends exactly once and nothing is started twice.
+ * left running are run again, in submission order: the runner resumes from what the registry
+ * holds (see runner.ts), so every accepted job ends exactly once and nothing is started twice.
+ * Every change of a job or task record is an atomic read-modify-write (`ServiceDb.transact`).
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -38,13 +39,17 @@ export class JobQueue {
     return this.running.size;
   }
 
-  /** Accepts a job making `plans` as tasks of `owner`: one batch writes the job, its tasks, its queue entry, its idempotency key. */
+  /**
+   * Accepts a job making `plans` as tasks of `owner`: one batch writes the job, its tasks, its queue
+   * entry, its idempotency key. When the idempotency key is taken already, nothing is written and
+   * the job that holds it is answered (`accepted: false`; compare its `bodyHash`).
+   */
   async submit(
     owner: string,
     plans: readonly TaskPlan[],
     batch: boolean,
     idem?: { key: string; bodyHash: string },
-  ): Promise<JobRecord> {
+  ): Promise<{ job: JobRecord; accepted: boolean }> {
     const id = newId('j');
     const t = now();
     const tasks: TaskRecord[] = plans.map((plan) => ({
@@ -61,59 +66,59 @@ export class JobQueue {
       error: null,
       deleted: false,
     }));
-    const job: JobRecord = {
-      id,
-      seq: this.db.nextSeq(),
-      owner,
-      kind: 'task',
-      state: 'queued',
-      tasks: tasks.map((x) => x.id),
-      batch,
-      created: t,
-      started: null,
-      ended: null,
-      error: null,
-      exec: null,
-      bodyHash: idem?.bodyHash ?? null,
-    };
-    await this.db.commit({ enqueue: [job], tasks, ...(idem === undefined ? {} : { idempotency: [{ key: idem.key, job: id }] }) });
-    this.emitter.emit('job', job);
-    this.pump();
-    return job;
+    const r = await this.db.transact(() => {
+      const prior = idem === undefined ? undefined : this.db.idempotency.get(idem.key);
+      const held = prior === undefined ? undefined : this.db.jobs.get(prior);
+      if (held !== undefined) return { result: { job: held, accepted: false } };
+      const job = newJob(
+        id,
+        this.db.nextSeq(),
+        owner,
+        'task',
+        tasks.map((x) => x.id),
+        batch,
+        null,
+        idem?.bodyHash ?? null,
+      );
+      const keys = idem === undefined ? {} : { idempotency: [{ key: idem.key, job: id }] };
+      return { change: { enqueue: [job], tasks, ...keys }, result: { job, accepted: true } };
+    });
+    if (r.accepted) this.accepted(r.job);
+    return r;
   }
 
-  /** Accepts an exec job: the commands are appended to the task now and run in order when the job runs. */
+  /**
+   * Accepts an exec job: the commands are appended to the task as it is when the batch is written
+   * (so concurrent execs all land, in acceptance order) and run in order when the job runs.
+   * Answers undefined when the task is gone or deleted.
+   */
   async submitExec(
-    task: TaskRecord,
+    task: string,
     cmds: readonly { cmd: string; env?: Record<string, string>; pwd?: string }[],
-  ): Promise<JobRecord> {
+  ): Promise<JobRecord | undefined> {
     const id = newId('j');
-    const job: JobRecord = {
-      id,
-      seq: this.db.nextSeq(),
-      owner: task.owner,
-      kind: 'exec',
-      state: 'queued',
-      tasks: [task.id],
-      batch: false,
-      created: now(),
-      started: null,
-      ended: null,
-      error: null,
-      exec: { from: task.commands.length, count: cmds.length },
-      bodyHash: null,
-    };
-    const next: TaskRecord = { ...task, commands: [...task.commands, ...cmds.map((c) => pending(c.cmd, c.env, c.pwd))] };
-    await this.db.commit({ enqueue: [job], tasks: [next] });
-    this.emitter.emit('job', job);
-    this.pump();
+    const job = await this.db.transact(() => {
+      const cur = this.db.tasks.get(task);
+      if (cur === undefined || cur.deleted) return { result: undefined };
+      const exec = { from: cur.commands.length, count: cmds.length };
+      const j = newJob(id, this.db.nextSeq(), cur.owner, 'exec', [task], false, exec, null);
+      const next: TaskRecord = { ...cur, commands: [...cur.commands, ...cmds.map((c) => pending(c.cmd, c.env, c.pwd))] };
+      return { change: { enqueue: [j], tasks: [next] }, result: j };
+    });
+    if (job !== undefined) this.accepted(job);
     return job;
   }
 
-  /** Recovers jobs a crash left running, then claims queued jobs. */
+  private accepted(job: JobRecord): void {
+    this.emitter.emit('job', job);
+    this.pump();
+  }
+
+  /** Recovers jobs a crash left running (in submission order: a task's execs resume in turn), then claims queued jobs. */
   start(): void {
     this.stopped = false;
-    for (const j of this.db.jobs.values()) if (j.state === 'running') this.launch(j);
+    const resumed = [...this.db.jobs.values()].filter((j) => j.state === 'running').sort((a, b) => a.seq - b.seq);
+    for (const j of resumed) this.launch(j);
     this.pump();
   }
 
@@ -151,10 +156,16 @@ export class JobQueue {
     const j = this.db.jobs.get(jobId);
     if (j === undefined || FINAL_JOB_STATES.includes(j.state)) return;
     if (j.state === 'queued') {
-      const next: JobRecord = { ...j, state: 'cancelled', ended: now() };
-      await this.db.commit({ dequeue: [next] });
-      this.emitter.emit('job', next);
-      return;
+      // still queued when the change is written (a claim may have come first: then it is aborted below)
+      const next = await this.db.updateJob(
+        jobId,
+        (cur) => (cur.state === 'queued' ? { ...cur, state: 'cancelled', ended: now() } : undefined),
+        true,
+      );
+      if (next?.state === 'cancelled') {
+        this.emitter.emit('job', next);
+        return;
+      }
     }
     this.running.get(jobId)?.abort(new Error('cancelled'));
     await this.done.get(jobId);
@@ -162,14 +173,19 @@ export class JobQueue {
 
   private pump(): void {
     while (!this.stopped && this.running.size < this.concurrency && this.db.queue.length > 0) {
-      const id = this.db.queue[0] as string;
-      const j = this.db.jobs.get(id) as JobRecord;
-      const claimed: JobRecord = { ...j, state: 'running', started: now() };
       // the in-memory queue changes only once the batch is durable: take the entry now so the loop moves on
-      this.db.queue.shift();
+      const id = this.db.queue.shift() as string;
       this.running.set(id, new AbortController());
-      void this.db.commit({ dequeue: [claimed] }).then(
+      let claimed: JobRecord | undefined;
+      const claim = (j: JobRecord): JobRecord | undefined =>
+        j.state === 'queued' ? (claimed = { ...j, state: 'running', started: now() }) : undefined;
+      void this.db.updateJob(id, claim, true).then(
         () => {
+          if (claimed === undefined) {
+            // cancelled before the claim was written
+            this.running.delete(id);
+            return this.pump();
+          }
           this.emitter.emit('job', claimed);
           this.launch(claimed);
         },
@@ -196,20 +212,45 @@ export class JobQueue {
   }
 
   private async execute(j: JobRecord, signal: AbortSignal): Promise<ErrorRecord | null> {
-    if (j.kind === 'exec') return this.runner.run(j.tasks[0] ?? '', j.exec?.from ?? 0, signal);
-    const errors = await Promise.all(j.tasks.map((t) => this.runner.run(t, 0, signal)));
+    if (j.kind === 'exec') return this.runner.run(j.tasks[0] ?? '', j.exec, signal);
+    const errors = await Promise.all(j.tasks.map((t) => this.runner.run(t, null, signal)));
     return errors.find((e) => e !== null) ?? null;
   }
 
   private async finish(id: string, state: JobState, error: ErrorRecord | null): Promise<void> {
     if (this.stopped) return;
-    const j = this.db.jobs.get(id);
-    if (j === undefined || FINAL_JOB_STATES.includes(j.state)) return;
-    const next: JobRecord = { ...j, state, ended: now(), error };
-    await this.db.commit({ jobs: [next] });
-    this.emitter.emit('job', next);
+    let next: JobRecord | undefined;
+    await this.db.updateJob(id, (j) =>
+      FINAL_JOB_STATES.includes(j.state) ? undefined : (next = { ...j, state, ended: now(), error }),
+    );
+    if (next !== undefined) this.emitter.emit('job', next);
   }
 }
+
+const newJob = (
+  id: string,
+  seq: number,
+  owner: string,
+  kind: JobRecord['kind'],
+  tasks: readonly string[],
+  batch: boolean,
+  exec: JobRecord['exec'],
+  bodyHash: string | null,
+): JobRecord => ({
+  id,
+  seq,
+  owner,
+  kind,
+  state: 'queued',
+  tasks,
+  batch,
+  created: now(),
+  started: null,
+  ended: null,
+  error: null,
+  exec,
+  bodyHash,
+});
 
 const pending = (cmd: string, env?: Record<string, string>, pwd?: string) => ({
   cmd,

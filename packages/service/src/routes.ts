@@ -64,6 +64,21 @@ const RESTARTABLE = new Set(['exited', 'failed', 'killed', 'lost', 'expired']);
 export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
   const { db, backend: b, queue } = d;
 
+  /** Answers a retried request (its Idempotency-Key names `j`): the job, or 409 when the body is another. */
+  const answerRetry = (
+    reply: FastifyReply,
+    j: JobRecord,
+    bodyHash: string | null,
+    wait: number | undefined,
+  ): Promise<unknown> => {
+    if (j.bodyHash !== bodyHash)
+      throw new HttpProblem(
+        { ...conflict(`/v1/jobs/${j.id}`, 0, 0), message: 'this Idempotency-Key was used with another request body' },
+        409,
+      );
+    return answerJob(reply, j, wait);
+  };
+
   /** Answers a job: 201 with the finished task(s) when `wait` saw it end, else 202 pointing at the job. */
   const answerJob = async (reply: FastifyReply, j: JobRecord, wait: number | undefined): Promise<unknown> => {
     const cur = wait === undefined ? j : ((await queue.waitFor(j.id, wait * 1000)) ?? j);
@@ -99,14 +114,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
         idem = { key: `${user.name}!${sha256(key)}`, bodyHash: sha256(JSON.stringify(req.body)) };
         const prior = db.idempotency.get(idem.key);
         const j = prior === undefined ? undefined : db.jobs.get(prior);
-        if (j !== undefined) {
-          if (j.bodyHash !== idem.bodyHash)
-            throw new HttpProblem(
-              { ...conflict(`/v1/jobs/${j.id}`, 0, 0), message: 'this Idempotency-Key was used with another request body' },
-              409,
-            );
-          return answerJob(reply, j, query?.wait);
-        }
+        if (j !== undefined) return answerRetry(reply, j, idem.bodyHash, query?.wait);
       }
       const plans: TaskPlan[] = [];
       for (const [i, spec] of body.entries()) {
@@ -126,9 +134,11 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
         }
         plans.push(p.right);
       }
-      const j = await queue.submit(user.name, plans, Array.isArray(req.body), idem);
+      // the key is checked again where it is written: of concurrent retries, one job is accepted
+      const { job, accepted } = await queue.submit(user.name, plans, Array.isArray(req.body), idem);
+      if (!accepted) return answerRetry(reply, job, idem?.bodyHash ?? null, query?.wait);
       d.metrics.accepted.inc();
-      return answerJob(reply, j, query?.wait);
+      return answerJob(reply, job, query?.wait);
     },
   });
 
@@ -241,19 +251,26 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
       if (!r.plan.daemon) throw notRunning('is not a daemon task');
       if (!running) {
         if (body.start !== true) throw notRunning('is not running: send "start": true to create it again from its stored spec');
-        if (!RESTARTABLE.has(r.state)) throw notRunning('cannot be started again now');
-        // what is left of the old container goes; the commands' results stay; the next run makes it again
-        await d.runner.teardown(r.id, false);
-        await d.runner.update(r.id, () => ({ ended: null, error: null }));
+        // one of concurrent restarts wins (checked where it is written); the others' commands follow its start
+        let restart = false;
+        const cur = await db.updateTask(r.id, (x) =>
+          RESTARTABLE.has(x.state)
+            ? ((restart = true), { ...x, state: 'queued', ended: null, error: null, expires: null })
+            : undefined,
+        );
+        if (!restart && cur?.state !== 'queued' && cur?.state !== 'running') throw notRunning('cannot be started again now');
+        // what is left of the old container goes (first on the task's chain); the commands' results stay; the run makes it again
+        if (restart) await d.runner.serialize(r.id, () => d.runner.teardown(r.id, false));
       }
       const j = await queue.submitExec(
-        r,
+        r.id,
         body.cmd.map((cmd) => ({
           cmd,
           ...(body.env === undefined ? {} : { env: body.env }),
           ...(body.pwd === undefined ? {} : { pwd: body.pwd }),
         })),
       );
+      if (j === undefined) throw new HttpProblem(notFound(`/v1/tasks/${r.id}`), 404);
       return answerJob(reply, j, query?.wait);
     },
   });
@@ -327,14 +344,14 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
       409: problem('the user exists'),
     },
     handler: async ({ reply, body }) => {
-      if (db.users.has(body.name))
-        throw new HttpProblem({ _tag: 'NameCollision', message: `user ${body.name} exists`, id: body.name }, 409);
       const token = await addUser(db, {
         name: body.name,
         admin: body.admin === true,
         created: new Date().toISOString(),
         ...(body.maxima === undefined ? {} : { maxima: body.maxima }),
       });
+      if (token === undefined)
+        throw new HttpProblem({ _tag: 'NameCollision', message: `user ${body.name} exists`, id: body.name }, 409);
       reply.code(201).header('location', `/v1/users/${body.name}`);
       return { name: body.name, admin: body.admin === true, token };
     },

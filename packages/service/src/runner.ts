@@ -64,13 +64,9 @@ export class Runner {
     return this.d.backend;
   }
 
-  /** Updates a task record (read fresh, so concurrent updates are not lost). */
-  async update(task: string, f: (r: TaskRecord) => Partial<TaskRecord>): Promise<TaskRecord | undefined> {
-    const r = this.d.db.tasks.get(task);
-    if (r === undefined) return undefined;
-    const next = { ...r, ...f(r) };
-    await this.d.db.commit({ tasks: [next] });
-    return next;
+  /** Updates a task record atomically: `f` sees the record as it is when the change is written. */
+  update(task: string, f: (r: TaskRecord) => Partial<TaskRecord>): Promise<TaskRecord | undefined> {
+    return this.d.db.updateTask(task, (r) => ({ ...r, ...f(r) }));
   }
 
   /** Runs `f` after what runs for `task` already. */
@@ -86,17 +82,27 @@ export class Runner {
   }
 
   /**
-   * Makes the task's container (if it is not there yet) and runs its commands from `from` on.
+   * Makes the task's container (if it is not there yet) and runs its commands: an exec job's
+   * `range`, or (null) the commands of its spec. Commands run one at a time in order: any earlier
+   * command not ended yet (a job before this one that a restart left) is run or waited for first.
    * Answers the error that stopped it, or null. Commands that fail (exit != 0) are not errors.
    */
-  run(task: string, from: number, signal: AbortSignal): Promise<ErrorRecord | null> {
+  run(
+    task: string,
+    range: { readonly from: number; readonly count: number } | null,
+    signal: AbortSignal,
+  ): Promise<ErrorRecord | null> {
     return this.serialize(task, async () => {
       try {
         const rec = this.d.db.tasks.get(task);
         if (rec === undefined || rec.deleted) return null;
+        const span = spanOf(rec, range);
+        // an exec whose commands were all skipped (an earlier one failed) has nothing to start
+        if (range !== null && !rec.commands.slice(span.from, span.to).some(unended)) return null;
         if (this.b.registry.get(elementsOf(task).executor) === undefined) await this.start(rec, signal);
         else if (rec.started === null) await this.update(task, () => startedFields(rec.plan));
-        await this.commands(task, from, signal);
+        await this.commands(task, span, signal);
+        if (this.closing) return null;
         const after = this.d.db.tasks.get(task);
         if (after !== undefined && !after.plan.daemon && !after.deleted) {
           // a command that ran as the main process took its container with it: only records are left,
@@ -112,6 +118,7 @@ export class Runner {
         const e = err instanceof Failed ? err.error : runtimeError(task, 'the task failed', err);
         await this.teardown(task, false);
         // what is left (records of commands that ran) goes at the ttl, counted from now if it never started
+        // the failure stops the rest: commands not started yet are skipped (later execs' too)
         await this.update(task, (r) =>
           r.deleted
             ? {}
@@ -120,6 +127,7 @@ export class Runner {
                 ended: now(),
                 error: errorRecord(e),
                 expires: r.expires ?? new Date(Date.now() + r.plan.ttl * 1000).toISOString(),
+                commands: skipPending(r.commands, 0),
               },
         );
         return errorRecord(e);
@@ -181,28 +189,20 @@ export class Runner {
     }));
   }
 
-  /** Phase 2: the commands from `from` on, in order, each exec'd and waited for; the first failure skips the rest. */
-  private async commands(task: string, from: number, signal: AbortSignal): Promise<void> {
-    const rec = this.d.db.tasks.get(task);
-    if (rec === undefined) return;
-    for (let i = from; i < rec.commands.length; i++) {
+  /**
+   * Phase 2: the commands of `span`, in order, each exec'd and waited for. A command's result and,
+   * when it failed, the skipping of every command not started yet are one write, so the first
+   * failure stops the rest even across a crash. A service that is closing starts nothing more.
+   */
+  private async commands(task: string, span: { from: number; to: number }, signal: AbortSignal): Promise<void> {
+    for (let i = span.from; i < span.to; i++) {
       const cur = this.d.db.tasks.get(task);
       const cmd = cur?.commands[i];
-      if (cur === undefined || cmd === undefined || cur.deleted) return;
-      if (cmd.state !== 'pending' && cmd.state !== 'running') {
-        if (cmd.exitCode !== 0) return this.skip(task, i + 1);
-        continue;
-      }
+      if (cur === undefined || cmd === undefined || cur.deleted || this.closing) return;
+      if (!unended(cmd)) continue;
       const res = await this.command(cur, i, signal);
-      await this.update(task, (r) => ({ commands: replace(r.commands, i, { ...cmd, ...commandResult(res) }) }));
-      if (res.exitCode !== 0) return this.skip(task, i + 1);
+      await this.update(task, (r) => ({ commands: ended(r.commands, i, res) }));
     }
-  }
-
-  private async skip(task: string, from: number): Promise<void> {
-    await this.update(task, (r) => ({
-      commands: r.commands.map((c, i) => (i >= from && c.state === 'pending' ? { ...c, state: 'skipped' as const } : c)),
-    }));
   }
 
   /** The lessl task spec of command i: the shell, env and pwd (the task's, then the command's own), limits. */
@@ -222,7 +222,6 @@ export class Runner {
   private async command(rec: TaskRecord, i: number, signal: AbortSignal): Promise<TaskResult> {
     const el = elementsOf(rec.id);
     const id = el.command(i);
-    const cmd = rec.commands[i] as CommandRecord;
     const p = { principal: SYSTEM };
     if (this.b.registry.get(id) === undefined)
       await ok(
@@ -233,7 +232,9 @@ export class Runner {
       );
     const st = taskStatusOf(this.b.registry.get(id)?.attributes ?? {});
     if (st.state === 'created') {
-      await this.update(rec.id, (r) => ({ commands: replace(r.commands, i, { ...cmd, state: 'running', startedAt: now() }) }));
+      await this.update(rec.id, (r) => ({
+        commands: replace(r.commands, i, { ...(r.commands[i] as CommandRecord), state: 'running', startedAt: now() }),
+      }));
       for (let attempt = 0; ; attempt++) {
         const h = await ok(this.b.composer.handle(el.executor, undefined, p));
         const joined = h.members.some((m) => m.id.key === id) ? h : await ok(this.b.composer.join(h, id, undefined, p));
@@ -324,6 +325,29 @@ const startedFields = (plan: TaskPlan): Partial<TaskRecord> => {
 };
 
 const replace = <A>(a: readonly A[], i: number, v: A): A[] => a.map((x, j) => (j === i ? v : x));
+
+/** A command that has not ended (not started yet, or running). */
+const unended = (c: CommandRecord): boolean => c.state === 'pending' || c.state === 'running';
+
+/** The commands a run covers: from the first not ended (in order, whoever's they are) to the end of its own. */
+const spanOf = (
+  rec: TaskRecord,
+  range: { readonly from: number; readonly count: number } | null,
+): { from: number; to: number } => {
+  const first = rec.commands.findIndex(unended);
+  const from = range?.from ?? 0;
+  return { from: first < 0 ? from : Math.min(first, from), to: range === null ? rec.plan.cmd.length : range.from + range.count };
+};
+
+/** Commands not started yet from `from` on, skipped. */
+const skipPending = (cmds: readonly CommandRecord[], from: number): CommandRecord[] =>
+  cmds.map((c, i) => (i >= from && c.state === 'pending' ? { ...c, state: 'skipped' as const } : c));
+
+/** Command i's result recorded; when it failed, every command not started yet skipped (the first failure stops the rest). */
+const ended = (cmds: readonly CommandRecord[], i: number, res: TaskResult): CommandRecord[] => {
+  const next = replace(cmds, i, { ...(cmds[i] as CommandRecord), ...commandResult(res) });
+  return res.exitCode === 0 ? next : skipPending(next, i + 1);
+};
 
 const commandResult = (r: TaskResult): Partial<CommandRecord> => ({
   exitCode: r.exitCode,

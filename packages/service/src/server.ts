@@ -173,7 +173,12 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const removeTask = async (task: string, mark: 'deleted' | 'expired'): Promise<void> => {
     const r = db.tasks.get(task);
     if (r === undefined || r.deleted || (mark === 'expired' && r.state === 'expired')) return;
-    if (mark === 'deleted') await runner.update(task, () => ({ deleted: true }));
+    if (mark === 'deleted') {
+      // of concurrent removals, the one that marks it goes on
+      let marked = false;
+      await db.updateTask(task, (cur) => (cur.deleted ? undefined : ((marked = true), { ...cur, deleted: true })));
+      if (!marked) return;
+    }
     const job = db.jobs.get(r.job);
     if (job?.state === 'queued' && job.tasks.every((t) => t === task || db.tasks.get(t)?.deleted === true))
       await queue.cancel(job.id);
