@@ -15,11 +15,14 @@ import { createServer, ownerAuthorizer, type LesslServer } from '@lessl/service'
 import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
 
 let h: Harness;
+// the service's records on disk (classic-level), where a batch takes real time, as in production
+const data = mkdtempSync(join(tmpdir(), 'lessl-atomic-'));
 beforeAll(async () => {
-  h = await start({ concurrency: 8 });
+  h = await start({ concurrency: 8, data });
 });
 afterAll(async () => {
   await h.close();
+  rmSync(data, { recursive: true, force: true });
 });
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
