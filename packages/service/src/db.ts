@@ -134,7 +134,7 @@ export class ServiceDb {
     return s;
   }
 
-  /** The next job sequence number (persisted with the job that takes it). */
+  /** The next job sequence number (persisted with the job that takes it; take it inside `transact`, so FIFO order is write order). */
   nextSeq(): number {
     return ++this.seq;
   }
