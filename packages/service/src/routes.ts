@@ -7,6 +7,8 @@ import * as t from 'io-ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { conflict, eventToJson, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
 import type { Backend } from '@lessl/level';
+import type { EgressGuard } from '@lessl/docker';
+import { refuseBlocked } from './resources.js';
 import { addUser, sha256 } from './auth.js';
 import { decodeWith } from './codec.js';
 import type { JobRecord, ServiceDb, TaskRecord, UserRecord } from './db.js';
@@ -37,6 +39,8 @@ export interface RouteDeps {
   readonly queue: JobQueue;
   readonly runner: Runner;
   readonly policy: Policy;
+  /** Where fetches may go: resource `src` URLs are checked at submission (and again when fetched). */
+  readonly egress: EgressGuard;
   readonly metrics: Metrics;
   /** Removes a task (kill, containers, volumes, results) and marks it; shared with the reaper. */
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
@@ -119,6 +123,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
             invalidEntry(`unknown image ${spec.image}`, imageId(spec.image, d.policy.imageStore), ['image']),
             400,
           );
+        for (const f of p.right.files) await refuseBlocked(d.egress, f.src, 'resources.src');
         for (const m of p.right.mounts) {
           const v = b.registry.get(`volume://local/${m.volume}`);
           if (v === undefined || fromUtf8(v.ro).owner !== user.name)
