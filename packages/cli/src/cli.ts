@@ -192,9 +192,9 @@ export const program = (s: Streams = {}): Command => {
 
   p.command('events')
     .description('follow the events of your elements (Server-Sent Events)')
-    .option('--since <seq>', 'replay the events after this seq first', int('--since'))
+    .option('--since <id>', 'replay the events after this event id first (0: from the start)')
     .option('--count <n>', 'exit after n events', int('--count'))
-    .action(act(async (c, io, o: { since?: number; count?: number }) => cmd.events(c, io, o)));
+    .action(act(async (c, io, o: { since?: string; count?: number }) => cmd.events(c, io, o)));
 
   const users = p.command('users').description('users (admins only)');
   users

@@ -6,6 +6,7 @@
  * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
  *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq
  */
+import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import type { FullLimits, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
@@ -108,6 +109,7 @@ export class ServiceDb {
   /** Queued job IDs in FIFO order. */
   readonly queue: string[] = [];
   private seq = 0;
+  private eventKey: string | undefined;
   private chain: Promise<unknown> = Promise.resolve();
 
   private constructor(private readonly db: StringDb) {}
@@ -126,6 +128,7 @@ export class ServiceDb {
       else if (p === 'k!') s.tasks.set(k.slice(2), j as TaskRecord);
       else if (p === 'i!') s.idempotency.set(k.slice(2), j as string);
       else if (k === 'm!seq') s.seq = j as number;
+      else if (k === 'm!eventKey') s.eventKey = j as string;
     }
     return s;
   }
@@ -162,9 +165,24 @@ export class ServiceDb {
       for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
       for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
     };
-    const p = this.chain.then(run);
+    return this.run(run);
+  }
+
+  /** Runs `write` after the writes before it. */
+  private run(write: () => Promise<void>): Promise<void> {
+    const p = this.chain.then(write);
     this.chain = p.catch(() => undefined);
     return p;
+  }
+
+  /** The secret event ids are made with (32 random bytes, made and persisted at the first call). */
+  async eventSecret(): Promise<Buffer> {
+    if (this.eventKey === undefined) {
+      const key = randomBytes(32).toString('base64');
+      await this.run(() => this.db.batch([{ type: 'put', key: 'm!eventKey', value: JSON.stringify(key) }]));
+      this.eventKey = key;
+    }
+    return Buffer.from(this.eventKey, 'base64');
   }
 
   /** Closes the database. */

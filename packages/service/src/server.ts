@@ -32,6 +32,7 @@ import {
   type PreloadImage,
 } from './operate.js';
 import { Runner } from './runner.js';
+import { EventCursors } from './cursors.js';
 
 /** Options of `createServer`. */
 export interface ServerOptions {
@@ -224,7 +225,8 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       security: [{ bearer: [] }],
     },
   });
-  registerRoutes(app, { backend, db, queue, runner, policy, egress: egress.right, metrics, removeTask });
+  const cursors = new EventCursors(await db.eventSecret());
+  registerRoutes(app, { backend, db, queue, runner, policy, egress: egress.right, cursors, metrics, removeTask });
   routesOf.images = registerImageRoutes(app, db, backend, policy, egress.right);
   registerOperatorRoutes(app, db, backend, policy);
   registerHostRoutes(app, db, backend);
