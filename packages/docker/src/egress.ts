@@ -136,12 +136,19 @@ const getOnce = (url: URL, guard: EgressGuard, signal: AbortSignal | undefined):
     if (refused !== undefined) return reject(new EgressRefused(refused));
     const get = url.protocol === 'https:' ? https.get : http.get;
     const req = get(url, { lookup: guard.lookup, ...(signal === undefined ? {} : { signal }) }, (res) => {
-      const headers = new Headers();
-      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) headers.append(res.rawHeaders[i] ?? '', res.rawHeaders[i + 1] ?? '');
-      const status = res.statusCode ?? 502;
-      const body = NULL_BODY.has(status) ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
-      if (body === null) res.resume();
-      resolve(new Response(body, { status, statusText: res.statusMessage ?? '', headers }));
+      const status = res.statusCode ?? 0;
+      try {
+        const headers = new Headers();
+        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2)
+          headers.append(res.rawHeaders[i] ?? '', res.rawHeaders[i + 1] ?? '');
+        // what fetch cannot represent (a status below 200 or above 599, a bad header) fails as fetch fails
+        const body = NULL_BODY.has(status) ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+        resolve(new Response(body, { status, statusText: res.statusMessage ?? '', headers }));
+        if (body === null) res.on('error', () => undefined).resume();
+      } catch (err) {
+        res.destroy();
+        reject(new TypeError(`fetch failed: the server's answer (status ${status}) cannot be read`, { cause: err }));
+      }
     });
     req.on('error', reject);
   });

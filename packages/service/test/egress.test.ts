@@ -20,6 +20,7 @@ beforeAll(async () => {
   // 127.0.0.1 serves the script and redirects to 127.0.0.2 (another loopback address that serves it too)
   const handler = (req: { url?: string }, res: import('node:http').ServerResponse): void => {
     if (req.url === '/ok.sh') return void res.end('echo fetched\n');
+    if (req.url === '/odd-status') return void res.writeHead(999).end('x');
     if (req.url === '/to-other') return void res.writeHead(302, { location: `http://127.0.0.2:${port}/ok.sh` }).end();
     return void res.writeHead(404).end();
   };
@@ -104,6 +105,20 @@ describe('with an allow-list', () => {
     const job = await settle(h, ((await r.json()) as Json).id as string);
     expect(job.state).toBe('failed');
     expect(job.error).toMatchObject({ tag: 'InvalidEntry', message: expect.stringMatching(/127\.0\.0\.2 is loopback/) });
+  });
+
+  test('an answer fetch cannot represent (status 999) fails the job, the service keeps serving', async () => {
+    const h = await harness(['127.0.0.1/32']);
+    const r = await h.call('/v1/tasks', { method: 'POST', json: task(`http://127.0.0.1:${port}/odd-status`) });
+    const job = await settle(h, ((await r.json()) as Json).id as string);
+    expect(job).toMatchObject({
+      state: 'failed',
+      error: {
+        tag: 'Unavailable',
+        message: expect.stringMatching(/unreachable/),
+      },
+    });
+    expect((await h.call('/healthz')).status).toBe(200);
   });
 
   test('a wider allow-list lets the redirect through (the refusal was the guard, not the network)', async () => {
