@@ -87,14 +87,14 @@ export class EgressGuard {
   /**
    * Checks the host of an http(s) `url` ahead of a request: an address literal as it is, a name
    * by resolving it. Answers the host, the port and the addresses it resolved to (none for a
-   * literal), or `Left` with the refusal.
+   * literal, or a name that does not resolve; nothing for what is not a URL), or `Left` with the refusal.
    */
   async resolve(url: string): Promise<E.Either<string, { host: string; port: number; addresses: string[] }>> {
     let u: URL;
     try {
       u = new URL(url);
     } catch {
-      return E.left(`not a URL: ${url}`);
+      return E.right({ host: '', port: 0, addresses: [] }); // not a URL: whoever parses it refuses it
     }
     const host = u.hostname.replace(/^\[|\]$/g, '');
     const port = Number(u.port === '' ? (u.protocol === 'https:' ? 443 : 80) : u.port);

@@ -4,7 +4,7 @@
  * reads are served from an index loaded at open (small-scale by design, like the registry).
  *
  * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
- *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq
+ *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq   m!eventKey (the secret of event ids)
  */
 import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';

@@ -74,7 +74,19 @@ export const fetchSrc = async (
 export const refuseBlocked = async (egress: EgressGuard, url: string | undefined, key: string): Promise<void> => {
   if (url === undefined || !/^https?:\/\//i.test(url)) return;
   const r = await egress.resolve(url);
-  if (E.isLeft(r)) throw new HttpProblem(invalidEntry(`${url} refused: ${r.left}`, '', [key]), 400);
+  if (E.isLeft(r)) throw new HttpProblem(invalidEntry(`${withoutUserinfo(url)} refused: ${r.left}`, '', [key]), 400);
+};
+
+/** `url` without a user and password (not to be echoed back in a message). */
+const withoutUserinfo = (url: string): string => {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.href;
+  } catch {
+    return '(the URL)';
+  }
 };
 
 /** A tar of files (names relative to their directory). */

@@ -90,6 +90,9 @@ describe('by default', () => {
     });
     expect(await refused(git, 'source.repo')).toMatch(/localhost: 127\.0\.0\.1 is loopback/);
     expect((await h.call('/v1/images/x')).status).toBe(404);
+    // what is not a URL is the source's problem, not a 5xx of the check
+    const odd = await h.call('/v1/images', { method: 'POST', json: { name: 'y', source: { type: 'url', url: 'http://[::1' } } });
+    expect(odd.status).toBeLessThan(500);
   });
 });
 
