@@ -1,8 +1,8 @@
 /**
  * Where outgoing http(s) requests may go (SSRF guard). A guarded request resolves the host
  * itself, refuses it when any resolved address is in a blocked range (loopback, private,
- * link-local, shared, "this network", unique-local, unspecified, and IPv4-mapped IPv6 forms of
- * them) unless the operator's allow-list covers it, and connects to the address it checked, so
+ * link-local, shared, "this network", unique-local, unspecified, multicast, reserved, and
+ * IPv4-mapped or IPv4-compatible IPv6 forms) unless the operator's allow-list covers it, and connects to the address it checked, so
  * a DNS answer that changes between the check and the connection cannot switch it. Redirects are
  * followed by hand, each hop checked the same way.
  */
@@ -22,10 +22,14 @@ const BLOCKED: readonly (readonly [string, number, 'ipv4' | 'ipv6', string])[] =
   ['169.254.0.0', 16, 'ipv4', 'link-local (169.254.0.0/16)'],
   ['172.16.0.0', 12, 'ipv4', 'private (172.16.0.0/12)'],
   ['192.168.0.0', 16, 'ipv4', 'private (192.168.0.0/16)'],
+  ['224.0.0.0', 4, 'ipv4', 'multicast (224.0.0.0/4)'],
+  ['240.0.0.0', 4, 'ipv4', 'reserved (240.0.0.0/4, the broadcast address included)'],
   ['::', 128, 'ipv6', 'unspecified (::)'],
   ['::1', 128, 'ipv6', 'loopback (::1)'],
+  ['::', 96, 'ipv6', 'IPv4-compatible (::/96)'],
   ['fc00::', 7, 'ipv6', 'unique local (fc00::/7)'],
   ['fe80::', 10, 'ipv6', 'link-local (fe80::/10)'],
+  ['ff00::', 8, 'ipv6', 'multicast (ff00::/8)'],
 ];
 const RULES = BLOCKED.map(([net, prefix, type, reason]) => {
   const list = new BlockList();
