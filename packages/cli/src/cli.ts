@@ -82,7 +82,10 @@ export const program = (s: Streams = {}): Command => {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0: a free one)', int('--port'), 8080)
     .option('--concurrency <n>', 'jobs run at once (default 4)', int('--concurrency', 1))
-    .option('--policy <file>', 'JSON file: operator policy (defaults, maxima, defaultTtl, maxTtl, networks, fetch)')
+    .option(
+      '--policy <file>',
+      'JSON file: operator policy (defaults, maxima, defaultTtl, maxTtl, networks, fetch, allowNetworks)',
+    )
     .option('--log-level <level>', 'request log level (pino: info, debug, ...); default: no request log')
     .option('--body-limit <bytes>', 'largest request body (default 16 MiB)', int('--body-limit', 1))
     .option('--reap-interval <seconds>', 'seconds between TTL reaper passes (default 30)', int('--reap-interval', 1))
@@ -192,9 +195,9 @@ export const program = (s: Streams = {}): Command => {
 
   p.command('events')
     .description('follow the events of your elements (Server-Sent Events)')
-    .option('--since <seq>', 'replay the events after this seq first', int('--since'))
+    .option('--since <id>', 'replay the events after this event id first (0: from the start)')
     .option('--count <n>', 'exit after n events', int('--count'))
-    .action(act(async (c, io, o: { since?: number; count?: number }) => cmd.events(c, io, o)));
+    .action(act(async (c, io, o: { since?: string; count?: number }) => cmd.events(c, io, o)));
 
   const users = p.command('users').description('users (admins only)');
   users

@@ -26,9 +26,12 @@ export interface NewUser {
   readonly token: string;
 }
 
-/** One Server-Sent Event of `GET /v1/events`: `seq` is its id, `type` the lessl event type. */
+/**
+ * One Server-Sent Event of `GET /v1/events`: `id` is its id for this user (opaque: resume after
+ * it with `since`), `type` the lessl event type, `data` the lessl event.
+ */
 export interface ServiceEvent {
-  readonly seq: number;
+  readonly id: string;
   readonly type: string;
   readonly data: unknown;
 }
@@ -302,8 +305,8 @@ export class LesslClient {
     await this.request('DELETE', `/v1/tasks/${encodeURIComponent(id)}`);
   }
 
-  /** `GET /v1/events`: the caller's lessl events as they happen (after `since`, a seq). Ends when `signal` aborts or the service closes. */
-  async *events(o: { since?: number; signal?: AbortSignal } = {}): AsyncGenerator<ServiceEvent> {
+  /** `GET /v1/events`: the caller's lessl events as they happen (after `since`, an event id; `'0'`: from the start). Ends when `signal` aborts or the service closes. */
+  async *events(o: { since?: string; signal?: AbortSignal } = {}): AsyncGenerator<ServiceEvent> {
     const r = await this.request('GET', '/v1/events', {
       query: { since: o.since },
       headers: { accept: 'text/event-stream' },
@@ -319,7 +322,7 @@ export class LesslClient {
         } catch {
           // not JSON: keep the text
         }
-        queue.push({ seq: Number(m.id), type: m.event ?? 'message', data });
+        queue.push({ id: m.id ?? '', type: m.event ?? 'message', data });
       },
     });
     const decoder = new TextDecoder();

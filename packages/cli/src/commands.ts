@@ -188,11 +188,11 @@ export const rm = async (c: LesslClient, io: Io, ids: readonly string[]): Promis
   return 0;
 };
 
-/** `lessl events [--since N]`: the caller's events as they happen, one line each; stops after `count` events when given. */
+/** `lessl events [--since ID]`: the caller's events as they happen, one line each; stops after `count` events when given. */
 export const events = async (
   c: LesslClient,
   io: Io,
-  o: { since?: number; count?: number; signal?: AbortSignal },
+  o: { since?: string; count?: number; signal?: AbortSignal },
 ): Promise<number> => {
   let n = 0;
   const ac = new AbortController();
@@ -202,7 +202,7 @@ export const events = async (
     if (io.json) writeJson(io, e);
     else {
       const d = e.data as { id?: unknown } | null;
-      io.out.write(`${e.seq}\t${e.type}\t${typeof d?.id === 'string' ? d.id : ''}\n`);
+      io.out.write(`${e.id}\t${e.type}\t${typeof d?.id === 'string' ? d.id : ''}\n`);
     }
     if (o.count !== undefined && ++n >= o.count) {
       ac.abort();

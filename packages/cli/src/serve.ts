@@ -20,7 +20,7 @@ export interface ServeOptions {
   readonly port?: number;
   /** Jobs run at once. */
   readonly concurrency?: number;
-  /** A JSON file with operator policy (defaults, maxima, ttl, networks, fetch limits). */
+  /** A JSON file with operator policy (defaults, maxima, ttl, networks, fetch limits, allowNetworks). */
   readonly policy?: string;
   /** fastify/pino log level (default: no request log). */
   readonly logLevel?: string;

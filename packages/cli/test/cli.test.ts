@@ -198,13 +198,13 @@ describe('exec', () => {
 });
 
 describe('events', () => {
-  test('--since replays the caller’s events: one line each (seq, type, id); --json lines carry the lessl event', async () => {
+  test('--since replays the caller’s events: one line each (event id, type, element id); --json lines carry the lessl event', async () => {
     const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
     const r = await h.run(['events', '--since', '0', '--count', '3']);
     expect(r.code).toBe(0);
     const rows = r.stdout.trim().split('\n');
     expect(rows).toHaveLength(3);
-    for (const row of rows) expect(row).toMatch(/^\d+\t[a-z-]+\t\S*$/);
+    for (const row of rows) expect(row).toMatch(/^[A-Za-z0-9_-]{22}\t[a-z-]+\t\S*$/);
     // bob replays from 0 too: the first event he sees is of his own task, never ann's earlier ones
     const b = JSON.parse((await h.run(['--json', 'run', '-'], { user: 'bob', input: JSON.stringify(seed) })).stdout) as Json;
     const [first] = lines((await h.run(['--json', 'events', '--since', '0', '--count', '1'], { user: 'bob' })).stdout);
@@ -212,8 +212,10 @@ describe('events', () => {
     expect(String(first?.data.id)).not.toContain(t.id);
     const ann = lines((await h.run(['--json', 'events', '--since', '0', '--count', '2'])).stdout);
     expect(ann).toHaveLength(2);
-    expect(ann[1]?.seq).toBeGreaterThan(ann[0]?.seq as number);
-    expect(ann[0]?.data).toMatchObject({ seq: ann[0]?.seq, type: ann[0]?.type });
+    expect(ann[0]?.data).toMatchObject({ type: ann[0]?.type });
+    // --since an event id resumes after it
+    const [next] = lines((await h.run(['--json', 'events', '--since', String(ann[0]?.id), '--count', '1'])).stdout);
+    expect(next).toEqual(ann[1]);
   });
 
   test('follows live events: a task run after it starts shows up', async () => {

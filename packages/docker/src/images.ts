@@ -39,6 +39,7 @@ import {
   type ImageSource,
 } from './sources.js';
 import { checkedTar } from './tar.js';
+import type { EgressGuard } from './egress.js';
 import { removeStale, staleOf } from './freshness.js';
 
 const split = (ref: string): { repo: string; tag: string } => {
@@ -55,8 +56,8 @@ export interface ImageDriver extends ElementDriver {
   fetchAs(input: DriverCreateInput, ref: string): Promise<E.Either<CreateError, DriverCreated>>;
 }
 
-/** The image driver. */
-export const imageDriver = (engine: Engine): ImageDriver => {
+/** The image driver; URL and git sources go out through `egress` when one is given. */
+export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver => {
   const d = engine.docker;
 
   const describe = async (id: string, ref: string): Promise<E.Either<AnyError, DriverCreated>> => {
@@ -138,7 +139,7 @@ export const imageDriver = (engine: Engine): ImageDriver => {
     onCommit: (commit: string) => void,
     signal?: AbortSignal,
   ): Promise<E.Either<AnyError, void>> => {
-    const co = await checkout(id, src, report, signal);
+    const co = await checkout(id, src, report, signal, egress);
     if (E.isLeft(co)) return signal?.aborted === true ? E.left(aborted(id, signal.reason)) : co;
     onCommit(co.right.commit);
     try {
@@ -269,7 +270,7 @@ export const imageDriver = (engine: Engine): ImageDriver => {
       if (input.data !== undefined) return E.left(invalidEntry(`a ${source.type} image takes no data`, id, ['data']));
       const got =
         source.type === 'url'
-          ? await fromUrl(id, source, report, signal)
+          ? await fromUrl(id, source, report, signal, egress)
           : await fromPath(id, source.path, source.type === 'path' ? source.format : 'rootfs', report);
       if (E.isLeft(got)) return got as E.Either<CreateError, never>;
       if ('directory' in got.right) directory = got.right.directory;

@@ -66,12 +66,14 @@ import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
 import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 import { imageDriver } from './images.js';
+import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, type SwarmOptions } from './swarm.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
 export { IDLE_CMD, POOL_MEMORY_CAP, PROFILE_DEFAULTS, type PoolProfileRequest, type PoolStats } from './pool.js';
 export { ImageSourceC, type ImageSource } from './sources.js';
+export { EgressGuard, EgressRefused, egressRefusal, guardedFetch } from './egress.js';
 export { DEFAULT_CALL_TIMEOUT_MS, LOCAL_HOST } from './engine.js';
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
@@ -154,6 +156,14 @@ export interface DockerBackendOptions {
    * `registry` (`host:port`) is where every node pulls images from (docs/swarm.md).
    */
   readonly swarm?: SwarmOptions;
+  /**
+   * Guard the URL and http(s) git image sources against server-side request forgery: a host
+   * resolving to a loopback, private, link-local, shared or unspecified address is refused
+   * (`InvalidEntry` naming the address and range), checked at every redirect and pinned to the
+   * checked address; `allowNetworks` (CIDRs) are let through. Default: no guard (the caller is
+   * trusted); the task service sets one (docs/service.md).
+   */
+  readonly egress?: { readonly allowNetworks?: readonly string[] };
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -167,6 +177,7 @@ export const DockerBackendOptionsProps = {
   faults: fnC<FaultHook>('FaultHook'),
   callTimeoutMs: t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt'),
   swarm: SwarmOptionsC,
+  egress: t.exact(t.partial({ allowNetworks: t.array(t.string) })),
 };
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -237,6 +248,9 @@ export const openDockerBackend =
     const decoded = decodeOptions(DockerBackendOptionsProps, options, 'Docker backend options');
     if (E.isLeft(decoded)) return decoded;
     const opts: DockerBackendOptions = decoded.right;
+    const guard = opts.egress === undefined ? E.right(undefined) : EgressGuard.of(opts.egress.allowNetworks);
+    if (E.isLeft(guard)) return E.left(invalidEntry(`egress.allowNetworks: ${guard.left}`, '', ['egress.allowNetworks']));
+    const egress = guard.right;
     const specs = hostSpecsOf(opts);
     if (E.isLeft(specs)) return specs;
     const clients: { spec: HostSpec; docker: Docker }[] = [];
@@ -286,7 +300,7 @@ export const openDockerBackend =
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
-      drivers: { image: routedImageDriver(hosts), volume: routedVolumeDriver(hosts) },
+      drivers: { image: routedImageDriver(hosts, egress), volume: routedVolumeDriver(hosts) },
       executor:
         opts.swarm === undefined
           ? routedExecutorDriver(hosts, opts.faults)
@@ -361,7 +375,7 @@ export const openDockerBackend =
       sweep: (h) => sweepers.get(h)?.kick(),
     };
     hosts.start();
-    const fresh = freshness(primary, registry, imageDriver(primary), backend.stores.image, opts.authorize);
+    const fresh = freshness(primary, registry, imageDriver(primary, egress), backend.stores.image, opts.authorize);
     return E.right({
       ...backend,
       docker: primary.docker,

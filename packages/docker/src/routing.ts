@@ -29,6 +29,7 @@ import { fromDocker, statusOf } from './errors.js';
 import { backendOf, DEFAULTS, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
 import type { HostPool } from './hosts.js';
 import { imageDriver } from './images.js';
+import type { EgressGuard } from './egress.js';
 import { volumeDriver } from './volumes.js';
 
 /** One driver per host, made on first use. */
@@ -79,8 +80,8 @@ const createOnHome = async (
 };
 
 /** Images over many hosts: made on their home host, copied to others on demand, removed everywhere. */
-export const routedImageDriver = (pool: HostPool): ElementDriver => {
-  const of = perHost(imageDriver);
+export const routedImageDriver = (pool: HostPool, egress?: EgressGuard): ElementDriver => {
+  const of = perHost((e) => imageDriver(e, egress));
   /** Hosts holding a copy of the image (its home first). */
   const holders = (el: Element): Engine[] => {
     const home = pool.of(el);

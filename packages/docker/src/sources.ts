@@ -22,6 +22,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { pack as packDir } from 'tar-fs';
 import { checksumMismatch, decodeExact, invalidEntry, unavailable, type AnyError, type Progress } from '@lessl/core';
+import { egressRefusal, guardedFetch, type EgressGuard } from './egress.js';
 
 const abs = (p: string): boolean => p.startsWith('/') && !p.includes('\0');
 const AbsPath = new t.Type<string, string, unknown>(
@@ -210,13 +211,15 @@ export const fromPath = async (
 /**
  * An http(s) download, streamed: refused when it answers an error status, redirects to another
  * scheme, is larger than `maxBytes`, or sends nothing for `stallMs`; hashed on the way when a
- * checksum is given. Aborting `signal` stops it.
+ * checksum is given. With `egress`, an address it refuses (at any redirect) is `InvalidEntry`
+ * naming it. Aborting `signal` stops it.
  */
 export const fromUrl = async (
   id: string,
   src: Extract<ImageSource, { type: 'url' }>,
   report: (p: Progress) => void,
   signal?: AbortSignal,
+  egress?: EgressGuard,
 ): Promise<E.Either<AnyError, Content>> => {
   const maxBytes = src.maxBytes ?? URL_DEFAULTS.maxBytes;
   const stallMs = src.stallMs ?? URL_DEFAULTS.stallMs;
@@ -239,10 +242,12 @@ export const fromUrl = async (
   arm();
   let res: Response;
   try {
-    res = await fetch(src.url, { signal: ac.signal, redirect: 'follow' });
+    res = await guardedFetch(src.url, { signal: ac.signal, redirect: 'follow' }, egress);
   } catch (err) {
     clearTimeout(timer);
     signal?.removeEventListener('abort', stop);
+    const refused = egressRefusal(err);
+    if (refused !== undefined) return E.left(invalidEntry(`${src.url} refused: ${refused}`, id, ['options.source.url']));
     const why = stalled ? `no answer within ${stallMs} ms` : describe(err);
     return E.left(unavailable(id, `could not download ${src.url}: ${why}`, err));
   }
@@ -309,17 +314,41 @@ const describe = (err: unknown): string => {
   return typeof cause === 'string' ? cause : err instanceof Error ? err.message : String(err);
 };
 
+/**
+ * With a guard, the git options that keep an http(s) clone on checked addresses: the host's
+ * addresses checked and pinned (`http.curloptResolve`, so git cannot resolve it again) and no
+ * redirects. Other transports (file, ssh, paths) are not network fetches of the guard's kind.
+ */
+const pinnedGit = async (
+  id: string,
+  repo: string,
+  guard: EgressGuard | undefined,
+): Promise<E.Either<AnyError, readonly string[]>> => {
+  if (guard === undefined || !/^https?:\/\//i.test(repo)) return E.right([]);
+  const to = await guard.resolve(repo);
+  if (E.isLeft(to)) return E.left(invalidEntry(`${withoutUserinfo(repo)} refused: ${to.left}`, id, ['options.source.repo']));
+  const pins = to.right.addresses.map((a) => (a.includes(':') ? `[${a}]` : a)).join(',');
+  return E.right([
+    '-c',
+    'http.followRedirects=false',
+    ...(pins === '' ? [] : ['-c', `http.curloptResolve=${to.right.host}:${to.right.port}:${pins}`]),
+  ]);
+};
+
 /** A git checkout of `src.ref` in a fresh temporary directory (and its commit); `cleanup` removes it. */
 export const checkout = async (
   id: string,
   src: Extract<ImageSource, { type: 'git' }>,
   report: (p: Progress) => void,
   signal?: AbortSignal,
+  guard?: EgressGuard,
 ): Promise<E.Either<AnyError, { dir: string; commit: string; cleanup: () => Promise<void> }>> => {
+  const pinned = await pinnedGit(id, src.repo, guard);
+  if (E.isLeft(pinned)) return pinned;
   const dir = await mkdtemp(join(tmpdir(), 'lessl-git-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
   const git = (args: string[]): Promise<{ stdout: string }> =>
-    promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...args], {
+    promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...pinned.right, ...args], {
       env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' },
       ...(signal === undefined ? {} : { signal }),
       maxBuffer: 1024 * 1024,

@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,13 @@ beforeAll(async () => {
     if (req.url === '/image.tar') res.end(saved);
     else if (req.url === '/rootfs.tar') res.end(rootfs);
     else if (req.url === '/to-file') res.writeHead(302, { location: 'file:///etc/passwd' }).end();
+    else if (req.url === '/to-other') res.writeHead(302, { location: 'http://127.0.0.2:1/image.tar' }).end();
+    else if (req.url?.startsWith('/git/') === true && !req.url.includes('..'))
+      // a bare repository over git's "dumb" http protocol: its files as they are
+      void readFile(join(work, 'repo.git', new URL(req.url, 'http://x').pathname.slice(5))).then(
+        (b) => res.end(b),
+        () => res.writeHead(404).end(),
+      );
     else if (req.url === '/stall') {
       res.writeHead(200, { 'content-length': String(saved.length) });
       res.write(saved.subarray(0, 1024)); // then nothing more
@@ -124,6 +132,7 @@ describe('git', () => {
     writeFileSync(join(src, 'hello.txt'), 'v2\n');
     git('commit', '--quiet', '-am', 'v2');
     execFileSync('git', ['clone', '--quiet', '--bare', src, repo]);
+    execFileSync('git', ['update-server-info'], { cwd: repo });
   });
 
   test('a repository at a ref is cloned and built with no network; build steps are reported', async () => {
@@ -169,6 +178,81 @@ describe('git', () => {
     git('commit', '--quiet', '-am', 'failing step');
     await fails({ type: 'git', repo: other }, 'options.source');
     expect(await leftovers()).toEqual(before);
+  });
+});
+
+describe('egress guard (SSRF)', () => {
+  const guarded: DockerBackend[] = [];
+  const open = async (allowNetworks: string[]): Promise<DockerBackend> => {
+    const b = await unwrap(openDockerBackend({ egress: { allowNetworks } }));
+    guarded.push(b);
+    return b;
+  };
+  afterAll(async () => {
+    for (const b of guarded) {
+      await b.close();
+      await purge(docker, b.registry.instanceId);
+    }
+  });
+  const refusal = async (b: DockerBackend, source: Record<string, unknown>): Promise<unknown> => {
+    const id = `image://local/${n('egress')}`;
+    const r = await b.stores.image.create({ id, options: { source } })();
+    expect(E.isLeft(await b.stores.image.read(id)())).toBe(true);
+    return E.isLeft(r)
+      ? { tag: r.left._tag, keys: r.left._tag === 'InvalidEntry' ? r.left.keys : [], message: r.left.message }
+      : 'Right';
+  };
+  const port = (): string => new URL(url).port;
+
+  test('loopback URL and http git sources are InvalidEntry naming the address: a literal, localhost, a redirect', async () => {
+    const b = await open([]);
+    const urlKey = ['options.source.url'];
+    expect(await refusal(b, { type: 'url', url: `${url}/image.tar` })).toMatchObject({
+      tag: 'InvalidEntry',
+      keys: urlKey,
+      message: expect.stringMatching(/127\.0\.0\.1 is loopback \(127\.0\.0\.0\/8\)/),
+    });
+    expect(await refusal(b, { type: 'url', url: `http://localhost:${port()}/image.tar` })).toMatchObject({
+      keys: urlKey,
+      message: expect.stringMatching(/localhost: 127\.0\.0\.1 is loopback/),
+    });
+    expect(await refusal(b, { type: 'git', repo: `http://localhost:${port()}/git/` })).toMatchObject({
+      tag: 'InvalidEntry',
+      keys: ['options.source.repo'],
+      message: expect.stringMatching(/localhost: 127\.0\.0\.1 is loopback/),
+    });
+    const allowed = await open(['127.0.0.1/32']);
+    expect(await refusal(allowed, { type: 'url', url: `${url}/to-other` })).toMatchObject({
+      keys: urlKey,
+      message: expect.stringMatching(/127\.0\.0\.2 is loopback/),
+    });
+  });
+
+  test('allowNetworks lets a URL (by name too) and an http git clone (pinned to the checked address) through', async () => {
+    const b = await open(['127.0.0.1/32']);
+    const viaName = await unwrap(
+      b.stores.image.create({
+        id: `image://local/${n('egress-ok')}`,
+        options: { source: { type: 'url', url: `http://localhost:${port()}/image.tar` } },
+      }),
+    );
+    expect(viaName.attributes.imageId).toBe((await unwrap(l.stores.image.read(BASE))).attributes.imageId);
+    // the git build's FROM image must be on the engine: it is (BASE, same engine)
+    const git = await unwrap(
+      b.stores.image.create({
+        id: `image://local/${n('egress-git')}`,
+        options: { source: { type: 'git', repo: `http://localhost:${port()}/git/`, ref: 'v1' } },
+      }),
+    );
+    expect(text((await unwrap(b.run({ image: git.id, spec: { cmd: ['cat', '/copied'] } }))).stdout)).toBe('v1\n');
+  });
+
+  test('an allowNetworks entry that is not an address or CIDR is InvalidEntry at open', async () => {
+    const r = await openDockerBackend({ egress: { allowNetworks: ['10.0.0.0/8', 'ten'] } })();
+    expect(E.isLeft(r) && [r.left._tag, r.left.message]).toEqual([
+      'InvalidEntry',
+      'egress.allowNetworks: not an address or CIDR: ten',
+    ]);
   });
 });
 

@@ -4,12 +4,13 @@
  * reads are served from an index loaded at open (small-scale by design, like the registry).
  *
  * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
- *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq
+ *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq   m!eventKey (the secret of event ids)
  *
  * Every read-modify-write goes through `transact` (or `updateTask` / `updateJob` on it): the
  * change is computed from the records as they are when it is written, on the one writer chain, so
  * two writers never both start from the same old record and lose one another's change.
  */
+import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import type { FullLimits, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
@@ -112,6 +113,7 @@ export class ServiceDb {
   /** Queued job IDs in FIFO order. */
   readonly queue: string[] = [];
   private seq = 0;
+  private eventKey: string | undefined;
   private chain: Promise<unknown> = Promise.resolve();
 
   private constructor(private readonly db: StringDb) {}
@@ -130,6 +132,7 @@ export class ServiceDb {
       else if (p === 'k!') s.tasks.set(k.slice(2), j as TaskRecord);
       else if (p === 'i!') s.idempotency.set(k.slice(2), j as string);
       else if (k === 'm!seq') s.seq = j as number;
+      else if (k === 'm!eventKey') s.eventKey = j as string;
     }
     return s;
   }
@@ -155,7 +158,12 @@ export class ServiceDb {
       if (change !== undefined) await this.apply(change);
       return result;
     };
-    const p = this.chain.then(run);
+    return this.run(run);
+  }
+
+  /** Runs `write` after the writes before it. */
+  private run<A>(write: () => Promise<A>): Promise<A> {
+    const p = this.chain.then(write);
     this.chain = p.catch(() => undefined);
     return p;
   }
@@ -207,6 +215,18 @@ export class ServiceDb {
     }
     for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
     for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
+  }
+
+  /** The secret event ids are made with (32 random bytes, made and persisted at the first call). */
+  async eventSecret(): Promise<Buffer> {
+    if (this.eventKey === undefined)
+      await this.run(async () => {
+        if (this.eventKey !== undefined) return; // a concurrent first call made it
+        const key = randomBytes(32).toString('base64');
+        await this.db.batch([{ type: 'put', key: 'm!eventKey', value: JSON.stringify(key) }]);
+        this.eventKey = key;
+      });
+    return Buffer.from(this.eventKey ?? '', 'base64');
   }
 
   /** Closes the database. */

@@ -24,6 +24,7 @@ import {
   type Element,
 } from '@lessl/core';
 import type { Backend } from '@lessl/level';
+import type { EgressGuard } from '@lessl/docker';
 import { BoolFromString, describe, IntFromString, refine, str, strict } from './codec.js';
 import type { ServiceDb, UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
@@ -31,6 +32,7 @@ import { imageId, type Policy } from './plan.js';
 import { operationsOf } from './operate.js';
 import { HttpProblem, problemOf, ProblemC } from './problem.js';
 import { visibleTo } from './runner.js';
+import { refuseBlocked } from './resources.js';
 
 const NameC = refine(t.string, (s) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(s), 'ImageName', {
   type: 'string',
@@ -129,7 +131,13 @@ export interface ImageRoutes {
 }
 
 /** Registers the image and host routes. */
-export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Backend, policy: Policy): ImageRoutes => {
+export const registerImageRoutes = (
+  app: FastifyInstance,
+  db: ServiceDb,
+  b: Backend,
+  policy: Policy,
+  egress: EgressGuard,
+): ImageRoutes => {
   const pending = new Map<string, Pending>();
   const refreshes = new Map<string, { view: RefreshView; done: Promise<void> }>();
   const idOf = (name: string): string => imageId(name, policy.imageStore);
@@ -247,6 +255,12 @@ export const registerImageRoutes = (app: FastifyInstance, db: ServiceDb, b: Back
     handler: async ({ reply, user, body, query }) => {
       if ((body.source.type === 'path' || (body.source.type === 'git' && !publicRepo(body.source.repo))) && !user.admin)
         throw new HttpProblem(permissionDenied('/v1/images', user.name, 'create'), 403);
+      const s = body.source;
+      await refuseBlocked(
+        egress,
+        s.type === 'url' ? s.url : s.type === 'git' ? s.repo : undefined,
+        `source.${s.type === 'url' ? 'url' : 'repo'}`,
+      );
       const options = { source: body.source };
       return start(reply, user, body.name, body.public === true, query?.wait, (ro) =>
         b.stores.image.create({ id: idOf(body.name), ro, options })(),

@@ -25,6 +25,11 @@ export interface Policy {
   readonly fetch: { readonly maxBytes: number; readonly timeoutMs: number; readonly maxRedirects: number };
   /** The image store names are resolved in. */
   readonly imageStore: string;
+  /**
+   * Networks (CIDRs, e.g. `127.0.0.1/32`) that resource `src` and image sources may reach
+   * although they are loopback, private, link-local, shared or unspecified (refused otherwise).
+   */
+  readonly allowNetworks: readonly string[];
 }
 
 /** The default policy. */
@@ -36,6 +41,7 @@ export const DEFAULT_POLICY: Policy = {
   networks: [],
   fetch: { maxBytes: 8 << 20, timeoutMs: 10_000, maxRedirects: 3 },
   imageStore: 'local',
+  allowNetworks: [],
 };
 
 /** A file to put into the container. */

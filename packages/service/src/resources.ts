@@ -6,12 +6,18 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
 import { aborted, describeCause, invalidEntry, unavailable, type AnyError } from '@lessl/core';
+import { egressRefusal, guardedFetch, type EgressGuard } from '@lessl/docker';
 import type { Policy } from './plan.js';
+import { HttpProblem } from './problem.js';
 
-/** Fetches `url` under the policy's limits. Never throws: a bad answer is `InvalidEntry`, no answer `Unavailable`. */
+/**
+ * Fetches `url` under the policy's limits, through `egress` (an address it refuses, at any hop, is
+ * `InvalidEntry` naming it). Never throws: a bad answer is `InvalidEntry`, no answer `Unavailable`.
+ */
 export const fetchSrc = async (
   url: string,
   limits: Policy['fetch'],
+  egress: EgressGuard,
   signal?: AbortSignal,
 ): Promise<E.Either<AnyError, Buffer>> => {
   const timeout = AbortSignal.timeout(limits.timeoutMs);
@@ -19,7 +25,7 @@ export const fetchSrc = async (
   let at = url;
   try {
     for (let hop = 0; ; hop++) {
-      const res = await fetch(at, { redirect: 'manual', signal: sig });
+      const res = await guardedFetch(at, { redirect: 'manual', signal: sig }, egress);
       if (res.status >= 300 && res.status < 400 && res.headers.has('location')) {
         await res.body?.cancel();
         const next = new URL(res.headers.get('location') ?? '', at);
@@ -53,9 +59,33 @@ export const fetchSrc = async (
     }
   } catch (err) {
     if (signal?.aborted === true) return E.left(aborted('', signal.reason));
+    const refused = egressRefusal(err);
+    if (refused !== undefined) return E.left(invalidEntry(`src ${url} refused: ${refused}`, '', ['src']));
     if (timeout.aborted) return E.left(unavailable('', `src ${url}: no complete answer within ${limits.timeoutMs} ms`));
     const cause = err instanceof Error && err.cause !== undefined ? describeCause(err.cause) : describeCause(err);
     return E.left(unavailable('', `src ${url}: unreachable (${cause})`));
+  }
+};
+
+/**
+ * A 400 naming the refusal when `url` points at an address the guard refuses (resolved now; the
+ * fetch checks again, at every redirect).
+ */
+export const refuseBlocked = async (egress: EgressGuard, url: string | undefined, key: string): Promise<void> => {
+  if (url === undefined || !/^https?:\/\//i.test(url)) return;
+  const r = await egress.resolve(url);
+  if (E.isLeft(r)) throw new HttpProblem(invalidEntry(`${withoutUserinfo(url)} refused: ${r.left}`, '', [key]), 400);
+};
+
+/** `url` without a user and password (not to be echoed back in a message). */
+const withoutUserinfo = (url: string): string => {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.href;
+  } catch {
+    return '(the URL)';
   }
 };
 

@@ -7,6 +7,9 @@ import * as t from 'io-ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { conflict, eventToJson, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
 import type { Backend } from '@lessl/level';
+import type { EgressGuard } from '@lessl/docker';
+import { refuseBlocked } from './resources.js';
+import type { EventCursors } from './cursors.js';
 import { addUser, sha256 } from './auth.js';
 import { decodeWith } from './codec.js';
 import type { JobRecord, ServiceDb, TaskRecord, UserRecord } from './db.js';
@@ -37,6 +40,10 @@ export interface RouteDeps {
   readonly queue: JobQueue;
   readonly runner: Runner;
   readonly policy: Policy;
+  /** Where fetches may go: resource `src` URLs are checked at submission (and again when fetched). */
+  readonly egress: EgressGuard;
+  /** The per-user event ids of `GET /v1/events`. */
+  readonly cursors: EventCursors;
   readonly metrics: Metrics;
   /** Removes a task (kill, containers, volumes, results) and marks it; shared with the reaper. */
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
@@ -55,6 +62,18 @@ const visibleJob = (db: ServiceDb, u: UserRecord, id: string): JobRecord => {
   const r = db.jobs.get(id);
   if (r === undefined || (r.owner !== u.name && !u.admin)) throw new HttpProblem(notFound(`/v1/jobs/${id}`), 404);
   return r;
+};
+
+/**
+ * Where an event stream starts: after the event a `Last-Event-ID` (else `?since=`) names, `0`
+ * for the beginning, undefined for live from now. An id this user was not given is a 400.
+ */
+const sinceOf = (cursors: EventCursors, user: string, header: unknown, query: string | undefined): number | undefined => {
+  const [from, key] = typeof header === 'string' && header !== '' ? [header, 'Last-Event-ID'] : [query, 'since'];
+  if (from === undefined) return undefined;
+  const seq = from === '0' ? 0 : cursors.decode(user, from);
+  if (seq === undefined) throw new HttpProblem(invalidEntry(`${key} is not an event id of this stream`, '', [key]), 400);
+  return seq;
 };
 
 /** States from which `PUT` with `start: true` creates a daemon's container again. */
@@ -127,6 +146,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
             invalidEntry(`unknown image ${spec.image}`, imageId(spec.image, d.policy.imageStore), ['image']),
             400,
           );
+        for (const f of p.right.files) await refuseBlocked(d.egress, f.src, 'resources.src');
         for (const m of p.right.mounts) {
           const v = b.registry.get(`volume://local/${m.volume}`);
           if (v === undefined || fromUtf8(v.ro).owner !== user.name)
@@ -296,16 +316,19 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
   route(app, db, {
     method: 'GET',
     url: '/v1/events',
-    summary: "Server-Sent Events of the caller's elements (lessl events); resumable with Last-Event-ID (the seq)",
+    summary: "Server-Sent Events of the caller's elements (lessl events); resumable with Last-Event-ID (an opaque id per user)",
     tags: ['events'],
     auth: 'user',
     query: EventsQueryC,
     responses: {
-      200: { description: 'an event stream: id = seq, event = type, data = the lessl event', contentType: 'text/event-stream' },
+      200: {
+        description: "an event stream: id = the event's id for this user (opaque), event = type, data = the lessl event",
+        contentType: 'text/event-stream',
+      },
+      400: problem('Last-Event-ID or since is not an event id this user was given'),
     },
     handler: async ({ req, reply, user, query }) => {
-      const last = req.headers['last-event-id'];
-      const since = typeof last === 'string' && /^\d{1,15}$/.test(last) ? Number(last) : (query?.since ?? b.events.lastSeq());
+      const since = sinceOf(d.cursors, user.name, req.headers['last-event-id'], query?.since) ?? b.events.lastSeq();
       const ac = new AbortController();
       req.raw.on('close', () => ac.abort());
       const stream = b.events.stream({}, { since, signal: ac.signal, overflow: 'drop-oldest', highWaterMark: 4096 });
@@ -317,10 +340,14 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
         return el !== undefined && fromUtf8(el.ro).owner === user.name;
       };
       async function* sse(): AsyncGenerator<string> {
-        yield `: lessl events since ${since}\n\n`;
+        yield ': lessl events\n\n';
         try {
-          for await (const e of stream)
-            if (mine(e)) yield `id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(eventToJson(e))}\n\n`;
+          for await (const e of stream) {
+            if (!mine(e)) continue;
+            const { seq: _seq, ...data } = eventToJson(e); // the global seq stays in the service (admins see it)
+            const id = d.cursors.encode(user.name, e.seq);
+            yield `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(user.admin ? { seq: e.seq, ...data } : data)}\n\n`;
+          }
         } catch {
           // the client went away, or the backend closed
         } finally {

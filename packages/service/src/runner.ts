@@ -14,6 +14,7 @@ import type { Backend } from '@lessl/level';
 import type { CommandRecord, ErrorRecord, ServiceDb, TaskRecord } from './db.js';
 import { dirOf, fileDirs, type Policy, type TaskPlan } from './plan.js';
 import { fetchSrc, tarOf } from './resources.js';
+import type { EgressGuard } from '@lessl/docker';
 
 /** The lessl element IDs of a service task. */
 export const elementsOf = (task: string) => ({
@@ -35,6 +36,8 @@ export interface RunnerDeps {
   readonly backend: Backend;
   readonly db: ServiceDb;
   readonly policy: Policy;
+  /** Where resource `src` fetches may go (the policy's `allowNetworks`). */
+  readonly egress: EgressGuard;
   /** The shell commands run with (default `['/bin/sh', '-c']`). */
   readonly shell: readonly string[];
 }
@@ -152,7 +155,7 @@ export class Runner {
           const data =
             f.src === undefined
               ? Buffer.from(f.data ?? '', 'base64')
-              : await ok(() => fetchSrc(f.src ?? '', this.d.policy.fetch, signal));
+              : await ok(() => fetchSrc(f.src ?? '', this.d.policy.fetch, this.d.egress, signal));
           files.push({ name: f.path.slice(f.path.lastIndexOf('/') + 1), data });
         }
         await ok(this.b.stores.volume.create({ id: vid, data: await tarOf(files), ro }, { principal: SYSTEM }));

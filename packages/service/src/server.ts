@@ -7,11 +7,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
+import * as E from 'fp-ts/lib/Either.js';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
-import { invalidEntry, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
+import { invalidEntry, LesslError, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
 import type { Backend } from '@lessl/level';
-import { openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
+import { EgressGuard, openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
 import { makeMetrics, type Metrics } from './metrics.js';
@@ -31,6 +32,7 @@ import {
   type PreloadImage,
 } from './operate.js';
 import { Runner } from './runner.js';
+import { EventCursors } from './cursors.js';
 
 /** Options of `createServer`. */
 export interface ServerOptions {
@@ -52,8 +54,8 @@ export interface ServerOptions {
   readonly reapIntervalMs?: number;
   /** How commands run (default `['/bin/sh', '-c']`). */
   readonly shell?: readonly string[];
-  /** Docker backend options for the embedded default (the registry and authorizer are the service's). */
-  readonly docker?: Omit<DockerBackendOptions, 'registry' | 'authorize'>;
+  /** Docker backend options for the embedded default (the registry, authorizer and egress guard are the service's). */
+  readonly docker?: Omit<DockerBackendOptions, 'registry' | 'authorize' | 'egress'>;
   /**
    * The warm pool at start (docs/service.md): profiles of an image and task limits, each keeping
    * `min` containers ready; `PUT /v1/pool` changes it at run time. Checked: a bad one fails the start.
@@ -85,6 +87,7 @@ export interface LesslServer {
 /** Opens the databases and the backend; answers what to close. */
 const openStorage = async (
   o: ServerOptions,
+  policy: Policy,
   logger: Logger | undefined,
 ): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
   const closers: (() => Promise<void>)[] = [];
@@ -103,6 +106,7 @@ const openStorage = async (
       ...(o.docker ?? {}),
       registry: { db: reg },
       authorize: ownerAuthorizer,
+      egress: { allowNetworks: policy.allowNetworks },
       // the backend reports through the server's own (pino) logger, unless the caller gave it one
       ...(logger === undefined || o.docker?.logger !== undefined ? {} : { logger }),
     }),
@@ -157,12 +161,18 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
-  const { backend, svc, closers } = await openStorage(o, o.logger === undefined || o.logger === false ? undefined : app.log);
+  const egress = EgressGuard.of(policy.allowNetworks);
+  if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
+  const { backend, svc, closers } = await openStorage(
+    o,
+    policy,
+    o.logger === undefined || o.logger === false ? undefined : app.log,
+  );
   const db = await ServiceDb.open(svc);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
 
   // phase 2: the runner, the queue, the reaper
-  const runner = new Runner({ backend, db, policy, shell: o.shell ?? ['/bin/sh', '-c'] });
+  const runner = new Runner({ backend, db, policy, egress: egress.right, shell: o.shell ?? ['/bin/sh', '-c'] });
   const queue = new JobQueue(db, runner, o.concurrency ?? 4);
   const ops = operationsOf(backend);
   const routesOf: { images?: ImageRoutes } = {};
@@ -220,8 +230,9 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       security: [{ bearer: [] }],
     },
   });
-  registerRoutes(app, { backend, db, queue, runner, policy, metrics, removeTask });
-  routesOf.images = registerImageRoutes(app, db, backend, policy);
+  const cursors = new EventCursors(await db.eventSecret());
+  registerRoutes(app, { backend, db, queue, runner, policy, egress: egress.right, cursors, metrics, removeTask });
+  routesOf.images = registerImageRoutes(app, db, backend, policy, egress.right);
   registerOperatorRoutes(app, db, backend, policy);
   registerHostRoutes(app, db, backend);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -234,7 +234,7 @@ export const LogsQueryC = strict(
 export const EventsQueryC = strict(
   'EventsQuery',
   {},
-  { since: describe(IntFromString(0, Number.MAX_SAFE_INTEGER), 'replay events after this seq (or Last-Event-ID)') },
+  { since: describe(str(64, 1), 'replay events after this event id (as Last-Event-ID does); 0: from the start') },
 );
 /** Path parameters `{id}`. */
 export const IdParamsC = strict('IdParams', {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap, utf8 } from '@lessl/core';
 import { openMemoryBackend } from '@lessl/memory';
 import { createServer } from '@lessl/service';
-import { settle, start, type Harness, SEED_SPEC as seed } from './helpers.js';
+import { ADMIN_TOKEN, settle, start, type Harness, SEED_SPEC as seed } from './helpers.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -276,39 +276,129 @@ describe('users and ownership', () => {
 });
 
 describe('events', () => {
-  test("SSE of the caller's elements only, resumable with Last-Event-ID", async () => {
-    const from = h.server.backend.events.lastSeq();
-    const mine = await body(await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo ev'] } }));
-    await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo theirs'] }, token: h.tokens.bob });
-    const read = async (headers: Record<string, string>, until: (ids: string[]) => boolean) => {
-      const ac = new AbortController();
-      const r = await h.call(`/v1/events`, { headers, signal: ac.signal });
-      expect(r.headers.get('content-type')).toMatch(/text\/event-stream/);
-      const dec = new TextDecoder();
-      let text = '';
-      const events: { seq: number; id: string; type: string }[] = [];
-      for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
-        text += dec.decode(c, { stream: true });
-        const blocks = text.split('\n\n');
-        text = blocks.pop() ?? '';
-        for (const b of blocks) {
-          const data = b.split('\n').find((l) => l.startsWith('data: '));
-          if (data !== undefined) events.push(JSON.parse(data.slice(6)));
-        }
-        if (until(events.map((e) => e.id))) break;
+  type Sse = { id: string; data: { id: string; type: string; seq?: number } };
+  /** Reads the SSE of a user until `until` holds (`Last-Event-ID` and the query as given). */
+  const read = async (o: { token?: string; last?: string; query?: string }, until: (evs: Sse[]) => boolean): Promise<Sse[]> => {
+    const ac = new AbortController();
+    const headers: Record<string, string> = o.last === undefined ? {} : { 'last-event-id': o.last };
+    const r = await h.call(`/v1/events${o.query ?? ''}`, {
+      headers,
+      signal: ac.signal,
+      ...(o.token === undefined ? {} : { token: o.token }),
+    });
+    expect(r.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const dec = new TextDecoder();
+    let text = '';
+    const events: Sse[] = [];
+    for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+      text += dec.decode(c, { stream: true });
+      const blocks = text.split('\n\n');
+      text = blocks.pop() ?? '';
+      for (const b of blocks) {
+        const field = (f: string) =>
+          b
+            .split('\n')
+            .find((l) => l.startsWith(`${f}: `))
+            ?.slice(f.length + 2);
+        const data = field('data');
+        if (data !== undefined) events.push({ id: field('id') ?? '', data: JSON.parse(data) });
       }
-      ac.abort();
-      return events;
-    };
-    const evs = await read(
-      { 'last-event-id': String(from) },
-      (ids) => ids.some((i) => i.startsWith(`executor://local/${mine.id}`)) && ids.filter((i) => i.includes(mine.id)).length >= 6,
+      if (until(events)) break;
+    }
+    ac.abort();
+    return events;
+  };
+  const run = async (cmd: string, token?: string): Promise<Json> =>
+    body(
+      await h.call('/v1/tasks?wait=10', {
+        method: 'POST',
+        json: { image: 'busybox', cmd: [cmd] },
+        ...(token === undefined ? {} : { token }),
+      }),
     );
-    expect(evs.every((e) => e.id.includes(mine.id))).toBe(true);
-    expect(evs.map((e) => e.seq)).toEqual([...evs.map((e) => e.seq)].sort((a, b) => a - b));
-    // resume after the third: the rest, without the first three
-    const resumed = await read({ 'last-event-id': String(evs[2]?.seq) }, (ids) => ids.length >= 3);
-    expect(resumed[0]?.seq).toBe(evs[3]?.seq);
+  /** Until the task's unbound arrived. */
+  const of = (t: string) => (evs: Sse[]) => evs.some((e) => e.data.type === 'unbound' && e.data.id.includes(t));
+
+  test("SSE of the caller's elements only, resumable with Last-Event-ID and ?since", async () => {
+    const mine = await run('echo ev');
+    const theirs = await run('echo theirs', h.tokens.bob);
+    const evs = await read({ query: '?since=0' }, of(mine.id));
+    expect(evs.some((e) => e.data.id.includes(String(mine.id)))).toBe(true);
+    expect(evs.some((e) => e.data.id.includes(String(theirs.id)))).toBe(false);
+    const ids = evs.map((e) => e.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    // resume after the third: the rest, without the first three (the header, then the query)
+    const resumed = await read({ last: ids[2] }, (e) => e.length >= 3);
+    expect(resumed.slice(0, 3)).toEqual(evs.slice(3, 6));
+    const viaQuery = await read({ query: `?since=${ids[2]}` }, (e) => e.length >= 3);
+    expect(viaQuery.slice(0, 3)).toEqual(evs.slice(3, 6));
+  });
+
+  test('event ids survive a restart over the same data: Last-Event-ID resumes on the new process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-events-'));
+    const backend = await unwrap(openMemoryBackend());
+    try {
+      const first = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const at = await first.listen();
+      for (const n of ['a', 'b'])
+        await unwrap(backend.stores.image.create({ id: `image://local/${n}`, data: new Uint8Array(1) }));
+      const ids = async (url: string, headers: Record<string, string>, count: number): Promise<string[]> => {
+        const ac = new AbortController();
+        const r = await fetch(`${url}/v1/events`, {
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...headers },
+          signal: ac.signal,
+        });
+        let text = '';
+        let got: string[] = [];
+        for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) {
+          text += Buffer.from(c).toString();
+          got = [...text.matchAll(/^id: (\S+)$/gm)].map((m) => m[1] as string);
+          if (got.length >= count) break;
+        }
+        ac.abort();
+        return got;
+      };
+      const before = await ids(at, { 'last-event-id': '0' }, 2);
+      await first.close();
+      const again = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const after = await ids(await again.listen(), { 'last-event-id': before[0] as string }, 1);
+      expect(after).toEqual([before[1]]);
+      await again.close();
+    } finally {
+      await backend.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a user's event ids are opaque and their own: they reveal nothing of other users' activity", async () => {
+    const first = await run('echo one');
+    for (let i = 0; i < 3; i++) await run(`echo bob ${i}`, h.tokens.bob); // activity in between
+    const second = await run('echo two');
+    const ann = await read({ query: '?since=0' }, of(second.id));
+    const pair = ann.filter((e) => e.data.id.includes(first.id) || e.data.id.includes(second.id));
+    // no number anywhere: ids are 22 opaque characters, the data carries no seq
+    for (const e of pair) {
+      expect(e.id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      expect(e.id).not.toMatch(/^\d+$/);
+      expect(e.data.seq).toBeUndefined();
+    }
+    // the same event has another id for another user (admin: who sees everything, with the seq)
+    const admin = await read({ query: '?since=0', token: h.tokens.admin }, (evs) =>
+      evs.some((e) => e.data.id.includes(second.id) && e.data.type === 'unbound'),
+    );
+    const same = admin.find((e) => e.data.id === pair[0]?.data.id && e.data.type === pair[0]?.data.type);
+    expect(typeof same?.data.seq).toBe('number');
+    expect(same?.id).not.toBe(pair[0]?.id);
+    expect(same?.id).not.toBe(String(same?.data.seq));
+    // another user's id, or a number, does not resume a stream: 400, not a probe of the sequence
+    for (const [last, token] of [
+      [pair[0]?.id ?? '', h.tokens.bob],
+      [String(same?.data.seq), undefined],
+    ] as const) {
+      const r = await h.call('/v1/events', { headers: { 'last-event-id': last }, ...(token === undefined ? {} : { token }) });
+      expect([r.status, ((await r.json()) as { keys: string[] }).keys]).toEqual([400, ['Last-Event-ID']]);
+    }
+    expect((await h.call('/v1/events?since=5')).status).toBe(400);
   });
 });
 

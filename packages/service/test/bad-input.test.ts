@@ -15,7 +15,10 @@ let srcUrl = '';
 const hanging = new Set<import('node:http').ServerResponse>();
 
 beforeAll(async () => {
-  h = await start({ bodyLimit: 256 << 10, policy: { fetch: { maxBytes: 4096, timeoutMs: 500, maxRedirects: 2 } } as never });
+  h = await start({
+    bodyLimit: 256 << 10,
+    policy: { fetch: { maxBytes: 4096, timeoutMs: 500, maxRedirects: 2 }, allowNetworks: ['127.0.0.1/32'] } as never,
+  });
   src = createHttpServer((req, res) => {
     if (req.url === '/ok.sh') return res.end('echo fetched\n');
     if (req.url === '/slow') return void hanging.add(res); // never answers

@@ -35,7 +35,7 @@ const containers = async (): Promise<Docker.ContainerInfo[]> =>
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'lessl-svc-'));
-  server = await createServer({ data: dir, adminToken: TOKEN });
+  server = await createServer({ data: dir, adminToken: TOKEN, policy: { allowNetworks: ['127.0.0.1/32'] } });
   await unwrap(server.backend.stores.image.create({ id: 'image://local/busybox', data: await busyboxRootfsBytes() }));
   url = await server.listen();
   files = createHttpServer((req, res) =>

@@ -117,7 +117,7 @@ describe('images over REST (Docker)', () => {
     await new Promise<void>((r) => files.listen(0, '127.0.0.1', () => r()));
     const a = files.address();
     url = `http://127.0.0.1:${typeof a === 'object' && a !== null ? a.port : 0}/image.tar`;
-    h = await start({ backend: b, baseImageData: await busyboxRootfsBytes() });
+    h = await start({ backend: b, baseImageData: await busyboxRootfsBytes(), policy: { allowNetworks: ['127.0.0.1/32'] } });
   });
   afterAll(async () => {
     await h?.close();

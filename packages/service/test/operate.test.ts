@@ -147,6 +147,7 @@ describe('operator configuration on Docker', () => {
     server = await createServer({
       data: dir,
       adminToken: TOKEN,
+      policy: { allowNetworks: ['127.0.0.1/32'] },
       preload: [{ name: 'busybox', source: { type: 'url', url: `${filesUrl}/busybox.tar` } }],
       pool: { profiles: [{ image: 'busybox', min: 1 }] },
     });

@@ -14,7 +14,7 @@ import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
 
 let h: Harness;
 beforeAll(async () => {
-  h = await start({ concurrency: 1, policy: { maxTtl: 7200 } as never });
+  h = await start({ concurrency: 1, policy: { maxTtl: 7200, allowNetworks: ['127.0.0.1/32'] } as never });
 });
 afterAll(async () => {
   await h.close();
