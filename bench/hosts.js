@@ -1,4 +1,4 @@
-// Placement and housekeeping cost over simulated hosts (issue 10): a fake engine per host (it
+// Placement and housekeeping cost over simulated hosts: a fake engine per host (it
 // answers ping and info at once; no Docker), 10, 100 and 1,000 hosts with mixed states, labels,
 // capacities, loads and images. Prints the median and p99 of one placement decision and of one
 // housekeeping tick, against the targets (< 1 ms and < 50 ms at 1,000 hosts).

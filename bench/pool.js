@@ -1,5 +1,5 @@
 // npm run bench:pool: the warm pool against the cold path and against plain dockerode, in one run
-// (issue 9's figures). Not a test: no timed assertions anywhere.
+// (the warm pool's figures, docs/pool.md). Not a test: no timed assertions anywhere.
 //  1. one-shot `echo`, BENCH_RUNS (default 30) interleaved runs, medians and p95:
 //     - lessl.run() through the warm pool (end to end: task record, commit, exec, end, clean-up);
 //     - dockerode's exec into an already running container (exec create, start with the attach,

@@ -32,7 +32,7 @@ afterAll(async () => {
   await purge(lessl.docker, lessl.registry.instanceId);
 });
 
-describe('seed 003 acceptance workflows', () => {
+describe('the 14 acceptance workflows', () => {
   test('01 image with a scratch parent (from a directory)', async () => {
     const r = await ex01(lessl);
     expect(r.parent).toBeNull();

@@ -1,5 +1,5 @@
 /**
- * Hostile-input cases (issue 7): every public entry point of the backend under test (stores,
+ * Hostile-input cases: every public entry point of the backend under test (stores,
  * composer, task lifecycle, `run`, events and the Promise façade) is called with hostile values
  * (see `hostile.ts`) in every argument position and inside otherwise valid arguments.
  *
@@ -221,7 +221,7 @@ class Probe {
     if (r === TIMEOUT)
       assert.fail(
         `${when}: the registry is wedged: a later create/read/delete did not settle within ${this.bound} ms ` +
-          '(every later write and close() hang; issue 7, Deliver 1)',
+          '(every later write and close() hang)',
       );
     if (r !== undefined) assert.fail(`${when}: a later write failed: ${r}`);
     for (const type of ['created', 'deleted'])

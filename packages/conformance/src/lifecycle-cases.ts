@@ -1,5 +1,5 @@
 /**
- * Task lifecycle cases (DESIGN.md section 4b): commit starts a task and returns; wait before and
+ * Task lifecycle cases (docs/lifecycle.md): commit starts a task and returns; wait before and
  * after the end; logs from an offset and live; kill; deadline; abort; run(); exactly one
  * `unbound` per run; concurrent runs; NotFound and PermissionDenied; results that survive a reopen.
  *

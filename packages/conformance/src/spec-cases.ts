@@ -1,5 +1,5 @@
 /**
- * Task spec fields and executor options (issue 7, points 2 and 3): every field does what it says
+ * Task spec fields and executor options: every field does what it says
  * or the backend refuses it, naming it. Exact executor options (unknown keys are InvalidEntry);
  * `restart` on daemons (and refused on one-shot tasks); `log.destination: 'none'` keeps nothing;
  * `interaction` and `log.destination: 'file'` are Unsupported at commit; credentials are resolved

@@ -1,5 +1,5 @@
 /**
- * Composition (DESIGN.md section 4): Join/Bind/Unbind/Leave elements into an executor,
+ * Composition (docs/architecture.md): Join/Bind/Unbind/Leave elements into an executor,
  * then Commit. Handles are immutable values; every verb returns a new one.
  */
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';

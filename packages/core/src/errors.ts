@@ -1,5 +1,5 @@
 /**
- * The lessl error taxonomy (DESIGN.md section 3): a tagged union, every error with a
+ * The lessl error taxonomy (docs/errors.md): a tagged union, every error with a
  * human message, the ID concerned and its details. Stores answer these; they never throw.
  */
 import { safeShow } from './safe.js';

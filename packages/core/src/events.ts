@@ -1,5 +1,5 @@
 /**
- * The event stream (DESIGN.md section 5): one total order, published only once durable.
+ * The event stream (docs/events.md): one total order, published only once durable.
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';

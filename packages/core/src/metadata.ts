@@ -1,5 +1,5 @@
 /**
- * ro/rw caller metadata (Go's `map[string][]byte`) and the rules of seed 003.
+ * ro/rw caller metadata (Go's `map[string][]byte`) and their rules (docs/errors.md#metadata-rules).
  *
  * Limits (answered with `InvalidEntry` naming the keys):
  * - key: 1..256 chars of `[A-Za-z0-9._/:-]`, starting with a letter or digit;

@@ -1,5 +1,5 @@
 /**
- * The task spec (seed 003 + seed 001): what to run inside an executor.
+ * The task spec: what to run inside an executor.
  * Credentials are references (`{ name, ref }`), never values: the spec is safe to log.
  */
 import * as E from 'fp-ts/lib/Either.js';
@@ -56,7 +56,7 @@ export const TaskSpecC = t.intersection([
       t.partial({ maxRetries: PosInt }),
     ]),
     interaction: t.partial({ stdin: t.boolean, tty: t.boolean }),
-    /** Keep the executor running after the task ends (seed 001 `daemon`). */
+    /** Keep the executor running after the task ends (the service spec's `daemon`). */
     daemon: t.boolean,
   }),
 ]);

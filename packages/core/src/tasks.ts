@@ -1,5 +1,5 @@
 /**
- * The task lifecycle (DESIGN.md section 4b): commit starts a task and returns; the task runs on
+ * The task lifecycle (docs/lifecycle.md): commit starts a task and returns; the task runs on
  * its own. Callers wait for it, read its output, kill it, or use the one-call `run()`.
  */
 import * as E from 'fp-ts/lib/Either.js';

@@ -4,7 +4,7 @@
  *   (Docker cannot change a running container's root filesystem or mounts);
  * - bind of a task on an executor with no running container creates the container from the
  *   joined image, volumes and options with the task as its process, and starts it; the commit
- *   returns once it has started (DESIGN.md section 4b). A follower then hands its output to the
+ *   returns once it has started (docs/lifecycle.md). A follower then hands its output to the
  *   runtime as it arrives, reads the exit code once the output is drained, removes the container
  *   of a one-shot task (a daemon's stays for inspection until the next bind or delete) and
  *   reports the end;

@@ -1,5 +1,5 @@
 /**
- * The host pool (seed 002, DESIGN.md section 12, docs/hosts.md): the engines a Docker backend
+ * The host pool (docs/hosts.md): the engines a Docker backend
  * runs on, their states, per-host error tracking and housekeeping.
  *
  * States: a host is `spawned` until a health check (a ping) passes, then `active`. Every call to

@@ -13,7 +13,7 @@
  * 3. Tie-break: the host name, in code-unit order (deterministic).
  */
 
-/** A host's states (seed 002): spawned until a health check passes, active, inactive after repeated failures, draining, removed. */
+/** A host's states (docs/hosts.md): spawned until a health check passes, active, inactive after repeated failures, draining, removed. */
 export type HostState = 'spawned' | 'active' | 'inactive' | 'draining' | 'removed';
 
 /** What placement reads of a host. */

@@ -1,5 +1,5 @@
 /**
- * The warm pool (DESIGN.md section 13). A one-shot task in a new container costs the engine's
+ * The warm pool (docs/pool.md). A one-shot task in a new container costs the engine's
  * create and start (~300 ms here); an exec into a running container ~60 ms. So for a profile (an
  * image and the container-level executor options: limits, network, capabilities) the pool keeps
  * containers created and started ahead of need, each idling in a small loop. A one-shot task whose

@@ -1,5 +1,5 @@
 /**
- * Executors as Docker Swarm services (issue 10, part 4; docs/swarm.md). The backend's engine is a
+ * Executors as Docker Swarm services (docs/swarm.md). The backend's engine is a
  * Swarm manager; a task bound as the main task of an executor becomes a service:
  * - Mode replicated, 1 replica; restart condition `none` for a one-shot task, `any` for a daemon
  *   (`on-failure` when its spec asks for it); EndpointSpec `dnsrr`, no published ports;

@@ -1,5 +1,5 @@
 /**
- * Task spec fields and options on a real engine (issue 7): what each field becomes in Docker, and
+ * Task spec fields and options on a real engine: what each field becomes in Docker, and
  * that credentials reach the task but no registry record, event or container label.
  */
 import Docker from 'dockerode';

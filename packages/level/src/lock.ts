@@ -1,7 +1,7 @@
 /**
  * Per-key readers-writer lock: operations that change an element take it exclusively; operations
  * that only use an element (an image as a root filesystem, a read-only mount, a parent) share it.
- * Locks guard registry transitions only, never a running task (DESIGN.md section 4b).
+ * Locks guard registry transitions only, never a running task (docs/lifecycle.md).
  */
 type Mode = 'shared' | 'exclusive';
 

@@ -1,5 +1,5 @@
 /**
- * The task runtime (DESIGN.md section 4b): tracks the runs drivers started, keeps their output
+ * The task runtime (docs/lifecycle.md): tracks the runs drivers started, keeps their output
  * (capped, flushed to the registry as it arrives), applies deadlines and kills, and persists
  * each run's end exactly once: the task's final status, the executor's composition (the task
  * unbound), the rest of the output and the `unbound` event, in one batch.

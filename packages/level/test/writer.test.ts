@@ -1,5 +1,5 @@
 /**
- * No write can wedge the registry (issue 7, Deliver 1): a failure at each step of a flush, or a
+ * No write can wedge the registry: a failure at each step of a flush, or a
  * value that cannot be serialised, answers the call it belongs to (or none, once the change is
  * durable); later writes go through and `close()` returns.
  */

@@ -1,5 +1,5 @@
 /**
- * Store policy on commits (issue 7, Deliver 6): the executor store's policy is honoured like
+ * Store policy on commits: the executor store's policy is honoured like
  * any store's. Read-only is in the conformance suite; create-only is here (its executors cannot
  * be deleted, which a Docker run would leave behind).
  */

@@ -1,5 +1,5 @@
 /**
- * Hosts over REST (issue 10, seed 004): `GET /v1/hosts` (every user: the engines tasks run on,
+ * Hosts over REST (docs/hosts.md): `GET /v1/hosts` (every user: the engines tasks run on,
  * with state and load), `GET /v1/hosts/{name}`, `POST /v1/hosts` (admins: register an engine; it
  * is `spawned` until a health check passes, then `active`) and `DELETE /v1/hosts/{name}` (admins:
  * drain it: no new work, running tasks may finish until `deadlineMs`, then it is `removed`;

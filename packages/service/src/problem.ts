@@ -5,7 +5,7 @@ import { invalidEntry, type AnyError, type ErrorTag } from '@lessl/core';
 import { toJsonSchema } from './codec.js';
 import * as t from 'io-ts';
 
-/** The HTTP status of each lessl error tag (DESIGN.md section 11). */
+/** The HTTP status of each lessl error tag (docs/service.md). */
 export const STATUS: Readonly<Record<ErrorTag, number>> = {
   InvalidEntry: 400,
   ReadOnlyKey: 400,
