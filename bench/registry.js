@@ -169,6 +169,29 @@ for (const subs of [1, 16]) {
 }
 await hubReg.close();
 
+// ---- durability: 'process' vs 'disk' (fsync per group-committed batch) ---------------
+// Creates through the store API on an on-disk registry, one at a time and 32 in flight: with
+// 'disk' each batch is fsynced before its calls resolve; group commit shares one fsync among
+// the changes queued meanwhile, so the cost falls as concurrency rises.
+{
+  const D = Number(process.env.BENCH_DURABILITY_N ?? Math.min(N, 5000));
+  const measure = async (durability, conc) => {
+    const b = await unwrap(openMemoryBackend({ registry: { location: tmp() }, durability }));
+    const s = await time(() => inBatches(D, conc, (i) => unwrap(b.stores.task.create({ id: id(i), spec, ro, rw }))));
+    await b.close();
+    return rate(D, s);
+  };
+  console.log(`\ndurability (creates on disk, N=${D})`);
+  for (const conc of [1, CONC]) {
+    const proc = await measure('process', conc);
+    const disk = await measure('disk', conc);
+    console.log(
+      `${`create, ${conc} in flight`.padEnd(34)} process ${fmt(proc)} /s   disk ${fmt(disk)} /s   ratio disk/process ${(disk / proc).toFixed(2)}x`,
+    );
+  }
+  console.log('');
+}
+
 // ---- durable events end to end (create -> log -> subscriber), for context ------
 // ---- replay of 100,000 events from the log ------------------------------------
 const R = 100_000;

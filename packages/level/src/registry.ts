@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
-import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
+import type { AbstractBatchOperation, AbstractBatchOptions, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
 import {
   ElementJsonC,
@@ -100,12 +100,20 @@ export interface Change {
   readonly events?: readonly EventDraft[];
 }
 
-/** How to open a registry. */
-export type RegistryOptions =
+/**
+ * When an acknowledged write is safe: `process` (written to the OS: it survives a crash of the
+ * process, not a power cut) or `disk` (each group-committed batch is fsynced before its calls
+ * resolve: it survives a power cut too).
+ */
+export type Durability = 'process' | 'disk';
+
+/** How to open a registry: where, and how durable its writes are (default `process`). */
+export type RegistryOptions = (
   | { readonly location: string }
   | { readonly memory: true }
   | { readonly db: StringLevel }
-  | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined };
+  | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined }
+) & { readonly durability?: Durability };
 
 const lowerBound = (a: readonly string[], k: string): number => {
   let lo = 0;
@@ -121,6 +129,13 @@ const seqKey = (n: number): string => `l!${String(n).padStart(16, '0')}`;
 const outPrefix = (task: string, run?: number): string =>
   run === undefined ? `o!${task}!` : `o!${task}!${String(run).padStart(8, '0')}!`;
 const outKey = (o: OutputRecord): string => `${outPrefix(o.task, o.run)}${String(o.offset).padStart(12, '0')}`;
+
+/**
+ * The batch options of a durability: classic-level's `sync` (fsync before the batch answers);
+ * other levels ignore it (a memory-level has no disk).
+ */
+export const batchOptions = (d: Durability): AbstractBatchOptions<string, string> =>
+  ({ sync: d === 'disk' }) as AbstractBatchOptions<string, string>;
 
 /** A write operation on the database, its value serialised already. */
 type Op = AbstractBatchOperation<StringLevel, string, string>;
@@ -279,7 +294,10 @@ export class Registry {
   /** The event hub of this registry. */
   readonly events: EventHub;
 
-  private constructor(private readonly db: StringLevel) {
+  private constructor(
+    private readonly db: StringLevel,
+    private readonly durability: Durability,
+  ) {
     this.events = new EventHub((from, to, limit) => this.readEvents(from, to, limit), 0);
   }
 
@@ -297,7 +315,7 @@ export class Registry {
           ? (new Level<string, string>(opts.location, { valueEncoding: 'utf8' }) as unknown as StringLevel)
           : (new MemoryLevel<string, string>({ valueEncoding: 'utf8' }) as unknown as StringLevel);
     await db.open();
-    const r = new Registry(db);
+    const r = new Registry(db, opts.durability ?? 'process');
     await r.load();
     return r;
   }
@@ -503,7 +521,7 @@ export class Registry {
         stamped.push(evs);
       }
       this.flushHook?.('batch');
-      await this.db.batch(ops);
+      await this.db.batch(ops, batchOptions(this.durability));
     } catch (err) {
       const e = new RegistryWriteError(`could not write the batch: ${describeErr(err)}`, 'batch', err);
       for (const p of group) fail(p, e);

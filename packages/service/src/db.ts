@@ -7,6 +7,7 @@
  *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq
  */
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
+import { batchOptions, type Durability } from '@lessl/level';
 import type { FullLimits, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
 
@@ -110,12 +111,15 @@ export class ServiceDb {
   private seq = 0;
   private chain: Promise<unknown> = Promise.resolve();
 
-  private constructor(private readonly db: StringDb) {}
+  private constructor(
+    private readonly db: StringDb,
+    private readonly durability: Durability,
+  ) {}
 
-  /** Loads the records from `db` (opened here if it is not open). */
-  static async open(db: StringDb): Promise<ServiceDb> {
+  /** Loads the records from `db` (opened here if it is not open); `disk` fsyncs every change before it resolves. */
+  static async open(db: StringDb, durability: Durability = 'process'): Promise<ServiceDb> {
     await db.open();
-    const s = new ServiceDb(db);
+    const s = new ServiceDb(db, durability);
     for await (const [k, v] of db.iterator({ gte: '', lt: '~' })) {
       const j = JSON.parse(v) as unknown;
       const p = k.slice(0, 2);
@@ -149,7 +153,7 @@ export class ServiceDb {
       for (const t of c.tasks ?? []) put(`k!${t.id}`, t);
       for (const i of c.idempotency ?? []) put(`i!${i.key}`, i.job);
       if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
-      await this.db.batch(ops);
+      await this.db.batch(ops, batchOptions(this.durability));
       for (const u of c.users ?? []) this.users.set(u.name, u);
       for (const t of c.tokens ?? []) this.tokens.set(t.hash, t.user);
       for (const h of c.delTokens ?? []) this.tokens.delete(h);

@@ -10,7 +10,7 @@ import swagger from '@fastify/swagger';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import { invalidEntry, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend, Durability } from '@lessl/level';
 import { openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
@@ -59,6 +59,12 @@ export interface ServerOptions {
    * `min` containers ready; `PUT /v1/pool` changes it at run time. Checked: a bad one fails the start.
    */
   readonly pool?: PoolConfig;
+  /**
+   * How durable acknowledged writes are (the service's records and the registry it opens):
+   * `disk` (default: fsynced, they survive a power cut) or `process` (they survive a crash of
+   * the process only). A given `backend` keeps the durability it was opened with.
+   */
+  readonly durability?: Durability;
   /** Images made present at start: created from their source when missing (public unless `owner`), fetched again when their content is gone. */
   readonly preload?: readonly PreloadImage[];
 }
@@ -102,6 +108,7 @@ const openStorage = async (
     openDockerBackend({
       ...(o.docker ?? {}),
       registry: { db: reg },
+      durability: o.durability ?? 'disk',
       authorize: ownerAuthorizer,
       // the backend reports through the server's own (pino) logger, unless the caller gave it one
       ...(logger === undefined || o.docker?.logger !== undefined ? {} : { logger }),
@@ -158,7 +165,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
   const { backend, svc, closers } = await openStorage(o, o.logger === undefined || o.logger === false ? undefined : app.log);
-  const db = await ServiceDb.open(svc);
+  const db = await ServiceDb.open(svc, o.durability ?? 'disk');
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
 
   // phase 2: the runner, the queue, the reaper
