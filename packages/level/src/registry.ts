@@ -8,7 +8,7 @@
  *
  * Key layout (utf8 keys, JSON values):
  *   e!<id>   element record        x!<executor>  composition record
- *   m!instance  registry instance ID
+ *   m!instance  registry instance ID   m!compacted  last seq removed from the log by retention
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
  */
@@ -339,6 +339,10 @@ export class Registry {
   private async loadIndex(): Promise<void> {
     // The last seq is the last log key: no separate counter to write with every batch.
     for await (const k of this.db.keys({ gte: 'l!', lt: 'l"', reverse: true, limit: 1 })) this.seq = Number(k.slice(2));
+    // after a compaction that removed every event, the seq goes on from the last one removed
+    const compacted = Number((await this.db.get('m!compacted')) ?? 0);
+    this.events.compacted(compacted);
+    if (compacted > this.seq) this.seq = compacted;
     for await (const [k, v] of this.db.iterator({ gte: 'e!', lt: 'e"' })) {
       const d = ElementJsonC.decode(JSON.parse(v));
       if (E.isLeft(d)) throw new Error(`registry: corrupt element record ${k}`);
@@ -434,6 +438,39 @@ export class Registry {
     if (this.closed) return;
     const prefix = outPrefix(task);
     await this.db.clear({ gte: prefix, lt: beforeRun === undefined ? `${prefix}~` : outPrefix(task, beforeRun) });
+  }
+
+  /**
+   * Retention of the event log: removes the events older than `before` (by their `time`), oldest
+   * first, never the newest event; answers how many. Replays from a seq that was removed answer
+   * `InvalidEntry` naming `since` (see `EventHub.compactedSeq`); live delivery is not affected.
+   */
+  async compactEvents(before: Date): Promise<number> {
+    const cutoff = before.toISOString();
+    let removed = 0;
+    for (;;) {
+      const last = this.seq;
+      const keys = await this.oldEventKeys(cutoff, last, 1000);
+      if (keys.length === 0 || this.closed) return removed;
+      const upTo = Number((keys.at(-1) as string).slice(2));
+      const ops: Op[] = keys.map((key) => ({ type: 'del', key }));
+      ops.push({ type: 'put', key: 'm!compacted', value: String(upTo) });
+      this.events.compacted(upTo); // first: a replay running now must not read past the hole
+      await this.db.batch(ops, batchOptions(this.durability));
+      removed += keys.length;
+    }
+  }
+
+  /** Keys of the oldest events (at most `limit`, before seq `below`) whose time is before `cutoff`. */
+  private async oldEventKeys(cutoff: string, below: number, limit: number): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const [k, v] of this.db.iterator({ gte: 'l!', lt: seqKey(below), limit })) {
+      // the JSON starts with {"seq":N,"time":"<ISO>" (see `writeGroup`)
+      const time = (JSON.parse(v) as { time?: unknown }).time;
+      if (typeof time !== 'string' || time >= cutoff) break;
+      keys.push(k);
+    }
+    return keys;
   }
 
   // ---- writes ---------------------------------------------------------

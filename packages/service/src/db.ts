@@ -95,6 +95,10 @@ export interface DbChange {
   readonly dequeue?: readonly JobRecord[];
   readonly tasks?: readonly TaskRecord[];
   readonly idempotency?: readonly { readonly key: string; readonly job: string }[];
+  /** Records removed by retention (task IDs, job IDs, idempotency keys). */
+  readonly delTasks?: readonly string[];
+  readonly delJobs?: readonly string[];
+  readonly delIdempotency?: readonly string[];
 }
 
 const seqKey = (n: number): string => `q!${String(n).padStart(16, '0')}`;
@@ -152,6 +156,9 @@ export class ServiceDb {
       for (const j of c.dequeue ?? []) ops.push({ type: 'del', key: seqKey(j.seq) });
       for (const t of c.tasks ?? []) put(`k!${t.id}`, t);
       for (const i of c.idempotency ?? []) put(`i!${i.key}`, i.job);
+      for (const id of c.delTasks ?? []) ops.push({ type: 'del', key: `k!${id}` });
+      for (const id of c.delJobs ?? []) ops.push({ type: 'del', key: `j!${id}` });
+      for (const k of c.delIdempotency ?? []) ops.push({ type: 'del', key: `i!${k}` });
       if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
       await this.db.batch(ops, batchOptions(this.durability));
       for (const u of c.users ?? []) this.users.set(u.name, u);
@@ -165,6 +172,9 @@ export class ServiceDb {
       }
       for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
       for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
+      for (const id of c.delTasks ?? []) this.tasks.delete(id);
+      for (const id of c.delJobs ?? []) this.jobs.delete(id);
+      for (const k of c.delIdempotency ?? []) this.idempotency.delete(k);
     };
     const p = this.chain.then(run);
     this.chain = p.catch(() => undefined);

@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import swagger from '@fastify/swagger';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
-import { invalidEntry, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
+import { invalidEntry, LesslError, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
 import type { Backend, Durability } from '@lessl/level';
 import { openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
@@ -31,6 +31,16 @@ import {
   type PreloadImage,
 } from './operate.js';
 import { Runner } from './runner.js';
+import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
+
+/** The retention windows of `o`, checked: each a non-negative number of seconds. */
+const retentionOf = (o: ServerOptions): Retention => {
+  const r = { ...DEFAULT_RETENTION, ...(o.retention ?? {}) };
+  for (const k of Object.keys(r) as (keyof Retention)[])
+    if (!(k in DEFAULT_RETENTION) || typeof r[k] !== 'number' || !Number.isFinite(r[k]) || r[k] < 0)
+      throw new LesslError(invalidEntry(`retention.${k} must be a number of seconds >= 0`, '', ['retention', k]));
+  return r;
+};
 
 /** Options of `createServer`. */
 export interface ServerOptions {
@@ -48,7 +58,12 @@ export interface ServerOptions {
   readonly logger?: FastifyServerOptions['logger'];
   /** Largest request body in bytes (default 16 MiB). */
   readonly bodyLimit?: number;
-  /** Milliseconds between TTL reaper passes (default 30,000). */
+  /**
+   * How long what is over is kept, in seconds: deleted and expired task records, ended jobs,
+   * events (merged over `DEFAULT_RETENTION`); each reaper pass removes what is past its window.
+   */
+  readonly retention?: Partial<Retention>;
+  /** Milliseconds between TTL reaper (and retention) passes (default 30,000). */
   readonly reapIntervalMs?: number;
   /** How commands run (default `['/bin/sh', '-c']`). */
   readonly shell?: readonly string[];
@@ -84,6 +99,8 @@ export interface LesslServer {
   listen(opts?: { host?: string; port?: number }): Promise<string>;
   /** Runs one reaper pass now. */
   reap(): Promise<number>;
+  /** Runs one retention pass now (`retention`): answers what it removed. */
+  prune(): Promise<PruneResult>;
   /** Stops the reaper and the queue (running tasks keep running; the next start resumes their jobs), closes the server and what it opened. */
   close(): Promise<void>;
 }
@@ -164,6 +181,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
+  const retention = retentionOf(o);
   const { backend, svc, closers } = await openStorage(o, o.logger === undefined || o.logger === false ? undefined : app.log);
   const db = await ServiceDb.open(svc, o.durability ?? 'disk');
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
@@ -200,7 +218,18 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       metrics.reaped.inc(due.length);
       return due.length;
     })().finally(() => (reaping = undefined)));
-  const reaper = setInterval(() => void reap().catch(() => undefined), o.reapIntervalMs ?? 30_000);
+  let pruning: Promise<PruneResult> | undefined;
+  const pruneNow = (): Promise<PruneResult> =>
+    (pruning ??= prune(db, backend, retention, (t) => runner.busy(t) || runner.hasElements(t)).finally(
+      () => (pruning = undefined),
+    ));
+  const reaper = setInterval(
+    () =>
+      void reap()
+        .then(pruneNow)
+        .catch(() => undefined),
+    o.reapIntervalMs ?? 30_000,
+  );
   reaper.unref();
 
   // phase 3: HTTP
@@ -257,12 +286,14 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     initialAdminToken,
     listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
     reap,
+    prune: pruneNow,
     close: () =>
       (closing ??= (async () => {
         clearInterval(reaper);
         await queue.stop();
         await app.close();
         await reaping?.catch(() => undefined);
+        await pruning?.catch(() => undefined);
         await db.close().catch(() => undefined);
         for (const c of closers) await c().catch(() => undefined);
       })()),
