@@ -59,6 +59,11 @@ test('past the retention windows, deleted tasks, their jobs, idempotency keys an
   const err = await firstReplayed(h, 0);
   expect(err instanceof LesslError && err.tag === 'InvalidEntry' && err.error.keys).toEqual(['since']);
   expect(await firstReplayed(h, last - 1)).toBe(last);
+  // over SSE, a Last-Event-ID before retention ends the stream with an error event naming since
+  const sse = await h.call('/v1/events', { token: h.tokens.admin, headers: { 'last-event-id': '0' } });
+  const text = await sse.text();
+  expect(text).toMatch(/event: error\ndata: .*"InvalidEntry"/);
+  expect(text).toMatch(/"keys":\["since"\]/);
   // the registry holds no element of a deleted task: only the image
   expect(h.server.backend.registry.all().map((e) => e.id.key)).toEqual(['image://local/busybox']);
   // a task's ID past retention is unknown; the service goes on (seqs continue)
