@@ -33,13 +33,26 @@ import {
 import { Runner } from './runner.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
 
-/** The retention windows of `o`, checked: each a non-negative number of seconds. */
+/** The retention windows of `o`, checked: each a known key and a non-negative number of seconds. */
 const retentionOf = (o: ServerOptions): Retention => {
   const r = { ...DEFAULT_RETENTION, ...(o.retention ?? {}) };
-  for (const k of Object.keys(r) as (keyof Retention)[])
-    if (!(k in DEFAULT_RETENTION) || typeof r[k] !== 'number' || !Number.isFinite(r[k]) || r[k] < 0)
-      throw new LesslError(invalidEntry(`retention.${k} must be a number of seconds >= 0`, '', ['retention', k]));
+  for (const k of Object.keys(r) as (keyof Retention)[]) {
+    const why = !(k in DEFAULT_RETENTION)
+      ? `unknown retention window ${k} (tasks, jobs, events)`
+      : typeof r[k] !== 'number' || !Number.isFinite(r[k]) || r[k] < 0
+        ? `retention.${k} must be a number of seconds >= 0`
+        : undefined;
+    if (why !== undefined) throw new LesslError(invalidEntry(why, '', ['retention', k]));
+  }
   return r;
+};
+
+/** The durability of `o` (default `disk`), checked. */
+const durabilityOf = (o: ServerOptions): Durability => {
+  const d = o.durability ?? 'disk';
+  if (d !== 'disk' && d !== 'process')
+    throw new LesslError(invalidEntry('durability must be "disk" or "process"', '', ['durability']));
+  return d;
 };
 
 /** Options of `createServer`. */
@@ -109,6 +122,7 @@ export interface LesslServer {
 const openStorage = async (
   o: ServerOptions,
   logger: Logger | undefined,
+  durability: Durability,
 ): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
   const closers: (() => Promise<void>)[] = [];
   let root: Level<string, string> | MemoryLevel<string, string>;
@@ -125,7 +139,7 @@ const openStorage = async (
     openDockerBackend({
       ...(o.docker ?? {}),
       registry: { db: reg },
-      durability: o.durability ?? 'disk',
+      durability,
       authorize: ownerAuthorizer,
       // the backend reports through the server's own (pino) logger, unless the caller gave it one
       ...(logger === undefined || o.docker?.logger !== undefined ? {} : { logger }),
@@ -182,8 +196,13 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
   const retention = retentionOf(o);
-  const { backend, svc, closers } = await openStorage(o, o.logger === undefined || o.logger === false ? undefined : app.log);
-  const db = await ServiceDb.open(svc, o.durability ?? 'disk');
+  const durability = durabilityOf(o);
+  const { backend, svc, closers } = await openStorage(
+    o,
+    o.logger === undefined || o.logger === false ? undefined : app.log,
+    durability,
+  );
+  const db = await ServiceDb.open(svc, durability);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
 
   // phase 2: the runner, the queue, the reaper

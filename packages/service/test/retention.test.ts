@@ -85,9 +85,14 @@ test('within the retention windows nothing is removed', async () => {
   expect((await h.call(`/v1/tasks/${id}`, { method: 'DELETE' })).status).toBe(204);
 });
 
-test('retention windows are checked: a negative or non-number window fails the start with InvalidEntry', async () => {
-  for (const retention of [{ tasks: -1 }, { events: '7d' }, { forever: 1 }]) {
-    const e = await start({ retention: retention as never }).catch((err: unknown) => err);
-    expect(e instanceof LesslError && e.tag === 'InvalidEntry').toBe(true);
+test('retention windows and durability are checked: a bad one fails the start with InvalidEntry naming it', async () => {
+  for (const [opts, keys] of [
+    [{ retention: { tasks: -1 } }, ['retention', 'tasks']],
+    [{ retention: { events: '7d' } }, ['retention', 'events']],
+    [{ retention: { forever: 1 } }, ['retention', 'forever']],
+    [{ durability: 'fsync' }, ['durability']],
+  ] as const) {
+    const e = await start(opts as never).catch((err: unknown) => err);
+    expect(e instanceof LesslError && e.tag === 'InvalidEntry' && e.error.keys).toEqual(keys);
   }
 });
