@@ -20,7 +20,7 @@ export interface ServeOptions {
   /** The memory backend instead of Docker: commands run in a tiny fake shell (echo, sleep, exit); on disk only with `data`. */
   readonly memory?: boolean;
   /** How durable acknowledged writes are (default `disk`: fsynced). */
-  readonly durability?: Durability;
+  readonly durability?: 'disk' | 'process';
   /** Retention windows in seconds (flags win over the config file's `retention`). */
   readonly retainTasks?: number;
   readonly retainJobs?: number;
