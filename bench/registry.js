@@ -44,6 +44,39 @@ const tmp = () => {
   return d;
 };
 
+// ---- durability: 'process' vs 'disk' (fsync per group-committed batch) ---------------
+// Creates through the store API on an on-disk registry, one at a time and 32 in flight: with
+// 'disk' each batch is fsynced before its calls resolve; group commit shares one fsync among
+// the changes queued meanwhile, so the cost falls as concurrency rises.
+async function durability() {
+  const D = Number(process.env.BENCH_DURABILITY_N ?? Math.min(N, 5000));
+  const measure = async (durability, conc) => {
+    const b = await unwrap(openMemoryBackend({ registry: { location: tmp() }, durability }));
+    const s = await time(() =>
+      inBatches(D, conc, (i) => unwrap(b.stores.task.create({ id: `task://local/d${i}`, spec, ro, rw }))),
+    );
+    await b.close();
+    return rate(D, s);
+  };
+  console.log(`\ndurability (creates on disk, N=${D}, median of 3 interleaved rounds)`);
+  const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  for (const conc of [1, CONC]) {
+    // three interleaved rounds, the median of each side (the machine's load moves meanwhile)
+    const runs = { process: [], disk: [] };
+    for (let r = 0; r < 3; r++) for (const d of ['process', 'disk']) runs[d].push(await measure(d, conc));
+    const [proc, disk] = [median(runs.process), median(runs.disk)];
+    console.log(
+      `${`create, ${conc} in flight`.padEnd(34)} process ${fmt(proc)} /s   disk ${fmt(disk)} /s   ratio disk/process ${(disk / proc).toFixed(2)}x`,
+    );
+  }
+  console.log('');
+}
+if (process.env.BENCH_ONLY === 'durability') {
+  await durability();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  process.exit(0);
+}
+
 // ---- the registry layer alone: one record + its event per atomic batch ------------
 {
   const reg = await Registry.open({ location: tmp() });
@@ -168,6 +201,8 @@ for (const subs of [1, 16]) {
   console.log(`${''.padEnd(34)} deliveries ${fmt(rate(E * subs, s))} /s   target >= 200,000 events/s`);
 }
 await hubReg.close();
+
+await durability();
 
 // ---- durable events end to end (create -> log -> subscriber), for context ------
 // ---- replay of 100,000 events from the log ------------------------------------

@@ -78,7 +78,10 @@ export const program = (s: Streams = {}): Command => {
   p.command('serve')
     .description('start the task service (Docker backend over an on-disk database)')
     .option('--data <dir>', 'database directory (default: env LESSL_DATA, else $XDG_DATA_HOME/lessl or ~/.local/share/lessl)')
-    .option('--memory', 'memory backend, no Docker: commands run in a tiny fake shell (echo, sleep, exit); for trying the API')
+    .option(
+      '--memory',
+      'memory backend, no Docker: commands run in a tiny fake shell (echo, sleep, exit); for trying the API (on disk only with --data)',
+    )
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0: a free one)', int('--port'), 8080)
     .option('--concurrency <n>', 'jobs run at once (default 4)', int('--concurrency', 1))
@@ -89,10 +92,22 @@ export const program = (s: Streams = {}): Command => {
     .option('--log-level <level>', 'request log level (pino: info, debug, ...); default: no request log')
     .option('--body-limit <bytes>', 'largest request body (default 16 MiB)', int('--body-limit', 1))
     .option('--reap-interval <seconds>', 'seconds between TTL reaper passes (default 30)', int('--reap-interval', 1))
+    .addOption(
+      new Option('--durability <mode>', 'acknowledged writes survive a power cut (disk: fsync) or a crash only (process)')
+        .choices(['disk', 'process'])
+        .default('disk'),
+    )
+    .option('--retain-tasks <seconds>', 'keep deleted and expired task records this long (default 86400)', int('--retain-tasks'))
+    .option(
+      '--retain-jobs <seconds>',
+      'keep ended jobs and their idempotency keys this long (default 86400)',
+      int('--retain-jobs'),
+    )
+    .option('--retain-events <seconds>', 'keep events of the log this long (default 604800)', int('--retain-events'))
     .option('--busybox', "add a public image 'busybox' made from the host's /bin/busybox when missing")
     .option(
       '--config <file>',
-      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }] }',
+      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }], retention?: { tasks?, jobs?, events? } }',
     )
     .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
     .action(

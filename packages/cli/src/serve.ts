@@ -1,6 +1,7 @@
 /**
  * `lessl serve`: the task service (`createServer` of `@lessl/service`) in this process.
  */
+import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -10,12 +11,20 @@ import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
 import { clientProblem, LesslError } from './client.js';
 
+type Durability = NonNullable<ServerOptions['durability']>;
+
 /** Options of `lessl serve`. */
 export interface ServeOptions {
   /** Directory of the on-disk database (default: env LESSL_DATA, else ~/.local/share/lessl). */
   readonly data?: string;
-  /** The memory backend instead of Docker: commands run in a tiny fake shell (echo, sleep, exit); nothing on disk. */
+  /** The memory backend instead of Docker: commands run in a tiny fake shell (echo, sleep, exit); on disk only with `data`. */
   readonly memory?: boolean;
+  /** How durable acknowledged writes are (default `disk`: fsynced). */
+  readonly durability?: 'disk' | 'process';
+  /** Retention windows in seconds (flags win over the config file's `retention`). */
+  readonly retainTasks?: number;
+  readonly retainJobs?: number;
+  readonly retainEvents?: number;
   readonly host?: string;
   readonly port?: number;
   /** Jobs run at once. */
@@ -38,6 +47,7 @@ interface ConfigFile {
   readonly policy?: Partial<Policy>;
   readonly pool?: ServerOptions['pool'];
   readonly preload?: ServerOptions['preload'];
+  readonly retention?: ServerOptions['retention'];
 }
 
 const readConfig = async (file: string): Promise<ConfigFile> => {
@@ -49,11 +59,16 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
   }
   const extra =
     typeof u === 'object' && u !== null && !Array.isArray(u)
-      ? Object.keys(u).filter((k) => !['policy', 'pool', 'preload'].includes(k))
+      ? Object.keys(u).filter((k) => !['policy', 'pool', 'preload', 'retention'].includes(k))
       : ['(not an object)'];
   if (extra.length > 0)
     throw new LesslError(
-      clientProblem('InvalidEntry', `--config ${file}: unknown keys ${extra.join(', ')} (policy, pool, preload)`, 0, extra),
+      clientProblem(
+        'InvalidEntry',
+        `--config ${file}: unknown keys ${extra.join(', ')} (policy, pool, preload, retention)`,
+        0,
+        extra,
+      ),
     );
   return u as ConfigFile;
 };
@@ -74,14 +89,42 @@ const readPolicy = async (file: string): Promise<Partial<Policy>> => {
   }
 };
 
+/** The memory backend of `--memory`: its registry under `data` when given (else in memory). */
+const openMemory = async (data: string | undefined, durability: Durability) => {
+  if (data !== undefined) mkdirSync(data, { recursive: true });
+  return unwrap(
+    openMemoryBackend({
+      authorize: ownerAuthorizer,
+      run: memoryShell,
+      durability,
+      ...(data === undefined ? {} : { registry: { location: join(data, 'memory-registry') } }),
+    }),
+  );
+};
+
+/** The retention windows: the flags over the config file's (undefined: the service's defaults). */
+const retentionOf = (o: ServeOptions, config: ConfigFile): ServerOptions['retention'] => {
+  const flags = {
+    ...(o.retainTasks === undefined ? {} : { tasks: o.retainTasks }),
+    ...(o.retainJobs === undefined ? {} : { jobs: o.retainJobs }),
+    ...(o.retainEvents === undefined ? {} : { events: o.retainEvents }),
+  };
+  return config.retention === undefined && Object.keys(flags).length === 0 ? undefined : { ...config.retention, ...flags };
+};
+
 /** Starts the service and listens; answers it, its URL and how to stop it (closing what it opened). */
 export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url: string; close: () => Promise<void> }> => {
-  const backend =
-    o.memory === true ? await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: memoryShell })) : undefined;
   const config: ConfigFile = o.config === undefined ? {} : await readConfig(o.config);
   const policy = o.policy === undefined ? config.policy : await readPolicy(o.policy);
+  const durability = o.durability ?? 'disk';
+  const backend = o.memory === true ? await openMemory(o.data, durability) : undefined;
+  const retention = retentionOf(o, config);
   const opts: ServerOptions = {
-    ...(backend === undefined ? { data: o.data ?? defaultDataDir() } : { backend }),
+    ...(backend === undefined
+      ? { data: o.data ?? defaultDataDir() }
+      : { backend, ...(o.data === undefined ? {} : { data: o.data }) }),
+    durability,
+    ...(retention === undefined ? {} : { retention }),
     ...(config.pool === undefined ? {} : { pool: config.pool }),
     ...(config.preload === undefined ? {} : { preload: config.preload }),
     ...(policy === undefined ? {} : { policy }),

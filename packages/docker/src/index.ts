@@ -37,7 +37,15 @@ import {
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
-import { assemble, commonOpenOptions, Registry, type Backend, type RegistryOptions } from '@lessl/level';
+import {
+  assemble,
+  commonOpenOptions,
+  openRegistry,
+  Registry,
+  type Backend,
+  type Durability,
+  type RegistryOptions,
+} from '@lessl/level';
 import { DEFAULT_CALL_TIMEOUT_MS, endpointOf, guardCalls, LOCAL_HOST, type Engine } from './engine.js';
 import { fromDocker } from './errors.js';
 import { containerBase, DockerExecutorOptionsC, type FaultHook } from './executor.js';
@@ -138,6 +146,8 @@ export interface DockerBackendOptions {
   readonly callTimeoutMs?: number;
   /** Output kept per task run (default 1 MiB; a spec's `limits.outputBytes` wins). */
   readonly outputBytes?: number;
+  /** How durable registry writes are when the backend opens the registry (default `process`; see `Durability`). */
+  readonly durability?: Durability;
   /**
    * Resolves `spec.credentials` when a task starts: `env` goes into the container's (or exec's)
    * environment, `files` are written into the container before the process starts. Without
@@ -285,7 +295,7 @@ export const openDockerBackend =
       );
     }
     try {
-      registry ??= await Registry.open((opts.registry as RegistryOptions | undefined) ?? { memory: true });
+      registry ??= await openRegistry(opts.registry as RegistryOptions | undefined, opts.durability);
     } catch (err) {
       return E.left(runtimeError('', 'could not open the registry', err));
     }

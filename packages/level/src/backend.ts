@@ -28,7 +28,7 @@ import {
 } from '@lessl/core';
 import { GenericComposer } from './composer.js';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
-import { Registry, type StringLevel } from './registry.js';
+import { Registry, type Durability, type RegistryOptions, type StringLevel } from './registry.js';
 import { makeRun } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
 import { KindStore, storeKey, type Wiring } from './stores.js';
@@ -110,7 +110,20 @@ export const commonOpenOptions = {
   credentials: fnC<CredentialResolver>('CredentialResolver'),
   outputBytes: PositiveInt,
   logger: LoggerC,
+  durability: t.keyof({ process: null, disk: null }),
 };
+
+/**
+ * The registry a backend runs on: `given` when it is an open `Registry` (its own durability
+ * holds), else one opened from `given` (default: in memory) with `durability` (default `process`).
+ */
+export const openRegistry = async (
+  given: Registry | RegistryOptions | undefined,
+  durability: Durability | undefined,
+): Promise<Registry> =>
+  given instanceof Registry
+    ? given
+    : Registry.open({ ...(given ?? { memory: true }), ...(durability === undefined ? {} : { durability }) });
 
 /** Validates store configs: kinds, names, policies, no duplicates. */
 export const validateStores = (stores: readonly StoreConfig[]): E.Either<InvalidEntry, ReadonlyMap<string, StoreConfig>> => {

@@ -66,6 +66,16 @@ export class EventHub implements EventSource {
     if (seq > this.published) this.published = seq;
   }
 
+  private floor = 0;
+  /** The last seq compacted out of the log (0: none): a replay must start after it. */
+  compactedSeq(): number {
+    return this.floor;
+  }
+  /** @internal The registry compacted the log up to `seq` (retention). */
+  compacted(seq: number): void {
+    if (seq > this.floor) this.floor = seq;
+  }
+
   /** Counts a handler error and passes it to `onHandlerError`; nothing gets out. */
   private report(err: unknown, e: LesslEvent): void {
     this.handlerErrors++;
@@ -136,6 +146,14 @@ export class EventHub implements EventSource {
     return () => this.emitter.off('event', wrapped);
   }
 }
+
+/** A replay from `since` asked for events that retention removed (up to `floor`). */
+const compactedError = (since: number, floor: number): InvalidEntry =>
+  invalidEntry(
+    `since ${since} is older than the retained event log: events up to seq ${floor} were compacted; stream from since >= ${floor}`,
+    '',
+    ['since'],
+  );
 
 const optionsError = (why: string) => invalidEntry(`invalid stream options: ${why}`, '', ['options']);
 
@@ -241,6 +259,13 @@ class HubStream implements EventStream {
     this.notify();
   }
 
+  /** True (and the stream fails) when the next event to replay was removed by retention. */
+  private compactedAway(): boolean {
+    if (this.nextSeq > this.hub.compactedSeq()) return false;
+    this.failure = new LesslError(compactedError(this.nextSeq - 1, this.hub.compactedSeq()));
+    return true;
+  }
+
   /** Replays from the log until caught up, respecting the queue bound. */
   private async replay(): Promise<void> {
     while (!this.closed && !this.live) {
@@ -249,8 +274,10 @@ class HubStream implements EventStream {
         this.live = true;
         return;
       }
+      if (this.compactedAway()) return;
       const room = Math.max(1, this.hwm - this.queue.length);
       const page = await this.readLog(this.nextSeq, to, Math.min(room, 4096));
+      if (this.compactedAway()) return;
       if (page.length === 0) {
         this.failure = new LesslError(runtimeError('', `event log has no events from seq ${this.nextSeq}`));
         return;

@@ -8,14 +8,14 @@
  *
  * Key layout (utf8 keys, JSON values):
  *   e!<id>   element record        x!<executor>  composition record
- *   m!instance  registry instance ID
+ *   m!instance  registry instance ID   m!compacted  last seq removed from the log by retention
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
  */
 import { randomUUID } from 'node:crypto';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
-import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
+import type { AbstractBatchOperation, AbstractBatchOptions, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
 import {
   ElementJsonC,
@@ -100,12 +100,20 @@ export interface Change {
   readonly events?: readonly EventDraft[];
 }
 
-/** How to open a registry. */
-export type RegistryOptions =
+/**
+ * When an acknowledged write is safe: `process` (written to the OS: it survives a crash of the
+ * process, not a power cut) or `disk` (each group-committed batch is fsynced before its calls
+ * resolve: it survives a power cut too).
+ */
+export type Durability = 'process' | 'disk';
+
+/** How to open a registry: where, and how durable its writes are (default `process`). */
+export type RegistryOptions = (
   | { readonly location: string }
   | { readonly memory: true }
   | { readonly db: StringLevel }
-  | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined };
+  | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined }
+) & { readonly durability?: Durability };
 
 const lowerBound = (a: readonly string[], k: string): number => {
   let lo = 0;
@@ -121,6 +129,13 @@ const seqKey = (n: number): string => `l!${String(n).padStart(16, '0')}`;
 const outPrefix = (task: string, run?: number): string =>
   run === undefined ? `o!${task}!` : `o!${task}!${String(run).padStart(8, '0')}!`;
 const outKey = (o: OutputRecord): string => `${outPrefix(o.task, o.run)}${String(o.offset).padStart(12, '0')}`;
+
+/**
+ * The batch options of a durability: classic-level's `sync` (fsync before the batch answers);
+ * other levels ignore it (a memory-level has no disk).
+ */
+export const batchOptions = (d: Durability): AbstractBatchOptions<string, string> =>
+  ({ sync: d === 'disk' }) as AbstractBatchOptions<string, string>;
 
 /** A write operation on the database, its value serialised already. */
 type Op = AbstractBatchOperation<StringLevel, string, string>;
@@ -279,7 +294,10 @@ export class Registry {
   /** The event hub of this registry. */
   readonly events: EventHub;
 
-  private constructor(private readonly db: StringLevel) {
+  private constructor(
+    private readonly db: StringLevel,
+    private readonly durability: Durability,
+  ) {
     this.events = new EventHub((from, to, limit) => this.readEvents(from, to, limit), 0);
   }
 
@@ -297,7 +315,7 @@ export class Registry {
           ? (new Level<string, string>(opts.location, { valueEncoding: 'utf8' }) as unknown as StringLevel)
           : (new MemoryLevel<string, string>({ valueEncoding: 'utf8' }) as unknown as StringLevel);
     await db.open();
-    const r = new Registry(db);
+    const r = new Registry(db, opts.durability ?? 'process');
     await r.load();
     return r;
   }
@@ -321,6 +339,10 @@ export class Registry {
   private async loadIndex(): Promise<void> {
     // The last seq is the last log key: no separate counter to write with every batch.
     for await (const k of this.db.keys({ gte: 'l!', lt: 'l"', reverse: true, limit: 1 })) this.seq = Number(k.slice(2));
+    // after a compaction that removed every event, the seq goes on from the last one removed
+    const compacted = Number((await this.db.get('m!compacted')) ?? 0);
+    this.events.compacted(compacted);
+    if (compacted > this.seq) this.seq = compacted;
     for await (const [k, v] of this.db.iterator({ gte: 'e!', lt: 'e"' })) {
       const d = ElementJsonC.decode(JSON.parse(v));
       if (E.isLeft(d)) throw new Error(`registry: corrupt element record ${k}`);
@@ -418,6 +440,39 @@ export class Registry {
     await this.db.clear({ gte: prefix, lt: beforeRun === undefined ? `${prefix}~` : outPrefix(task, beforeRun) });
   }
 
+  /**
+   * Retention of the event log: removes the events older than `before` (by their `time`), oldest
+   * first, never the newest event; answers how many. Replays from a seq that was removed answer
+   * `InvalidEntry` naming `since` (see `EventHub.compactedSeq`); live delivery is not affected.
+   */
+  async compactEvents(before: Date): Promise<number> {
+    const cutoff = before.toISOString();
+    let removed = 0;
+    for (;;) {
+      const last = this.seq;
+      const keys = await this.oldEventKeys(cutoff, last, 1000);
+      if (keys.length === 0 || this.closed) return removed;
+      const upTo = Number((keys.at(-1) as string).slice(2));
+      const ops: Op[] = keys.map((key) => ({ type: 'del', key }));
+      ops.push({ type: 'put', key: 'm!compacted', value: String(upTo) });
+      this.events.compacted(upTo); // first: a replay running now must not read past the hole
+      await this.db.batch(ops, batchOptions(this.durability));
+      removed += keys.length;
+    }
+  }
+
+  /** Keys of the oldest events (at most `limit`, before seq `below`) whose time is before `cutoff`. */
+  private async oldEventKeys(cutoff: string, below: number, limit: number): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const [k, v] of this.db.iterator({ gte: 'l!', lt: seqKey(below), limit })) {
+      // the JSON starts with {"seq":N,"time":"<ISO>" (see `writeGroup`)
+      const time = (JSON.parse(v) as { time?: unknown }).time;
+      if (typeof time !== 'string' || time >= cutoff) break;
+      keys.push(k);
+    }
+    return keys;
+  }
+
   // ---- writes ---------------------------------------------------------
 
   /**
@@ -503,7 +558,7 @@ export class Registry {
         stamped.push(evs);
       }
       this.flushHook?.('batch');
-      await this.db.batch(ops);
+      await this.db.batch(ops, batchOptions(this.durability));
     } catch (err) {
       const e = new RegistryWriteError(`could not write the batch: ${describeErr(err)}`, 'batch', err);
       for (const p of group) fail(p, e);

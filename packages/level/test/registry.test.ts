@@ -196,3 +196,28 @@ describe('crash recovery', () => {
     await b.right.close();
   });
 });
+
+describe('event log retention', () => {
+  test('compactEvents removes events older than the cutoff (never the newest); a reopen goes on from the last seq', async () => {
+    const location = dir();
+    const a = await Registry.open({ location });
+    const ev = (i: number) => ({ type: 'created' as const, id: `task://local/t${i}`, revision: 1, detail: {} });
+    for (let i = 0; i < 5; i++) await a.commit({ events: [ev(i)] });
+    expect(await a.compactEvents(new Date(0))).toBe(0); // nothing that old
+    expect(await a.compactEvents(new Date(Date.now() + 60_000))).toBe(4);
+    expect((await a.readEvents(0, 5, 10)).map((e) => e.seq)).toEqual([5]);
+    expect(a.events.compactedSeq()).toBe(4);
+    await a.close();
+    const b = await Registry.open({ location });
+    expect(b.lastSeq()).toBe(5);
+    expect(b.events.compactedSeq()).toBe(4);
+    const [e] = await b.commit({ events: [ev(9)] });
+    expect(e?.seq).toBe(6);
+    expect(await b.compactEvents(new Date(Date.now() + 60_000))).toBe(1);
+    await b.close();
+    // a reopen after the second compaction still goes on from the last seq
+    const c = await Registry.open({ location });
+    expect(c.lastSeq()).toBe(6);
+    await c.close();
+  });
+});

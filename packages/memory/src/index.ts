@@ -29,6 +29,8 @@ import {
 import {
   assemble,
   commonOpenOptions,
+  openRegistry,
+  type Durability,
   Registry,
   type Backend,
   type CommitPlan,
@@ -71,6 +73,8 @@ export interface MemoryBackendOptions {
   readonly run?: FakeProcess;
   /** Output kept per task run (default 1 MiB). */
   readonly outputBytes?: number;
+  /** How durable registry writes are when the backend opens the registry (default `process`; see `Durability`). */
+  readonly durability?: Durability;
   /**
    * Resolves `spec.credentials` when a task starts: its `env` is added to the fake process's
    * environment, its `files` are readable through `io.files` (and `cat` in the tiny shell).
@@ -266,7 +270,7 @@ export const openMemoryBackend =
     const opts: MemoryBackendOptions = decoded.right;
     let registry: Registry;
     try {
-      registry = opts.registry instanceof Registry ? opts.registry : await Registry.open(opts.registry ?? { memory: true });
+      registry = await openRegistry(opts.registry, opts.durability);
     } catch (err) {
       return E.left(runtimeError('', 'could not open the registry', err));
     }

@@ -12,6 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
+import { batchOptions, type Durability } from '@lessl/level';
 import type { FullLimits, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
 
@@ -99,6 +100,10 @@ export interface DbChange {
   readonly dequeue?: readonly JobRecord[];
   readonly tasks?: readonly TaskRecord[];
   readonly idempotency?: readonly { readonly key: string; readonly job: string }[];
+  /** Records removed by retention (task IDs, job IDs, idempotency keys). */
+  readonly delTasks?: readonly string[];
+  readonly delJobs?: readonly string[];
+  readonly delIdempotency?: readonly string[];
 }
 
 const seqKey = (n: number): string => `q!${String(n).padStart(16, '0')}`;
@@ -116,12 +121,15 @@ export class ServiceDb {
   private eventKey: string | undefined;
   private chain: Promise<unknown> = Promise.resolve();
 
-  private constructor(private readonly db: StringDb) {}
+  private constructor(
+    private readonly db: StringDb,
+    private readonly durability: Durability,
+  ) {}
 
-  /** Loads the records from `db` (opened here if it is not open). */
-  static async open(db: StringDb): Promise<ServiceDb> {
+  /** Loads the records from `db` (opened here if it is not open); `disk` fsyncs every change before it resolves. */
+  static async open(db: StringDb, durability: Durability = 'process'): Promise<ServiceDb> {
     await db.open();
-    const s = new ServiceDb(db);
+    const s = new ServiceDb(db, durability);
     for await (const [k, v] of db.iterator({ gte: '', lt: '~' })) {
       const j = JSON.parse(v) as unknown;
       const p = k.slice(0, 2);
@@ -202,8 +210,11 @@ export class ServiceDb {
     for (const j of c.dequeue ?? []) ops.push({ type: 'del', key: seqKey(j.seq) });
     for (const t of c.tasks ?? []) put(`k!${t.id}`, t);
     for (const i of c.idempotency ?? []) put(`i!${i.key}`, i.job);
+    for (const id of c.delTasks ?? []) ops.push({ type: 'del', key: `k!${id}` });
+    for (const id of c.delJobs ?? []) ops.push({ type: 'del', key: `j!${id}` });
+    for (const k of c.delIdempotency ?? []) ops.push({ type: 'del', key: `i!${k}` });
     if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
-    await this.db.batch(ops);
+    await this.db.batch(ops, batchOptions(this.durability));
     for (const u of c.users ?? []) this.users.set(u.name, u);
     for (const t of c.tokens ?? []) this.tokens.set(t.hash, t.user);
     for (const h of c.delTokens ?? []) this.tokens.delete(h);
@@ -215,6 +226,9 @@ export class ServiceDb {
     }
     for (const t of c.tasks ?? []) this.tasks.set(t.id, t);
     for (const i of c.idempotency ?? []) this.idempotency.set(i.key, i.job);
+    for (const id of c.delTasks ?? []) this.tasks.delete(id);
+    for (const id of c.delJobs ?? []) this.jobs.delete(id);
+    for (const k of c.delIdempotency ?? []) this.idempotency.delete(k);
   }
 
   /** The secret event ids are made with (32 random bytes, made and persisted at the first call). */
@@ -223,7 +237,7 @@ export class ServiceDb {
       await this.run(async () => {
         if (this.eventKey !== undefined) return; // a concurrent first call made it
         const key = randomBytes(32).toString('base64');
-        await this.db.batch([{ type: 'put', key: 'm!eventKey', value: JSON.stringify(key) }]);
+        await this.db.batch([{ type: 'put', key: 'm!eventKey', value: JSON.stringify(key) }], batchOptions(this.durability));
         this.eventKey = key;
       });
     return Buffer.from(this.eventKey ?? '', 'base64');

@@ -5,7 +5,16 @@ import { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { conflict, eventToJson, fromUtf8, invalidEntry, notFound, type LesslEvent, type OutputChunk } from '@lessl/core';
+import {
+  conflict,
+  eventToJson,
+  fromUtf8,
+  invalidEntry,
+  LesslError,
+  notFound,
+  type LesslEvent,
+  type OutputChunk,
+} from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import type { EgressGuard } from '@lessl/docker';
 import { refuseBlocked } from './resources.js';
@@ -16,7 +25,7 @@ import type { JobRecord, ServiceDb, TaskRecord, UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
 import type { Metrics } from './metrics.js';
 import { imageId, planTask, type FullLimits, type Policy, type TaskPlan } from './plan.js';
-import { HttpProblem } from './problem.js';
+import { HttpProblem, problemOf } from './problem.js';
 import type { JobQueue } from './queue.js';
 import type { Runner } from './runner.js';
 import { elementsOf, serviceTaskOf, SYSTEM, visibleTo } from './runner.js';
@@ -348,8 +357,9 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
             const id = d.cursors.encode(user.name, e.seq);
             yield `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(user.admin ? { seq: e.seq, ...data } : data)}\n\n`;
           }
-        } catch {
-          // the client went away, or the backend closed
+        } catch (err) {
+          // the client went away, or the backend closed; a replay past retention says why it ends
+          if (err instanceof LesslError) yield `event: error\ndata: ${JSON.stringify(problemOf(err.error, 400, req.url))}\n\n`;
         } finally {
           stream.close();
         }

@@ -72,6 +72,11 @@ export class Runner {
     return this.d.db.updateTask(task, (r) => ({ ...r, ...f(r) }));
   }
 
+  /** True while something runs for `task` (see `serialize`). */
+  busy(task: string): boolean {
+    return this.chains.has(task);
+  }
+
   /** Runs `f` after what runs for `task` already. */
   serialize<A>(task: string, f: () => Promise<A>): Promise<A> {
     const prev = this.chains.get(task) ?? Promise.resolve();

@@ -11,7 +11,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import { invalidEntry, LesslError, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend, Durability } from '@lessl/level';
 import { EgressGuard, openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
@@ -33,6 +33,29 @@ import {
 } from './operate.js';
 import { Runner } from './runner.js';
 import { EventCursors } from './cursors.js';
+import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
+
+/** The retention windows of `o`, checked: each a known key and a non-negative number of seconds. */
+const retentionOf = (o: ServerOptions): Retention => {
+  const r = { ...DEFAULT_RETENTION, ...(o.retention ?? {}) };
+  for (const k of Object.keys(r) as (keyof Retention)[]) {
+    const why = !(k in DEFAULT_RETENTION)
+      ? `unknown retention window ${k} (tasks, jobs, events)`
+      : typeof r[k] !== 'number' || !Number.isFinite(r[k]) || r[k] < 0
+        ? `retention.${k} must be a number of seconds >= 0`
+        : undefined;
+    if (why !== undefined) throw new LesslError(invalidEntry(why, '', ['retention', k]));
+  }
+  return r;
+};
+
+/** The durability of `o` (default `disk`), checked. */
+const durabilityOf = (o: ServerOptions): Durability => {
+  const d = o.durability ?? 'disk';
+  if (d !== 'disk' && d !== 'process')
+    throw new LesslError(invalidEntry('durability must be "disk" or "process"', '', ['durability']));
+  return d;
+};
 
 /** Options of `createServer`. */
 export interface ServerOptions {
@@ -50,7 +73,12 @@ export interface ServerOptions {
   readonly logger?: FastifyServerOptions['logger'];
   /** Largest request body in bytes (default 16 MiB). */
   readonly bodyLimit?: number;
-  /** Milliseconds between TTL reaper passes (default 30,000). */
+  /**
+   * How long what is over is kept, in seconds: deleted and expired task records, ended jobs,
+   * events (merged over `DEFAULT_RETENTION`); each reaper pass removes what is past its window.
+   */
+  readonly retention?: Partial<Retention>;
+  /** Milliseconds between TTL reaper (and retention) passes (default 30,000). */
   readonly reapIntervalMs?: number;
   /** How commands run (default `['/bin/sh', '-c']`). */
   readonly shell?: readonly string[];
@@ -61,6 +89,12 @@ export interface ServerOptions {
    * `min` containers ready; `PUT /v1/pool` changes it at run time. Checked: a bad one fails the start.
    */
   readonly pool?: PoolConfig;
+  /**
+   * How durable acknowledged writes are (the service's records and the registry it opens):
+   * `disk` (default: fsynced, they survive a power cut) or `process` (they survive a crash of
+   * the process only). A given `backend` keeps the durability it was opened with.
+   */
+  readonly durability?: Durability;
   /** Images made present at start: created from their source when missing (public unless `owner`), fetched again when their content is gone. */
   readonly preload?: readonly PreloadImage[];
 }
@@ -80,6 +114,8 @@ export interface LesslServer {
   listen(opts?: { host?: string; port?: number }): Promise<string>;
   /** Runs one reaper pass now. */
   reap(): Promise<number>;
+  /** Runs one retention pass now (`retention`): answers what it removed. */
+  prune(): Promise<PruneResult>;
   /** Stops the reaper and the queue (running tasks keep running; the next start resumes their jobs), closes the server and what it opened. */
   close(): Promise<void>;
 }
@@ -89,6 +125,7 @@ const openStorage = async (
   o: ServerOptions,
   policy: Policy,
   logger: Logger | undefined,
+  durability: Durability,
 ): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
   const closers: (() => Promise<void>)[] = [];
   let root: Level<string, string> | MemoryLevel<string, string>;
@@ -105,6 +142,7 @@ const openStorage = async (
     openDockerBackend({
       ...(o.docker ?? {}),
       registry: { db: reg },
+      durability,
       authorize: ownerAuthorizer,
       egress: { allowNetworks: policy.allowNetworks },
       // the backend reports through the server's own (pino) logger, unless the caller gave it one
@@ -163,12 +201,15 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
   const egress = EgressGuard.of(policy.allowNetworks);
   if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
+  const retention = retentionOf(o);
+  const durability = durabilityOf(o);
   const { backend, svc, closers } = await openStorage(
     o,
     policy,
     o.logger === undefined || o.logger === false ? undefined : app.log,
+    durability,
   );
-  const db = await ServiceDb.open(svc);
+  const db = await ServiceDb.open(svc, durability);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
 
   // phase 2: the runner, the queue, the reaper
@@ -208,7 +249,18 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       metrics.reaped.inc(due.length);
       return due.length;
     })().finally(() => (reaping = undefined)));
-  const reaper = setInterval(() => void reap().catch(() => undefined), o.reapIntervalMs ?? 30_000);
+  let pruning: Promise<PruneResult> | undefined;
+  const pruneNow = (): Promise<PruneResult> =>
+    (pruning ??= prune(db, backend, retention, (t) => runner.busy(t) || runner.hasElements(t)).finally(
+      () => (pruning = undefined),
+    ));
+  const reaper = setInterval(
+    () =>
+      void reap()
+        .then(pruneNow)
+        .catch(() => undefined),
+    o.reapIntervalMs ?? 30_000,
+  );
   reaper.unref();
 
   // phase 3: HTTP
@@ -266,12 +318,14 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     initialAdminToken,
     listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
     reap,
+    prune: pruneNow,
     close: () =>
       (closing ??= (async () => {
         clearInterval(reaper);
         await queue.stop();
         await app.close();
         await reaping?.catch(() => undefined);
+        await pruning?.catch(() => undefined);
         await db.close().catch(() => undefined);
         for (const c of closers) await c().catch(() => undefined);
       })()),

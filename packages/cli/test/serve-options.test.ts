@@ -1,0 +1,52 @@
+/**
+ * `lessl serve` durability and retention settings, and `--memory --data` on disk (real
+ * processes on loopback).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { expect, test } from 'vitest';
+import { ADMIN_TOKEN, BIN, lessl } from './harness.js';
+
+type Json = Record<string, string>;
+
+/** Starts `lessl --json serve ...args`; answers its ready line and a stop that answers the exit code. */
+const serve = async (args: readonly string[]): Promise<{ ready: Json; stop: () => Promise<number | null> }> => {
+  const child = spawn(process.execPath, [BIN, '--json', 'serve', '--port', '0', ...args], {
+    env: { ...process.env, LESSL_ADMIN_TOKEN: ADMIN_TOKEN },
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const ready = await new Promise<Json>((resolve) =>
+    createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as Json)),
+  );
+  return { ready, stop: () => (child.kill('SIGTERM'), exited) };
+};
+
+test('--durability and the retention windows are checked: a bad value stops the start naming it', async () => {
+  const bad = await lessl(['serve', '--memory', '--port', '0', '--durability', 'fsync']);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr).toMatch(/durability/);
+  const negative = await lessl(['serve', '--memory', '--port', '0', '--retain-events', '-1']);
+  expect(negative.code).not.toBe(0);
+  expect(negative.stderr).toMatch(/--retain-events/);
+  const cfg = join(mkdtempSync(join(tmpdir(), 'lessl-cfg-')), 'c.json');
+  writeFileSync(cfg, JSON.stringify({ retention: { tasks: 'a day' } }));
+  const fromFile = await lessl(['serve', '--memory', '--port', '0', '--config', cfg]);
+  expect(fromFile.code).not.toBe(0);
+  expect(fromFile.stderr).toMatch(/retention\.tasks must be a number of seconds/);
+});
+
+test('--memory --data keeps the records and the registry on disk: a restart has the same registry and users', async () => {
+  const data = mkdtempSync(join(tmpdir(), 'lessl-serve-'));
+  const args = ['--memory', '--data', data, '--retain-tasks', '60', '--durability', 'disk'];
+  const a = await serve(args);
+  const tok = (await lessl(['users', 'add', 'zed'], { url: a.ready.url, token: ADMIN_TOKEN })).stdout.trim();
+  expect(tok).toMatch(/^lsl_/);
+  expect(await a.stop()).toBe(0);
+  const b = await serve(args);
+  expect(b.ready.registry).toBe(a.ready.registry);
+  expect((await lessl(['--json', 'users', 'ls'], { url: b.ready.url, token: ADMIN_TOKEN })).stdout).toMatch(/"zed"/);
+  expect(await b.stop()).toBe(0);
+});
