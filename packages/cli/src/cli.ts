@@ -94,7 +94,7 @@ export const program = (s: Streams = {}): Command => {
     .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
     .action(
       act(async (_c, io, o: ServeOptions) => {
-        const { serve } = await import('./serve.js'); // the service's dependencies load only here
+        const { serve, untilSignal } = await import('./serve.js'); // the service's dependencies load only here
         const s2 = await serve(o);
         if (io.json)
           io.out.write(
@@ -105,19 +105,23 @@ export const program = (s: Streams = {}): Command => {
           if (s2.server.initialAdminToken !== undefined)
             io.err.write(`lessl: admin token (shown once, keep it): ${s2.server.initialAdminToken}\n`);
         }
-        await new Promise<void>((resolve) => {
-          const stop = (): void => void s2.close().finally(resolve);
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
-        });
-        return 0;
+        return untilSignal(s2, io.err);
       }),
     );
 
   p.command('run')
     .description("submit a task spec (a file, or - for stdin) and stream its output; exits with the task's exit code")
     .argument('<spec>', 'seed-001 task spec JSON (one object, or an array: a batch), or - for stdin')
-    .action(act(async (c, io, spec: string) => cmd.run(c, io, await readSpec(spec, io.stdin))));
+    .option(
+      '--detach-after <seconds>',
+      `a daemon: return after this many seconds even when its initial commands still run (default ${cmd.DETACH_MS / 1000})`,
+      int('--detach-after'),
+    )
+    .action(
+      act(async (c, io, spec: string, o: { detachAfter?: number }) =>
+        cmd.run(c, io, await readSpec(spec, io.stdin), o.detachAfter === undefined ? {} : { detachMs: o.detachAfter * 1000 }),
+      ),
+    );
 
   p.command('exec')
     .description('run a command in a running daemon task (its words are joined and run by /bin/sh -c)')

@@ -89,8 +89,22 @@ const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | unde
   }
 };
 
-/** `lessl run SPEC`: submits a spec, shows progress while queued and starting, streams the output live; answers the task's exit status. */
-export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number> => {
+/** How long `lessl run` follows a daemon's initial commands before it returns with the task still running (`--detach-after`). */
+export const DETACH_MS = 10_000;
+
+/** Options of `lessl run`. */
+export interface RunOptions {
+  /** A daemon: return after this many ms even when its initial commands still run (default `DETACH_MS`). */
+  readonly detachMs?: number;
+}
+
+/**
+ * `lessl run SPEC`: submits a spec, shows progress while queued and starting, streams the output
+ * live; answers the task's exit status. A daemon task's output is streamed until its initial
+ * commands end (or `detachMs` passed), then its ID is printed and the task keeps running.
+ */
+export const run = async (c: LesslClient, io: Io, spec: unknown, o: RunOptions = {}): Promise<number> => {
+  // phase 1: submit, and show progress until the first task starts
   const sub = await c.submit(spec);
   if (sub.kind !== 'job') return finishSubmitted(io, sub);
   const spin = spinner(io, `submitted (job ${sub.job.id})`);
@@ -99,14 +113,17 @@ export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number
   } finally {
     spin?.stop();
   }
-  if (!io.json) {
-    for (const id of sub.job.tasks) {
-      const t = await c.task(id).catch(() => undefined);
-      for await (const chunk of c.logs(id, { follow: t?.daemon !== true })) io.out.write(chunk);
-    }
+  // phase 2: the output, until the job ends (a daemon's: until its initial commands end, or the detach bound)
+  const until = Date.now() + (o.detachMs ?? DETACH_MS);
+  let detached = false;
+  for (const id of sub.job.tasks) {
+    const t = await c.task(id).catch(() => undefined);
+    if (t?.daemon === true) detached = !(await attach(c, io, id, sub.job.id, until)) || detached;
+    else if (!io.json) for await (const chunk of c.logs(id, { follow: true })) io.out.write(chunk);
   }
-  const j = await c.settle(sub.job.id);
-  checkJob(j);
+  // phase 3: the result
+  const j = detached ? await c.job(sub.job.id) : await c.settle(sub.job.id);
+  if (!detached || j.state !== 'running') checkJob(j);
   const tasks = await Promise.all(j.tasks.map((id) => c.task(id)));
   if (io.json) writeJson(io, Array.isArray(spec) ? { items: tasks, next: null } : tasks[0]);
   else {
@@ -115,6 +132,43 @@ export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number
       if (t.daemon && t.state === 'running') note(io, `daemon task ${t.id} is running: lessl exec ${t.id} -- CMD`);
   }
   return exitStatusOf(tasks);
+};
+
+/**
+ * Streams a daemon task's output while its job runs, until the job settles or `until` (a time);
+ * then prints what arrived and was not printed yet. Answers whether the job settled.
+ */
+const attach = async (c: LesslClient, io: Io, id: string, job: string, until: number): Promise<boolean> => {
+  // phase 1: follow while waiting for the job (the follow of a running daemon never ends by itself)
+  const ac = new AbortController();
+  let written = 0;
+  const follow = (async () => {
+    if (io.json) return;
+    for await (const chunk of c.logs(id, { follow: true, signal: ac.signal })) {
+      io.out.write(chunk);
+      written += chunk.byteLength;
+    }
+  })().catch(() => undefined);
+  const timer = setTimeout(() => ac.abort(), Math.max(0, until - Date.now()));
+  const settled = await c
+    .settle(job, { signal: ac.signal })
+    .then(() => true)
+    .catch(() => false);
+  clearTimeout(timer);
+  ac.abort();
+  await follow;
+  // phase 2: the rest of the output, past what the follow printed
+  if (!io.json) await writeFrom(io, c.logs(id), written);
+  return settled;
+};
+
+/** Writes a stream of chunks to `out`, skipping its first `skip` bytes. */
+const writeFrom = async (io: Io, chunks: AsyncIterable<Uint8Array>, skip: number): Promise<void> => {
+  let left = skip;
+  for await (const chunk of chunks) {
+    if (left < chunk.byteLength) io.out.write(chunk.subarray(left));
+    left = Math.max(0, left - chunk.byteLength);
+  }
 };
 
 const finishSubmitted = (io: Io, sub: Submitted): number => {

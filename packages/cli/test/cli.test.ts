@@ -73,6 +73,26 @@ describe('lessl run', () => {
     ]);
   });
 
+  test('a daemon: prints the output of all its initial commands, then its ID, and returns with the task running', async () => {
+    const r = await h.run(['run', '-'], {
+      input: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo first', 'sleep 1', 'echo after the first poll'] }),
+    });
+    expect(r).toMatchObject({ code: 0, stdout: 'first\nafter the first poll\n' });
+    const id = /daemon task (t_[a-z0-9]+) is running/.exec(r.stderr)?.[1] ?? '';
+    expect(JSON.parse((await h.run(['--json', 'ps', '--state', 'running'])).stdout).map((t: Json) => t.id)).toContain(id);
+    expect((await h.run(['rm', id])).code).toBe(0);
+  });
+
+  test('a daemon whose initial command does not end: returns after --detach-after with what it wrote and its ID', async () => {
+    const r = await h.run(['run', '--detach-after', '1', '-'], {
+      input: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo serving', 'sleep 100000'] }),
+    });
+    expect(r).toMatchObject({ code: 0, stdout: 'serving\n' });
+    const id = /daemon task (t_[a-z0-9]+) is running/.exec(r.stderr)?.[1] ?? '';
+    expect(id).not.toBe('');
+    expect((await h.run(['rm', id])).code).toBe(0);
+  });
+
   test('a bad spec (unknown field) is refused: exit 1, InvalidEntry on stderr; with --json the problem document', async () => {
     const f = specFile('bad.json', { ...seed, bogus: 1 });
     const r = await h.run(['run', f]);
