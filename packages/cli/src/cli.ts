@@ -2,11 +2,17 @@
  * The `lessl` command line (commander): each command is a small function of `commands.ts` over
  * `LesslClient`; failures print the problem (with its lessl tag) and exit non-zero.
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { clientProblem, LesslClient, LesslError, type Problem } from './client.js';
 import * as cmd from './commands.js';
 import { readSpec, type Io } from './commands.js';
 import type { ServeOptions } from './serve.js';
+
+/** This package's version (from its package.json, next to dist/). */
+export const VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
 /** Global options every command takes. */
 interface Globals {
@@ -46,6 +52,7 @@ export const program = (s: Streams = {}): Command => {
   const err = s.err ?? process.stderr;
   const p = new Command('lessl')
     .description('lessl: run seed-001 task specs in containers through the lessl task service')
+    .version(VERSION, '-V, --version', 'print the version of lessl')
     .addOption(new Option('--url <url>', 'the service (default: env LESSL_URL, else http://127.0.0.1:8080)'))
     .addOption(new Option('--token <token>', 'bearer token (default: env LESSL_TOKEN)'))
     .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
@@ -195,10 +202,11 @@ export const program = (s: Streams = {}): Command => {
     .action(act(async (c, io, file: string) => cmd.poolSet(c, io, file)));
 
   p.command('events')
-    .description('follow the events of your elements (Server-Sent Events)')
+    .description('follow the events of your tasks: commands started and ended, tasks removed (Server-Sent Events)')
     .option('--since <seq>', 'replay the events after this seq first', int('--since'))
     .option('--count <n>', 'exit after n events', int('--count'))
-    .action(act(async (c, io, o: { since?: number; count?: number }) => cmd.events(c, io, o)));
+    .option('--all', 'every element event (images, executors, commands: created, joined, bound, ...), one line each: seq type id')
+    .action(act(async (c, io, o: { since?: number; count?: number; all?: boolean }) => cmd.events(c, io, o)));
 
   const users = p.command('users').description('users (admins only)');
   users
