@@ -2,11 +2,17 @@
  * The `lessl` command line (commander): each command is a small function of `commands.ts` over
  * `LesslClient`; failures print the problem (with its lessl tag) and exit non-zero.
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { clientProblem, LesslClient, LesslError, type Problem } from './client.js';
 import * as cmd from './commands.js';
 import { readSpec, type Io } from './commands.js';
 import type { ServeOptions } from './serve.js';
+
+/** This package's version (from its package.json, next to dist/). */
+export const VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
 /** Global options every command takes. */
 interface Globals {
@@ -46,6 +52,7 @@ export const program = (s: Streams = {}): Command => {
   const err = s.err ?? process.stderr;
   const p = new Command('lessl')
     .description('lessl: run seed-001 task specs in containers through the lessl task service')
+    .version(VERSION, '-V, --version', 'print the version of lessl')
     .addOption(new Option('--url <url>', 'the service (default: env LESSL_URL, else http://127.0.0.1:8080)'))
     .addOption(new Option('--token <token>', 'bearer token (default: env LESSL_TOKEN)'))
     .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
@@ -112,7 +119,7 @@ export const program = (s: Streams = {}): Command => {
     .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
     .action(
       act(async (_c, io, o: ServeOptions) => {
-        const { serve } = await import('./serve.js'); // the service's dependencies load only here
+        const { serve, untilSignal } = await import('./serve.js'); // the service's dependencies load only here
         const s2 = await serve(o);
         if (io.json)
           io.out.write(
@@ -123,19 +130,23 @@ export const program = (s: Streams = {}): Command => {
           if (s2.server.initialAdminToken !== undefined)
             io.err.write(`lessl: admin token (shown once, keep it): ${s2.server.initialAdminToken}\n`);
         }
-        await new Promise<void>((resolve) => {
-          const stop = (): void => void s2.close().finally(resolve);
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
-        });
-        return 0;
+        return untilSignal(s2, io.err);
       }),
     );
 
   p.command('run')
     .description("submit a task spec (a file, or - for stdin) and stream its output; exits with the task's exit code")
     .argument('<spec>', 'seed-001 task spec JSON (one object, or an array: a batch), or - for stdin')
-    .action(act(async (c, io, spec: string) => cmd.run(c, io, await readSpec(spec, io.stdin))));
+    .option(
+      '--detach-after <seconds>',
+      `a daemon: return after this many seconds even when its initial commands still run (default ${cmd.DETACH_MS / 1000})`,
+      int('--detach-after'),
+    )
+    .action(
+      act(async (c, io, spec: string, o: { detachAfter?: number }) =>
+        cmd.run(c, io, await readSpec(spec, io.stdin), o.detachAfter === undefined ? {} : { detachMs: o.detachAfter * 1000 }),
+      ),
+    );
 
   p.command('exec')
     .description('run a command in a running daemon task (its words are joined and run by /bin/sh -c)')
@@ -209,10 +220,14 @@ export const program = (s: Streams = {}): Command => {
     .action(act(async (c, io, file: string) => cmd.poolSet(c, io, file)));
 
   p.command('events')
-    .description('follow the events of your elements (Server-Sent Events)')
+    .description('follow the events of your tasks: commands started and ended, tasks removed (Server-Sent Events)')
     .option('--since <id>', 'replay the events after this event id first (0: from the start)')
     .option('--count <n>', 'exit after n events', int('--count'))
-    .action(act(async (c, io, o: { since?: string; count?: number }) => cmd.events(c, io, o)));
+    .option(
+      '--all',
+      'every element event (images, executors, commands: created, joined, bound, ...), one line each: id type element',
+    )
+    .action(act(async (c, io, o: { since?: string; count?: number; all?: boolean }) => cmd.events(c, io, o)));
 
   const users = p.command('users').description('users (admins only)');
   users

@@ -189,10 +189,14 @@ export class LesslClient {
       if (o.signal?.aborted === true) throw e;
       const code = causeCode(e);
       throw new LesslError(
-        clientProblem('Unavailable', `cannot reach the service at ${this.url}${code === undefined ? '' : ` (${code})`}`),
+        clientProblem(
+          'Unavailable',
+          `cannot reach the service at ${this.url}${code === undefined ? '' : ` (${code})`}: is it running? start one with \`lessl serve\`, or point LESSL_URL (--url) at it`,
+        ),
       );
     }
     if (r.status < 400) return r;
+    if (r.status === 401) throw this.unauthenticated(r, method, path);
     const text = await r.text().catch(() => '');
     let doc: unknown;
     try {
@@ -210,6 +214,16 @@ export class LesslClient {
           ),
       r.status,
     );
+  }
+
+  /** A 401: the service took the caller as anonymous; say whether the token was missing or is not valid. */
+  private unauthenticated(r: Response, method: string, path: string): LesslError {
+    void r.body?.cancel();
+    const detail =
+      this.token === undefined
+        ? `no token: set LESSL_TOKEN or pass --token (${method} ${path})`
+        : `the token is invalid: the service knows no user with it; check LESSL_TOKEN or --token (${method} ${path})`;
+    return new LesslError(clientProblem('PermissionDenied', detail, 401, ['token']), 401);
   }
 
   private async json<A>(method: string, path: string, o: RequestOptions = {}): Promise<A> {

@@ -89,8 +89,22 @@ const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | unde
   }
 };
 
-/** `lessl run SPEC`: submits a spec, shows progress while queued and starting, streams the output live; answers the task's exit status. */
-export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number> => {
+/** How long `lessl run` follows a daemon's initial commands before it returns with the task still running (`--detach-after`). */
+export const DETACH_MS = 10_000;
+
+/** Options of `lessl run`. */
+export interface RunOptions {
+  /** A daemon: return after this many ms even when its initial commands still run (default `DETACH_MS`). */
+  readonly detachMs?: number;
+}
+
+/**
+ * `lessl run SPEC`: submits a spec, shows progress while queued and starting, streams the output
+ * live; answers the task's exit status. A daemon task's output is streamed until its initial
+ * commands end (or `detachMs` passed), then its ID is printed and the task keeps running.
+ */
+export const run = async (c: LesslClient, io: Io, spec: unknown, o: RunOptions = {}): Promise<number> => {
+  // phase 1: submit, and show progress until the first task starts
   const sub = await c.submit(spec);
   if (sub.kind !== 'job') return finishSubmitted(io, sub);
   const spin = spinner(io, `submitted (job ${sub.job.id})`);
@@ -99,14 +113,17 @@ export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number
   } finally {
     spin?.stop();
   }
-  if (!io.json) {
-    for (const id of sub.job.tasks) {
-      const t = await c.task(id).catch(() => undefined);
-      for await (const chunk of c.logs(id, { follow: t?.daemon !== true })) io.out.write(chunk);
-    }
+  // phase 2: the output, until the job ends (a daemon's: until its initial commands end, or the detach bound)
+  const until = Date.now() + (o.detachMs ?? DETACH_MS);
+  let detached = false;
+  for (const id of sub.job.tasks) {
+    const t = await c.task(id).catch(() => undefined);
+    if (t?.daemon === true) detached = !(await attach(c, io, id, sub.job.id, until)) || detached;
+    else if (!io.json) for await (const chunk of c.logs(id, { follow: true })) io.out.write(chunk);
   }
-  const j = await c.settle(sub.job.id);
-  checkJob(j);
+  // phase 3: the result
+  const j = detached ? await c.job(sub.job.id) : await c.settle(sub.job.id);
+  if (!detached || j.state !== 'running') checkJob(j);
   const tasks = await Promise.all(j.tasks.map((id) => c.task(id)));
   if (io.json) writeJson(io, Array.isArray(spec) ? { items: tasks, next: null } : tasks[0]);
   else {
@@ -115,6 +132,43 @@ export const run = async (c: LesslClient, io: Io, spec: unknown): Promise<number
       if (t.daemon && t.state === 'running') note(io, `daemon task ${t.id} is running: lessl exec ${t.id} -- CMD`);
   }
   return exitStatusOf(tasks);
+};
+
+/**
+ * Streams a daemon task's output while its job runs, until the job settles or `until` (a time);
+ * then prints what arrived and was not printed yet. Answers whether the job settled.
+ */
+const attach = async (c: LesslClient, io: Io, id: string, job: string, until: number): Promise<boolean> => {
+  // phase 1: follow while waiting for the job (the follow of a running daemon never ends by itself)
+  const ac = new AbortController();
+  let written = 0;
+  const follow = (async () => {
+    if (io.json) return;
+    for await (const chunk of c.logs(id, { follow: true, signal: ac.signal })) {
+      io.out.write(chunk);
+      written += chunk.byteLength;
+    }
+  })().catch(() => undefined);
+  const timer = setTimeout(() => ac.abort(), Math.max(0, until - Date.now()));
+  const settled = await c
+    .settle(job, { signal: ac.signal })
+    .then(() => true)
+    .catch(() => false);
+  clearTimeout(timer);
+  ac.abort();
+  await follow;
+  // phase 2: the rest of the output, past what the follow printed
+  if (!io.json) await writeFrom(io, c.logs(id), written);
+  return settled;
+};
+
+/** Writes a stream of chunks to `out`, skipping its first `skip` bytes. */
+const writeFrom = async (io: Io, chunks: AsyncIterable<Uint8Array>, skip: number): Promise<void> => {
+  let left = skip;
+  for await (const chunk of chunks) {
+    if (left < chunk.byteLength) io.out.write(chunk.subarray(left));
+    left = Math.max(0, left - chunk.byteLength);
+  }
 };
 
 const finishSubmitted = (io: Io, sub: Submitted): number => {
@@ -156,7 +210,32 @@ const pad = (rows: readonly (readonly string[])[]): string => {
   );
 };
 
-/** `lessl ps`: the caller's tasks, newest first. */
+/** A time as how long ago it was (`12s ago`, `5m ago`, `3h ago`, `2d ago`); `-` for none. */
+export const ago = (iso: string | null | undefined, now = Date.now()): string => {
+  const t = iso === null || iso === undefined ? NaN : Date.parse(iso);
+  if (Number.isNaN(t)) return '-';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  const [n, unit] = s < 60 ? [s, 's'] : s < 3600 ? [s / 60, 'm'] : s < 86_400 ? [s / 3600, 'h'] : [s / 86_400, 'd'];
+  return `${Math.floor(n)}${unit} ago`;
+};
+
+/** Bytes for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`. */
+export const bytes = (n: number | null | undefined): string => {
+  if (n === null || n === undefined) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  for (; v >= 1024 && i < units.length - 1; i++) v /= 1024;
+  return i === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+};
+
+/** A cell cut to `max` characters (its end replaced by an ellipsis). */
+const cut = (s: string, max: number): string => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
+
+/** An image ID as a short name (`image://local/busybox` -> `busybox`). */
+const imageName = (id: string): string => id.replace(/^image:\/\/local\//, '');
+
+/** `lessl ps`: the caller's tasks, newest first, in 80 columns (names and images cut, times relative). */
 export const ps = async (c: LesslClient, io: Io, q: { state?: string; name?: string } = {}): Promise<number> => {
   const tasks = await c.allTasks(q);
   if (io.json) writeJson(io, tasks);
@@ -164,7 +243,14 @@ export const ps = async (c: LesslClient, io: Io, q: { state?: string; name?: str
     io.out.write(
       pad([
         ['ID', 'NAME', 'STATE', 'EXIT', 'IMAGE', 'CREATED'],
-        ...tasks.map((t) => [t.id, t.name ?? '-', t.state, t.exitCode === null ? '-' : String(t.exitCode), t.image, t.created]),
+        ...tasks.map((t) => [
+          t.id,
+          cut(t.name ?? '-', 14),
+          t.state,
+          t.exitCode === null ? '-' : String(t.exitCode),
+          cut(imageName(t.image), 14),
+          ago(t.created),
+        ]),
       ]),
     );
   return 0;
@@ -188,20 +274,56 @@ export const rm = async (c: LesslClient, io: Io, ids: readonly string[]): Promis
   return 0;
 };
 
-/** `lessl events [--since ID]`: the caller's events as they happen, one line each; stops after `count` events when given. */
+/** A lessl event as the service sends it (`data` of a `ServiceEvent`). */
+interface EventData {
+  readonly id?: unknown;
+  readonly detail?: { readonly exitCode?: unknown; readonly reason?: unknown };
+}
+
+/**
+ * An element event as a task-level one: a command of a service task started (`bound`) or ended
+ * (`unbound`, with its exit code or how it ended), or a task removed (its executor `deleted`).
+ * Answers `[task, command, what]`, or undefined for the element events behind it.
+ */
+export const taskEvent = (type: string, data: unknown): readonly [string, string, string] | undefined => {
+  const d = data as EventData | null;
+  const id = typeof d?.id === 'string' ? d.id : '';
+  const cmd = /^task:\/\/[^/]+\/(t_[a-z0-9]+)\.(c\d+)$/.exec(id);
+  if (cmd !== null && type === 'bound') return [cmd[1] ?? '', cmd[2] ?? '', 'started'];
+  if (cmd !== null && type === 'unbound') {
+    const { exitCode, reason } = d?.detail ?? {};
+    return [
+      cmd[1] ?? '',
+      cmd[2] ?? '',
+      reason === 'exited' || reason === undefined ? `exited ${String(exitCode)}` : String(reason),
+    ];
+  }
+  const ex = /^executor:\/\/[^/]+\/(t_[a-z0-9]+)$/.exec(id);
+  if (ex !== null && type === 'deleted') return [ex[1] ?? '', '-', 'removed'];
+  return undefined;
+};
+
+/**
+ * `lessl events [--since ID] [--all]`: the caller's task events as they happen, one line each
+ * (`id task command what`, the id opaque and per user); with `all`, every element event (`id type element`). Stops after `count`
+ * events when given.
+ */
 export const events = async (
   c: LesslClient,
   io: Io,
-  o: { since?: string; count?: number; signal?: AbortSignal },
+  o: { since?: string; count?: number; all?: boolean; signal?: AbortSignal },
 ): Promise<number> => {
   let n = 0;
   const ac = new AbortController();
   o.signal?.addEventListener('abort', () => ac.abort(), { once: true });
   if (o.count === 0) return 0;
   for await (const e of c.events({ ...(o.since === undefined ? {} : { since: o.since }), signal: ac.signal })) {
+    const task = taskEvent(e.type, e.data);
+    if (o.all !== true && task === undefined) continue;
     if (io.json) writeJson(io, e);
+    else if (task !== undefined && o.all !== true) io.out.write(`${e.id}\t${task.join('\t')}\n`);
     else {
-      const d = e.data as { id?: unknown } | null;
+      const d = e.data as EventData | null;
       io.out.write(`${e.id}\t${e.type}\t${typeof d?.id === 'string' ? d.id : ''}\n`);
     }
     if (o.count !== undefined && ++n >= o.count) {
@@ -236,7 +358,7 @@ export const imagesLs = async (c: LesslClient, io: Io): Promise<number> => {
     io.out.write(
       pad([
         ['NAME', 'STATE', 'OWNER', 'SIZE', 'LAST USED'],
-        ...list.map((i) => [i.name, i.state, i.owner ?? '(public)', i.size === null ? '' : String(i.size), i.lastUsed ?? '']),
+        ...list.map((i) => [i.name, i.state, i.owner ?? '(public)', bytes(i.size), ago(i.lastUsed)]),
       ]),
     );
   return 0;
@@ -303,7 +425,7 @@ export const imagesPurge = async (
   else {
     for (const id of r.removed) io.out.write(`${r.dryRun ? 'would remove' : 'removed'} ${id}\n`);
     for (const k of r.inUse) note(io, `kept ${k.id}: ${k.why}`);
-    note(io, `${r.dryRun ? 'would free' : 'freed'} ${r.freedBytes} bytes`);
+    note(io, `${r.dryRun ? 'would free' : 'freed'} ${bytes(r.freedBytes)}`);
   }
   return 0;
 };

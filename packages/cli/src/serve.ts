@@ -152,3 +152,40 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
     },
   };
 };
+
+/** How long `lessl serve` lets open requests (followed logs, event streams, `?wait`) finish after SIGTERM/SIGINT before it cuts them. */
+export const DRAIN_MS = 3_000;
+/** The bound on `lessl serve`'s shutdown: past it, it says so and exits with status 1 anyway. */
+export const SHUTDOWN_MS = 10_000;
+
+/**
+ * Waits for SIGTERM or SIGINT, then shuts the service down within `SHUTDOWN_MS`: it stops
+ * listening and claiming jobs, cuts requests still open after `DRAIN_MS`, and closes the backend.
+ * Running tasks keep running in their containers; the next start reconciles them and resumes
+ * their jobs. A second signal exits at once. Answers the exit status.
+ */
+export const untilSignal = async (
+  s: { server: LesslServer; close: () => Promise<void> },
+  err: NodeJS.WritableStream,
+): Promise<number> => {
+  // phase 1: the signal
+  const sig = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  err.write(`lessl: ${sig}: shutting down (at most ${SHUTDOWN_MS / 1000} s; running tasks are reconciled at the next start)\n`);
+  // phase 2: the bounds (timers that do not keep the process alive)
+  const now = (): void => process.exit(1);
+  process.once('SIGINT', now).once('SIGTERM', now);
+  const cut = setTimeout(() => s.server.app.server.closeAllConnections(), DRAIN_MS).unref();
+  const deadline = setTimeout(() => {
+    err.write(`lessl: the shutdown did not finish within ${SHUTDOWN_MS / 1000} s: exiting anyway\n`);
+    process.exit(1);
+  }, SHUTDOWN_MS).unref();
+  // phase 3: the close
+  await s.close();
+  clearTimeout(cut);
+  clearTimeout(deadline);
+  process.off('SIGINT', now).off('SIGTERM', now);
+  return 0;
+};

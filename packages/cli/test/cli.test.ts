@@ -4,7 +4,7 @@
  * routes) answered with a non-zero exit and the problem's lessl tag on stderr.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +36,13 @@ const lines = (s: string): Json[] =>
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as Json);
+
+describe('lessl --version', () => {
+  test('prints the version of @lessl/cli', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(await lessl(['--version'])).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
+  });
+});
 
 describe('lessl run', () => {
   test('runs the seed-001 example from a file: the output on stdout, exit status 0', async () => {
@@ -73,6 +80,26 @@ describe('lessl run', () => {
     ]);
   });
 
+  test('a daemon: prints the output of all its initial commands, then its ID, and returns with the task running', async () => {
+    const r = await h.run(['run', '-'], {
+      input: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo first', 'sleep 1', 'echo after the first poll'] }),
+    });
+    expect(r).toMatchObject({ code: 0, stdout: 'first\nafter the first poll\n' });
+    const id = /daemon task (t_[a-z0-9]+) is running/.exec(r.stderr)?.[1] ?? '';
+    expect(JSON.parse((await h.run(['--json', 'ps', '--state', 'running'])).stdout).map((t: Json) => t.id)).toContain(id);
+    expect((await h.run(['rm', id])).code).toBe(0);
+  });
+
+  test('a daemon whose initial command does not end: returns after --detach-after with what it wrote and its ID', async () => {
+    const r = await h.run(['run', '--detach-after', '1', '-'], {
+      input: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo serving', 'sleep 100000'] }),
+    });
+    expect(r).toMatchObject({ code: 0, stdout: 'serving\n' });
+    const id = /daemon task (t_[a-z0-9]+) is running/.exec(r.stderr)?.[1] ?? '';
+    expect(id).not.toBe('');
+    expect((await h.run(['rm', id])).code).toBe(0);
+  });
+
   test('a bad spec (unknown field) is refused: exit 1, InvalidEntry on stderr; with --json the problem document', async () => {
     const f = specFile('bad.json', { ...seed, bogus: 1 });
     const r = await h.run(['run', f]);
@@ -99,9 +126,13 @@ describe('lessl run', () => {
   test('a bad token: exit 1, PermissionDenied (the 401 problem) on stderr', async () => {
     const r = await h.run(['run', specFile('seed.json', seed)], { token: 'lsl_not-a-token' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^lessl: PermissionDenied: /);
+    expect(r.stderr).toMatch(/^lessl: PermissionDenied: the token is invalid/);
+    expect(r.stderr).not.toContain('anonymous');
     const j = await h.run(['--json', 'ps'], { token: 'lsl_not-a-token' });
     expect(JSON.parse(j.stderr)).toMatchObject({ tag: 'PermissionDenied', status: 401 });
+    const none = await lessl(['ps'], { url: h.url, token: '' });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/^lessl: PermissionDenied: no token: set LESSL_TOKEN or pass --token/);
   });
 
   test('a service that does not answer: exit 1, Unavailable naming the URL', async () => {
@@ -112,11 +143,27 @@ describe('lessl run', () => {
     await new Promise((resolve) => s.close(resolve));
     const r = await lessl(['ps'], { url: `http://127.0.0.1:${port}`, token: 'x' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`lessl: Unavailable: cannot reach the service at http://127.0.0.1:${port} (ECONNREFUSED)\n`);
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^lessl: Unavailable: cannot reach the service at http://127.0.0.1:${port} \\(ECONNREFUSED\\): .*\`lessl serve\``,
+      ),
+    );
   });
 });
 
 describe('ps, logs, rm', () => {
+  test('ps fits 80 columns: long names and images cut, creation times relative; image sizes read as bytes', async () => {
+    await h.run(['run', '-'], {
+      input: JSON.stringify({ image: 'busybox', task_name: 'a-task-name-much-longer-than-any-column', cmd: ['echo x'] }),
+    });
+    const r = await h.run(['ps']);
+    const rows = r.stdout.trimEnd().split('\n');
+    for (const row of rows) expect(row.length).toBeLessThanOrEqual(80);
+    expect(rows[1]).toMatch(/^t_[a-z0-9]+ +a-task-name-m… +exited +0 +busybox +\d+s ago$/);
+    const images = await h.run(['images', 'ls']);
+    expect(images.stdout).toMatch(/\nbusybox +ready +\(public\) +3 B +/);
+  });
+
   test('ps lists only the caller’s tasks; --json is the list of task views; --state filters', async () => {
     const mine = JSON.parse(
       (await h.run(['--json', 'run', '-'], { input: JSON.stringify({ ...seed, task_name: 'listed' }) })).stdout,
@@ -200,7 +247,7 @@ describe('exec', () => {
 describe('events', () => {
   test('--since replays the caller’s events: one line each (event id, type, element id); --json lines carry the lessl event', async () => {
     const t = JSON.parse((await h.run(['--json', 'run', '-'], { input: JSON.stringify(seed) })).stdout) as Json;
-    const r = await h.run(['events', '--since', '0', '--count', '3']);
+    const r = await h.run(['events', '--all', '--since', '0', '--count', '3']);
     expect(r.code).toBe(0);
     const rows = r.stdout.trim().split('\n');
     expect(rows).toHaveLength(3);
@@ -216,6 +263,27 @@ describe('events', () => {
     // --since an event id resumes after it
     const [next] = lines((await h.run(['--json', 'events', '--since', String(ann[0]?.id), '--count', '1'])).stdout);
     expect(next).toEqual(ann[1]);
+  });
+
+  test('by default, task-level events: each command started and ended (with its exit code), the task removed', async () => {
+    const cat = (await h.run(['users', 'add', 'cat'], { user: 'admin' })).stdout.trim(); // a user with no events yet
+    const r = await h.run(['run', '-'], { token: cat, input: JSON.stringify({ image: 'busybox', cmd: ['echo a', 'exit 3'] }) });
+    const id = (JSON.parse((await h.run(['--json', 'ps'], { token: cat })).stdout) as Json[])[0]?.id as string;
+    expect(r.code).toBe(3);
+    await h.run(['rm', id], { token: cat });
+    const ev = await h.run(['events', '--since', '0', '--count', '5'], { token: cat });
+    const mine = ev.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t').slice(1))
+      .filter(([t]) => t === id);
+    expect(mine).toEqual([
+      [id, 'c0', 'started'],
+      [id, 'c0', 'exited 0'],
+      [id, 'c1', 'started'],
+      [id, 'c1', 'exited 3'],
+      [id, '-', 'removed'],
+    ]);
   });
 
   test('follows live events: a task run after it starts shows up', async () => {

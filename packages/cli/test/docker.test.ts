@@ -3,15 +3,18 @@
  * on-disk database) with an image `busybox` made from the host's /bin/busybox; the seed-001
  * example spec runs through the CLI binary, its output streamed and its exit code propagated.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, purge } from '@lessl/docker';
 import { createServer, type LesslServer } from '@lessl/service';
-import { lessl } from './harness.js';
+import { SHUTDOWN_MS } from '../src/serve.js';
+import { BIN, lessl } from './harness.js';
 
 const docker = new Docker();
 const TOKEN = 'lsl_cli-docker-test-admin-token';
@@ -57,4 +60,58 @@ describe('lessl run on Docker', () => {
     });
     expect(left).toEqual([]);
   });
+});
+
+/** Starts the real `lessl serve` binary over `data`; answers it, its URL and its exit (code and stderr). */
+const serveBin = async (data: string) => {
+  const child = spawn(process.execPath, [BIN, '--json', 'serve', '--data', data, '--port', '0', '--busybox'], {
+    env: { ...process.env, LESSL_ADMIN_TOKEN: TOKEN },
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    child.on('close', (code) => resolve({ code, stderr })),
+  );
+  const ready = await new Promise<{ url: string; registry: string }>((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as { url: string; registry: string }));
+    void exited.then((e) => reject(new Error(`lessl serve exited ${String(e.code)}: ${e.stderr}`)));
+  });
+  return { child, exited, ...ready };
+};
+
+describe('lessl serve on Docker', () => {
+  test('SIGTERM with a daemon task running: the process exits 0 within the bound; the next start reconciles the task', async () => {
+    const data = join(dir, 'serve-data');
+    const first = await serveBin(data);
+    let instance = first.registry;
+    try {
+      const spec = JSON.stringify({ version: 1.0, daemon: true, image: 'busybox', ttl: 600, cmd: ['echo up'] });
+      const r = await lessl(['--json', 'run', '-'], { url: first.url, token: TOKEN, input: spec });
+      const t = JSON.parse(r.stdout) as { id: string; state: string };
+      expect(t.state).toBe('running');
+
+      // SIGTERM: it must exit by itself (no process.exit in this test), within the documented bound
+      first.child.kill('SIGTERM');
+      const bound = new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), SHUTDOWN_MS + 5_000));
+      const end = await Promise.race([first.exited, bound]);
+      if (end === 'still running') first.child.kill('SIGKILL');
+      expect(end).toMatchObject({ code: 0 });
+      expect(end === 'still running' ? '' : end.stderr).not.toContain('did not finish');
+
+      // the next start over the same data finds the daemon again: still running, and it takes more commands
+      const second = await serveBin(data);
+      instance = second.registry;
+      try {
+        const again = await lessl(['exec', t.id, '--', 'echo', 'again'], { url: second.url, token: TOKEN });
+        expect(again).toMatchObject({ code: 0, stdout: 'again\n' });
+        expect((await lessl(['rm', t.id], { url: second.url, token: TOKEN })).code).toBe(0);
+      } finally {
+        second.child.kill('SIGTERM');
+        await second.exited;
+      }
+    } finally {
+      first.child.kill('SIGKILL');
+      await purge(docker, instance);
+    }
+  }, 60_000);
 });

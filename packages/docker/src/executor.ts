@@ -166,6 +166,10 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
   const d = engine.docker;
   /** Followers still reading a stream; closed when the backend closes. */
   const followers = new Set<Readable>();
+  /** Aborts the waits on main containers when the backend closes (the next open finds their ends). */
+  const closing = new AbortController();
+  const waitEnd = (c: Docker.Container): Promise<{ StatusCode: number }> =>
+    c.wait({ abortSignal: closing.signal }) as Promise<{ StatusCode: number }>;
   /**
    * Executors made in this process that have only run in warm containers (which carry no
    * `lessl.id` label): deleting one need not list labelled containers, a round trip on the warm
@@ -268,13 +272,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     let exitCode: number | null = null;
     let reason: EndReason = 'exited';
     try {
-      const w = (await c.wait()) as { StatusCode: number };
-      exitCode = w.StatusCode;
+      exitCode = (await waitEnd(c)).StatusCode;
       const info = await c.inspect();
       if (info.State.OOMKilled) reason = 'oom';
     } catch (err) {
       if (statusOf(err) === 404) reason = 'lost';
-      else if (isConnectionError(err)) return; // the engine went away: the next open finds the end
+      else if (isConnectionError(err) || closing.signal.aborted) return; // the engine went away or the backend closed: the next open finds the end
     }
     if (reason === 'exited' && demux.notFound(exitCode)) reason = 'not-found';
     await endMain(sink, c, exitCode, reason);
@@ -289,8 +292,9 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     let info: Docker.ContainerInspectInfo;
     try {
       for (;;) {
-        if (log === undefined) await c.wait();
+        if (log === undefined) await waitEnd(c);
         else await drain(await logStream(c, true, log.since()), log.demux);
+        if (closing.signal.aborted) return; // the next open follows it again
         info = await c.inspect();
         if (!info.State.Running && !info.State.Restarting) break;
         if (info.State.Restarting) await new Promise((r) => setTimeout(r, 100));
@@ -298,7 +302,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       if (log !== undefined) await drain(await logStream(c, false, log.since()), log.demux);
     } catch (err) {
       if (statusOf(err) === 404) return endMain(sink, c, null, 'lost');
-      if (isConnectionError(err)) return; // the engine went away: the next open finds the end
+      if (isConnectionError(err) || closing.signal.aborted) return; // the engine went away or the backend closed: the next open finds the end
       throw err;
     }
     await endMain(sink, c, info.State.ExitCode ?? null, info.State.OOMKilled ? 'oom' : 'exited');
@@ -664,6 +668,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       for (const c of cs) await removeContainer(c.Id);
     },
     async close() {
+      closing.abort();
       for (const s of followers) s.destroy();
       followers.clear();
     },
