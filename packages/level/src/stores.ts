@@ -10,6 +10,10 @@ import {
   describeId,
   describeCause,
   decodeTaskSpec,
+  decodeCallContext,
+  decodeOptions,
+  CreateRequestProps,
+  UpdateOptionsProps,
   hashing,
   invalidEntry,
   invalidLocation,
@@ -126,19 +130,14 @@ const policyAllows = (s: StoreConfig, op: Operation): boolean => {
   return op !== 'update' && op !== 'delete'; // create-only
 };
 
-const REQUEST_FIELDS = ['id', 'parent', 'data', 'checksum', 'ro', 'rw', 'spec', 'options'] as const;
-
-/** The fields of a create request, each read once; a request that is not an object or cannot be read is InvalidEntry. */
+/** The fields of a create request, each read once; unknown fields, or a request that is not an object or cannot be read, are InvalidEntry. */
 const readRequest = (req: unknown): E.Either<InvalidEntry, CreateRequest> => {
   if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
-  const copy: Record<string, unknown> = {};
-  try {
-    for (const k of REQUEST_FIELDS) copy[k] = (req as Record<string, unknown>)[k];
-  } catch {
-    return E.left(invalidEntry('the create request could not be read (a getter or Proxy trap threw)', '', ['request']));
-  }
-  return E.right(copy as unknown as CreateRequest);
+  return decodeOptions(CreateRequestProps, req, 'create request', { prefix: '' }) as E.Either<InvalidEntry, CreateRequest>;
 };
+
+/** The call context, decoded exactly (see `decodeCallContext`). */
+export const readContext = (id: string, ctx: unknown): E.Either<InvalidEntry, CallContext> => decodeCallContext(id, ctx);
 
 /** Create options from a caller: a record of JSON data (see `jsonData`), copied. */
 const readCreateOptions = (id: string, o: unknown): E.Either<InvalidEntry, Readonly<Record<string, unknown>>> => {
@@ -161,7 +160,7 @@ export class KindStore implements ElementStore {
     return this.kind === 'executor' ? undefined : this.w.drivers[this.kind];
   }
 
-  create(request: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
+  create(request: CreateRequest, rawCtx?: CallContext): TaskEither<CreateError, Element> {
     const read = readRequest(request);
     return guard<CreateError, Element>(E.isRight(read) ? describeId(read.right.id) : '', async () => {
       // input shape
@@ -170,6 +169,9 @@ export class KindStore implements ElementStore {
       const parsed = toId(req.id);
       if (E.isLeft(parsed)) return parsed;
       const key = parsed.right.key;
+      const context = readContext(key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const md = validateCreateMetadata(key, req.ro, req.rw);
       if (E.isLeft(md)) return md;
       const checksum = req.checksum === undefined ? undefined : parseChecksum(key, req.checksum);
@@ -314,12 +316,15 @@ export class KindStore implements ElementStore {
     });
   }
 
-  read(rawId: IdLike, filter?: ReadFilter, ctx?: CallContext): TaskEither<ReadError, Element> {
+  read(rawId: IdLike, filter?: ReadFilter, rawCtx?: CallContext): TaskEither<ReadError, Element> {
     return guard<ReadError, Element>(describeId(rawId), async () => {
       const p = toId(rawId);
       if (E.isLeft(p)) return p;
       const f = validateReadFilter(p.right.key, filter);
       if (E.isLeft(f)) return f;
+      const context = readContext(p.right.key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const r = route(this.w, this.kind, p.right);
       if (E.isLeft(r)) return r;
       const { id } = r.right;
@@ -331,7 +336,7 @@ export class KindStore implements ElementStore {
     });
   }
 
-  update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, ctx?: CallContext): TaskEither<UpdateError, Element> {
+  update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, rawCtx?: CallContext): TaskEither<UpdateError, Element> {
     return guard<UpdateError, Element>(describeId(rawId), async () => {
       const parsed = toId(rawId);
       if (E.isLeft(parsed)) return parsed;
@@ -339,11 +344,12 @@ export class KindStore implements ElementStore {
       // the patch's shape now; its keys against the element's ro once the element is known
       const shape = validatePatch(key, patch, {});
       if (E.isLeft(shape)) return shape;
-      if (opts !== undefined && (typeof opts !== 'object' || opts === null))
-        return E.left(invalidEntry('update options must be an object', key, ['options']));
-      const ifRev: unknown = opts?.ifRevision;
-      if (ifRev !== undefined && (!Number.isSafeInteger(ifRev) || (ifRev as number) < 0))
-        return E.left(invalidEntry('ifRevision must be a non-negative integer', key, ['ifRevision']));
+      const o = decodeOptions(UpdateOptionsProps, opts, 'update options', { id: key });
+      if (E.isLeft(o)) return o;
+      const ifRev = o.right.ifRevision;
+      const context = readContext(key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
@@ -354,7 +360,7 @@ export class KindStore implements ElementStore {
         if (!this.w.authorize(principalOf(ctx), 'update', id.key, el))
           return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
         if (el === undefined) return E.left(notFound(id.key));
-        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev as number, el.revision));
+        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev, el.revision));
         const p = validatePatch(id.key, shape.right, el.ro);
         if (E.isLeft(p)) return p;
         const next: Element = { ...el, rw: applyPatch(el.rw, p.right), revision: el.revision + 1, modified: now() };
@@ -372,10 +378,13 @@ export class KindStore implements ElementStore {
     });
   }
 
-  delete(rawId: IdLike, ctx?: CallContext): TaskEither<DeleteError, void> {
+  delete(rawId: IdLike, rawCtx?: CallContext): TaskEither<DeleteError, void> {
     return guard<DeleteError, void>(describeId(rawId), async () => {
       const parsed = toId(rawId);
       if (E.isLeft(parsed)) return parsed;
+      const context = readContext(parsed.right.key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
@@ -424,11 +433,14 @@ export class KindStore implements ElementStore {
    * `<kind>://` without a store filter) answers PermissionDenied when refused, and `'read'` on each
    * element leaves out the elements the principal may not read.
    */
-  list(filter?: ListFilter, ctx?: CallContext): TaskEither<ReadError, readonly Element[]> {
+  list(filter?: ListFilter, rawCtx?: CallContext): TaskEither<ReadError, readonly Element[]> {
     return guard<ReadError, readonly Element[]>('', async () => {
       const f = validateListFilter(filter);
       if (E.isLeft(f)) return f;
       const lf = f.right;
+      const context = readContext('', rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const where = `${this.kind}://${lf.store ?? ''}`;
       if (lf.store !== undefined && !this.w.stores.has(where)) return E.left(unknownLocation(where, where));
       const principal = principalOf(ctx);
