@@ -68,7 +68,7 @@ import {
   type Logger,
 } from '@lessl/core';
 import type { ElementDriver, ExecutorDriver, VerifiedData } from './drivers.js';
-import type { Registry } from './registry.js';
+import type { Change, CompositionRecord, Intent, Registry } from './registry.js';
 import type { TaskRuntime } from './runtime.js';
 
 /** Shared wiring of the stores and the composer. */
@@ -408,21 +408,7 @@ export class KindStore implements ElementStore {
           refs.push(...more.right);
         }
         if (refs.length > 0) return E.left(inUse(id.key, [...new Set(refs)]));
-        const gone =
-          this.kind === 'executor' ? await this.w.executor.destroy(el, comp) : await (driver as ElementDriver).destroy(el);
-        if (E.isLeft(gone)) return gone;
-        try {
-          await reg.commit({
-            del: [id.key],
-            ...(comp === undefined ? {} : { delComposition: [id.key] }),
-            events: [{ type: 'deleted', id: id.key, revision: el.revision, detail: {} }],
-          });
-        } catch (err) {
-          this.w.log.error({ id: id.key, err: logError(err) }, 'registry write failed: could not persist the delete');
-          return E.left(runtimeError(id.key, 'could not persist the delete', err));
-        }
-        if (this.kind === 'task') await reg.clearOutput(id.key).catch(() => undefined);
-        return E.right(undefined);
+        return removeElement(this.w, el, comp);
       });
     });
   }
@@ -464,3 +450,94 @@ export class KindStore implements ElementStore {
     });
   }
 }
+
+/** The driver that destroys `el`'s backend objects (the executor driver for executors). */
+type Destroyer = (el: Element, comp: CompositionRecord | undefined) => Promise<E.Either<DeleteError, void>>;
+
+const destroyerOf =
+  (w: Pick<Wiring, 'drivers' | 'executor'>): Destroyer =>
+  async (el, comp) =>
+    el.id.kind === 'executor' ? w.executor.destroy(el, comp) : w.drivers[el.id.kind].destroy(el);
+
+/** The intent a delete writes before it destroys anything (`detail.op: 'delete'`). */
+const deleteIntent = (el: Element): Intent => ({ id: el.id.key, started: now(), detail: { kind: el.id.kind, op: 'delete' } });
+
+/** True for the intent of a delete (other intents are creates'). */
+export const isDeleteIntent = (i: Intent): boolean => i.detail?.op === 'delete';
+
+/** The batch that ends a delete: the record, its composition, its `deleted` event and the intent go together. */
+const deleteBatch = (el: Element, comp: CompositionRecord | undefined): Change => ({
+  del: [el.id.key],
+  ...(comp === undefined ? {} : { delComposition: [el.id.key] }),
+  delIntent: [el.id.key],
+  events: [{ type: 'deleted', id: el.id.key, revision: el.revision, detail: {} }],
+});
+
+/**
+ * Removes an element that may go, so that a failed registry write leaves the old state or the
+ * new one, never a record without its data: (1) a delete intent is made durable, (2) the driver
+ * destroys the backend objects, (3) the record, its event and the intent go in one batch. A
+ * failed (1) changes nothing; a failed (2) drops the intent and the element stays; when (3)
+ * fails (or the process dies before it) the next open finishes the delete (`finishDeletes`).
+ */
+const removeElement = async (
+  w: Wiring,
+  el: Element,
+  comp: CompositionRecord | undefined,
+): Promise<E.Either<DeleteError, void>> => {
+  const reg = w.registry;
+  const key = el.id.key;
+  const unsaved = (err: unknown): E.Either<DeleteError, void> => {
+    w.log.error({ id: key, err: logError(err) }, 'registry write failed: could not persist the delete');
+    return E.left(runtimeError(key, 'could not persist the delete', err));
+  };
+  // phase 1: the intent, so that nothing is destroyed that the registry cannot forget
+  try {
+    await reg.commit({ putIntent: [deleteIntent(el)] });
+  } catch (err) {
+    return unsaved(err);
+  }
+  // phase 2: the backend objects; a failure keeps the element
+  const gone = await destroyerOf(w)(el, comp);
+  if (E.isLeft(gone)) {
+    await reg.commit({ delIntent: [key] }).catch(() => undefined);
+    return gone;
+  }
+  // phase 3: the record goes with its event
+  try {
+    await reg.commit(deleteBatch(el, comp));
+  } catch (err) {
+    return unsaved(err);
+  }
+  if (el.id.kind === 'task') await reg.clearOutput(key).catch(() => undefined);
+  return E.right(undefined);
+};
+
+/**
+ * On open: finishes the deletes an interrupted delete left (a delete intent). The backend
+ * objects are destroyed again (drivers' destroy is idempotent), then the record goes with its
+ * `deleted` event; when they cannot be destroyed the element stays as it is and the intent is
+ * dropped. Answers whether it deleted the element.
+ */
+export const finishDelete = async (
+  w: Pick<Wiring, 'registry' | 'drivers' | 'executor' | 'log'>,
+  intent: Intent,
+): Promise<boolean> => {
+  const reg = w.registry;
+  const el = reg.get(intent.id);
+  if (el === undefined) {
+    await reg.commit({ delIntent: [intent.id] });
+    return false;
+  }
+  const comp = reg.composition(intent.id);
+  const gone = await destroyerOf(w)(el, comp);
+  if (E.isLeft(gone)) {
+    w.log.warn({ id: intent.id, err: gone.left.message }, 'an interrupted delete could not destroy the element: it stays');
+    await reg.commit({ delIntent: [intent.id] });
+    return false;
+  }
+  await reg.commit(deleteBatch(el, comp));
+  if (el.id.kind === 'task') await reg.clearOutput(intent.id).catch(() => undefined);
+  w.log.info({ id: intent.id }, 'finished an interrupted delete');
+  return true;
+};
