@@ -37,7 +37,7 @@ import {
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
-import { assemble, commonOpenOptions, Registry, type Backend, type RegistryOptions } from '@lessl/level';
+import { assemble, commonOpenOptions, Registry, registryOpenFailure, type Backend, type RegistryOptions } from '@lessl/level';
 import { DEFAULT_CALL_TIMEOUT_MS, endpointOf, guardCalls, LOCAL_HOST, type Engine } from './engine.js';
 import { fromDocker } from './errors.js';
 import { containerBase, DockerExecutorOptionsC, type FaultHook } from './executor.js';
@@ -273,7 +273,7 @@ export const openDockerBackend =
     try {
       registry ??= await Registry.open((opts.registry as RegistryOptions | undefined) ?? { memory: true });
     } catch (err) {
-      return E.left(runtimeError('', 'could not open the registry', err));
+      return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
     }
     const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
     for (const [i, { spec, docker }] of clients.entries()) {

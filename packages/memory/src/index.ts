@@ -30,6 +30,7 @@ import {
   assemble,
   commonOpenOptions,
   Registry,
+  registryOpenFailure,
   type Backend,
   type CommitPlan,
   type DriverStepResult as StepResult,
@@ -268,7 +269,7 @@ export const openMemoryBackend =
     try {
       registry = opts.registry instanceof Registry ? opts.registry : await Registry.open(opts.registry ?? { memory: true });
     } catch (err) {
-      return E.left(runtimeError('', 'could not open the registry', err));
+      return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
     }
     const data = opts.data ?? new MemoryData();
     const blobs = blobDriver(data);
