@@ -1,7 +1,8 @@
 /**
  * Issue 15, item 4, on Docker: a delete whose registry write fails leaves the old state (the
  * record and its Docker object) or, once reopened, the new one (neither), never a record whose
- * Docker image or volume is gone.
+ * Docker image or volume is gone. A commit whose registry write fails keeps the container the
+ * record names.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { unwrap, type Element } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
 import { Registry, type StringLevel } from '@lessl/level';
-import { n, tarOf } from './support.js';
+import { n, startDaemon, tarOf } from './support.js';
 
 const docker = new Docker();
 const instances: string[] = [];
@@ -32,6 +33,19 @@ const inDocker = async (el: Element): Promise<boolean> => {
     () => true,
     () => false,
   );
+};
+
+/** A classic-level database at `location` whose batches fail when `hit(keys)` says so. */
+const faultyDb = (location: string, hit: (keys: readonly string[]) => boolean): StringLevel => {
+  const db = new Level<string, string>(location, { valueEncoding: 'utf8' }) as unknown as StringLevel;
+  const batch = db.batch.bind(db) as (ops: { key: string }[]) => Promise<void>;
+  Object.assign(db, {
+    batch: async (ops: { key: string }[]) => {
+      if (hit(ops.map((o) => o.key))) throw new Error('injected write failure');
+      return batch(ops);
+    },
+  });
+  return db;
 };
 
 /** A registry at a fresh location holding an image and a volume with data. */
@@ -76,14 +90,7 @@ describe('a delete whose registry write fails (Docker)', () => {
 
   test('when the write that removes the record fails: RuntimeError, and the reopen finishes the delete', async () => {
     const { location, image, volume } = await seeded();
-    const db = new Level<string, string>(location, { valueEncoding: 'utf8' }) as unknown as StringLevel;
-    const batch = db.batch.bind(db) as (ops: { key: string }[]) => Promise<void>;
-    Object.assign(db, {
-      batch: async (ops: { key: string }[]) => {
-        if (ops.some((o) => o.key === `e!${volume.id.key}`)) throw new Error('injected write failure');
-        return batch(ops);
-      },
-    });
+    const db = faultyDb(location, (keys) => keys.includes(`e!${volume.id.key}`));
     const l = await unwrap(openDockerBackend({ registry: await Registry.open({ db }), watch: false }));
     const r = await l.stores.volume.delete(volume.id)();
     expect(E.isLeft(r) && r.left._tag).toBe('RuntimeError');
@@ -102,6 +109,42 @@ describe('a delete whose registry write fails (Docker)', () => {
       expect(await inDocker(await unwrap(again.stores.image.read(image.id)))).toBe(true);
     } finally {
       await again.close();
+    }
+  });
+
+  test('a commit whose registry write fails keeps the container the record names (unbind of a running main task)', async () => {
+    const { location, image } = await seeded();
+    let armed = false;
+    const db = faultyDb(location, (keys) => armed && keys.some((k) => k.startsWith('x!')));
+    const l = await unwrap(openDockerBackend({ registry: await Registry.open({ db }), watch: false }));
+    try {
+      const { x, task, containerId } = await startDaemon(l, image.id.key);
+      armed = true;
+      const failed = await unwrap(l.composer.commit(await unwrap(l.composer.unbind(await unwrap(l.composer.handle(x)), task))));
+      expect(failed.committed).toBe(false);
+      expect(!failed.committed && failed.error._tag).toBe('RuntimeError');
+      // the task was stopped (that cannot be undone), but its container, which the record still names, is there
+      expect((await unwrap(l.stores.executor.read(x))).attributes.containerId).toBe(containerId);
+      const kept = await docker
+        .getContainer(containerId)
+        .inspect()
+        .catch(() => undefined);
+      expect(kept?.Id).toBe(containerId);
+      armed = false;
+      const done = await unwrap(l.composer.commit(await unwrap(l.composer.unbind(await unwrap(l.composer.handle(x)), task))));
+      expect(done.committed).toBe(true);
+      // the executor's delete removes it
+      await unwrap(l.stores.executor.delete(x));
+      const gone = await docker
+        .getContainer(containerId)
+        .inspect()
+        .then(
+          () => false,
+          () => true,
+        );
+      expect(gone).toBe(true);
+    } finally {
+      await l.close();
     }
   });
 });

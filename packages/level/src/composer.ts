@@ -403,7 +403,8 @@ export class GenericComposer implements Composer {
       this.w.log.error({ executor: xid.key, err: logError(err) }, 'registry write failed: the commit was rolled back');
       return E.right({ committed: false, error: e, results });
     }
-    // phase 4: the runs are live; older runs' output goes
+    // phase 4: the runs are live; what the commit replaced and older runs' output go
+    await out.right.retire?.().catch(() => undefined);
     this.w.runtime.settle(runs.opened, true);
     for (const r of runs.opened) this.w.log.info({ task: r.task, executor: xid.key, run: r.run }, 'task started');
     for (const s of results)
