@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import * as t from 'io-ts';
 import {
   aborted,
+  decodeCallContext,
   describeId,
   logError,
   conflict,
@@ -55,7 +56,7 @@ import {
 import type { ActiveRun } from './runtime.js';
 import type { CompositionRecord, EventDraft, MemberRecord } from './registry.js';
 import { resolveSecrets, unsupportedField } from './spec.js';
-import { guard, readContext, route, type Wiring } from './stores.js';
+import { guard, route, type Wiring } from './stores.js';
 
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 
@@ -197,7 +198,7 @@ export class GenericComposer implements Composer {
       if (E.isLeft(copied)) return copied;
       const decoded = this.options(describeId(executor), copied.right);
       if (E.isLeft(decoded)) return decoded;
-      const context = readContext(describeId(executor), rawCtx);
+      const context = decodeCallContext(describeId(executor), rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       let raw = executor;
@@ -240,7 +241,7 @@ export class GenericComposer implements Composer {
       if (eid.kind === 'executor') return E.left(invalidEntry('an executor cannot join a composition', eid.key, ['id']));
       const o = decodeOptions(JoinOptionsProps, opts, 'join options', { id: eid.key }); // each read once
       if (E.isLeft(o)) return o;
-      const context = readContext(eid.key, rawCtx);
+      const context = decodeCallContext(eid.key, rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       const joined = handle.members.some((m) => m.id.key === eid.key);
@@ -262,7 +263,7 @@ export class GenericComposer implements Composer {
     return guard<CompositionError, Handle>(describeId(id), async () => {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
-      const context = readContext(describeId(id), ctx);
+      const context = decodeCallContext(describeId(id), ctx);
       if (E.isLeft(context)) return context;
       const handle = hh.right;
       if (id === undefined) return E.right({ ...handle, members: handle.members.map((m) => ({ ...m, state })) });
@@ -288,7 +289,7 @@ export class GenericComposer implements Composer {
     return guard<CompositionError, Handle>(describeId(id), async () => {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
-      const context = readContext(describeId(id), ctx);
+      const context = decodeCallContext(describeId(id), ctx);
       if (E.isLeft(context)) return context;
       const handle = hh.right;
       const p = toId(id);
@@ -309,7 +310,7 @@ export class GenericComposer implements Composer {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
       const handle = hh.right;
-      const context = readContext(handle.executor.key, rawCtx);
+      const context = decodeCallContext(handle.executor.key, rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       if (ctx?.signal?.aborted === true) return E.left(aborted(handle.executor.key, ctx.signal.reason));

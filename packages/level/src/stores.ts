@@ -136,9 +136,6 @@ const readRequest = (req: unknown): E.Either<InvalidEntry, CreateRequest> => {
   return decodeOptions(CreateRequestProps, req, 'create request', { prefix: '' }) as E.Either<InvalidEntry, CreateRequest>;
 };
 
-/** The call context, decoded exactly (see `decodeCallContext`). */
-export const readContext = (id: string, ctx: unknown): E.Either<InvalidEntry, CallContext> => decodeCallContext(id, ctx);
-
 /** Create options from a caller: a record of JSON data (see `jsonData`), copied. */
 const readCreateOptions = (id: string, o: unknown): E.Either<InvalidEntry, Readonly<Record<string, unknown>>> => {
   if (o === undefined) return E.right({});
@@ -169,7 +166,7 @@ export class KindStore implements ElementStore {
       const parsed = toId(req.id);
       if (E.isLeft(parsed)) return parsed;
       const key = parsed.right.key;
-      const context = readContext(key, rawCtx);
+      const context = decodeCallContext(key, rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       const md = validateCreateMetadata(key, req.ro, req.rw);
@@ -322,7 +319,7 @@ export class KindStore implements ElementStore {
       if (E.isLeft(p)) return p;
       const f = validateReadFilter(p.right.key, filter);
       if (E.isLeft(f)) return f;
-      const context = readContext(p.right.key, rawCtx);
+      const context = decodeCallContext(p.right.key, rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       const r = route(this.w, this.kind, p.right);
@@ -347,7 +344,7 @@ export class KindStore implements ElementStore {
       const o = decodeOptions(UpdateOptionsProps, opts, 'update options', { id: key });
       if (E.isLeft(o)) return o;
       const ifRev = o.right.ifRevision;
-      const context = readContext(key, rawCtx);
+      const context = decodeCallContext(key, rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       const r = route(this.w, this.kind, parsed.right);
@@ -382,7 +379,7 @@ export class KindStore implements ElementStore {
     return guard<DeleteError, void>(describeId(rawId), async () => {
       const parsed = toId(rawId);
       if (E.isLeft(parsed)) return parsed;
-      const context = readContext(parsed.right.key, rawCtx);
+      const context = decodeCallContext(parsed.right.key, rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       const r = route(this.w, this.kind, parsed.right);
@@ -424,7 +421,7 @@ export class KindStore implements ElementStore {
       const f = validateListFilter(filter);
       if (E.isLeft(f)) return f;
       const lf = f.right;
-      const context = readContext('', rawCtx);
+      const context = decodeCallContext('', rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
       const where = `${this.kind}://${lf.store ?? ''}`;

@@ -7,6 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   aborted,
+  decodeCallContext,
   describeId,
   FINAL_STATES,
   decodeOptions,
@@ -33,7 +34,7 @@ import {
   type WaitOptions,
 } from '@lessl/core';
 import type { ActiveRun, TaskRuntime } from './runtime.js';
-import { guard, readContext, route, type Wiring } from './stores.js';
+import { guard, route, type Wiring } from './stores.js';
 
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 const DEFAULT_GRACE_MS = 10_000;
@@ -87,7 +88,7 @@ export class TaskLifecycle implements TaskControl {
 
   status(id: IdLike, ctx?: CallContext): TaskEither<TaskError, TaskStatus> {
     return guard<TaskError, TaskStatus>(describeId(id), async () => {
-      const o = readContext(describeId(id), ctx);
+      const o = decodeCallContext(describeId(id), ctx);
       if (E.isLeft(o)) return o;
       const el = this.locate(id, 'read', o.right);
       return E.isLeft(el) ? el : E.right(this.live(el.right));
