@@ -67,7 +67,7 @@ import {
   logError,
   type Logger,
 } from '@lessl/core';
-import type { ElementDriver, ExecutorDriver, VerifiedData } from './drivers.js';
+import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver, type VerifiedData } from './drivers.js';
 import type { Change, CompositionRecord, Intent, Registry } from './registry.js';
 import type { TaskRuntime } from './runtime.js';
 
@@ -488,14 +488,16 @@ const removeElement = async (
     w.log.error({ id: key, err: logError(err) }, 'registry write failed: could not persist the delete');
     return E.left(runtimeError(key, 'could not persist the delete', err));
   };
-  // phase 1: the intent, so that nothing is destroyed that the registry cannot forget
+  // phase 1: the intent, so that nothing is destroyed that the registry cannot forget (a task
+  // that is only its spec has nothing outside the registry: one batch does)
+  const outside = !(el.id.kind === 'task' && w.drivers.task === specOnlyTaskDriver);
   try {
-    await reg.commit({ putIntent: [deleteIntent(el)] });
+    if (outside) await reg.commit({ putIntent: [deleteIntent(el)] });
   } catch (err) {
     return unsaved(err);
   }
   // phase 2: the backend objects; a failure keeps the element
-  const gone = await destroyerOf(w)(el, comp);
+  const gone = outside ? await destroyerOf(w)(el, comp) : E.right(undefined);
   if (E.isLeft(gone)) {
     await reg.commit({ delIntent: [key] }).catch(() => undefined);
     return gone;
