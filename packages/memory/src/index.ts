@@ -273,7 +273,7 @@ export const openMemoryBackend =
     }
     const data = opts.data ?? new MemoryData();
     const blobs = blobDriver(data);
-    const b = await assemble({
+    const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_STORES,
       drivers: { image: blobs, volume: blobs },
@@ -282,8 +282,8 @@ export const openMemoryBackend =
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
       ...(opts.logger === undefined ? {} : { logger: opts.logger }),
-    });
-    if (E.isLeft(b)) await registry.close();
+    }).catch((err: unknown) => E.left(runtimeError('', 'could not finish the interrupted writes of the registry', err)));
+    if (E.isLeft(b)) await registry.close().catch(() => undefined);
     return b;
   };
 
