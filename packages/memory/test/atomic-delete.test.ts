@@ -95,4 +95,21 @@ describe('a delete whose registry write fails (memory backend, on-disk registry)
       await again.close();
     }
   });
+
+  test('when the reopen cannot finish the delete either: the open answers RuntimeError (no rejection), and a later one finishes it', async () => {
+    const { location, data } = await seeded();
+    const failing = (keys: readonly string[]): boolean => keys.includes(`e!${VOLUME}`);
+    const l = await unwrap(openMemoryBackend({ registry: await Registry.open({ db: faultyDb(location, failing) }), data }));
+    expect(E.isLeft(await l.stores.volume.delete(VOLUME)())).toBe(true);
+    await l.close();
+    const refused = await openMemoryBackend({ registry: await Registry.open({ db: faultyDb(location, failing) }), data })();
+    expect(E.isLeft(refused) && refused.left._tag).toBe('RuntimeError');
+    const again = await unwrap(openMemoryBackend({ registry: { location }, data }));
+    try {
+      const gone = await again.stores.volume.read(VOLUME)();
+      expect(E.isLeft(gone) && gone.left._tag).toBe('NotFound');
+    } finally {
+      await again.close();
+    }
+  });
 });
