@@ -13,6 +13,7 @@ import { hostileCases, type HostileTally } from './hostile-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { assert, b, fails, ok, s, smallTar, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
 import { modelCases } from './model-cases.js';
+import { optionCases } from './option-cases.js';
 import { specCases } from './spec-cases.js';
 import { storeCases } from './store-cases.js';
 
@@ -130,6 +131,7 @@ export const suite = (
     ...modelCases(o),
     ...persistenceCases(o),
     ...hostileCases(o, data, hostile),
+    ...optionCases(o),
   ];
   const prefix = o.prefix === undefined ? '' : `${o.prefix}: `;
   for (const c of cases)

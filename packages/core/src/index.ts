@@ -13,6 +13,7 @@ export * from './composition.js';
 export * from './events.js';
 export * from './task.js';
 export * from './tasks.js';
+export * from './options.js';
 export * from './logger.js';
 export * from './promise.js';
 export { jsonData } from './safe.js';

@@ -242,40 +242,72 @@ export const instanceC = <A>(name: string, cls: { readonly prototype: A }): t.Ty
   return new t.Type<A, A, unknown>(name, is, (u, c) => (is(u) ? t.success(u) : t.failure(u, c)), t.identity);
 };
 
+/** Where an options object belongs, for the errors `decodeOptions` answers. */
+export interface OptionsPlace {
+  /** The ID the call is about (the error's `id`; default ''). */
+  readonly id?: string;
+  /** The path of the object in the call's arguments, prefixed to the keys named (`volumes[0]`). */
+  readonly prefix?: string;
+}
+
 /**
- * Decodes the options object of an open function (whose values may be functions or class
- * instances, so it is not deep-copied): its own top-level properties are read once, unknown
- * keys (there and inside plain nested objects) and wrong types are `InvalidEntry` naming them.
- * Never throws.
+ * Decodes an options object exactly (an open function's, a call's options or context: values
+ * may be functions, signals or class instances, so it is not deep-copied): its own top-level
+ * properties are read once, unknown keys (there and inside plain nested objects) and wrong
+ * types are `InvalidEntry` naming them (`detail.unknown` lists the unknown ones). Never throws.
+ * @example decodeOptions({ ifRevision: t.number }, { ifRevison: 3 }, 'update options') // Left: keys ['ifRevison']
  */
 export const decodeOptions = <P extends t.Props>(
   props: P,
   u: unknown,
   what: string,
+  at: OptionsPlace = {},
 ): E.Either<InvalidEntry, t.TypeOf<t.PartialC<P>>> => {
+  const id = at.id ?? '';
+  const prefix = at.prefix ?? '';
   if (u === undefined) return E.right({});
-  if (!isRecordLike(u)) return E.left(invalidEntry(`invalid ${what}: must be an object`, '', ['options']));
-  const copy: PlainRecord = {};
-  try {
-    for (const k of Object.keys(u))
-      Object.defineProperty(copy, k, { value: (u as PlainRecord)[k], enumerable: true, writable: true });
-  } catch {
-    return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
-  }
+  const unreadable = E.left(
+    invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, id, [prefix || 'options']),
+  );
+  if (!isRecordLike(u)) return E.left(invalidEntry(`invalid ${what}: must be an object`, id, [prefix || 'options']));
+  const copy = ownCopy(u, Object.keys(props));
+  if (copy === undefined) return unreadable;
   const codec = t.partial(props);
   let unknown: string[];
   let r: t.Validation<t.TypeOf<t.PartialC<P>>>;
   try {
-    unknown = unknownFields(codec, copy);
+    unknown = unknownFields(codec, copy, prefix);
     r = codec.decode(copy);
   } catch {
-    return E.left(invalidEntry(`invalid ${what}: it could not be read (a getter or Proxy trap threw)`, '', ['options']));
+    return unreadable;
   }
   if (E.isRight(r) && unknown.length === 0) return E.right(r.right);
-  const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, '')))] : [];
+  const bad = E.isLeft(r) ? [...new Set(r.left.map((e) => pathOf(e, prefix)))] : [];
   const why = [
     ...(unknown.length > 0 ? [`unknown ${unknown.join(', ')}`] : []),
     ...(bad.length > 0 ? [`bad ${bad.join(', ')}`] : []),
   ];
-  return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, '', [...unknown, ...bad], { unknown }));
+  return E.left(invalidEntry(`invalid ${what}: ${why.join('; ')}`, id, [...unknown, ...bad], { unknown }));
+};
+
+/**
+ * The own enumerable properties of `u`, and the `known` ones it inherits (a class instance's
+ * getters), each read once into own data properties; `undefined` if reading threw.
+ */
+const ownCopy = (u: object, known: readonly string[]): PlainRecord | undefined => {
+  const copy: PlainRecord = {};
+  const put = (k: string, v: unknown): void => {
+    Object.defineProperty(copy, k, { value: v, enumerable: true, writable: true });
+  };
+  try {
+    for (const k of Object.keys(u)) put(k, (u as PlainRecord)[k]);
+    for (const k of known) {
+      if (Object.hasOwn(copy, k)) continue;
+      const v = (u as PlainRecord)[k];
+      if (v !== undefined) put(k, v);
+    }
+  } catch {
+    return undefined;
+  }
+  return copy;
 };

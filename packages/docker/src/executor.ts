@@ -112,6 +112,8 @@ interface XState {
   containerId: string | null;
   mainTask: string | null;
   running: boolean;
+  /** Containers this commit replaced: removed once it is durable (kept on a rollback). */
+  retired?: string[];
 }
 
 /** The process environment: the spec's, then the run's credentials (which win). */
@@ -503,13 +505,13 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     }
   };
 
-  /** Stops and removes a main container; answers its exit code. */
-  const stopMain = async (containerId: string, grace: number): Promise<number | null> => {
+  /** Stops a main container and removes it (unless `keep`); answers its exit code. */
+  const stopMain = async (containerId: string, grace: number, keep = false): Promise<number | null> => {
     engine.expected.add(containerId);
     const c = d.getContainer(containerId);
     await c.stop({ t: grace }).catch(() => undefined);
     const info = await c.inspect().catch(() => undefined);
-    await removeContainer(containerId);
+    if (!keep) await removeContainer(containerId);
     return info?.State.ExitCode ?? null;
   };
 
@@ -549,7 +551,8 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
           cid === null
             ? undefined
             : async () => {
-                const code = await stopMain(cid, grace);
+                const code = await stopMain(cid, grace, true);
+                x.retired?.push(cid);
                 Object.assign(x, { running: false, containerId: null, mainTask: null });
                 return code;
               },
@@ -566,7 +569,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
       const r = await startExec(x.containerId, plan.runs.open(step.id));
       return E.isLeft(r) ? r : E.right(ok);
     }
-    if (x.containerId !== null) await removeContainer(x.containerId);
+    if (x.containerId !== null) x.retired?.push(x.containerId);
     const r = await startMain(plan, plan.runs.open(step.id));
     if (E.isLeft(r)) return r;
     Object.assign(x, { running: true, containerId: r.right, mainTask: step.id });
@@ -577,8 +580,13 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     return E.right(ok);
   };
 
+  /**
+   * Applies a plan. A container the new composition replaces (the stopped main of an unbound
+   * task, or the one a new main task takes over from) is kept until the registry has the commit
+   * (`retire`): a rollback, or a registry write that fails, leaves it as the record says.
+   */
   const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
-    const x = recorded(plan.attributes);
+    const x: XState = { ...recorded(plan.attributes), retired: [] };
     const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
     const r = await commitSteps(
       plan,
@@ -588,7 +596,9 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     );
     // a rolled-back commit may have made a cold container: deleting the executor lists them again
     if (E.isLeft(r)) warmOnly.delete(plan.executor.key);
-    return r;
+    const retired = x.retired ?? [];
+    if (E.isLeft(r) || retired.length === 0) return r;
+    return E.right({ ...r.right, retire: async () => void (await Promise.all(retired.map(removeContainer))) });
   };
 
   /** On open: follows a task that ran while no backend watched, or reports how it ended. */

@@ -12,6 +12,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
+  decodeCallContext,
   decodeExecutorOptions,
   decodeOptions,
   decodeTaskSpec,
@@ -41,6 +42,7 @@ import {
   assemble,
   commonOpenOptions,
   openRegistry,
+  registryOpenFailure,
   Registry,
   type Backend,
   type Durability,
@@ -297,7 +299,7 @@ export const openDockerBackend =
     try {
       registry ??= await openRegistry(opts.registry as RegistryOptions | undefined, opts.durability);
     } catch (err) {
-      return E.left(runtimeError('', 'could not open the registry', err));
+      return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
     }
     const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
     for (const [i, { spec, docker }] of clients.entries()) {
@@ -403,34 +405,45 @@ export const openDockerBackend =
           await hosts.check(h);
           return E.right(hosts.info(h));
         },
-        drain: (name, o) => () => hosts.drain(name, o?.deadlineMs ?? DEFAULT_DRAIN_MS),
+        drain: (name, o) =>
+          exactly(
+            DrainOptionsProps,
+            o,
+            'drain options',
+            undefined,
+            (d) => () => hosts.drain(name, d.deadlineMs ?? DEFAULT_DRAIN_MS),
+          ),
         check: () => async () => {
           await hosts.tick();
           return E.right(hosts.all().map((h) => hosts.info(h)));
         },
       },
-      purge: (o, ctx) => async () => {
-        // what every host's tasks used counts, not only the first host's
-        for (const h of hosts.all()) if (h !== primary) await flushLastUse(h, reg);
-        return purgeImages(primary, reg, backend.stores.image)(o, ctx)();
-      },
-      refresh: fresh.refresh,
+      purge: (o, ctx) =>
+        exactly(PurgeOptionsProps, o, 'purge options', ctx, (d, c) => async () => {
+          // what every host's tasks used counts, not only the first host's
+          for (const h of hosts.all()) if (h !== primary) await flushLastUse(h, reg);
+          return purgeImages(primary, reg, backend.stores.image)(d, c)();
+        }),
+      refresh: (id, ctx) => exactly({}, undefined, '', ctx, (_, c) => fresh.refresh(id, c)),
       preload: (requests, o, ctx) =>
-        hosts.all().length === 1 ? fresh.preload(requests, o, ctx) : preloadOnHosts(hosts, backend, requests, o, ctx),
+        exactly(PreloadOptionsProps, o, 'preload options', ctx, (d, c) =>
+          hosts.all().length === 1 ? fresh.preload(requests, d, c) : preloadOnHosts(hosts, backend, requests, d, c),
+        ),
       pool: {
-        configure: (profiles, o) => async () => {
-          const resolved: WarmProfile[] = [];
-          for (const [i, p] of (Array.isArray(profiles) ? profiles : []).entries()) {
-            const r = resolveProfile(reg, p, i);
-            if (E.isLeft(r)) return r;
-            resolved.push(r.right);
-          }
-          const cap = o?.memoryCapBytes ?? POOL_MEMORY_CAP;
-          if (!Number.isSafeInteger(cap) || cap < 0)
-            return E.left(invalidEntry('memoryCapBytes must be a non-negative integer', '', ['memoryCapBytes']));
-          await warm.configure(resolved, cap);
-          return E.right(warm.stats());
-        },
+        configure: (profiles, o) =>
+          exactly(PoolOptionsProps, o, 'pool options', undefined, () => async () => {
+            const resolved: WarmProfile[] = [];
+            for (const [i, p] of (Array.isArray(profiles) ? profiles : []).entries()) {
+              const r = resolveProfile(reg, p, i);
+              if (E.isLeft(r)) return r;
+              resolved.push(r.right);
+            }
+            const cap = o?.memoryCapBytes ?? POOL_MEMORY_CAP;
+            if (!Number.isSafeInteger(cap) || cap < 0)
+              return E.left(invalidEntry('memoryCapBytes must be a non-negative integer', '', ['memoryCapBytes']));
+            await warm.configure(resolved, cap);
+            return E.right(warm.stats());
+          }),
         stats: () => warm.stats(),
       },
       exportImage: (id, ctx) => async () => {
@@ -444,6 +457,31 @@ export const openDockerBackend =
       },
     });
   };
+
+const NonNegInt = t.refinement(t.number, (n) => Number.isSafeInteger(n) && n >= 0, 'NonNegativeInteger');
+/** The options of the Docker backend's own calls, decoded exactly like every call's (`decodeOptions`). */
+const DrainOptionsProps = { deadlineMs: NonNegInt };
+const PurgeOptionsProps = { unusedForMs: NonNegInt, keepBytes: NonNegInt, dryRun: t.boolean };
+const PreloadOptionsProps = { hosts: t.array(t.string) };
+const PoolOptionsProps = { memoryCapBytes: NonNegInt };
+
+/**
+ * `call(options, ctx)` once the options object `o` decodes exactly with `props` and `ctx` as a
+ * call context; else the InvalidEntry naming the unknown or mistyped key.
+ */
+const exactly = <P extends t.Props, A>(
+  props: P,
+  o: unknown,
+  what: string,
+  ctx: unknown,
+  call: (options: t.TypeOf<t.PartialC<P>>, ctx: CallContext) => TaskEither<AnyError, A>,
+): TaskEither<AnyError, A> => {
+  const d = decodeOptions(props, o, what);
+  if (E.isLeft(d)) return async () => d;
+  const c = decodeCallContext('', ctx);
+  if (E.isLeft(c)) return async () => c;
+  return call(d.right, c.right);
+};
 
 /** How long `drain` waits for running tasks by default before stopping them. */
 export const DEFAULT_DRAIN_MS = 60_000;

@@ -31,7 +31,7 @@ import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './d
 import { Registry, type Durability, type RegistryOptions, type StringLevel } from './registry.js';
 import { makeRun } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
-import { KindStore, storeKey, type Wiring } from './stores.js';
+import { finishDelete, isDeleteIntent, KindStore, storeKey, type Wiring } from './stores.js';
 import { TaskLifecycle } from './tasks.js';
 
 /** A running backend: one store per kind (routing by store name), the composer, the events. */
@@ -142,7 +142,8 @@ export const validateStores = (stores: readonly StoreConfig[]): E.Either<Invalid
 
 /**
  * Wires stores and composer over a registry, after recovering write intents an interrupted
- * create left (the driver removes any half-made object; the intent is dropped).
+ * create left (the driver removes any half-made object; the intent is dropped) and finishing the
+ * deletes an interrupted delete left (see `finishDelete`).
  * @example
  * const registry = await Registry.open({ memory: true });
  * const backend = await assemble({ registry, stores: STORES, drivers: { image: myImageDriver }, executor: myExecutorDriver });
@@ -154,6 +155,10 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
   const log = safeLogger(o.logger);
   const intents = o.registry.pendingIntents();
   for (const intent of intents) {
+    if (isDeleteIntent(intent)) {
+      await finishDelete({ registry: o.registry, drivers, executor: o.executor, log }, intent);
+      continue;
+    }
     const kind = intent.id.split(':')[0];
     const d =
       kind === 'executor' ? o.executor : kind === 'image' || kind === 'volume' || kind === 'task' ? drivers[kind] : undefined;

@@ -9,10 +9,13 @@ import { randomUUID } from 'node:crypto';
 import * as t from 'io-ts';
 import {
   aborted,
+  decodeCallContext,
   describeId,
   logError,
   conflict,
   decodeExecutorOptions,
+  decodeOptions,
+  JoinOptionsProps,
   FINAL_STATES,
   inUse,
   taskStatusOf,
@@ -189,12 +192,15 @@ export class GenericComposer implements Composer {
   }
 
   /** Input shape (options, ID), location, authorization (`read`, whether or not the executor exists), then the snapshot. */
-  handle(executor?: IdLike, options?: ExecutorOptions, ctx?: CallContext): TaskEither<CompositionError, Handle> {
+  handle(executor?: IdLike, options?: ExecutorOptions, rawCtx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(executor), async () => {
       const copied = readOptions(describeId(executor), options);
       if (E.isLeft(copied)) return copied;
       const decoded = this.options(describeId(executor), copied.right);
       if (E.isLeft(decoded)) return decoded;
+      const context = decodeCallContext(describeId(executor), rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       let raw = executor;
       if (raw === undefined) {
         const first = [...this.w.stores.values()].find((s) => s.kind === 'executor');
@@ -224,7 +230,7 @@ export class GenericComposer implements Composer {
    * Input shape (handle, ID, options, what the handle allows), location, authorization (`read`
    * on the element, whether or not it exists), then existence.
    */
-  join(h: Handle, id: IdLike, opts?: JoinOptions, ctx?: CallContext): TaskEither<CompositionError, Handle> {
+  join(h: Handle, id: IdLike, opts?: JoinOptions, rawCtx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
@@ -233,11 +239,13 @@ export class GenericComposer implements Composer {
       if (E.isLeft(p)) return p;
       const eid = p.right;
       if (eid.kind === 'executor') return E.left(invalidEntry('an executor cannot join a composition', eid.key, ['id']));
-      if (opts !== undefined && (typeof opts !== 'object' || opts === null))
-        return E.left(invalidEntry('join options must be an object', eid.key, ['options']));
+      const o = decodeOptions(JoinOptionsProps, opts, 'join options', { id: eid.key }); // each read once
+      if (E.isLeft(o)) return o;
+      const context = decodeCallContext(eid.key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const joined = handle.members.some((m) => m.id.key === eid.key);
-      const { mountpoint, readOnly } = opts ?? {}; // each read once: a getter cannot answer one value to the check and another to the handle
-      const member = joined ? undefined : newMember(handle, eid, { mountpoint, readOnly });
+      const member = joined ? undefined : newMember(handle, eid, o.right);
       if (member !== undefined && E.isLeft(member)) return member;
       const r = route(this.w, eid.kind, eid);
       if (E.isLeft(r)) return r;
@@ -251,10 +259,12 @@ export class GenericComposer implements Composer {
   }
 
   /** Bind/unbind work on the handle alone (no registry, no authorizer: `commit` asks). */
-  private setState(h: Handle, id: IdLike | undefined, state: MemberState): TaskEither<CompositionError, Handle> {
+  private setState(h: Handle, id: IdLike | undefined, state: MemberState, ctx: unknown): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
+      const context = decodeCallContext(describeId(id), ctx);
+      if (E.isLeft(context)) return context;
       const handle = hh.right;
       if (id === undefined) return E.right({ ...handle, members: handle.members.map((m) => ({ ...m, state })) });
       const p = toId(id);
@@ -266,19 +276,21 @@ export class GenericComposer implements Composer {
     });
   }
 
-  bind(h: Handle, id?: IdLike, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
-    return this.setState(h, id, 'bound');
+  bind(h: Handle, id?: IdLike, ctx?: CallContext): TaskEither<CompositionError, Handle> {
+    return this.setState(h, id, 'bound', ctx);
   }
 
-  unbind(h: Handle, id?: IdLike, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
-    return this.setState(h, id, 'unbound');
+  unbind(h: Handle, id?: IdLike, ctx?: CallContext): TaskEither<CompositionError, Handle> {
+    return this.setState(h, id, 'unbound', ctx);
   }
 
   /** Works on the handle alone, like `bind`. */
-  leave(h: Handle, id: IdLike, _ctx?: CallContext): TaskEither<CompositionError, Handle> {
+  leave(h: Handle, id: IdLike, ctx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
+      const context = decodeCallContext(describeId(id), ctx);
+      if (E.isLeft(context)) return context;
       const handle = hh.right;
       const p = toId(id);
       if (E.isLeft(p)) return p;
@@ -293,11 +305,14 @@ export class GenericComposer implements Composer {
    * that exists: `InvalidLocation`), then, under the locks, authorization (`compose` on the
    * executor, `read` on each member) and state (Conflict, NotFound, InUse).
    */
-  commit(h: Handle, ctx?: CallContext): TaskEither<CompositionError, CommitResult> {
+  commit(h: Handle, rawCtx?: CallContext): TaskEither<CompositionError, CommitResult> {
     return guard<CompositionError, CommitResult>(executorKey(h), async () => {
       const hh = readHandle(h);
       if (E.isLeft(hh)) return hh;
       const handle = hh.right;
+      const context = decodeCallContext(handle.executor.key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       if (ctx?.signal?.aborted === true) return E.left(aborted(handle.executor.key, ctx.signal.reason));
       const r = route(this.w, 'executor', handle.executor);
       if (E.isLeft(r)) return r;
@@ -389,7 +404,8 @@ export class GenericComposer implements Composer {
       this.w.log.error({ executor: xid.key, err: logError(err) }, 'registry write failed: the commit was rolled back');
       return E.right({ committed: false, error: e, results });
     }
-    // phase 4: the runs are live; older runs' output goes
+    // phase 4: the runs are live; what the commit replaced and older runs' output go
+    await out.right.retire?.().catch(() => undefined);
     this.w.runtime.settle(runs.opened, true);
     for (const r of runs.opened) this.w.log.info({ task: r.task, executor: xid.key, run: r.run }, 'task started');
     for (const s of results)

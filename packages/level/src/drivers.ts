@@ -196,6 +196,12 @@ export type DriverCommit = E.Either<
   {
     readonly results: readonly DriverStepResult[];
     readonly attributes: Readonly<Record<string, unknown>>;
+    /**
+     * Removes what the new composition replaced (e.g. an old container), once the registry has
+     * the commit; never called when the commit is rolled back or its registry write fails, so
+     * destroying nothing before the registry has the change.
+     */
+    readonly retire?: () => Promise<void>;
   }
 >;
 

@@ -7,6 +7,8 @@ import mittDefault, { type Emitter } from 'mitt';
 import {
   asIs,
   eventMatches,
+  decodeOptions,
+  StreamOptionsProps,
   invalidEntry,
   invalidFilterSpec,
   LesslError,
@@ -155,32 +157,8 @@ const compactedError = (since: number, floor: number): InvalidEntry =>
     ['since'],
   );
 
-const optionsError = (why: string) => invalidEntry(`invalid stream options: ${why}`, '', ['options']);
-
-/** A copy of stream options, each read once; or why they are invalid. Never throws. */
-const readOptions = (u: unknown): E.Either<InvalidEntry, StreamOptions> => {
-  if (u === undefined) return E.right({});
-  if (typeof u !== 'object' || u === null) return E.left(optionsError('options must be an object'));
-  try {
-    const { since, signal, highWaterMark, overflow } = u as Record<keyof StreamOptions, unknown>;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) return E.left(optionsError('signal must be an AbortSignal'));
-    const opts = { since, signal, highWaterMark, overflow } as StreamOptions;
-    const bad = badOptions(opts);
-    return bad === undefined ? E.right(opts) : E.left(optionsError(bad));
-  } catch {
-    return E.left(optionsError('options could not be read (a getter or Proxy trap threw)'));
-  }
-};
-
-const badOptions = (opts: StreamOptions): string | undefined => {
-  if (opts.since !== undefined && (!Number.isInteger(opts.since) || opts.since < 0))
-    return 'since must be a non-negative integer';
-  if (opts.highWaterMark !== undefined && (!Number.isInteger(opts.highWaterMark) || opts.highWaterMark < 1))
-    return 'highWaterMark must be a positive integer';
-  if (opts.overflow !== undefined && opts.overflow !== 'error' && opts.overflow !== 'drop-oldest')
-    return 'overflow must be "error" or "drop-oldest"';
-  return undefined;
-};
+/** A copy of stream options, decoded exactly (unknown keys, wrong types: InvalidEntry naming them). Never throws. */
+const readOptions = (u: unknown): E.Either<InvalidEntry, StreamOptions> => decodeOptions(StreamOptionsProps, u, 'stream options');
 
 class HubStream implements EventStream {
   dropped = 0;

@@ -13,6 +13,7 @@
  *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
  */
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractBatchOptions, AbstractLevel } from 'abstract-level';
@@ -114,6 +115,29 @@ export type RegistryOptions = (
   | { readonly db: StringLevel }
   | { readonly db?: undefined; readonly location?: undefined; readonly memory?: undefined }
 ) & { readonly durability?: Durability };
+
+/** True when `err` (from opening a database) says another holder has its lock. */
+const isLocked = (err: unknown): boolean => {
+  for (let e: unknown = err, i = 0; e instanceof Error && i < 4; e = e.cause, i++)
+    if ((e as { code?: unknown }).code === 'LEVEL_LOCKED') return true;
+  return false;
+};
+
+/**
+ * Why a registry could not be opened, in words for `RuntimeError.message`: a directory whose
+ * lock another process holds (or another open registry in this process) says so and names the
+ * directory; anything else gives the database's reason.
+ * @example registryOpenFailure({ location: './data' }, err) // 'could not open the registry at ./data: another process holds it ...'
+ */
+export const registryOpenFailure = (opts: unknown, err: unknown): string => {
+  const location = typeof opts === 'object' && opts !== null ? (opts as { location?: unknown }).location : undefined;
+  const where = typeof location === 'string' ? ` at ${path.resolve(location)}` : '';
+  if (isLocked(err))
+    return `could not open the registry${where}: another process holds it (its LOCK file is taken; one process at a time may open a registry directory, and only once); close that process or use another location`;
+  const cause =
+    err instanceof Error ? (err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message) : String(err);
+  return `could not open the registry${where}: ${cause}`;
+};
 
 const lowerBound = (a: readonly string[], k: string): number => {
   let lo = 0;

@@ -8,7 +8,10 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   aborted,
+  decodeOptions,
   invalidEntry,
+  RunRequestProps,
+  RunVolumeProps,
   unknownLocation,
   type CallContext,
   type Composer,
@@ -26,24 +29,26 @@ const policyOk = (p: string | undefined): boolean => p === undefined || p === 'r
 /** At most this many volumes in one `run()`. */
 const MAX_VOLUMES = 256;
 
-/** The fields of a run request, each read once (volumes too); a request that cannot be read is InvalidEntry. */
+/** A run request decoded exactly, each field read once (volumes too): unknown keys or wrong types are InvalidEntry naming them. */
 const readRequest = (req: unknown): E.Either<ReturnType<typeof invalidEntry>, RunRequest> => {
-  const bad = (why: string, key = 'request') => E.left(invalidEntry(why, '', [key]));
-  if (typeof req !== 'object' || req === null) return bad('a run request must be an object');
-  try {
-    const { image, volumes, spec, options, keep, signal, principal } = req as Record<string, unknown>;
-    if (principal !== undefined && typeof principal !== 'string') return bad('principal must be a string', 'principal');
-    if (volumes !== undefined && (!Array.isArray(volumes) || volumes.length > MAX_VOLUMES))
-      return bad(`volumes must be an array of at most ${MAX_VOLUMES} { id, mountpoint, readOnly? }`, 'volumes');
-    const vs = (volumes ?? []).map((v: unknown) => {
-      const { id, mountpoint, readOnly } = (v ?? {}) as Record<string, unknown>;
-      return { id, mountpoint, readOnly };
-    });
-    return E.right({ image, volumes: vs, spec, options, keep, signal, principal } as RunRequest);
-  } catch {
-    return bad('the run request could not be read (a getter or Proxy trap threw)');
+  if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a run request must be an object', '', ['request']));
+  const r = decodeOptions(RunRequestProps, req, 'run request');
+  if (E.isLeft(r)) return r;
+  const volumes = r.right.volumes;
+  if (volumes !== undefined && (!Array.isArray(volumes) || volumes.length > MAX_VOLUMES))
+    return E.left(
+      invalidEntry(`volumes must be an array of at most ${MAX_VOLUMES} { id, mountpoint, readOnly? }`, '', ['volumes']),
+    );
+  const vs: RunVolume[] = [];
+  for (const [i, v] of ((volumes ?? []) as unknown[]).entries()) {
+    const d = decodeOptions(RunVolumeProps, v ?? {}, 'run volume', { prefix: `volumes[${i}]` });
+    if (E.isLeft(d)) return d;
+    vs.push(d.right as RunVolume);
   }
+  return E.right({ ...r.right, volumes: vs } as RunRequest);
 };
+
+type RunVolume = NonNullable<RunRequest['volumes']>[number];
 
 /**
  * Builds `run` over a backend's parts (backends expose it as `backend.run`).
@@ -64,8 +69,6 @@ export const makeRun =
       if (E.isLeft(read)) return read;
       const req = read.right;
       const signal = req.signal;
-      if (signal !== undefined && !(signal instanceof AbortSignal))
-        return E.left(invalidEntry('signal must be an AbortSignal', '', ['signal']));
       if (signal?.aborted === true) return E.left(aborted('', signal.reason));
       const where = (kind: ElementKind): string | undefined =>
         [...w.stores.values()].find((s) => s.kind === kind && policyOk(s.policy))?.name;

@@ -10,6 +10,10 @@ import {
   describeId,
   describeCause,
   decodeTaskSpec,
+  decodeCallContext,
+  decodeOptions,
+  CreateRequestProps,
+  UpdateOptionsProps,
   hashing,
   invalidEntry,
   invalidLocation,
@@ -63,8 +67,8 @@ import {
   logError,
   type Logger,
 } from '@lessl/core';
-import type { ElementDriver, ExecutorDriver, VerifiedData } from './drivers.js';
-import type { Registry } from './registry.js';
+import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver, type VerifiedData } from './drivers.js';
+import type { Change, CompositionRecord, Intent, Registry } from './registry.js';
 import type { TaskRuntime } from './runtime.js';
 
 /** Shared wiring of the stores and the composer. */
@@ -126,18 +130,10 @@ const policyAllows = (s: StoreConfig, op: Operation): boolean => {
   return op !== 'update' && op !== 'delete'; // create-only
 };
 
-const REQUEST_FIELDS = ['id', 'parent', 'data', 'checksum', 'ro', 'rw', 'spec', 'options'] as const;
-
-/** The fields of a create request, each read once; a request that is not an object or cannot be read is InvalidEntry. */
+/** The fields of a create request, each read once; unknown fields, or a request that is not an object or cannot be read, are InvalidEntry. */
 const readRequest = (req: unknown): E.Either<InvalidEntry, CreateRequest> => {
   if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
-  const copy: Record<string, unknown> = {};
-  try {
-    for (const k of REQUEST_FIELDS) copy[k] = (req as Record<string, unknown>)[k];
-  } catch {
-    return E.left(invalidEntry('the create request could not be read (a getter or Proxy trap threw)', '', ['request']));
-  }
-  return E.right(copy as unknown as CreateRequest);
+  return decodeOptions(CreateRequestProps, req, 'create request', { prefix: '' }) as E.Either<InvalidEntry, CreateRequest>;
 };
 
 /** Create options from a caller: a record of JSON data (see `jsonData`), copied. */
@@ -161,7 +157,7 @@ export class KindStore implements ElementStore {
     return this.kind === 'executor' ? undefined : this.w.drivers[this.kind];
   }
 
-  create(request: CreateRequest, ctx?: CallContext): TaskEither<CreateError, Element> {
+  create(request: CreateRequest, rawCtx?: CallContext): TaskEither<CreateError, Element> {
     const read = readRequest(request);
     return guard<CreateError, Element>(E.isRight(read) ? describeId(read.right.id) : '', async () => {
       // input shape
@@ -170,6 +166,9 @@ export class KindStore implements ElementStore {
       const parsed = toId(req.id);
       if (E.isLeft(parsed)) return parsed;
       const key = parsed.right.key;
+      const context = decodeCallContext(key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const md = validateCreateMetadata(key, req.ro, req.rw);
       if (E.isLeft(md)) return md;
       const checksum = req.checksum === undefined ? undefined : parseChecksum(key, req.checksum);
@@ -314,12 +313,15 @@ export class KindStore implements ElementStore {
     });
   }
 
-  read(rawId: IdLike, filter?: ReadFilter, ctx?: CallContext): TaskEither<ReadError, Element> {
+  read(rawId: IdLike, filter?: ReadFilter, rawCtx?: CallContext): TaskEither<ReadError, Element> {
     return guard<ReadError, Element>(describeId(rawId), async () => {
       const p = toId(rawId);
       if (E.isLeft(p)) return p;
       const f = validateReadFilter(p.right.key, filter);
       if (E.isLeft(f)) return f;
+      const context = decodeCallContext(p.right.key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const r = route(this.w, this.kind, p.right);
       if (E.isLeft(r)) return r;
       const { id } = r.right;
@@ -331,7 +333,7 @@ export class KindStore implements ElementStore {
     });
   }
 
-  update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, ctx?: CallContext): TaskEither<UpdateError, Element> {
+  update(rawId: IdLike, patch: MetadataPatch, opts?: UpdateOptions, rawCtx?: CallContext): TaskEither<UpdateError, Element> {
     return guard<UpdateError, Element>(describeId(rawId), async () => {
       const parsed = toId(rawId);
       if (E.isLeft(parsed)) return parsed;
@@ -339,11 +341,12 @@ export class KindStore implements ElementStore {
       // the patch's shape now; its keys against the element's ro once the element is known
       const shape = validatePatch(key, patch, {});
       if (E.isLeft(shape)) return shape;
-      if (opts !== undefined && (typeof opts !== 'object' || opts === null))
-        return E.left(invalidEntry('update options must be an object', key, ['options']));
-      const ifRev: unknown = opts?.ifRevision;
-      if (ifRev !== undefined && (!Number.isSafeInteger(ifRev) || (ifRev as number) < 0))
-        return E.left(invalidEntry('ifRevision must be a non-negative integer', key, ['ifRevision']));
+      const o = decodeOptions(UpdateOptionsProps, opts, 'update options', { id: key });
+      if (E.isLeft(o)) return o;
+      const ifRev = o.right.ifRevision;
+      const context = decodeCallContext(key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
@@ -354,7 +357,7 @@ export class KindStore implements ElementStore {
         if (!this.w.authorize(principalOf(ctx), 'update', id.key, el))
           return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
         if (el === undefined) return E.left(notFound(id.key));
-        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev as number, el.revision));
+        if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev, el.revision));
         const p = validatePatch(id.key, shape.right, el.ro);
         if (E.isLeft(p)) return p;
         const next: Element = { ...el, rw: applyPatch(el.rw, p.right), revision: el.revision + 1, modified: now() };
@@ -372,10 +375,13 @@ export class KindStore implements ElementStore {
     });
   }
 
-  delete(rawId: IdLike, ctx?: CallContext): TaskEither<DeleteError, void> {
+  delete(rawId: IdLike, rawCtx?: CallContext): TaskEither<DeleteError, void> {
     return guard<DeleteError, void>(describeId(rawId), async () => {
       const parsed = toId(rawId);
       if (E.isLeft(parsed)) return parsed;
+      const context = decodeCallContext(parsed.right.key, rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const r = route(this.w, this.kind, parsed.right);
       if (E.isLeft(r)) return r;
       const { id, store } = r.right;
@@ -399,21 +405,7 @@ export class KindStore implements ElementStore {
           refs.push(...more.right);
         }
         if (refs.length > 0) return E.left(inUse(id.key, [...new Set(refs)]));
-        const gone =
-          this.kind === 'executor' ? await this.w.executor.destroy(el, comp) : await (driver as ElementDriver).destroy(el);
-        if (E.isLeft(gone)) return gone;
-        try {
-          await reg.commit({
-            del: [id.key],
-            ...(comp === undefined ? {} : { delComposition: [id.key] }),
-            events: [{ type: 'deleted', id: id.key, revision: el.revision, detail: {} }],
-          });
-        } catch (err) {
-          this.w.log.error({ id: id.key, err: logError(err) }, 'registry write failed: could not persist the delete');
-          return E.left(runtimeError(id.key, 'could not persist the delete', err));
-        }
-        if (this.kind === 'task') await reg.clearOutput(id.key).catch(() => undefined);
-        return E.right(undefined);
+        return removeElement(this.w, el, comp);
       });
     });
   }
@@ -424,11 +416,14 @@ export class KindStore implements ElementStore {
    * `<kind>://` without a store filter) answers PermissionDenied when refused, and `'read'` on each
    * element leaves out the elements the principal may not read.
    */
-  list(filter?: ListFilter, ctx?: CallContext): TaskEither<ReadError, readonly Element[]> {
+  list(filter?: ListFilter, rawCtx?: CallContext): TaskEither<ReadError, readonly Element[]> {
     return guard<ReadError, readonly Element[]>('', async () => {
       const f = validateListFilter(filter);
       if (E.isLeft(f)) return f;
       const lf = f.right;
+      const context = decodeCallContext('', rawCtx);
+      if (E.isLeft(context)) return context;
+      const ctx = context.right;
       const where = `${this.kind}://${lf.store ?? ''}`;
       if (lf.store !== undefined && !this.w.stores.has(where)) return E.left(unknownLocation(where, where));
       const principal = principalOf(ctx);
@@ -452,3 +447,96 @@ export class KindStore implements ElementStore {
     });
   }
 }
+
+/** The driver that destroys `el`'s backend objects (the executor driver for executors). */
+type Destroyer = (el: Element, comp: CompositionRecord | undefined) => Promise<E.Either<DeleteError, void>>;
+
+const destroyerOf =
+  (w: Pick<Wiring, 'drivers' | 'executor'>): Destroyer =>
+  async (el, comp) =>
+    el.id.kind === 'executor' ? w.executor.destroy(el, comp) : w.drivers[el.id.kind].destroy(el);
+
+/** The intent a delete writes before it destroys anything (`detail.op: 'delete'`). */
+const deleteIntent = (el: Element): Intent => ({ id: el.id.key, started: now(), detail: { kind: el.id.kind, op: 'delete' } });
+
+/** True for the intent of a delete (other intents are creates'). */
+export const isDeleteIntent = (i: Intent): boolean => i.detail?.op === 'delete';
+
+/** The batch that ends a delete: the record, its composition, its `deleted` event and the intent go together. */
+const deleteBatch = (el: Element, comp: CompositionRecord | undefined): Change => ({
+  del: [el.id.key],
+  ...(comp === undefined ? {} : { delComposition: [el.id.key] }),
+  delIntent: [el.id.key],
+  events: [{ type: 'deleted', id: el.id.key, revision: el.revision, detail: {} }],
+});
+
+/**
+ * Removes an element that may go, so that a failed registry write leaves the old state or the
+ * new one, never a record without its data: (1) a delete intent is made durable, (2) the driver
+ * destroys the backend objects, (3) the record, its event and the intent go in one batch. A
+ * failed (1) changes nothing; a failed (2) drops the intent and the element stays; when (3)
+ * fails (or the process dies before it) the next open finishes the delete (`finishDeletes`).
+ */
+const removeElement = async (
+  w: Wiring,
+  el: Element,
+  comp: CompositionRecord | undefined,
+): Promise<E.Either<DeleteError, void>> => {
+  const reg = w.registry;
+  const key = el.id.key;
+  const unsaved = (err: unknown): E.Either<DeleteError, void> => {
+    w.log.error({ id: key, err: logError(err) }, 'registry write failed: could not persist the delete');
+    return E.left(runtimeError(key, 'could not persist the delete', err));
+  };
+  // phase 1: the intent, so that nothing is destroyed that the registry cannot forget (a task
+  // that is only its spec has nothing outside the registry: one batch does)
+  const outside = !(el.id.kind === 'task' && w.drivers.task === specOnlyTaskDriver);
+  try {
+    if (outside) await reg.commit({ putIntent: [deleteIntent(el)] });
+  } catch (err) {
+    return unsaved(err);
+  }
+  // phase 2: the backend objects; a failure keeps the element
+  const gone = outside ? await destroyerOf(w)(el, comp) : E.right(undefined);
+  if (E.isLeft(gone)) {
+    await reg.commit({ delIntent: [key] }).catch(() => undefined);
+    return gone;
+  }
+  // phase 3: the record goes with its event
+  try {
+    await reg.commit(deleteBatch(el, comp));
+  } catch (err) {
+    return unsaved(err);
+  }
+  if (el.id.kind === 'task') await reg.clearOutput(key).catch(() => undefined);
+  return E.right(undefined);
+};
+
+/**
+ * On open: finishes the deletes an interrupted delete left (a delete intent). The backend
+ * objects are destroyed again (drivers' destroy is idempotent), then the record goes with its
+ * `deleted` event; when they cannot be destroyed the element stays as it is and the intent is
+ * dropped. Answers whether it deleted the element.
+ */
+export const finishDelete = async (
+  w: Pick<Wiring, 'registry' | 'drivers' | 'executor' | 'log'>,
+  intent: Intent,
+): Promise<boolean> => {
+  const reg = w.registry;
+  const el = reg.get(intent.id);
+  if (el === undefined) {
+    await reg.commit({ delIntent: [intent.id] });
+    return false;
+  }
+  const comp = reg.composition(intent.id);
+  const gone = await destroyerOf(w)(el, comp);
+  if (E.isLeft(gone)) {
+    w.log.warn({ id: intent.id, err: gone.left.message }, 'an interrupted delete could not destroy the element: it stays');
+    await reg.commit({ delIntent: [intent.id] });
+    return false;
+  }
+  await reg.commit(deleteBatch(el, comp));
+  if (el.id.kind === 'task') await reg.clearOutput(intent.id).catch(() => undefined);
+  w.log.info({ id: intent.id }, 'finished an interrupted delete');
+  return true;
+};

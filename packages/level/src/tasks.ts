@@ -7,9 +7,13 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   aborted,
+  decodeCallContext,
   describeId,
   FINAL_STATES,
-  invalidEntry,
+  decodeOptions,
+  KillOptionsProps,
+  LogsOptionsProps,
+  WaitOptionsProps,
   LesslError,
   notFound,
   permissionDenied,
@@ -35,27 +39,6 @@ import { guard, route, type Wiring } from './stores.js';
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 const DEFAULT_GRACE_MS = 10_000;
 
-const OPTION_FIELDS = ['signal', 'principal', 'follow', 'since', 'graceMs'] as const;
-
-/**
- * Checks an options argument (undefined or an object) and copies its fields, each read once;
- * a getter or Proxy trap that throws, or a principal that is not a string, is InvalidEntry.
- */
-const optionsObject = (id: string, o: unknown): E.Either<TaskError, Record<string, unknown>> => {
-  if (o === undefined) return E.right({});
-  if (typeof o !== 'object' || o === null || Array.isArray(o))
-    return E.left(invalidEntry('options must be an object', id, ['options']));
-  const copy: Record<string, unknown> = {};
-  try {
-    for (const k of OPTION_FIELDS) copy[k] = (o as Record<string, unknown>)[k];
-  } catch {
-    return E.left(invalidEntry('options could not be read (a getter or Proxy trap threw)', id, ['options']));
-  }
-  if (copy.principal !== undefined && typeof copy.principal !== 'string')
-    return E.left(invalidEntry('principal must be a string', id, ['principal']));
-  return E.right(copy);
-};
-
 /** `it`, rejecting only with a `LesslError`: anything else thrown becomes a RuntimeError. */
 async function* typedErrors<A>(id: string, it: AsyncGenerator<A, void, undefined>): AsyncGenerator<A, void, undefined> {
   try {
@@ -65,12 +48,8 @@ async function* typedErrors<A>(id: string, it: AsyncGenerator<A, void, undefined
   }
 }
 
-const signalOf = (id: string, o: Record<string, unknown>): E.Either<TaskError, AbortSignal | undefined> => {
-  const s = o.signal;
-  return s === undefined || s instanceof AbortSignal
-    ? E.right(s)
-    : E.left(invalidEntry('signal must be an AbortSignal', id, ['signal']));
-};
+/** True once `signal` has fired (read afresh: it changes while a call waits). */
+const fired = (signal: AbortSignal | undefined): boolean => signal?.aborted === true;
 
 const concat = (chunks: readonly OutputChunk[], stream: 'stdout' | 'stderr'): Uint8Array =>
   new Uint8Array(Buffer.concat(chunks.filter((c) => c.stream === stream).map((c) => c.data)));
@@ -109,7 +88,7 @@ export class TaskLifecycle implements TaskControl {
 
   status(id: IdLike, ctx?: CallContext): TaskEither<TaskError, TaskStatus> {
     return guard<TaskError, TaskStatus>(describeId(id), async () => {
-      const o = optionsObject(describeId(id), ctx);
+      const o = decodeCallContext(describeId(id), ctx);
       if (E.isLeft(o)) return o;
       const el = this.locate(id, 'read', o.right);
       return E.isLeft(el) ? el : E.right(this.live(el.right));
@@ -118,11 +97,10 @@ export class TaskLifecycle implements TaskControl {
 
   wait(id: IdLike, opts?: WaitOptions): TaskEither<TaskError, TaskResult> {
     return guard<TaskError, TaskResult>(describeId(id), async () => {
-      const o = optionsObject(describeId(id), opts);
+      const o = decodeOptions(WaitOptionsProps, opts, 'wait options', { id: describeId(id) });
       if (E.isLeft(o)) return o;
-      const signal = signalOf(describeId(id), o.right);
-      if (E.isLeft(signal)) return signal;
-      if (signal.right?.aborted === true) return E.left(aborted(describeId(id), signal.right.reason));
+      const signal = o.right.signal;
+      if (signal?.aborted === true) return E.left(aborted(describeId(id), signal.reason));
       const first = this.locate(id, 'read', o.right);
       if (E.isLeft(first)) return first;
       const key = first.right.id.key;
@@ -138,12 +116,12 @@ export class TaskLifecycle implements TaskControl {
             detach();
             res();
           });
-          const detach = onAbort(signal.right, () => {
+          const detach = onAbort(signal, () => {
             off();
             res();
           });
         });
-        if (signal.right?.aborted) return E.left(aborted(key, signal.right.reason));
+        if (fired(signal)) return E.left(aborted(key, signal?.reason));
       }
     });
   }
@@ -172,22 +150,16 @@ export class TaskLifecycle implements TaskControl {
 
   private async *follow(id: IdLike, opts?: LogsOptions): AsyncGenerator<OutputChunk, void, undefined> {
     const key = describeId(id);
-    const o = optionsObject(key, opts);
+    const o = decodeOptions(LogsOptionsProps, opts, 'logs options', { id: key });
     if (E.isLeft(o)) throw new LesslError(o.left);
-    const signal = signalOf(key, o.right);
-    if (E.isLeft(signal)) throw new LesslError(signal.left);
-    const since = o.right.since ?? 0;
-    if (typeof since !== 'number' || !Number.isInteger(since) || since < 0)
-      throw new LesslError(invalidEntry('since must be a non-negative integer (a byte offset)', key, ['since']));
-    if (o.right.follow !== undefined && typeof o.right.follow !== 'boolean')
-      throw new LesslError(invalidEntry('follow must be a boolean', key, ['follow']));
+    const { signal, since = 0 } = o.right;
     const el = this.locate(id, 'read', o.right);
     if (E.isLeft(el)) throw new LesslError(el.left);
-    if (signal.right?.aborted) return;
+    if (signal?.aborted === true) return;
     const st = taskStatusOf(el.right.attributes);
     const run = this.rt.active(el.right.id.key);
     if (run !== undefined && run.run >= st.run) {
-      yield* this.fromRun(run, since, o.right.follow === true, signal.right);
+      yield* this.fromRun(run, since, o.right.follow === true, signal);
       return;
     }
     for (const r of await this.w.registry.readOutput(el.right.id.key, st.run, since))
@@ -225,14 +197,10 @@ export class TaskLifecycle implements TaskControl {
   kill(id: IdLike, opts?: KillOptions): TaskEither<TaskError, TaskStatus> {
     return guard<TaskError, TaskStatus>(describeId(id), async () => {
       const key = describeId(id);
-      const o = optionsObject(key, opts);
+      const o = decodeOptions(KillOptionsProps, opts, 'kill options', { id: key });
       if (E.isLeft(o)) return o;
-      const sig = o.right.signal ?? 'TERM';
-      if (sig !== 'TERM' && sig !== 'KILL') return E.left(invalidEntry('signal must be "TERM" or "KILL"', key, ['signal']));
-      const grace = o.right.graceMs ?? DEFAULT_GRACE_MS;
-      if (typeof grace !== 'number' || !Number.isInteger(grace) || grace < 0 || grace > 3_600_000)
-        return E.left(invalidEntry('graceMs must be an integer from 0 to 3,600,000', key, ['graceMs']));
-      const el = this.locate(id, 'compose', o.right);
+      const { signal: sig = 'TERM', graceMs: grace = DEFAULT_GRACE_MS } = o.right;
+      const el = this.locate(id, 'compose', o.right.principal === undefined ? {} : { principal: o.right.principal });
       if (E.isLeft(el)) return el;
       const run = this.rt.active(el.right.id.key);
       if (run !== undefined) {

@@ -32,6 +32,7 @@ import {
   openRegistry,
   type Durability,
   Registry,
+  registryOpenFailure,
   type Backend,
   type CommitPlan,
   type DriverStepResult as StepResult,
@@ -272,11 +273,11 @@ export const openMemoryBackend =
     try {
       registry = await openRegistry(opts.registry, opts.durability);
     } catch (err) {
-      return E.left(runtimeError('', 'could not open the registry', err));
+      return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
     }
     const data = opts.data ?? new MemoryData();
     const blobs = blobDriver(data);
-    const b = await assemble({
+    const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_STORES,
       drivers: { image: blobs, volume: blobs },
@@ -285,8 +286,8 @@ export const openMemoryBackend =
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
       ...(opts.logger === undefined ? {} : { logger: opts.logger }),
-    });
-    if (E.isLeft(b)) await registry.close();
+    }).catch((err: unknown) => E.left(runtimeError('', 'could not finish the interrupted writes of the registry', err)));
+    if (E.isLeft(b)) await registry.close().catch(() => undefined);
     return b;
   };
 

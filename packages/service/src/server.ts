@@ -11,7 +11,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import { invalidEntry, LesslError, notFound, runtimeError, unwrap, type Logger } from '@lessl/core';
-import type { Backend, Durability } from '@lessl/level';
+import { registryOpenFailure, type Backend, type Durability } from '@lessl/level';
 import { EgressGuard, openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
 import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
@@ -133,7 +133,12 @@ const openStorage = async (
     mkdirSync(o.data, { recursive: true });
     root = new Level<string, string>(join(o.data, 'db'), { valueEncoding: 'utf8' });
   } else root = new MemoryLevel<string, string>({ valueEncoding: 'utf8' });
-  await root.open();
+  try {
+    await root.open();
+  } catch (err) {
+    // another process serving the same data directory holds its lock: say so, and where
+    throw new LesslError(runtimeError('', registryOpenFailure({ location: join(o.data ?? '', 'db') }, err), err));
+  }
   closers.push(() => root.close());
   const svc = root.sublevel('svc') as unknown as StringDb;
   if (o.backend !== undefined) return { backend: o.backend, svc, closers };
