@@ -39,7 +39,7 @@ import {
 } from '@lessl/core';
 import { assemble, commonOpenOptions, Registry, type Backend, type RegistryOptions } from '@lessl/level';
 import { DEFAULT_CALL_TIMEOUT_MS, endpointOf, guardCalls, LOCAL_HOST, type Engine } from './engine.js';
-import { fromDocker } from './errors.js';
+import { fromDocker, isTlsError } from './errors.js';
 import { containerBase, DockerExecutorOptionsC, type FaultHook } from './executor.js';
 import {
   clientFor,
@@ -51,7 +51,7 @@ import {
   type HostPolicy,
   type HostSpec,
 } from './hosts.js';
-import { ensureImage, routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
+import { ensureImage, LiveRuns, routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
 import {
   IDLE_CMD,
   POOL_MEMORY_CAP,
@@ -283,13 +283,15 @@ export const openDockerBackend =
     const primary = hosts.primary;
     /** What runs in the background after open (the watchers, the late sweeps); stopped on close. */
     const background: { stop(): Promise<void> }[] = [];
+    /** Runs in progress per host (a host that stops answering ends its runs `lost`). */
+    const live = new LiveRuns();
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
       drivers: { image: routedImageDriver(hosts), volume: routedVolumeDriver(hosts) },
       executor:
         opts.swarm === undefined
-          ? routedExecutorDriver(hosts, opts.faults)
+          ? routedExecutorDriver(hosts, opts.faults, live)
           : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
@@ -356,7 +358,11 @@ export const openDockerBackend =
     background.unshift({ stop: () => warm.close() });
     hosts.hooks = {
       activated: adopt,
-      changed: (h, from, reason) => void publishHostChange(reg, hosts.info(h), from, reason),
+      changed: (h, from, reason) => {
+        void publishHostChange(reg, hosts.info(h), from, reason);
+        // its runs can no longer be followed: they end lost (one engine: its runs wait for it, as it is the only one)
+        if (h.state === 'inactive' && hosts.all().length > 1) void live.lose(h, reason);
+      },
       stopTasks: (h) => stopTasksOn(reg, backend, h),
       sweep: (h) => sweepers.get(h)?.kick(),
     };
@@ -377,6 +383,11 @@ export const openDockerBackend =
           if (E.isLeft(c)) return c;
           const h = hosts.add(c.right, s, endpointOf(c.right));
           await hosts.check(h);
+          // a TLS failure is the host's, not a passing outage: the registration is refused
+          if (h.state === 'spawned' && isTlsError(h.lastErrorCause)) {
+            hosts.forget(h.name);
+            return E.left(unavailable(`host://${s.name}`, `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`));
+          }
           return E.right(hosts.info(h));
         },
         drain: (name, o) => () => hosts.drain(name, o?.deadlineMs ?? DEFAULT_DRAIN_MS),
