@@ -269,7 +269,9 @@ export class HostPool {
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.pingTimeoutMs);
     try {
-      await (h.docker.ping as (opts: { abortSignal: AbortSignal }) => Promise<unknown>).call(h.docker, { abortSignal: ac.signal });
+      await (h.docker.ping as (opts: { abortSignal: AbortSignal }) => Promise<unknown>).call(h.docker, {
+        abortSignal: ac.signal,
+      });
       return true;
     } catch (err) {
       h.lastError = ac.signal.aborted

@@ -386,7 +386,9 @@ export const openDockerBackend =
           // a TLS failure is the host's, not a passing outage: the registration is refused
           if (h.state === 'spawned' && isTlsError(h.lastErrorCause)) {
             hosts.forget(h.name);
-            return E.left(unavailable(`host://${s.name}`, `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`));
+            return E.left(
+              unavailable(`host://${s.name}`, `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`),
+            );
           }
           return E.right(hosts.info(h));
         },

@@ -356,10 +356,12 @@ export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook, live = 
       ...plan,
       runs: { open: (task) => live.open(trackedSink(runs.open(task), host), host), stop: runs.stop },
     };
-    const r = await of(host).commit(routed).catch((err: unknown) => {
-      release();
-      throw err;
-    });
+    const r = await of(host)
+      .commit(routed)
+      .catch((err: unknown) => {
+        release();
+        throw err;
+      });
     if (E.isLeft(r)) {
       release();
       return r;
