@@ -10,6 +10,7 @@
  * Every state change is reported to the backend, which publishes it on the event stream.
  */
 import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
@@ -75,13 +76,30 @@ export interface HostInfo {
 
 const pem = (v: string): string => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
 
+/** Throws saying what is wrong when TLS material does not parse or the key is not the certificate's. */
+const checkTls = (tls: { ca: string; cert: string; key: string }): void => {
+  const certs = (what: string, pemText: string): void => {
+    const blocks = pemText.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length === 0) throw new Error(`${what}: no PEM certificate`);
+    for (const b of blocks)
+      try {
+        new X509Certificate(b);
+      } catch (err) {
+        throw new Error(`${what}: ${err instanceof Error ? err.message : 'not a certificate'}`);
+      }
+  };
+  certs('ca', tls.ca);
+  certs('cert', tls.cert);
+  createSecureContext(tls);
+};
+
 /** A dockerode client for a host (its TLS material read when given as paths). */
 export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
   const at = (k: string): string[] => [`hosts.${spec.name}.${k}`];
   try {
     const tls = spec.tls === undefined ? {} : { ca: pem(spec.tls.ca), cert: pem(spec.tls.cert), key: pem(spec.tls.key) };
     // refused here, not at the first call: PEM that does not parse, a key that is not the certificate's
-    if (spec.tls !== undefined) createSecureContext(tls);
+    if (spec.tls !== undefined) checkTls(tls as { ca: string; cert: string; key: string });
     if (spec.url === undefined) return E.right(new Docker());
     if (spec.url.startsWith('unix://')) return E.right(new Docker({ socketPath: spec.url.slice('unix://'.length) }));
     const u = new URL(spec.url.replace(/^tcp:/, spec.tls === undefined ? 'http:' : 'https:'));
