@@ -85,7 +85,7 @@ const checkTls = (tls: { ca: string; cert: string; key: string }): void => {
       try {
         new X509Certificate(b);
       } catch (err) {
-        throw new Error(`${what}: ${err instanceof Error ? err.message : 'not a certificate'}`);
+        throw new Error(`${what}: ${err instanceof Error ? err.message : 'not a certificate'}`, { cause: err });
       }
   };
   certs('ca', tls.ca);
