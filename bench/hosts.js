@@ -102,6 +102,9 @@ if (existsSync(HOSTS_FILE) && process.env.BENCH_REAL !== '0') await realEngines(
 
 async function realEngines() {
   const STREAM_MS = Number(process.env.BENCH_STREAM_MS ?? 15_000);
+  // the backend's timers do not keep a process alive: while a task's end is awaited on a killed
+  // engine nothing else would, and the bench would exit before restarting it
+  const keepAlive = setInterval(() => undefined, 1000);
   const file = JSON.parse(readFileSync(HOSTS_FILE, 'utf8'));
   const named = (name) => file.hosts.find((h) => h.name === name);
   const pidOf = (name) => Number(readFileSync(named(name).pidfile, 'utf8').trim());
@@ -212,5 +215,6 @@ async function realEngines() {
     const instance = b.registry.instanceId;
     await b.close();
     for (const h of plain) await purge(new Docker({ socketPath: h.socket }), instance).catch(() => 0);
+    clearInterval(keepAlive);
   }
 }
