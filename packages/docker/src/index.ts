@@ -66,7 +66,7 @@ import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
 import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 import { imageDriver } from './images.js';
-import { SwarmOptionsC, swarmExecutorDriver, type SwarmOptions } from './swarm.js';
+import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -276,6 +276,7 @@ export const openDockerBackend =
       return E.left(runtimeError('', 'could not open the registry', err));
     }
     const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
+    const reg0 = registry;
     for (const [i, { spec, docker }] of clients.entries()) {
       const h = hosts.add(docker, spec, endpointOf(docker));
       if (answered[i] === true) hosts.markActive(h);
@@ -288,7 +289,13 @@ export const openDockerBackend =
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
-      drivers: { image: routedImageDriver(hosts), volume: routedVolumeDriver(hosts) },
+      drivers: {
+        image:
+          opts.swarm === undefined
+            ? routedImageDriver(hosts)
+            : withSwarmCopies(routedImageDriver(hosts), hosts.primary, opts.swarm, (el) => sameContent(reg0, el)),
+        volume: routedVolumeDriver(hosts),
+      },
       executor:
         opts.swarm === undefined
           ? routedExecutorDriver(hosts, opts.faults, live)
@@ -451,6 +458,10 @@ const hostSpecsOf = (opts: DockerBackendOptions): E.Either<InvalidEntry, readonl
   }
   return E.right(opts.hosts);
 };
+
+/** Whether another image element has the same content (Docker image ID) as `el`. */
+const sameContent = (registry: Registry, el: Element): boolean =>
+  registry.scan('image://', 1, (e) => e.id.key !== el.id.key && e.attributes.imageId === el.attributes.imageId).length > 0;
 
 /**
  * `preload` over several hosts: each image element made from its source where missing (on the
