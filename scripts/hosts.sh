@@ -51,6 +51,15 @@ sock_of() { echo "$BASE/$1/docker.sock"; }
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 pid_of_file() { [ -s "$1" ] && cat "$1" || true; }
 ns_exists() { [ -e "/run/netns/$1" ]; }
+# Closes every inherited descriptor but 0-2 in this (sub)shell: a daemon started from here must not
+# keep its caller's files open (e.g. a `flock` lock it was started under, held for as long as it runs).
+close_fds() {
+  local fd
+  for fd in $(ls "/proc/$BASHPID/fd"); do
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+  done
+  return 0
+}
 
 engine_up() { curl -fsS --max-time 3 --unix-socket "$(sock_of "$1")" http://localhost/_ping >/dev/null 2>&1; }
 registry_up() { curl -fsS --max-time 3 "http://$REGISTRY/v2/" >/dev/null 2>&1; }
@@ -229,9 +238,11 @@ engine_start() {
   write_daemon_json "$name"
   # nsenter (not `ip netns exec`, which remounts /sys and breaks dockerd's cgroup checks);
   # its own UTS (hostname) and mount namespace (the data-root's mounts stay inside).
-  setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation slave \
-    sh -c "hostname $name; exec dockerd --config-file $d/daemon.json" \
-    </dev/null >"$d/dockerd.log" 2>&1 &
+  (
+    close_fds
+    exec setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation slave \
+      sh -c "hostname $name; exec dockerd --config-file $d/daemon.json"
+  ) </dev/null >"$d/dockerd.log" 2>&1 &
 }
 
 engine_wait() {
@@ -261,7 +272,10 @@ storage:
 http:
   addr: $REGISTRY
 YML
-  setsid docker-registry serve "$BASE/registry.yml" </dev/null >"$BASE/registry.log" 2>&1 &
+  (
+    close_fds
+    exec setsid docker-registry serve "$BASE/registry.yml"
+  ) </dev/null >"$BASE/registry.log" 2>&1 &
   echo $! >"$BASE/registry.pid"
   local i
   for i in $(seq 1 50); do
