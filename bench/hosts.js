@@ -6,6 +6,7 @@
 // Then, on the real engines of scripts/hosts.sh, the faults part at the end of this file.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { clearInterval, setInterval } from 'node:timers';
 import Docker from 'dockerode';
 import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
@@ -117,6 +118,7 @@ async function realEngines() {
     while (Date.now() < end && !(await f())) await new Promise((r) => setTimeout(r, 50));
   };
   try {
+    await until(() => plain.every((h) => stateOf(h.name) === 'active'), 30_000);
     const image = 'image://local/bench-faults';
     await unwrap(b.stores.image.create({ id: image, data: await busyboxRootfsBytes(), options: { host: 'h1' } }));
     await unwrap(b.preload([image]));
