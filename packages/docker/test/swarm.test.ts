@@ -225,7 +225,14 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     const manifest = `http://${f.registry}/v2/lessl/${hex}/manifests/latest`;
     const accept = { Accept: 'application/vnd.docker.distribution.manifest.v2+json' };
     expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(200);
-    await unwrap(l.stores.image.delete(img));
+    // Swarm removes the finished task's container shortly after its service: until then the image is InUse
+    const until = Date.now() + 20_000;
+    let del = await l.stores.image.delete(img)();
+    while (del._tag === 'Left' && del.left._tag === 'InUse' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      del = await l.stores.image.delete(img)();
+    }
+    expect(del._tag).toBe('Right');
     const tagged = (await manager.listImages()).filter((i) => (i.RepoTags ?? []).some((t) => t.includes(`/lessl/${hex}`)));
     expect(tagged).toEqual([]);
     expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(404);
