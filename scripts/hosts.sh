@@ -51,6 +51,15 @@ sock_of() { echo "$BASE/$1/docker.sock"; }
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 pid_of_file() { [ -s "$1" ] && cat "$1" || true; }
 ns_exists() { [ -e "/run/netns/$1" ]; }
+# Closes every inherited descriptor but 0-2 in this (sub)shell: a daemon started from here must not
+# keep its caller's files open (e.g. a `flock` lock it was started under, held for as long as it runs).
+close_fds() {
+  local fd
+  for fd in $(ls "/proc/$BASHPID/fd"); do
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+  done
+  return 0
+}
 
 engine_up() { curl -fsS --max-time 3 --unix-socket "$(sock_of "$1")" http://localhost/_ping >/dev/null 2>&1; }
 registry_up() { curl -fsS --max-time 3 "http://$REGISTRY/v2/" >/dev/null 2>&1; }
@@ -175,6 +184,32 @@ write_daemon_json() {
 JSON
 }
 
+# Every process engine N started that outlives its dockerd: its containerd (by pidfile), the
+# shims and whatever else runs in its network namespace or names its directory on its command
+# line, and its containers' processes (each in its own namespaces, found by their cgroup parent).
+engine_leftovers() {
+  local name=$1 d ns p
+  d=$(dir_of "$name")
+  ns=$(ns_of "$name")
+  {
+    pid_of_file "$d/exec/containerd/containerd.pid"
+    echo
+    ns_exists "$ns" && ip netns pids "$ns" 2>/dev/null
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      case $(cat "/proc/$p/comm" 2>/dev/null) in
+        containerd* | dockerd | runc | docker-proxy)
+          if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$d/"; then
+            echo "$p"
+            continue
+          fi
+          ;;
+      esac
+      grep -qE "/lessl-$name(/|\$)" "/proc/$p/cgroup" 2>/dev/null && echo "$p"
+    done
+  } | grep -E '^[0-9]+$' | sort -un || true
+}
+
 engine_start() {
   local name=$1 d ns
   d=$(dir_of "$name")
@@ -192,14 +227,22 @@ engine_start() {
   if pid_alive "$old"; then
     die "$name: dockerd $old runs but does not answer on $(sock_of "$name"); run: bash scripts/hosts.sh down"
   fi
-  rm -f "$d/dockerd.pid" "$d/docker.sock"
+  # a dockerd that was killed (SIGKILL) leaves its containerd, shims and containers running, and
+  # their pid files: a new dockerd cannot start beside them
+  local left
+  left=$(engine_leftovers "$name")
+  # shellcheck disable=SC2086
+  [ -n "$left" ] && kill_wait 30 $left
+  rm -f "$d/dockerd.pid" "$d/docker.sock" "$d/exec/containerd/containerd.pid"
   mkdir -p "$d/data" "$d/exec"
   write_daemon_json "$name"
   # nsenter (not `ip netns exec`, which remounts /sys and breaks dockerd's cgroup checks);
   # its own UTS (hostname) and mount namespace (the data-root's mounts stay inside).
-  setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation slave \
-    sh -c "hostname $name; exec dockerd --config-file $d/daemon.json" \
-    </dev/null >"$d/dockerd.log" 2>&1 &
+  (
+    close_fds
+    exec setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation slave \
+      sh -c "hostname $name; exec dockerd --config-file $d/daemon.json"
+  ) </dev/null >"$d/dockerd.log" 2>&1 &
 }
 
 engine_wait() {
@@ -229,7 +272,10 @@ storage:
 http:
   addr: $REGISTRY
 YML
-  setsid docker-registry serve "$BASE/registry.yml" </dev/null >"$BASE/registry.log" 2>&1 &
+  (
+    close_fds
+    exec setsid docker-registry serve "$BASE/registry.yml"
+  ) </dev/null >"$BASE/registry.log" 2>&1 &
   echo $! >"$BASE/registry.pid"
   local i
   for i in $(seq 1 50); do
@@ -337,12 +383,10 @@ engine_stop() {
     # dockerd stops its containers and its containerd on TERM
     kill_wait 200 "$pid"
   fi
-  # whatever still runs in the engine's network namespace was started by it (containerd, shims)
-  if ns_exists "$ns"; then
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    # shellcheck disable=SC2086
-    [ -n "$pids" ] && kill_wait 30 $pids
-  fi
+  # whatever it started still runs when it was killed: containerd, shims, containers (engine_leftovers)
+  pids=$(engine_leftovers "$name")
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && kill_wait 30 $pids
   rm -f "$d/dockerd.pid"
 }
 

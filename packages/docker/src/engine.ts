@@ -132,6 +132,8 @@ export const guardCalls = (docker: Docker, ms: number, name?: string, observe?: 
     dial({ ...options, abortSignal: ac.signal }, (err, data) => {
       clearTimeout(timer);
       outer?.removeEventListener('abort', relay);
+      // a call its caller abandoned says nothing about the engine (a health check bounds its own pings)
+      if (outer?.aborted === true && !timedOut) return callback(tag(err), data);
       if (timedOut && err !== null && err !== undefined) {
         const e = Object.assign(
           new Error(
@@ -185,6 +187,8 @@ export class Engine implements PlacementHost {
   failures = 0;
   /** The last failure to reach it. */
   lastError: string | undefined;
+  /** The error behind `lastError` when a call or ping failed (not a timeout). */
+  lastErrorCause: unknown;
   /** Executors running here (executor ID -> the memory limit of its container). */
   private readonly running = new Map<string, number>();
   private reserved = 0;

@@ -27,10 +27,33 @@ export const statusOf = (err: unknown): number | undefined => {
   return typeof s === 'number' ? s : undefined;
 };
 
-/** True when the engine could not be reached at all. */
+/** Certificate verification failures of Node's TLS (the engine presents a certificate the CA does not sign, ...). */
+const CERT = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'EPROTO',
+]);
+
+/** True when a TLS handshake failed: a certificate refused on either side, or no TLS spoken. */
+export const isTlsError = (err: unknown): boolean => {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (statusOf(err) !== undefined || typeof code !== 'string') return false;
+  return CERT.has(code) || /^ERR_(SSL|TLS|OSSL)_/.test(code);
+};
+
+/** True when the engine could not be reached at all (no connection, or no TLS session with it). */
 export const isConnectionError = (err: unknown): boolean => {
   const code = (err as { code?: unknown } | null)?.code;
-  return statusOf(err) === undefined && typeof code === 'string' && CONN.has(code);
+  return statusOf(err) === undefined && typeof code === 'string' && (CONN.has(code) || isTlsError(err));
 };
 
 /** True for errors from the engine (a status code, or no connection), false for stream/data errors. */
@@ -47,7 +70,8 @@ export const fromDocker = (id: string, err: unknown, on409: On409 = 'Conflict', 
   if (isConnectionError(err)) {
     const endpoint = (err as { endpoint?: unknown }).endpoint;
     const which = typeof endpoint === 'string' ? ` ${endpoint}` : '';
-    return unavailable(id, `the Docker engine${which} is unreachable: ${msg(err)}`, err);
+    const tls = isTlsError(err) ? 'TLS failed: ' : '';
+    return unavailable(id, `the Docker engine${which} is unreachable: ${tls}${msg(err)}`, err);
   }
   switch (statusOf(err)) {
     case 404:

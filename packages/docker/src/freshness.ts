@@ -30,18 +30,25 @@ export interface PurgeReport {
   readonly inUse: readonly { readonly id: string; readonly why: string }[];
 }
 
-/** Writes the recorded last uses into the image records (no event: the revision does not move). */
+/**
+ * Writes the recorded last uses into the image records (no event: the revision does not move).
+ * Never waits for a lock: an image a commit holds (its engine may be slow or frozen) keeps its
+ * last use for the next flush, so commits of that image on other hosts never queue behind this.
+ */
 export const flushLastUse = async (engine: Engine, registry: Registry): Promise<void> => {
   const used = [...engine.lastUse];
   engine.lastUse.clear();
-  for (const [key, at] of used)
-    await registry.locks
-      .with([key], async () => {
+  for (const [key, at] of used) {
+    const done = await registry.locks
+      .tryWith([key], async () => {
         const el = registry.get(key);
-        if (el === undefined) return;
+        if (el === undefined) return true;
         await registry.commit({ put: [{ ...el, attributes: { ...el.attributes, lastUsed: new Date(at).toISOString() } }] });
+        return true;
       })
-      .catch(() => undefined);
+      .catch(() => true);
+    if (done === undefined && (engine.lastUse.get(key) ?? 0) < at) engine.lastUse.set(key, at);
+  }
 };
 
 /** The Docker images an element had before refreshes, still to remove (`attributes.stale`). */

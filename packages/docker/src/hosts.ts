@@ -10,6 +10,8 @@
  * Every state change is reported to the backend, which publishes it on the event stream.
  */
 import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
@@ -42,8 +44,14 @@ export const HostPolicyC = t.exact(
   t.partial({
     /** Calls in a row that do not reach a host before it becomes `inactive` (default 3). */
     failures: positiveInt,
-    /** Milliseconds between housekeeping ticks (default 5,000). */
+    /** Milliseconds between housekeeping ticks (default 2,000). */
     housekeepingMs: positiveInt,
+    /**
+     * Bound of one health-check ping (default 3,000, at most `callTimeoutMs`). An active host
+     * whose ping fails twice in a row is `inactive`: a frozen or dead engine is noticed within
+     * `housekeepingMs + 2 x pingTimeoutMs` (8 s by default).
+     */
+    pingTimeoutMs: positiveInt,
     /** Longest wait between probes of an inactive host (default 30,000; starts at the tick interval). */
     probeMaxMs: positiveInt,
   }),
@@ -68,11 +76,30 @@ export interface HostInfo {
 
 const pem = (v: string): string => (v.includes('-----BEGIN') ? v : readFileSync(v, 'utf8'));
 
+/** Throws saying what is wrong when TLS material does not parse or the key is not the certificate's. */
+const checkTls = (tls: { ca: string; cert: string; key: string }): void => {
+  const certs = (what: string, pemText: string): void => {
+    const blocks = pemText.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length === 0) throw new Error(`${what}: no PEM certificate`);
+    for (const b of blocks)
+      try {
+        new X509Certificate(b);
+      } catch (err) {
+        throw new Error(`${what}: ${err instanceof Error ? err.message : 'not a certificate'}`, { cause: err });
+      }
+  };
+  certs('ca', tls.ca);
+  certs('cert', tls.cert);
+  createSecureContext(tls);
+};
+
 /** A dockerode client for a host (its TLS material read when given as paths). */
 export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
   const at = (k: string): string[] => [`hosts.${spec.name}.${k}`];
   try {
     const tls = spec.tls === undefined ? {} : { ca: pem(spec.tls.ca), cert: pem(spec.tls.cert), key: pem(spec.tls.key) };
+    // refused here, not at the first call: PEM that does not parse, a key that is not the certificate's
+    if (spec.tls !== undefined) checkTls(tls as { ca: string; cert: string; key: string });
     if (spec.url === undefined) return E.right(new Docker());
     if (spec.url.startsWith('unix://')) return E.right(new Docker({ socketPath: spec.url.slice('unix://'.length) }));
     const u = new URL(spec.url.replace(/^tcp:/, spec.tls === undefined ? 'http:' : 'https:'));
@@ -86,7 +113,8 @@ export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
       }),
     );
   } catch (err) {
-    return E.left(invalidEntry(`host ${spec.name}: ${err instanceof Error ? err.message : 'bad TLS material'}`, '', at('tls')));
+    const why = err instanceof Error ? err.message : 'bad TLS material';
+    return E.left(invalidEntry(`host ${spec.name}: its TLS material is refused: ${why}`, `host://${spec.name}`, at('tls')));
   }
 };
 
@@ -102,6 +130,11 @@ export interface PoolHooks {
   readonly sweep?: (host: Engine) => void;
 }
 
+/** Default milliseconds between housekeeping ticks. */
+export const DEFAULT_HOUSEKEEPING_MS = 2000;
+/** Default bound of one health-check ping. */
+export const DEFAULT_PING_TIMEOUT_MS = 3000;
+
 /** Every this many housekeeping ticks, active hosts are swept for dangling objects and their resources read again. */
 export const SWEEP_EVERY = 12;
 
@@ -112,13 +145,17 @@ export class HostPool {
   private readonly nextProbe = new Map<string, { at: number; every: number }>();
   private readonly seen = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
-  private ticking: Promise<void> = Promise.resolve();
+  /** Health checks in flight, per host: a slow host never delays another's checks. */
+  private readonly checking = new Map<string, Promise<boolean>>();
+  /** Ticks in flight (awaited on close). */
+  private readonly ticking = new Set<Promise<void>>();
   private closed = false;
   /** Housekeeping ticks so far (every `SWEEP_EVERY`th also sweeps). */
   private ticks = 0;
   readonly failuresToInactive: number;
   readonly housekeepingMs: number;
   readonly probeMaxMs: number;
+  readonly pingTimeoutMs: number;
   hooks: PoolHooks | undefined;
 
   constructor(
@@ -128,8 +165,9 @@ export class HostPool {
     readonly logger?: Logger,
   ) {
     this.failuresToInactive = policy.failures ?? 3;
-    this.housekeepingMs = policy.housekeepingMs ?? 5000;
+    this.housekeepingMs = policy.housekeepingMs ?? DEFAULT_HOUSEKEEPING_MS;
     this.probeMaxMs = policy.probeMaxMs ?? 30_000;
+    this.pingTimeoutMs = Math.min(policy.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS, callTimeoutMs);
   }
 
   /** Adds an engine as a host, `spawned` until its first health check passes. */
@@ -148,6 +186,19 @@ export class HostPool {
     h.state = 'active';
     h.stateSince = Date.now();
     this.seen.add(h.name);
+  }
+
+  /** Forgets a host that never became active (a registration refused). */
+  forget(name: string): void {
+    if (this.seen.has(name)) return;
+    this.hosts.delete(name);
+    this.endpoints.delete(name);
+    this.nextProbe.delete(name);
+  }
+
+  /** How long a frozen or dead engine may stay `active` at most: `housekeepingMs + 2 x pingTimeoutMs`. */
+  get detectionBoundMs(): number {
+    return this.housekeepingMs + 2 * this.pingTimeoutMs;
   }
 
   /** The first host: where elements made before there were several hosts live. */
@@ -231,22 +282,41 @@ export class HostPool {
     this.hooks?.changed(h, from, reason);
   }
 
-  /** Health-checks a host: a ping bounded by the call timeout. */
+  /** Health-checks a host: a ping bounded by `pingTimeoutMs`; a failure is kept as its `lastError`. */
   private async probe(h: Engine): Promise<boolean> {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), this.pingTimeoutMs);
     try {
-      await h.docker.ping();
+      await (h.docker.ping as (opts: { abortSignal: AbortSignal }) => Promise<unknown>).call(h.docker, {
+        abortSignal: ac.signal,
+      });
       return true;
-    } catch {
+    } catch (err) {
+      h.lastError = ac.signal.aborted
+        ? `the Docker engine ${h.name} (${this.endpoints.get(h.name) ?? ''}) did not answer GET /_ping within ${this.pingTimeoutMs} ms`
+        : err instanceof Error
+          ? err.message
+          : 'unreachable';
+      h.lastErrorCause = ac.signal.aborted ? undefined : err;
       return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  /** Makes a spawned or inactive host active when it answers; answers whether it is active. */
+  /**
+   * Makes a spawned or inactive host active when it answers; an active host whose ping fails
+   * twice in a row (the second at once) becomes inactive. Answers whether it is active.
+   */
   async check(h: Engine): Promise<boolean> {
     if (h.state === 'removed' || h.state === 'draining') return false;
-    const ok = await this.probe(h);
+    let ok = await this.probe(h);
+    if (!ok && h.state === 'active') ok = await this.probe(h);
     if (!ok) {
-      if (h.state === 'active') return false; // observe() counted the failure
+      if (h.state === 'active') {
+        this.setState(h, 'inactive', `health check failed twice: ${h.lastError ?? 'unreachable'}`);
+        return false;
+      }
       const p = this.nextProbe.get(h.name) ?? { at: 0, every: this.housekeepingMs };
       const every = Math.min(p.every * 2, this.probeMaxMs);
       this.nextProbe.set(h.name, { at: Date.now() + every, every });
@@ -292,8 +362,15 @@ export class HostPool {
         const p = this.nextProbe.get(h.name);
         if (p !== undefined && p.at > now) continue;
       }
+      const inFlight = this.checking.get(h.name);
+      if (inFlight !== undefined) {
+        work.push(inFlight); // still checking since an earlier tick: that check stands for this one
+        continue;
+      }
+      const checked = this.check(h).finally(() => this.checking.delete(h.name));
+      this.checking.set(h.name, checked);
       work.push(
-        this.check(h).then(async (ok) => {
+        checked.then(async (ok) => {
           if (!ok) return;
           await h.janitor.kick();
           if (sweep) {
@@ -309,8 +386,12 @@ export class HostPool {
   /** Starts housekeeping every `housekeepingMs` (does not keep the process alive). */
   start(): void {
     if (this.timer !== undefined || this.closed) return;
+    // ticks are not chained: each host's checks are (see tick), so one slow host delays nobody
     this.timer = setInterval(() => {
-      this.ticking = this.ticking.then(() => (this.closed ? undefined : this.tick())).catch(() => undefined);
+      if (this.closed) return;
+      const t = this.tick().catch(() => undefined);
+      this.ticking.add(t);
+      void t.finally(() => this.ticking.delete(t));
     }, this.housekeepingMs);
     this.timer.unref();
   }
@@ -336,7 +417,7 @@ export class HostPool {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
-    await this.ticking;
+    await Promise.all([...this.ticking]);
   }
 }
 

@@ -49,7 +49,7 @@ import {
   type RegistryOptions,
 } from '@lessl/level';
 import { DEFAULT_CALL_TIMEOUT_MS, endpointOf, guardCalls, LOCAL_HOST, type Engine } from './engine.js';
-import { fromDocker } from './errors.js';
+import { fromDocker, isTlsError } from './errors.js';
 import { containerBase, DockerExecutorOptionsC, type FaultHook } from './executor.js';
 import {
   clientFor,
@@ -61,7 +61,7 @@ import {
   type HostPolicy,
   type HostSpec,
 } from './hosts.js';
-import { ensureImage, routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
+import { ensureImage, LiveRuns, routedExecutorDriver, routedImageDriver, routedVolumeDriver } from './routing.js';
 import {
   IDLE_CMD,
   POOL_MEMORY_CAP,
@@ -77,7 +77,7 @@ import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport
 import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 import { imageDriver } from './images.js';
 import { EgressGuard } from './egress.js';
-import { SwarmOptionsC, swarmExecutorDriver, type SwarmOptions } from './swarm.js';
+import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -302,6 +302,7 @@ export const openDockerBackend =
       return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
     }
     const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
+    const reg0 = registry;
     for (const [i, { spec, docker }] of clients.entries()) {
       const h = hosts.add(docker, spec, endpointOf(docker));
       if (answered[i] === true) hosts.markActive(h);
@@ -309,13 +310,21 @@ export const openDockerBackend =
     const primary = hosts.primary;
     /** What runs in the background after open (the watchers, the late sweeps); stopped on close. */
     const background: { stop(): Promise<void> }[] = [];
+    /** Runs in progress per host (a host that stops answering ends its runs `lost`). */
+    const live = new LiveRuns();
     const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
       registry,
       stores: opts.stores ?? DEFAULT_DOCKER_STORES,
-      drivers: { image: routedImageDriver(hosts, egress), volume: routedVolumeDriver(hosts) },
+      drivers: {
+        image:
+          opts.swarm === undefined
+            ? routedImageDriver(hosts, egress)
+            : withSwarmCopies(routedImageDriver(hosts, egress), hosts.primary, opts.swarm, (el) => sameContent(reg0, el)),
+        volume: routedVolumeDriver(hosts),
+      },
       executor:
         opts.swarm === undefined
-          ? routedExecutorDriver(hosts, opts.faults)
+          ? routedExecutorDriver(hosts, opts.faults, live)
           : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
@@ -382,7 +391,11 @@ export const openDockerBackend =
     background.unshift({ stop: () => warm.close() });
     hosts.hooks = {
       activated: adopt,
-      changed: (h, from, reason) => void publishHostChange(reg, hosts.info(h), from, reason),
+      changed: (h, from, reason) => {
+        void publishHostChange(reg, hosts.info(h), from, reason);
+        // its runs can no longer be followed: they end lost (one engine: its runs wait for it, as it is the only one)
+        if (h.state === 'inactive' && hosts.all().length > 1) void live.lose(h, reason);
+      },
       stopTasks: (h) => stopTasksOn(reg, backend, h),
       sweep: (h) => sweepers.get(h)?.kick(),
     };
@@ -403,6 +416,13 @@ export const openDockerBackend =
           if (E.isLeft(c)) return c;
           const h = hosts.add(c.right, s, endpointOf(c.right));
           await hosts.check(h);
+          // a TLS failure is the host's, not a passing outage: the registration is refused
+          if (h.state === 'spawned' && isTlsError(h.lastErrorCause)) {
+            hosts.forget(h.name);
+            return E.left(
+              unavailable(`host://${s.name}`, `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`),
+            );
+          }
           return E.right(hosts.info(h));
         },
         drain: (name, o) =>
@@ -500,6 +520,10 @@ const hostSpecsOf = (opts: DockerBackendOptions): E.Either<InvalidEntry, readonl
   }
   return E.right(opts.hosts);
 };
+
+/** Whether another image element has the same content (Docker image ID) as `el`. */
+const sameContent = (registry: Registry, el: Element): boolean =>
+  registry.scan('image://', 1, (e) => e.id.key !== el.id.key && e.attributes.imageId === el.attributes.imageId).length > 0;
 
 /**
  * `preload` over several hosts: each image element made from its source where missing (on the

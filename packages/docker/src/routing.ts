@@ -254,8 +254,79 @@ const trackedSink = (sink: RunSink, host: Engine): RunSink => ({
   },
 });
 
+/** A run in progress: its sink and what its driver said about the process. */
+interface LiveRun {
+  readonly sink: RunSink;
+  process?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The runs in progress on each host, so that a host that stops answering ends its runs `lost`
+ * (naming the host) instead of leaving them running for good: their slots free and their
+ * waiters answer. A main container left behind is removed by the host's janitor once the host
+ * answers again (an exec's container is its executor's, which its own main run ends).
+ */
+export class LiveRuns {
+  private readonly byHost = new Map<Engine, Set<LiveRun>>();
+
+  /** Watches a run on `host` from its start to its end. */
+  open(sink: RunSink, host: Engine): RunSink {
+    let runs = this.byHost.get(host);
+    if (runs === undefined) this.byHost.set(host, (runs = new Set()));
+    const set = runs;
+    const run: LiveRun = { sink };
+    return {
+      ...sink,
+      get kept() {
+        return sink.kept;
+      },
+      get stopping() {
+        return sink.stopping;
+      },
+      output: (stream, data) => sink.output(stream, data),
+      started: (r) => {
+        run.process = r.process;
+        set.add(run);
+        sink.started(r);
+      },
+      end: (outcome) => {
+        set.delete(run);
+        return sink.end(outcome);
+      },
+    };
+  }
+
+  /** How many runs are in progress on `host`. */
+  count(host: Engine): number {
+    return this.byHost.get(host)?.size ?? 0;
+  }
+
+  /** Ends every run in progress on `host` as `lost`, naming the host and why. */
+  async lose(host: Engine, why: string): Promise<void> {
+    const runs = [...(this.byHost.get(host) ?? [])];
+    this.byHost.get(host)?.clear();
+    const lost = { host: host.name, lost: `host ${host.name} stopped answering: ${why}` };
+    for (const run of runs) {
+      const p = run.process ?? {};
+      const main = typeof p.containerId === 'string' && typeof p.execId !== 'string';
+      if (main) {
+        host.expected.add(String(p.containerId));
+        host.janitor.add({ kind: 'container', ref: String(p.containerId) });
+      }
+      await run.sink
+        .end({
+          exitCode: null,
+          reason: 'lost',
+          process: lost,
+          ...(main ? { executor: { state: 'stopped', containerId: null, mainTask: null } } : {}),
+        })
+        .catch(() => undefined);
+    }
+  }
+}
+
 /** Executors over many hosts (see the module comment). */
-export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook): ExecutorDriver => {
+export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook, live = new LiveRuns()): ExecutorDriver => {
   const of = perHost((e) => executorDriver(e, faults));
   const memoryOf = (options: ExecutorOptions): number => options.memoryBytes ?? DEFAULTS.memoryBytes;
 
@@ -264,18 +335,38 @@ export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook): Execut
     const h = hostFor(pool, plan);
     if (E.isLeft(h)) return failAll(h.left);
     const host = h.right;
+    // a placement is load at once (a burst spreads); the reservation goes when the commit fails
+    const placed = startsContainer(plan) && plan.attributes.containerId == null;
+    const release = (): void => {
+      if (placed) host.track(plan.executor.key, undefined);
+    };
+    if (placed) host.track(plan.executor.key, memoryOf(plan.options));
     if (startsContainer(plan)) {
       const image = plan.after.find((m) => m.id.kind === 'image');
       const el = image === undefined ? undefined : plan.elements.get(image.id.key);
       if (el !== undefined) {
         const r = await ensureImage(pool, host, el);
-        if (E.isLeft(r)) return failAll(r.left);
+        if (E.isLeft(r)) {
+          release();
+          return failAll(r.left);
+        }
       }
     }
     const runs = plan.runs;
-    const routed: CommitPlan = { ...plan, runs: { open: (task) => trackedSink(runs.open(task), host), stop: runs.stop } };
-    const r = await of(host).commit(routed);
-    if (E.isLeft(r)) return r;
+    const routed: CommitPlan = {
+      ...plan,
+      runs: { open: (task) => live.open(trackedSink(runs.open(task), host), host), stop: runs.stop },
+    };
+    const r = await of(host)
+      .commit(routed)
+      .catch((err: unknown) => {
+        release();
+        throw err;
+      });
+    if (E.isLeft(r)) {
+      release();
+      return r;
+    }
     const running = r.right.attributes.state === 'running';
     host.track(plan.executor.key, running ? memoryOf(plan.options) : undefined);
     return E.right({
@@ -306,7 +397,7 @@ export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook): Execut
         const mem = executor.attributes.memoryBytes;
         host.track(executor.id.key, typeof mem === 'number' ? mem : DEFAULTS.memoryBytes);
       }
-      await of(host).resume?.(trackedSink(sink, host), status, executor);
+      await of(host).resume?.(live.open(trackedSink(sink, host), host), status, executor);
     },
     async close() {
       for (const h of pool.all()) await of(h).close?.();

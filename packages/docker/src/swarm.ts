@@ -30,7 +30,7 @@ import {
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
-import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, RunSink } from '@lessl/level';
+import type { CommitPlan, CompositionRecord, ElementDriver, ExecutorDriver, Intent, RunSink } from '@lessl/level';
 import type { Engine } from './engine.js';
 import { followJson } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
@@ -116,10 +116,77 @@ const restartOf = (spec: TaskSpec): { Condition: 'none' | 'any' | 'on-failure'; 
   return { Condition: 'any' };
 };
 
+/** Images pushed to the Swarm's registry, per manager engine (pushed once; forgotten when removed). */
+const pushedBy = new WeakMap<Engine, Set<string>>();
+
+/** `<registry>/lessl/<image hex>:latest`: where the Swarm driver pushes an image. */
+const distributedRef = (swarm: SwarmOptions, imageId: string): { repo: string; ref: string } => {
+  const repo = `${swarm.registry}/lessl/${hexOf(imageId)}`;
+  return { repo, ref: `${repo}:latest` };
+};
+
+/** Deletes a manifest from a registry (https first, then plain http as Docker does for an insecure registry). */
+const deleteManifest = async (registry: string, name: string, tag: string): Promise<void> => {
+  const accept = 'application/vnd.docker.distribution.manifest.v2+json';
+  for (const scheme of ['https', 'http']) {
+    try {
+      const base = `${scheme}://${registry}/v2/${name}/manifests`;
+      const head = await fetch(`${base}/${tag}`, {
+        method: 'HEAD',
+        headers: { Accept: accept },
+        signal: AbortSignal.timeout(10_000),
+      });
+      const digest = head.headers.get('docker-content-digest');
+      if (head.ok && digest !== null) await fetch(`${base}/${digest}`, { method: 'DELETE', signal: AbortSignal.timeout(10_000) });
+      return;
+    } catch {
+      // not this scheme (or the registry did not answer): the next, else the copy stays
+    }
+  }
+};
+
+/**
+ * Removes the copies of an image the Swarm driver made: its tag on the manager and its manifest in
+ * the registry (which must allow deletes: `storage.delete.enabled: true`; its garbage collector
+ * then frees the layers). Images the worker nodes pulled stay there (the backend has no endpoint
+ * of theirs). Never fails: what cannot be removed stays.
+ */
+export const removeDistributed = async (engine: Engine, swarm: SwarmOptions, imageId: string): Promise<void> => {
+  if (imageId === '') return;
+  const { ref } = distributedRef(swarm, imageId);
+  pushedBy.get(engine)?.delete(ref);
+  engine.expected.add(imageId);
+  await engine.docker
+    .getImage(ref)
+    .remove({ noprune: false })
+    .catch(() => undefined);
+  await deleteManifest(swarm.registry, `lessl/${hexOf(imageId)}`, 'latest');
+};
+
+/**
+ * An image driver that also removes an image's Swarm copies (`removeDistributed`) once its
+ * element's image is removed, unless another element has the same content (`sameContent`).
+ */
+export const withSwarmCopies = (
+  driver: ElementDriver,
+  engine: Engine,
+  swarm: SwarmOptions,
+  sameContent: (el: Element) => boolean,
+): ElementDriver => ({
+  ...driver,
+  async destroy(el) {
+    const r = await driver.destroy(el);
+    if (E.isRight(r) && !sameContent(el)) await removeDistributed(engine, swarm, String(el.attributes.imageId ?? ''));
+    return r;
+  },
+});
+
 /** The Swarm executor driver: executors are services on the Swarm `engine` manages. */
 export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?: FaultHook): ExecutorDriver => {
   const d = engine.docker;
-  const pushed = new Set<string>();
+  let pushed = pushedBy.get(engine);
+  if (pushed === undefined) pushedBy.set(engine, (pushed = new Set()));
+  const pushedRefs = pushed;
   const followers = new Set<{ stop(): void }>();
   let self: Promise<{ nodeId: string }> | undefined;
 
@@ -150,9 +217,8 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
 
   /** Pushes an image to the registry every node reaches (once per driver; the registry skips layers it has). */
   const distribute = async (task: string, imageId: string): Promise<E.Either<AnyError, string>> => {
-    const repo = `${swarm.registry}/lessl/${hexOf(imageId)}`;
-    const ref = `${repo}:latest`;
-    if (pushed.has(ref)) return E.right(ref);
+    const { repo, ref } = distributedRef(swarm, imageId);
+    if (pushedRefs.has(ref)) return E.right(ref);
     try {
       await d.getImage(imageId).tag({ repo, tag: 'latest' });
       const s = (await d.getImage(ref).push({ authconfig: { serveraddress: swarm.registry } })) as NodeJS.ReadableStream;
@@ -162,7 +228,7 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
     } catch (err) {
       return E.left(fromDocker(task, err));
     }
-    pushed.add(ref);
+    pushedRefs.add(ref);
     return E.right(ref);
   };
 

@@ -214,6 +214,30 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     }
   });
 
+  test('deleting an image removes the copies lessl made: its pushed tag on the manager and its manifest in the registry', async () => {
+    const img = `image://local/${n('swarm-del')}`;
+    const el = await unwrap(
+      l.stores.image.create({ id: img, data: await busyboxRootfsBytes(), ro: { mark: new TextEncoder().encode(n('m')) } }),
+    );
+    const hex = String(el.attributes.imageId).replace(/^sha256:/, '');
+    const r = await unwrap(l.run({ image: img, spec: { cmd: ['true'] } }));
+    expect(r.exitCode).toBe(0);
+    const manifest = `http://${f.registry}/v2/lessl/${hex}/manifests/latest`;
+    const accept = { Accept: 'application/vnd.docker.distribution.manifest.v2+json' };
+    expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(200);
+    // Swarm removes the finished task's container shortly after its service: until then the image is InUse
+    const until = Date.now() + 20_000;
+    let del = await l.stores.image.delete(img)();
+    while (del._tag === 'Left' && del.left._tag === 'InUse' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      del = await l.stores.image.delete(img)();
+    }
+    expect(del._tag).toBe('Right');
+    const tagged = (await manager.listImages()).filter((i) => (i.RepoTags ?? []).some((t) => t.includes(`/lessl/${hex}`)));
+    expect(tagged).toEqual([]);
+    expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(404);
+  });
+
   test('nothing is left: no service of this registry, no task container on either node', async () => {
     await new Promise((r) => setTimeout(r, 500));
     const mine = await manager.listServices({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } });

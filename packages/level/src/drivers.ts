@@ -48,6 +48,8 @@ export interface RunOutcome {
    * a one-shot task's container, so a crash can never lose a result whose container is gone.
    */
   readonly cleanup?: () => Promise<void>;
+  /** Details merged into the status's `process` (e.g. the host a lost run was on, and why it was lost). */
+  readonly process?: Readonly<Record<string, unknown>>;
 }
 
 /**

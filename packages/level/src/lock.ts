@@ -42,6 +42,22 @@ export class KeyedLock {
     }
   }
 
+  /**
+   * Runs `fn` holding `keys` exclusively only when every key is free right now; otherwise runs
+   * nothing and answers `undefined`. Never waits, so it never holds back holders or waiters
+   * (for background bookkeeping that can be retried later).
+   */
+  async tryWith<A>(keys: readonly string[], fn: () => Promise<A>): Promise<A | undefined> {
+    const order = [...new Set(keys)].sort();
+    if (!order.every((k) => this.keys.get(k) === undefined)) return undefined;
+    for (const k of order) this.state(k).writer = true;
+    try {
+      return await fn();
+    } finally {
+      for (const k of order.reverse()) this.release(k, 'exclusive');
+    }
+  }
+
   private state(key: string): KeyState {
     let s = this.keys.get(key);
     if (s === undefined) this.keys.set(key, (s = { readers: 0, writer: false, queue: [] }));

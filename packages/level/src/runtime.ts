@@ -310,6 +310,7 @@ export class TaskRuntime {
         endedAt: now(),
         outputBytes: r.kept,
         truncated: r.truncated,
+        ...(outcome.process === undefined ? {} : { process: { ...st.process, ...outcome.process } }),
       };
       const x = reg.get(r.executor);
       const comp = reg.composition(r.executor);
