@@ -4,7 +4,7 @@
  * changes), and the sources of sources.ts: image tarball or file (load), registry reference
  * (pull), URL (download, then load or import), git (clone, then build). ro metadata becomes labels.
  */
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack as packDir } from 'tar-fs';
@@ -263,7 +263,7 @@ export const imageDriver = (engine: Engine): ImageDriver => {
     if (source?.type === 'tarball') {
       const data = input.data;
       if (data === undefined) return E.left(invalidEntry('a tarball image needs data (a docker save archive)', id, ['data']));
-      const stream = checkedTar(id, data.stream, { absoluteSymlinks: true }).pipe(counting('load', report));
+      const stream = pipeline(checkedTar(id, data.stream, { absoluteSymlinks: true }), counting('load', report), () => undefined);
       content = { format: 'image', stream, verify: () => E.right(undefined), digest: () => '' };
     } else if (source?.type === 'url' || source?.type === 'path' || source?.type === 'directory') {
       if (input.data !== undefined) return E.left(invalidEntry(`a ${source.type} image takes no data`, id, ['data']));
@@ -354,6 +354,8 @@ export const imageDriver = (engine: Engine): ImageDriver => {
       const v = content?.verify();
       if (v !== undefined && E.isLeft(v)) return fail(v.left);
       throw err;
+    } finally {
+      content?.stream.destroy(); // a download nobody read to its end (a refusal before reading) stops here
     }
   };
 
