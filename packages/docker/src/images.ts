@@ -80,8 +80,11 @@ export const imageDriver = (engine: Engine): ImageDriver => {
   const importTar = async (id: string, ref: string, tar: Readable, changes: string[]): Promise<E.Either<AnyError, void>> => {
     const { repo, tag } = split(ref);
     try {
-      const r = await withTar(tar, async (abortSignal) =>
-        followJson(await d.importImage(tar as unknown as NodeJS.ReadableStream, { repo, tag, changes, abortSignal } as object)),
+      const r = await withTar(
+        tar,
+        async (abortSignal) =>
+          followJson(await d.importImage(tar as unknown as NodeJS.ReadableStream, { repo, tag, changes, abortSignal } as object)),
+        engine.liveness,
       );
       if (r.error !== undefined) return E.left(invalidEntry(`Docker could not import the data: ${r.error}`, id, ['data']));
       return E.right(undefined);
@@ -101,10 +104,14 @@ export const imageDriver = (engine: Engine): ImageDriver => {
     signal?: AbortSignal,
   ): Promise<E.Either<AnyError, void>> => {
     try {
-      const r = await withTar(archive, async (abortSignal) => {
-        signal?.addEventListener('abort', () => archive.destroy(new Error('aborted')), { once: true });
-        return followJson(await d.loadImage(archive as unknown as NodeJS.ReadableStream, { quiet: true, abortSignal }));
-      });
+      const r = await withTar(
+        archive,
+        async (abortSignal) => {
+          signal?.addEventListener('abort', () => archive.destroy(new Error('aborted')), { once: true });
+          return followJson(await d.loadImage(archive as unknown as NodeJS.ReadableStream, { quiet: true, abortSignal }));
+        },
+        engine.liveness,
+      );
       if (r.error !== undefined) return E.left(invalidEntry(`Docker could not load the archive: ${r.error}`, id, ['data']));
       const loaded = r.messages
         .map((m) => (typeof m.stream === 'string' ? m.stream : ''))
@@ -328,7 +335,11 @@ export const imageDriver = (engine: Engine): ImageDriver => {
           const h = helper;
           const t = tar;
           try {
-            await withTar(t, (abortSignal) => h.putArchive(t as unknown as NodeJS.ReadableStream, { path: '/', abortSignal }));
+            await withTar(
+              t,
+              (abortSignal) => h.putArchive(t as unknown as NodeJS.ReadableStream, { path: '/', abortSignal }),
+              engine.liveness,
+            );
           } catch (err) {
             if (!isDockerError(err)) throw err;
             return fail(

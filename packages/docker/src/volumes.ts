@@ -46,7 +46,11 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
       helpers.push(dst);
       const tar = checkedTar(id, input.data.stream, { absoluteSymlinks: false });
       try {
-        await withTar(tar, (abortSignal) => dst.putArchive(tar as unknown as NodeJS.ReadableStream, { path: '/v', abortSignal }));
+        await withTar(
+          tar,
+          (abortSignal) => dst.putArchive(tar as unknown as NodeJS.ReadableStream, { path: '/v', abortSignal }),
+          engine.liveness,
+        );
       } catch (err) {
         if (!isDockerError(err)) throw err;
         return E.left(
