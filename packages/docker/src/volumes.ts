@@ -39,7 +39,8 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
         const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
         helpers.push(dst);
         const archive = await src.getArchive({ path: '/v' });
-        await dst.putArchive(archive, { path: '/' });
+        // the copy streams from one call into another: a read cut mid-way fails the create, not the process
+        await withTar(archive, (abortSignal) => dst.putArchive(archive, { path: '/', abortSignal }), engine.liveness);
       }
       if (input.data === undefined) return E.right(undefined);
       const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
