@@ -50,23 +50,56 @@ export const followJson = async (
   return error === undefined ? { messages } : { messages, error };
 };
 
+/** How an upload makes sure the engine is alive while it waits on it (see `withTar`). */
+export interface Liveness {
+  /** How long an upload waits between two checks. */
+  readonly everyMs: number;
+  /** A bounded call to the engine (a ping): its failure fails the upload. */
+  readonly check: () => Promise<unknown>;
+}
+
 /**
  * Sends a tar stream to Docker: when the stream fails (a refused entry, a broken source), the
  * request is aborted and the stream's own error is thrown, not Docker's view of a cut upload.
+ * With `live`, the engine is checked every `everyMs` while the upload (and its answer) is
+ * pending: an engine that does not answer (frozen, gone) aborts the request and its error is
+ * thrown (`Unavailable`), where the upload would otherwise wait for ever on a socket nobody reads.
  */
-export const withTar = async <A>(tar: NodeJS.ReadableStream, fn: (signal: AbortSignal) => Promise<A>): Promise<A> => {
+export const withTar = async <A>(
+  tar: NodeJS.ReadableStream,
+  fn: (signal: AbortSignal) => Promise<A>,
+  live?: Liveness,
+): Promise<A> => {
   const early = (tar as { errored?: unknown }).errored;
   if (early !== null && early !== undefined) throw early; // refused before anyone listened
   const ac = new AbortController();
+  let stop: (e: unknown) => void = () => undefined;
   // An aborted request does not always settle: race it against the stream's own failure.
-  const failed = new Promise<never>((_, reject) =>
-    tar.on('error', (e: unknown) => {
+  const failed = new Promise<never>((_, reject) => {
+    stop = (e) => {
       ac.abort();
       reject(e);
-    }),
-  );
+    };
+  });
   failed.catch(() => undefined);
-  return Promise.race([fn(ac.signal), failed]);
+  tar.on('error', (e: unknown) => stop(e));
+  let done = false;
+  let timer: NodeJS.Timeout | undefined;
+  const watch = (l: Liveness): void => {
+    timer = setTimeout(() => {
+      l.check().then(
+        () => (done ? undefined : watch(l)),
+        (e: unknown) => stop(e),
+      );
+    }, l.everyMs);
+  };
+  if (live !== undefined) watch(live);
+  try {
+    return await Promise.race([fn(ac.signal), failed]);
+  } finally {
+    done = true;
+    clearTimeout(timer);
+  }
 };
 
 /** Default bound of a call to the engine. */
@@ -209,6 +242,14 @@ export class Engine implements PlacementHost {
   readonly lastUse = new Map<string, number>();
   /** The warm pool (set by the backend). */
   pool: WarmPool | undefined;
+
+  /** The bound of a call to this engine (`callTimeoutMs`); uploads check the engine this often. */
+  callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS;
+
+  /** How uploads to this engine check it is alive (a ping, bounded like every call). */
+  get liveness(): Liveness {
+    return { everyMs: this.callTimeoutMs, check: () => this.docker.ping() };
+  }
 
   /** Where the backend reports what it does (`openDockerBackend({ logger })`; a no-op by default). */
   readonly logger: Logger;

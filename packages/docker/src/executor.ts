@@ -406,10 +406,16 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
 
   /**
    * Signals an exec'd process and its children: inside the container, every process whose
-   * environment carries the exec's marker (Docker has no call to signal an exec).
+   * environment carries the exec's marker (Docker has no call to signal an exec). TERM goes to
+   * each once; KILL stops them all (so none forks meanwhile), kills them, and walks `/proc` again
+   * until none is left (a shell the walk reached after its children forks no more).
    */
   const signalExec = async (containerId: string, marker: string, user: string | undefined, signal: 'TERM' | 'KILL') => {
-    const script = `for p in /proc/[0-9]*; do grep -qs "LESSL_EXEC=${marker}" "$p/environ" && kill -${signal} "\${p#/proc/}" 2>/dev/null; done; true`;
+    const pids = `pids() { for p in /proc/[0-9]*; do grep -qs "LESSL_EXEC=${marker}" "$p/environ" && echo "\${p#/proc/}"; done; }`;
+    const script =
+      signal === 'TERM'
+        ? `${pids}; kill -TERM $(pids) 2>/dev/null; true`
+        : `${pids}; i=0; while [ $i -lt 100 ]; do l=$(pids); [ -z "$l" ] && break; kill -STOP $l 2>/dev/null; kill -KILL $l 2>/dev/null; i=$((i+1)); done; true`;
     const k = await d.getContainer(containerId).exec({
       Cmd: ['sh', '-c', script],
       AttachStdout: true,
@@ -420,6 +426,10 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     await new Demux(() => undefined).drain(s);
   };
 
+  /**
+   * Ends an exec'd task: KILL at once, or TERM, then (after the grace period, or as soon as the
+   * exec's own process is gone) KILL for whatever of the task is left (background processes too).
+   */
   const killExec = async (
     containerId: string,
     exec: Docker.Exec,
@@ -429,11 +439,12 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     graceMs: number,
   ): Promise<void> => {
     const running = async (): Promise<boolean> => (await exec.inspect().catch(() => ({ Running: false }))).Running;
-    await signalExec(containerId, marker, user, signal);
-    if (signal === 'KILL') return;
-    const until = Date.now() + graceMs;
-    while (Date.now() < until && (await running())) await new Promise((r) => setTimeout(r, 100));
-    if (await running()) await signalExec(containerId, marker, user, 'KILL');
+    if (signal === 'TERM') {
+      await signalExec(containerId, marker, user, 'TERM');
+      const until = Date.now() + graceMs;
+      while (Date.now() < until && (await running())) await new Promise((r) => setTimeout(r, 100));
+    }
+    await signalExec(containerId, marker, user, 'KILL');
   };
 
   /** Reports an exec's end; a warm container's task ends its container too (one task per container). */

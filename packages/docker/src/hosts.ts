@@ -175,6 +175,7 @@ export class HostPool {
     const capacity = spec.capacity ?? {};
     const e = new Engine(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity }, this.logger);
     e.state = 'spawned';
+    e.callTimeoutMs = this.callTimeoutMs;
     guardCalls(docker, this.callTimeoutMs, spec.name, (reached, err) => this.observe(e, reached, err));
     this.hosts.set(spec.name, e);
     this.endpoints.set(spec.name, endpoint);

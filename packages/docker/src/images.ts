@@ -4,7 +4,7 @@
  * changes), and the sources of sources.ts: image tarball or file (load), registry reference
  * (pull), URL (download, then load or import), git (clone, then build). ro metadata becomes labels.
  */
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack as packDir } from 'tar-fs';
@@ -81,8 +81,11 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
   const importTar = async (id: string, ref: string, tar: Readable, changes: string[]): Promise<E.Either<AnyError, void>> => {
     const { repo, tag } = split(ref);
     try {
-      const r = await withTar(tar, async (abortSignal) =>
-        followJson(await d.importImage(tar as unknown as NodeJS.ReadableStream, { repo, tag, changes, abortSignal } as object)),
+      const r = await withTar(
+        tar,
+        async (abortSignal) =>
+          followJson(await d.importImage(tar as unknown as NodeJS.ReadableStream, { repo, tag, changes, abortSignal } as object)),
+        engine.liveness,
       );
       if (r.error !== undefined) return E.left(invalidEntry(`Docker could not import the data: ${r.error}`, id, ['data']));
       return E.right(undefined);
@@ -102,10 +105,14 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
     signal?: AbortSignal,
   ): Promise<E.Either<AnyError, void>> => {
     try {
-      const r = await withTar(archive, async (abortSignal) => {
-        signal?.addEventListener('abort', () => archive.destroy(new Error('aborted')), { once: true });
-        return followJson(await d.loadImage(archive as unknown as NodeJS.ReadableStream, { quiet: true, abortSignal }));
-      });
+      const r = await withTar(
+        archive,
+        async (abortSignal) => {
+          signal?.addEventListener('abort', () => archive.destroy(new Error('aborted')), { once: true });
+          return followJson(await d.loadImage(archive as unknown as NodeJS.ReadableStream, { quiet: true, abortSignal }));
+        },
+        engine.liveness,
+      );
       if (r.error !== undefined) return E.left(invalidEntry(`Docker could not load the archive: ${r.error}`, id, ['data']));
       const loaded = r.messages
         .map((m) => (typeof m.stream === 'string' ? m.stream : ''))
@@ -264,7 +271,7 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
     if (source?.type === 'tarball') {
       const data = input.data;
       if (data === undefined) return E.left(invalidEntry('a tarball image needs data (a docker save archive)', id, ['data']));
-      const stream = checkedTar(id, data.stream, { absoluteSymlinks: true }).pipe(counting('load', report));
+      const stream = pipeline(checkedTar(id, data.stream, { absoluteSymlinks: true }), counting('load', report), () => undefined);
       content = { format: 'image', stream, verify: () => E.right(undefined), digest: () => '' };
     } else if (source?.type === 'url' || source?.type === 'path' || source?.type === 'directory') {
       if (input.data !== undefined) return E.left(invalidEntry(`a ${source.type} image takes no data`, id, ['data']));
@@ -329,7 +336,11 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
           const h = helper;
           const t = tar;
           try {
-            await withTar(t, (abortSignal) => h.putArchive(t as unknown as NodeJS.ReadableStream, { path: '/', abortSignal }));
+            await withTar(
+              t,
+              (abortSignal) => h.putArchive(t as unknown as NodeJS.ReadableStream, { path: '/', abortSignal }),
+              engine.liveness,
+            );
           } catch (err) {
             if (!isDockerError(err)) throw err;
             return fail(
@@ -355,6 +366,8 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
       const v = content?.verify();
       if (v !== undefined && E.isLeft(v)) return fail(v.left);
       throw err;
+    } finally {
+      content?.stream.destroy(); // a download nobody read to its end (a refusal before reading) stops here
     }
   };
 

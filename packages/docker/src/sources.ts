@@ -16,12 +16,12 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { pack as packDir } from 'tar-fs';
-import { checksumMismatch, decodeExact, invalidEntry, unavailable, type AnyError, type Progress } from '@lessl/core';
+import { aborted, checksumMismatch, decodeExact, invalidEntry, unavailable, type AnyError, type Progress } from '@lessl/core';
 import { egressRefusal, guardedFetch, type EgressGuard } from './egress.js';
 
 const abs = (p: string): boolean => p.startsWith('/') && !p.includes('\0');
@@ -202,9 +202,7 @@ export const fromPath = async (
   if (st.isDirectory()) return E.right({ directory: path });
   if (!st.isFile()) return E.left(invalidEntry(`not a file or directory: ${path}`, id, ['options.source.path']));
   const h = hashing();
-  const stream = createReadStream(path)
-    .pipe(h.stream)
-    .pipe(counting('read', report, st.size));
+  const stream = pipeline(createReadStream(path), h.stream, counting('read', report, st.size), () => undefined);
   return E.right({ format: format ?? 'image', stream, verify: () => E.right(undefined), digest: h.digest });
 };
 
@@ -227,10 +225,20 @@ export const fromUrl = async (
   if (want !== undefined && !/^sha256:[0-9a-f]{64}$/.test(want))
     return E.left(invalidEntry('options.source.checksum must be sha256:<64 hex>', id, ['options.source.checksum']));
   const ac = new AbortController();
-  const stop = (): void => ac.abort(signal?.reason);
+  /** Why the download failed, set where it fails (before the consumer hears of it). */
+  let failure: AnyError | undefined;
+  const stop = (): void => {
+    failure ??= aborted(id, signal?.reason);
+    ac.abort(signal?.reason);
+  };
+  if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
   signal?.addEventListener('abort', stop, { once: true });
   let stalled = false;
   let timer: NodeJS.Timeout | undefined;
+  const settle = (): void => {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', stop);
+  };
   const arm = (): void => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -244,36 +252,33 @@ export const fromUrl = async (
   try {
     res = await guardedFetch(src.url, { signal: ac.signal, redirect: 'follow' }, egress);
   } catch (err) {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', stop);
+    settle();
     const refused = egressRefusal(err);
     if (refused !== undefined) return E.left(invalidEntry(`${src.url} refused: ${refused}`, id, ['options.source.url']));
     const why = stalled ? `no answer within ${stallMs} ms` : describe(err);
-    return E.left(unavailable(id, `could not download ${src.url}: ${why}`, err));
+    return E.left(failure ?? unavailable(id, `could not download ${src.url}: ${why}`, err));
   }
   if (!res.ok || res.body === null) {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', stop);
+    settle();
     await res.body?.cancel().catch(() => undefined);
     return E.left(invalidEntry(`GET ${src.url} answered ${res.status} ${res.statusText}`, id, ['options.source.url']));
   }
   const length = Number(res.headers.get('content-length') ?? Number.NaN);
   if (length > maxBytes) {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', stop);
+    settle();
     await res.body.cancel().catch(() => undefined);
     return E.left(invalidEntry(`${src.url} is ${length} bytes, more than maxBytes ${maxBytes}`, id, ['options.source.url']));
   }
   const hash = createHash('sha256');
   let digest: string | undefined;
   let bytes = 0;
-  let failure: AnyError | undefined;
+  let complete = false;
   const guard = new Transform({
     transform(chunk: Buffer, _enc, done) {
       arm();
       bytes += chunk.length;
       if (bytes > maxBytes) {
-        failure = invalidEntry(`${src.url} sent more than maxBytes ${maxBytes}`, id, ['options.source.url']);
+        failure ??= invalidEntry(`${src.url} sent more than maxBytes ${maxBytes}`, id, ['options.source.url']);
         done(new Error(failure.message));
         return;
       }
@@ -281,21 +286,21 @@ export const fromUrl = async (
       done(null, chunk);
     },
     flush(done) {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', stop);
+      complete = true;
+      settle();
       done();
     },
   });
   const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
   body.on('error', (err) => {
-    clearTimeout(timer);
     failure ??= stalled
       ? unavailable(id, `${src.url} stalled: nothing for ${stallMs} ms`)
       : unavailable(id, `download of ${src.url} failed: ${describe(err)}`, err);
-    guard.destroy(new Error(failure.message));
   });
-  const stream = body.pipe(guard).pipe(counting('download', report, Number.isFinite(length) ? length : undefined));
-  guard.on('error', (err) => stream.destroy(err));
+  // every stage has an error path: a failure anywhere ends them all, and the reader hears it
+  const stream = pipeline(body, guard, counting('download', report, Number.isFinite(length) ? length : undefined), () =>
+    settle(),
+  );
   const digestOf = (): string => (digest ??= `sha256:${hash.digest('hex')}`);
   return E.right({
     format: src.format ?? 'image',
@@ -303,6 +308,7 @@ export const fromUrl = async (
     digest: digestOf,
     verify: () => {
       if (failure !== undefined) return E.left(failure);
+      if (!complete) return E.left(unavailable(id, `the download of ${src.url} did not complete`));
       digest = digestOf();
       return want === undefined || digest === want ? E.right(undefined) : E.left(checksumMismatch(id, want, digest));
     },

@@ -51,11 +51,14 @@ export const checkedTar = (id: string, src: AsyncIterable<Uint8Array>, policy: T
   const ex = extract();
   const out = pack();
   const result = new PassThrough();
+  const source = Readable.from(src, { objectMode: false });
   let failed = false;
   const fail = (err: unknown): void => {
     if (failed) return;
     failed = true;
+    source.destroy();
     ex.destroy();
+    out.destroy();
     result.destroy(err instanceof Error ? err : new Error(String(err)));
   };
   ex.on('entry', (header, stream, next) => {
@@ -66,6 +69,9 @@ export const checkedTar = (id: string, src: AsyncIterable<Uint8Array>, policy: T
       return;
     }
     const sink = out.entry(header, (err) => (err ? fail(err) : next()));
+    // a source that breaks mid-entry fails both ends of the entry: each needs its own error path
+    stream.on('error', fail);
+    sink.on('error', fail);
     stream.pipe(sink);
   });
   ex.on('finish', () => out.finalize());
@@ -73,7 +79,6 @@ export const checkedTar = (id: string, src: AsyncIterable<Uint8Array>, policy: T
   out.on('error', fail);
   out.pipe(result);
   result.on('error', () => undefined); // the failure is kept in `result.errored` for whoever sends it
-  const source = Readable.from(src, { objectMode: false });
   source.on('error', (err) => fail(err));
   source.pipe(ex);
   return result;

@@ -39,14 +39,19 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
         const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
         helpers.push(dst);
         const archive = await src.getArchive({ path: '/v' });
-        await dst.putArchive(archive, { path: '/' });
+        // the copy streams from one call into another: a read cut mid-way fails the create, not the process
+        await withTar(archive, (abortSignal) => dst.putArchive(archive, { path: '/', abortSignal }), engine.liveness);
       }
       if (input.data === undefined) return E.right(undefined);
       const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
       helpers.push(dst);
       const tar = checkedTar(id, input.data.stream, { absoluteSymlinks: false });
       try {
-        await withTar(tar, (abortSignal) => dst.putArchive(tar as unknown as NodeJS.ReadableStream, { path: '/v', abortSignal }));
+        await withTar(
+          tar,
+          (abortSignal) => dst.putArchive(tar as unknown as NodeJS.ReadableStream, { path: '/v', abortSignal }),
+          engine.liveness,
+        );
       } catch (err) {
         if (!isDockerError(err)) throw err;
         return E.left(

@@ -81,6 +81,45 @@ describe('removals that fail are retried until done', () => {
   });
 });
 
+describe('uploads to a frozen engine', () => {
+  let proxy: EngineProxy;
+  let l: DockerBackend;
+  let saved: Buffer; // a docker save archive of BASE
+  beforeAll(async () => {
+    proxy = await engineProxy();
+    l = await unwrap(openDockerBackend({ socketPath: proxy.path, callTimeoutMs: 1000 }));
+    await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+    const parts: Buffer[] = [];
+    for await (const c of (await unwrap(l.exportImage(BASE))) as AsyncIterable<Buffer>) parts.push(c);
+    saved = Buffer.concat(parts);
+  });
+  afterAll(async () => {
+    proxy.mode = 'pass';
+    await l.close();
+    await purge(docker, l.registry.instanceId);
+    await proxy.close();
+  });
+
+  test('an import or a load to an engine that stops answering (frozen) is Unavailable, and leaves nothing once it answers again', async () => {
+    const images = async (): Promise<number> =>
+      (await docker.listImages({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } })).length;
+    const before = await images();
+    const uploads = {
+      import: { data: await tarOf({ 'big.txt': 'x'.repeat(512 * 1024) }) },
+      load: { data: saved, options: { source: { type: 'tarball' } } },
+    };
+    for (const [what, req] of Object.entries(uploads)) {
+      const id = `image://local/${n(what)}`;
+      proxy.mode = 'frozen';
+      const r = await l.stores.image.create({ id, ...req })();
+      proxy.mode = 'pass';
+      expect(E.isLeft(r) ? r.left._tag : 'Right', what).toBe('Unavailable');
+      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+    }
+    expect(await eventually(async () => (await images()) === before)).toBe(true);
+  });
+});
+
 describe('recovery', () => {
   test('a labelled image Docker finishes after recovery ran is removed and reported', async () => {
     const location = mkdtempSync(join(tmpdir(), 'lessl-late-'));

@@ -81,6 +81,62 @@ describe("exec'd tasks", () => {
   });
 });
 
+/** A task that keeps forking: a background loop of shells, a background writer and a foreground writer. */
+const FORKER = [
+  'sh',
+  '-c',
+  '(while :; do sh -c "echo child; sleep 0.05"; done) & (while :; do echo bg; sleep 0.05; done) & while :; do echo fg; sleep 0.05; done',
+];
+
+/** Processes of any exec'd task left in a container (their environment carries an exec marker). */
+const marked = async (containerId: string): Promise<number> => {
+  const ex = await docker.getContainer(containerId).exec({
+    Cmd: ['sh', '-c', 'grep -ls LESSL_EXEC= /proc/[0-9]*/environ | wc -l'],
+    AttachStdout: true,
+  });
+  const s = (await ex.start({ hijack: true, stdin: false })) as unknown as NodeJS.ReadableStream;
+  const parts: Buffer[] = [];
+  for await (const c of s as AsyncIterable<Buffer>) parts.push(c);
+  return Number(/(\d+)\s*$/.exec(Buffer.concat(parts).toString('latin1'))?.[1] ?? -1);
+};
+
+/** A task's output so far. */
+const output = async (b: DockerBackend, task: string): Promise<string> => {
+  let out = '';
+  for await (const c of b.tasks.logs(task)) out += text(c.data);
+  return out;
+};
+
+describe("exec'd tasks that fork", () => {
+  test('a kill with a grace period also ends what outlives the task’s own process (a child that ignores TERM)', async () => {
+    const { x, containerId } = await startDaemon(l, BASE);
+    const stubborn = ['sh', '-c', '(trap "" TERM; while :; do echo bg; sleep 0.05; done) & wait'];
+    const task = await execIn(l, x, { cmd: stubborn });
+    for await (const c of l.tasks.logs(task, { follow: true })) if (text(c.data).includes('bg')) break;
+    await unwrap(l.tasks.kill(task, { graceMs: 2000 }));
+    const seen = await output(l, task);
+    expect(await marked(containerId)).toBe(0);
+    expect(await output(l, task)).toBe(seen);
+  });
+
+  test('a deadline or a kill ends every process the task started: nothing of it runs after, no output after its end', async () => {
+    const { x, containerId } = await startDaemon(l, BASE);
+    for (const end of ['deadline', 'kill'] as const) {
+      const task = await execIn(l, x, { cmd: FORKER, ...(end === 'deadline' ? { limits: { deadlineMs: 500 } } : {}) });
+      if (end === 'kill') {
+        await new Promise((r) => setTimeout(r, 500));
+        await unwrap(l.tasks.kill(task, { graceMs: 300 }));
+      }
+      const r = await unwrap(l.tasks.wait(task));
+      expect(r.reason).toBe(end === 'deadline' ? 'deadline' : 'killed');
+      const seen = await output(l, task);
+      expect(seen).toMatch(/fg/);
+      expect(await marked(containerId), end).toBe(0);
+      expect(await output(l, task)).toBe(seen);
+    }
+  });
+});
+
 describe('nothing is left behind', () => {
   test('after a deadline, a kill and an abort, no container of the executor remains', async () => {
     const deadline = `task://local/${n('t')}`;

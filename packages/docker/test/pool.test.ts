@@ -212,4 +212,27 @@ describe('freshness', () => {
       await purge(docker, b.registry.instanceId);
     }
   });
+
+  test('a warm task past its deadline is ended whole: no process of it runs on, no output after its end', async () => {
+    await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+    expect(await eventually(() => l.pool.stats().profiles[0]?.ready === 1)).toBe(true);
+    const { hits } = l.pool.stats();
+    const forker = '(while :; do sh -c "echo child; sleep 0.05"; done) & (while :; do echo bg; sleep 0.05; done) & ';
+    const r = await unwrap(
+      l.run({
+        image: BASE,
+        keep: true,
+        spec: { cmd: ['sh', '-c', `${forker} while :; do echo fg; sleep 0.05; done`], limits: { deadlineMs: 800 } },
+      }),
+    );
+    const task = r.id.key;
+    expect([r.reason, l.pool.stats().hits]).toEqual(['deadline', hits + 1]);
+    const seen = text(r.stdout);
+    expect(seen).toMatch(/fg/);
+    // the container it ran in goes; whatever it had running could only have written until then
+    expect(await eventually(async () => (await pooled(l)).filter((c) => c.State === 'running').length <= 1)).toBe(true);
+    let later = '';
+    for await (const c of l.tasks.logs(task)) later += text(c.data);
+    expect(later).toBe(seen);
+  });
 });

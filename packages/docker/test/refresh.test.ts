@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { text, unwrap, type LesslEvent, type Progress } from '@lessl/core';
+import { sha256, text, unwrap, type LesslEvent, type Progress } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
 import { closeLoopback, listenLoopback, eventually, n, startDaemon, tarOf } from './support.js';
 
@@ -199,6 +199,11 @@ describe('refresh', () => {
     const ref = String(now.attributes.ref);
     const tags = (await docker.listImages()).flatMap((i) => i.RepoTags ?? []);
     expect(tags.filter((t) => t.startsWith(`${ref}-r`))).toEqual([]);
+    // with a checksum too: the part it got is not bad content, the caller stopped it
+    const checked = { type: 'url', url: `${url}/slow`, checksum: sha256(served) };
+    await l.registry.commit({ put: [{ ...now, attributes: { ...now.attributes, source: checked } }] });
+    const again = await l.refresh(id, { signal: AbortSignal.timeout(500) })();
+    expect(E.isLeft(again) && again.left._tag).toBe('Aborted');
     await unwrap(l.stores.image.delete(id));
   });
 

@@ -21,6 +21,7 @@ const BASE = 'image://local/base';
 let l: DockerBackend;
 let saved: Buffer; // a docker save archive of BASE
 let rootfs: Uint8Array; // a root filesystem tar
+let bigfs: Uint8Array; // a root filesystem tar with one large entry (half of it ends mid-entry)
 let server: Server;
 let url = '';
 const work = mkdtempSync(join(tmpdir(), 'lessl-sources-'));
@@ -38,7 +39,17 @@ beforeAll(async () => {
   for await (const c of (await unwrap(l.exportImage(BASE))) as AsyncIterable<Buffer>) parts.push(c);
   saved = Buffer.concat(parts);
   rootfs = await tarOf({ 'hello.txt': 'hello from a url\n' });
+  bigfs = await tarOf({ 'big.txt': 'x'.repeat(256 * 1024) });
   server = createServer((req, res) => {
+    // /half/<image|rootfs>: half of the content, then nothing; /cut/...: half, then the connection is reset
+    const broken = /^\/(half|cut)\/(image|rootfs)$/.exec(req.url ?? '');
+    if (broken !== null) {
+      const body = broken[2] === 'image' ? saved : bigfs;
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.write(body.subarray(0, body.length >> 1));
+      if (broken[1] === 'cut') setTimeout(() => res.destroy(), 100);
+      return;
+    }
     if (req.url === '/image.tar') res.end(saved);
     else if (req.url === '/rootfs.tar') res.end(rootfs);
     else if (req.url === '/to-file') res.writeHead(302, { location: 'file:///etc/passwd' }).end();
@@ -107,6 +118,48 @@ describe('url', () => {
     expect(await tagOf({ type: 'url', url: 'file:///etc/passwd' })).toBe('InvalidEntry');
     expect(await tagOf({ type: 'url', url: `${url}/image.tar`, extra: 1 })).toBe('InvalidEntry');
     expect(await tagOf({ type: 'url', url: `${url}/stall` }, { signal: AbortSignal.timeout(300) })).toBe('Aborted');
+    expect(await leftovers()).toEqual(before);
+  });
+});
+
+describe('broken streams', () => {
+  /** The tag a create answers (and that it left no element). */
+  const tagOf = async (req: Record<string, unknown>, ctx = {}): Promise<string> => {
+    const id = `image://local/${n('broken')}`;
+    const r = await l.stores.image.create({ id, ...req }, ctx)();
+    expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+    return E.isLeft(r) ? r.left._tag : 'Right';
+  };
+
+  test('a download broken mid-entry (stalled, reset, aborted), in both formats: typed errors, nothing left, the process lives', async () => {
+    const before = await leftovers();
+    for (const format of ['image', 'rootfs'] as const) {
+      const parent = format === 'rootfs' ? { parent: BASE } : {};
+      const checksum = sha256(format === 'image' ? saved : bigfs);
+      const source = (how: string, extra = {}): Record<string, unknown> => ({
+        ...parent,
+        options: { source: { type: 'url', url: `${url}/${how}/${format}`, format, ...extra } },
+      });
+      expect(await tagOf(source('half', { stallMs: 500 })), `${format}: stall`).toBe('Unavailable');
+      expect(await tagOf(source('cut')), `${format}: reset`).toBe('Unavailable');
+      expect(await tagOf(source('half'), { signal: AbortSignal.timeout(500) }), `${format}: abort`).toBe('Aborted');
+      expect(await tagOf(source('half', { checksum }), { signal: AbortSignal.timeout(500) }), `${format}: abort`).toBe('Aborted');
+    }
+    expect(await leftovers()).toEqual(before);
+  });
+
+  test('a data stream that fails mid-entry fails its create (import, put on a parent, tarball load); the process lives', async () => {
+    const before = await leftovers();
+    /** The first half of `bytes`, then the caller's stream fails. */
+    const failing = (bytes: Uint8Array): AsyncIterable<Uint8Array> =>
+      (async function* () {
+        yield bytes.subarray(0, bytes.length >> 1);
+        await new Promise((r) => setTimeout(r, 50));
+        throw new Error('the caller’s stream broke');
+      })();
+    expect(await tagOf({ data: failing(bigfs) })).toBe('RuntimeError');
+    expect(await tagOf({ data: failing(bigfs), parent: BASE })).toBe('RuntimeError');
+    expect(await tagOf({ data: failing(saved), options: { source: { type: 'tarball' } } })).toBe('RuntimeError');
     expect(await leftovers()).toEqual(before);
   });
 });

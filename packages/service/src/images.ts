@@ -184,7 +184,11 @@ export const registerImageRoutes = (
     return v;
   };
 
-  /** Starts a create in the background and answers 202 (or 201 once ready within `wait`). */
+  /**
+   * Starts a create in the background and answers 202 (or 201 once ready within `wait`). An upload
+   * answers once its body is `received` (or the create ended without it): answering earlier would
+   * make Node discard the rest of the body, and a client that resets its connection would go unnoticed.
+   */
   const start = async (
     reply: FastifyReply,
     u: UserRecord,
@@ -192,6 +196,7 @@ export const registerImageRoutes = (
     isPublic: boolean,
     wait: number | undefined,
     make: (ro: Record<string, Uint8Array>) => Promise<E.Either<AnyError, Element>>,
+    received?: Promise<void>,
   ): Promise<unknown> => {
     if (isPublic && !u.admin) throw new HttpProblem(permissionDenied(`/v1/images/${name}`, u.name, 'create'), 403);
     if (b.registry.get(idOf(name)) !== undefined || pending.get(name)?.state === 'creating')
@@ -211,6 +216,7 @@ export const registerImageRoutes = (
       (err: unknown) => fail(runtimeError(idOf(name), 'the image could not be created', err)),
     );
     p.done = done;
+    if (received !== undefined) await Promise.race([received, done]);
     if (wait !== undefined) await Promise.race([p.done, new Promise((r) => setTimeout(r, wait * 1000).unref())]);
     const v = view(name) as ImageView;
     reply.header('location', `/v1/images/${name}`);
@@ -287,15 +293,27 @@ export const registerImageRoutes = (
       if (body === undefined || typeof (body as { pipe?: unknown }).pipe !== 'function')
         throw new HttpProblem(invalidEntry('send the archive as application/x-tar', '', ['body']), 415);
       let bytes = 0;
+      let gotAll = (): void => undefined;
+      const received = new Promise<void>((r) => (gotAll = r));
       const limited = async function* (): AsyncIterable<Uint8Array> {
-        for await (const c of body as AsyncIterable<Buffer>) {
-          bytes += c.length;
-          if (bytes > MAX_UPLOAD) throw new Error(`the archive is larger than ${MAX_UPLOAD} bytes`);
-          yield c;
+        try {
+          for await (const c of body as AsyncIterable<Buffer>) {
+            bytes += c.length;
+            if (bytes > MAX_UPLOAD) throw new Error(`the archive is larger than ${MAX_UPLOAD} bytes`);
+            yield c;
+          }
+        } finally {
+          gotAll(); // read to its end, cut by the client, or given up by the create
         }
       };
-      return start(reply, user, params.name, query?.public === true, query?.wait, (ro) =>
-        b.stores.image.create({ id: idOf(params.name), ro, data: limited(), options: { source: { type: 'tarball' } } })(),
+      return start(
+        reply,
+        user,
+        params.name,
+        query?.public === true,
+        query?.wait,
+        (ro) => b.stores.image.create({ id: idOf(params.name), ro, data: limited(), options: { source: { type: 'tarball' } } })(),
+        received,
       );
     },
   });

@@ -5,6 +5,7 @@
  * archive upload and a URL source make images tasks can run on.
  */
 import { createServer as httpServer, type Server } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
@@ -154,5 +155,34 @@ describe('images over REST (Docker)', () => {
     expect([v.state, v.error.tag]).toEqual(['failed', 'ChecksumMismatch']);
     const hosts = (await (await h.call('/v1/hosts')).json()) as { items: { state: string; engine: string }[] };
     expect([hosts.items[0]?.name, hosts.items[0]?.state]).toEqual(['local', 'active']);
+  });
+
+  test('an upload cut halfway (the client resets its connection) fails that image; the service keeps answering', async () => {
+    const { hostname, port } = new URL(h.url);
+    const socket = connect(Number(port), hostname);
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    socket.on('error', () => undefined);
+    socket.write(
+      `PUT /v1/images/cut HTTP/1.1\r\nhost: ${hostname}\r\nauthorization: Bearer ${h.tokens.ann}\r\n` +
+        `content-type: application/x-tar\r\ncontent-length: ${archive.length}\r\n\r\n`,
+    );
+    socket.write(archive.subarray(0, archive.length >> 1)); // mid-entry: the archive's layer is larger than that
+    await new Promise((r) => setTimeout(r, 300));
+    socket.resetAndDestroy();
+    let v = { state: 'creating' } as { state: string; error?: { tag: string } };
+    for (let i = 0; i < 300 && v.state === 'creating'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const r = await h.call('/v1/images/cut');
+      if (r.status === 200) v = (await r.json()) as typeof v;
+    }
+    expect(v.state).toBe('failed');
+    expect((await h.call('/v1/hosts')).status).toBe(200);
+    expect((await h.call('/v1/images/cut', { method: 'DELETE' })).status).toBe(204);
+    const again = await h.call('/v1/images/cut?wait=60', {
+      method: 'PUT',
+      body: archive,
+      headers: { 'content-type': 'application/x-tar' },
+    });
+    expect(again.status).toBe(201);
   });
 });
