@@ -24,6 +24,7 @@ import { unwrap } from '@lessl/core';
 import { openMemoryBackend } from '@lessl/memory';
 import { createServer, ownerAuthorizer } from '@lessl/service';
 import { allSnippets, root, type Snippet } from './snippets.js';
+import { strictTsc } from './strict-tsc.js';
 
 const run = promisify(execFile);
 const snippets = allSnippets();
@@ -48,27 +49,7 @@ describe('TypeScript blocks compile strictly and run', () => {
       writeFileSync(join(dir, `${fileOf(s)}.ts`), `${s.code}\nexport {};\n`);
       return `${fileOf(s)}.ts`;
     });
-    writeFileSync(
-      join(dir, 'tsconfig.json'),
-      JSON.stringify({
-        compilerOptions: {
-          target: 'ES2022',
-          lib: ['ES2023'],
-          module: 'NodeNext',
-          moduleResolution: 'NodeNext',
-          strict: true,
-          outDir: 'out',
-          skipLibCheck: false,
-          types: ['node'],
-        },
-        files,
-      }),
-    );
-    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-    diagnostics = await run(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')]).then(
-      () => '',
-      (e: { stdout?: string }) => e.stdout ?? String(e),
-    );
+    diagnostics = await strictTsc(dir, files, 'out');
   }, 180_000);
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -7,8 +7,11 @@ import { promisify } from 'node:util';
 
 const root = join(import.meta.dirname, '..');
 
-/** Writes a strict tsconfig listing `files` into `dir`, runs tsc on it; answers its diagnostics ('' when clean). */
-export const strictTsc = async (dir: string, files: readonly string[]): Promise<string> => {
+/**
+ * Writes a strict tsconfig listing `files` into `dir`, runs tsc on it; answers its diagnostics ('' when clean).
+ * With `outDir` the files are also emitted there (to be run), else nothing is written.
+ */
+export const strictTsc = async (dir: string, files: readonly string[], outDir?: string): Promise<string> => {
   writeFileSync(
     join(dir, 'tsconfig.json'),
     JSON.stringify({
@@ -18,7 +21,7 @@ export const strictTsc = async (dir: string, files: readonly string[]): Promise<
         module: 'NodeNext',
         moduleResolution: 'NodeNext',
         strict: true,
-        noEmit: true,
+        ...(outDir === undefined ? { noEmit: true } : { outDir }),
         skipLibCheck: false,
         types: ['node'],
       },
