@@ -16,6 +16,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { AbstractLevel } from 'abstract-level';
+import { Level } from 'level';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { purge } from '@lessl/docker';
@@ -108,6 +110,18 @@ const purgeRegistries = async (cwd: string): Promise<void> => {
   }
 };
 
+/** Removes from the engine what a stopped service with data directory `data` left there (its busybox image). */
+const purgeService = async (data: string): Promise<void> => {
+  if (!existsSync(join(data, 'db'))) return;
+  const root = new Level<string, string>(join(data, 'db'), { valueEncoding: 'utf8' });
+  await root.open();
+  const registry = await Registry.open({ db: root.sublevel('reg') as unknown as AbstractLevel<string, string, string> });
+  const instance = registry.instanceId;
+  await registry.close();
+  await root.close();
+  await purge(new Docker(), instance);
+};
+
 test('JSON blocks parse', () => {
   for (const s of byLang('json')) expect(() => JSON.parse(s.code) as unknown, `${s.file}:${s.line}`).not.toThrow();
 });
@@ -172,6 +186,42 @@ describe('shell blocks name only commands that exist', () => {
       expect(help, `lessl ${c}`).toMatch(/Usage:/);
     }
   });
+
+  test("docs/cli.md's first hour runs as written: serve, run the example, curl it, stop", async () => {
+    const block = byLang('sh').find((s) => s.file === 'docs/cli.md' && s.code.includes('lessl serve --busybox &'));
+    expect(block, 'docs/cli.md shows how to start the service and run the example').toBeDefined();
+    // its first line is the clone's set-up (`npm ci && npm run build`), done already; the rest runs in a
+    // fresh directory and home, with the clone's bins on PATH as the block's `export PATH` puts them
+    const [setup, ...rest] = (block?.code ?? '').split('\n');
+    expect(setup).toMatch(/^npm ci && npm run build/);
+    const cwd = mkdtempSync(join(tmpdir(), 'lessl-first-hour-'));
+    try {
+      const script = `set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n${rest.join('\n')}\nwait\n`;
+      const r = await run('bash', ['-c', script], {
+        cwd,
+        timeout: 120_000,
+        env: {
+          ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'LESSL_DATA' && !k.startsWith('LESSL_'))),
+          HOME: cwd,
+          XDG_DATA_HOME: join(cwd, '.local', 'share'),
+          PATH: `${join(root, 'node_modules', '.bin')}:${process.env['PATH'] ?? ''}`,
+        },
+      }).then(
+        (o) => ({ code: 0, out: o.stdout, err: o.stderr }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({
+          code: e.code ?? -1,
+          out: e.stdout ?? '',
+          err: e.stderr ?? '',
+        }),
+      );
+      expect(r, r.err).toMatchObject({ code: 0 });
+      expect(r.out).toContain('Hello World\nvalue\n'); // lessl run's output
+      expect(r.out).toContain('"state":"exited","exitCode":0'); // curl's finished task
+    } finally {
+      await purgeService(join(cwd, '.local', 'share', 'lessl'));
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  }, 150_000);
 
   test('curl reaches paths of the service API', async () => {
     const backend = await unwrap(openMemoryBackend({ authorize: ownerAuthorizer }));
