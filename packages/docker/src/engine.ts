@@ -12,6 +12,9 @@ import { LABEL } from './names.js';
 import type { WarmPool } from './pool.js';
 import type { HostState, PlacementHost } from './placement.js';
 
+/** The helper image: empty, labelled `lessl.helper=image`, shared by every registry on an engine. */
+export const HELPER_IMAGE = 'lessl/helper:empty';
+
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
 export const followJson = async (
   stream: NodeJS.ReadableStream,
@@ -209,6 +212,8 @@ export const LOCAL_HOST = 'local';
  */
 export class Engine implements PlacementHost {
   private helper: Promise<string> | undefined;
+  /** Fills in progress that use the helper image: the last one out removes it. */
+  private helperUses = 0;
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly capacity: HostSettings['capacity'];
@@ -298,10 +303,10 @@ export class Engine implements PlacementHost {
     }
   }
 
-  /** An empty image for created-but-never-started helper containers (archive copies). */
+  /** An empty image for created-but-never-started helper containers (archive copies; see `withHelperImage`). */
   helperImage(): Promise<string> {
     this.helper ??= (async () => {
-      const ref = 'lessl/helper:empty';
+      const ref = HELPER_IMAGE;
       try {
         await this.docker.getImage(ref).inspect();
         return ref;
@@ -322,13 +327,53 @@ export class Engine implements PlacementHost {
     return this.helper;
   }
 
-  /** Creates a never-started helper container from the helper image (or `image`), with mounts. */
+  /**
+   * Runs `fn`, which makes helper containers from the helper image and removes them; when the last
+   * such run on this engine ends, the helper image is removed too, so none stays between copies.
+   * (Docker refuses while another registry's helper container still uses it: that one removes it.)
+   */
+  async withHelperImage<A>(fn: () => Promise<A>): Promise<A> {
+    this.helperUses += 1;
+    try {
+      return await fn();
+    } finally {
+      this.helperUses -= 1;
+      if (this.helperUses === 0) await this.dropHelperImage();
+    }
+  }
+
+  private async dropHelperImage(): Promise<void> {
+    this.helper = undefined;
+    await this.docker
+      .getImage(HELPER_IMAGE)
+      .remove({ noprune: false })
+      .catch(() => undefined);
+  }
+
+  /**
+   * Creates a never-started helper container from the helper image (or `image`), with mounts. The
+   * helper image is made again when it went between its check and the create (another registry's
+   * removal).
+   */
   async helperContainer(
     owner: string,
     mounts: { Source: string; Target: string; ReadOnly?: boolean }[],
     image?: string,
   ): Promise<Docker.Container> {
-    const img = image ?? (await this.helperImage());
+    try {
+      return await this.createHelper(owner, mounts, image ?? (await this.helperImage()));
+    } catch (err) {
+      if (image !== undefined || statusOf(err) !== 404) throw err;
+      this.helper = undefined;
+      return this.createHelper(owner, mounts, await this.helperImage());
+    }
+  }
+
+  private createHelper(
+    owner: string,
+    mounts: { Source: string; Target: string; ReadOnly?: boolean }[],
+    img: string,
+  ): Promise<Docker.Container> {
     return this.docker.createContainer({
       Image: img,
       Cmd: ['/lessl-helper-never-started'],

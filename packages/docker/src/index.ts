@@ -319,7 +319,13 @@ export const openDockerBackend =
         image:
           opts.swarm === undefined
             ? routedImageDriver(hosts, egress)
-            : withSwarmCopies(routedImageDriver(hosts, egress), hosts.primary, opts.swarm, (el) => sameContent(reg0, el)),
+            : withSwarmCopies(
+                routedImageDriver(hosts, egress),
+                hosts.primary,
+                opts.swarm,
+                (el) => sameContent(reg0, el),
+                opts.logger,
+              ),
         volume: routedVolumeDriver(hosts),
       },
       executor:

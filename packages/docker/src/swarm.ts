@@ -20,6 +20,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import {
   invalidEntry,
+  noopLogger,
   unavailable,
   unsupported,
   type AnyError,
@@ -27,6 +28,7 @@ import {
   type Element,
   type EndReason,
   type ExecutorOptions,
+  type Logger,
   type TaskSpec,
   type TaskStatus,
 } from '@lessl/core';
@@ -34,6 +36,7 @@ import type { CommitPlan, CompositionRecord, ElementDriver, ExecutorDriver, Inte
 import type { Engine } from './engine.js';
 import { followJson } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
+import { clientFor, HostSpecC } from './hosts.js';
 import {
   backendOf,
   commitSteps,
@@ -55,14 +58,28 @@ import { Demux } from './output.js';
  * - `registry`: `host:port` of the registry every node pulls images from;
  * - `enginesSetNoNewPrivileges`: every node's engine runs with `"no-new-privileges": true` (Swarm
  *   on API 1.41 cannot ask for it per service, and `docker info` does not say it). Without it, an
- *   executor must allow new privileges explicitly (`options.backend.allowNewPrivileges`).
+ *   executor must allow new privileges explicitly (`options.backend.allowNewPrivileges`);
+ * - `nodes`: the engines of the worker nodes (`{ name, url, tls? }`, as a host of `hosts`): deleting
+ *   an image removes the copies those nodes pulled through them (Swarm has no call for it).
  */
 export const SwarmOptionsC = t.exact(
   t.intersection([
     t.type({ registry: t.refinement(t.string, (r) => /^[a-z0-9.-]+(:\d+)?$/i.test(r), 'Registry') }),
-    t.partial({ enginesSetNoNewPrivileges: t.boolean }),
+    t.partial({
+      enginesSetNoNewPrivileges: t.boolean,
+      nodes: t.array(
+        t.exact(
+          t.intersection([
+            t.type({ name: HostSpecC.type.types[0].props.name, url: HostSpecC.type.types[1].props.url }),
+            t.partial({ tls: HostSpecC.type.types[1].props.tls }),
+          ]),
+        ),
+      ),
+    }),
   ]),
 );
+/** A Swarm node's engine (`swarm.nodes`): where the copies it pulled are removed. */
+export type SwarmNode = NonNullable<t.TypeOf<typeof SwarmOptionsC>['nodes']>[number];
 /** Run executors as Swarm services (see `SwarmOptionsC`). */
 export type SwarmOptions = t.TypeOf<typeof SwarmOptionsC>;
 
@@ -146,20 +163,89 @@ const deleteManifest = async (registry: string, name: string, tag: string): Prom
 };
 
 /**
- * Removes the copies of an image the Swarm driver made: its tag on the manager and its manifest in
- * the registry (which must allow deletes: `storage.delete.enabled: true`; its garbage collector
- * then frees the layers). Images the worker nodes pulled stay there (the backend has no endpoint
- * of theirs). Never fails: what cannot be removed stays.
+ * Removes every reference of `repo` an engine holds to an image: its tag and the digests a node's
+ * pull by digest left (Swarm pins a service's image as `<repo>@sha256:...`), so that the copy goes
+ * once nothing else names it. A node removes a removed service's containers a little later: a copy
+ * still in use is tried again for `waitMs`. Never fails: what cannot be removed stays.
  */
-export const removeDistributed = async (engine: Engine, swarm: SwarmOptions, imageId: string): Promise<void> => {
+const removeCopy = async (docker: Docker, repo: string, imageId: string, waitMs = 0): Promise<void> => {
+  const info = await docker
+    .getImage(imageId)
+    .inspect()
+    .catch(() => undefined);
+  const refs = [`${repo}:latest`, ...(info?.RepoDigests ?? []).filter((d) => d.startsWith(`${repo}@`))];
+  for (const ref of refs) await removeRef(docker, ref, Date.now() + waitMs);
+};
+
+/** Removes one image reference; while a finished task's container still holds it (409), tries again until `deadline`. */
+const removeRef = async (docker: Docker, ref: string, deadline: number): Promise<void> => {
+  for (;;) {
+    const err: unknown = await docker
+      .getImage(ref)
+      .remove({ noprune: false })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    if (statusOf(err) !== 409 || Date.now() >= deadline) return;
+    await sleep(POLL_MS);
+  }
+};
+
+/** How long the removal of a node's copy may take before it is given up (and logged). */
+const NODE_TIMEOUT_MS = 10_000;
+
+/** True when `p` settles well within `ms`; false when it fails or takes longer. */
+const within = async (ms: number, p: Promise<unknown>): Promise<boolean> => {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
+  const ok = await Promise.race([
+    p.then(
+      () => true,
+      () => false,
+    ),
+    late,
+  ]);
+  clearTimeout(timer);
+  return ok;
+};
+
+/**
+ * Removes the copies a Swarm node pulled, through its engine (`swarm.nodes`). A node that cannot
+ * be reached is logged and skipped: the delete does not fail for it.
+ */
+const removeNodeCopies = async (nodes: readonly SwarmNode[], repo: string, imageId: string, log: Logger): Promise<void> => {
+  for (const node of nodes) {
+    const c = clientFor(node);
+    const done =
+      E.isRight(c) &&
+      (await within(
+        NODE_TIMEOUT_MS,
+        c.right.ping().then(() => removeCopy(c.right, repo, imageId, NODE_TIMEOUT_MS - 1000)),
+      ));
+    if (!done)
+      log.warn({ node: node.name, url: node.url, imageId }, 'swarm: a node could not be reached; its copy of the image stays');
+  }
+};
+
+/**
+ * Removes the copies of an image the Swarm driver made: its tag on the manager, the copies the
+ * nodes of `swarm.nodes` pulled, and its manifest in the registry (which must allow deletes:
+ * `storage.delete.enabled: true`; its garbage collector then frees the layers). Never fails: what
+ * cannot be removed stays (a node that cannot be reached is logged).
+ */
+export const removeDistributed = async (
+  engine: Engine,
+  swarm: SwarmOptions,
+  imageId: string,
+  log: Logger = noopLogger,
+): Promise<void> => {
   if (imageId === '') return;
-  const { ref } = distributedRef(swarm, imageId);
+  const { repo, ref } = distributedRef(swarm, imageId);
   pushedBy.get(engine)?.delete(ref);
   engine.expected.add(imageId);
-  await engine.docker
-    .getImage(ref)
-    .remove({ noprune: false })
-    .catch(() => undefined);
+  await removeCopy(engine.docker, repo, imageId);
+  await removeNodeCopies(swarm.nodes ?? [], repo, imageId, log);
   await deleteManifest(swarm.registry, `lessl/${hexOf(imageId)}`, 'latest');
 };
 
@@ -172,11 +258,12 @@ export const withSwarmCopies = (
   engine: Engine,
   swarm: SwarmOptions,
   sameContent: (el: Element) => boolean,
+  log: Logger = noopLogger,
 ): ElementDriver => ({
   ...driver,
   async destroy(el) {
     const r = await driver.destroy(el);
-    if (E.isRight(r) && !sameContent(el)) await removeDistributed(engine, swarm, String(el.attributes.imageId ?? ''));
+    if (E.isRight(r) && !sameContent(el)) await removeDistributed(engine, swarm, String(el.attributes.imageId ?? ''), log);
     return r;
   },
 });

@@ -26,9 +26,13 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
 
   /**
    * Puts a new volume's content in (a copy of its parent, then its data) through never-started
-   * helper containers, removed before this answers so the volume can be removed on failure.
+   * helper containers, removed before this answers so the volume can be removed on failure (and
+   * the helper image with them when no other fill on this engine uses it).
    */
-  const fill = async (input: DriverCreateInput, name: string): Promise<E.Either<CreateError, void>> => {
+  const fill = (input: DriverCreateInput, name: string): Promise<E.Either<CreateError, void>> =>
+    engine.withHelperImage(() => fillThroughHelpers(input, name));
+
+  const fillThroughHelpers = async (input: DriverCreateInput, name: string): Promise<E.Either<CreateError, void>> => {
     const id = input.id.key;
     const helpers: Docker.Container[] = [];
     try {

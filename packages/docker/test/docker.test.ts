@@ -182,6 +182,34 @@ describe('bad input leaves nothing behind', () => {
   });
 });
 
+describe('the helper image', () => {
+  test('volumes with data and from a parent leave no helper image behind once made (and deleted)', async () => {
+    const helperGone = async (): Promise<boolean> =>
+      docker
+        .getImage('lessl/helper:empty')
+        .inspect()
+        .then(
+          () => false,
+          (err: { statusCode?: number }) => err.statusCode === 404,
+        );
+    const parent = `volume://local/${n('helped')}`;
+    const child = `volume://local/${n('helped-child')}`;
+    await unwrap(l.stores.volume.create({ id: parent, data: await tarOf([{ name: 'in.txt', body: 'forty-two' }]) }));
+    expect(await helperGone()).toBe(true);
+    // two at once share the helper image; the last one out removes it
+    const [a, b] = await Promise.all(
+      [
+        l.stores.volume.create({ id: child, parent }),
+        l.stores.volume.create({ id: `${parent}-2`, data: await tarOf([{ name: 'x.txt', body: 'x' }]) }),
+      ].map((te) => te()),
+    );
+    expect([a?._tag, b?._tag]).toEqual(['Right', 'Right']);
+    expect(await helperGone()).toBe(true);
+    for (const id of [child, `${parent}-2`, parent]) await unwrap(l.stores.volume.delete(id));
+    expect(await helperGone()).toBe(true);
+  });
+});
+
 describe('tasks', () => {
   test('exit code, stdout and stderr separately and in time order', async () => {
     const { result, commit } = await runTask(l, {

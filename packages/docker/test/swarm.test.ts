@@ -19,7 +19,8 @@ const hosts = testHosts();
 describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 worker)', () => {
   const f = hosts!;
   const manager = client(hostNamed(f, f.swarm.manager));
-  const worker = client(hostNamed(f, f.swarm.workers[0] ?? 's2'));
+  const worker0 = f.swarm.workers[0] ?? 's2';
+  const worker = client(hostNamed(f, worker0));
   const BASE = `image://local/${n('swarm-base')}`;
   /** Services the tests' tasks ran as (from their status), to prove they are gone. */
   const services = new Set<string>();
@@ -43,7 +44,11 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     l = await unwrap(
       openDockerBackend({
         socketPath: hostNamed(f, f.swarm.manager).socket,
-        swarm: { registry: f.registry, enginesSetNoNewPrivileges: true },
+        swarm: {
+          registry: f.registry,
+          enginesSetNoNewPrivileges: true,
+          nodes: [{ name: worker0, url: `unix://${hostNamed(f, worker0).socket}` }],
+        },
       }),
     );
     await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
@@ -61,6 +66,9 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     expect(extra).toMatchObject({ _tag: 'Left', left: { _tag: 'InvalidEntry', keys: ['swarm.replicas'] } });
     const bad = await openDockerBackend({ socketPath, swarm: { registry: 'http://x/' } })();
     expect(bad).toMatchObject({ _tag: 'Left', left: { _tag: 'InvalidEntry', keys: ['swarm.registry'] } });
+    const node = { name: 's2', url: 'unix:///x.sock', slots: 1 };
+    const extraNode = await openDockerBackend({ socketPath, swarm: { registry: f.registry, nodes: [node] as never } })();
+    expect(extraNode).toMatchObject({ _tag: 'Left', left: { _tag: 'InvalidEntry', keys: ['swarm.nodes.slots'] } });
   });
 
   test('a one-shot task: exit code from the service’s task, stdout and stderr from its logs', async () => {
@@ -236,6 +244,70 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     const tagged = (await manager.listImages()).filter((i) => (i.RepoTags ?? []).some((t) => t.includes(`/lessl/${hex}`)));
     expect(tagged).toEqual([]);
     expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(404);
+  });
+
+  test('deleting an image a run on the worker pulled leaves no copy on s1, on s2 or in the registry', async () => {
+    const img = `image://local/${n('swarm-worker-del')}`;
+    const el = await unwrap(
+      l.stores.image.create({ id: img, data: await busyboxRootfsBytes(), ro: { mark: new TextEncoder().encode(n('w')) } }),
+    );
+    const imageId = String(el.attributes.imageId);
+    const hex = imageId.replace(/^sha256:/, '');
+    // pinned to the worker: it pulls the image from the registry
+    const r = await unwrap(
+      l.run({ image: img, spec: { cmd: ['true'] }, options: { backend: { constraints: [`node.hostname==${worker0}`] } } }),
+    );
+    expect(r.exitCode).toBe(0);
+    await expect(worker.getImage(imageId).inspect()).resolves.toMatchObject({ Id: imageId });
+    // Swarm removes the finished task's container shortly after its service: until then the image is InUse
+    const until = Date.now() + 20_000;
+    let del = await l.stores.image.delete(img)();
+    while (del._tag === 'Left' && del.left._tag === 'InUse' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      del = await l.stores.image.delete(img)();
+    }
+    expect(del._tag).toBe('Right');
+    for (const d of [manager, worker]) {
+      await expect(d.getImage(imageId).inspect()).rejects.toMatchObject({ statusCode: 404 });
+      const named = (await d.listImages()).filter((i) =>
+        [...(i.RepoTags ?? []), ...(i.RepoDigests ?? [])].some((t) => t.includes(hex)),
+      );
+      expect(named).toEqual([]);
+    }
+    const manifest = `http://${f.registry}/v2/lessl/${hex}/manifests/latest`;
+    const accept = { Accept: 'application/vnd.docker.distribution.manifest.v2+json' };
+    expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(404);
+  });
+
+  test('a node of swarm.nodes that cannot be reached is logged and does not fail the delete', async () => {
+    const warnings: string[] = [];
+    const log = {
+      debug: () => {},
+      info: () => {},
+      error: () => {},
+      warn: (o: object, m?: string) => void warnings.push(`${m} ${JSON.stringify(o)}`),
+    };
+    const l2 = await unwrap(
+      openDockerBackend({
+        socketPath: hostNamed(f, f.swarm.manager).socket,
+        logger: log,
+        swarm: {
+          registry: f.registry,
+          enginesSetNoNewPrivileges: true,
+          nodes: [{ name: 'gone', url: 'unix:///nonexistent/docker.sock' }],
+        },
+      }),
+    );
+    try {
+      const img = `image://local/${n('swarm-gone')}`;
+      await unwrap(
+        l2.stores.image.create({ id: img, data: await busyboxRootfsBytes(), ro: { mark: new TextEncoder().encode(n('g')) } }),
+      );
+      expect((await l2.stores.image.delete(img)())._tag).toBe('Right');
+      expect(warnings.some((w) => w.includes('could not be reached') && w.includes('"node":"gone"'))).toBe(true);
+    } finally {
+      await l2.close();
+    }
   });
 
   test('nothing is left: no service of this registry, no task container on either node', async () => {
