@@ -1,6 +1,30 @@
 // What the benchmarks share: lessl's default container settings (so plain dockerode is compared
 // like with like), a demultiplexer of Docker's attach/exec streams, timing and quantiles.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { DEFAULTS } from '@lessl/docker';
+
+/** The built `lessl` command. */
+export const LESSL_BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
+
+/**
+ * Starts `lessl --json serve ...args` in its own process with `LESSL_ADMIN_TOKEN` = `token`;
+ * answers its URL, registry instance, pid and a stop function (SIGTERM, then waits for the exit).
+ */
+export const startServe = async (args, token) => {
+  const child = spawn(process.execPath, [LESSL_BIN, '--json', 'serve', ...args], {
+    env: { ...process.env, LESSL_ADMIN_TOKEN: token },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise((resolve) => child.on('close', resolve));
+  const line = await Promise.race([
+    new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
+    exited.then((code) => Promise.reject(new Error(`lessl serve exited ${code}`))),
+  ]);
+  const { url, registry } = JSON.parse(line);
+  return { url, registry, pid: child.pid, stop: async () => (child.kill('SIGTERM'), await exited) };
+};
 
 /** The container settings lessl uses by default (hardening, limits, no network). */
 export const hostConfig = {

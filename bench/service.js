@@ -7,18 +7,15 @@
 //     latency of each side, and the count of 5xx answers (must be 0);
 //  3. job admission without Docker (`lessl serve --memory`), autocannon: accepted POSTs/s (target >= 2000/s).
 // Not a test: no timed assertions. Run Docker benchmarks one at a time (flock /tmp/lessl-docker.lock).
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import Docker from 'dockerode';
 import { text, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
 import { LesslClient, LesslError } from '@lessl/cli';
-import { q, time } from './common.js';
+import { q, startServe, time } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 20);
 const TASKS = Number(process.env.BENCH_TASKS ?? 200);
@@ -26,24 +23,11 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 50);
 const LIMIT = Number(process.env.BENCH_LIMIT ?? 8);
 const ADMIT_SECONDS = Number(process.env.BENCH_ADMIT_SECONDS ?? 10);
 const ONLY = process.env.BENCH_ONLY; // 'docker' or 'admission'
-const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 const TOKEN = 'lsl_bench-admin-token-0123456789';
 const docker = new Docker();
 
 /** Starts `lessl serve` in its own process; answers its URL, registry instance and a stop function. */
-const startService = async (args) => {
-  const child = spawn(process.execPath, [BIN, '--json', 'serve', '--port', '0', ...args], {
-    env: { ...process.env, LESSL_ADMIN_TOKEN: TOKEN },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise((resolve) => child.on('close', resolve));
-  const line = await Promise.race([
-    new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
-    exited.then((code) => Promise.reject(new Error(`lessl serve exited ${code}`))),
-  ]);
-  const { url, registry } = JSON.parse(line);
-  return { url, registry, stop: async () => (child.kill('SIGTERM'), await exited) };
-};
+const startService = (args) => startServe(['--port', '0', ...args], TOKEN);
 
 const ms = (x) => `${x.toFixed(1).padStart(7)} ms`;
 

@@ -9,36 +9,23 @@
 // SOAK_TASKS scales the run (default 100,000; checkpoints at 10 %, 50 % and 100 % of it).
 // Stops by itself. Not a test: no timed assertions.
 /* global fetch, setInterval, clearInterval */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { startServe } from './common.js';
 
 const TOTAL = Number(process.env.SOAK_TASKS ?? 100_000);
 const CLIENTS = Number(process.env.SOAK_CLIENTS ?? 16);
 const RETAIN = Number(process.env.SOAK_RETAIN ?? 10);
 const CHECKPOINTS = [0.1, 0.5, 1].map((f) => Math.round(TOTAL * f));
-const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 const TOKEN = 'lsl_soak-admin-token-0123456789';
 const data = mkdtempSync(join(tmpdir(), 'lessl-soak-'));
 
 /** Starts `lessl serve --memory --data` in its own process on 127.0.0.1; answers its URL, pid and a stop function. */
-const startService = async () => {
+const startService = () => {
   const retain = ['--retain-tasks', '--retain-jobs', '--retain-events'].flatMap((f) => [f, String(RETAIN)]);
-  const args = ['--json', 'serve', '--memory', '--data', data, '--host', '127.0.0.1', '--port', '0'];
-  const child = spawn(process.execPath, [BIN, ...args, '--concurrency', String(CLIENTS), '--reap-interval', '1', ...retain], {
-    env: { ...process.env, LESSL_ADMIN_TOKEN: TOKEN },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise((resolve) => child.on('close', resolve));
-  const line = await Promise.race([
-    new Promise((resolve) => createInterface({ input: child.stdout }).once('line', resolve)),
-    exited.then((code) => Promise.reject(new Error(`lessl serve exited ${code}`))),
-  ]);
-  const { url } = JSON.parse(line);
-  return { url, pid: child.pid, stop: async () => (child.kill('SIGTERM'), await exited) };
+  const args = ['--memory', '--data', data, '--host', '127.0.0.1', '--port', '0', '--concurrency', String(CLIENTS)];
+  return startServe([...args, '--reap-interval', '1', ...retain], TOKEN);
 };
 
 /** Resident set size of a process, in MiB (from /proc). */
