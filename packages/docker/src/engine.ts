@@ -12,6 +12,25 @@ import { LABEL } from './names.js';
 import type { WarmPool } from './pool.js';
 import type { HostState, PlacementHost } from './placement.js';
 
+/**
+ * Destroys `stream` when it delivers nothing for `ms` (a pull whose registry went silent: the
+ * engine waits for it forever). `stalled()` says whether it did; `stop()` ends the watch.
+ */
+export const watchStall = (stream: NodeJS.ReadableStream, ms: number): { stalled: () => boolean; stop: () => void } => {
+  let stalled = false;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      stalled = true;
+      (stream as NodeJS.ReadableStream & { destroy: (e?: Error) => void }).destroy(new Error(`nothing for ${ms} ms`));
+    }, ms);
+  };
+  stream.on('data', arm);
+  arm();
+  return { stalled: () => stalled, stop: () => (clearTimeout(timer), stream.removeListener('data', arm)) };
+};
+
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
 export const followJson = async (
   stream: NodeJS.ReadableStream,
