@@ -183,7 +183,11 @@ export const guardCalls = (docker: Docker, ms: number, name?: string, observe?: 
     }, ms);
     dial({ ...options, abortSignal: ac.signal }, (err, data) => {
       clearTimeout(timer);
-      outer?.removeEventListener('abort', relay);
+      // a stream that started still answers its caller's abort until it ends (a pull, a build, logs)
+      const stream = data as { once?: (ev: string, f: () => void) => void; destroyed?: boolean } | undefined;
+      const release = (): void => outer?.removeEventListener('abort', relay);
+      if (typeof stream?.once === 'function' && stream.destroyed !== true) stream.once('close', release);
+      else release();
       // a call its caller abandoned says nothing about the engine (a health check bounds its own pings)
       if (outer?.aborted === true && !timedOut) return callback(tag(err), data);
       if (timedOut && err !== null && err !== undefined) {
