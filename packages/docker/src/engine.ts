@@ -15,6 +15,25 @@ import type { HostState, PlacementHost } from './placement.js';
 /** The helper image: empty, labelled `lessl.helper=image`, shared by every registry on an engine. */
 export const HELPER_IMAGE = 'lessl/helper:empty';
 
+/**
+ * Destroys `stream` when it delivers nothing for `ms` (a pull whose registry went silent: the
+ * engine waits for it forever). `stalled()` says whether it did; `stop()` ends the watch.
+ */
+export const watchStall = (stream: NodeJS.ReadableStream, ms: number): { stalled: () => boolean; stop: () => void } => {
+  let stalled = false;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      stalled = true;
+      (stream as NodeJS.ReadableStream & { destroy: (e?: Error) => void }).destroy(new Error(`nothing for ${ms} ms`));
+    }, ms);
+  };
+  stream.on('data', arm);
+  arm();
+  return { stalled: () => stalled, stop: () => (clearTimeout(timer), stream.removeListener('data', arm)) };
+};
+
 /** Reads a Docker JSON-lines progress stream; an `error` inside an HTTP 200 stream is a failure. */
 export const followJson = async (
   stream: NodeJS.ReadableStream,
@@ -167,7 +186,11 @@ export const guardCalls = (docker: Docker, ms: number, name?: string, observe?: 
     }, ms);
     dial({ ...options, abortSignal: ac.signal }, (err, data) => {
       clearTimeout(timer);
-      outer?.removeEventListener('abort', relay);
+      // a stream that started still answers its caller's abort until it ends (a pull, a build, logs)
+      const stream = data as { once?: (ev: string, f: () => void) => void; destroyed?: boolean } | undefined;
+      const release = (): void => outer?.removeEventListener('abort', relay);
+      if (typeof stream?.once === 'function' && stream.destroyed !== true) stream.once('close', release);
+      else release();
       // a call its caller abandoned says nothing about the engine (a health check bounds its own pings)
       if (outer?.aborted === true && !timedOut) return callback(tag(err), data);
       if (timedOut && err !== null && err !== undefined) {

@@ -12,6 +12,7 @@ import {
   aborted,
   invalidEntry,
   runtimeError,
+  unavailable,
   unsupported,
   type AnyError,
   type CreateError,
@@ -20,7 +21,7 @@ import {
   type Progress,
 } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
-import { followJson, imageLabel, withTar, type Engine } from './engine.js';
+import { followJson, imageLabel, watchStall, withTar, type Engine } from './engine.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { imageRef, LABEL, labelChanges, labelsFor } from './names.js';
 import {
@@ -34,6 +35,7 @@ import {
   parseSource,
   recordableSource,
   pullProgress,
+  REGISTRY_DEFAULTS,
   reporter,
   type Content,
   type ImageSource,
@@ -246,13 +248,19 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
 
     if (source?.type === 'registry') {
       if (input.data !== undefined || input.parent !== undefined) return noInput('a registry image');
+      let watch: ReturnType<typeof watchStall> | undefined;
       try {
         const s = await d.pull(source.ref, { abortSignal: signal });
-        const r = await followJson(s, pullProgress(report));
+        watch = watchStall(s, source.stallMs ?? REGISTRY_DEFAULTS.stallMs);
+        const r = await followJson(s, pullProgress(report)).finally(watch.stop);
         if (r.error !== undefined) return fail(runtimeError(id, `pull of ${source.ref} failed: ${r.error}`));
         const { repo, tag } = split(ref);
         await d.getImage(source.ref).tag({ repo, tag });
       } catch (err) {
+        if (signal?.aborted !== true && watch?.stalled() === true)
+          return fail(
+            unavailable(id, `pull of ${source.ref} stalled: nothing for ${source.stallMs ?? REGISTRY_DEFAULTS.stallMs} ms`),
+          );
         if (signal?.aborted !== true && (statusOf(err) === 404 || statusOf(err) === 500))
           return fail(runtimeError(id, `pull of ${source.ref} failed: ${(err as Error).message}`, err));
         return failed(err);

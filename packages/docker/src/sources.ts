@@ -41,7 +41,7 @@ const Positive = new t.Type<number, number, unknown>(
 
 /** `options.source` of an image create (see the module comment). */
 export const ImageSourceC = t.union([
-  t.type({ type: t.literal('registry'), ref: t.string }),
+  t.intersection([t.type({ type: t.literal('registry'), ref: t.string }), t.partial({ stallMs: Positive })]),
   t.type({ type: t.literal('tarball') }),
   t.type({ type: t.literal('directory'), path: AbsPath }),
   t.intersection([t.type({ type: t.literal('path'), path: AbsPath }), t.partial({ format: Format })]),
@@ -59,6 +59,8 @@ export type ImageSource = t.TypeOf<typeof ImageSourceC>;
 
 /** Defaults of a URL source. */
 export const URL_DEFAULTS = { maxBytes: 4 * 1024 ** 3, stallMs: 30_000 } as const;
+/** Defaults of a registry source: a pull with no progress message for `stallMs` fails. */
+export const REGISTRY_DEFAULTS = { stallMs: 30_000 } as const;
 
 /** A URL without its user and password (what an element records of its source). */
 const withoutUserinfo = (u: string): string => {

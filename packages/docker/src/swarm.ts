@@ -525,7 +525,8 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
   };
 
   /** Stops a main task's service and removes it; answers the exit code. */
-  const stopMain = async (serviceId: string, graceSeconds: number): Promise<number | null> => {
+  /** Scales a main task's service to zero and waits for its end; removes the service, or keeps it in `retired`. */
+  const stopMain = async (serviceId: string, graceSeconds: number, retired?: string[]): Promise<number | null> => {
     await scaleToZero(serviceId);
     const until = Date.now() + graceSeconds * 1000 + 10_000;
     let code: number | null = null;
@@ -537,7 +538,8 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
       }
       await sleep(POLL_MS);
     }
-    await removeService(serviceId);
+    if (retired === undefined) await removeService(serviceId);
+    else retired.push(serviceId);
     return code;
   };
 
@@ -545,6 +547,8 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
     serviceId: string | null;
     containerId: string | null;
     mainTask: string | null;
+    /** Services of stopped main tasks, removed once the registry has the commit. */
+    retired: string[];
   }
 
   /** One step of a commit on executor state `x`; answers an error to roll back, or the step's result. */
@@ -557,7 +561,7 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
       if (step.op === 'unbind' && kind === 'task') {
         const sid = x.mainTask === step.id ? x.serviceId : null;
         const stop = async (): Promise<number | null> => {
-          const code = sid === null ? null : await stopMain(sid, grace);
+          const code = sid === null ? null : await stopMain(sid, grace, x.retired);
           Object.assign(x, { serviceId: null, containerId: null, mainTask: null });
           return code;
         };
@@ -594,9 +598,10 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
         serviceId: typeof a.serviceId === 'string' && a.state === 'running' ? a.serviceId : null,
         containerId: typeof a.containerId === 'string' ? a.containerId : null,
         mainTask: typeof a.mainTask === 'string' ? a.mainTask : null,
+        retired: [],
       };
       const grace = backendOf(plan.options).stopGraceSeconds ?? DEFAULTS.stopGraceSeconds;
-      return commitSteps(plan, faults, stepper(plan, x, grace), () => ({
+      const r = await commitSteps(plan, faults, stepper(plan, x, grace), () => ({
         state: x.serviceId === null ? 'stopped' : 'running',
         serviceId: x.serviceId,
         // the task's container (on whichever node runs it)
@@ -604,6 +609,9 @@ export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?
         mainTask: x.serviceId === null ? null : x.mainTask,
         ...layoutOf(plan),
       }));
+      // a stopped main task's service stays until the registry has the commit (a failed write keeps it)
+      if (E.isLeft(r) || x.retired.length === 0) return r;
+      return E.right({ ...r.right, retire: async () => void (await Promise.all(x.retired.map(removeService))) });
     },
     async resume(sink: RunSink, status: TaskStatus, _executor: Element): Promise<void> {
       const serviceId = status.process?.serviceId;

@@ -9,12 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
-import { Level } from 'level';
 import { afterAll, describe, expect, test } from 'vitest';
 import { unwrap, type Element } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
-import { Registry, type StringLevel } from '@lessl/level';
-import { n, startDaemon, tarOf } from './support.js';
+import { Registry } from '@lessl/level';
+import { faultyDb, n, startDaemon, tarOf } from './support.js';
 
 const docker = new Docker();
 const instances: string[] = [];
@@ -33,19 +32,6 @@ const inDocker = async (el: Element): Promise<boolean> => {
     () => true,
     () => false,
   );
-};
-
-/** A classic-level database at `location` whose batches fail when `hit(keys)` says so. */
-const faultyDb = (location: string, hit: (keys: readonly string[]) => boolean): StringLevel => {
-  const db = new Level<string, string>(location, { valueEncoding: 'utf8' }) as unknown as StringLevel;
-  const batch = db.batch.bind(db) as (ops: { key: string }[]) => Promise<void>;
-  Object.assign(db, {
-    batch: async (ops: { key: string }[]) => {
-      if (hit(ops.map((o) => o.key))) throw new Error('injected write failure');
-      return batch(ops);
-    },
-  });
-  return db;
 };
 
 /** A registry at a fresh location holding an image and a volume with data. */

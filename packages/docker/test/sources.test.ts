@@ -7,6 +7,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
@@ -161,6 +163,65 @@ describe('broken streams', () => {
     expect(await tagOf({ data: failing(bigfs), parent: BASE })).toBe('RuntimeError');
     expect(await tagOf({ data: failing(saved), options: { source: { type: 'tarball' } } })).toBe('RuntimeError');
     expect(await leftovers()).toEqual(before);
+  });
+});
+
+describe('registry: broken pulls', () => {
+  let proxy: TcpServer;
+  let proxied = ''; // 127.0.0.1:<port> in front of the registry on 127.0.0.1:5000
+  let repo = '';
+  const sockets = new Set<Socket>();
+  beforeAll(async () => {
+    // an image whose one layer (1 MiB of noise) is on no engine: its pull downloads it
+    const tmp = `image://local/${n('noise')}`;
+    const el = await unwrap(
+      l.stores.image.create({ id: tmp, data: await tarOf({ 'noise.txt': randomBytes(768 * 1024).toString('base64') }) }),
+    );
+    repo = `lessl-test/${n('noise')}`;
+    await docker.getImage(String(el.attributes.imageId)).tag({ repo: `127.0.0.1:5000/${repo}`, tag: 'v1' });
+    const push = await docker.getImage(`127.0.0.1:5000/${repo}:v1`).push({ authconfig: { serveraddress: '127.0.0.1:5000' } });
+    await new Promise<void>((res, rej) => docker.modem.followProgress(push, (e) => (e ? rej(e) : res())));
+    await docker.getImage(`127.0.0.1:5000/${repo}:v1`).remove();
+    await unwrap(l.stores.image.delete(tmp));
+    // a TCP proxy that forwards the first 64 KiB the registry sends on each connection, then nothing
+    proxy = createTcpServer((client) => {
+      const upstream = connect(5000, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => (client.destroy(), upstream.destroy()));
+      }
+      client.pipe(upstream);
+      let sent = 0;
+      upstream.on('data', (c: Buffer) => {
+        if (sent < 64 * 1024) client.write(c.subarray(0, 64 * 1024 - sent));
+        sent += c.length;
+      });
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    const a = proxy.address();
+    proxied = `127.0.0.1:${typeof a === 'object' && a !== null ? a.port : 0}`;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => proxy.close(r));
+  });
+
+  test('a pull that stalls mid-layer answers Unavailable, an aborted one Aborted: no image, no element, the process lives', async () => {
+    const before = await leftovers();
+    const tagOf = async (source: Record<string, unknown>, ctx = {}): Promise<string> => {
+      const id = `image://local/${n('pull')}`;
+      const r = await l.stores.image.create({ id, options: { source } }, ctx)();
+      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+      return E.isLeft(r) ? r.left._tag : 'Right';
+    };
+    const ref = `${proxied}/${repo}:v1`;
+    expect(await tagOf({ type: 'registry', ref, stallMs: 1000 })).toBe('Unavailable');
+    // no stall bound in sight: only the abort can end this one (a started pull used to ignore it)
+    expect(await tagOf({ type: 'registry', ref, stallMs: 3_600_000 }, { signal: AbortSignal.timeout(1000) })).toBe('Aborted');
+    expect(await leftovers()).toEqual(before);
+    const pulled = await docker.listImages({ filters: { reference: [`${proxied}/${repo}`] } });
+    expect(pulled).toEqual([]);
   });
 });
 

@@ -8,10 +8,12 @@ import type { Server as HttpServer } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Level } from 'level';
 import { pack } from 'tar-stream';
 import type Docker from 'dockerode';
 import { runtimeError, unwrap } from '@lessl/core';
 import type { FactoryOptions } from '@lessl/conformance';
+import type { StringLevel } from '@lessl/level';
 import { openDockerBackend, purge, type DockerBackend, type DockerBackendOptions } from '@lessl/docker';
 
 /** `stem-xxxxxx`, unique enough for one test run. */
@@ -177,4 +179,17 @@ export const listenLoopback = async (server: HttpServer): Promise<string> => {
 export const closeLoopback = async (server: HttpServer): Promise<void> => {
   server.closeAllConnections();
   await new Promise((r) => server.close(r));
+};
+
+/** A classic-level database at `location` whose batches fail when `hit(keys)` says so. */
+export const faultyDb = (location: string, hit: (keys: readonly string[]) => boolean): StringLevel => {
+  const db = new Level<string, string>(location, { valueEncoding: 'utf8' }) as unknown as StringLevel;
+  const batch = db.batch.bind(db) as (ops: { key: string }[]) => Promise<void>;
+  Object.assign(db, {
+    batch: async (ops: { key: string }[]) => {
+      if (hit(ops.map((o) => o.key))) throw new Error('injected write failure');
+      return batch(ops);
+    },
+  });
+  return db;
 };
