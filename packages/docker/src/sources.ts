@@ -51,7 +51,7 @@ export const ImageSourceC = t.union([
   ]),
   t.intersection([
     t.type({ type: t.literal('git'), repo: t.string }),
-    t.partial({ ref: t.string, dockerfile: t.string, buildArgs: t.record(t.string, t.string) }),
+    t.partial({ ref: t.string, dockerfile: t.string, buildArgs: t.record(t.string, t.string), stallMs: Positive }),
   ]),
 ]);
 /** Where an image comes from. */
@@ -61,6 +61,8 @@ export type ImageSource = t.TypeOf<typeof ImageSourceC>;
 export const URL_DEFAULTS = { maxBytes: 4 * 1024 ** 3, stallMs: 30_000 } as const;
 /** Defaults of a registry source: a pull with no progress message for `stallMs` fails. */
 export const REGISTRY_DEFAULTS = { stallMs: 30_000 } as const;
+/** Defaults of a git source: a clone that moves less than a byte a second for `stallMs` (rounded up to seconds) fails. */
+export const GIT_DEFAULTS = { stallMs: 30_000 } as const;
 
 /** A URL without its user and password (what an element records of its source). */
 const withoutUserinfo = (u: string): string => {
@@ -355,8 +357,11 @@ export const checkout = async (
   if (E.isLeft(pinned)) return pinned;
   const dir = await mkdtemp(join(tmpdir(), 'lessl-git-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  const stallS = Math.ceil((src.stallMs ?? GIT_DEFAULTS.stallMs) / 1000);
+  // an http(s) transfer slower than a byte a second for stallS seconds fails ("Operation too slow")
+  const slow = ['-c', 'http.lowSpeedLimit=1', '-c', `http.lowSpeedTime=${stallS}`];
   const git = (args: string[]): Promise<{ stdout: string }> =>
-    promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...pinned.right, ...args], {
+    promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...slow, ...pinned.right, ...args], {
       env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' },
       ...(signal === undefined ? {} : { signal }),
       maxBuffer: 1024 * 1024,
@@ -366,12 +371,16 @@ export const checkout = async (
     await git(['clone', '--quiet', '--no-checkout', '--', src.repo, dir]);
   } catch (err) {
     await cleanup();
+    if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
+    if (/Operation too slow/.test(String((err as { stderr?: unknown }).stderr ?? '')))
+      return E.left(unavailable(id, `git clone of ${src.repo} stalled: less than a byte a second for ${stallS} s`, err));
     return E.left(invalidEntry(`git could not clone ${src.repo}: ${gitError(err)}`, id, ['options.source.repo']));
   }
   try {
     await git(['-C', dir, 'checkout', '--quiet', '--detach', src.ref ?? 'HEAD', '--']);
   } catch (err) {
     await cleanup();
+    if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
     return E.left(invalidEntry(`no ref ${src.ref ?? 'HEAD'} in ${src.repo}: ${gitError(err)}`, id, ['options.source.ref']));
   }
   const commit = await git(['-C', dir, 'rev-parse', 'HEAD']).then(

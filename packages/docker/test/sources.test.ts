@@ -62,7 +62,11 @@ beforeAll(async () => {
         (b) => res.end(b),
         () => res.writeHead(404).end(),
       );
-    else if (req.url === '/stall') {
+    else if (req.url?.startsWith('/git-stall/') === true) {
+      // a git server that answers the ref advertisement's headers and a few bytes, then nothing
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('0'.repeat(16));
+    } else if (req.url === '/stall') {
       res.writeHead(200, { 'content-length': String(saved.length) });
       res.write(saved.subarray(0, 1024)); // then nothing more
     } else res.writeHead(404).end('no such file');
@@ -291,6 +295,22 @@ describe('git', () => {
     writeFileSync(join(other, 'Dockerfile'), `FROM ${String(base.attributes.ref)}\nRUN exit 3\n`);
     git('commit', '--quiet', '-am', 'failing step');
     await fails({ type: 'git', repo: other }, 'options.source');
+    expect(await leftovers()).toEqual(before);
+  });
+});
+
+describe('git: broken clones', () => {
+  test('a clone that stalls answers Unavailable, an aborted one Aborted: no image, no element, no clone left', async () => {
+    const before = await leftovers();
+    const tagOf = async (source: Record<string, unknown>, ctx = {}): Promise<string> => {
+      const id = `image://local/${n('gitstall')}`;
+      const r = await l.stores.image.create({ id, options: { source } }, ctx)();
+      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+      return E.isLeft(r) ? r.left._tag : 'Right';
+    };
+    const repo = `${url}/git-stall/repo.git`;
+    expect(await tagOf({ type: 'git', repo, stallMs: 1000 })).toBe('Unavailable');
+    expect(await tagOf({ type: 'git', repo, stallMs: 3_600_000 }, { signal: AbortSignal.timeout(500) })).toBe('Aborted');
     expect(await leftovers()).toEqual(before);
   });
 });
