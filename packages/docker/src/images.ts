@@ -80,7 +80,13 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
     }
   };
 
-  const importTar = async (id: string, ref: string, tar: Readable, changes: string[]): Promise<E.Either<AnyError, void>> => {
+  const importTar = async (
+    id: string,
+    ref: string,
+    tar: Readable,
+    changes: string[],
+    signal?: AbortSignal,
+  ): Promise<E.Either<AnyError, void>> => {
     const { repo, tag } = split(ref);
     try {
       const r = await withTar(
@@ -92,6 +98,7 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
       if (r.error !== undefined) return E.left(invalidEntry(`Docker could not import the data: ${r.error}`, id, ['data']));
       return E.right(undefined);
     } catch (err) {
+      if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
       if (!isDockerError(err)) throw err;
       if (statusOf(err) === 500)
         return E.left(invalidEntry(`Docker could not import the data: ${(err as Error).message}`, id, ['data']));
@@ -223,12 +230,15 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
       const d = digest?.();
       return recorded === undefined ? {} : { source: recorded, ...(d === undefined || d === '' ? {} : { sourceDigest: d }) };
     };
+    const signal = input.signal;
+    /** Removes what was made; an aborted request answers Aborted, whatever broke on the way. */
     const fail = async (e: AnyError): Promise<E.Either<CreateError, never>> => {
       await removeRef(ref);
-      return E.left(e as CreateError);
+      return E.left((signal?.aborted === true ? aborted(id, signal.reason) : e) as CreateError);
     };
     let extra = (): E.Either<AnyError, void> => E.right(undefined);
     const verified = async (): Promise<E.Either<CreateError, DriverCreated>> => {
+      if (signal?.aborted === true) return fail(aborted(id, signal.reason)); // it ended as the abort came
       const v = input.data?.verify();
       if (v !== undefined && E.isLeft(v)) return fail(v.left);
       const x = extra();
@@ -239,7 +249,6 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
     };
 
     const report = reporter(input.progress);
-    const signal = input.signal;
     /** A Docker failure, or Aborted when the caller's signal ended the request. */
     const failed = (err: unknown): Promise<E.Either<CreateError, never>> =>
       fail(signal?.aborted === true ? aborted(id, signal.reason) : fromDocker(id, err));
@@ -315,10 +324,20 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
       } else if (content !== undefined) tar = checkedTar(id, content.stream, { absoluteSymlinks: true });
       else if (input.data !== undefined) tar = checkedTar(id, input.data.stream, { absoluteSymlinks: true });
       extra = () => content?.verify() ?? E.right(undefined);
+      // an abort ends the archive's stream, and with it the import or the put that reads it
+      if (tar !== undefined && signal !== undefined) {
+        const t = tar;
+        const stop = (): void => void t.destroy(new Error('aborted'));
+        if (signal.aborted) stop();
+        else {
+          signal.addEventListener('abort', stop, { once: true });
+          t.once('close', () => signal.removeEventListener('abort', stop));
+        }
+      }
 
       if (input.parent === undefined) {
         if (tar === undefined) return E.left(invalidEntry('an image needs data, a parent or a source', id, ['data']));
-        const r = await importTar(id, ref, tar, labelChanges(labels));
+        const r = await importTar(id, ref, tar, labelChanges(labels), signal);
         if (E.isLeft(r)) return fail(r.left);
         return verified();
       }

@@ -412,3 +412,27 @@ describe('path', () => {
     await unwrap(l.stores.image.delete(a));
   });
 });
+
+describe('path: aborted imports', () => {
+  test('a root filesystem tar and a directory aborted in the middle of their import answer Aborted and leave nothing', async () => {
+    const before = await leftovers();
+    // 64 MiB of incompressible data: the import takes long enough to be aborted in the middle
+    const dir = join(work, 'bigdir');
+    execFileSync('mkdir', ['-p', dir]);
+    for (let i = 0; i < 4; i++) writeFileSync(join(dir, `noise-${i}.bin`), randomBytes(16 * 1024 * 1024));
+    const tarFile = join(work, 'big-rootfs.tar');
+    execFileSync('tar', ['-cf', tarFile, '-C', dir, '.']);
+    for (const source of [
+      { type: 'path', path: tarFile, format: 'rootfs' },
+      { type: 'directory', path: dir },
+    ]) {
+      const id = `image://local/${n('pathabort')}`;
+      const r = await l.stores.image.create({ id, options: { source } }, { signal: AbortSignal.timeout(150) })();
+      expect(E.isLeft(r) && r.left._tag, JSON.stringify(source)).toBe('Aborted');
+      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(tarFile, { force: true });
+    expect(await leftovers()).toEqual(before);
+  });
+});
