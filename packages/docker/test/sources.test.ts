@@ -34,6 +34,14 @@ const leftovers = async (): Promise<{ images: number; clones: number }> => ({
   clones: readdirSync(tmpdir()).filter((f) => f.startsWith('lessl-git-')).length,
 });
 
+/** Creates an image from `source` that must not come to be; answers the tag of the error (or 'Right'). */
+const tagOf = async (stem: string, source: Record<string, unknown>, ctx = {}): Promise<string> => {
+  const id = `image://local/${n(stem)}`;
+  const r = await l.stores.image.create({ id, options: { source } }, ctx)();
+  expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+  return E.isLeft(r) ? r.left._tag : 'Right';
+};
+
 beforeAll(async () => {
   l = await unwrap(openDockerBackend());
   await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
@@ -109,21 +117,15 @@ describe('url', () => {
 
   test('bad sources are typed errors and leave nothing: checksum, 404, redirect to file:, stall, size, abort', async () => {
     const before = await leftovers();
-    const tagOf = async (source: Record<string, unknown>, ctx = {}): Promise<string> => {
-      const id = `image://local/${n('bad')}`;
-      const r = await l.stores.image.create({ id, options: { source } }, ctx)();
-      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
-      return E.isLeft(r) ? r.left._tag : 'Right';
-    };
     const wrong = `sha256:${'0'.repeat(64)}`;
-    expect(await tagOf({ type: 'url', url: `${url}/image.tar`, checksum: wrong })).toBe('ChecksumMismatch');
-    expect(await tagOf({ type: 'url', url: `${url}/nothing.tar` })).toBe('InvalidEntry');
-    expect(await tagOf({ type: 'url', url: `${url}/to-file` })).toBe('Unavailable');
-    expect(await tagOf({ type: 'url', url: `${url}/stall`, stallMs: 500 })).toBe('Unavailable');
-    expect(await tagOf({ type: 'url', url: `${url}/image.tar`, maxBytes: 1000 })).toBe('InvalidEntry');
-    expect(await tagOf({ type: 'url', url: 'file:///etc/passwd' })).toBe('InvalidEntry');
-    expect(await tagOf({ type: 'url', url: `${url}/image.tar`, extra: 1 })).toBe('InvalidEntry');
-    expect(await tagOf({ type: 'url', url: `${url}/stall` }, { signal: AbortSignal.timeout(300) })).toBe('Aborted');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/image.tar`, checksum: wrong })).toBe('ChecksumMismatch');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/nothing.tar` })).toBe('InvalidEntry');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/to-file` })).toBe('Unavailable');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/stall`, stallMs: 500 })).toBe('Unavailable');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/image.tar`, maxBytes: 1000 })).toBe('InvalidEntry');
+    expect(await tagOf('bad', { type: 'url', url: 'file:///etc/passwd' })).toBe('InvalidEntry');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/image.tar`, extra: 1 })).toBe('InvalidEntry');
+    expect(await tagOf('bad', { type: 'url', url: `${url}/stall` }, { signal: AbortSignal.timeout(300) })).toBe('Aborted');
     expect(await leftovers()).toEqual(before);
   });
 });
@@ -213,16 +215,12 @@ describe('registry: broken pulls', () => {
 
   test('a pull that stalls mid-layer answers Unavailable, an aborted one Aborted: no image, no element, the process lives', async () => {
     const before = await leftovers();
-    const tagOf = async (source: Record<string, unknown>, ctx = {}): Promise<string> => {
-      const id = `image://local/${n('pull')}`;
-      const r = await l.stores.image.create({ id, options: { source } }, ctx)();
-      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
-      return E.isLeft(r) ? r.left._tag : 'Right';
-    };
     const ref = `${proxied}/${repo}:v1`;
-    expect(await tagOf({ type: 'registry', ref, stallMs: 1000 })).toBe('Unavailable');
+    expect(await tagOf('pull', { type: 'registry', ref, stallMs: 1000 })).toBe('Unavailable');
     // no stall bound in sight: only the abort can end this one (a started pull used to ignore it)
-    expect(await tagOf({ type: 'registry', ref, stallMs: 3_600_000 }, { signal: AbortSignal.timeout(1000) })).toBe('Aborted');
+    expect(await tagOf('pull', { type: 'registry', ref, stallMs: 3_600_000 }, { signal: AbortSignal.timeout(1000) })).toBe(
+      'Aborted',
+    );
     expect(await leftovers()).toEqual(before);
     const pulled = await docker.listImages({ filters: { reference: [`${proxied}/${repo}`] } });
     expect(pulled).toEqual([]);
@@ -302,15 +300,11 @@ describe('git', () => {
 describe('git: broken clones', () => {
   test('a clone that stalls answers Unavailable, an aborted one Aborted: no image, no element, no clone left', async () => {
     const before = await leftovers();
-    const tagOf = async (source: Record<string, unknown>, ctx = {}): Promise<string> => {
-      const id = `image://local/${n('gitstall')}`;
-      const r = await l.stores.image.create({ id, options: { source } }, ctx)();
-      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
-      return E.isLeft(r) ? r.left._tag : 'Right';
-    };
     const repo = `${url}/git-stall/repo.git`;
-    expect(await tagOf({ type: 'git', repo, stallMs: 1000 })).toBe('Unavailable');
-    expect(await tagOf({ type: 'git', repo, stallMs: 3_600_000 }, { signal: AbortSignal.timeout(500) })).toBe('Aborted');
+    expect(await tagOf('gitstall', { type: 'git', repo, stallMs: 1000 })).toBe('Unavailable');
+    expect(await tagOf('gitstall', { type: 'git', repo, stallMs: 3_600_000 }, { signal: AbortSignal.timeout(500) })).toBe(
+      'Aborted',
+    );
     expect(await leftovers()).toEqual(before);
   });
 });
@@ -426,10 +420,7 @@ describe('path: aborted imports', () => {
       { type: 'path', path: tarFile, format: 'rootfs' },
       { type: 'directory', path: dir },
     ]) {
-      const id = `image://local/${n('pathabort')}`;
-      const r = await l.stores.image.create({ id, options: { source } }, { signal: AbortSignal.timeout(150) })();
-      expect(E.isLeft(r) && r.left._tag, JSON.stringify(source)).toBe('Aborted');
-      expect(E.isLeft(await l.stores.image.read(id)())).toBe(true);
+      expect(await tagOf('pathabort', source, { signal: AbortSignal.timeout(150) }), JSON.stringify(source)).toBe('Aborted');
     }
     rmSync(dir, { recursive: true, force: true });
     rmSync(tarFile, { force: true });

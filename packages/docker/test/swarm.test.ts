@@ -26,6 +26,16 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
   const services = new Set<string>();
   const nodeIds = new Map<string, string>();
   let l: DockerBackend;
+  /** Deletes image `img`, retrying while it is InUse: Swarm removes a finished task's container shortly after its service. */
+  const deleteWhenFree = async (img: string) => {
+    const until = Date.now() + 20_000;
+    let del = await l.stores.image.delete(img)();
+    while (del._tag === 'Left' && del.left._tag === 'InUse' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      del = await l.stores.image.delete(img)();
+    }
+    return del;
+  };
 
   /** A one-shot run whose task is kept, to read where it ran. */
   const runKept = async (
@@ -233,14 +243,7 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     const manifest = `http://${f.registry}/v2/lessl/${hex}/manifests/latest`;
     const accept = { Accept: 'application/vnd.docker.distribution.manifest.v2+json' };
     expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(200);
-    // Swarm removes the finished task's container shortly after its service: until then the image is InUse
-    const until = Date.now() + 20_000;
-    let del = await l.stores.image.delete(img)();
-    while (del._tag === 'Left' && del.left._tag === 'InUse' && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 250));
-      del = await l.stores.image.delete(img)();
-    }
-    expect(del._tag).toBe('Right');
+    expect((await deleteWhenFree(img))._tag).toBe('Right');
     const tagged = (await manager.listImages()).filter((i) => (i.RepoTags ?? []).some((t) => t.includes(`/lessl/${hex}`)));
     expect(tagged).toEqual([]);
     expect((await fetch(manifest, { method: 'HEAD', headers: accept })).status).toBe(404);
@@ -259,14 +262,7 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     );
     expect(r.exitCode).toBe(0);
     await expect(worker.getImage(imageId).inspect()).resolves.toMatchObject({ Id: imageId });
-    // Swarm removes the finished task's container shortly after its service: until then the image is InUse
-    const until = Date.now() + 20_000;
-    let del = await l.stores.image.delete(img)();
-    while (del._tag === 'Left' && del.left._tag === 'InUse' && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 250));
-      del = await l.stores.image.delete(img)();
-    }
-    expect(del._tag).toBe('Right');
+    expect((await deleteWhenFree(img))._tag).toBe('Right');
     for (const d of [manager, worker]) {
       await expect(d.getImage(imageId).inspect()).rejects.toMatchObject({ statusCode: 404 });
       const named = (await d.listImages()).filter((i) =>
