@@ -14,6 +14,7 @@ export * from './events.js';
 export * from './task.js';
 export * from './tasks.js';
 export * from './options.js';
+export * from './capabilities.js';
 export * from './logger.js';
 export * from './promise.js';
 export { jsonData } from './safe.js';

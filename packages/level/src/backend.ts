@@ -11,6 +11,8 @@ import {
   isElementKind,
   showValue,
   type Authorizer,
+  type CallContext,
+  type Capabilities,
   type Composer,
   type CredentialResolver,
   type ElementKind,
@@ -29,7 +31,7 @@ import {
 import { GenericComposer } from './composer.js';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
 import { Registry, type Durability, type RegistryOptions, type StringLevel } from './registry.js';
-import { makeRun } from './run.js';
+import { makeRun, teardown } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
 import { finishDelete, isDeleteIntent, KindStore, storeKey, type Wiring } from './stores.js';
 import { TaskLifecycle } from './tasks.js';
@@ -43,6 +45,26 @@ export interface Backend {
   readonly tasks: TaskControl;
   /** The one-call path: create a task, run it in a new executor, wait, clean up. */
   readonly run: RunFn;
+  /** What this backend supports (see `Capabilities`). */
+  readonly supports: Capabilities;
+  /** The registry's ID: the backend labels its objects with it. */
+  readonly instanceId: string;
+  /**
+   * Takes an executor apart: kills the tasks running in it, has every member leave, commits
+   * (retrying a conflict), then deletes the executor. Never fails: what is left is reaped at the
+   * next open. `run()` ends with it; the service tears its tasks down with it.
+   */
+  teardown(executor: string, ctx?: CallContext): Promise<void>;
+  /**
+   * Retention of the event log: removes the events older than `before` (never the newest) and
+   * answers how many. Replays from a removed seq answer `InvalidEntry` naming `since`.
+   */
+  compactEvents(before: Date): Promise<number>;
+  /**
+   * The registry, for the backend's own tests.
+   * @deprecated read elements through `stores`, change them through stores and `composer`;
+   * pass your own open `Registry` in the options when a test must look underneath.
+   */
   readonly registry: Registry;
   /**
    * Stops what the backend started in this process (watchers, timers, followers) and closes the
@@ -59,6 +81,8 @@ export interface AssembleOptions {
   readonly stores: readonly StoreConfig[];
   readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task?: ElementDriver };
   readonly executor: ExecutorDriver;
+  /** What the backend supports: the backend's own answer, over `defaultCapabilities`. */
+  readonly supports?: Partial<Capabilities>;
   readonly authorize?: Authorizer;
   readonly onClose?: () => Promise<void>;
   /** Resolves task credentials (`spec.credentials`) when a task starts. */
@@ -71,6 +95,22 @@ export interface AssembleOptions {
    */
   readonly logger?: Logger;
 }
+
+/** What the generic kit supports by itself; a backend answers the rest in `AssembleOptions.supports`. */
+export const defaultCapabilities: Capabilities = {
+  parents: true,
+  data: true,
+  reopen: true,
+  tasks: true,
+  execIntoRunning: false,
+  daemons: true,
+  restartPolicies: false,
+  hosts: false,
+  swarm: false,
+  pool: false,
+  imageSources: false,
+  credentials: true,
+};
 
 const PositiveInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');
 
@@ -201,6 +241,10 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     events: o.registry.events,
     tasks,
     run: makeRun(w, kinds, composer, tasks),
+    supports: { ...defaultCapabilities, ...o.supports },
+    instanceId: o.registry.instanceId,
+    teardown: (executor, ctx) => teardown({ stores: kinds, composer, tasks }, executor, ctx),
+    compactEvents: (before) => o.registry.compactEvents(before),
     registry: o.registry,
     close,
     [Symbol.asyncDispose]: close,

@@ -14,3 +14,6 @@ export * from './runtime.js';
 export { TaskLifecycle } from './tasks.js';
 export { makeRun } from './run.js';
 export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';
+export * from './port.js';
+export * from './door.js';
+export { teardown, type TeardownParts } from './run.js';

@@ -12,6 +12,7 @@
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
  */
+import type { RegistryPort } from './port.js';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { Level } from 'level';
@@ -300,7 +301,7 @@ const prepare = (c: Change): Prepared => {
 };
 
 /** The registry. Open with `Registry.open`. */
-export class Registry {
+export class Registry implements RegistryPort {
   private readonly elements = new Map<string, Element>();
   /** Element keys in sorted order, maintained by binary insertion (list scans by prefix). */
   private readonly sorted: string[] = [];

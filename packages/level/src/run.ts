@@ -87,7 +87,7 @@ export const makeRun =
       try {
         return await startAndWait(composer, tasks, req, task, executor, ctx);
       } finally {
-        if (req.keep !== true) await cleanUp(stores, composer, tasks, task, executor, ctx.principal);
+        if (req.keep !== true) await cleanUp({ stores, composer, tasks }, task, executor, ctx.principal);
       }
     });
 
@@ -119,22 +119,28 @@ const startAndWait = async (
   return r;
 };
 
-/** Removes the run's executor and task, whatever happened (their records and backend objects). */
-const cleanUp = async (
-  stores: Readonly<Record<ElementKind, ElementStore>>,
-  c: Composer,
-  tasks: TaskControl,
-  task: string,
-  executor: string,
-  principal: string | undefined,
-): Promise<void> => {
-  const p = principal === undefined ? {} : { principal };
-  const h = await c.handle(executor, undefined, p)();
-  if (E.isRight(h) && h.right.revision > 0) {
-    // a task still running (a daemon, a failed wait) is stopped first
-    await tasks.kill(task, { ...p, signal: 'KILL' })();
-    let fresh = await c.handle(executor, undefined, p)();
-    for (let i = 0; i < 3 && E.isRight(fresh); i++) {
+/** What `teardown` works with. */
+export interface TeardownParts {
+  readonly stores: Readonly<Record<ElementKind, ElementStore>>;
+  readonly composer: Composer;
+  readonly tasks: TaskControl;
+}
+
+/**
+ * Takes an executor apart: kills its running tasks, has every member leave and commits (up to
+ * five tries, a concurrent commit may win one), then deletes the executor. Never fails: what is
+ * left is reaped at the next open. Shared by `run()` and the service.
+ */
+export const teardown = async (parts: TeardownParts, executor: string, ctx?: CallContext): Promise<void> => {
+  const p = ctx?.principal === undefined ? {} : { principal: ctx.principal };
+  const { composer: c, tasks, stores } = parts;
+  try {
+    const h = await c.handle(executor, undefined, p)();
+    if (E.isLeft(h) || h.right.revision === 0) return;
+    for (const m of h.right.members) if (m.id.kind === 'task') await tasks.kill(m.id, { ...p, signal: 'KILL' })();
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const fresh = await c.handle(executor, undefined, p)();
+      if (E.isLeft(fresh)) break;
       let x = fresh.right;
       for (const m of x.members) {
         const left = await c.leave(x, m.id, p)();
@@ -142,9 +148,16 @@ const cleanUp = async (
       }
       const done = await c.commit(x, p)();
       if (E.isRight(done) && done.right.committed) break;
-      fresh = await c.handle(executor, undefined, p)();
     }
     await stores.executor.delete(executor, p)();
+  } catch {
+    // best effort: the next open reaps what is left
   }
-  await stores.task.delete(task, p)();
+};
+
+/** Removes the run's executor and task, whatever happened (their records and backend objects). */
+const cleanUp = async (parts: TeardownParts, task: string, executor: string, principal: string | undefined): Promise<void> => {
+  const p = principal === undefined ? {} : { principal };
+  await teardown(parts, executor, p);
+  await parts.stores.task.delete(task, p)();
 };
