@@ -158,3 +158,29 @@ export const describeId = (u: unknown): string => {
   const k = keyOf(u);
   return typeof k === 'string' ? k : '';
 };
+
+/**
+ * The key of an element from trusted parts (a store lessl configured, a name lessl made):
+ * `<kind>://<store>/<name>`. Use `makeId` for parts a caller gave.
+ */
+export const keyOf = (kind: ElementKind, store: string, name: string): string => formatId({ kind, store, name });
+
+/**
+ * The key prefix that lists elements: of a kind (`task://`), of a store (`task://local/`), or of
+ * names starting with `namePrefix` in that store (`task://local/job-1.`).
+ */
+export const keyPrefix = (kind: ElementKind, store?: string, namePrefix = ''): string =>
+  store === undefined ? `${kind}://` : `${kind}://${store}/${namePrefix}`;
+
+/** The kind of a key (undefined when it is not an element key). */
+export const kindOfKey = (key: string): ElementKind | undefined => {
+  const kind = key.slice(0, Math.max(0, key.indexOf('://')));
+  return isElementKind(kind) ? kind : undefined;
+};
+
+/** The rule an element name follows (1 to 254 characters, no `..`, `//` or trailing `/`). */
+export const isValidName = (name: unknown): name is string =>
+  typeof name === 'string' && NAME_RE.test(name) && !name.includes('..') && !name.endsWith('/') && !name.includes('//');
+
+/** A host's key, as events and errors name it: `host://<name>` (hosts are not elements; see `HostRef`). */
+export const hostKey = (name: string): string => `host://${name}`;
