@@ -93,7 +93,7 @@ export const parseStoreRef = (input: unknown): E.Either<InvalidEntry, StoreRef> 
 };
 
 /** `u.key`, or `undefined` when `u` has none or reading it throws. */
-const keyOf = (u: unknown): unknown => {
+const ownKey = (u: unknown): unknown => {
   if ((typeof u !== 'object' && typeof u !== 'function') || u === null) return undefined;
   try {
     return (u as { key?: unknown }).key;
@@ -116,7 +116,7 @@ const partsOf = (u: object): readonly unknown[] | undefined => {
  * and `name` agree with it (so an object cannot pose as one ID and name another). Never throws.
  */
 export const isElementId = (u: unknown): u is ElementId => {
-  const p = parseId(keyOf(u));
+  const p = parseId(ownKey(u));
   if (E.isLeft(p)) return false;
   const parts = partsOf(u as object);
   return parts !== undefined && parts[0] === p.right.kind && parts[1] === p.right.store && parts[2] === p.right.name;
@@ -145,7 +145,7 @@ export type IdLike = string | ElementId;
  * answer is always a fresh ID parsed from the key, never the object passed in.
  */
 export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> => {
-  const key = typeof id === 'string' ? id : keyOf(id);
+  const key = typeof id === 'string' ? id : ownKey(id);
   return parseId(key === undefined ? id : key);
 };
 
@@ -155,7 +155,7 @@ export const idKey = (id: IdLike): string => describeId(id);
 /** A printable form of whatever was passed as an ID, for error messages. Never throws. */
 export const describeId = (u: unknown): string => {
   if (typeof u === 'string') return u;
-  const k = keyOf(u);
+  const k = ownKey(u);
   return typeof k === 'string' ? k : '';
 };
 
