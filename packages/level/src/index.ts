@@ -1,19 +1,11 @@
 /**
- * @lessl/level: the registry on `level`, and the generic stores and composer every backend
- * plugs its drivers into.
+ * @lessl/level: the registry on `level` (element records, references, revisions, compositions,
+ * intents, task output and the durable event log), implementing the kit's `RegistryPort`.
+ *
+ * It also re-exports `@lessl/kit` (the stores, composer and driver interfaces moved there): that
+ * re-export is deprecated, import them from `@lessl/kit`.
  * @packageDocumentation
  */
 export * from './registry.js';
-export * from './hub.js';
-export * from './lock.js';
-export * from './drivers.js';
-export { KindStore, storeKey, route, guard, type Wiring } from './stores.js';
-export { GenericComposer, fromRecord } from './composer.js';
-export * from './backend.js';
-export * from './runtime.js';
-export { TaskLifecycle } from './tasks.js';
-export { makeRun } from './run.js';
-export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';
-export * from './port.js';
-export * from './door.js';
-export { teardown, type TeardownParts } from './run.js';
+export * from './open.js';
+export * from '@lessl/kit';

@@ -12,72 +12,26 @@
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
  */
-import type { RegistryPort } from './port.js';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractBatchOptions, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
+import { ElementJsonC, elementToJson, eventFromJson, isElementId, type Element, type LesslEvent } from '@lessl/core';
 import {
-  ElementJsonC,
-  elementToJson,
-  eventFromJson,
-  isElementId,
-  type Element,
-  type EventType,
-  type ExecutorOptions,
-  type IdLike,
-  type LesslEvent,
-  type MemberState,
-} from '@lessl/core';
-import { EventHub } from './hub.js';
-import { KeyedLock } from './lock.js';
+  EventHub,
+  KeyedLock,
+  type Change,
+  type CompositionRecord,
+  type Durability,
+  type Intent,
+  type OutputRecord,
+  type RegistryPort,
+} from '@lessl/kit';
 
 /** A level database with string keys and values. */
 export type StringLevel = AbstractLevel<string, string, string>;
-
-/** A member as persisted. */
-export interface MemberRecord {
-  readonly id: string;
-  readonly mountpoint?: string;
-  readonly readOnly: boolean;
-  readonly state: MemberState;
-}
-
-/** The persisted composition of an executor. */
-export interface CompositionRecord {
-  readonly executor: string;
-  readonly options: ExecutorOptions;
-  readonly members: readonly MemberRecord[];
-}
-
-/** A write intent: recorded before a backend makes an external object, cleared with the record. */
-export interface Intent {
-  readonly id: string;
-  readonly started: string;
-  readonly detail?: Readonly<Record<string, unknown>>;
-}
-
-/** A chunk of a task run's output, as persisted. */
-export interface OutputRecord {
-  readonly task: string;
-  readonly run: number;
-  readonly offset: number;
-  readonly stream: 'stdout' | 'stderr';
-  readonly data: Uint8Array;
-}
-
-/**
- * An event before it has a seq and time. IDs (`id`, detail values) may be strings or
- * `ElementId`s: the log holds their string form, and readers get `ElementId`s back.
- */
-export interface EventDraft {
-  readonly type: EventType;
-  readonly id: IdLike;
-  readonly revision: number;
-  readonly detail?: Readonly<Record<string, unknown>>;
-}
 
 /** The durable (JSON) event `v` as published: IDs as `ElementId`s. */
 const decodeEvent = (v: string): LesslEvent => {
@@ -89,25 +43,6 @@ const decodeEvent = (v: string): LesslEvent => {
 /** `u` with every `ElementId` value as its key (the log's string form). */
 const keysOf = (u: Readonly<Record<string, unknown>>): Record<string, unknown> =>
   Object.fromEntries(Object.keys(u).map((k) => [k, isElementId(u[k]) ? (u[k] as { key: string }).key : u[k]]));
-
-/** One atomic change. */
-export interface Change {
-  readonly put?: readonly Element[];
-  readonly del?: readonly string[];
-  readonly putComposition?: readonly CompositionRecord[];
-  readonly delComposition?: readonly string[];
-  readonly putIntent?: readonly Intent[];
-  readonly delIntent?: readonly string[];
-  readonly putOutput?: readonly OutputRecord[];
-  readonly events?: readonly EventDraft[];
-}
-
-/**
- * When an acknowledged write is safe: `process` (written to the OS: it survives a crash of the
- * process, not a power cut) or `disk` (each group-committed batch is fsynced before its calls
- * resolve: it survives a power cut too).
- */
-export type Durability = 'process' | 'disk';
 
 /** How to open a registry: where, and how durable its writes are (default `process`). */
 export type RegistryOptions = (

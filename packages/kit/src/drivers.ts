@@ -26,7 +26,7 @@ import type {
   TaskSpec,
   TaskStatus,
 } from '@lessl/core';
-import type { CompositionRecord, Intent } from './registry.js';
+import type { CompositionRecord, Intent } from './records.js';
 
 /** A process a driver started for a task: how to find it again and how to end it. */
 export interface StartedRun {

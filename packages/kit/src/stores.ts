@@ -68,12 +68,13 @@ import {
   type Logger,
 } from '@lessl/core';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver, type VerifiedData } from './drivers.js';
-import type { Change, CompositionRecord, Intent, Registry } from './registry.js';
+import type { Change, CompositionRecord, Intent } from './records.js';
+import type { RegistryPort } from './port.js';
 import type { TaskRuntime } from './runtime.js';
 
 /** Shared wiring of the stores and the composer. */
 export interface Wiring {
-  readonly registry: Registry;
+  readonly registry: RegistryPort;
   readonly stores: ReadonlyMap<string, StoreConfig>;
   readonly authorize: Authorizer;
   readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task: ElementDriver };

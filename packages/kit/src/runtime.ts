@@ -19,7 +19,8 @@ import {
 } from '@lessl/core';
 import { idOfKey, type RunOpener, type RunOutcome, type RunSink, type Secrets, type StartedRun } from './drivers.js';
 import { NO_SECRETS } from './spec.js';
-import type { CompositionRecord, EventDraft, OutputRecord, Registry } from './registry.js';
+import type { CompositionRecord, EventDraft, OutputRecord } from './records.js';
+import type { RegistryPort } from './port.js';
 
 /** Default bytes of output kept per run. */
 export const DEFAULT_OUTPUT_BYTES = 1024 * 1024;
@@ -201,7 +202,7 @@ export class TaskRuntime {
   readonly log: Logger;
 
   constructor(
-    readonly registry: Registry,
+    readonly registry: RegistryPort,
     opts: RuntimeOptions = {},
   ) {
     this.defaultCap = opts.outputBytes ?? DEFAULT_OUTPUT_BYTES;

@@ -54,7 +54,7 @@ import {
   type Secrets,
 } from './drivers.js';
 import type { ActiveRun } from './runtime.js';
-import type { CompositionRecord, EventDraft, MemberRecord } from './registry.js';
+import type { CompositionRecord, EventDraft, MemberRecord } from './records.js';
 import { resolveSecrets, unsupportedField } from './spec.js';
 import { guard, route, type Wiring } from './stores.js';
 

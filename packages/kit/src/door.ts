@@ -3,7 +3,7 @@
  * records outside a store or composer call. It never writes a record or an event any other way.
  */
 import type { Element, EventType } from '@lessl/core';
-import type { EventDraft } from './registry.js';
+import type { EventDraft } from './records.js';
 import type { RegistryPort, RegistryReads } from './port.js';
 
 /** Attributes of an element, as `amend` answers them. */

@@ -5,7 +5,7 @@
 import type { Element, LesslEvent } from '@lessl/core';
 import type { EventHub } from './hub.js';
 import type { KeyedLock } from './lock.js';
-import type { Change, CompositionRecord, Intent, OutputRecord } from './registry.js';
+import type { Change, CompositionRecord, Intent, OutputRecord } from './records.js';
 
 /** Reads of the registry: from an index that mirrors what is durable. */
 export interface RegistryReads {

@@ -6,7 +6,6 @@ import * as t from 'io-ts';
 import {
   allowAll,
   fnC,
-  instanceC,
   invalidEntry,
   isElementKind,
   showValue,
@@ -30,7 +29,7 @@ import {
 } from '@lessl/core';
 import { GenericComposer } from './composer.js';
 import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
-import { Registry, type Durability, type RegistryOptions, type StringLevel } from './registry.js';
+import type { RegistryPort } from './port.js';
 import { makeRun, teardown } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
 import { finishDelete, isDeleteIntent, KindStore, storeKey, type Wiring } from './stores.js';
@@ -65,7 +64,7 @@ export interface Backend {
    * @deprecated read elements through `stores`, change them through stores and `composer`;
    * pass your own open `Registry` in the options when a test must look underneath.
    */
-  readonly registry: Registry;
+  readonly registry: RegistryPort;
   /**
    * Stops what the backend started in this process (watchers, timers, followers) and closes the
    * registry. Running tasks keep running; the next open finds them again.
@@ -77,7 +76,7 @@ export interface Backend {
 
 /** What `assemble` takes. */
 export interface AssembleOptions {
-  readonly registry: Registry;
+  readonly registry: RegistryPort;
   readonly stores: readonly StoreConfig[];
   readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task?: ElementDriver };
   readonly executor: ExecutorDriver;
@@ -124,27 +123,12 @@ export const StoreConfigC = t.intersection([
   }),
 ]);
 
-const isLevel = (u: unknown): u is StringLevel =>
-  typeof u === 'object' && u !== null && typeof (u as { open?: unknown }).open === 'function';
-const levelC = new t.Type<StringLevel, StringLevel, unknown>(
-  'AbstractLevel',
-  isLevel,
-  (u, c) => (isLevel(u) ? t.success(u) : t.failure(u, c)),
-  t.identity,
-);
-
 /**
- * io-ts codecs of the open options every backend takes (`registry`, `stores`, `authorize`,
- * `credentials`, `outputBytes`); a backend adds its own and decodes them with `decodeOptions`.
+ * io-ts codecs of the open options every backend takes but the registry (`stores`, `authorize`,
+ * `credentials`, `outputBytes`, `logger`, `durability`); `@lessl/level` adds `registry`
+ * (`commonOpenOptions`), and a backend adds its own and decodes them with `decodeOptions`.
  */
-export const commonOpenOptions = {
-  registry: t.union([
-    instanceC('Registry', Registry),
-    t.type({ location: t.string }),
-    t.type({ memory: t.literal(true) }),
-    t.type({ db: levelC }),
-    t.type({}),
-  ]),
+export const kitOpenOptions = {
   stores: t.array(StoreConfigC),
   authorize: fnC<Authorizer>('Authorizer'),
   credentials: fnC<CredentialResolver>('CredentialResolver'),
@@ -152,18 +136,6 @@ export const commonOpenOptions = {
   logger: LoggerC,
   durability: t.keyof({ process: null, disk: null }),
 };
-
-/**
- * The registry a backend runs on: `given` when it is an open `Registry` (its own durability
- * holds), else one opened from `given` (default: in memory) with `durability` (default `process`).
- */
-export const openRegistry = async (
-  given: Registry | RegistryOptions | undefined,
-  durability: Durability | undefined,
-): Promise<Registry> =>
-  given instanceof Registry
-    ? given
-    : Registry.open({ ...(given ?? { memory: true }), ...(durability === undefined ? {} : { durability }) });
 
 /** Validates store configs: kinds, names, policies, no duplicates. */
 export const validateStores = (stores: readonly StoreConfig[]): E.Either<InvalidEntry, ReadonlyMap<string, StoreConfig>> => {

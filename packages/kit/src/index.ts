@@ -1,0 +1,19 @@
+/**
+ * @lessl/kit: the generic kit every backend plugs its drivers into: the stores, the composer,
+ * the task runtime and lifecycle, `run()`, the driver interfaces, and the registry port they
+ * talk to (`RegistryPort`) with the one door a backend's own code writes through (`RecordDoor`).
+ * @packageDocumentation
+ */
+export * from './records.js';
+export * from './port.js';
+export * from './door.js';
+export * from './hub.js';
+export * from './lock.js';
+export * from './drivers.js';
+export { KindStore, storeKey, route, guard, type Wiring } from './stores.js';
+export { GenericComposer, fromRecord } from './composer.js';
+export * from './backend.js';
+export * from './runtime.js';
+export { TaskLifecycle } from './tasks.js';
+export { makeRun, teardown, type TeardownParts } from './run.js';
+export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';

@@ -1,0 +1,45 @@
+/**
+ * How a backend opens its registry: the `registry` open option (an open `Registry`, a location,
+ * memory, or a level database) and `openRegistry`.
+ */
+import * as t from 'io-ts';
+import { instanceC } from '@lessl/core';
+import { kitOpenOptions, type Durability } from '@lessl/kit';
+import { Registry, type RegistryOptions, type StringLevel } from './registry.js';
+
+const isLevel = (u: unknown): u is StringLevel =>
+  typeof u === 'object' && u !== null && 'open' in u && typeof u.open === 'function';
+const levelC = new t.Type<StringLevel, StringLevel, unknown>(
+  'AbstractLevel',
+  isLevel,
+  (u, c) => (isLevel(u) ? t.success(u) : t.failure(u, c)),
+  t.identity,
+);
+
+/**
+ * io-ts codecs of the open options every backend takes (`registry`, `stores`, `authorize`,
+ * `credentials`, `outputBytes`, `logger`, `durability`); a backend adds its own and decodes them
+ * with `decodeOptions`.
+ */
+export const commonOpenOptions = {
+  registry: t.union([
+    instanceC('Registry', Registry),
+    t.type({ location: t.string }),
+    t.type({ memory: t.literal(true) }),
+    t.type({ db: levelC }),
+    t.type({}),
+  ]),
+  ...kitOpenOptions,
+};
+
+/**
+ * The registry a backend runs on: `given` when it is an open `Registry` (its own durability
+ * holds), else one opened from `given` (default: in memory) with `durability` (default `process`).
+ */
+export const openRegistry = async (
+  given: Registry | RegistryOptions | undefined,
+  durability: Durability | undefined,
+): Promise<Registry> =>
+  given instanceof Registry
+    ? given
+    : Registry.open({ ...(given ?? { memory: true }), ...(durability === undefined ? {} : { durability }) });
