@@ -144,7 +144,7 @@ export type IdLike = string | ElementId;
  * whose `key` is one (`null`, `undefined`, numbers, hostile objects) is `InvalidEntry`. The
  * answer is always a fresh ID parsed from the key, never the object passed in.
  */
-export const toId = (id: IdLike): E.Either<InvalidEntry, ElementId> => {
+export const toId = (id: unknown): E.Either<InvalidEntry, ElementId> => {
   const key = typeof id === 'string' ? id : ownKey(id);
   return parseId(key === undefined ? id : key);
 };

@@ -32,7 +32,8 @@ import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './d
 import type { RegistryPort } from './port.js';
 import { makeRun, teardown } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
-import { finishDelete, isDeleteIntent, KindStore, storeKey, type Wiring } from './stores.js';
+import { finishDelete, isDeleteIntent, KindStore } from './stores.js';
+import { storeKey, type Wiring } from './wiring.js';
 import { TaskLifecycle } from './tasks.js';
 
 /** A running backend: one store per kind (routing by store name), the composer, the events. */

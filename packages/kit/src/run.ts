@@ -22,7 +22,7 @@ import {
   type TaskControl,
   type TaskResult,
 } from '@lessl/core';
-import { guard, type Wiring } from './stores.js';
+import { guard, type Wiring } from './wiring.js';
 
 const policyOk = (p: string | undefined): boolean => p === undefined || p === 'read-write';
 

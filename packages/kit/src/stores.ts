@@ -6,146 +6,47 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
-  aborted,
   describeId,
-  describeCause,
-  decodeTaskSpec,
   decodeCallContext,
   decodeOptions,
-  CreateRequestProps,
   UpdateOptionsProps,
-  hashing,
-  invalidEntry,
   invalidLocation,
-  invalidParent,
   inUse,
-  isDataSource,
-  isLesslError,
-  jsonData,
-  DataError,
-  checksumMismatch,
-  formatChecksum,
   matches,
-  nameCollision,
   notFound,
-  parseChecksum,
   parseId,
   permissionDenied,
   project,
   runtimeError,
   toId,
   unknownLocation,
-  unknownParent,
-  unsupported,
-  validateCreateMetadata,
   validateListFilter,
   validatePatch,
   validateReadFilter,
   applyPatch,
   conflict,
-  type Authorizer,
   type CallContext,
   type CreateError,
-  type CredentialResolver,
   type CreateRequest,
   type DeleteError,
   type Element,
-  type ElementId,
   type ElementKind,
   type ElementStore,
   type IdLike,
-  type InvalidEntry,
   type ListFilter,
   type MetadataPatch,
-  type Operation,
   type ReadError,
   type ReadFilter,
-  type StoreConfig,
-  type TaskSpec,
   type UpdateError,
   type UpdateOptions,
   logError,
-  type Logger,
 } from '@lessl/core';
-import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver, type VerifiedData } from './drivers.js';
+import { specOnlyTaskDriver, type ElementDriver } from './drivers.js';
+import { createElement, requestId } from './create.js';
+import { guard, policyAllows, principalOf, route, type Wiring } from './wiring.js';
 import type { Change, CompositionRecord, Intent } from './records.js';
-import type { RegistryPort } from './port.js';
-import type { TaskRuntime } from './runtime.js';
-
-/** Shared wiring of the stores and the composer. */
-export interface Wiring {
-  readonly registry: RegistryPort;
-  readonly stores: ReadonlyMap<string, StoreConfig>;
-  readonly authorize: Authorizer;
-  readonly drivers: { readonly image: ElementDriver; readonly volume: ElementDriver; readonly task: ElementDriver };
-  readonly executor: ExecutorDriver;
-  readonly runtime: TaskRuntime;
-  /** Resolves task credentials when a task starts (none: a spec with credentials is Unsupported). */
-  readonly credentials?: CredentialResolver;
-  /** Where the backend reports what it does (a no-op by default). */
-  readonly log: Logger;
-}
-
-/** `<kind>://<store>` of a config. */
-export const storeKey = (c: { kind: string; name: string }): string => `${c.kind}://${c.name}`;
 
 const now = (): string => new Date().toISOString();
-const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
-
-/** Runs an async body; anything thrown becomes RuntimeError (or the DataError it carries). */
-export const guard =
-  <Er, A>(id: string, body: () => Promise<E.Either<Er, A>>): TaskEither<Er | ReturnType<typeof runtimeError>, A> =>
-  async () => {
-    try {
-      return await body();
-    } catch (err) {
-      if (err instanceof DataError) return E.left(err.error as never);
-      if (isLesslError(err)) return E.left(err as never);
-      return E.left(runtimeError(id, `unexpected failure: ${describeCause(err)}`, err));
-    }
-  };
-
-/** Resolves an ID against a kind store: parsed ID and its store config, or the error. */
-export const route = (
-  w: Wiring,
-  kind: ElementKind,
-  raw: IdLike,
-): E.Either<ReturnType<typeof invalidEntry> | ReturnType<typeof unknownLocation>, { id: ElementId; store: StoreConfig }> => {
-  const p = toId(raw);
-  if (E.isLeft(p)) return p;
-  const id = p.right;
-  if (id.kind !== kind)
-    return E.left({
-      ...unknownLocation(id.key, `${id.kind}://${id.store}`),
-      message: `unknown location: the ${kind} store has no location ${id.kind}://${id.store}`,
-    });
-  const store = w.stores.get(`${kind}://${id.store}`);
-  if (store === undefined) return E.left(unknownLocation(id.key, `${kind}://${id.store}`));
-  return E.right({ id, store });
-};
-
-const policyAllows = (s: StoreConfig, op: Operation): boolean => {
-  const p = s.policy ?? 'read-write';
-  if (p === 'read-write') return true;
-  if (p === 'read-only') return op === 'read' || op === 'list';
-  return op !== 'update' && op !== 'delete'; // create-only
-};
-
-/** The fields of a create request, each read once; unknown fields, or a request that is not an object or cannot be read, are InvalidEntry. */
-const readRequest = (req: unknown): E.Either<InvalidEntry, CreateRequest> => {
-  if (typeof req !== 'object' || req === null) return E.left(invalidEntry('a create request must be an object', '', ['request']));
-  return decodeOptions(CreateRequestProps, req, 'create request', { prefix: '' }) as E.Either<InvalidEntry, CreateRequest>;
-};
-
-/** Create options from a caller: a record of JSON data (see `jsonData`), copied. */
-const readCreateOptions = (id: string, o: unknown): E.Either<InvalidEntry, Readonly<Record<string, unknown>>> => {
-  if (o === undefined) return E.right({});
-  const c = jsonData(o);
-  if (E.isLeft(c)) return E.left(invalidEntry(`invalid options: ${c.left}`, id, ['options']));
-  if (typeof c.right !== 'object' || c.right === null || Array.isArray(c.right))
-    return E.left(invalidEntry('options must be an object', id, ['options']));
-  return E.right(c.right as Readonly<Record<string, unknown>>);
-};
 
 /** The store for one kind, over every configured location of it. */
 export class KindStore implements ElementStore {
@@ -159,159 +60,7 @@ export class KindStore implements ElementStore {
   }
 
   create(request: CreateRequest, rawCtx?: CallContext): TaskEither<CreateError, Element> {
-    const read = readRequest(request);
-    return guard<CreateError, Element>(E.isRight(read) ? describeId(read.right.id) : '', async () => {
-      // input shape
-      if (E.isLeft(read)) return read;
-      const req = read.right;
-      const parsed = toId(req.id);
-      if (E.isLeft(parsed)) return parsed;
-      const key = parsed.right.key;
-      const context = decodeCallContext(key, rawCtx);
-      if (E.isLeft(context)) return context;
-      const ctx = context.right;
-      const md = validateCreateMetadata(key, req.ro, req.rw);
-      if (E.isLeft(md)) return md;
-      const checksum = req.checksum === undefined ? undefined : parseChecksum(key, req.checksum);
-      if (checksum !== undefined && E.isLeft(checksum)) return checksum;
-      if (req.data !== undefined && !isDataSource(req.data))
-        return E.left(invalidEntry('data must be bytes or an async iterable of bytes', key, ['data']));
-      if (checksum !== undefined && req.data === undefined)
-        return E.left(invalidEntry('a checksum was given without data', key, ['checksum']));
-      // kind-specific fields are judged by the ID's kind (an ID of another kind is UnknownLocation below)
-      let spec: TaskSpec | undefined;
-      if (parsed.right.kind === 'task') {
-        const sp = decodeTaskSpec(key, req.spec);
-        if (E.isLeft(sp)) return sp;
-        spec = sp.right;
-      } else if (req.spec !== undefined) return E.left(invalidEntry(`only tasks take a spec`, key, ['spec']));
-      const options = readCreateOptions(key, req.options);
-      if (E.isLeft(options)) return options;
-      let parentId: ElementId | undefined;
-      if (req.parent !== undefined) {
-        const pp = toId(req.parent);
-        if (E.isLeft(pp)) return E.left(invalidEntry(`malformed parent ID: ${pp.left.message}`, key, ['parent']));
-        parentId = pp.right;
-      }
-      if (ctx?.signal?.aborted === true) return E.left(aborted(key, ctx.signal.reason));
-      // location, then authorization
-      const r = route(this.w, this.kind, parsed.right);
-      if (E.isLeft(r)) return r;
-      const { id, store } = r.right;
-      if (!policyAllows(store, 'create')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'create'));
-      if (!this.w.authorize(principalOf(ctx), 'create', id.key))
-        return E.left(permissionDenied(id.key, principalOf(ctx), 'create'));
-      const driver = this.driver;
-      if (req.data !== undefined && driver?.supportsData !== true)
-        return E.left(unsupported(id.key, `data for ${this.kind} elements`));
-      const reg = this.w.registry;
-      // the parent is only read: a shared lock, so many children can be made from one parent at once
-      return reg.locks.with(
-        [id.key],
-        async () => {
-          if (reg.get(id.key) !== undefined || reg.hasIntent(id.key)) return E.left(nameCollision(id.key));
-          let parent: Element | undefined;
-          if (parentId !== undefined) {
-            if (store.parents === false)
-              return E.left(invalidParent(id.key, parentId.key, `store ${store.kind}://${store.name} does not allow parents`));
-            if (parentId.kind !== id.kind)
-              return E.left(invalidParent(id.key, parentId.key, `a ${parentId.kind} cannot be the parent of a ${id.kind}`));
-            if (parentId.key === id.key)
-              return E.left(invalidParent(id.key, parentId.key, 'an element cannot be its own parent'));
-            parent = reg.get(parentId.key);
-            if (parent === undefined) return E.left(unknownParent(id.key, parentId.key));
-            if (this.kind === 'task' || this.kind === 'executor')
-              return E.left(invalidParent(id.key, parentId.key, `${this.kind} elements have no parents`));
-          }
-          const data: VerifiedData | undefined =
-            req.data === undefined
-              ? undefined
-              : (() => {
-                  const h = hashing(id.key, req.data);
-                  return {
-                    stream: h.stream,
-                    verify: () => {
-                      const got = h.digest();
-                      if (checksum !== undefined && E.isRight(checksum) && formatChecksum(checksum.right) !== got)
-                        return E.left(checksumMismatch(id.key, formatChecksum(checksum.right), got));
-                      return E.right(got);
-                    },
-                  };
-                })();
-          const external = driver?.external === true;
-          if (external) await reg.commit({ putIntent: [{ id: id.key, started: now(), detail: { kind: id.kind } }] });
-          const made =
-            driver === undefined
-              ? E.right<CreateError, { attributes: Readonly<Record<string, unknown>>; checksum?: string }>({
-                  attributes: { state: 'empty' },
-                })
-              : await driver
-                  .create({
-                    id,
-                    store,
-                    ...(parent === undefined ? {} : { parent }),
-                    ...(data === undefined ? {} : { data }),
-                    ro: md.right.ro,
-                    rw: md.right.rw,
-                    ...(spec === undefined ? {} : { spec }),
-                    options: options.right,
-                    ...(ctx?.signal === undefined ? {} : { signal: ctx.signal }),
-                    ...(typeof ctx?.onProgress === 'function' ? { progress: ctx.onProgress } : {}),
-                  })
-                  .catch((err: unknown) =>
-                    E.left<CreateError>(
-                      err instanceof DataError ? err.error : runtimeError(id.key, `create failed: ${describeCause(err)}`, err),
-                    ),
-                  );
-          const t = now();
-          const element = (attributes: Readonly<Record<string, unknown>>, digest?: string): Element => ({
-            id,
-            ...(parent === undefined ? {} : { parent: parent.id }),
-            ro: md.right.ro,
-            rw: md.right.rw,
-            ...(digest === undefined ? {} : { checksum: digest }),
-            revision: 1,
-            created: t,
-            modified: t,
-            attributes: { ...attributes },
-          });
-          if (E.isLeft(made)) {
-            if (external) await reg.commit({ delIntent: [id.key] });
-            return made;
-          }
-          const verified = data?.verify();
-          if (verified !== undefined && E.isLeft(verified)) {
-            await driver?.destroy(element(made.right.attributes)).catch(() => undefined);
-            if (external) await reg.commit({ delIntent: [id.key] });
-            return verified;
-          }
-          const el = element(made.right.attributes, made.right.checksum ?? (verified === undefined ? undefined : verified.right));
-          try {
-            await reg.commit({
-              put: [el],
-              ...(external ? { delIntent: [id.key] } : {}),
-              events: [
-                {
-                  type: 'created',
-                  id: id.key,
-                  revision: 1,
-                  detail: {
-                    ...(parent === undefined ? {} : { parent: parent.id.key }),
-                    ...(el.checksum === undefined ? {} : { checksum: el.checksum }),
-                  },
-                },
-              ],
-            });
-          } catch (err) {
-            await driver?.destroy(el).catch(() => undefined);
-            this.w.log.error({ id: id.key, err: logError(err) }, 'registry write failed: could not persist the element');
-            return E.left(runtimeError(id.key, 'could not persist the element', err));
-          }
-          return E.right(el);
-        },
-        parentId === undefined ? [] : [parentId.key],
-      );
-    });
+    return guard<CreateError, Element>(requestId(request), () => createElement(this.w, this.kind, this.driver, request, rawCtx));
   }
 
   read(rawId: IdLike, filter?: ReadFilter, rawCtx?: CallContext): TaskEither<ReadError, Element> {

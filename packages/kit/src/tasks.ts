@@ -34,7 +34,7 @@ import {
   type WaitOptions,
 } from '@lessl/core';
 import type { ActiveRun, TaskRuntime } from './runtime.js';
-import { guard, route, type Wiring } from './stores.js';
+import { guard, route, type Wiring } from './wiring.js';
 
 const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 const DEFAULT_GRACE_MS = 10_000;
