@@ -48,6 +48,7 @@ import {
   idOfKey,
   publicStepResult,
   type CommitPlan,
+  type DriverCommit,
   type DriverStepResult,
   type PlanStep,
   type RunOpener,
@@ -335,8 +336,56 @@ export class GenericComposer implements Composer {
     h: Handle,
     ctx?: CallContext,
   ): Promise<E.Either<CompositionError, DriverCommitResult>> {
-    const reg = this.w.registry;
     // phase 1: check the handle against the registry
+    const checked = this.checkHandle(xid, h, ctx);
+    if (E.isLeft(checked)) return checked;
+    const { current, elements, before } = checked.right;
+    const secrets = new Map<string, Secrets>();
+    const runs = this.w.runtime.opener(
+      xid.key,
+      (task) => taskSpecOf(elements.get(task)),
+      (task) => secrets.get(task) ?? { env: {}, files: [] },
+    );
+    const plan = this.plan(xid, current, checked.right.options, before, h, elements, runs, ctx);
+    const busy = this.busyTask(plan);
+    if (busy !== undefined) return E.left(busy);
+    const refused = await this.prepareRuns(plan, secrets);
+    if (refused !== undefined) {
+      if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
+      return E.right(refused);
+    }
+    // phase 2: the backend applies the steps (it rolls back on failure)
+    const out = await this.w.executor.commit(plan);
+    if (E.isLeft(out)) {
+      this.w.runtime.settle(runs.opened, false);
+      if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
+      return E.right({ committed: false, error: out.left.error, results: out.left.results });
+    }
+    // phase 3: persist the composition, the task statuses and the events in one batch
+    const persisted = await this.persistCommit(plan, h, current, out.right, runs.opened);
+    if (persisted.committed === false) return E.right(persisted);
+    // phase 4: the runs are live; what the commit replaced and older runs' output go
+    await out.right.retire?.().catch(() => undefined);
+    this.afterCommit(xid, out.right.results, elements, runs.opened);
+    const handle: Handle = { executor: xid, revision: persisted.executor.revision, options: plan.options, members: h.members };
+    return E.right({
+      committed: true,
+      handle,
+      executor: persisted.executor,
+      results: withNoops(out.right.results, before, h.members),
+    });
+  }
+
+  /** Phase 1 of a commit: authorization, the revision, the members present, the executor's options. */
+  private checkHandle(
+    xid: ElementId,
+    h: Handle,
+    ctx: CallContext | undefined,
+  ): E.Either<
+    CompositionError,
+    { current: Element | undefined; elements: Map<string, Element>; options: ExecutorOptions; before: Member[] }
+  > {
+    const reg = this.w.registry;
     const current = reg.get(xid.key);
     const actual = current?.revision ?? 0;
     const principal = principalOf(ctx);
@@ -355,31 +404,20 @@ export class GenericComposer implements Composer {
     // a new executor takes the handle's options: decoded again, as a handle is a plain value anyone can build
     const options = comp === undefined ? this.options(xid.key, h.options) : E.right(comp.options);
     if (E.isLeft(options)) return options;
-    const before = (comp?.members ?? []).map(fromRecord);
-    const secrets = new Map<string, Secrets>();
-    const runs = this.w.runtime.opener(
-      xid.key,
-      (task) => taskSpecOf(elements.get(task)),
-      (task) => secrets.get(task) ?? { env: {}, files: [] },
-    );
-    const plan = this.plan(xid, current, options.right, before, h, elements, runs, ctx);
-    const busy = this.busyTask(plan);
-    if (busy !== undefined) return E.left(busy);
-    const refused = await this.prepareRuns(plan, secrets);
-    if (refused !== undefined) {
-      if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
-      return E.right(refused);
-    }
-    // phase 2: the backend applies the steps (it rolls back on failure)
-    const out = await this.w.executor.commit(plan);
-    if (E.isLeft(out)) {
-      this.w.runtime.settle(runs.opened, false);
-      if (ctx?.signal?.aborted === true) return E.left(aborted(xid.key, ctx.signal.reason));
-      return E.right({ committed: false, error: out.left.error, results: out.left.results });
-    }
-    // phase 3: persist the composition, the task statuses and the events in one batch
-    const results = out.right.results;
-    const revision = actual + 1;
+    return E.right({ current, elements, options: options.right, before: (comp?.members ?? []).map(fromRecord) });
+  }
+
+  /** Phase 3 of a commit: one write of the executor, its composition, the task statuses and the events; a failed write undoes the driver's commit. */
+  private async persistCommit(
+    plan: CommitPlan,
+    h: Handle,
+    current: Element | undefined,
+    done: DriverCommitted,
+    opened: readonly ActiveRun[],
+  ): Promise<{ committed: true; executor: Element } | DriverCommitResult> {
+    const xid = plan.executor;
+    const { results } = done;
+    const revision = (current?.revision ?? 0) + 1;
     const t = new Date().toISOString();
     const executor: Element = {
       id: xid,
@@ -388,26 +426,34 @@ export class GenericComposer implements Composer {
       revision,
       created: current?.created ?? t,
       modified: t,
-      attributes: { ...out.right.attributes },
+      attributes: { ...done.attributes },
     };
     const record: CompositionRecord = { executor: xid.key, options: plan.options, members: h.members.map(toRecord) };
     try {
-      await reg.commit({
-        put: [executor, ...this.taskStatuses(results, runs.opened, elements, t)],
+      await this.w.registry.commit({
+        put: [executor, ...this.taskStatuses(results, opened, plan.elements, t)],
         putComposition: [record],
-        events: this.events(xid, current, revision, results, runs.opened),
+        events: this.events(xid, current, revision, results, opened),
       });
+      return { committed: true, executor };
     } catch (err) {
-      await this.w.executor.undo(plan, out.right.attributes).catch(() => undefined);
-      this.w.runtime.settle(runs.opened, false);
+      await this.w.executor.undo(plan, done.attributes).catch(() => undefined);
+      this.w.runtime.settle(opened, false);
       const e: AnyError = runtimeError(xid.key, 'could not persist the composition', err);
       this.w.log.error({ executor: xid.key, err: logError(err) }, 'registry write failed: the commit was rolled back');
-      return E.right({ committed: false, error: e, results });
+      return { committed: false, error: e, results };
     }
-    // phase 4: the runs are live; what the commit replaced and older runs' output go
-    await out.right.retire?.().catch(() => undefined);
-    this.w.runtime.settle(runs.opened, true);
-    for (const r of runs.opened) this.w.log.info({ task: r.task, executor: xid.key, run: r.run }, 'task started');
+  }
+
+  /** Phase 4 of a commit: the runs go live, ended tasks are logged, older runs' output is cleared. */
+  private afterCommit(
+    xid: ElementId,
+    results: readonly DriverStepResult[],
+    elements: ReadonlyMap<string, Element>,
+    opened: readonly ActiveRun[],
+  ): void {
+    this.w.runtime.settle(opened, true);
+    for (const r of opened) this.w.log.info({ task: r.task, executor: xid.key, run: r.run }, 'task started');
     for (const s of results)
       if (
         s.op === 'unbind' &&
@@ -415,9 +461,7 @@ export class GenericComposer implements Composer {
         !FINAL_STATES.includes(taskStatusOf(elements.get(s.id)?.attributes ?? {}).state)
       )
         this.w.log.info({ task: s.id, executor: xid.key, exitCode: s.task?.exitCode ?? null, reason: 'stopped' }, 'task ended');
-    for (const r of runs.opened) if (r.run > 1) void reg.clearOutput(r.task, r.run).catch(() => undefined);
-    const handle: Handle = { executor: xid, revision, options: plan.options, members: h.members };
-    return E.right({ committed: true, handle, executor, results: withNoops(results, before, h.members) });
+    for (const r of opened) if (r.run > 1) void this.w.registry.clearOutput(r.task, r.run).catch(() => undefined);
   }
 
   /**
@@ -554,6 +598,9 @@ export class GenericComposer implements Composer {
     };
   }
 }
+
+/** What a driver's commit answers when it applied every step. */
+type DriverCommitted = Extract<DriverCommit, { _tag: 'Right' }>['right'];
 
 /** A commit's result as the driver reports it: steps name their elements by key. */
 type DriverCommitResult =
