@@ -22,6 +22,7 @@ import {
   type StoreConfig,
   type TaskControl,
   taskStatusOf,
+  kindOfKey,
   type TaskSpec,
   LoggerC,
   safeLogger,
@@ -166,19 +167,7 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
   if (E.isLeft(stores)) return stores;
   const drivers = { image: o.drivers.image, volume: o.drivers.volume, task: o.drivers.task ?? specOnlyTaskDriver };
   const log = safeLogger(o.logger);
-  const intents = o.registry.pendingIntents();
-  for (const intent of intents) {
-    if (isDeleteIntent(intent)) {
-      await finishDelete({ registry: o.registry, drivers, executor: o.executor, log }, intent);
-      continue;
-    }
-    const kind = intent.id.split(':')[0];
-    const d =
-      kind === 'executor' ? o.executor : kind === 'image' || kind === 'volume' || kind === 'task' ? drivers[kind] : undefined;
-    await d?.recover?.(intent);
-    await o.registry.commit({ delIntent: [intent.id] });
-    log.info({ id: intent.id }, 'recovered an interrupted create: its half-made object is removed');
-  }
+  const recovered = await recoverIntents(o.registry, drivers, o.executor, log);
   const runtime = new TaskRuntime(o.registry, { ...o.runtime, ...(o.logger === undefined ? {} : { logger: o.logger }) });
   const w: Wiring = {
     registry: o.registry,
@@ -191,7 +180,7 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
   };
   const resumed = await resumeRuns(w);
-  log.info({ lastSeq: o.registry.lastSeq(), recovered: intents.length, ...resumed }, 'backend opened');
+  log.info({ lastSeq: o.registry.lastSeq(), recovered, ...resumed }, 'backend opened');
   const kinds = {
     image: new KindStore(w, 'image'),
     volume: new KindStore(w, 'volume'),
@@ -222,6 +211,30 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     close,
     [Symbol.asyncDispose]: close,
   });
+};
+
+/**
+ * On open: finishes the deletes and undoes the creates an interrupted call left (their write
+ * intents): the driver removes any half-made object, the intent goes. Answers how many.
+ */
+const recoverIntents = async (
+  registry: RegistryPort,
+  drivers: Wiring['drivers'],
+  executor: ExecutorDriver,
+  log: Logger,
+): Promise<number> => {
+  const intents = registry.pendingIntents();
+  for (const intent of intents) {
+    if (isDeleteIntent(intent)) {
+      await finishDelete({ registry, drivers, executor, log }, intent);
+      continue;
+    }
+    const kind = kindOfKey(intent.id);
+    await (kind === 'executor' ? executor : kind === undefined ? undefined : drivers[kind])?.recover?.(intent);
+    await registry.commit({ delIntent: [intent.id] });
+    log.info({ id: intent.id }, 'recovered an interrupted create: its half-made object is removed');
+  }
+  return intents.length;
 };
 
 /**

@@ -19,7 +19,7 @@ import {
 } from '@lessl/core';
 import { idOfKey, type RunOpener, type RunOutcome, type RunSink, type Secrets, type StartedRun } from './drivers.js';
 import { NO_SECRETS } from './spec.js';
-import type { CompositionRecord, EventDraft, OutputRecord } from './records.js';
+import type { CompositionRecord, EventDraft, MemberRecord, OutputRecord } from './records.js';
 import type { RegistryPort } from './port.js';
 
 /** Default bytes of output kept per run. */
@@ -313,30 +313,7 @@ export class TaskRuntime {
         truncated: r.truncated,
         ...(outcome.process === undefined ? {} : { process: { ...st.process, ...outcome.process } }),
       };
-      const x = reg.get(r.executor);
-      const comp = reg.composition(r.executor);
-      const revision = (x?.revision ?? 0) + 1;
-      const events: EventDraft[] = [];
-      const put: Element[] = [{ ...task, attributes: { ...task.attributes, status } }];
-      let putComposition: CompositionRecord[] = [];
-      if (x !== undefined && comp !== undefined && comp.members.some((m) => m.id === r.task && m.state === 'bound')) {
-        put.push({
-          ...x,
-          revision,
-          modified: now(),
-          attributes: { ...x.attributes, ...(outcome.executor ?? {}) },
-        });
-        putComposition = [
-          { ...comp, members: comp.members.map((m) => (m.id === r.task ? { ...m, state: 'unbound' as const } : m)) },
-        ];
-        events.push({ type: 'modified', id: r.executor, revision, detail: { composition: true, reason } });
-      }
-      events.push({
-        type: 'unbound',
-        id: r.task,
-        revision: x === undefined ? task.revision : revision,
-        detail: { executor: r.executor, exitCode: outcome.exitCode, reason, run: r.run },
-      });
+      const { put, putComposition, events } = this.endChange(r, task, status, outcome);
       await reg.commit({ put, putComposition, putOutput: output, events });
       this.log.info(
         {
@@ -346,6 +323,36 @@ export class TaskRuntime {
         'task ended',
       );
     });
+  }
+
+  /** The records and events of a run's end: the task's status, its member unbound (executor revision + 1), `unbound`. */
+  private endChange(
+    r: ActiveRun,
+    task: Element,
+    status: TaskStatus,
+    outcome: RunOutcome,
+  ): { put: Element[]; putComposition: CompositionRecord[]; events: EventDraft[] } {
+    const reg = this.registry;
+    const reason = status.reason ?? 'exited';
+    const x = reg.get(r.executor);
+    const comp = reg.composition(r.executor);
+    const revision = (x?.revision ?? 0) + 1;
+    const events: EventDraft[] = [];
+    const put: Element[] = [{ ...task, attributes: { ...task.attributes, status } }];
+    let putComposition: CompositionRecord[] = [];
+    if (x !== undefined && comp !== undefined && comp.members.some((m) => m.id === r.task && m.state === 'bound')) {
+      put.push({ ...x, revision, modified: now(), attributes: { ...x.attributes, ...(outcome.executor ?? {}) } });
+      const unbound = comp.members.map((m): MemberRecord => (m.id === r.task ? { ...m, state: 'unbound' } : m));
+      putComposition = [{ ...comp, members: unbound }];
+      events.push({ type: 'modified', id: r.executor, revision, detail: { composition: true, reason } });
+    }
+    events.push({
+      type: 'unbound',
+      id: r.task,
+      revision: x === undefined ? task.revision : revision,
+      detail: { executor: r.executor, exitCode: outcome.exitCode, reason, run: r.run },
+    });
+    return { put, putComposition, events };
   }
 
   /**
