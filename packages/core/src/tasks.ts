@@ -9,6 +9,7 @@ import type { EndReason, ExecutorOptions, TaskResult } from './composition.js';
 import type { CompositionError, CreateError, TaskError } from './errors.js';
 import { ElementIdC, type IdLike } from './id.js';
 import type { CallContext } from './store.js';
+import { TaskSpecC, type TaskSpec } from './task.js';
 
 /** Where a task is in its run. `exited`, `killed` and `lost` are final until it is bound again. */
 export type TaskState = 'created' | 'starting' | 'running' | 'exited' | 'killed' | 'lost';
@@ -142,3 +143,14 @@ export const stateForReason = (reason: EndReason): 'exited' | 'killed' | 'lost' 
     : reason === 'killed' || reason === 'stopped' || reason === 'aborted' || reason === 'deadline'
       ? 'killed'
       : 'exited';
+
+/** io-ts codec of a task element's attributes: its spec (decoded at create) and its status once it ran. */
+export const TaskAttributesC = t.intersection([t.type({ spec: TaskSpecC }), t.partial({ status: TaskStatusC })]);
+/** A task element's attributes. */
+export type TaskAttributes = t.TypeOf<typeof TaskAttributesC>;
+
+/** A task element's spec, decoded from its attributes (`undefined` when they hold none). */
+export const taskSpecOf = (attributes: Readonly<Record<string, unknown>>): TaskSpec | undefined => {
+  const d = TaskSpecC.decode(attributes.spec);
+  return E.isRight(d) ? d.right : undefined;
+};

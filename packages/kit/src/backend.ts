@@ -22,8 +22,8 @@ import {
   type StoreConfig,
   type TaskControl,
   taskStatusOf,
+  taskSpecOf,
   kindOfKey,
-  type TaskSpec,
   LoggerC,
   safeLogger,
   type Logger,
@@ -247,7 +247,7 @@ const resumeRuns = async (w: Wiring): Promise<{ resumed: number; lost: number }>
   for (const el of w.registry.scan('task://')) {
     const st = taskStatusOf(el.attributes);
     if (st.state !== 'running' && st.state !== 'starting') continue;
-    const run = await w.runtime.resume(el.id.key, st, el.attributes.spec as TaskSpec);
+    const run = await w.runtime.resume(el.id.key, st, taskSpecOf(el.attributes) ?? { cmd: ['true'] });
     const x = st.executor === null ? undefined : w.registry.get(st.executor.key);
     if (w.executor.resume === undefined || x === undefined) {
       lost++;

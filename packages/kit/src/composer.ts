@@ -19,6 +19,7 @@ import {
   FINAL_STATES,
   inUse,
   taskStatusOf,
+  taskSpecOf,
   invalidEntry,
   invalidLocation,
   jsonData,
@@ -69,7 +70,8 @@ const toRecord = (m: Member): MemberRecord => ({
 });
 
 /** The spec of a task element (validated when it was created). */
-const taskSpecOf = (el: Element | undefined): TaskSpec => (el?.attributes.spec ?? { cmd: ['true'] }) as TaskSpec;
+/** A member task's spec (a task without one runs `true`). */
+const specOf = (el: Element | undefined): TaskSpec => taskSpecOf(el?.attributes ?? {}) ?? { cmd: ['true'] };
 
 /** Converts a persisted member back into a `Member`. */
 export const fromRecord = (m: MemberRecord): Member => {
@@ -103,23 +105,27 @@ const readOptions = (id: string, o: unknown): E.Either<InvalidEntry, ExecutorOpt
   return E.right(c.right as ExecutorOptions);
 };
 
+/** True for a plain object (not null, not an array). */
+const isObject = (u: unknown): u is Readonly<Record<string, unknown>> => typeof u === 'object' && u !== null && !Array.isArray(u);
+
 const badHandle = (why: string, id = ''): E.Either<InvalidEntry, never> =>
   E.left(invalidEntry(`not a composition handle: ${why}`, id, ['handle']));
 
 /** A member of a handle from a caller, checked, with its ID parsed afresh. */
 const readMember = (u: unknown, i: number, xid: string): E.Either<InvalidEntry, Member> => {
-  if (typeof u !== 'object' || u === null || Array.isArray(u)) return badHandle(`member ${i} is not an object`, xid);
-  const m = u as Record<string, unknown>;
-  const id = toId(m.id as IdLike);
+  if (!isObject(u)) return badHandle(`member ${i} is not an object`, xid);
+  const m = u;
+  const id = toId(m.id);
   if (E.isLeft(id) || id.right.kind === 'executor') return badHandle(`member ${i} has no valid element ID`, xid);
   if (typeof m.readOnly !== 'boolean') return badHandle(`member ${i}: readOnly must be a boolean`, xid);
   if (m.state !== 'bound' && m.state !== 'unbound') return badHandle(`member ${i}: state must be bound or unbound`, xid);
   const volume = id.right.kind === 'volume';
-  if (volume ? !validMountpoint(m.mountpoint) : m.mountpoint !== undefined)
+  const mountpoint = m.mountpoint;
+  if (volume ? !validMountpoint(mountpoint) : mountpoint !== undefined)
     return badHandle(`member ${i}: ${volume ? 'a volume needs a valid mountpoint' : 'only volumes take a mountpoint'}`, xid);
   return E.right({
     id: id.right,
-    ...(volume ? { mountpoint: m.mountpoint as string } : {}),
+    ...(volume && typeof mountpoint === 'string' ? { mountpoint } : {}),
     readOnly: m.readOnly,
     state: m.state,
   });
@@ -132,12 +138,13 @@ const readMember = (u: unknown, i: number, xid: string): E.Either<InvalidEntry, 
 const readHandle = (u: unknown): E.Either<InvalidEntry, Handle> => {
   const c = jsonData(u);
   if (E.isLeft(c)) return badHandle(c.left);
-  if (typeof c.right !== 'object' || c.right === null || Array.isArray(c.right)) return badHandle('not an object');
-  const h = c.right as Record<string, unknown>;
-  const x = toId(h.executor as IdLike);
+  const h: unknown = c.right;
+  if (!isObject(h)) return badHandle('not an object');
+  const x = toId(h.executor);
   if (E.isLeft(x) || x.right.kind !== 'executor') return badHandle('no valid executor ID');
   const xid = x.right.key;
-  if (!Number.isSafeInteger(h.revision) || (h.revision as number) < 0)
+  const revision = h.revision;
+  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0)
     return badHandle('revision must be a non-negative integer', xid);
   const options = readOptions(xid, h.options);
   if (E.isLeft(options)) return options;
@@ -149,7 +156,7 @@ const readHandle = (u: unknown): E.Either<InvalidEntry, Handle> => {
     if (members.some((o) => o.id.key === m.right.id.key)) return badHandle(`${m.right.id.key} is a member twice`, xid);
     members.push(m.right);
   }
-  return E.right({ executor: x.right, revision: h.revision as number, options: options.right, members });
+  return E.right({ executor: x.right, revision, options: options.right, members });
 };
 
 /** The member `join` adds to a handle, or why it cannot (all from the handle and the arguments). */
@@ -177,7 +184,7 @@ const notJoined = (key: string, h: Handle): CompositionError => ({
 /** The executor key of a handle for messages; never throws. */
 const executorKey = (h: unknown): string => {
   try {
-    return describeId((h as { executor?: unknown } | null | undefined)?.executor);
+    return isObject(h) ? describeId(h.executor) : '';
   } catch {
     return '';
   }
@@ -343,7 +350,7 @@ export class GenericComposer implements Composer {
     const secrets = new Map<string, Secrets>();
     const runs = this.w.runtime.opener(
       xid.key,
-      (task) => taskSpecOf(elements.get(task)),
+      (task) => specOf(elements.get(task)),
       (task) => secrets.get(task) ?? { env: {}, files: [] },
     );
     const plan = this.plan(xid, current, checked.right.options, before, h, elements, runs, ctx);
@@ -472,7 +479,7 @@ export class GenericComposer implements Composer {
   private async prepareRuns(plan: CommitPlan, secrets: Map<string, Secrets>): Promise<DriverCommitResult | undefined> {
     for (const s of plan.steps) {
       if (s.op !== 'bind' || s.member?.id.kind !== 'task') continue;
-      const spec = taskSpecOf(plan.elements.get(s.id));
+      const spec = specOf(plan.elements.get(s.id));
       const refused = unsupportedField(s.id, spec);
       const got =
         refused === undefined ? await resolveSecrets(this.w.credentials, idOfKey(s.id), plan.executor, spec) : E.left(refused);
