@@ -2,6 +2,7 @@
  * The records the registry port keeps: compositions, intents, output chunks, event drafts, and
  * the one atomic change that writes them.
  */
+import * as t from 'io-ts';
 import type { Element, EventType, ExecutorOptions, IdLike, MemberState } from '@lessl/core';
 
 /** A member as persisted. */
@@ -64,3 +65,26 @@ export interface Change {
  * resolve: it survives a power cut too).
  */
 export type Durability = 'process' | 'disk';
+
+const MemberRecordC: t.Type<MemberRecord, unknown> = t.intersection([
+  t.type({ id: t.string, readOnly: t.boolean, state: t.keyof({ bound: null, unbound: null }) }),
+  t.partial({ mountpoint: t.string }),
+]);
+
+/** io-ts codec of a composition record as the registry stores it (its options were decoded at commit). */
+export const CompositionRecordC: t.Type<CompositionRecord, unknown> = t.type({
+  executor: t.string,
+  options: new t.Type<ExecutorOptions, unknown>(
+    'ExecutorOptions',
+    (u): u is ExecutorOptions => typeof u === 'object' && u !== null && !Array.isArray(u),
+    (u, c) => (typeof u === 'object' && u !== null && !Array.isArray(u) ? t.success({ ...u }) : t.failure(u, c)),
+    t.identity,
+  ),
+  members: t.readonlyArray(MemberRecordC),
+});
+
+/** io-ts codec of a write intent as the registry stores it. */
+export const IntentC: t.Type<Intent, unknown> = t.intersection([
+  t.type({ id: t.string, started: t.string }),
+  t.partial({ detail: t.UnknownRecord }),
+]);

@@ -18,9 +18,12 @@ import { Level } from 'level';
 import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractBatchOptions, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
 import { ElementJsonC, elementToJson, eventFromJson, isElementId, type Element, type LesslEvent } from '@lessl/core';
 import {
+  CompositionRecordC,
   EventHub,
+  IntentC,
   KeyedLock,
   type Change,
   type CompositionRecord,
@@ -40,9 +43,24 @@ const decodeEvent = (v: string): LesslEvent => {
   return e;
 };
 
+/** An `ElementId` as its key, anything else as it is. */
+const keyOrValue = (v: unknown): unknown => (isElementId(v) ? v.key : v);
+
 /** `u` with every `ElementId` value as its key (the log's string form). */
 const keysOf = (u: Readonly<Record<string, unknown>>): Record<string, unknown> =>
-  Object.fromEntries(Object.keys(u).map((k) => [k, isElementId(u[k]) ? (u[k] as { key: string }).key : u[k]]));
+  Object.fromEntries(Object.keys(u).map((k) => [k, keyOrValue(u[k])]));
+
+/** A stored value `v` at key `k`, decoded with `codec`; a value that does not decode is a corrupt database. */
+const stored = <A>(codec: t.Decoder<unknown, A>, k: string, v: string): A => {
+  const d = codec.decode(JSON.parse(v));
+  if (E.isLeft(d)) throw new Error(`registry: corrupt record ${k}`);
+  return d.right;
+};
+
+/** An output chunk as stored: its stream (`o` or `e`) and its bytes in base64. */
+const OutputChunkC = t.type({ s: t.string, d: t.string });
+/** The start of a stored event: its time. */
+const EventTimeC = t.partial({ time: t.unknown });
 
 /** How to open a registry: where, and how durable its writes are (default `process`). */
 export type RegistryOptions = (
@@ -55,7 +73,7 @@ export type RegistryOptions = (
 /** True when `err` (from opening a database) says another holder has its lock. */
 const isLocked = (err: unknown): boolean => {
   for (let e: unknown = err, i = 0; e instanceof Error && i < 4; e = e.cause, i++)
-    if ((e as { code?: unknown }).code === 'LEVEL_LOCKED') return true;
+    if ('code' in e && e.code === 'LEVEL_LOCKED') return true;
   return false;
 };
 
@@ -66,7 +84,7 @@ const isLocked = (err: unknown): boolean => {
  * @example registryOpenFailure({ location: './data' }, err) // 'could not open the registry at ./data: another process holds it ...'
  */
 export const registryOpenFailure = (opts: unknown, err: unknown): string => {
-  const location = typeof opts === 'object' && opts !== null ? (opts as { location?: unknown }).location : undefined;
+  const location = typeof opts === 'object' && opts !== null && 'location' in opts ? opts.location : undefined;
   const where = typeof location === 'string' ? ` at ${path.resolve(location)}` : '';
   if (isLocked(err))
     return `could not open the registry${where}: another process holds it (its LOCK file is taken; one process at a time may open a registry directory, and only once); close that process or use another location`;
@@ -80,7 +98,7 @@ const lowerBound = (a: readonly string[], k: string): number => {
   let hi = a.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if ((a[mid] as string) < k) lo = mid + 1;
+    if ((a[mid] ?? '') < k) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -198,9 +216,9 @@ const prepare = (c: Change): Prepared => {
   for (const k of del) ops.push({ type: 'del', key: `e!${k}` });
   const putComposition = list('putComposition', c.putComposition).map((x, i) => {
     const v = json(`putComposition[${i}]`, x);
-    const r = JSON.parse(v) as CompositionRecord;
-    if (typeof r.executor !== 'string' || !Array.isArray(r.members))
-      throw new RegistryWriteError(`cannot serialise putComposition[${i}]: not a composition`, 'serialise');
+    const d = CompositionRecordC.decode(JSON.parse(v));
+    if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise putComposition[${i}]: not a composition`, 'serialise');
+    const r = d.right;
     ops.push({ type: 'put', key: `x!${r.executor}`, value: v });
     return r;
   });
@@ -208,7 +226,9 @@ const prepare = (c: Change): Prepared => {
   for (const k of delComposition) ops.push({ type: 'del', key: `x!${k}` });
   const putIntent = list('putIntent', c.putIntent).map((x, i) => {
     const v = json(`putIntent[${i}]`, x);
-    const r = JSON.parse(v) as Intent;
+    const d = IntentC.decode(JSON.parse(v));
+    if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise putIntent[${i}]: not an intent`, 'serialise');
+    const r = d.right;
     ops.push({ type: 'put', key: `p!${str(`putIntent[${i}].id`, r.id)}`, value: v });
     return r;
   });
@@ -308,10 +328,9 @@ export class Registry implements RegistryPort {
       if (E.isLeft(d)) throw new Error(`registry: corrupt element record ${k}`);
       this.indexPut(d.right);
     }
-    for await (const [, v] of this.db.iterator({ gte: 'x!', lt: 'x"' }))
-      this.indexComposition(JSON.parse(v) as CompositionRecord);
-    for await (const [, v] of this.db.iterator({ gte: 'p!', lt: 'p"' })) {
-      const i = JSON.parse(v) as Intent;
+    for await (const [k, v] of this.db.iterator({ gte: 'x!', lt: 'x"' })) this.indexComposition(stored(CompositionRecordC, k, v));
+    for await (const [k, v] of this.db.iterator({ gte: 'p!', lt: 'p"' })) {
+      const i = stored(IntentC, k, v);
       this.intents.set(i.id, i);
     }
   }
@@ -330,10 +349,10 @@ export class Registry implements RegistryPort {
   scan(prefix: string, limit = Number.POSITIVE_INFINITY, pred?: (e: Element) => boolean): Element[] {
     const out: Element[] = [];
     for (let i = lowerBound(this.sorted, prefix); i < this.sorted.length && out.length < limit; i++) {
-      const k = this.sorted[i] as string;
+      const k = this.sorted[i] ?? '';
       if (!k.startsWith(prefix)) break;
-      const e = this.elements.get(k) as Element;
-      if (pred === undefined || pred(e)) out.push(e);
+      const e = this.elements.get(k);
+      if (e !== undefined && (pred === undefined || pred(e))) out.push(e);
     }
     return out;
   }
@@ -370,7 +389,7 @@ export class Registry implements RegistryPort {
       for (;;) {
         const page = await it.nextv(Math.min(limit, 1000));
         if (page.length === 0) break;
-        for (const [, v] of page) out.push(decodeEvent(v as string));
+        for (const [, v] of page) if (v !== undefined) out.push(decodeEvent(v));
         if (out.length >= limit) break;
       }
     } finally {
@@ -385,7 +404,7 @@ export class Registry implements RegistryPort {
     const prefix = outPrefix(task, run);
     for await (const [k, v] of this.db.iterator({ gte: prefix, lt: `${prefix}~` })) {
       const offset = Number(k.slice(prefix.length));
-      const j = JSON.parse(v) as { s: string; d: string };
+      const j = stored(OutputChunkC, k, v);
       const data = new Uint8Array(Buffer.from(j.d, 'base64'));
       if (offset + data.byteLength <= from) continue;
       out.push({ task, run, offset, stream: j.s === 'e' ? 'stderr' : 'stdout', data });
@@ -412,7 +431,7 @@ export class Registry implements RegistryPort {
       const last = this.seq;
       const keys = await this.oldEventKeys(cutoff, last, 1000);
       if (keys.length === 0 || this.closed) return removed;
-      const upTo = Number((keys.at(-1) as string).slice(2));
+      const upTo = Number((keys.at(-1) ?? '').slice(2));
       const ops: Op[] = keys.map((key) => ({ type: 'del', key }));
       ops.push({ type: 'put', key: 'm!compacted', value: String(upTo) });
       this.events.compacted(upTo); // first: a replay running now must not read past the hole
@@ -426,7 +445,7 @@ export class Registry implements RegistryPort {
     const keys: string[] = [];
     for await (const [k, v] of this.db.iterator({ gte: 'l!', lt: seqKey(below), limit })) {
       // the JSON starts with {"seq":N,"time":"<ISO>" (see `writeGroup`)
-      const time = (JSON.parse(v) as { time?: unknown }).time;
+      const time = stored(EventTimeC, k, v).time;
       if (typeof time !== 'string' || time >= cutoff) break;
       keys.push(k);
     }
