@@ -37,7 +37,7 @@ export const isDataSource = (u: unknown): u is DataSource => {
   if (isBytes(u)) return true;
   if (typeof u !== 'object' || u === null) return false;
   try {
-    return typeof (u as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+    return Symbol.asyncIterator in u && typeof u[Symbol.asyncIterator] === 'function';
   } catch {
     return false;
   }

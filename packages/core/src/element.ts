@@ -52,12 +52,12 @@ export interface ElementJson {
 const b64 = (m: Readonly<Record<string, Uint8Array>>): Record<string, string> =>
   Object.fromEntries(
     Object.keys(m).map((k) => {
-      const v = m[k] as Uint8Array;
+      const v = m[k] ?? new Uint8Array();
       return [k, Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')];
     }),
   );
 const unb64 = (m: Readonly<Record<string, string>>): Record<string, Uint8Array> =>
-  Object.fromEntries(Object.keys(m).map((k) => [k, new Uint8Array(Buffer.from(m[k] as string, 'base64'))]));
+  Object.fromEntries(Object.keys(m).map((k) => [k, new Uint8Array(Buffer.from(m[k] ?? '', 'base64'))]));
 
 /** Element to its JSON form. */
 export const elementToJson = (e: Element): ElementJson => ({

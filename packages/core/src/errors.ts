@@ -338,10 +338,7 @@ export const describeCause = (cause: unknown): string => (cause instanceof Error
 
 /** True when `u` is a lessl error value. */
 export const isLesslError = (u: unknown): u is AnyError =>
-  typeof u === 'object' &&
-  u !== null &&
-  typeof (u as AnyError)._tag === 'string' &&
-  (ERROR_TAGS as readonly string[]).includes((u as AnyError)._tag);
+  typeof u === 'object' && u !== null && '_tag' in u && ERROR_TAGS.some((tag) => tag === u._tag);
 
 /** Narrowing helper: `hasTag('NotFound')(e)`. */
 export const hasTag =

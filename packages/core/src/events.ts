@@ -101,7 +101,7 @@ export const eventToJson = (e: LesslEvent): EventJson => ({
 /** `u` as an ID when it is an ID string or ID object, else `undefined`. */
 const asId = (u: unknown): ElementId | undefined => {
   if (typeof u !== 'string' && (typeof u !== 'object' || u === null)) return undefined;
-  const r = typeof u === 'string' ? parseId(u) : toId(u as IdLike);
+  const r = typeof u === 'string' ? parseId(u) : toId(u);
   return E.isRight(r) ? r.right : undefined;
 };
 
@@ -122,11 +122,11 @@ const looseId = (u: unknown): ElementId | undefined => {
  */
 export const eventFromJson = (u: unknown): LesslEvent | undefined => {
   if (typeof u !== 'object' || u === null) return undefined;
-  const j = u as Partial<Record<keyof EventJson, unknown>>;
+  const j: Partial<Record<keyof EventJson, unknown>> = u;
   const id = asId(j.id) ?? (typeof j.id === 'string' && j.id.startsWith('host://') ? hostRef(j.id.slice(7)) : looseId(j.id));
   if (id === undefined || typeof j.seq !== 'number' || typeof j.type !== 'string' || typeof j.revision !== 'number')
     return undefined;
-  const raw = typeof j.detail === 'object' && j.detail !== null ? (j.detail as Record<string, unknown>) : {};
+  const raw: Partial<Record<string, unknown>> = typeof j.detail === 'object' && j.detail !== null ? j.detail : {};
   const detail: Record<string, unknown> = { ...raw };
   for (const k of DETAIL_IDS) {
     const v = asId(raw[k]);

@@ -39,7 +39,7 @@ const checkRead = (id: string, f: PlainRecord): InvalidFilterSpec | undefined =>
   const parts = own(f, 'parts');
   if (parts !== undefined) {
     if (!Array.isArray(parts)) return invalidFilterSpec(id, 'parts must be an array');
-    const bad = parts.filter((p) => !(PARTS as readonly unknown[]).includes(p));
+    const bad = parts.filter((p) => !PARTS.some((x) => x === p));
     if (bad.length > 0) return invalidFilterSpec(id, `unknown parts: ${bad.map(safeShow).join(', ')}`);
   }
   const keys = own(f, 'keys');
@@ -96,7 +96,7 @@ const checkList = (f: PlainRecord): string | undefined => {
   if (kind !== undefined && !isElementKind(kind)) return `unknown kind ${safeShow(kind)}`;
   if (store !== undefined && typeof store !== 'string') return 'store must be a string';
   if (namePrefix !== undefined && typeof namePrefix !== 'string') return 'namePrefix must be a string';
-  if (parent !== undefined && E.isLeft(toId(parent as IdLike))) return `parent is not an element ID: ${safeShow(parent)}`;
+  if (parent !== undefined && E.isLeft(toId(parent))) return `parent is not an element ID: ${safeShow(parent)}`;
   if (limit !== undefined && !isLimit(limit)) return 'limit must be a non-negative integer';
   return checkEq('ro', own(f, 'ro')) ?? checkEq('rw', own(f, 'rw'));
 };
@@ -120,7 +120,7 @@ export const validateListFilter = (f: unknown): E.Either<InvalidFilterSpec, List
 
 /** The key of a valid parent criterion. */
 const keyOf = (u: unknown): string => {
-  const r = toId(u as IdLike);
+  const r = toId(u);
   return E.isRight(r) ? r.right.key : '';
 };
 
@@ -130,7 +130,12 @@ const dec = new TextDecoder();
 const pick = (m: Metadata, keys: readonly unknown[] | undefined): Metadata => {
   if (keys === undefined) return m;
   const has = (k: unknown): k is string => typeof k === 'string' && Object.hasOwn(m, k);
-  return Object.fromEntries(keys.filter(has).map((k) => [k, m[k] as Uint8Array]));
+  return Object.fromEntries(
+    keys.filter(has).flatMap((k) => {
+      const v = m[k];
+      return v === undefined ? [] : [[k, v]];
+    }),
+  );
 };
 
 /** The projection that selects nothing beyond the fields that always come. */

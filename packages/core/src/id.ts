@@ -35,8 +35,7 @@ const STORE_RE = /^[a-z0-9](?:[a-z0-9._-]{0,62})$/;
 const NAME_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9._\-/:@]{0,253})$/;
 
 /** True when `k` is an element kind. */
-export const isElementKind = (k: unknown): k is ElementKind =>
-  typeof k === 'string' && (ELEMENT_KINDS as readonly string[]).includes(k);
+export const isElementKind = (k: unknown): k is ElementKind => typeof k === 'string' && ELEMENT_KINDS.some((x) => x === k);
 
 /** Renders an ID (or its parts) as `<kind>://<store>/<name>`. */
 export const formatId = (id: Pick<ElementId, 'kind' | 'store' | 'name'>): string => `${id.kind}://${id.store}/${id.name}`;
@@ -96,15 +95,16 @@ export const parseStoreRef = (input: unknown): E.Either<InvalidEntry, StoreRef> 
 const ownKey = (u: unknown): unknown => {
   if ((typeof u !== 'object' && typeof u !== 'function') || u === null) return undefined;
   try {
-    return (u as { key?: unknown }).key;
+    return 'key' in u ? u.key : undefined;
   } catch {
     return undefined;
   }
 };
 
-const partsOf = (u: object): readonly unknown[] | undefined => {
+const partsOf = (u: unknown): readonly unknown[] | undefined => {
+  if (typeof u !== 'object' || u === null) return undefined;
   try {
-    const p = u as Partial<ElementId>;
+    const p: Partial<Record<'kind' | 'store' | 'name', unknown>> = u;
     return [p.kind, p.store, p.name];
   } catch {
     return undefined;
@@ -118,7 +118,7 @@ const partsOf = (u: object): readonly unknown[] | undefined => {
 export const isElementId = (u: unknown): u is ElementId => {
   const p = parseId(ownKey(u));
   if (E.isLeft(p)) return false;
-  const parts = partsOf(u as object);
+  const parts = partsOf(u);
   return parts !== undefined && parts[0] === p.right.kind && parts[1] === p.right.store && parts[2] === p.right.name;
 };
 
@@ -130,7 +130,7 @@ export const ElementIdC = new t.Type<ElementId, string, unknown>(
   'ElementId',
   isElementId,
   (u, c) => {
-    const r = typeof u === 'string' ? parseId(u) : toId(u as IdLike);
+    const r = typeof u === 'string' ? parseId(u) : toId(u);
     return E.isRight(r) ? t.success(r.right) : t.failure(u, c, r.left.message);
   },
   (id) => id.key,

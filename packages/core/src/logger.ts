@@ -32,7 +32,7 @@ export const noopLogger: Logger = Object.freeze({
 export const isLogger = (u: unknown): u is Logger => {
   try {
     if ((typeof u !== 'object' && typeof u !== 'function') || u === null) return false;
-    const l = u as Record<string, unknown>;
+    const l: Partial<Record<string, unknown>> = u;
     return LEVELS.every((k) => typeof l[k] === 'function') && (l.child === undefined || typeof l.child === 'function');
   } catch {
     return false;

@@ -48,10 +48,10 @@ const checkMap = (id: string, what: string, input: unknown, allowNull: boolean):
   const reasons: Record<string, string> = Object.create(null) as Record<string, string>;
   const entries: [string, Uint8Array | null][] = [];
   for (const k of keys) {
-    const v: unknown = (input as Record<string, unknown>)[k];
+    const v: unknown = Reflect.get(input, k);
     const why = isValidKey(k) ? badValue(v, allowNull) : 'invalid key syntax';
     // a fresh copy (read through internal slots): the caller's array may have a trapping prototype or change later
-    if (why === undefined) entries.push([k, v === null ? null : new Uint8Array(v as Uint8Array)]);
+    if (why === undefined) entries.push([k, isBytes(v) ? new Uint8Array(v) : null]);
     else reasons[k] = why;
   }
   const bad = Object.keys(reasons);

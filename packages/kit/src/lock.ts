@@ -32,7 +32,7 @@ export class KeyedLock {
     const held: [string, Mode][] = [];
     try {
       for (const k of order) {
-        const m = modes.get(k) as Mode;
+        const m = modes.get(k) ?? 'exclusive';
         await this.acquire(k, m);
         held.push([k, m]);
       }
@@ -81,7 +81,8 @@ export class KeyedLock {
     if (mode === 'shared') s.readers--;
     else s.writer = false;
     while (s.queue.length > 0 && !s.writer) {
-      const next = s.queue[0] as Waiter;
+      const next = s.queue[0];
+      if (next === undefined) break;
       if (next.mode === 'exclusive') {
         if (s.readers > 0) break;
         s.queue.shift();

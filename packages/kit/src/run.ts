@@ -40,7 +40,8 @@ const readRequest = (req: unknown): E.Either<ReturnType<typeof invalidEntry>, Ru
       invalidEntry(`volumes must be an array of at most ${MAX_VOLUMES} { id, mountpoint, readOnly? }`, '', ['volumes']),
     );
   const vs: RunVolume[] = [];
-  for (const [i, v] of ((volumes ?? []) as unknown[]).entries()) {
+  const given: readonly unknown[] = Array.isArray(volumes) ? volumes : [];
+  for (const [i, v] of given.entries()) {
     const d = decodeOptions(RunVolumeProps, v ?? {}, 'run volume', { prefix: `volumes[${i}]` });
     if (E.isLeft(d)) return d;
     vs.push(d.right as RunVolume);

@@ -176,8 +176,8 @@ export class TaskLifecycle implements TaskControl {
     let i = 0;
     for (;;) {
       while (i < run.chunks.length) {
-        const c = run.chunks[i++] as OutputChunk;
-        if (c.offset + c.data.byteLength > since) yield slice(c, since);
+        const c = run.chunks[i++];
+        if (c !== undefined && c.offset + c.data.byteLength > since) yield slice(c, since);
       }
       if (!follow || run.finished || signal?.aborted === true) return;
       await new Promise<void>((res) => {
