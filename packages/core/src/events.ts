@@ -3,7 +3,19 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidFilterSpec, type InvalidFilterSpec } from './errors.js';
-import { ELEMENT_KINDS, isElementId, parseId, toId, type ElementId, type ElementKind, type IdLike } from './id.js';
+import {
+  ELEMENT_KINDS,
+  hostKey,
+  hostRef,
+  isElementId,
+  isElementKind,
+  parseId,
+  toId,
+  type ElementId,
+  type ElementKind,
+  type HostRef,
+  type IdLike,
+} from './id.js';
 import { boundedArray, own, plainRecord, safeShow, type PlainRecord } from './safe.js';
 
 /**
@@ -13,26 +25,6 @@ import { boundedArray, own, plainRecord, safeShow, type PlainRecord } from './sa
 export type EventType = 'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left' | 'host';
 /** All event types. */
 export const EVENT_TYPES: readonly EventType[] = ['created', 'modified', 'deleted', 'bound', 'unbound', 'joined', 'left', 'host'];
-
-/** The host a `host` event concerns: `host://<name>` (not an element: hosts live in the backend). */
-export interface HostRef {
-  readonly kind: 'host';
-  readonly store: '';
-  readonly name: string;
-  readonly key: string;
-}
-
-/** A host's reference (see `HostRef`), serialising to its key like an `ElementId`. */
-export const hostRef = (name: string): HostRef => {
-  const key = `host://${name}`;
-  return Object.defineProperties(
-    { kind: 'host', store: '', name, key },
-    {
-      toJSON: { value: () => key, enumerable: false },
-      toString: { value: () => key, enumerable: false },
-    },
-  ) as HostRef;
-};
 
 /** The envelope every event has. */
 export interface LesslEvent {
@@ -112,7 +104,8 @@ const asId = (u: unknown): ElementId | undefined => {
 const looseId = (u: unknown): ElementId | undefined => {
   if (typeof u !== 'string') return undefined;
   const m = /^([a-z]+):\/\/([^/]*)\/?(.*)$/.exec(u);
-  return { kind: (m?.[1] ?? '') as ElementKind, store: m?.[2] ?? '', name: m?.[3] ?? '', key: u };
+  const kind = m?.[1];
+  return isElementKind(kind) ? { kind, store: m?.[2] ?? '', name: m?.[3] ?? '', key: u } : undefined;
 };
 
 /**
@@ -123,7 +116,9 @@ const looseId = (u: unknown): ElementId | undefined => {
 export const eventFromJson = (u: unknown): LesslEvent | undefined => {
   if (typeof u !== 'object' || u === null) return undefined;
   const j: Partial<Record<keyof EventJson, unknown>> = u;
-  const id = asId(j.id) ?? (typeof j.id === 'string' && j.id.startsWith('host://') ? hostRef(j.id.slice(7)) : looseId(j.id));
+  const id =
+    asId(j.id) ??
+    (typeof j.id === 'string' && j.id.startsWith(hostKey('')) ? hostRef(j.id.slice(hostKey('').length)) : looseId(j.id));
   if (id === undefined || typeof j.seq !== 'number' || typeof j.type !== 'string' || typeof j.revision !== 'number')
     return undefined;
   const raw: Partial<Record<string, unknown>> = typeof j.detail === 'object' && j.detail !== null ? j.detail : {};

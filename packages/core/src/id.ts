@@ -184,3 +184,21 @@ export const isValidName = (name: unknown): name is string =>
 
 /** A host's key, as events and errors name it: `host://<name>` (hosts are not elements; see `HostRef`). */
 export const hostKey = (name: string): string => `host://${name}`;
+
+/** The host a `host` event concerns: `host://<name>` (not an element: hosts live in the backend). */
+export interface HostRef {
+  readonly kind: 'host';
+  readonly store: '';
+  readonly name: string;
+  readonly key: string;
+}
+
+/** A host's reference (see `HostRef`), serialising to its key like an `ElementId`. */
+export const hostRef = (name: string): HostRef => {
+  const key = hostKey(name);
+  const ref: HostRef = { kind: 'host', store: '', name, key };
+  return Object.defineProperties(ref, {
+    toJSON: { value: () => key, enumerable: false },
+    toString: { value: () => key, enumerable: false },
+  });
+};

@@ -24,6 +24,7 @@ import {
   taskStatusOf,
   taskSpecOf,
   kindOfKey,
+  keyPrefix,
   LoggerC,
   safeLogger,
   type Logger,
@@ -244,7 +245,7 @@ const recoverIntents = async (
 const resumeRuns = async (w: Wiring): Promise<{ resumed: number; lost: number }> => {
   let resumed = 0;
   let lost = 0;
-  for (const el of w.registry.scan('task://')) {
+  for (const el of w.registry.scan(keyPrefix('task'))) {
     const st = taskStatusOf(el.attributes);
     if (st.state !== 'running' && st.state !== 'starting') continue;
     const run = await w.runtime.resume(el.id.key, st, taskSpecOf(el.attributes) ?? { cmd: ['true'] });

@@ -20,6 +20,8 @@ import {
   inUse,
   taskStatusOf,
   taskSpecOf,
+  keyOf,
+  keyPrefix,
   invalidEntry,
   invalidLocation,
   jsonData,
@@ -212,8 +214,8 @@ export class GenericComposer implements Composer {
       let raw = executor;
       if (raw === undefined) {
         const first = [...this.w.stores.values()].find((s) => s.kind === 'executor');
-        if (first === undefined) return E.left(unknownLocation('executor://', 'executor://'));
-        raw = `executor://${first.name}/x-${randomUUID().slice(0, 12)}`;
+        if (first === undefined) return E.left(unknownLocation(keyPrefix('executor'), keyPrefix('executor')));
+        raw = keyOf('executor', first.name, `x-${randomUUID().slice(0, 12)}`);
       }
       const p = toId(raw);
       if (E.isLeft(p)) return p;

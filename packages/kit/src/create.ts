@@ -44,7 +44,7 @@ import {
   type TaskSpec,
 } from '@lessl/core';
 import type { DriverCreated, ElementDriver, VerifiedData } from './drivers.js';
-import { policyAllows, principalOf, route, type Wiring } from './wiring.js';
+import { policyAllows, principalOf, route, storeKey, type Wiring } from './wiring.js';
 
 /** A create request read once and checked for shape. */
 interface CreateInput {
@@ -150,7 +150,7 @@ const checkTarget = (w: Wiring, a: Admitted): E.Either<CreateError, Element | un
   if (reg.get(id.key) !== undefined || reg.hasIntent(id.key)) return E.left(nameCollision(id.key));
   if (parentId === undefined) return E.right(undefined);
   const refuse = (why: string): E.Either<CreateError, never> => E.left(invalidParent(id.key, parentId.key, why));
-  if (store.parents === false) return refuse(`store ${store.kind}://${store.name} does not allow parents`);
+  if (store.parents === false) return refuse(`store ${storeKey(store)} does not allow parents`);
   if (parentId.kind !== id.kind) return refuse(`a ${parentId.kind} cannot be the parent of a ${id.kind}`);
   if (parentId.key === id.key) return refuse('an element cannot be its own parent');
   const parent = reg.get(parentId.key);

@@ -10,6 +10,8 @@ import {
   aborted,
   decodeOptions,
   invalidEntry,
+  keyOf,
+  keyPrefix,
   RunRequestProps,
   RunVolumeProps,
   unknownLocation,
@@ -75,10 +77,11 @@ export const makeRun =
         [...w.stores.values()].find((s) => s.kind === kind && policyOk(s.policy))?.name;
       const ts = where('task');
       const xs = where('executor');
-      if (ts === undefined || xs === undefined) return E.left(unknownLocation('', ts === undefined ? 'task://' : 'executor://'));
+      if (ts === undefined || xs === undefined)
+        return E.left(unknownLocation('', keyPrefix(ts === undefined ? 'task' : 'executor')));
       const suffix = randomUUID().slice(0, 12);
-      const task = `task://${ts}/run-${suffix}`;
-      const executor = `executor://${xs}/run-${suffix}`;
+      const task = keyOf('task', ts, `run-${suffix}`);
+      const executor = keyOf('executor', xs, `run-${suffix}`);
       const ctx: CallContext = {
         ...(req.principal === undefined ? {} : { principal: req.principal }),
         ...(signal === undefined ? {} : { signal }),

@@ -7,6 +7,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   describeId,
+  formatStore,
+  keyPrefix,
   decodeCallContext,
   decodeOptions,
   UpdateOptionsProps,
@@ -174,7 +176,7 @@ export class KindStore implements ElementStore {
       const context = decodeCallContext('', rawCtx);
       if (E.isLeft(context)) return context;
       const ctx = context.right;
-      const where = `${this.kind}://${lf.store ?? ''}`;
+      const where = lf.store === undefined ? keyPrefix(this.kind) : formatStore({ kind: this.kind, store: lf.store });
       if (lf.store !== undefined && !this.w.stores.has(where)) return E.left(unknownLocation(where, where));
       const principal = principalOf(ctx);
       if (!this.w.authorize(principal, 'list', where)) return E.left(permissionDenied(where, principal, 'list'));
@@ -190,7 +192,7 @@ export class KindStore implements ElementStore {
       const out: Element[] = [];
       for (const name of names) {
         if (out.length >= limit) break;
-        for (const el of this.w.registry.scan(`${this.kind}://${name}/${lf.namePrefix ?? ''}`, limit - out.length, pred))
+        for (const el of this.w.registry.scan(keyPrefix(this.kind, name, lf.namePrefix), limit - out.length, pred))
           out.push(project(el, lf));
       }
       return E.right(out);

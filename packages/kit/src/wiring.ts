@@ -7,6 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   describeCause,
+  formatStore,
   DataError,
   isLesslError,
   runtimeError,
@@ -42,7 +43,7 @@ export interface Wiring {
 }
 
 /** `<kind>://<store>` of a config. */
-export const storeKey = (c: { kind: string; name: string }): string => `${c.kind}://${c.name}`;
+export const storeKey = (c: { kind: ElementKind; name: string }): string => formatStore({ kind: c.kind, store: c.name });
 
 /** The caller's principal (`anonymous` without one). */
 export const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
@@ -71,11 +72,12 @@ export const route = (
   const id = p.right;
   if (id.kind !== kind)
     return E.left({
-      ...unknownLocation(id.key, `${id.kind}://${id.store}`),
-      message: `unknown location: the ${kind} store has no location ${id.kind}://${id.store}`,
+      ...unknownLocation(id.key, formatStore(id)),
+      message: `unknown location: the ${kind} store has no location ${formatStore(id)}`,
     });
-  const store = w.stores.get(`${kind}://${id.store}`);
-  if (store === undefined) return E.left(unknownLocation(id.key, `${kind}://${id.store}`));
+  const where = formatStore({ kind, store: id.store });
+  const store = w.stores.get(where);
+  if (store === undefined) return E.left(unknownLocation(id.key, where));
   return E.right({ id, store });
 };
 
