@@ -8,7 +8,6 @@ import {
   hostKey,
   hostRef,
   isElementId,
-  isElementKind,
   parseId,
   toId,
   type ElementId,
@@ -104,8 +103,8 @@ const asId = (u: unknown): ElementId | undefined => {
 const looseId = (u: unknown): ElementId | undefined => {
   if (typeof u !== 'string') return undefined;
   const m = /^([a-z]+):\/\/([^/]*)\/?(.*)$/.exec(u);
-  const kind = m?.[1];
-  return isElementKind(kind) ? { kind, store: m?.[2] ?? '', name: m?.[3] ?? '', key: u } : undefined;
+  // kept even when its kind is none of ours: a durable event is never dropped on read
+  return { kind: (m?.[1] ?? '') as ElementKind, store: m?.[2] ?? '', name: m?.[3] ?? '', key: u };
 };
 
 /**
