@@ -183,6 +183,14 @@ const notJoined = (key: string, h: Handle): CompositionError => ({
   message: `not found: ${key} is not joined to ${h.executor.key}`,
 });
 
+/** The handle of a call that works on the handle alone, read, after its context is checked. */
+const handleAndContext = (h: unknown, id: unknown, ctx: unknown): E.Either<InvalidEntry, Handle> => {
+  const handle = readHandle(h);
+  if (E.isLeft(handle)) return handle;
+  const context = decodeCallContext(describeId(id), ctx);
+  return E.isLeft(context) ? context : handle;
+};
+
 /** The executor key of a handle for messages; never throws. */
 const executorKey = (h: unknown): string => {
   try {
@@ -271,11 +279,9 @@ export class GenericComposer implements Composer {
   /** Bind/unbind work on the handle alone (no registry, no authorizer: `commit` asks). */
   private setState(h: Handle, id: IdLike | undefined, state: MemberState, ctx: unknown): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
-      const hh = readHandle(h);
-      if (E.isLeft(hh)) return hh;
-      const context = decodeCallContext(describeId(id), ctx);
-      if (E.isLeft(context)) return context;
-      const handle = hh.right;
+      const read = handleAndContext(h, id, ctx);
+      if (E.isLeft(read)) return read;
+      const handle = read.right;
       if (id === undefined) return E.right({ ...handle, members: handle.members.map((m) => ({ ...m, state })) });
       const p = toId(id);
       if (E.isLeft(p)) return p;
@@ -297,11 +303,9 @@ export class GenericComposer implements Composer {
   /** Works on the handle alone, like `bind`. */
   leave(h: Handle, id: IdLike, ctx?: CallContext): TaskEither<CompositionError, Handle> {
     return guard<CompositionError, Handle>(describeId(id), async () => {
-      const hh = readHandle(h);
-      if (E.isLeft(hh)) return hh;
-      const context = decodeCallContext(describeId(id), ctx);
-      if (E.isLeft(context)) return context;
-      const handle = hh.right;
+      const read = handleAndContext(h, id, ctx);
+      if (E.isLeft(read)) return read;
+      const handle = read.right;
       const p = toId(id);
       if (E.isLeft(p)) return p;
       if (!handle.members.some((m) => m.id.key === p.right.key)) return E.left(notJoined(p.right.key, handle));

@@ -32,6 +32,10 @@ import {
   type CreateRequest,
   type DeleteError,
   type Element,
+  type ElementId,
+  type InvalidEntry,
+  type InvalidLocation,
+  type UnknownLocation,
   type ElementKind,
   type ElementStore,
   type IdLike,
@@ -56,6 +60,21 @@ export class KindStore implements ElementStore {
     private readonly w: Wiring,
     readonly kind: ElementKind,
   ) {}
+
+  /** The first checks of an update or delete: the call's context, the ID's store, the store's policy. */
+  private target(
+    parsed: ElementId,
+    rawCtx: unknown,
+    op: 'update' | 'delete',
+  ): E.Either<InvalidEntry | InvalidLocation | UnknownLocation, { id: ElementId; ctx: CallContext }> {
+    const context = decodeCallContext(parsed.key, rawCtx);
+    if (E.isLeft(context)) return context;
+    const r = route(this.w, this.kind, parsed);
+    if (E.isLeft(r)) return r;
+    const { id, store } = r.right;
+    if (!policyAllows(store, op)) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', op));
+    return E.right({ id, ctx: context.right });
+  }
 
   private get driver(): ElementDriver | undefined {
     return this.kind === 'executor' ? undefined : this.w.drivers[this.kind];
@@ -96,13 +115,9 @@ export class KindStore implements ElementStore {
       const o = decodeOptions(UpdateOptionsProps, opts, 'update options', { id: key });
       if (E.isLeft(o)) return o;
       const ifRev = o.right.ifRevision;
-      const context = decodeCallContext(key, rawCtx);
-      if (E.isLeft(context)) return context;
-      const ctx = context.right;
-      const r = route(this.w, this.kind, parsed.right);
-      if (E.isLeft(r)) return r;
-      const { id, store } = r.right;
-      if (!policyAllows(store, 'update')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'update'));
+      const target = this.target(parsed.right, rawCtx, 'update');
+      if (E.isLeft(target)) return target;
+      const { id, ctx } = target.right;
       const reg = this.w.registry;
       return reg.locks.with([id.key], async () => {
         const el = reg.get(id.key);
@@ -131,13 +146,9 @@ export class KindStore implements ElementStore {
     return guard<DeleteError, void>(describeId(rawId), async () => {
       const parsed = toId(rawId);
       if (E.isLeft(parsed)) return parsed;
-      const context = decodeCallContext(parsed.right.key, rawCtx);
-      if (E.isLeft(context)) return context;
-      const ctx = context.right;
-      const r = route(this.w, this.kind, parsed.right);
-      if (E.isLeft(r)) return r;
-      const { id, store } = r.right;
-      if (!policyAllows(store, 'delete')) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', 'delete'));
+      const target = this.target(parsed.right, rawCtx, 'delete');
+      if (E.isLeft(target)) return target;
+      const { id, ctx } = target.right;
       const reg = this.w.registry;
       return reg.locks.with([id.key], async () => {
         const el = reg.get(id.key);

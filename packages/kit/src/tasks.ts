@@ -110,17 +110,7 @@ export class TaskLifecycle implements TaskControl {
         const st = taskStatusOf(el.attributes);
         if (FINAL_STATES.includes(st.state) && this.rt.active(key) === undefined) return E.right(await this.resultOf(el, st));
         if (this.rt.closed) return E.left(unavailable(key, 'the backend was closed while waiting'));
-        await new Promise<void>((res) => {
-          const off = this.rt.onEnd(key, () => {
-            off();
-            detach();
-            res();
-          });
-          const detach = onAbort(signal, () => {
-            off();
-            res();
-          });
-        });
+        await nextOrAbort((fn) => this.rt.onEnd(key, fn), signal);
         if (fired(signal)) return E.left(aborted(key, signal?.reason));
       }
     });
@@ -180,17 +170,7 @@ export class TaskLifecycle implements TaskControl {
         if (c !== undefined && c.offset + c.data.byteLength > since) yield slice(c, since);
       }
       if (!follow || run.finished || signal?.aborted === true) return;
-      await new Promise<void>((res) => {
-        const off = run.listen(() => {
-          off();
-          detach();
-          res();
-        });
-        const detach = onAbort(signal, () => {
-          off();
-          res();
-        });
-      });
+      await nextOrAbort((fn) => run.listen(fn), signal);
     }
   }
 
@@ -217,3 +197,17 @@ export class TaskLifecycle implements TaskControl {
 /** A chunk cut to start at byte `since`. */
 const slice = (c: OutputChunk, since: number): OutputChunk =>
   c.offset >= since ? c : { stream: c.stream, data: c.data.subarray(since - c.offset), offset: since };
+
+/** Waits for the next call of a listener (`listen` answers how to stop listening), or for `signal` to abort. */
+const nextOrAbort = (listen: (fn: () => void) => () => void, signal: AbortSignal | undefined): Promise<void> =>
+  new Promise<void>((res) => {
+    const off = listen(() => {
+      off();
+      detach();
+      res();
+    });
+    const detach = onAbort(signal, () => {
+      off();
+      res();
+    });
+  });

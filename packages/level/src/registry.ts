@@ -197,6 +197,14 @@ const list = <A>(what: string, u: readonly A[] | undefined): readonly A[] => {
   return u;
 };
 
+/** `u` serialised as `what`, and decoded back with `codec` (what the index and the events will hold). */
+const serialised = <A>(codec: t.Decoder<unknown, A>, what: string, shape: string, u: unknown): { value: string; record: A } => {
+  const value = json(what, u);
+  const d = codec.decode(JSON.parse(value));
+  if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise ${what}: not ${shape}`, 'serialise');
+  return { value, record: d.right };
+};
+
 /**
  * Serialises a change and decodes it back (see `Prepared`). Throws `RegistryWriteError` for
  * anything that is not JSON data or not of the right shape; never leaves the writer a value
@@ -206,31 +214,23 @@ const prepare = (c: Change): Prepared => {
   if (typeof c !== 'object' || c === null) throw new RegistryWriteError('a change must be an object', 'serialise');
   const ops: Op[] = [];
   const put = list('put', c.put).map((e, i) => {
-    const v = json(`put[${i}]`, elementToJson(e));
-    const d = ElementJsonC.decode(JSON.parse(v));
-    if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise put[${i}]: not an element`, 'serialise');
-    ops.push({ type: 'put', key: `e!${d.right.id.key}`, value: v });
-    return d.right;
+    const { value, record } = serialised(ElementJsonC, `put[${i}]`, 'an element', elementToJson(e));
+    ops.push({ type: 'put', key: `e!${record.id.key}`, value });
+    return record;
   });
   const del = list('del', c.del).map((k, i) => str(`del[${i}]`, k));
   for (const k of del) ops.push({ type: 'del', key: `e!${k}` });
   const putComposition = list('putComposition', c.putComposition).map((x, i) => {
-    const v = json(`putComposition[${i}]`, x);
-    const d = CompositionRecordC.decode(JSON.parse(v));
-    if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise putComposition[${i}]: not a composition`, 'serialise');
-    const r = d.right;
-    ops.push({ type: 'put', key: `x!${r.executor}`, value: v });
-    return r;
+    const { value, record } = serialised(CompositionRecordC, `putComposition[${i}]`, 'a composition', x);
+    ops.push({ type: 'put', key: `x!${record.executor}`, value });
+    return record;
   });
   const delComposition = list('delComposition', c.delComposition).map((k, i) => str(`delComposition[${i}]`, k));
   for (const k of delComposition) ops.push({ type: 'del', key: `x!${k}` });
   const putIntent = list('putIntent', c.putIntent).map((x, i) => {
-    const v = json(`putIntent[${i}]`, x);
-    const d = IntentC.decode(JSON.parse(v));
-    if (E.isLeft(d)) throw new RegistryWriteError(`cannot serialise putIntent[${i}]: not an intent`, 'serialise');
-    const r = d.right;
-    ops.push({ type: 'put', key: `p!${str(`putIntent[${i}].id`, r.id)}`, value: v });
-    return r;
+    const { value, record } = serialised(IntentC, `putIntent[${i}]`, 'an intent', x);
+    ops.push({ type: 'put', key: `p!${str(`putIntent[${i}].id`, record.id)}`, value });
+    return record;
   });
   const delIntent = list('delIntent', c.delIntent).map((k, i) => str(`delIntent[${i}]`, k));
   for (const k of delIntent) ops.push({ type: 'del', key: `p!${k}` });
