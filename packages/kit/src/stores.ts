@@ -36,6 +36,8 @@ import {
   type InvalidEntry,
   type InvalidLocation,
   type UnknownLocation,
+  type PermissionDenied,
+  type NotFound,
   type ElementKind,
   type ElementStore,
   type IdLike,
@@ -74,6 +76,21 @@ export class KindStore implements ElementStore {
     const { id, store } = r.right;
     if (!policyAllows(store, op)) return E.left(invalidLocation(id.key, store.policy ?? 'read-write', op));
     return E.right({ id, ctx: context.right });
+  }
+
+  /** Runs `fn` on the element under its lock, once the caller may `op` it (PermissionDenied) and it exists (NotFound). */
+  private withElement<Er, A>(
+    id: ElementId,
+    ctx: CallContext,
+    op: 'update' | 'delete',
+    fn: (el: Element) => Promise<E.Either<Er, A>>,
+  ): Promise<E.Either<Er | PermissionDenied | NotFound, A>> {
+    return this.w.registry.locks.with([id.key], async () => {
+      const el = this.w.registry.get(id.key);
+      if (!this.w.authorize(principalOf(ctx), op, id.key, el)) return E.left(permissionDenied(id.key, principalOf(ctx), op));
+      if (el === undefined) return E.left(notFound(id.key));
+      return fn(el);
+    });
   }
 
   private get driver(): ElementDriver | undefined {
@@ -119,11 +136,7 @@ export class KindStore implements ElementStore {
       if (E.isLeft(target)) return target;
       const { id, ctx } = target.right;
       const reg = this.w.registry;
-      return reg.locks.with([id.key], async () => {
-        const el = reg.get(id.key);
-        if (!this.w.authorize(principalOf(ctx), 'update', id.key, el))
-          return E.left(permissionDenied(id.key, principalOf(ctx), 'update'));
-        if (el === undefined) return E.left(notFound(id.key));
+      return this.withElement(id, ctx, 'update', async (el) => {
         if (ifRev !== undefined && ifRev !== el.revision) return E.left(conflict(id.key, ifRev, el.revision));
         const p = validatePatch(id.key, shape.right, el.ro);
         if (E.isLeft(p)) return p;
@@ -150,11 +163,7 @@ export class KindStore implements ElementStore {
       if (E.isLeft(target)) return target;
       const { id, ctx } = target.right;
       const reg = this.w.registry;
-      return reg.locks.with([id.key], async () => {
-        const el = reg.get(id.key);
-        if (!this.w.authorize(principalOf(ctx), 'delete', id.key, el))
-          return E.left(permissionDenied(id.key, principalOf(ctx), 'delete'));
-        if (el === undefined) return E.left(notFound(id.key));
+      return this.withElement(id, ctx, 'delete', async (el) => {
         const comp = this.kind === 'executor' ? reg.composition(id.key) : undefined;
         const refs = [
           ...reg.childrenOf(id.key),
