@@ -198,7 +198,8 @@ const badField = (f: PlainRecord, k: string, allowed: readonly string[] | undefi
 const idKeys = (v: unknown): unknown => {
   if (!Array.isArray(v)) return v;
   const out: unknown[] = [];
-  for (const x of v as unknown[]) {
+  const entries: readonly unknown[] = v;
+  for (const x of entries) {
     if (typeof x === 'string') out.push(x);
     else if (isElementId(x)) out.push(x.key);
     else return undefined;

@@ -75,7 +75,7 @@ export const isRecordLike = (u: unknown): u is object => {
  */
 export const boundedArray = (u: unknown): readonly unknown[] | undefined => {
   try {
-    return Array.isArray(u) && u.length <= MAX_NODES ? (u as unknown[]) : undefined;
+    return Array.isArray(u) && u.length <= MAX_NODES ? u : undefined;
   } catch {
     return undefined;
   }
@@ -132,7 +132,7 @@ class Copier {
   private record(o: object, depth: number): PlainRecord {
     const keys = Object.keys(o);
     this.visit(keys.length);
-    return Object.fromEntries(keys.map((k) => [k, this.copy((o as PlainRecord)[k], depth + 1)]));
+    return Object.fromEntries(keys.map((k) => [k, this.copy(Reflect.get(o, k), depth + 1)]));
   }
 }
 
@@ -184,7 +184,7 @@ const notJson = (v: unknown, path: string): string | undefined => {
   }
   if (typeof v === 'object' && !ArrayBuffer.isView(v)) {
     for (const k of Object.keys(v)) {
-      const x = (v as PlainRecord)[k];
+      const x: unknown = Reflect.get(v, k);
       const why = x === undefined ? undefined : notJson(x, path === '' ? k : `${path}.${k}`);
       if (why !== undefined) return why;
     }
@@ -204,5 +204,6 @@ export const jsonData = (u: unknown): E.Either<string, unknown> => {
   const c = plainCopy(u);
   if (E.isLeft(c)) return E.left(`it ${c.left}`);
   const why = notJson(c.right, '');
-  return why === undefined ? E.right(JSON.parse(JSON.stringify(c.right)) as unknown) : E.left(why);
+  const copy: unknown = why === undefined ? JSON.parse(JSON.stringify(c.right)) : undefined;
+  return why === undefined ? E.right(copy) : E.left(why);
 };

@@ -101,10 +101,10 @@ const unknownFields = (c: t.Mixed, u: unknown, path = ''): string[] => {
   }
   const fields = fieldsOf(c);
   if (fields === undefined || !isRecordLike(u)) return [];
-  const r = u as PlainRecord;
+  const r: object = u;
   return Object.keys(r).flatMap((k) => {
     const f = Object.hasOwn(fields, k) ? fields[k] : undefined;
-    return f === undefined ? [join(path, k)] : unknownFields(f, r[k], join(path, k));
+    return f === undefined ? [join(path, k)] : unknownFields(f, Reflect.get(r, k), join(path, k));
   });
 };
 
@@ -300,10 +300,10 @@ const ownCopy = (u: object, known: readonly string[]): PlainRecord | undefined =
     Object.defineProperty(copy, k, { value: v, enumerable: true, writable: true });
   };
   try {
-    for (const k of Object.keys(u)) put(k, (u as PlainRecord)[k]);
+    for (const k of Object.keys(u)) put(k, Reflect.get(u, k));
     for (const k of known) {
       if (Object.hasOwn(copy, k)) continue;
-      const v = (u as PlainRecord)[k];
+      const v: unknown = Reflect.get(u, k);
       if (v !== undefined) put(k, v);
     }
   } catch {
