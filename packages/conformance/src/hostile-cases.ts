@@ -23,9 +23,10 @@ import {
   type Handle,
   type LesslEvent,
 } from '@lessl/core';
-import { assert, fails, ok, smallTar, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import { hostile, hostileKey, hostileObject, recipe, type Hostile } from './hostile.js';
-import type { Case } from './index.js';
+import { assert, fails, ok, smallTar, uniq } from './harness.js';
+import { hostile, hostileKey, hostileObject, ill, illTyped, recipe, type Hostile } from './hostile.js';
+import { capabilitiesOf } from './capabilities.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 /** What the hostile cases did so far (shared by a suite's cases; read it once they ran). */
 export interface HostileTally {
@@ -76,6 +77,26 @@ const typedRejection =
 
 /** Lets pending rejections surface as `unhandledRejection` before the next check. */
 const tick = (): Promise<void> => new Promise((res) => setImmediate(res));
+
+/** True for a function (what a TaskEither and an Unsubscribe are). */
+const isThunk = (u: unknown): u is () => unknown => typeof u === 'function';
+
+/** True for an fp-ts Either: `{ _tag: 'Left' | 'Right' }`. */
+const isEither = (u: unknown): u is E.Either<unknown, unknown> =>
+  typeof u === 'object' && u !== null && '_tag' in u && (u._tag === 'Left' || u._tag === 'Right');
+
+/** `u[Symbol.asyncIterator]()`; a TypeError when `u` is not an async iterable. */
+const asyncIteratorOf = (u: unknown): AsyncIterator<unknown> => {
+  const isIterable = (v: unknown): v is AsyncIterable<unknown> =>
+    typeof v === 'object' && v !== null && Symbol.asyncIterator in v && typeof v[Symbol.asyncIterator] === 'function';
+  if (!isIterable(u)) throw new TypeError('not an async iterable');
+  return u[Symbol.asyncIterator]();
+};
+
+/** Calls `u.close()` when `u` has one (the streams of `events.stream`). */
+const closeIfClosable = (u: unknown): void => {
+  if (typeof u === 'object' && u !== null && 'close' in u && typeof u.close === 'function') u.close();
+};
 
 /** A call's printable form, from the labels of its arguments. */
 const label = (name: string, args: readonly Hostile[]): string => `${name}(${args.map((h) => h.label).join(', ')})`;
@@ -129,13 +150,12 @@ class Probe {
   async te(name: string, call: () => unknown): Promise<void> {
     this.calls++;
     const te = this.sync(name, call);
-    assert.equal(typeof te, 'function', `${name} did not answer a TaskEither`);
-    const p = this.sync(`${name}: its TaskEither`, te as () => unknown);
+    if (!isThunk(te)) return assert.fail(`${name} did not answer a TaskEither`);
+    const p = this.sync(`${name}: its TaskEither`, te);
     assert.ok(types.isPromise(p), `${name}: its TaskEither did not answer a Promise`);
     const r = await this.settled(name, p, (e) => `${name}: its TaskEither rejected with ${showValue(e)}`);
-    if (E.isLeft(r as E.Either<unknown, unknown>))
-      assert.ok(isLesslError((r as E.Left<unknown>).left), `${name} answered a Left that is not a lessl error`);
-    else assert.ok(E.isRight(r as E.Either<unknown, unknown>), `${name} did not answer an Either`);
+    if (!isEither(r)) return assert.fail(`${name} did not answer an Either`);
+    if (E.isLeft(r)) assert.ok(isLesslError(r.left), `${name} answered a Left that is not a lessl error`);
     await this.after(name);
   }
 
@@ -153,20 +173,20 @@ class Probe {
     this.calls++;
     const off = this.sync(name, call);
     if (types.isPromise(off)) off.catch(() => undefined); // reported below, not as an unhandled rejection
-    assert.equal(typeof off, 'function', `${name} did not answer an Unsubscribe`);
+    if (!isThunk(off)) return assert.fail(`${name} did not answer an Unsubscribe`);
     await this.after(name);
-    this.sync(`${name}: its Unsubscribe`, off as () => unknown);
+    this.sync(`${name}: its Unsubscribe`, off);
   }
 
   /** An async iterable (`logs`, `stream`): its first `next()` settles (rejecting only with a LesslError). */
   async iterated(name: string, call: () => unknown, close: boolean): Promise<void> {
     this.calls++;
-    const it = this.sync(name, call) as AsyncIterable<unknown> & { close?: () => void };
-    const iterator = this.sync(`${name}: [Symbol.asyncIterator]()`, () => it[Symbol.asyncIterator]());
+    const it = this.sync(name, call);
+    const iterator = this.sync(`${name}: [Symbol.asyncIterator]()`, () => asyncIteratorOf(it));
     const first = outcomeOf(this.sync(`${name}: next()`, () => iterator.next()));
     if (close) {
       await tick();
-      this.sync(`${name}: close()`, () => it.close?.());
+      this.sync(`${name}: close()`, () => closeIfClosable(it));
     }
     await this.settled(`${name}: next()`, first, typedRejection(`${name}: next()`));
     const ret = this.sync(`${name}: return()`, () => iterator.return?.());
@@ -245,7 +265,10 @@ interface Fixtures {
 
 const fixtures = async (l: TestBackend, o: SuiteOptions, data: () => Promise<Uint8Array>): Promise<Fixtures> => {
   const image = `image://local/${uniq('himg')}`;
-  await ok(l.stores.image.create({ id: image, ...(o.supports.data ? { data: await data() } : {}) }), 'create the image');
+  await ok(
+    l.stores.image.create({ id: image, ...(capabilitiesOf(o, l).data ? { data: await data() } : {}) }),
+    'create the image',
+  );
   const volume = `volume://local/${uniq('hvol')}`;
   await ok(l.stores.volume.create({ id: volume }), 'create the volume');
   const idle = `task://local/${uniq('hidle')}`;
@@ -358,24 +381,20 @@ const storeGroup: Group<StoreArgs> = {
       const s: ElementStore = l.stores[kind];
       const mine = f.ids[kind];
       const n = (m: string): string => `stores.${kind}.${m}`;
-      await p.te(label(n('create'), [a.a, a.b]), () => s.create(a.a.make() as never, a.b.make() as never));
+      await p.te(label(n('create'), [a.a, a.b]), () => s.create(ill(a.a), ill(a.b)));
       const hc = hostileCreate(kind, a, f.tar);
       await p.te(label(n('create'), hc.ctx === undefined ? [hc.req] : [hc.req, hc.ctx]), () =>
-        s.create(hc.req.make() as never, hc.ctx?.make() as never),
+        s.create(ill(hc.req), hc.ctx === undefined ? undefined : ill(hc.ctx)),
       );
-      await p.te(label(n('read'), [a.a, a.b, a.c]), () => s.read(a.a.make() as never, a.b.make() as never, a.c.make() as never));
-      await p.te(label(n('read'), [value(mine), a.map, a.d]), () => s.read(mine, a.map.make() as never, a.d.make() as never));
-      await p.te(label(n('update'), [a.a, a.b, a.c, a.d]), () =>
-        s.update(a.a.make() as never, a.b.make() as never, a.c.make() as never, a.d.make() as never),
-      );
+      await p.te(label(n('read'), [a.a, a.b, a.c]), () => s.read(ill(a.a), ill(a.b), ill(a.c)));
+      await p.te(label(n('read'), [value(mine), a.map, a.d]), () => s.read(mine, ill(a.map), ill(a.d)));
+      await p.te(label(n('update'), [a.a, a.b, a.c, a.d]), () => s.update(ill(a.a), ill(a.b), ill(a.c), ill(a.d)));
       const patch = recipe(`{ ${a.key}: ${a.b.label} }`, () => ({ [a.key]: a.b.make() }));
-      await p.te(label(n('update'), [value(mine), patch, a.d, a.c]), () =>
-        s.update(mine, patch.make() as never, a.d.make() as never, a.c.make() as never),
-      );
-      await p.te(label(n('delete'), [a.a, a.b]), () => s.delete(a.a.make() as never, a.b.make() as never));
-      await p.te(label(n('list'), [a.b, a.c]), () => s.list(a.b.make() as never, a.c.make() as never));
+      await p.te(label(n('update'), [value(mine), patch, a.d, a.c]), () => s.update(mine, ill(patch), ill(a.d), ill(a.c)));
+      await p.te(label(n('delete'), [a.a, a.b]), () => s.delete(ill(a.a), ill(a.b)));
+      await p.te(label(n('list'), [a.b, a.c]), () => s.list(ill(a.b), ill(a.c)));
       const filter = recipe(`{ ro: { ${a.key}: ${a.a.label} } }`, () => ({ ro: { [a.key]: a.a.make() } }));
-      await p.te(label(n('list'), [filter]), () => s.list(filter.make() as never));
+      await p.te(label(n('list'), [filter]), () => s.list(ill(filter)));
     }
   },
 };
@@ -420,35 +439,27 @@ const composerGroup: Group<ComposerArgs> = {
   calls: async (p, l, f, a) => {
     const c = l.composer;
     const x = value(`executor://local/${uniq('hx')}`);
-    await p.te(label('composer.handle', [a.a, a.b, a.c]), () =>
-      c.handle(a.a.make() as never, a.b.make() as never, a.c.make() as never),
-    );
-    await p.te(label('composer.handle', [x, a.map]), () => c.handle(x.make() as never, a.map.make() as never));
+    await p.te(label('composer.handle', [a.a, a.b, a.c]), () => c.handle(ill(a.a), ill(a.b), ill(a.c)));
+    await p.te(label('composer.handle', [x, a.map]), () => c.handle(ill(x), ill(a.map)));
     const backend = recipe(`{ backend: ${a.map.label} }`, () => ({ backend: a.map.make() }));
-    await p.te(label('composer.handle', [x, backend]), () => c.handle(x.make() as never, backend.make() as never));
-    await p.te(label('composer.join', [a.a, a.b, a.c, a.d]), () =>
-      c.join(a.a.make() as never, a.b.make() as never, a.c.make() as never, a.d.make() as never),
-    );
+    await p.te(label('composer.handle', [x, backend]), () => c.handle(ill(x), ill(backend)));
+    await p.te(label('composer.join', [a.a, a.b, a.c, a.d]), () => c.join(ill(a.a), ill(a.b), ill(a.c), ill(a.d)));
     const fresh = value(f.fresh, 'a fresh handle');
     const mount = recipe(`{ mountpoint: ${a.a.label}, readOnly: ${a.d.label} }`, () => ({
       mountpoint: a.a.make(),
       readOnly: a.d.make(),
     }));
-    await p.te(label('composer.join', [fresh, value(f.ids.volume), mount]), () =>
-      c.join(f.fresh, f.ids.volume, mount.make() as never),
-    );
-    await p.te(label('composer.join', [fresh, a.b, a.c]), () => c.join(f.fresh, a.b.make() as never, a.c.make() as never));
+    await p.te(label('composer.join', [fresh, value(f.ids.volume), mount]), () => c.join(f.fresh, f.ids.volume, ill(mount)));
+    await p.te(label('composer.join', [fresh, a.b, a.c]), () => c.join(f.fresh, ill(a.b), ill(a.c)));
     for (const verb of ['bind', 'unbind', 'leave'] as const) {
-      await p.te(label(`composer.${verb}`, [a.a, a.b, a.d]), () =>
-        c[verb](a.a.make() as never, a.b.make() as never, a.d.make() as never),
-      );
-      await p.te(label(`composer.${verb}`, [fresh, a.b]), () => c[verb](f.fresh, a.b.make() as never));
+      await p.te(label(`composer.${verb}`, [a.a, a.b, a.d]), () => c[verb](ill(a.a), ill(a.b), ill(a.d)));
+      await p.te(label(`composer.${verb}`, [fresh, a.b]), () => c[verb](f.fresh, ill(a.b)));
     }
-    await p.te(label('composer.commit', [a.a, a.d]), () => c.commit(a.a.make() as never, a.d.make() as never));
+    await p.te(label('composer.commit', [a.a, a.d]), () => c.commit(ill(a.a), ill(a.d)));
     const h = forged(a.forge === 'members' ? f.fresh : f.committed, a);
-    await p.te(label('composer.commit', [h]), () => c.commit(h.make() as never));
+    await p.te(label('composer.commit', [h]), () => c.commit(ill(h)));
     // a new executor whose options (backend options included) hold the hostile value
-    const made = await c.handle(x.make() as never, backend.make() as never)();
+    const made = await c.handle(ill(x), ill(backend))();
     if (E.isRight(made)) {
       const j = await c.join(made.right, f.ids.image)();
       if (E.isRight(j))
@@ -542,15 +553,15 @@ const taskGroup: Group<TaskArgs> = {
   calls: async (p, l, f, a) => {
     const t = l.tasks;
     const ended = value(f.ended);
-    await p.te(label('tasks.status', [a.a, a.b]), () => t.status(a.a.make() as never, a.b.make() as never));
-    await p.te(label('tasks.wait', [a.w, a.b]), () => t.wait(a.w.make() as never, a.b.make() as never));
-    await p.te(label('tasks.wait', [ended, a.map]), () => t.wait(f.ended, a.map.make() as never));
-    await p.iterated(label('tasks.logs', [a.a, a.b]), () => t.logs(a.a.make() as never, a.b.make() as never), false);
-    await p.iterated(label('tasks.logs', [ended, a.map]), () => t.logs(f.ended, a.map.make() as never), false);
-    await p.te(label('tasks.kill', [a.a, a.b]), () => t.kill(a.a.make() as never, a.b.make() as never));
-    await p.te(label('tasks.kill', [ended, a.map]), () => t.kill(f.ended, a.map.make() as never));
+    await p.te(label('tasks.status', [a.a, a.b]), () => t.status(ill(a.a), ill(a.b)));
+    await p.te(label('tasks.wait', [a.w, a.b]), () => t.wait(ill(a.w), ill(a.b)));
+    await p.te(label('tasks.wait', [ended, a.map]), () => t.wait(f.ended, ill(a.map)));
+    await p.iterated(label('tasks.logs', [a.a, a.b]), () => t.logs(ill(a.a), ill(a.b)), false);
+    await p.iterated(label('tasks.logs', [ended, a.map]), () => t.logs(f.ended, ill(a.map)), false);
+    await p.te(label('tasks.kill', [a.a, a.b]), () => t.kill(ill(a.a), ill(a.b)));
+    await p.te(label('tasks.kill', [ended, a.map]), () => t.kill(f.ended, ill(a.map)));
     const req = hostileRun(f, a);
-    await p.te(label('run', [req]), () => l.run(req.make() as never));
+    await p.te(label('run', [req]), () => l.run(ill(req)));
   },
 };
 
@@ -578,11 +589,10 @@ const eventGroup: Group<EventArgs> = {
   calls: async (p, l, _f, a) => {
     const ev = l.events;
     const filter = recipe(`{ ${a.field}: ${a.a.label} }`, () => ({ [a.field]: a.a.make() }));
-    await p.subscribed(label('events.subscribe', [a.a, a.b]), () => ev.subscribe(a.a.make() as never, a.b.make() as never));
-    for (const h of handlers)
-      await p.subscribed(label('events.subscribe', [filter, h]), () => ev.subscribe(filter.make() as never, h.make() as never));
-    await p.iterated(label('events.stream', [a.a, a.b]), () => ev.stream(a.a.make() as never, a.b.make() as never), true);
-    await p.iterated(label('events.stream', [filter]), () => ev.stream(filter.make() as never), true);
+    await p.subscribed(label('events.subscribe', [a.a, a.b]), () => ev.subscribe(ill(a.a), ill(a.b)));
+    for (const h of handlers) await p.subscribed(label('events.subscribe', [filter, h]), () => ev.subscribe(ill(filter), ill(h)));
+    await p.iterated(label('events.stream', [a.a, a.b]), () => ev.stream(ill(a.a), ill(a.b)), true);
+    await p.iterated(label('events.stream', [filter]), () => ev.stream(ill(filter)), true);
   },
 };
 
@@ -607,36 +617,26 @@ const facadeGroup: Group<FacadeArgs> = {
   calls: async (p, l, f, a) => {
     const s = promise(l.stores[a.kind]);
     const n = (m: string): string => `promise(stores.${a.kind}).${m}`;
-    await p.promised(label(n('create'), [a.a, a.c]), () => s.create(a.a.make() as never, a.c.make() as never));
-    await p.promised(label(n('read'), [a.a, a.b, a.c]), () =>
-      s.read(a.a.make() as never, a.b.make() as never, a.c.make() as never),
-    );
-    await p.promised(label(n('update'), [a.a, a.b, a.c]), () =>
-      s.update(a.a.make() as never, a.b.make() as never, a.c.make() as never),
-    );
-    await p.promised(label(n('delete'), [a.a, a.c]), () => s.delete(a.a.make() as never, a.c.make() as never));
-    await p.promised(label(n('list'), [a.a, a.c]), () => s.list(a.a.make() as never, a.c.make() as never));
+    await p.promised(label(n('create'), [a.a, a.c]), () => s.create(ill(a.a), ill(a.c)));
+    await p.promised(label(n('read'), [a.a, a.b, a.c]), () => s.read(ill(a.a), ill(a.b), ill(a.c)));
+    await p.promised(label(n('update'), [a.a, a.b, a.c]), () => s.update(ill(a.a), ill(a.b), ill(a.c)));
+    await p.promised(label(n('delete'), [a.a, a.c]), () => s.delete(ill(a.a), ill(a.c)));
+    await p.promised(label(n('list'), [a.a, a.c]), () => s.list(ill(a.a), ill(a.c)));
     const c = promise(l.composer);
-    await p.promised(label('promise(composer).handle', [a.a, a.c]), () => c.handle(a.a.make() as never, a.c.make() as never));
+    await p.promised(label('promise(composer).handle', [a.a, a.c]), () => c.handle(ill(a.a), ill(a.c)));
     for (const verb of ['join', 'bind', 'unbind', 'leave'] as const)
-      await p.promised(label(`promise(composer).${verb}`, [a.a, a.b]), () => c[verb](a.a.make() as never, a.b.make() as never));
-    await p.promised(label('promise(composer).commit', [a.a, a.c]), () => c.commit(a.a.make() as never, a.c.make() as never));
+      await p.promised(label(`promise(composer).${verb}`, [a.a, a.b]), () => c[verb](ill(a.a), ill(a.b)));
+    await p.promised(label('promise(composer).commit', [a.a, a.c]), () => c.commit(ill(a.a), ill(a.c)));
     const t = promise(l.tasks);
-    await p.promised(label('promise(tasks).status', [a.a, a.c]), () => t.status(a.a.make() as never, a.c.make() as never));
+    await p.promised(label('promise(tasks).status', [a.a, a.c]), () => t.status(ill(a.a), ill(a.c)));
     const ended = value(f.ended);
-    await p.promised(label('promise(tasks).wait', [ended, a.c]), () => t.wait(f.ended, a.c.make() as never));
-    await p.promised(label('promise(tasks).kill', [a.a, a.c]), () => t.kill(a.a.make() as never, a.c.make() as never));
-    await p.iterated(label('promise(tasks).logs', [a.a, a.c]), () => t.logs(a.a.make() as never, a.c.make() as never), false);
-    await p.promised(label('promise(backend).run', [a.a]), () => promise(l).run(a.a.make() as never));
+    await p.promised(label('promise(tasks).wait', [ended, a.c]), () => t.wait(f.ended, ill(a.c)));
+    await p.promised(label('promise(tasks).kill', [a.a, a.c]), () => t.kill(ill(a.a), ill(a.c)));
+    await p.iterated(label('promise(tasks).logs', [a.a, a.c]), () => t.logs(ill(a.a), ill(a.c)), false);
+    await p.promised(label('promise(backend).run', [a.a]), () => promise(l).run(ill(a.a)));
     const ev = promise(l.events);
-    await p.subscribed(label('promise(events).subscribe', [a.a, a.b]), () =>
-      ev.subscribe(a.a.make() as never, a.b.make() as never),
-    );
-    await p.iterated(
-      label('promise(events).stream', [a.a, a.c]),
-      () => ev.stream(a.a.make() as never, a.c.make() as never),
-      true,
-    );
+    await p.subscribed(label('promise(events).subscribe', [a.a, a.b]), () => ev.subscribe(ill(a.a), ill(a.b)));
+    await p.iterated(label('promise(events).stream', [a.a, a.c]), () => ev.stream(ill(a.a), ill(a.c)), true);
   },
 };
 
@@ -704,9 +704,9 @@ const regressions = (o: SuiteOptions): Case[] => {
     {
       name: 'hostile input: an unreadable create request, and options or handles JSON cannot hold, answer InvalidEntry; byte values are copied; writes go on',
       fn: async (l) => {
-        for (const kind of KINDS) await fails(l.stores[kind].create(unreadable() as never), 'InvalidEntry');
+        for (const kind of KINDS) await fails(l.stores[kind].create(illTyped(unreadable())), 'InvalidEntry');
         const x = `executor://local/${uniq('hx')}`;
-        await fails(l.composer.handle(x, { backend: { n: 10n } } as never), 'InvalidEntry');
+        await fails(l.composer.handle(x, illTyped({ backend: { n: 10n } })), 'InvalidEntry');
         const h = await ok(l.composer.handle(x));
         const cyclic: Record<string, unknown> = {};
         cyclic.self = cyclic;
@@ -714,7 +714,7 @@ const regressions = (o: SuiteOptions): Case[] => {
         const task = `task://local/${uniq('t')}`;
         await ok(l.stores.task.create({ id: task, spec }));
         const member = { id: { kind: 'task', store: 'local', name: task.slice(13), key: task }, readOnly: 1n, state: 'bound' };
-        await fails(l.composer.commit({ ...h, members: [member] } as never), 'InvalidEntry');
+        await fails(l.composer.commit(illTyped({ ...h, members: [member] })), 'InvalidEntry');
         await fails(l.composer.bind({ ...h, revision: -1 }), 'InvalidEntry');
         // genuine bytes whose prototype traps (and that change after the call) are stored as a copy
         const bytes = new Uint8Array([1, 2]);
@@ -735,8 +735,8 @@ const regressions = (o: SuiteOptions): Case[] => {
         await fails(l.tasks.wait(task, unreadable()), 'InvalidEntry');
         const sparse: unknown[] = [];
         sparse.length = 2 ** 32 - 1;
-        await fails(l.run({ image: 'image://local/none', spec, volumes: sparse as never }), 'InvalidEntry');
-        await fails(l.run(unreadable() as never), 'InvalidEntry');
+        await fails(l.run({ image: 'image://local/none', spec, volumes: illTyped(sparse) }), 'InvalidEntry');
+        await fails(l.run(illTyped(unreadable())), 'InvalidEntry');
         const it = l.tasks.logs(task, unreadable())[Symbol.asyncIterator]();
         await assert.rejects(it.next(), (e: unknown) => e instanceof LesslError && e.tag === 'InvalidEntry');
       },
