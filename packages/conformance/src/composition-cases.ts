@@ -3,8 +3,10 @@
  * idempotence, in-use references.
  */
 import { eventToJson, isElementId, type Handle, type LesslEvent, type StepResult } from '@lessl/core';
-import { assert, fails, ok, recording, run, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import type { Case } from './index.js';
+import { assert, fails, ok, recording, run, STORES, uniq } from './harness.js';
+import { faultInjection } from './capabilities.js';
+import { illTyped } from './hostile.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Case[] => {
   const spec = o.fixtures?.taskSpec ?? { cmd: ['sleep', '3600'] };
@@ -223,7 +225,7 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
     await fails(l.composer.join(withVol, v2, { mountpoint: '/data/' }), 'InvalidEntry');
     await ok(l.stores.executor.create({ id: `executor://local/${uniq('x2')}` }));
     await fails(l.composer.join(h, ids.x.replace(/\/[^/]+$/, '/nobody')), 'InvalidEntry');
-    await fails(l.composer.join({ nope: true } as never, ids.task), 'InvalidEntry');
+    await fails(l.composer.join(illTyped({ nope: true }), ids.task), 'InvalidEntry');
     await fails(l.composer.handle('image://local/x'), 'UnknownLocation');
     await fails(l.composer.handle(ids.x, { memoryBytes: -5 }), 'InvalidEntry');
   });
@@ -264,7 +266,7 @@ export const compositionCases = (o: SuiteOptions, data: () => Promise<Uint8Array
         await l.close();
       }
     },
-    o.supports.faultInjection,
+    faultInjection(o),
   );
   add('commit: a read-only executor store refuses the commit (InvalidLocation); nothing is created', async () => {
     const l = await o.factory({ stores: [...STORES, { kind: 'executor', name: 'ro', policy: 'read-only' }] });

@@ -3,8 +3,14 @@
  * replay with `since` and no gap/duplicate, bounded queues and overflow policies.
  */
 import { LesslError, type LesslEvent } from '@lessl/core';
-import { assert, b, ok, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import type { Case } from './index.js';
+import { assert, b, ok, uniq } from './harness.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
+
+/** The next event of a stream; fails when the stream has ended. */
+const nextEvent = async (it: AsyncIterator<LesslEvent>): Promise<LesslEvent> => {
+  const r = await it.next();
+  return r.done === true ? assert.fail('the stream ended early') : r.value;
+};
 
 export const eventCases = (o: SuiteOptions): Case[] => {
   const spec = o.fixtures?.taskSpec ?? { cmd: ['sleep', '3600'] };
@@ -133,7 +139,7 @@ export const eventCases = (o: SuiteOptions): Case[] => {
     assert.equal(lossy.dropped, 3);
     const kept: number[] = [];
     const li = lossy[Symbol.asyncIterator]();
-    kept.push(((await li.next()).value as LesslEvent).seq, ((await li.next()).value as LesslEvent).seq);
+    kept.push((await nextEvent(li)).seq, (await nextEvent(li)).seq);
     assert.equal(kept[1], l.events.lastSeq());
     lossy.close();
     assert.equal((await li.next()).done, true);

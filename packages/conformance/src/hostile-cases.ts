@@ -3,29 +3,21 @@
  * composer, task lifecycle, `run`, events and the Promise façade) is called with hostile values
  * (see `hostile.ts`) in every argument position and inside otherwise valid arguments.
  *
- * After each call: it answered a typed lessl error or a result (no synchronous throw, no
- * rejection with anything but a `LesslError`, settled within a bound), nothing escaped (no
- * unhandled rejection or uncaught exception), a later write still works (the registry is not
- * wedged) and a subscriber installed beforehand saw that write's events.
+ * After each call the probe (`hostile-probe.ts`) checks: it answered a typed lessl error or a
+ * result (no synchronous throw, no rejection with anything but a `LesslError`, settled within a
+ * bound), nothing escaped (no unhandled rejection or uncaught exception), a later write still
+ * works (the registry is not wedged) and a subscriber installed beforehand saw that write's events.
  *
  * Runs per property: env `HOSTILE_RUNS`, else `SuiteOptions.hostileRuns` (default 100).
  */
-import { types } from 'node:util';
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
-import {
-  isLesslError,
-  LesslError,
-  promise,
-  showValue,
-  type ElementKind,
-  type ElementStore,
-  type Handle,
-  type LesslEvent,
-} from '@lessl/core';
-import { assert, fails, ok, smallTar, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import { hostile, hostileKey, hostileObject, recipe, type Hostile } from './hostile.js';
-import type { Case } from './index.js';
+import { LesslError, promise, showValue, type ElementKind, type ElementStore, type Handle } from '@lessl/core';
+import { assert, fails, ok, smallTar, uniq } from './harness.js';
+import { hostile, hostileKey, hostileObject, ill, illTyped, recipe, type Hostile } from './hostile.js';
+import { capabilitiesOf } from './capabilities.js';
+import { Probe } from './hostile-probe.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 /** What the hostile cases did so far (shared by a suite's cases; read it once they ran). */
 export interface HostileTally {
@@ -40,42 +32,12 @@ export interface HostileTally {
 const KINDS: readonly ElementKind[] = ['image', 'volume', 'task', 'executor'];
 /** A spec that ends at once, on busybox and on the memory backend's tiny shell. */
 const QUICK = { cmd: ['sh', '-c', 'exit 0'] };
-const TIMEOUT = Symbol('timeout');
 
 /** Runs per property: env HOSTILE_RUNS, else the suite option, else 100. */
 export const hostileRuns = (o: SuiteOptions): number => {
   const env = Number(process.env.HOSTILE_RUNS);
   return Number.isInteger(env) && env > 0 ? env : (o.hostileRuns ?? 100);
 };
-
-/** `p`, or `TIMEOUT` once `ms` passed. */
-const within = async <A>(p: PromiseLike<A>, ms: number): Promise<A | typeof TIMEOUT> => {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<typeof TIMEOUT>((res) => (timer = setTimeout(() => res(TIMEOUT), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-};
-
-type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: unknown };
-
-/** How `p` settles, as a value; handled at once, so a rejection is never unhandled while a check waits. */
-const outcomeOf = (p: unknown): Promise<Outcome> =>
-  Promise.resolve(p).then(
-    (value: unknown) => ({ ok: true, value }),
-    (error: unknown) => ({ ok: false, error }),
-  );
-
-/** A rejection with anything but a `LesslError` fails the property. */
-const typedRejection =
-  (name: string) =>
-  (e: unknown): string | undefined =>
-    e instanceof LesslError ? undefined : `${name} rejected with ${showValue(e)}, not a LesslError`;
-
-/** Lets pending rejections surface as `unhandledRejection` before the next check. */
-const tick = (): Promise<void> => new Promise((res) => setImmediate(res));
 
 /** A call's printable form, from the labels of its arguments. */
 const label = (name: string, args: readonly Hostile[]): string => `${name}(${args.map((h) => h.label).join(', ')})`;
@@ -95,140 +57,6 @@ const withField = (base: () => Record<string, unknown>, k: string, h: Hostile, n
     Object.defineProperty(base(), k, { value: h.make(), enumerable: true }),
   );
 
-/**
- * Makes the calls and checks the property after each one. `install()` adds the process
- * listeners and the sentinel subscriber for the time of a case.
- */
-class Probe {
-  calls = 0;
-  private readonly escaped: string[] = [];
-  private readonly seen = new Set<string>();
-
-  constructor(
-    private readonly l: TestBackend,
-    private readonly bound: number,
-    private readonly spec: unknown,
-  ) {}
-
-  install(): () => void {
-    const rejection = (r: unknown): void => void this.escaped.push(`an unhandled rejection: ${showValue(r)}`);
-    const exception = (e: unknown): void => void this.escaped.push(`an uncaught exception: ${showValue(e)}`);
-    process.on('unhandledRejection', rejection);
-    process.on('uncaughtException', exception);
-    const off = this.l.events.subscribe({ stores: ['local'], kinds: ['task'] }, (e: LesslEvent) => {
-      if (e.id.key.includes('/live-')) this.seen.add(`${e.type} ${e.id.key}`);
-    });
-    return () => {
-      off();
-      process.off('unhandledRejection', rejection);
-      process.off('uncaughtException', exception);
-    };
-  }
-
-  /** A TaskEither-returning call. */
-  async te(name: string, call: () => unknown): Promise<void> {
-    this.calls++;
-    const te = this.sync(name, call);
-    assert.equal(typeof te, 'function', `${name} did not answer a TaskEither`);
-    const p = this.sync(`${name}: its TaskEither`, te as () => unknown);
-    assert.ok(types.isPromise(p), `${name}: its TaskEither did not answer a Promise`);
-    const r = await this.settled(name, p, (e) => `${name}: its TaskEither rejected with ${showValue(e)}`);
-    if (E.isLeft(r as E.Either<unknown, unknown>))
-      assert.ok(isLesslError((r as E.Left<unknown>).left), `${name} answered a Left that is not a lessl error`);
-    else assert.ok(E.isRight(r as E.Either<unknown, unknown>), `${name} did not answer an Either`);
-    await this.after(name);
-  }
-
-  /** A call through the Promise façade: a Promise that rejects only with a `LesslError`. */
-  async promised(name: string, call: () => unknown): Promise<void> {
-    this.calls++;
-    const p = this.sync(name, call);
-    assert.ok(types.isPromise(p), `${name} did not answer a Promise`);
-    await this.settled(name, p, typedRejection(name));
-    await this.after(name);
-  }
-
-  /** `subscribe` (plain or through the façade): answers a function; the check runs while subscribed. */
-  async subscribed(name: string, call: () => unknown): Promise<void> {
-    this.calls++;
-    const off = this.sync(name, call);
-    if (types.isPromise(off)) off.catch(() => undefined); // reported below, not as an unhandled rejection
-    assert.equal(typeof off, 'function', `${name} did not answer an Unsubscribe`);
-    await this.after(name);
-    this.sync(`${name}: its Unsubscribe`, off as () => unknown);
-  }
-
-  /** An async iterable (`logs`, `stream`): its first `next()` settles (rejecting only with a LesslError). */
-  async iterated(name: string, call: () => unknown, close: boolean): Promise<void> {
-    this.calls++;
-    const it = this.sync(name, call) as AsyncIterable<unknown> & { close?: () => void };
-    const iterator = this.sync(`${name}: [Symbol.asyncIterator]()`, () => it[Symbol.asyncIterator]());
-    const first = outcomeOf(this.sync(`${name}: next()`, () => iterator.next()));
-    if (close) {
-      await tick();
-      this.sync(`${name}: close()`, () => it.close?.());
-    }
-    await this.settled(`${name}: next()`, first, typedRejection(`${name}: next()`));
-    const ret = this.sync(`${name}: return()`, () => iterator.return?.());
-    await this.settled(`${name}: return()`, ret, (e) => `${name}: return() rejected with ${showValue(e)}`);
-    await this.after(name);
-  }
-
-  /** `call()`, failing the property when it throws synchronously. */
-  private sync<A>(name: string, call: () => A): A {
-    try {
-      return call();
-    } catch (e) {
-      return assert.fail(`${name} threw synchronously: ${showValue(e)}`);
-    }
-  }
-
-  /**
-   * The value `p` resolves with, within the bound; `why` says whether a rejection fails the
-   * property. When `p` does not settle, tells a wedged registry from a call that hangs alone.
-   */
-  private async settled(name: string, p: unknown, why: (e: unknown) => string | undefined): Promise<unknown> {
-    const r = await within(outcomeOf(p), this.bound);
-    if (r === TIMEOUT) {
-      await this.writes(`${name} did not settle within ${this.bound} ms, and then`);
-      return assert.fail(`${name} did not settle within ${this.bound} ms`);
-    }
-    if (r.ok) return r.value;
-    const bad = why(r.error);
-    return bad === undefined ? undefined : assert.fail(bad);
-  }
-
-  /** The property after each call: nothing escaped, later writes work, subscribers see them. */
-  private async after(name: string): Promise<void> {
-    await tick();
-    if (this.escaped.length > 0) assert.fail(`${name}: ${this.escaped.join('; ')} escaped lessl`);
-    await this.writes(`after ${name}`);
-  }
-
-  /** A create, read and delete succeed within the bound, and the sentinel subscriber sees their events. */
-  private async writes(when: string): Promise<void> {
-    const id = `task://local/${uniq('live')}`;
-    const store = this.l.stores.task;
-    const write = (async (): Promise<string | undefined> => {
-      const c = await store.create({ id, spec: this.spec })();
-      if (E.isLeft(c)) return `create answered ${c.left._tag}: ${c.left.message}`;
-      const r = await store.read(id)();
-      if (E.isLeft(r)) return `read answered ${r.left._tag}: ${r.left.message}`;
-      const d = await store.delete(id)();
-      return E.isLeft(d) ? `delete answered ${d.left._tag}: ${d.left.message}` : undefined;
-    })();
-    const r = await within(write, this.bound);
-    if (r === TIMEOUT)
-      assert.fail(
-        `${when}: the registry is wedged: a later create/read/delete did not settle within ${this.bound} ms ` +
-          '(every later write and close() hang)',
-      );
-    if (r !== undefined) assert.fail(`${when}: a later write failed: ${r}`);
-    for (const type of ['created', 'deleted'])
-      assert.ok(this.seen.delete(`${type} ${id}`), `${when}: a subscriber missed the ${type} event of a later write`);
-  }
-}
-
 /** What every hostile case starts from: one element of each kind, a finished task, handles. */
 interface Fixtures {
   readonly ids: Readonly<Record<ElementKind, string>>;
@@ -245,7 +73,10 @@ interface Fixtures {
 
 const fixtures = async (l: TestBackend, o: SuiteOptions, data: () => Promise<Uint8Array>): Promise<Fixtures> => {
   const image = `image://local/${uniq('himg')}`;
-  await ok(l.stores.image.create({ id: image, ...(o.supports.data ? { data: await data() } : {}) }), 'create the image');
+  await ok(
+    l.stores.image.create({ id: image, ...(capabilitiesOf(o, l).data ? { data: await data() } : {}) }),
+    'create the image',
+  );
   const volume = `volume://local/${uniq('hvol')}`;
   await ok(l.stores.volume.create({ id: volume }), 'create the volume');
   const idle = `task://local/${uniq('hidle')}`;
@@ -358,24 +189,20 @@ const storeGroup: Group<StoreArgs> = {
       const s: ElementStore = l.stores[kind];
       const mine = f.ids[kind];
       const n = (m: string): string => `stores.${kind}.${m}`;
-      await p.te(label(n('create'), [a.a, a.b]), () => s.create(a.a.make() as never, a.b.make() as never));
+      await p.te(label(n('create'), [a.a, a.b]), () => s.create(ill(a.a), ill(a.b)));
       const hc = hostileCreate(kind, a, f.tar);
       await p.te(label(n('create'), hc.ctx === undefined ? [hc.req] : [hc.req, hc.ctx]), () =>
-        s.create(hc.req.make() as never, hc.ctx?.make() as never),
+        s.create(ill(hc.req), hc.ctx === undefined ? undefined : ill(hc.ctx)),
       );
-      await p.te(label(n('read'), [a.a, a.b, a.c]), () => s.read(a.a.make() as never, a.b.make() as never, a.c.make() as never));
-      await p.te(label(n('read'), [value(mine), a.map, a.d]), () => s.read(mine, a.map.make() as never, a.d.make() as never));
-      await p.te(label(n('update'), [a.a, a.b, a.c, a.d]), () =>
-        s.update(a.a.make() as never, a.b.make() as never, a.c.make() as never, a.d.make() as never),
-      );
+      await p.te(label(n('read'), [a.a, a.b, a.c]), () => s.read(ill(a.a), ill(a.b), ill(a.c)));
+      await p.te(label(n('read'), [value(mine), a.map, a.d]), () => s.read(mine, ill(a.map), ill(a.d)));
+      await p.te(label(n('update'), [a.a, a.b, a.c, a.d]), () => s.update(ill(a.a), ill(a.b), ill(a.c), ill(a.d)));
       const patch = recipe(`{ ${a.key}: ${a.b.label} }`, () => ({ [a.key]: a.b.make() }));
-      await p.te(label(n('update'), [value(mine), patch, a.d, a.c]), () =>
-        s.update(mine, patch.make() as never, a.d.make() as never, a.c.make() as never),
-      );
-      await p.te(label(n('delete'), [a.a, a.b]), () => s.delete(a.a.make() as never, a.b.make() as never));
-      await p.te(label(n('list'), [a.b, a.c]), () => s.list(a.b.make() as never, a.c.make() as never));
+      await p.te(label(n('update'), [value(mine), patch, a.d, a.c]), () => s.update(mine, ill(patch), ill(a.d), ill(a.c)));
+      await p.te(label(n('delete'), [a.a, a.b]), () => s.delete(ill(a.a), ill(a.b)));
+      await p.te(label(n('list'), [a.b, a.c]), () => s.list(ill(a.b), ill(a.c)));
       const filter = recipe(`{ ro: { ${a.key}: ${a.a.label} } }`, () => ({ ro: { [a.key]: a.a.make() } }));
-      await p.te(label(n('list'), [filter]), () => s.list(filter.make() as never));
+      await p.te(label(n('list'), [filter]), () => s.list(ill(filter)));
     }
   },
 };
@@ -420,35 +247,27 @@ const composerGroup: Group<ComposerArgs> = {
   calls: async (p, l, f, a) => {
     const c = l.composer;
     const x = value(`executor://local/${uniq('hx')}`);
-    await p.te(label('composer.handle', [a.a, a.b, a.c]), () =>
-      c.handle(a.a.make() as never, a.b.make() as never, a.c.make() as never),
-    );
-    await p.te(label('composer.handle', [x, a.map]), () => c.handle(x.make() as never, a.map.make() as never));
+    await p.te(label('composer.handle', [a.a, a.b, a.c]), () => c.handle(ill(a.a), ill(a.b), ill(a.c)));
+    await p.te(label('composer.handle', [x, a.map]), () => c.handle(ill(x), ill(a.map)));
     const backend = recipe(`{ backend: ${a.map.label} }`, () => ({ backend: a.map.make() }));
-    await p.te(label('composer.handle', [x, backend]), () => c.handle(x.make() as never, backend.make() as never));
-    await p.te(label('composer.join', [a.a, a.b, a.c, a.d]), () =>
-      c.join(a.a.make() as never, a.b.make() as never, a.c.make() as never, a.d.make() as never),
-    );
+    await p.te(label('composer.handle', [x, backend]), () => c.handle(ill(x), ill(backend)));
+    await p.te(label('composer.join', [a.a, a.b, a.c, a.d]), () => c.join(ill(a.a), ill(a.b), ill(a.c), ill(a.d)));
     const fresh = value(f.fresh, 'a fresh handle');
     const mount = recipe(`{ mountpoint: ${a.a.label}, readOnly: ${a.d.label} }`, () => ({
       mountpoint: a.a.make(),
       readOnly: a.d.make(),
     }));
-    await p.te(label('composer.join', [fresh, value(f.ids.volume), mount]), () =>
-      c.join(f.fresh, f.ids.volume, mount.make() as never),
-    );
-    await p.te(label('composer.join', [fresh, a.b, a.c]), () => c.join(f.fresh, a.b.make() as never, a.c.make() as never));
+    await p.te(label('composer.join', [fresh, value(f.ids.volume), mount]), () => c.join(f.fresh, f.ids.volume, ill(mount)));
+    await p.te(label('composer.join', [fresh, a.b, a.c]), () => c.join(f.fresh, ill(a.b), ill(a.c)));
     for (const verb of ['bind', 'unbind', 'leave'] as const) {
-      await p.te(label(`composer.${verb}`, [a.a, a.b, a.d]), () =>
-        c[verb](a.a.make() as never, a.b.make() as never, a.d.make() as never),
-      );
-      await p.te(label(`composer.${verb}`, [fresh, a.b]), () => c[verb](f.fresh, a.b.make() as never));
+      await p.te(label(`composer.${verb}`, [a.a, a.b, a.d]), () => c[verb](ill(a.a), ill(a.b), ill(a.d)));
+      await p.te(label(`composer.${verb}`, [fresh, a.b]), () => c[verb](f.fresh, ill(a.b)));
     }
-    await p.te(label('composer.commit', [a.a, a.d]), () => c.commit(a.a.make() as never, a.d.make() as never));
+    await p.te(label('composer.commit', [a.a, a.d]), () => c.commit(ill(a.a), ill(a.d)));
     const h = forged(a.forge === 'members' ? f.fresh : f.committed, a);
-    await p.te(label('composer.commit', [h]), () => c.commit(h.make() as never));
+    await p.te(label('composer.commit', [h]), () => c.commit(ill(h)));
     // a new executor whose options (backend options included) hold the hostile value
-    const made = await c.handle(x.make() as never, backend.make() as never)();
+    const made = await c.handle(ill(x), ill(backend))();
     if (E.isRight(made)) {
       const j = await c.join(made.right, f.ids.image)();
       if (E.isRight(j))
@@ -542,15 +361,15 @@ const taskGroup: Group<TaskArgs> = {
   calls: async (p, l, f, a) => {
     const t = l.tasks;
     const ended = value(f.ended);
-    await p.te(label('tasks.status', [a.a, a.b]), () => t.status(a.a.make() as never, a.b.make() as never));
-    await p.te(label('tasks.wait', [a.w, a.b]), () => t.wait(a.w.make() as never, a.b.make() as never));
-    await p.te(label('tasks.wait', [ended, a.map]), () => t.wait(f.ended, a.map.make() as never));
-    await p.iterated(label('tasks.logs', [a.a, a.b]), () => t.logs(a.a.make() as never, a.b.make() as never), false);
-    await p.iterated(label('tasks.logs', [ended, a.map]), () => t.logs(f.ended, a.map.make() as never), false);
-    await p.te(label('tasks.kill', [a.a, a.b]), () => t.kill(a.a.make() as never, a.b.make() as never));
-    await p.te(label('tasks.kill', [ended, a.map]), () => t.kill(f.ended, a.map.make() as never));
+    await p.te(label('tasks.status', [a.a, a.b]), () => t.status(ill(a.a), ill(a.b)));
+    await p.te(label('tasks.wait', [a.w, a.b]), () => t.wait(ill(a.w), ill(a.b)));
+    await p.te(label('tasks.wait', [ended, a.map]), () => t.wait(f.ended, ill(a.map)));
+    await p.iterated(label('tasks.logs', [a.a, a.b]), () => t.logs(ill(a.a), ill(a.b)), false);
+    await p.iterated(label('tasks.logs', [ended, a.map]), () => t.logs(f.ended, ill(a.map)), false);
+    await p.te(label('tasks.kill', [a.a, a.b]), () => t.kill(ill(a.a), ill(a.b)));
+    await p.te(label('tasks.kill', [ended, a.map]), () => t.kill(f.ended, ill(a.map)));
     const req = hostileRun(f, a);
-    await p.te(label('run', [req]), () => l.run(req.make() as never));
+    await p.te(label('run', [req]), () => l.run(ill(req)));
   },
 };
 
@@ -578,11 +397,10 @@ const eventGroup: Group<EventArgs> = {
   calls: async (p, l, _f, a) => {
     const ev = l.events;
     const filter = recipe(`{ ${a.field}: ${a.a.label} }`, () => ({ [a.field]: a.a.make() }));
-    await p.subscribed(label('events.subscribe', [a.a, a.b]), () => ev.subscribe(a.a.make() as never, a.b.make() as never));
-    for (const h of handlers)
-      await p.subscribed(label('events.subscribe', [filter, h]), () => ev.subscribe(filter.make() as never, h.make() as never));
-    await p.iterated(label('events.stream', [a.a, a.b]), () => ev.stream(a.a.make() as never, a.b.make() as never), true);
-    await p.iterated(label('events.stream', [filter]), () => ev.stream(filter.make() as never), true);
+    await p.subscribed(label('events.subscribe', [a.a, a.b]), () => ev.subscribe(ill(a.a), ill(a.b)));
+    for (const h of handlers) await p.subscribed(label('events.subscribe', [filter, h]), () => ev.subscribe(ill(filter), ill(h)));
+    await p.iterated(label('events.stream', [a.a, a.b]), () => ev.stream(ill(a.a), ill(a.b)), true);
+    await p.iterated(label('events.stream', [filter]), () => ev.stream(ill(filter)), true);
   },
 };
 
@@ -607,36 +425,26 @@ const facadeGroup: Group<FacadeArgs> = {
   calls: async (p, l, f, a) => {
     const s = promise(l.stores[a.kind]);
     const n = (m: string): string => `promise(stores.${a.kind}).${m}`;
-    await p.promised(label(n('create'), [a.a, a.c]), () => s.create(a.a.make() as never, a.c.make() as never));
-    await p.promised(label(n('read'), [a.a, a.b, a.c]), () =>
-      s.read(a.a.make() as never, a.b.make() as never, a.c.make() as never),
-    );
-    await p.promised(label(n('update'), [a.a, a.b, a.c]), () =>
-      s.update(a.a.make() as never, a.b.make() as never, a.c.make() as never),
-    );
-    await p.promised(label(n('delete'), [a.a, a.c]), () => s.delete(a.a.make() as never, a.c.make() as never));
-    await p.promised(label(n('list'), [a.a, a.c]), () => s.list(a.a.make() as never, a.c.make() as never));
+    await p.promised(label(n('create'), [a.a, a.c]), () => s.create(ill(a.a), ill(a.c)));
+    await p.promised(label(n('read'), [a.a, a.b, a.c]), () => s.read(ill(a.a), ill(a.b), ill(a.c)));
+    await p.promised(label(n('update'), [a.a, a.b, a.c]), () => s.update(ill(a.a), ill(a.b), ill(a.c)));
+    await p.promised(label(n('delete'), [a.a, a.c]), () => s.delete(ill(a.a), ill(a.c)));
+    await p.promised(label(n('list'), [a.a, a.c]), () => s.list(ill(a.a), ill(a.c)));
     const c = promise(l.composer);
-    await p.promised(label('promise(composer).handle', [a.a, a.c]), () => c.handle(a.a.make() as never, a.c.make() as never));
+    await p.promised(label('promise(composer).handle', [a.a, a.c]), () => c.handle(ill(a.a), ill(a.c)));
     for (const verb of ['join', 'bind', 'unbind', 'leave'] as const)
-      await p.promised(label(`promise(composer).${verb}`, [a.a, a.b]), () => c[verb](a.a.make() as never, a.b.make() as never));
-    await p.promised(label('promise(composer).commit', [a.a, a.c]), () => c.commit(a.a.make() as never, a.c.make() as never));
+      await p.promised(label(`promise(composer).${verb}`, [a.a, a.b]), () => c[verb](ill(a.a), ill(a.b)));
+    await p.promised(label('promise(composer).commit', [a.a, a.c]), () => c.commit(ill(a.a), ill(a.c)));
     const t = promise(l.tasks);
-    await p.promised(label('promise(tasks).status', [a.a, a.c]), () => t.status(a.a.make() as never, a.c.make() as never));
+    await p.promised(label('promise(tasks).status', [a.a, a.c]), () => t.status(ill(a.a), ill(a.c)));
     const ended = value(f.ended);
-    await p.promised(label('promise(tasks).wait', [ended, a.c]), () => t.wait(f.ended, a.c.make() as never));
-    await p.promised(label('promise(tasks).kill', [a.a, a.c]), () => t.kill(a.a.make() as never, a.c.make() as never));
-    await p.iterated(label('promise(tasks).logs', [a.a, a.c]), () => t.logs(a.a.make() as never, a.c.make() as never), false);
-    await p.promised(label('promise(backend).run', [a.a]), () => promise(l).run(a.a.make() as never));
+    await p.promised(label('promise(tasks).wait', [ended, a.c]), () => t.wait(f.ended, ill(a.c)));
+    await p.promised(label('promise(tasks).kill', [a.a, a.c]), () => t.kill(ill(a.a), ill(a.c)));
+    await p.iterated(label('promise(tasks).logs', [a.a, a.c]), () => t.logs(ill(a.a), ill(a.c)), false);
+    await p.promised(label('promise(backend).run', [a.a]), () => promise(l).run(ill(a.a)));
     const ev = promise(l.events);
-    await p.subscribed(label('promise(events).subscribe', [a.a, a.b]), () =>
-      ev.subscribe(a.a.make() as never, a.b.make() as never),
-    );
-    await p.iterated(
-      label('promise(events).stream', [a.a, a.c]),
-      () => ev.stream(a.a.make() as never, a.c.make() as never),
-      true,
-    );
+    await p.subscribed(label('promise(events).subscribe', [a.a, a.b]), () => ev.subscribe(ill(a.a), ill(a.b)));
+    await p.iterated(label('promise(events).stream', [a.a, a.c]), () => ev.stream(ill(a.a), ill(a.c)), true);
   },
 };
 
@@ -704,9 +512,9 @@ const regressions = (o: SuiteOptions): Case[] => {
     {
       name: 'hostile input: an unreadable create request, and options or handles JSON cannot hold, answer InvalidEntry; byte values are copied; writes go on',
       fn: async (l) => {
-        for (const kind of KINDS) await fails(l.stores[kind].create(unreadable() as never), 'InvalidEntry');
+        for (const kind of KINDS) await fails(l.stores[kind].create(illTyped(unreadable())), 'InvalidEntry');
         const x = `executor://local/${uniq('hx')}`;
-        await fails(l.composer.handle(x, { backend: { n: 10n } } as never), 'InvalidEntry');
+        await fails(l.composer.handle(x, illTyped({ backend: { n: 10n } })), 'InvalidEntry');
         const h = await ok(l.composer.handle(x));
         const cyclic: Record<string, unknown> = {};
         cyclic.self = cyclic;
@@ -714,7 +522,7 @@ const regressions = (o: SuiteOptions): Case[] => {
         const task = `task://local/${uniq('t')}`;
         await ok(l.stores.task.create({ id: task, spec }));
         const member = { id: { kind: 'task', store: 'local', name: task.slice(13), key: task }, readOnly: 1n, state: 'bound' };
-        await fails(l.composer.commit({ ...h, members: [member] } as never), 'InvalidEntry');
+        await fails(l.composer.commit(illTyped({ ...h, members: [member] })), 'InvalidEntry');
         await fails(l.composer.bind({ ...h, revision: -1 }), 'InvalidEntry');
         // genuine bytes whose prototype traps (and that change after the call) are stored as a copy
         const bytes = new Uint8Array([1, 2]);
@@ -735,8 +543,8 @@ const regressions = (o: SuiteOptions): Case[] => {
         await fails(l.tasks.wait(task, unreadable()), 'InvalidEntry');
         const sparse: unknown[] = [];
         sparse.length = 2 ** 32 - 1;
-        await fails(l.run({ image: 'image://local/none', spec, volumes: sparse as never }), 'InvalidEntry');
-        await fails(l.run(unreadable() as never), 'InvalidEntry');
+        await fails(l.run({ image: 'image://local/none', spec, volumes: illTyped(sparse) }), 'InvalidEntry');
+        await fails(l.run(illTyped(unreadable())), 'InvalidEntry');
         const it = l.tasks.logs(task, unreadable())[Symbol.asyncIterator]();
         await assert.rejects(it.next(), (e: unknown) => e instanceof LesslError && e.tag === 'InvalidEntry');
       },

@@ -70,16 +70,28 @@ export const FIELD_NAMES: readonly string[] = [
 ];
 
 /** A recipe for a hostile value: `make()` builds a fresh one; `label` describes it in reports. */
-export interface Hostile {
+export interface Hostile<V = unknown> {
   readonly label: string;
-  make(): unknown;
+  make(): V;
 }
 
 /** A recipe from a label and a builder. */
-export const recipe = (label: string, make: () => unknown): Hostile => {
+export const recipe = <V>(label: string, make: () => V): Hostile<V> => {
   const h = { label, make, [fc.toStringMethod]: () => label };
   return h;
 };
+
+/**
+ * Deliberately ill-typed: answers `value` as whatever type the caller's parameter declares.
+ * The hostile-input and exact-option cases hand lessl values that break its declared types on
+ * purpose (a BigInt for an ID, a misspelt option key, a string for bytes): that is what they
+ * test. This is the one place that tells the compiler so; never use it to quiet a real error.
+ * @example await fails(l.stores.task.update(id, { a: b('1') }, illTyped({ ifRevison: 1 })), 'InvalidEntry');
+ */
+export const illTyped = <T>(value: unknown): T => value as T;
+
+/** A fresh value of the recipe `h`, ill-typed on purpose (see `illTyped`): what a hostile call passes. */
+export const ill = <T>(h: Hostile): T => illTyped<T>(h.make());
 
 const boom = (): never => {
   throw new Error('hostile: this throws');
@@ -176,7 +188,7 @@ const builders: readonly Hostile[] = [
   recipe('{ [Symbol.asyncIterator]: 42 }', () => ({ [Symbol.asyncIterator]: 42 })),
   recipe('throwing Symbol.asyncIterator', () => Object.defineProperty({}, Symbol.asyncIterator, { get: boom })),
   recipe('own __proto__, constructor, toString', () => JSON.parse('{"__proto__": {"k": "v"}, "constructor": 1, "toString": {}}')),
-  recipe('Object.create(null)', () => Object.create(null) as unknown),
+  recipe('Object.create(null)', (): unknown => Object.create(null)),
   recipe('a throwing function', () => boom),
   recipe('a function posing as an ID and a Right', () =>
     Object.assign(() => undefined, { key: 'image://local/x', _tag: 'Right' }),
@@ -223,27 +235,25 @@ const plain: fc.Arbitrary<Hostile> = fc.oneof(primitive, anything).map((v) => re
 const labelled = (entries: readonly (readonly [string, Hostile])[]): string =>
   `{ ${entries.map(([k, h]) => `${JSON.stringify(k)}: ${h.label}`).join(', ')} }`;
 
-const record = (entries: readonly (readonly [string, Hostile])[]): Hostile =>
+const record = (entries: readonly (readonly [string, Hostile])[]): Hostile<object> =>
   recipe(labelled(entries), () => Object.fromEntries(entries.map(([k, h]) => [k, h.make()])));
 
 /** Wraps an object recipe: a throwing or flaky getter on a lessl field, a trapping or revoked Proxy. */
-const wrapped = (o: fc.Arbitrary<Hostile>, leaf: fc.Arbitrary<Hostile>): fc.Arbitrary<Hostile> =>
+const wrapped = (o: fc.Arbitrary<Hostile<object>>, leaf: fc.Arbitrary<Hostile>): fc.Arbitrary<Hostile<object>> =>
   fc.oneof(
-    fc
-      .tuple(o, hostileKey)
-      .map(([x, k]) => recipe(`${x.label} with throwing getter ${k}`, () => throwingGetter(x.make() as object, k))),
+    fc.tuple(o, hostileKey).map(([x, k]) => recipe(`${x.label} with throwing getter ${k}`, () => throwingGetter(x.make(), k))),
     fc
       .tuple(o, fc.constantFrom(...FIELD_NAMES), leaf)
       .map(([x, k, v]) =>
-        recipe(`${x.label} with ${k} = ${v.label} once, then throwing`, () => flakyGetter(x.make() as object, k, v.make())),
+        recipe(`${x.label} with ${k} = ${v.label} once, then throwing`, () => flakyGetter(x.make(), k, v.make())),
       ),
-    o.map((x) => recipe(`trapping Proxy of ${x.label}`, () => trapping(x.make() as object))),
-    o.map((x) => recipe(`revoked Proxy of ${x.label}`, () => revoked(x.make() as object))),
+    o.map((x) => recipe(`trapping Proxy of ${x.label}`, () => trapping(x.make()))),
+    o.map((x) => recipe(`revoked Proxy of ${x.label}`, () => revoked(x.make()))),
   );
 
 const leaf: fc.Arbitrary<Hostile> = fc.oneof(plain, built);
 
-const tree = fc.letrec<{ value: Hostile; object: Hostile; array: Hostile }>((tie) => {
+const tree = fc.letrec<{ value: Hostile; object: Hostile<object>; array: Hostile }>((tie) => {
   const entries = (max: number) => fc.array(fc.tuple(hostileKey, tie('value')), { maxLength: max }).map(record);
   return {
     value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, leaf, tie('object'), tie('array')),
@@ -255,7 +265,7 @@ const tree = fc.letrec<{ value: Hostile; object: Hostile; array: Hostile }>((tie
 });
 
 /** Hostile objects (recipes): records with lessl field names and prototype-named keys, hostile values, getters, Proxies. */
-export const hostileObject: fc.Arbitrary<Hostile> = tree.object;
+export const hostileObject: fc.Arbitrary<Hostile<object>> = tree.object;
 
 /** Any hostile value (recipes): primitives, symbols, BigInts, functions, cycles, Proxies (revoked too), getters, ... */
 export const hostile: fc.Arbitrary<Hostile> = tree.value;

@@ -7,17 +7,18 @@
  * the memory backend's tiny shell.
  */
 import { text, type LesslEvent, type OutputChunk, type TaskResult } from '@lessl/core';
-import { assert, fails, ok, recording, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import type { Case } from './index.js';
-
-const sh = (script: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-  cmd: ['sh', '-c', script],
-  ...extra,
-});
+import { assert, fails, ok, recording, STORES, sh, uniq } from './harness.js';
+import { needs, type Capability } from './capabilities.js';
+import { illTyped } from './hostile.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 export const lifecycleCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Case[] => {
   const cases: Case[] = [];
-  const add = (name: string, fn: (l: TestBackend) => Promise<void>): void => void cases.push({ name: `lifecycle: ${name}`, fn });
+  /** Adds a case; one that `need`s a capability runs on a backend whose manifest claims it. */
+  const add = (name: string, fn: (l: TestBackend) => Promise<void>, need?: Capability): void => {
+    const c = { name: `lifecycle: ${name}`, fn };
+    cases.push(need === undefined ? c : needs(o, need, c));
+  };
 
   const image = async (l: TestBackend): Promise<string> => {
     const id = `image://local/${uniq('img')}`;
@@ -212,7 +213,7 @@ export const lifecycleCases = (o: SuiteOptions, data: () => Promise<Uint8Array>)
     await fails(l.tasks.status(id), 'NotFound');
     await assert.rejects(collect(l.tasks.logs(id)), (e: { tag?: string }) => e.tag === 'NotFound');
     await assert.rejects(collect(l.tasks.logs(id, { since: -1 })), (e: { tag?: string }) => e.tag === 'InvalidEntry');
-    await fails(l.tasks.kill(id, { signal: 'HUP' as 'TERM' }), 'InvalidEntry');
+    await fails(l.tasks.kill(id, { signal: illTyped('HUP') }), 'InvalidEntry');
     await fails(l.tasks.wait('not an id'), 'InvalidEntry');
     const never = `task://local/${uniq('never')}`;
     await ok(l.stores.task.create({ id: never, spec: sh('true') }));
@@ -238,34 +239,38 @@ export const lifecycleCases = (o: SuiteOptions, data: () => Promise<Uint8Array>)
     }
   });
 
-  if (o.supports.reopen && o.fixtures?.tempDir !== undefined) {
+  if (o.fixtures?.tempDir !== undefined) {
     const tempDir = o.fixtures.tempDir;
-    add('results and output survive a reopen', async () => {
-      const location = tempDir();
-      const a = await o.factory({ stores: STORES, location });
-      let task: string;
-      try {
-        const img = await image(a);
-        task = (await start(a, img, sh('echo kept; exit 5'))).task;
-        await ok(a.tasks.wait(task));
-      } finally {
-        await a.close();
-      }
-      const b = await o.factory({ stores: STORES, location });
-      try {
-        const r = await ok(b.tasks.wait(task));
-        assert.deepEqual([r.exitCode, text(r.stdout), r.state], [5, 'kept\n', 'exited']);
-        assert.equal(joined(await collect(b.tasks.logs(task))), 'kept\n');
-        let unbound = 0;
-        for await (const e of b.events.stream({ ids: [task] }, { since: 0 })) {
-          if (e.type === 'unbound') unbound++;
-          if (e.seq >= b.events.lastSeq()) break;
+    add(
+      'results and output survive a reopen',
+      async () => {
+        const location = tempDir();
+        const a = await o.factory({ stores: STORES, location });
+        let task: string;
+        try {
+          const img = await image(a);
+          task = (await start(a, img, sh('echo kept; exit 5'))).task;
+          await ok(a.tasks.wait(task));
+        } finally {
+          await a.close();
         }
-        assert.equal(unbound, 1);
-      } finally {
-        await b.close();
-      }
-    });
+        const b = await o.factory({ stores: STORES, location });
+        try {
+          const r = await ok(b.tasks.wait(task));
+          assert.deepEqual([r.exitCode, text(r.stdout), r.state], [5, 'kept\n', 'exited']);
+          assert.equal(joined(await collect(b.tasks.logs(task))), 'kept\n');
+          let unbound = 0;
+          for await (const e of b.events.stream({ ids: [task] }, { since: 0 })) {
+            if (e.type === 'unbound') unbound++;
+            if (e.seq >= b.events.lastSeq()) break;
+          }
+          assert.equal(unbound, 1);
+        } finally {
+          await b.close();
+        }
+      },
+      'reopen',
+    );
   }
   return cases;
 };

@@ -4,8 +4,9 @@
  */
 import fc from 'fast-check';
 import { ERROR_TAGS, isLesslError } from '@lessl/core';
-import { assert, b, s, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import type { Case } from './index.js';
+import { assert, b, s, uniq } from './harness.js';
+import { illTyped } from './hostile.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 type Op =
   | { op: 'create'; n: number; ro: Record<string, string>; rw: Record<string, string> }
@@ -132,14 +133,14 @@ export const modelCases = (o: SuiteOptions): Case[] => {
         await fc.assert(
           fc.asyncProperty(anyInput, anyInput, async (a, c) => {
             const calls = [
-              () => l.stores.task.create(a as never)(),
-              () => l.stores.task.read(a as never, c as never)(),
-              () => l.stores.task.update(a as never, c as never)(),
-              () => l.stores.task.delete(a as never)(),
-              () => l.stores.task.list(a as never)(),
-              () => l.composer.join(a as never, c as never)(),
-              () => l.composer.handle(a as never, c as never)(),
-              () => l.composer.commit(a as never)(),
+              () => l.stores.task.create(illTyped(a))(),
+              () => l.stores.task.read(illTyped(a), illTyped(c))(),
+              () => l.stores.task.update(illTyped(a), illTyped(c))(),
+              () => l.stores.task.delete(illTyped(a))(),
+              () => l.stores.task.list(illTyped(a))(),
+              () => l.composer.join(illTyped(a), illTyped(c))(),
+              () => l.composer.handle(illTyped(a), illTyped(c))(),
+              () => l.composer.commit(illTyped(a))(),
             ];
             for (const call of calls) {
               const r = await call();

@@ -6,10 +6,11 @@
  */
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
-import { isLesslError, LesslError, type AnyError, type Handle } from '@lessl/core';
+import { isLesslError, LesslError, runtimeError, showValue, type AnyError, type Handle } from '@lessl/core';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
-import { assert, b, fails, ok, s, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import type { Case } from './index.js';
+import { assert, b, fails, ok, s, uniq } from './harness.js';
+import { illTyped } from './hostile.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 /** What the option cases work on: a task, a volume, an open handle on a new executor. */
 interface Scene {
@@ -54,7 +55,7 @@ const firstOf =
     try {
       return E.right(await it[Symbol.asyncIterator]().next());
     } catch (e) {
-      return E.left(e instanceof LesslError ? e.error : (e as AnyError));
+      return E.left(e instanceof LesslError ? e.error : runtimeError('', `rejected with ${showValue(e)}, not a LesslError`));
     }
   };
 
@@ -65,7 +66,7 @@ const calls = (spec: unknown): readonly OptionCall[] => [
     name: 'stores.create request',
     known: ['id', 'parent', 'data', 'checksum', 'ro', 'rw', 'spec', 'options'],
     base: { spec },
-    call: (l, _sc, o) => l.stores.task.create({ id: `task://local/${uniq('opt')}`, ...o } as never),
+    call: (l, _sc, o) => l.stores.task.create(illTyped({ id: `task://local/${uniq('opt')}`, ...o })),
   },
   {
     name: 'stores.create context',
@@ -128,13 +129,13 @@ const calls = (spec: unknown): readonly OptionCall[] => [
     name: 'run request',
     known: [...CTX, 'image', 'volumes', 'spec', 'options', 'keep'],
     base: { image: 'image://local/none', spec },
-    call: (l, _sc, o) => l.run(o as never),
+    call: (l, _sc, o) => l.run(illTyped(o)),
   },
   {
     name: 'run volume',
     known: ['id', 'mountpoint', 'readOnly'],
     base: { mountpoint: '/data' },
-    call: (l, sc, o) => l.run({ image: 'image://local/none', spec, volumes: [{ id: sc.volume, ...o } as never] }),
+    call: (l, sc, o) => l.run({ image: 'image://local/none', spec, volumes: [illTyped({ id: sc.volume, ...o })] }),
   },
   {
     name: 'events.stream options',
@@ -182,32 +183,32 @@ export const optionCases = (o: SuiteOptions): Case[] => {
       name: "options: the issue's typos are InvalidEntry naming them, with no effect (update ifRevison, join readonly, stream, tasks, run)",
       fn: async (l) => {
         const sc = await scene(l, spec);
-        const e = await fails(l.stores.task.update(sc.task, { stage: b('x') }, { ifRevison: 999 } as never), 'InvalidEntry');
+        const e = await fails(l.stores.task.update(sc.task, { stage: b('x') }, illTyped({ ifRevison: 999 })), 'InvalidEntry');
         assert.deepEqual(e.keys, ['ifRevison']);
         const el = await ok(l.stores.task.read(sc.task));
         assert.equal(el.revision, 1);
         assert.equal(s(el.rw.stage), 'draft');
         const j = await fails(
-          l.composer.join(sc.handle, sc.volume, { mountpoint: '/data', readonly: true } as never),
+          l.composer.join(sc.handle, sc.volume, illTyped({ mountpoint: '/data', readonly: true })),
           'InvalidEntry',
         );
         assert.deepEqual(j.keys, ['readonly']);
         const joined = await ok(l.composer.join(sc.handle, sc.volume, { mountpoint: '/data', readOnly: true }));
         assert.equal(joined.members.find((m) => m.id.key === sc.volume)?.readOnly, true);
-        await fails(l.stores.task.update(sc.task, { stage: b('x') }, { ifRevision: '1' } as never), 'InvalidEntry');
-        await fails(l.stores.task.delete(sc.task, { principle: 'mallory' } as never), 'InvalidEntry');
+        await fails(l.stores.task.update(sc.task, { stage: b('x') }, illTyped({ ifRevision: '1' })), 'InvalidEntry');
+        await fails(l.stores.task.delete(sc.task, illTyped({ principle: 'mallory' })), 'InvalidEntry');
         await ok(l.stores.task.read(sc.task));
         const rv = await fails(
-          l.run({ image: 'image://local/none', spec, volumes: [{ id: sc.volume, mountpoint: '/d', readonly: true } as never] }),
+          l.run({ image: 'image://local/none', spec, volumes: [illTyped({ id: sc.volume, mountpoint: '/d', readonly: true })] }),
           'InvalidEntry',
         );
         assert.deepEqual(rv.keys, ['volumes[0].readonly']);
-        await fails(l.run({ image: 'image://local/none', spec, kepp: true } as never), 'InvalidEntry');
-        await fails(l.tasks.kill(sc.task, { signal: 'KILL', grace: 0 } as never), 'InvalidEntry');
-        await fails(l.tasks.wait(sc.task, { timeout: 5 } as never), 'InvalidEntry');
-        await fails(firstOf(l.tasks.logs(sc.task, { folow: true } as never)), 'InvalidEntry');
-        await fails(firstOf(l.events.stream({}, { sinse: 0 } as never)), 'InvalidEntry');
-        await fails(l.composer.commit(sc.handle, { signl: AbortSignal.abort() } as never), 'InvalidEntry');
+        await fails(l.run(illTyped({ image: 'image://local/none', spec, kepp: true })), 'InvalidEntry');
+        await fails(l.tasks.kill(sc.task, illTyped({ signal: 'KILL', grace: 0 })), 'InvalidEntry');
+        await fails(l.tasks.wait(sc.task, illTyped({ timeout: 5 })), 'InvalidEntry');
+        await fails(firstOf(l.tasks.logs(sc.task, illTyped({ folow: true }))), 'InvalidEntry');
+        await fails(firstOf(l.events.stream({}, illTyped({ sinse: 0 }))), 'InvalidEntry');
+        await fails(l.composer.commit(sc.handle, illTyped({ signl: AbortSignal.abort() })), 'InvalidEntry');
         await fails(l.stores.executor.read(sc.executor), 'NotFound');
       },
     },

@@ -7,13 +7,9 @@
  * record and no event.
  */
 import { text, type CredentialResolver, type LesslEvent } from '@lessl/core';
-import { assert, fails, ok, recording, STORES, uniq, type SuiteOptions, type TestBackend } from './harness.js';
-import type { Case } from './index.js';
-
-const sh = (script: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
-  cmd: ['sh', '-c', script],
-  ...extra,
-});
+import { assert, fails, ok, recording, STORES, sh, uniq } from './harness.js';
+import { illTyped } from './hostile.js';
+import type { Case, SuiteOptions, TestBackend } from './types.js';
 
 export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Case[] => {
   const cases: Case[] = [];
@@ -46,18 +42,18 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
 
   add('executor options are exact: unknown fields (also in backend) and wrong types are InvalidEntry naming them', async (l) => {
     const x = `executor://local/${uniq('x')}`;
-    const e1 = await fails(l.composer.handle(x, { memoryBytes: 1 << 20, memory: 5 } as never), 'InvalidEntry');
+    const e1 = await fails(l.composer.handle(x, illTyped({ memoryBytes: 1 << 20, memory: 5 })), 'InvalidEntry');
     assert.deepEqual([...e1.keys], ['options.memory']);
     const e2 = await fails(l.composer.handle(x, { backend: { noSuchOption: true } }), 'InvalidEntry');
     assert.deepEqual([...e2.keys], ['options.backend.noSuchOption']);
-    const e3 = await fails(l.composer.handle(x, { network: 5 } as never), 'InvalidEntry');
+    const e3 = await fails(l.composer.handle(x, illTyped({ network: 5 })), 'InvalidEntry');
     assert.deepEqual([...e3.keys], ['options.network']);
-    await fails(l.composer.handle(x, 'fast' as never), 'InvalidEntry');
+    await fails(l.composer.handle(x, illTyped('fast')), 'InvalidEntry');
     // a forged handle cannot smuggle options past handle(): commit decodes them again
     const h = await ok(l.composer.handle(x, { pids: 64 }));
     assert.deepEqual(h.options, { pids: 64 });
-    await fails(l.composer.commit({ ...h, options: { pids: 64, privileged: true } as never }), 'InvalidEntry');
-    await fails(l.run({ image: 'image://local/none', spec: sh('true'), options: { cpu: 1 } as never }), 'InvalidEntry');
+    await fails(l.composer.commit({ ...h, options: illTyped({ pids: 64, privileged: true }) }), 'InvalidEntry');
+    await fails(l.run({ image: 'image://local/none', spec: sh('true'), options: illTyped({ cpu: 1 }) }), 'InvalidEntry');
   });
 
   add('restart: a policy on a one-shot task is InvalidEntry naming restart; never is accepted', async (l) => {
@@ -139,7 +135,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     const credentials: CredentialResolver = async (ref, ctx) => {
       asked.push(`${ctx.name}=${ref}@${ctx.task.key}`);
       if (ref === 'vault:fail') throw new Error('vault sealed');
-      if (ref === 'vault:bad') return { env: { TOKEN: SECRET }, value: SECRET } as never;
+      if (ref === 'vault:bad') return illTyped({ env: { TOKEN: SECRET }, value: SECRET });
       return ref === 'vault:file' ? { files: { '/run/secrets/token': FILE } } : { env: { TOKEN: SECRET } };
     };
     const l = await o.factory({ stores: STORES, credentials });

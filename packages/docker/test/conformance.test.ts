@@ -12,7 +12,7 @@ const rootfs = await busyboxRootfsBytes();
 const { count, hostile } = suite({
   test,
   prefix: 'docker',
-  supports: { parents: true, data: true, reopen: true, faultInjection: true },
+  faultInjection: true,
   propertyRuns: 15,
   hostileRuns: 100,
   timeout: 120_000,

@@ -20,7 +20,7 @@ const { count } =
     : suite({
         test,
         prefix: 'docker (3 hosts)',
-        supports: { parents: true, data: true, reopen: true, faultInjection: true },
+        faultInjection: true,
         propertyRuns: 8,
         hostileRuns: 30,
         timeout: 120_000,

@@ -11,20 +11,17 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
-  aborted,
   runtimeError,
-  type AnyError,
   type Authorizer,
+  type Capabilities,
   type CredentialResolver,
   type InvalidEntry,
   type Logger,
   decodeOptions,
   fnC,
   instanceC,
-  restarts,
   type StoreConfig,
   type RuntimeError,
-  type TaskSpec,
 } from '@lessl/core';
 import {
   assemble,
@@ -34,23 +31,41 @@ import {
   Registry,
   registryOpenFailure,
   type Backend,
-  type CommitPlan,
-  type DriverStepResult as StepResult,
   type ElementDriver,
-  type ExecutorDriver,
-  type PlanStep,
   type RegistryOptions,
-  type RunSink,
 } from '@lessl/level';
-import { tinyShell, type FakeExit, type FakeIO, type FakeProcess } from './process.js';
+import { executorDriver, type FaultHook } from './executor.js';
+import { tinyShell, type FakeProcess } from './process.js';
 
 export { tinyShell, type FakeExit, type FakeIO, type FakeProcess } from './process.js';
+export type { FaultHook } from './executor.js';
 
 /** Where the memory backend keeps data; share one between opens to simulate a persistent backend. */
 export class MemoryData {
   /** Content bytes of images and volumes, by element ID. */
   readonly blobs = new Map<string, Uint8Array>();
 }
+
+/**
+ * What the memory backend supports (its `Backend.supports`): parents and data for images and
+ * volumes, a registry that reopens at its `location` (share one `MemoryData` for the content),
+ * fake processes for tasks (daemons, restart policies, exec into a running executor, credentials
+ * from the resolver). No hosts, Swarm, pool or image sources.
+ */
+export const MEMORY_CAPABILITIES: Capabilities = {
+  parents: true,
+  data: true,
+  reopen: true,
+  tasks: true,
+  execIntoRunning: true,
+  daemons: true,
+  restartPolicies: true,
+  hosts: false,
+  swarm: false,
+  pool: false,
+  imageSources: false,
+  credentials: true,
+};
 
 /** The stores a memory backend has unless told otherwise. */
 export const DEFAULT_STORES: readonly StoreConfig[] = [
@@ -69,7 +84,7 @@ export interface MemoryBackendOptions {
   readonly authorize?: Authorizer;
   readonly data?: MemoryData;
   /** Test hook: make a commit step fail with this error (exercises rollback). */
-  readonly faults?: (step: PlanStep) => AnyError | undefined;
+  readonly faults?: FaultHook;
   /** How a bound task runs (default `tinyShell`: echo, sleep, exit, true, false, `sh -c`). */
   readonly run?: FakeProcess;
   /** Output kept per task run (default 1 MiB). */
@@ -123,135 +138,11 @@ const blobDriver = (data: MemoryData): ElementDriver => ({
   },
 });
 
-/** True when a daemon's restart policy runs it again after this exit (`runs` restarts so far). */
-const again = (spec: TaskSpec, exit: FakeExit, runs: number, signal: AbortSignal): boolean => {
-  if (!restarts(spec) || signal.aborted) return false;
-  const code = typeof exit === 'number' ? exit : exit.exitCode;
-  const max = spec.restart?.maxRetries;
-  if (max !== undefined && runs >= max) return false;
-  return spec.restart?.policy === 'always' || code !== 0;
-};
-
-/**
- * Executors as state machines with fake processes: binding a task starts `run(spec, io)`.
- * On a stopped executor the task becomes its main process (the executor runs while it does);
- * on a running one it runs beside the main process, like an exec.
- */
-const executorDriver = (run: FakeProcess, faults?: (s: PlanStep) => AnyError | undefined): ExecutorDriver => {
-  const stopAll = new Set<AbortController>();
-  const start = (sink: RunSink, main: boolean): void => {
-    const ac = new AbortController();
-    stopAll.add(ac);
-    const enc = new TextEncoder();
-    const bytes = (d: string | Uint8Array): Uint8Array => (typeof d === 'string' ? enc.encode(d) : d);
-    const { env, files } = sink.secrets;
-    const io: FakeIO = {
-      files: new Map(files.map((f) => [f.path, f.data])),
-      stdout: (d) => sink.output('stdout', bytes(d)),
-      stderr: (d) => sink.output('stderr', bytes(d)),
-      signal: ac.signal,
-      sleep: (ms) =>
-        new Promise<void>((res) => {
-          if (ac.signal.aborted) return res();
-          const t = setTimeout(done, ms);
-          function done(): void {
-            clearTimeout(t);
-            ac.signal.removeEventListener('abort', done);
-            res();
-          }
-          ac.signal.addEventListener('abort', done, { once: true });
-        }),
-    };
-    sink.started({
-      process: { fake: true, main },
-      kill: async (signal) => {
-        if (!ac.signal.aborted) ac.abort(signal);
-      },
-    });
-    const spec = Object.keys(env).length === 0 ? sink.spec : { ...sink.spec, env: { ...sink.spec.env, ...env } };
-    void (async () => {
-      let exit: FakeExit;
-      // restart policy (daemons only): run again after a failure (on-failure) or any end (always), unless killed
-      for (let runs = 0; ; runs++) {
-        try {
-          exit = await run(spec, io);
-        } catch (err) {
-          io.stderr(`fake process failed: ${err instanceof Error ? err.message : String(err)}\n`);
-          exit = 1;
-        }
-        if (!again(sink.spec, exit, runs, ac.signal)) break;
-        await new Promise((r) => setTimeout(r, 0));
-      }
-      stopAll.delete(ac);
-      const code = typeof exit === 'number' ? exit : exit.exitCode;
-      const notFound = typeof exit === 'object' && exit.notFound === true;
-      await sink.end({
-        exitCode: code,
-        ...(notFound ? { reason: 'not-found' as const } : {}),
-        ...(main ? { executor: { state: 'stopped', mainTask: null } } : {}),
-      });
-    })().catch(() => sink.end({ exitCode: null, reason: 'lost' }).catch(() => undefined));
-  };
-  return {
-    async commit(plan: CommitPlan) {
-      const results: StepResult[] = [];
-      let state = plan.attributes.state === 'running' ? 'running' : 'stopped';
-      let mainTask = typeof plan.attributes.mainTask === 'string' ? plan.attributes.mainTask : null;
-      for (const step of plan.steps) {
-        const fault = faults?.(step);
-        if (fault !== undefined) {
-          results.push({ id: step.id, op: step.op, status: 'ERROR', error: fault });
-          return E.left({ error: fault, results });
-        }
-        if (plan.signal?.aborted === true) {
-          const e = aborted(step.id, plan.signal.reason);
-          results.push({ id: step.id, op: step.op, status: 'ERROR', error: e });
-          return E.left({ error: e, results });
-        }
-        if (step.op === 'unbind' && step.member?.id.kind === 'task') {
-          await plan.runs.stop(step.id, 'TERM', 0);
-          if (mainTask === step.id) {
-            state = 'stopped';
-            mainTask = null;
-          }
-        } else if (step.op === 'bind' && step.member?.id.kind === 'task') {
-          const main = state !== 'running';
-          start(plan.runs.open(step.id), main);
-          if (main) {
-            state = 'running';
-            mainTask = step.id;
-          }
-        }
-        results.push({ id: step.id, op: step.op, status: 'SUCCESS' });
-      }
-      return E.right({
-        results,
-        attributes: {
-          state,
-          mainTask,
-          rootfs: plan.after.find((m) => m.id.kind === 'image')?.id.key ?? null,
-          mounts: plan.after
-            .filter((m) => m.id.kind === 'volume')
-            .map((m) => ({ volume: m.id.key, at: m.mountpoint, readOnly: m.readOnly })),
-        },
-      });
-    },
-    async undo() {},
-    async destroy() {
-      return E.right(undefined);
-    },
-    async close() {
-      // fake processes die with the backend, as processes die with their machine
-      for (const ac of stopAll) ac.abort('KILL');
-    },
-  };
-};
-
 /** io-ts codecs of `MemoryBackendOptions` (exact: `openMemoryBackend` refuses unknown keys). */
 export const MemoryBackendOptionsProps = {
   ...commonOpenOptions,
   data: instanceC('MemoryData', MemoryData),
-  faults: fnC<(step: PlanStep) => AnyError | undefined>('FaultHook'),
+  faults: fnC<FaultHook>('FaultHook'),
   run: fnC<FakeProcess>('FakeProcess'),
 };
 
@@ -282,6 +173,7 @@ export const openMemoryBackend =
       stores: opts.stores ?? DEFAULT_STORES,
       drivers: { image: blobs, volume: blobs },
       executor: executorDriver(opts.run ?? tinyShell, opts.faults),
+      supports: MEMORY_CAPABILITIES,
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),

@@ -49,8 +49,9 @@ const faultyDb = (location: string, failing: (keys: readonly string[]) => boolea
 describe('a delete whose registry write fails (memory backend, on-disk registry)', () => {
   test('after the registry is closed: RuntimeError, and after reopen the element and its data are intact', async () => {
     const { location, data } = await seeded();
-    const l = await unwrap(openMemoryBackend({ registry: { location }, data }));
-    await l.registry.close();
+    const registry = await Registry.open({ location });
+    const l = await unwrap(openMemoryBackend({ registry, data }));
+    await registry.close();
     for (const id of [IMAGE, VOLUME]) {
       const r = await (id === IMAGE ? l.stores.image : l.stores.volume).delete(id)();
       expect(E.isLeft(r) && r.left._tag).toBe('RuntimeError');

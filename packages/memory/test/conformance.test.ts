@@ -12,7 +12,7 @@ const { count, hostile } = suite({
   test,
   prefix: 'memory',
   hostileRuns: 300,
-  supports: { parents: true, data: true, reopen: true, faultInjection: true },
+  faultInjection: true,
   fixtures: { tempDir: () => mkdtempSync(join(tmpdir(), 'lessl-conf-')) },
   factory: async (o) => {
     const shared = o.location === undefined ? new MemoryData() : (data.get(o.location) ?? new MemoryData());
