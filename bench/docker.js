@@ -154,4 +154,4 @@ row("task exec'd into a running container", series.lesslExec, series.rawExec, '1
 // ---- clean up ---------------------------------------------------------------------
 await raw.remove({ force: true });
 await lessl.close();
-await purge(docker, lessl.registry.instanceId);
+await purge(docker, lessl.instanceId);

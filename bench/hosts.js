@@ -214,7 +214,7 @@ async function realEngines() {
     console.log(`SIGSTOP -> daemon task lost: ${stopLost} ms (bound ${bound} ms: ${stopLost <= bound ? 'met' : 'NOT met'})`);
     console.log(`SIGKILL -> daemon task lost: ${killLost} ms (bound ${bound} ms: ${killLost <= bound ? 'met' : 'NOT met'})`);
   } finally {
-    const instance = b.registry.instanceId;
+    const instance = b.instanceId;
     await b.close();
     for (const h of plain) await purge(new Docker({ socketPath: h.socket }), instance).catch(() => 0);
     clearInterval(keepAlive);

@@ -7,11 +7,14 @@
 import Docker from 'dockerode';
 import { text, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge } from '@lessl/docker';
+import { Registry } from '@lessl/level';
 import { demux, hostConfig, q } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
 const docker = new Docker();
-const lessl = await unwrap(openDockerBackend({ docker }));
+// the bench opens the registry itself, to stamp every write to it
+const reg = await Registry.open({ memory: true });
+const lessl = await unwrap(openDockerBackend({ docker, registry: reg }));
 const IMAGE = 'image://local/bench-phases';
 const base = await unwrap(lessl.stores.image.create({ id: IMAGE, data: await busyboxRootfsBytes() }));
 const cmd = ['echo', 'out'];
@@ -33,7 +36,6 @@ modem.dial = (o, cb) => {
   });
 };
 // every registry write
-const reg = lessl.registry;
 const commit = reg.commit.bind(reg);
 reg.commit = (c) => {
   const what = Object.entries(c)
@@ -85,7 +87,7 @@ const run = async () => {
   if (text(r.stdout) !== 'out\n') throw new Error('run failed');
 };
 const pooled = () =>
-  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${lessl.registry.instanceId}`, 'lessl.pool'] } });
+  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${lessl.instanceId}`, 'lessl.pool'] } });
 const settled = async () => {
   for (let i = 0; i < 800 && !((lessl.pool.stats().profiles[0]?.ready ?? 0) >= 2 && (await pooled()).length === 2); i++)
     await sleep(25);
@@ -143,4 +145,4 @@ for (const [name, runs] of Object.entries(timelines)) {
 }
 await raw.remove({ force: true });
 await lessl.close();
-await purge(docker, lessl.registry.instanceId);
+await purge(docker, lessl.instanceId);

@@ -62,7 +62,7 @@ const usePool = async (min) => {
 };
 /** The pool's containers (ready ones, and any used one still being removed). */
 const pooled = () =>
-  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${lessl.registry.instanceId}`, 'lessl.pool'] } });
+  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${lessl.instanceId}`, 'lessl.pool'] } });
 /** Waits until the pool has `n` ready containers and nothing else (used ones removed), then lets the engine settle. */
 const refilled = async (n) => {
   for (let i = 0; i < 800; i++) {
@@ -216,4 +216,4 @@ for (const [name, r] of [
 await raw.remove({ force: true });
 await frozen.remove({ force: true });
 await lessl.close();
-await purge(docker, lessl.registry.instanceId);
+await purge(docker, lessl.instanceId);

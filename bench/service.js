@@ -125,7 +125,7 @@ if (ONLY !== 'admission') {
   await svc.stop();
   await sdk.close();
   await purge(docker, svc.registry);
-  await purge(docker, sdk.registry.instanceId);
+  await purge(docker, sdk.instanceId);
   rmSync(dir, { recursive: true, force: true });
 }
 

@@ -39,7 +39,7 @@ try {
   await memory.close();
 } finally {
   await lessl.close();
-  await purge(lessl.docker, lessl.registry.instanceId);
+  await purge(lessl.docker, lessl.instanceId);
 }
 `;
 
