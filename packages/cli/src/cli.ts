@@ -123,7 +123,7 @@ export const program = (s: Streams = {}): Command => {
         const s2 = await serve(o);
         if (io.json)
           io.out.write(
-            `${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null, registry: s2.server.backend.registry.instanceId })}\n`,
+            `${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null, registry: s2.server.backend.instanceId })}\n`,
           );
         else {
           io.out.write(`lessl: listening on ${s2.url}\n`);

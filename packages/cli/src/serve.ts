@@ -5,7 +5,8 @@ import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { unwrap } from '@lessl/core';
+import * as E from 'fp-ts/lib/Either.js';
+import { keyOf, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
@@ -135,10 +136,11 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
   };
   const server = await createServer(opts);
   const b = server.backend;
-  if (b.registry.get('image://local/busybox') === undefined && (backend !== undefined || o.busybox === true))
+  const busybox = keyOf('image', 'local', 'busybox');
+  if ((backend !== undefined || o.busybox === true) && E.isLeft(await b.stores.image.read(busybox)()))
     await unwrap(
       b.stores.image.create({
-        id: 'image://local/busybox',
+        id: busybox,
         data: backend !== undefined ? new Uint8Array([1, 2, 3]) : await busyboxRootfsBytes(),
       }),
     );

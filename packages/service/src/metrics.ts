@@ -10,11 +10,14 @@ export interface Sources {
   /** The warm pool's figures (undefined: the backend has none). */
   readonly pool?: () => PoolStats | undefined;
   /** Images by state. */
-  readonly images?: () => Readonly<Record<string, number>>;
+  readonly images?: () => Promise<Readonly<Record<string, number>>>;
 }
 
 /** The service's metrics. */
 export interface Metrics {
+  /** The prom-client registry of the service's metrics (what `GET /metrics` answers). */
+  readonly prometheus: Registry;
+  /** @deprecated the same as `prometheus` (the name read as the element registry's). */
   readonly registry: Registry;
   readonly requests: Histogram<'method' | 'route' | 'status'>;
   readonly accepted: Counter;
@@ -104,9 +107,9 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
     help: 'images by state',
     labelNames: ['state'] as const,
     registers: [registry],
-    collect() {
-      for (const [state, v] of Object.entries(sources.images?.() ?? {})) this.set({ state }, v);
+    async collect() {
+      for (const [state, v] of Object.entries((await sources.images?.()) ?? {})) this.set({ state }, v);
     },
   });
-  return { registry, requests, accepted, reaped };
+  return { prometheus: registry, registry, requests, accepted, reaped };
 };

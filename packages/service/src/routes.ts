@@ -5,16 +5,7 @@ import { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import {
-  conflict,
-  eventToJson,
-  fromUtf8,
-  invalidEntry,
-  LesslError,
-  notFound,
-  type LesslEvent,
-  type OutputChunk,
-} from '@lessl/core';
+import { conflict, eventToJson, invalidEntry, kindOfKey, LesslError, notFound, type LesslEvent } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import type { EgressGuard } from '@lessl/docker';
 import { refuseBlocked } from './resources.js';
@@ -28,7 +19,7 @@ import { imageId, planTask, type FullLimits, type Policy, type TaskPlan } from '
 import { HttpProblem, problemOf } from './problem.js';
 import type { JobQueue } from './queue.js';
 import type { Runner } from './runner.js';
-import { elementsOf, serviceTaskOf, SYSTEM, visibleTo } from './runner.js';
+import { as, elementsOf, isPublic, readElement, SERVICE, serviceTaskOf, volumeId } from './elements.js';
 import {
   decodeTaskBody,
   EventsQueryC,
@@ -149,16 +140,15 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
         const p = planTask(spec, d.policy, maximaOf(user, d.policy));
         if (E.isLeft(p))
           throw new HttpProblem(body.length > 1 ? { ...p.left, message: `spec ${i}: ${p.left.message}` } : p.left, 400);
-        const img = b.registry.get(p.right.image);
-        if (img === undefined || !visibleTo(fromUtf8(img.ro).owner, user.name))
+        // the caller's own reads: the authorizer answers whether the image (own or public) and volumes are theirs
+        if ((await readElement(b, 'image', p.right.image, as(user.name))) === undefined)
           throw new HttpProblem(
             invalidEntry(`unknown image ${spec.image}`, imageId(spec.image, d.policy.imageStore), ['image']),
             400,
           );
         for (const f of p.right.files) await refuseBlocked(d.egress, f.src, 'resources.src');
         for (const m of p.right.mounts) {
-          const v = b.registry.get(`volume://local/${m.volume}`);
-          if (v === undefined || fromUtf8(v.ro).owner !== user.name)
+          if ((await readElement(b, 'volume', volumeId(m.volume), as(user.name))) === undefined)
             throw new HttpProblem(invalidEntry(`unknown volume ${m.volume}`, '', ['resources.mnt']), 400);
         }
         plans.push(p.right);
@@ -273,7 +263,7 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
     },
     handler: async ({ reply, user, params, body, query }) => {
       const r = visibleTask(db, user, params.id);
-      const live = b.registry.get(elementsOf(r.id).executor);
+      const live = await readElement(b, 'executor', elementsOf(r.id).executor);
       const running = r.state === 'running' && live !== undefined;
       const notRunning = (why: string): HttpProblem =>
         new HttpProblem({ ...conflict(`/v1/tasks/${r.id}`, 0, 0), message: `task ${r.id} ${why} (state ${r.state})` }, 409);
@@ -341,18 +331,20 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
       const ac = new AbortController();
       req.raw.on('close', () => ac.abort());
       const stream = b.events.stream({}, { since, signal: ac.signal, overflow: 'drop-oldest', highWaterMark: 4096 });
-      const mine = (e: LesslEvent): boolean => {
+      const mine = async (e: LesslEvent): Promise<boolean> => {
         if (user.admin) return true;
         const task = serviceTaskOf(e.id.key);
         if (task !== undefined) return db.tasks.get(task)?.owner === user.name;
-        const el = b.registry.get(e.id.key);
-        return el !== undefined && fromUtf8(el.ro).owner === user.name;
+        // the caller's own elements: those the authorizer lets them read, but not public ones
+        const kind = kindOfKey(e.id.key);
+        const el = kind === undefined ? undefined : await readElement(b, kind, e.id.key, as(user.name));
+        return el !== undefined && !isPublic(el);
       };
       async function* sse(): AsyncGenerator<string> {
         yield ': lessl events\n\n';
         try {
           for await (const e of stream) {
-            if (!mine(e)) continue;
+            if (!(await mine(e))) continue;
             const { seq: _seq, ...data } = eventToJson(e); // the global seq stays in the service (admins see it)
             const id = d.cursors.encode(user.name, e.seq);
             yield `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(user.admin ? { seq: e.seq, ...data } : data)}\n\n`;
@@ -426,8 +418,8 @@ export const registerRoutes = (app: FastifyInstance, d: RouteDeps): void => {
     auth: 'none',
     responses: { 200: { description: 'Prometheus text format', contentType: 'text/plain' } },
     handler: async ({ reply }) => {
-      reply.header('content-type', d.metrics.registry.contentType);
-      return d.metrics.registry.metrics();
+      reply.header('content-type', d.metrics.prometheus.contentType);
+      return d.metrics.prometheus.metrics();
     },
   });
 };
@@ -447,7 +439,7 @@ async function* logStream(b: Backend, db: ServiceDb, task: string, follow: boole
       const r = db.tasks.get(task);
       const c = r?.commands[i];
       const more = r !== undefined && !r.deleted && (r.state === 'queued' || r.state === 'running');
-      if (b.registry.get(el.command(i)) !== undefined) break;
+      if ((await readElement(b, 'task', el.command(i))) !== undefined) break;
       if (
         !follow ||
         signal.aborted ||
@@ -459,8 +451,7 @@ async function* logStream(b: Backend, db: ServiceDb, task: string, follow: boole
       await sleep(100, signal);
     }
     try {
-      for await (const ch of b.tasks.logs(el.command(i), { follow, principal: SYSTEM, signal }) as AsyncIterable<OutputChunk>)
-        yield Buffer.from(ch.data);
+      for await (const ch of b.tasks.logs(el.command(i), { ...SERVICE, follow, signal })) yield Buffer.from(ch.data);
     } catch {
       return;
     }

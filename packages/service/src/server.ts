@@ -224,7 +224,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const routesOf: { images?: ImageRoutes } = {};
   const metrics = makeMetrics(db, () => queue.active, {
     pool: () => ops.pool?.stats(),
-    images: () => routesOf.images?.counts() ?? {},
+    images: async () => (await routesOf.images?.counts()) ?? {},
   });
   const removeTask = async (task: string, mark: 'deleted' | 'expired'): Promise<void> => {
     const r = db.tasks.get(task);
@@ -256,7 +256,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     })().finally(() => (reaping = undefined)));
   let pruning: Promise<PruneResult> | undefined;
   const pruneNow = (): Promise<PruneResult> =>
-    (pruning ??= prune(db, backend, retention, (t) => runner.busy(t) || runner.hasElements(t)).finally(
+    (pruning ??= prune(db, backend, retention, async (t) => runner.busy(t) || (await runner.hasElements(t))).finally(
       () => (pruning = undefined),
     ));
   const reaper = setInterval(
@@ -309,8 +309,8 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   }
   queue.start();
   // a removal a crash interrupted is finished (a deleted task keeps no element)
-  for (const r of db.tasks.values())
-    if (r.deleted && runner.hasElements(r.id)) void runner.serialize(r.id, () => runner.teardown(r.id, true));
+  for (const r of [...db.tasks.values()])
+    if (r.deleted && (await runner.hasElements(r.id))) void runner.serialize(r.id, () => runner.teardown(r.id, true));
 
   let closing: Promise<void> | undefined;
   return {

@@ -136,7 +136,7 @@ describe('daemon tasks', () => {
     expect((await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
     expect((await h.call(`/v1/tasks/${t.id}`)).status).toBe(404);
     // nothing of it is left in the registry
-    expect(h.server.backend.registry.scan('').filter((e) => e.id.name.startsWith(t.id))).toEqual([]);
+    expect(h.registry.scan('').filter((e) => e.id.name.startsWith(t.id))).toEqual([]);
   });
 
   test('PUT on a one-shot task that ended is 409', async () => {

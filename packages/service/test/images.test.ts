@@ -122,7 +122,7 @@ describe('images over REST (Docker)', () => {
   });
   afterAll(async () => {
     await h?.close();
-    await purge(b.docker, b.registry.instanceId);
+    await purge(b.docker, b.instanceId);
     await new Promise((r) => files.close(r));
   });
 
