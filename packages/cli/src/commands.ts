@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { buffer, text } from 'node:stream/consumers';
 import ora, { type Ora } from 'ora';
+import { field, messageOf } from './unknown.js';
 import { clientProblem, LesslError, type JobView, type LesslClient, type Submitted, type TaskView } from './client.js';
 
 /** Where a command writes, and how. */
@@ -28,15 +29,14 @@ export const readSpec = async (file: string, stdin: NodeJS.ReadableStream = proc
   try {
     src = file === '-' ? await text(stdin) : await readFile(file, 'utf8');
   } catch (e) {
-    throw new LesslError(clientProblem('NotFound', `cannot read ${file}: ${(e as Error).message}`, 0, ['spec']));
+    throw new LesslError(clientProblem('NotFound', `cannot read ${file}: ${messageOf(e)}`, 0, ['spec']));
   }
   try {
-    return JSON.parse(src) as unknown;
+    const spec: unknown = JSON.parse(src);
+    return spec;
   } catch (e) {
     throw new LesslError(
-      clientProblem('InvalidEntry', `${file === '-' ? 'standard input' : file} is not JSON: ${(e as Error).message}`, 0, [
-        'spec',
-      ]),
+      clientProblem('InvalidEntry', `${file === '-' ? 'standard input' : file} is not JSON: ${messageOf(e)}`, 0, ['spec']),
     );
   }
 };
@@ -69,7 +69,7 @@ const reportTasks = (io: Io, tasks: readonly TaskView[]): void => {
 
 /** A progress display on stderr when it is a terminal, else a no-op. */
 const spinner = (io: Io, textLine: string): Ora | undefined =>
-  io.progress ? ora({ text: textLine, stream: io.err as NodeJS.WriteStream, discardStdin: false }).start() : undefined;
+  io.progress ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
 
 /** Waits while a job is queued and while its first task loads its image and starts, showing progress. */
 const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | undefined): Promise<void> => {
@@ -274,11 +274,11 @@ export const rm = async (c: LesslClient, io: Io, ids: readonly string[]): Promis
   return 0;
 };
 
-/** A lessl event as the service sends it (`data` of a `ServiceEvent`). */
-interface EventData {
-  readonly id?: unknown;
-  readonly detail?: { readonly exitCode?: unknown; readonly reason?: unknown };
-}
+/** The element a lessl event as the service sends it (`data` of a `ServiceEvent`) is about, or ''. */
+const elementOf = (data: unknown): string => {
+  const id = field(data, 'id');
+  return typeof id === 'string' ? id : '';
+};
 
 /**
  * An element event as a task-level one: a command of a service task started (`bound`) or ended
@@ -286,12 +286,12 @@ interface EventData {
  * Answers `[task, command, what]`, or undefined for the element events behind it.
  */
 export const taskEvent = (type: string, data: unknown): readonly [string, string, string] | undefined => {
-  const d = data as EventData | null;
-  const id = typeof d?.id === 'string' ? d.id : '';
+  const id = elementOf(data);
   const cmd = /^task:\/\/[^/]+\/(t_[a-z0-9]+)\.(c\d+)$/.exec(id);
   if (cmd !== null && type === 'bound') return [cmd[1] ?? '', cmd[2] ?? '', 'started'];
   if (cmd !== null && type === 'unbound') {
-    const { exitCode, reason } = d?.detail ?? {};
+    const detail = field(data, 'detail');
+    const [exitCode, reason] = [field(detail, 'exitCode'), field(detail, 'reason')];
     return [
       cmd[1] ?? '',
       cmd[2] ?? '',
@@ -323,8 +323,7 @@ export const events = async (
     if (io.json) writeJson(io, e);
     else if (task !== undefined && o.all !== true) io.out.write(`${e.id}\t${task.join('\t')}\n`);
     else {
-      const d = e.data as EventData | null;
-      io.out.write(`${e.id}\t${e.type}\t${typeof d?.id === 'string' ? d.id : ''}\n`);
+      io.out.write(`${e.id}\t${e.type}\t${elementOf(e.data)}\n`);
     }
     if (o.count !== undefined && ++n >= o.count) {
       ac.abort();
@@ -406,8 +405,8 @@ export const parseDuration = (s: string): number => {
   const m = /^(\d+)(ms|s|m|h|d)?$/.exec(s.trim());
   if (m === null)
     throw new LesslError(clientProblem('InvalidEntry', `not a duration: ${s} (e.g. 90s, 30m, 12h, 7d)`, 0, ['unused-for']));
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
-  return Number(m[1]) * unit;
+  const units: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Number(m[1]) * (units[m[2] ?? 'ms'] ?? 1);
 };
 
 /** `lessl images purge [--unused-for 7d] [--keep-bytes N] [--dry-run]` (admins). */

@@ -11,6 +11,7 @@ import { busyboxRootfsBytes } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
 import { clientProblem, LesslError } from './client.js';
+import { messageOf } from './unknown.js';
 
 type Durability = NonNullable<ServerOptions['durability']>;
 
@@ -56,7 +57,7 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
   try {
     u = JSON.parse(await readFile(file, 'utf8'));
   } catch (e) {
-    throw new LesslError(clientProblem('InvalidEntry', `--config ${file}: ${(e as Error).message}`, 0, ['config']));
+    throw new LesslError(clientProblem('InvalidEntry', `--config ${file}: ${messageOf(e)}`, 0, ['config']));
   }
   const extra =
     typeof u === 'object' && u !== null && !Array.isArray(u)
@@ -86,7 +87,7 @@ const readPolicy = async (file: string): Promise<Partial<Policy>> => {
   try {
     return JSON.parse(await readFile(file, 'utf8')) as Partial<Policy>;
   } catch (e) {
-    throw new LesslError(clientProblem('InvalidEntry', `--policy ${file}: ${(e as Error).message}`, 0, ['policy']));
+    throw new LesslError(clientProblem('InvalidEntry', `--policy ${file}: ${messageOf(e)}`, 0, ['policy']));
   }
 };
 

@@ -10,7 +10,7 @@
 import { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify';
 import {
   fromUtf8,
   invalidEntry,
@@ -26,7 +26,7 @@ import {
 import type { Backend } from '@lessl/level';
 import type { EgressGuard } from '@lessl/docker';
 import { BoolFromString, describe, IntFromString, refine, str, strict } from './codec.js';
-import type { ServiceDb, UserRecord } from './db.js';
+import type { UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
 import { operationsOf } from './operate.js';
@@ -360,26 +360,29 @@ const CREATED = {
   202: { description: 'creating: follow Location', ...json(ImageViewC), headers: { location: '/v1/images/{name}' } },
 };
 
-/** Registers the image routes; answers what the metrics read. */
-export const registerImageRoutes = (
-  app: FastifyInstance,
-  db: ServiceDb,
+/**
+ * The image routes as a plugin (to register in the authenticated scope), and the book of
+ * images the metrics read.
+ */
+export const imageRoutes = (
   b: Backend,
   policy: Policy,
   egress: EgressGuard,
-): ImageRoutes => {
+): { plugin: FastifyPluginAsync; book: ImageRoutes } => {
   const book = new ImageBook(b, policy.imageStore);
-  // archive uploads arrive as a stream, not parsed
-  app.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
-  registerReads(app, db, book);
-  registerCreates(app, db, book, b, egress);
-  registerChanges(app, db, book);
-  return book;
+  const plugin: FastifyPluginAsync = async (scope) => {
+    // archive uploads arrive as a stream, not parsed (in this scope only)
+    scope.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
+    registerReads(scope, book);
+    registerCreates(scope, book, b, egress);
+    registerChanges(scope, book);
+  };
+  return { plugin, book };
 };
 
 /** `GET /v1/images` and `GET /v1/images/{name}`. */
-const registerReads = (app: FastifyInstance, db: ServiceDb, book: ImageBook): void => {
-  route(app, db, {
+const registerReads = (app: FastifyInstance, book: ImageBook): void => {
+  route(app, {
     method: 'GET',
     url: '/v1/images',
     summary: 'The images the caller may use: its own and the public ones (admins: all)',
@@ -388,7 +391,7 @@ const registerReads = (app: FastifyInstance, db: ServiceDb, book: ImageBook): vo
     responses: { 200: { description: 'the images', ...json(ImageListC) } },
     handler: async ({ user }) => ({ items: await book.list(user) }),
   });
-  route(app, db, {
+  route(app, {
     method: 'GET',
     url: '/v1/images/:name',
     summary: 'An image: creating, ready or failed (with the problem)',
@@ -401,8 +404,8 @@ const registerReads = (app: FastifyInstance, db: ServiceDb, book: ImageBook): vo
 };
 
 /** `POST /v1/images` (a source) and `PUT /v1/images/{name}` (an archive). */
-const registerCreates = (app: FastifyInstance, db: ServiceDb, book: ImageBook, b: Backend, egress: EgressGuard): void => {
-  route(app, db, {
+const registerCreates = (app: FastifyInstance, book: ImageBook, b: Backend, egress: EgressGuard): void => {
+  route(app, {
     method: 'POST',
     url: '/v1/images',
     summary: 'Create an image from a source (asynchronous: 202 and Location: /v1/images/{name}; ?wait=N: 201 when ready)',
@@ -423,7 +426,7 @@ const registerCreates = (app: FastifyInstance, db: ServiceDb, book: ImageBook, b
       return book.start(reply, { user, name: body.name, isPublic: body.public === true, wait: query?.wait, make });
     },
   });
-  route(app, db, {
+  route(app, {
     method: 'PUT',
     url: '/v1/images/:name',
     summary: 'Create an image from an image archive (`docker save`) as the body (application/x-tar); asynchronous like POST',
@@ -449,8 +452,8 @@ const registerCreates = (app: FastifyInstance, db: ServiceDb, book: ImageBook, b
 };
 
 /** `DELETE /v1/images/{name}` and `POST /v1/images/{name}/refresh`. */
-const registerChanges = (app: FastifyInstance, db: ServiceDb, book: ImageBook): void => {
-  route(app, db, {
+const registerChanges = (app: FastifyInstance, book: ImageBook): void => {
+  route(app, {
     method: 'DELETE',
     url: '/v1/images/:name',
     summary: 'Remove an image (its owner or an admin); idempotent',
@@ -463,7 +466,7 @@ const registerChanges = (app: FastifyInstance, db: ServiceDb, book: ImageBook): 
       return reply.code(204).send();
     },
   });
-  route(app, db, {
+  route(app, {
     method: 'POST',
     url: '/v1/images/:name/refresh',
     summary:
