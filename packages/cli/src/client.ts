@@ -3,6 +3,7 @@
  * Every failure is a `LesslError` carrying the service's problem document (with the lessl tag).
  */
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import type { PoolView as CorePoolView } from '@lessl/core';
 import { field } from './unknown.js';
 import type { JobView, Problem, TaskView } from '@lessl/service';
 
@@ -70,23 +71,8 @@ export interface ImageView {
   } | null;
 }
 
-/** What `GET|PUT /v1/pool` answer. */
-export interface PoolView {
-  readonly profiles: readonly {
-    readonly key: string;
-    readonly image: string;
-    readonly ready: number;
-    readonly starting: number;
-    readonly hits: number;
-    readonly misses: number;
-    readonly failures: number;
-  }[];
-  readonly hits: number;
-  readonly misses: number;
-  readonly containers: number;
-  readonly memoryBytes: number;
-  readonly memoryCapBytes: number;
-}
+/** What `GET|PUT /v1/pool` answer (the pool view of `@lessl/core`). */
+export type PoolView = CorePoolView;
 
 /** What `POST /v1/images/purge` answers. */
 export interface PurgeView {

@@ -210,6 +210,13 @@ const pad = (rows: readonly (readonly string[])[]): string => {
   );
 };
 
+/** Prints `value` as JSON with --json, else as a table of `header` and the `rows` it makes; answers 0. */
+const table = (io: Io, value: unknown, header: readonly string[], rows: () => readonly (readonly string[])[]): number => {
+  if (io.json) writeJson(io, value);
+  else io.out.write(pad([header, ...rows()]));
+  return 0;
+};
+
 /** A time as how long ago it was (`12s ago`, `5m ago`, `3h ago`, `2d ago`); `-` for none. */
 export const ago = (iso: string | null | undefined, now = Date.now()): string => {
   const t = iso === null || iso === undefined ? NaN : Date.parse(iso);
@@ -238,22 +245,16 @@ const imageName = (id: string): string => id.replace(/^image:\/\/local\//, '');
 /** `lessl ps`: the caller's tasks, newest first, in 80 columns (names and images cut, times relative). */
 export const ps = async (c: LesslClient, io: Io, q: { state?: string; name?: string } = {}): Promise<number> => {
   const tasks = await c.allTasks(q);
-  if (io.json) writeJson(io, tasks);
-  else
-    io.out.write(
-      pad([
-        ['ID', 'NAME', 'STATE', 'EXIT', 'IMAGE', 'CREATED'],
-        ...tasks.map((t) => [
-          t.id,
-          cut(t.name ?? '-', 14),
-          t.state,
-          t.exitCode === null ? '-' : String(t.exitCode),
-          cut(imageName(t.image), 14),
-          ago(t.created),
-        ]),
-      ]),
-    );
-  return 0;
+  return table(io, tasks, ['ID', 'NAME', 'STATE', 'EXIT', 'IMAGE', 'CREATED'], () =>
+    tasks.map((t) => [
+      t.id,
+      cut(t.name ?? '-', 14),
+      t.state,
+      t.exitCode === null ? '-' : String(t.exitCode),
+      cut(imageName(t.image), 14),
+      ago(t.created),
+    ]),
+  );
 };
 
 /** `lessl logs [-f] ID`: the task's output (with `follow`, live until it ends); JSON lines `{ data }` with `json`. */
@@ -344,23 +345,15 @@ export const usersAdd = async (c: LesslClient, io: Io, name: string, admin: bool
 /** `lessl users ls`: the users (admins only). */
 export const usersLs = async (c: LesslClient, io: Io): Promise<number> => {
   const us = await c.users();
-  if (io.json) writeJson(io, us);
-  else io.out.write(pad([['NAME', 'ADMIN', 'CREATED'], ...us.map((u) => [u.name, String(u.admin), u.created])]));
-  return 0;
+  return table(io, us, ['NAME', 'ADMIN', 'CREATED'], () => us.map((u) => [u.name, String(u.admin), u.created]));
 };
 
 /** `lessl images ls`. */
 export const imagesLs = async (c: LesslClient, io: Io): Promise<number> => {
   const list = await c.images();
-  if (io.json) writeJson(io, list);
-  else
-    io.out.write(
-      pad([
-        ['NAME', 'STATE', 'OWNER', 'SIZE', 'LAST USED'],
-        ...list.map((i) => [i.name, i.state, i.owner ?? '(public)', bytes(i.size), ago(i.lastUsed)]),
-      ]),
-    );
-  return 0;
+  return table(io, list, ['NAME', 'STATE', 'OWNER', 'SIZE', 'LAST USED'], () =>
+    list.map((i) => [i.name, i.state, i.owner ?? '(public)', bytes(i.size), ago(i.lastUsed)]),
+  );
 };
 
 /** `lessl images load NAME FILE|-`: uploads an image archive (`docker save`). */
@@ -432,15 +425,9 @@ export const imagesPurge = async (
 /** `lessl pool show` (admins). */
 export const poolShow = async (c: LesslClient, io: Io): Promise<number> => {
   const p = await c.pool();
-  if (io.json) writeJson(io, p);
-  else
-    io.out.write(
-      pad([
-        ['IMAGE', 'PROFILE', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'],
-        ...p.profiles.map((x) => [x.image, x.key, ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String)]),
-      ]),
-    );
-  return 0;
+  return table(io, p, ['IMAGE', 'PROFILE', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'], () =>
+    p.profiles.map((x) => [x.image, x.key, ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String)]),
+  );
 };
 
 /** `lessl pool set FILE` (admins): the pool configuration from a JSON file (`{ profiles, memoryCapBytes? }`). */

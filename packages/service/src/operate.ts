@@ -8,7 +8,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { FastifyPluginAsync } from 'fastify';
-import { LesslError, unsupported, utf8, type AnyError, type ExecutorOptions } from '@lessl/core';
+import { LesslError, unsupported, utf8, type AnyError, type ExecutorOptions, type PoolView } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import type { DockerBackend, PoolProfileRequest, PoolStats, PreloadResult } from '@lessl/docker';
 import { decodeWith, describe, int, list, str, strict } from './codec.js';
@@ -53,7 +53,7 @@ export const PoolConfigC = strict(
 export type PoolConfig = t.TypeOf<typeof PoolConfigC>;
 
 const Count = t.number;
-/** What `GET|PUT /v1/pool` answer. */
+/** What `GET|PUT /v1/pool` answer: the pool view of `@lessl/core` (checked below), as a codec for the OpenAPI document. */
 export const PoolViewC = strict('Pool', {
   profiles: t.array(
     strict('PoolProfileStats', {
@@ -72,6 +72,10 @@ export const PoolViewC = strict('Pool', {
   memoryBytes: Count,
   memoryCapBytes: Count,
 });
+
+/** The codec and the shared view are one shape. */
+const _sameShape = (v: t.TypeOf<typeof PoolViewC>): PoolView => v;
+void _sameShape;
 
 /** The body of `POST /v1/images/purge`. */
 export const PurgeBodyC = strict(

@@ -29,10 +29,10 @@ import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './re
 /** The retention windows of `o`, checked: each a known key and a non-negative number of seconds. */
 const retentionOf = (o: ServerOptions): Retention => {
   const r = { ...DEFAULT_RETENTION, ...(o.retention ?? {}) };
-  for (const k of Object.keys(r) as (keyof Retention)[]) {
+  for (const [k, v] of Object.entries(r)) {
     const why = !(k in DEFAULT_RETENTION)
       ? `unknown retention window ${k} (tasks, jobs, events)`
-      : typeof r[k] !== 'number' || !Number.isFinite(r[k]) || r[k] < 0
+      : typeof v !== 'number' || !Number.isFinite(v) || v < 0
         ? `retention.${k} must be a number of seconds >= 0`
         : undefined;
     if (why !== undefined) throw new LesslError(invalidEntry(why, '', ['retention', k]));
@@ -149,6 +149,9 @@ const openStorage = async (
   return { backend, svc, closers };
 };
 
+/** Field `k` of a thrown value when it is an object that has it. */
+const prop = (u: unknown, k: string): unknown => (typeof u === 'object' && u !== null && k in u ? Reflect.get(u, k) : undefined);
+
 /** Maps any error fastify or a handler raised to a problem; never a 5xx for bad input. */
 const installErrors = (app: FastifyInstance): void => {
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -159,16 +162,16 @@ const installErrors = (app: FastifyInstance): void => {
         .type('application/problem+json')
         .send(problemOf(err.error, err.status, req.url));
     }
-    const e = err as { statusCode?: unknown; message?: unknown; code?: unknown };
-    const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 500;
+    const [statusCode, message, code] = [prop(err, 'statusCode'), prop(err, 'message'), prop(err, 'code')];
+    const status = typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500 ? statusCode : 500;
     if (status === 500) req.log.error({ err }, 'request failed');
     const lessl =
       status === 500
         ? runtimeError('', 'internal error', err)
         : invalidEntry(
-            typeof e.message === 'string' ? e.message : 'bad request',
+            typeof message === 'string' ? message : 'bad request',
             '',
-            typeof e.code === 'string' && e.code.startsWith('FST_ERR_CTP') ? ['body'] : [],
+            typeof code === 'string' && code.startsWith('FST_ERR_CTP') ? ['body'] : [],
           );
     return reply
       .code(status)
@@ -313,8 +316,63 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const { backend, svc, closers } = await openStorage(o, policy, logger, durability);
   const db = await ServiceDb.open(svc, durability);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
+  const closeStorage = async (): Promise<void> => {
+    await db.close().catch(() => undefined);
+    for (const c of closers) await c().catch(() => undefined);
+  };
 
   // phase 2: the runner, the queue, the reaper
+  const w = prepareWork(o, backend, db, policy, egress, retention);
+
+  // phase 3: HTTP
+  await prepareHttp(app, w.metrics);
+  const cursors = new EventCursors(await db.eventSecret());
+  w.routesOf.images = await registerRoutes(app, { ...w, backend, db, policy, egress, cursors });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.ready();
+
+  // phase 4: the operator's configuration, then the queue (a bad configuration fails the start)
+  const preloaded = await prepareOperations(app, backend, policy, o).catch(async (err: unknown) => {
+    await w.reaper.stop();
+    await app.close();
+    await closeStorage();
+    throw err;
+  });
+  w.queue.start();
+  await finishRemovals(db, w.runner);
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    backend,
+    db,
+    queue: w.queue,
+    metrics: w.metrics,
+    preloaded,
+    initialAdminToken,
+    listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
+    reap: () => w.reaper.reap(),
+    prune: () => w.reaper.prune(),
+    close: () =>
+      (closing ??= (async () => {
+        const reaperStopped = w.reaper.stop(); // its timer at once; its passes under way after the queue and HTTP
+        await w.queue.stop();
+        await app.close();
+        await reaperStopped;
+        await closeStorage();
+      })()),
+  };
+};
+
+/** The working parts: the runner, the queue, the metrics, the task remover and the reaper. */
+const prepareWork = (
+  o: ServerOptions,
+  backend: Backend,
+  db: ServiceDb,
+  policy: Policy,
+  egress: EgressGuard,
+  retention: Retention,
+) => {
   const runner = new Runner({ backend, db, policy, egress, shell: o.shell ?? ['/bin/sh', '-c'] });
   const queue = new JobQueue(db, runner, o.concurrency ?? 4);
   const routesOf: { images?: ImageRoutes } = {};
@@ -324,56 +382,13 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   });
   const removeTask = taskRemover(db, queue, runner);
   const hasElements = async (t: string): Promise<boolean> => runner.busy(t) || (await runner.hasElements(t));
-  const reaper = new Reaper(
-    db,
-    removeTask,
-    () => prune(db, backend, retention, hasElements),
-    metrics.reaped,
-    o.reapIntervalMs ?? 30_000,
-  );
+  const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
+  const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
+  return { runner, queue, routesOf, metrics, removeTask, reaper };
+};
 
-  // phase 3: HTTP
-  await prepareHttp(app, metrics);
-  const cursors = new EventCursors(await db.eventSecret());
-  routesOf.images = await registerRoutes(app, { backend, db, queue, runner, policy, egress, cursors, metrics, removeTask });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-  await app.ready();
-  const closeAll = async (): Promise<void> => {
-    await db.close().catch(() => undefined);
-    for (const c of closers) await c().catch(() => undefined);
-  };
-
-  // phase 4: the operator's configuration, then the queue (a bad configuration fails the start)
-  const preloaded = await prepareOperations(app, backend, policy, o).catch(async (err: unknown) => {
-    await reaper.stop();
-    await app.close();
-    await closeAll();
-    throw err;
-  });
-  queue.start();
-  // a removal a crash interrupted is finished (a deleted task keeps no element)
+/** Finishes the removals a crash interrupted: a deleted task keeps no element. */
+const finishRemovals = async (db: ServiceDb, runner: Runner): Promise<void> => {
   for (const r of [...db.tasks.values()])
     if (r.deleted && (await runner.hasElements(r.id))) void runner.serialize(r.id, () => runner.teardown(r.id, true));
-
-  let closing: Promise<void> | undefined;
-  return {
-    app,
-    backend,
-    db,
-    queue,
-    metrics,
-    preloaded,
-    initialAdminToken,
-    listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
-    reap: () => reaper.reap(),
-    prune: () => reaper.prune(),
-    close: () =>
-      (closing ??= (async () => {
-        const reaperStopped = reaper.stop(); // its timer at once; its passes under way after the queue and HTTP
-        await queue.stop();
-        await app.close();
-        await reaperStopped;
-        await closeAll();
-      })()),
-  };
 };
