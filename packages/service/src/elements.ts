@@ -26,11 +26,14 @@ export interface Caller {
   readonly admin: boolean;
 }
 
+/** How the service names a user to the SDK: `user:<name>` (user names have no `:`), never the service's own name. */
+export const USER_PRINCIPAL = 'user:';
+
 /** The context of a call made as `user` itself: what it owns, and public images. */
-export const as = (user: string): CallContext => ({ principal: user });
+export const as = (user: string): CallContext => ({ principal: `${USER_PRINCIPAL}${user}` });
 
 /** The context of a call made on behalf of `u`: admins act as the service (they see everything). */
-export const onBehalfOf = (u: Caller): CallContext => ({ principal: u.admin ? SYSTEM : u.name });
+export const onBehalfOf = (u: Caller): CallContext => (u.admin ? SERVICE : as(u.name));
 
 /** The service's own context. */
 export const SERVICE: CallContext = { principal: SYSTEM };

@@ -15,8 +15,6 @@ import { fetchSrc, tarOf } from './resources.js';
 import type { EgressGuard } from '@lessl/docker';
 import { as, elementsOf, listElements, membersOf, readElement, SERVICE, taskElements, volumeId } from './elements.js';
 
-export { elementsOf, serviceTaskOf, SYSTEM } from './elements.js';
-
 /** What the runner needs. */
 export interface RunnerDeps {
   readonly backend: Backend;
