@@ -3,7 +3,6 @@
  * resource, the authenticated ones inside one scope whose `onRequest` hook names the caller.
  */
 import type { FastifyInstance } from 'fastify';
-import type { EgressGuard } from '@lessl/docker';
 import { authenticated } from './http.js';
 import { hostRoutes } from './hosts.js';
 import { imageRoutes, type ImageRoutes } from './images.js';
@@ -19,7 +18,7 @@ import { userRoutes } from './api/users.js';
 export type { RouteDeps } from './api/deps.js';
 
 /** Registers every route; answers what the image routes tell the metrics. */
-export const registerRoutes = async (app: FastifyInstance, d: RouteDeps & { egress: EgressGuard }): Promise<ImageRoutes> => {
+export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promise<ImageRoutes> => {
   const images = imageRoutes(d.backend, d.policy, d.egress);
   await app.register(
     authenticated(d.db, [
