@@ -20,8 +20,15 @@ export const annotate = <C extends t.Mixed>(c: C, schema: JsonSchema): C => {
   return c;
 };
 
-/** A documented codec: `describe(c, 'what it is')`. */
-export const describe = <C extends t.Mixed>(c: C, description: string): C => annotate(c, { description });
+/**
+ * A documented codec: `describe(c, 'what it is')`, a codec of its own with `c`'s schema and the
+ * description (a shared codec such as `t.boolean` keeps no description of one of its uses).
+ */
+export const describe = <C extends t.Mixed>(c: C, description: string): t.Type<t.TypeOf<C>, t.OutputOf<C>, unknown> =>
+  annotate(new t.Type<t.TypeOf<C>, t.OutputOf<C>, unknown>(c.name, c.is, c.validate, c.encode), {
+    ...toJsonSchema(c),
+    description,
+  });
 
 type Props = Record<string, t.Mixed>;
 type StrictOf<R extends Props, O extends Props> = t.TypeOf<t.TypeC<R>> & Partial<t.TypeOf<t.TypeC<O>>>;
@@ -65,8 +72,11 @@ export class StrictType<R extends Props, O extends Props> extends t.Type<StrictO
 }
 
 /** A strict object codec: `strict('Name', { required }, { optional })`. */
-export const strict = <R extends Props, O extends Props = {}>(name: string, required: R, optional?: O): StrictType<R, O> =>
-  new StrictType(name, required, optional ?? ({} as O));
+export function strict<R extends Props>(name: string, required: R): StrictType<R, {}>;
+export function strict<R extends Props, O extends Props>(name: string, required: R, optional: O): StrictType<R, O>;
+export function strict(name: string, required: Props, optional: Props = {}): StrictType<Props, Props> {
+  return new StrictType(name, required, optional);
+}
 
 /** A refined codec with its JSON-schema form. */
 export const refine = <C extends t.Mixed>(c: C, pred: (a: t.TypeOf<C>) => boolean, name: string, schema: JsonSchema) =>

@@ -434,6 +434,19 @@ describe('service routes', () => {
     );
   });
 
+  test('/openapi.json: each use of a shared codec (a boolean, a path, the limits) has its own description', async () => {
+    const doc = await body(await h.call('/openapi.json', { token: null }));
+    const spec = doc.paths['/v1/tasks'].post.requestBody.content['application/json'].schema.oneOf[0].properties;
+    const image = doc.paths['/v1/images'].post.requestBody.content['application/json'].schema.properties;
+    const user = doc.paths['/v1/users'].post.requestBody.content['application/json'].schema.properties;
+    expect(spec.daemon.description).toMatch(/^keep the container running/);
+    expect(image.public.description).toBe('readable by every user (admins only)');
+    expect(user.admin.description).toBeUndefined();
+    expect(spec.pwd.description).toBe('the working directory of the commands');
+    expect(spec.limits.description).toBeUndefined();
+    expect(user.maxima.description).toMatch(/^per-user maxima/);
+  });
+
   test('/healthz and /metrics answer without a token', async () => {
     const hz = await h.call('/healthz', { token: null });
     expect(hz.status).toBe(200);
