@@ -10,9 +10,10 @@ import { readSpec, type Io } from './commands.js';
 import type { ServeOptions } from './serve.js';
 
 /** This package's version (from its package.json, next to dist/). */
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+export const VERSION: string = ((): string => {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+})();
 
 /** Global options every command takes. */
 interface Globals {
@@ -46,42 +47,40 @@ export interface Streams {
   readonly stdin?: NodeJS.ReadableStream;
 }
 
-/** Builds the `lessl` program; commands set `process.exitCode`. */
-export const program = (s: Streams = {}): Command => {
-  const out = s.out ?? process.stdout;
-  const err = s.err ?? process.stderr;
-  const p = new Command('lessl')
-    .description('lessl: run seed-001 task specs in containers through the lessl task service')
-    .version(VERSION, '-V, --version', 'print the version of lessl')
-    .addOption(new Option('--url <url>', 'the service (default: env LESSL_URL, else http://127.0.0.1:8080)'))
-    .addOption(new Option('--token <token>', 'bearer token (default: env LESSL_TOKEN)'))
-    .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
-    .showHelpAfterError();
+/** Wraps a command's function: a client from the globals, errors reported, the exit status set. */
+type Act = <A extends unknown[]>(f: (c: LesslClient, io: Io, ...args: A) => Promise<number>) => (...args: A) => Promise<void>;
 
-  /** Wraps a command: a client from the globals, errors reported, the exit status set. */
-  const act =
-    <A extends unknown[]>(f: (c: LesslClient, io: Io, ...args: A) => Promise<number>) =>
-    async (...args: A): Promise<void> => {
-      const self = args.at(-1) as Command;
-      const g = self.optsWithGlobals<Globals>();
-      const io: Io = {
-        out,
-        err,
-        json: g.json === true,
-        progress: g.json !== true && (err as NodeJS.WriteStream).isTTY === true,
-        ...(s.stdin === undefined ? {} : { stdin: s.stdin }),
-      };
-      const c = new LesslClient({
-        ...(g.url === undefined ? {} : { url: g.url }),
-        ...(g.token === undefined ? {} : { token: g.token }),
-      });
-      try {
-        process.exitCode = await f(c, io, ...args);
-      } catch (e) {
-        process.exitCode = report(e, io);
-      }
+/** True when a stream is a terminal. */
+const isTty = (w: NodeJS.WritableStream): boolean => 'isTTY' in w && w.isTTY === true;
+
+/** The `act` of a program writing to `out` and `err` (and reading `s.stdin`). */
+const actor =
+  (s: Streams, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Act =>
+  (f) =>
+  async (...args) => {
+    const self = args.at(-1);
+    if (!(self instanceof Command)) throw new Error('commander calls an action with its command last');
+    const g = self.optsWithGlobals<Globals>();
+    const io: Io = {
+      out,
+      err,
+      json: g.json === true,
+      progress: g.json !== true && isTty(err),
+      ...(s.stdin === undefined ? {} : { stdin: s.stdin }),
     };
+    const c = new LesslClient({
+      ...(g.url === undefined ? {} : { url: g.url }),
+      ...(g.token === undefined ? {} : { token: g.token }),
+    });
+    try {
+      process.exitCode = await f(c, io, ...args);
+    } catch (e) {
+      process.exitCode = report(e, io);
+    }
+  };
 
+/** `lessl serve`. */
+const serveCommand = (p: Command, act: Act): void => {
   p.command('serve')
     .description('start the task service (Docker backend over an on-disk database)')
     .option('--data <dir>', 'database directory (default: env LESSL_DATA, else $XDG_DATA_HOME/lessl or ~/.local/share/lessl)')
@@ -123,7 +122,7 @@ export const program = (s: Streams = {}): Command => {
         const s2 = await serve(o);
         if (io.json)
           io.out.write(
-            `${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null, registry: s2.server.backend.registry.instanceId })}\n`,
+            `${JSON.stringify({ url: s2.url, adminToken: s2.server.initialAdminToken ?? null, registry: s2.server.backend.instanceId })}\n`,
           );
         else {
           io.out.write(`lessl: listening on ${s2.url}\n`);
@@ -133,7 +132,10 @@ export const program = (s: Streams = {}): Command => {
         return untilSignal(s2, io.err);
       }),
     );
+};
 
+/** `lessl run`, `exec`, `ps`, `logs`, `rm`. */
+const taskCommands = (p: Command, act: Act): void => {
   p.command('run')
     .description("submit a task spec (a file, or - for stdin) and stream its output; exits with the task's exit code")
     .argument('<spec>', 'seed-001 task spec JSON (one object, or an array: a batch), or - for stdin')
@@ -170,7 +172,10 @@ export const program = (s: Streams = {}): Command => {
     .description('kill and remove tasks (idempotent)')
     .argument('<id...>', 'task IDs')
     .action(act(async (c, io, ids: string[]) => cmd.rm(c, io, ids)));
+};
 
+/** `lessl images ...`. */
+const imageCommands = (p: Command, act: Act): void => {
   const images = p.command('images').description('images: yours and the public ones');
   images
     .command('ls')
@@ -205,7 +210,10 @@ export const program = (s: Streams = {}): Command => {
     .description('remove images')
     .argument('<name...>', 'image names')
     .action(act(async (c, io, ids: string[]) => cmd.imagesRm(c, io, ids)));
+};
 
+/** `lessl pool ...`. */
+const poolCommands = (p: Command, act: Act): void => {
   const pool = p.command('pool').description('the warm pool (admins)');
   pool
     .command('show', { isDefault: true })
@@ -218,7 +226,10 @@ export const program = (s: Streams = {}): Command => {
     )
     .argument('<file>', 'the JSON file, or - for stdin')
     .action(act(async (c, io, file: string) => cmd.poolSet(c, io, file)));
+};
 
+/** `lessl events`. */
+const eventCommands = (p: Command, act: Act): void => {
   p.command('events')
     .description('follow the events of your tasks: commands started and ended, tasks removed (Server-Sent Events)')
     .option('--since <id>', 'replay the events after this event id first (0: from the start)')
@@ -228,7 +239,10 @@ export const program = (s: Streams = {}): Command => {
       'every element event (images, executors, commands: created, joined, bound, ...), one line each: id type element',
     )
     .action(act(async (c, io, o: { since?: string; count?: number; all?: boolean }) => cmd.events(c, io, o)));
+};
 
+/** `lessl users ...`. */
+const userCommands = (p: Command, act: Act): void => {
   const users = p.command('users').description('users (admins only)');
   users
     .command('add')
@@ -240,7 +254,21 @@ export const program = (s: Streams = {}): Command => {
     .command('ls')
     .description('list users')
     .action(act(async (c, io) => cmd.usersLs(c, io)));
+};
 
+/** Builds the `lessl` program; commands set `process.exitCode`. */
+export const program = (s: Streams = {}): Command => {
+  const out = s.out ?? process.stdout;
+  const err = s.err ?? process.stderr;
+  const p = new Command('lessl')
+    .description('lessl: run seed-001 task specs in containers through the lessl task service')
+    .version(VERSION, '-V, --version', 'print the version of lessl')
+    .addOption(new Option('--url <url>', 'the service (default: env LESSL_URL, else http://127.0.0.1:8080)'))
+    .addOption(new Option('--token <token>', 'bearer token (default: env LESSL_TOKEN)'))
+    .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
+    .showHelpAfterError();
+  const act = actor(s, out, err);
+  for (const add of [serveCommand, taskCommands, imageCommands, poolCommands, eventCommands, userCommands]) add(p, act);
   return p;
 };
 

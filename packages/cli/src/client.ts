@@ -3,6 +3,8 @@
  * Every failure is a `LesslError` carrying the service's problem document (with the lessl tag).
  */
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import type { PoolView as CorePoolView } from '@lessl/core';
+import { field } from './unknown.js';
 import type { JobView, Problem, TaskView } from '@lessl/service';
 
 export type { JobView, Problem, TaskView } from '@lessl/service';
@@ -69,23 +71,8 @@ export interface ImageView {
   } | null;
 }
 
-/** What `GET|PUT /v1/pool` answer. */
-export interface PoolView {
-  readonly profiles: readonly {
-    readonly key: string;
-    readonly image: string;
-    readonly ready: number;
-    readonly starting: number;
-    readonly hits: number;
-    readonly misses: number;
-    readonly failures: number;
-  }[];
-  readonly hits: number;
-  readonly misses: number;
-  readonly containers: number;
-  readonly memoryBytes: number;
-  readonly memoryCapBytes: number;
-}
+/** What `GET|PUT /v1/pool` answer (the pool view of `@lessl/core`). */
+export type PoolView = CorePoolView;
 
 /** What `POST /v1/images/purge` answers. */
 export interface PurgeView {
@@ -122,15 +109,26 @@ export const clientProblem = (tag: string, detail: string, status = 0, keys?: re
 const isProblem = (u: unknown): u is Problem =>
   typeof u === 'object' &&
   u !== null &&
-  typeof (u as Problem).tag === 'string' &&
-  typeof (u as Problem).detail === 'string' &&
-  typeof (u as Problem).status === 'number';
+  'tag' in u &&
+  typeof u.tag === 'string' &&
+  'detail' in u &&
+  typeof u.detail === 'string' &&
+  'status' in u &&
+  typeof u.status === 'number';
 
+/** Why fetch failed, from its `cause`: a system error code (ECONNREFUSED, ...), else its message. */
 const causeCode = (e: unknown): string | undefined => {
-  const c = (e as { cause?: { code?: unknown; message?: unknown; errors?: { code?: unknown }[] } } | null)?.cause;
-  const code = c?.code ?? c?.errors?.[0]?.code ?? c?.message;
+  const c = field(e, 'cause');
+  const errors = field(c, 'errors');
+  const code = field(c, 'code') ?? (Array.isArray(errors) ? field(errors[0], 'code') : undefined) ?? field(c, 'message');
   return typeof code === 'string' ? code : undefined;
 };
+
+/**
+ * A successful answer's JSON body, as the type the service documents for it (its OpenAPI
+ * document): the one place the client takes the service at its word.
+ */
+const answerOf = async <A>(r: Response): Promise<A> => (await r.json()) as A;
 
 /** Request options of `LesslClient.request`. */
 export interface RequestOptions {
@@ -227,14 +225,14 @@ export class LesslClient {
   }
 
   private async json<A>(method: string, path: string, o: RequestOptions = {}): Promise<A> {
-    return (await (await this.request(method, path, o)).json()) as A;
+    return answerOf<A>(await this.request(method, path, o));
   }
 
   private async submitted(r: Response): Promise<Submitted> {
-    const body = (await r.json()) as unknown;
-    if (r.status === 202) return { kind: 'job', job: body as JobView };
-    const page = body as Partial<TaskPage>;
-    return Array.isArray(page.items) ? { kind: 'batch', items: page.items } : { kind: 'task', task: body as TaskView };
+    // 202: the job; 201: the task, or a batch's page of tasks
+    const body = await answerOf<JobView | TaskView | TaskPage>(r);
+    if ('items' in body) return { kind: 'batch', items: body.items };
+    return 'commands' in body ? { kind: 'task', task: body } : { kind: 'job', job: body };
   }
 
   /** `POST /v1/tasks`: submits a seed-001 task spec (or a batch); with `wait`, the finished task when it ends within that many seconds. */
@@ -343,7 +341,7 @@ export class LesslClient {
     try {
       for await (const chunk of r.body) {
         parser.feed(decoder.decode(chunk, { stream: true }));
-        while (queue.length > 0) yield queue.shift() as ServiceEvent;
+        for (let e = queue.shift(); e !== undefined; e = queue.shift()) yield e;
       }
     } catch (e) {
       if (o.signal?.aborted !== true) throw e;
@@ -400,7 +398,7 @@ export class LesslClient {
       contentType: 'application/x-tar',
       query: { wait: 600, ...(isPublic ? { public: 'true' } : {}) },
     });
-    return this.imageReady(name, (await r.json()) as ImageView);
+    return this.imageReady(name, await answerOf<ImageView>(r));
   }
 
   /** `POST /v1/images` of a registry reference; resolves once the image is ready. */
@@ -409,7 +407,7 @@ export class LesslClient {
       query: { wait: 600 },
       json: { name, source: { type: 'registry', ref }, ...(isPublic ? { public: true } : {}) },
     });
-    return this.imageReady(name, (await r.json()) as ImageView);
+    return this.imageReady(name, await answerOf<ImageView>(r));
   }
 
   /** Polls an image until it is no longer `creating`; a failed one throws its problem. */

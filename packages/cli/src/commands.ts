@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { buffer, text } from 'node:stream/consumers';
 import ora, { type Ora } from 'ora';
+import { field, messageOf } from './unknown.js';
 import { clientProblem, LesslError, type JobView, type LesslClient, type Submitted, type TaskView } from './client.js';
 
 /** Where a command writes, and how. */
@@ -28,15 +29,14 @@ export const readSpec = async (file: string, stdin: NodeJS.ReadableStream = proc
   try {
     src = file === '-' ? await text(stdin) : await readFile(file, 'utf8');
   } catch (e) {
-    throw new LesslError(clientProblem('NotFound', `cannot read ${file}: ${(e as Error).message}`, 0, ['spec']));
+    throw new LesslError(clientProblem('NotFound', `cannot read ${file}: ${messageOf(e)}`, 0, ['spec']));
   }
   try {
-    return JSON.parse(src) as unknown;
+    const spec: unknown = JSON.parse(src);
+    return spec;
   } catch (e) {
     throw new LesslError(
-      clientProblem('InvalidEntry', `${file === '-' ? 'standard input' : file} is not JSON: ${(e as Error).message}`, 0, [
-        'spec',
-      ]),
+      clientProblem('InvalidEntry', `${file === '-' ? 'standard input' : file} is not JSON: ${messageOf(e)}`, 0, ['spec']),
     );
   }
 };
@@ -69,7 +69,7 @@ const reportTasks = (io: Io, tasks: readonly TaskView[]): void => {
 
 /** A progress display on stderr when it is a terminal, else a no-op. */
 const spinner = (io: Io, textLine: string): Ora | undefined =>
-  io.progress ? ora({ text: textLine, stream: io.err as NodeJS.WriteStream, discardStdin: false }).start() : undefined;
+  io.progress ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
 
 /** Waits while a job is queued and while its first task loads its image and starts, showing progress. */
 const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | undefined): Promise<void> => {
@@ -210,6 +210,13 @@ const pad = (rows: readonly (readonly string[])[]): string => {
   );
 };
 
+/** Prints `value` as JSON with --json, else as a table of `header` and the `rows` it makes; answers 0. */
+const table = (io: Io, value: unknown, header: readonly string[], rows: () => readonly (readonly string[])[]): number => {
+  if (io.json) writeJson(io, value);
+  else io.out.write(pad([header, ...rows()]));
+  return 0;
+};
+
 /** A time as how long ago it was (`12s ago`, `5m ago`, `3h ago`, `2d ago`); `-` for none. */
 export const ago = (iso: string | null | undefined, now = Date.now()): string => {
   const t = iso === null || iso === undefined ? NaN : Date.parse(iso);
@@ -238,22 +245,16 @@ const imageName = (id: string): string => id.replace(/^image:\/\/local\//, '');
 /** `lessl ps`: the caller's tasks, newest first, in 80 columns (names and images cut, times relative). */
 export const ps = async (c: LesslClient, io: Io, q: { state?: string; name?: string } = {}): Promise<number> => {
   const tasks = await c.allTasks(q);
-  if (io.json) writeJson(io, tasks);
-  else
-    io.out.write(
-      pad([
-        ['ID', 'NAME', 'STATE', 'EXIT', 'IMAGE', 'CREATED'],
-        ...tasks.map((t) => [
-          t.id,
-          cut(t.name ?? '-', 14),
-          t.state,
-          t.exitCode === null ? '-' : String(t.exitCode),
-          cut(imageName(t.image), 14),
-          ago(t.created),
-        ]),
-      ]),
-    );
-  return 0;
+  return table(io, tasks, ['ID', 'NAME', 'STATE', 'EXIT', 'IMAGE', 'CREATED'], () =>
+    tasks.map((t) => [
+      t.id,
+      cut(t.name ?? '-', 14),
+      t.state,
+      t.exitCode === null ? '-' : String(t.exitCode),
+      cut(imageName(t.image), 14),
+      ago(t.created),
+    ]),
+  );
 };
 
 /** `lessl logs [-f] ID`: the task's output (with `follow`, live until it ends); JSON lines `{ data }` with `json`. */
@@ -274,11 +275,11 @@ export const rm = async (c: LesslClient, io: Io, ids: readonly string[]): Promis
   return 0;
 };
 
-/** A lessl event as the service sends it (`data` of a `ServiceEvent`). */
-interface EventData {
-  readonly id?: unknown;
-  readonly detail?: { readonly exitCode?: unknown; readonly reason?: unknown };
-}
+/** The element a lessl event as the service sends it (`data` of a `ServiceEvent`) is about, or ''. */
+const elementOf = (data: unknown): string => {
+  const id = field(data, 'id');
+  return typeof id === 'string' ? id : '';
+};
 
 /**
  * An element event as a task-level one: a command of a service task started (`bound`) or ended
@@ -286,12 +287,12 @@ interface EventData {
  * Answers `[task, command, what]`, or undefined for the element events behind it.
  */
 export const taskEvent = (type: string, data: unknown): readonly [string, string, string] | undefined => {
-  const d = data as EventData | null;
-  const id = typeof d?.id === 'string' ? d.id : '';
+  const id = elementOf(data);
   const cmd = /^task:\/\/[^/]+\/(t_[a-z0-9]+)\.(c\d+)$/.exec(id);
   if (cmd !== null && type === 'bound') return [cmd[1] ?? '', cmd[2] ?? '', 'started'];
   if (cmd !== null && type === 'unbound') {
-    const { exitCode, reason } = d?.detail ?? {};
+    const detail = field(data, 'detail');
+    const [exitCode, reason] = [field(detail, 'exitCode'), field(detail, 'reason')];
     return [
       cmd[1] ?? '',
       cmd[2] ?? '',
@@ -323,8 +324,7 @@ export const events = async (
     if (io.json) writeJson(io, e);
     else if (task !== undefined && o.all !== true) io.out.write(`${e.id}\t${task.join('\t')}\n`);
     else {
-      const d = e.data as EventData | null;
-      io.out.write(`${e.id}\t${e.type}\t${typeof d?.id === 'string' ? d.id : ''}\n`);
+      io.out.write(`${e.id}\t${e.type}\t${elementOf(e.data)}\n`);
     }
     if (o.count !== undefined && ++n >= o.count) {
       ac.abort();
@@ -345,23 +345,15 @@ export const usersAdd = async (c: LesslClient, io: Io, name: string, admin: bool
 /** `lessl users ls`: the users (admins only). */
 export const usersLs = async (c: LesslClient, io: Io): Promise<number> => {
   const us = await c.users();
-  if (io.json) writeJson(io, us);
-  else io.out.write(pad([['NAME', 'ADMIN', 'CREATED'], ...us.map((u) => [u.name, String(u.admin), u.created])]));
-  return 0;
+  return table(io, us, ['NAME', 'ADMIN', 'CREATED'], () => us.map((u) => [u.name, String(u.admin), u.created]));
 };
 
 /** `lessl images ls`. */
 export const imagesLs = async (c: LesslClient, io: Io): Promise<number> => {
   const list = await c.images();
-  if (io.json) writeJson(io, list);
-  else
-    io.out.write(
-      pad([
-        ['NAME', 'STATE', 'OWNER', 'SIZE', 'LAST USED'],
-        ...list.map((i) => [i.name, i.state, i.owner ?? '(public)', bytes(i.size), ago(i.lastUsed)]),
-      ]),
-    );
-  return 0;
+  return table(io, list, ['NAME', 'STATE', 'OWNER', 'SIZE', 'LAST USED'], () =>
+    list.map((i) => [i.name, i.state, i.owner ?? '(public)', bytes(i.size), ago(i.lastUsed)]),
+  );
 };
 
 /** `lessl images load NAME FILE|-`: uploads an image archive (`docker save`). */
@@ -406,8 +398,8 @@ export const parseDuration = (s: string): number => {
   const m = /^(\d+)(ms|s|m|h|d)?$/.exec(s.trim());
   if (m === null)
     throw new LesslError(clientProblem('InvalidEntry', `not a duration: ${s} (e.g. 90s, 30m, 12h, 7d)`, 0, ['unused-for']));
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
-  return Number(m[1]) * unit;
+  const units: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Number(m[1]) * (units[m[2] ?? 'ms'] ?? 1);
 };
 
 /** `lessl images purge [--unused-for 7d] [--keep-bytes N] [--dry-run]` (admins). */
@@ -433,15 +425,9 @@ export const imagesPurge = async (
 /** `lessl pool show` (admins). */
 export const poolShow = async (c: LesslClient, io: Io): Promise<number> => {
   const p = await c.pool();
-  if (io.json) writeJson(io, p);
-  else
-    io.out.write(
-      pad([
-        ['IMAGE', 'PROFILE', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'],
-        ...p.profiles.map((x) => [x.image, x.key, ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String)]),
-      ]),
-    );
-  return 0;
+  return table(io, p, ['IMAGE', 'PROFILE', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'], () =>
+    p.profiles.map((x) => [x.image, x.key, ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String)]),
+  );
 };
 
 /** `lessl pool set FILE` (admins): the pool configuration from a JSON file (`{ profiles, memoryCapBytes? }`). */

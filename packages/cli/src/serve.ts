@@ -5,11 +5,13 @@ import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { unwrap } from '@lessl/core';
+import * as E from 'fp-ts/lib/Either.js';
+import { keyOf, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
 import { clientProblem, LesslError } from './client.js';
+import { messageOf } from './unknown.js';
 
 type Durability = NonNullable<ServerOptions['durability']>;
 
@@ -55,7 +57,7 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
   try {
     u = JSON.parse(await readFile(file, 'utf8'));
   } catch (e) {
-    throw new LesslError(clientProblem('InvalidEntry', `--config ${file}: ${(e as Error).message}`, 0, ['config']));
+    throw new LesslError(clientProblem('InvalidEntry', `--config ${file}: ${messageOf(e)}`, 0, ['config']));
   }
   const extra =
     typeof u === 'object' && u !== null && !Array.isArray(u)
@@ -85,7 +87,7 @@ const readPolicy = async (file: string): Promise<Partial<Policy>> => {
   try {
     return JSON.parse(await readFile(file, 'utf8')) as Partial<Policy>;
   } catch (e) {
-    throw new LesslError(clientProblem('InvalidEntry', `--policy ${file}: ${(e as Error).message}`, 0, ['policy']));
+    throw new LesslError(clientProblem('InvalidEntry', `--policy ${file}: ${messageOf(e)}`, 0, ['policy']));
   }
 };
 
@@ -135,10 +137,11 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
   };
   const server = await createServer(opts);
   const b = server.backend;
-  if (b.registry.get('image://local/busybox') === undefined && (backend !== undefined || o.busybox === true))
+  const busybox = keyOf('image', 'local', 'busybox');
+  if ((backend !== undefined || o.busybox === true) && E.isLeft(await b.stores.image.read(busybox)()))
     await unwrap(
       b.stores.image.create({
-        id: 'image://local/busybox',
+        id: busybox,
         data: backend !== undefined ? new Uint8Array([1, 2, 3]) : await busyboxRootfsBytes(),
       }),
     );

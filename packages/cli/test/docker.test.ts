@@ -29,7 +29,7 @@ beforeAll(async () => {
   url = await server.listen();
 });
 afterAll(async () => {
-  const instance = server.backend.registry.instanceId;
+  const instance = server.backend.instanceId;
   await server.close();
   await purge(docker, instance);
   rmSync(dir, { recursive: true, force: true });
@@ -56,7 +56,7 @@ describe('lessl run on Docker', () => {
     expect(ok).toMatchObject({ code: 0, stdout: 'Hello World\nvalue in /opt\n' });
     const left = await docker.listContainers({
       all: true,
-      filters: { label: [`lessl.registry=${server.backend.registry.instanceId}`] },
+      filters: { label: [`lessl.registry=${server.backend.instanceId}`] },
     });
     expect(left).toEqual([]);
   });

@@ -19,3 +19,4 @@ export * from './logger.js';
 export * from './promise.js';
 export { jsonData } from './safe.js';
 export * from './pipeable.js';
+export * from './pool-view.js';

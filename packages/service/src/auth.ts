@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { fromUtf8, type Authorizer } from '@lessl/core';
 import type { ServiceDb, UserRecord } from './db.js';
-import { SYSTEM } from './runner.js';
+import { SYSTEM, USER_PRINCIPAL } from './elements.js';
 
 /** SHA-256 hex of a string. */
 export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -60,12 +60,20 @@ export const authenticate = (db: ServiceDb, header: unknown): UserRecord | undef
  * The SDK authorizer of an embedded service: the service itself (and the embedding process,
  * which calls without a principal: the SDK names it `anonymous`) may do anything; a user may
  * create, and touch only elements whose ro `owner` is theirs, or read and compose public
- * (unowned) images. HTTP callers never reach the SDK under their own name or anonymously.
+ * (unowned) images. The service calls on behalf of its users as `user:<name>` (`userPrincipal`),
+ * so no user name (not even `anonymous`) ever reaches the SDK as the service's or the embedder's.
  */
 export const ownerAuthorizer: Authorizer = (principal, op, _id, element) => {
-  if (principal === SYSTEM || principal === 'anonymous' || principal === '') return true;
+  const user = userOf(principal);
+  if (user === undefined) return true;
   if (element === undefined) return op === 'create' || op === 'list' || op === 'compose';
   const owner = fromUtf8(element.ro).owner;
-  if (owner === principal) return true;
+  if (owner === user) return true;
   return owner === undefined && element.id.kind === 'image' && (op === 'read' || op === 'compose' || op === 'list');
+};
+
+/** The user a principal names, or undefined for the service itself and the embedding process. */
+const userOf = (principal: string): string | undefined => {
+  if (principal.startsWith(USER_PRINCIPAL)) return principal.slice(USER_PRINCIPAL.length);
+  return principal === SYSTEM || principal === 'anonymous' || principal === '' ? undefined : principal;
 };

@@ -20,8 +20,15 @@ export const annotate = <C extends t.Mixed>(c: C, schema: JsonSchema): C => {
   return c;
 };
 
-/** A documented codec: `describe(c, 'what it is')`. */
-export const describe = <C extends t.Mixed>(c: C, description: string): C => annotate(c, { description });
+/**
+ * A documented codec: `describe(c, 'what it is')`, a codec of its own with `c`'s schema and the
+ * description (a shared codec such as `t.boolean` keeps no description of one of its uses).
+ */
+export const describe = <C extends t.Mixed>(c: C, description: string): t.Type<t.TypeOf<C>, t.OutputOf<C>, unknown> =>
+  annotate(new t.Type<t.TypeOf<C>, t.OutputOf<C>, unknown>(c.name, c.is, c.validate, c.encode), {
+    ...toJsonSchema(c),
+    description,
+  });
 
 type Props = Record<string, t.Mixed>;
 type StrictOf<R extends Props, O extends Props> = t.TypeOf<t.TypeC<R>> & Partial<t.TypeOf<t.TypeC<O>>>;
@@ -40,7 +47,7 @@ export class StrictType<R extends Props, O extends Props> extends t.Type<StrictO
       (u): u is StrictOf<R, O> => E.isRight(this.validate(u, [])),
       (u, c) => {
         if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, 'expected an object');
-        const rec = u as Record<string, unknown>;
+        const rec: Readonly<Record<string, unknown>> = Object.fromEntries(Object.entries(u));
         const errors: t.Errors = [];
         const out: Record<string, unknown> = {};
         for (const k of Object.keys(rec))
@@ -65,8 +72,11 @@ export class StrictType<R extends Props, O extends Props> extends t.Type<StrictO
 }
 
 /** A strict object codec: `strict('Name', { required }, { optional })`. */
-export const strict = <R extends Props, O extends Props = {}>(name: string, required: R, optional?: O): StrictType<R, O> =>
-  new StrictType(name, required, optional ?? ({} as O));
+export function strict<R extends Props>(name: string, required: R): StrictType<R, {}>;
+export function strict<R extends Props, O extends Props>(name: string, required: R, optional: O): StrictType<R, O>;
+export function strict(name: string, required: Props, optional: Props = {}): StrictType<Props, Props> {
+  return new StrictType(name, required, optional);
+}
 
 /** A refined codec with its JSON-schema form. */
 export const refine = <C extends t.Mixed>(c: C, pred: (a: t.TypeOf<C>) => boolean, name: string, schema: JsonSchema) =>
@@ -131,35 +141,64 @@ export const toJsonSchema = (c: t.Mixed): JsonSchema => {
   return complete ? a : { ...base(c), ...(a ?? {}) };
 };
 
-const base = (c: t.Mixed): JsonSchema => {
+/** A codec held by another (io-ts types their parts loosely): checked to be one. */
+const codecOf = (u: unknown): t.Mixed => {
+  if (u instanceof t.Type) return u;
+  throw new TypeError('toJsonSchema: a part of the codec is not a codec');
+};
+
+/** The codecs of an object codec's fields. */
+const propsOf = (u: unknown): Record<string, t.Mixed> =>
+  typeof u === 'object' && u !== null ? Object.fromEntries(Object.entries(u).map(([k, v]) => [k, codecOf(v)])) : {};
+
+/** The JSON schema of an object's fields. */
+const propertiesOf = (fields: Record<string, t.Mixed>): Record<string, JsonSchema> =>
+  Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, toJsonSchema(v)]));
+
+/** The schema of a literal's value. */
+const constOf = (v: unknown): JsonSchema =>
+  typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? { const: v } : {};
+
+/** The schema of an object codec: strict (no other fields), or io-ts's type or partial. */
+const objectSchema = (c: t.Mixed): JsonSchema | undefined => {
   if (c instanceof StrictType) {
-    const required = Object.keys(c.required as Props);
-    const props: Record<string, JsonSchema> = {};
-    for (const [k, v] of Object.entries({ ...(c.required as Props), ...(c.optional as Props) })) props[k] = toJsonSchema(v);
+    const required = Object.keys(propsOf(c.required));
+    const props = propertiesOf({ ...propsOf(c.required), ...propsOf(c.optional) });
     return { type: 'object', properties: props, ...(required.length > 0 ? { required } : {}), additionalProperties: false };
   }
-  if (c instanceof t.RefinementType) return toJsonSchema(c.type as t.Mixed);
+  if (c instanceof t.InterfaceType || c instanceof t.PartialType) {
+    const fields = propsOf(c.props);
+    return {
+      type: 'object',
+      properties: propertiesOf(fields),
+      ...(c instanceof t.InterfaceType ? { required: Object.keys(fields) } : {}),
+    };
+  }
+  return undefined;
+};
+
+const base = (c: t.Mixed): JsonSchema => {
+  const obj = objectSchema(c);
+  if (obj !== undefined) return obj;
+  if (c instanceof t.RefinementType) return toJsonSchema(codecOf(c.type));
   if (c instanceof t.StringType) return { type: 'string' };
   if (c instanceof t.NumberType) return { type: 'number' };
   if (c instanceof t.BooleanType) return { type: 'boolean' };
   if (c instanceof t.NullType) return { type: 'null' };
   if (c instanceof t.UnknownType) return {};
-  if (c instanceof t.LiteralType) return { const: c.value as string | number | boolean };
-  if (c instanceof t.KeyofType) return { type: 'string', enum: Object.keys(c.keys as object) };
-  if (c instanceof t.ArrayType) return { type: 'array', items: toJsonSchema(c.type as t.Mixed) };
-  if (c instanceof t.DictionaryType) return { type: 'object', additionalProperties: toJsonSchema(c.codomain as t.Mixed) };
-  if (c instanceof t.UnionType) return { oneOf: (c.types as t.Mixed[]).map(toJsonSchema) };
-  if (c instanceof t.InterfaceType || c instanceof t.PartialType) {
-    const props: Record<string, JsonSchema> = {};
-    for (const [k, v] of Object.entries(c.props as Props)) props[k] = toJsonSchema(v);
-    return {
-      type: 'object',
-      properties: props,
-      ...(c instanceof t.InterfaceType ? { required: Object.keys(c.props as Props) } : {}),
-    };
+  if (c instanceof t.LiteralType) return constOf(c.value);
+  if (c instanceof t.KeyofType) return { type: 'string', enum: Object.keys(propsOrKeys(c.keys)) };
+  if (c instanceof t.ArrayType) return { type: 'array', items: toJsonSchema(codecOf(c.type)) };
+  if (c instanceof t.DictionaryType) return { type: 'object', additionalProperties: toJsonSchema(codecOf(c.codomain)) };
+  if (c instanceof t.UnionType) {
+    const types: unknown = c.types;
+    return { oneOf: (Array.isArray(types) ? types : []).map((x) => toJsonSchema(codecOf(x))) };
   }
   return {};
 };
+
+/** The keys of a keyof codec. */
+const propsOrKeys = (u: unknown): object => (typeof u === 'object' && u !== null ? u : {});
 
 const pathOf = (e: t.ValidationError): string =>
   e.context

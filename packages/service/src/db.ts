@@ -131,18 +131,25 @@ export class ServiceDb {
     await db.open();
     const s = new ServiceDb(db, durability);
     for await (const [k, v] of db.iterator({ gte: '', lt: '~' })) {
-      const j = JSON.parse(v) as unknown;
+      const j: unknown = JSON.parse(v);
       const p = k.slice(0, 2);
+      // the records are this class's own writes (JSON of the types below); strings and numbers are checked
       if (p === 'u!') s.users.set(k.slice(2), j as UserRecord);
-      else if (p === 't!') s.tokens.set(k.slice(2), j as string);
       else if (p === 'j!') s.jobs.set(k.slice(2), j as JobRecord);
-      else if (p === 'q!') s.queue.push(j as string);
       else if (p === 'k!') s.tasks.set(k.slice(2), j as TaskRecord);
-      else if (p === 'i!') s.idempotency.set(k.slice(2), j as string);
-      else if (k === 'm!seq') s.seq = j as number;
-      else if (k === 'm!eventKey') s.eventKey = j as string;
+      else if (typeof j === 'string') s.loadString(k, j);
+      else if (k === 'm!seq' && typeof j === 'number') s.seq = j;
     }
     return s;
+  }
+
+  /** Loads a record whose value is a string: a token's user, a queued job, an idempotency key's job, the event key. */
+  private loadString(k: string, v: string): void {
+    const p = k.slice(0, 2);
+    if (p === 't!') this.tokens.set(k.slice(2), v);
+    else if (p === 'q!') this.queue.push(v);
+    else if (p === 'i!') this.idempotency.set(k.slice(2), v);
+    else if (k === 'm!eventKey') this.eventKey = v;
   }
 
   /** The next job sequence number (persisted with the job that takes it; take it inside `transact`, so FIFO order is write order). */

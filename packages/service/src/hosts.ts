@@ -7,13 +7,13 @@
  * and answers `Unsupported` (501) to changes.
  */
 import * as t from 'io-ts';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import * as E from 'fp-ts/lib/Either.js';
 import { notFound, unsupported, type AnyError } from '@lessl/core';
 import type { Backend } from '@lessl/level';
-import type { DockerBackend, HostInfo, HostSpec } from '@lessl/docker';
+import type { DockerBackend, HostInfo } from '@lessl/docker';
+import { operationsOf } from './operate.js';
 import { describe, IntFromString, refine, str, strict } from './codec.js';
-import type { ServiceDb } from './db.js';
 import { json, problem, route } from './http.js';
 import { HttpProblem } from './problem.js';
 
@@ -76,52 +76,57 @@ const view = (h: HostInfo): t.TypeOf<typeof HostViewC> => ({
   ...(h.lastError === undefined ? {} : { lastError: h.lastError }),
 });
 
-/** The backend's hosts, when it has several engines' worth of API (the Docker backend). */
-const hostsOf = (b: Backend): DockerBackend['hosts'] | undefined => {
-  const h = (b as Partial<DockerBackend>).hosts;
-  return h !== undefined && typeof h.list === 'function' ? h : undefined;
+/** The view of a backend without Docker engines: one pseudo-host. */
+const LOCAL_HOST: t.TypeOf<typeof HostViewC> = {
+  name: 'local',
+  state: 'active',
+  engine: 'memory (no Docker)',
+  since: '',
+  labels: {},
+  load: { slots: 0, memoryBytes: 0 },
+  failures: 0,
 };
 
 const fail = (e: AnyError): never => {
   throw new HttpProblem(e);
 };
 
-/** Registers the host routes. */
-export const registerHostRoutes = (app: FastifyInstance, db: ServiceDb, b: Backend): void => {
-  const hosts = hostsOf(b);
-  const list = (): t.TypeOf<typeof HostViewC>[] =>
-    hosts === undefined
-      ? [
-          {
-            name: 'local',
-            state: 'active',
-            engine: 'memory (no Docker)',
-            since: '',
-            labels: {},
-            load: { slots: 0, memoryBytes: 0 },
-            failures: 0,
-          },
-        ]
-      : hosts.list().map(view);
-  const one = (name: string): t.TypeOf<typeof HostViewC> => {
-    const h = list().find((x) => x.name === name);
+/** The hosts as the routes see them: the Docker backend's, or the one pseudo-host of a backend without engines. */
+class HostBook {
+  constructor(private readonly hosts: DockerBackend['hosts'] | undefined) {}
+
+  list(): t.TypeOf<typeof HostViewC>[] {
+    return this.hosts === undefined ? [LOCAL_HOST] : this.hosts.list().map(view);
+  }
+
+  /** One host, else 404. */
+  one(name: string): t.TypeOf<typeof HostViewC> {
+    const h = this.list().find((x) => x.name === name);
     if (h === undefined) throw new HttpProblem(notFound(`/v1/hosts/${name}`), 404);
     return h;
-  };
-  const changeable = (): DockerBackend['hosts'] =>
-    hosts ?? fail(unsupported('/v1/hosts', 'hosts of a backend without Docker engines', 'run the service on the Docker backend'));
+  }
 
-  route(app, db, {
+  /** The hosts to change, else 501 (a backend without engines). */
+  changeable(): DockerBackend['hosts'] {
+    return (
+      this.hosts ??
+      fail(unsupported('/v1/hosts', 'hosts of a backend without Docker engines', 'run the service on the Docker backend'))
+    );
+  }
+}
+
+/** `GET /v1/hosts`, `GET /v1/hosts/{name}`. */
+const readRoutes = (app: FastifyInstance, book: HostBook): void => {
+  route(app, {
     method: 'GET',
     url: '/v1/hosts',
     summary: 'The engines the service runs tasks on, with state and load',
     tags: ['hosts'],
     auth: 'user',
     responses: { 200: { description: 'the hosts', ...json(HostListC) } },
-    handler: async () => ({ items: list() }),
+    handler: async () => ({ items: book.list() }),
   });
-
-  route(app, db, {
+  route(app, {
     method: 'GET',
     url: '/v1/hosts/:name',
     summary: 'One engine',
@@ -129,10 +134,13 @@ export const registerHostRoutes = (app: FastifyInstance, db: ServiceDb, b: Backe
     auth: 'user',
     params: HostParamsC,
     responses: { 200: { description: 'the host', ...json(HostViewC) }, 404: problem('no such host') },
-    handler: async ({ params }) => one(params.name),
+    handler: async ({ params }) => book.one(params.name),
   });
+};
 
-  route(app, db, {
+/** `POST /v1/hosts`, `DELETE /v1/hosts/{name}` (admins). */
+const changeRoutes = (app: FastifyInstance, book: HostBook): void => {
+  route(app, {
     method: 'POST',
     url: '/v1/hosts',
     summary: 'Register an engine (admins only): spawned until a health check passes, then active',
@@ -145,14 +153,13 @@ export const registerHostRoutes = (app: FastifyInstance, db: ServiceDb, b: Backe
       501: problem('the backend has no Docker engines'),
     },
     handler: async ({ body, reply }) => {
-      const r = await changeable().add(body as HostSpec)();
+      const r = await book.changeable().add(body)();
       if (E.isLeft(r)) fail(r.left);
       reply.code(201).header('location', `/v1/hosts/${body.name}`);
-      return one(body.name);
+      return book.one(body.name);
     },
   });
-
-  route(app, db, {
+  route(app, {
     method: 'DELETE',
     url: '/v1/hosts/:name',
     summary: 'Drain an engine (admins only): no new work; running tasks finish or are stopped after deadlineMs; then removed',
@@ -166,14 +173,23 @@ export const registerHostRoutes = (app: FastifyInstance, db: ServiceDb, b: Backe
       501: problem('the backend has no Docker engines'),
     },
     handler: async ({ params, query, reply }) => {
-      const h = changeable();
-      one(params.name);
+      const h = book.changeable();
+      book.one(params.name);
       // draining runs in the background: the host reports `draining`, then `removed`
       void h
         .drain(params.name, query.deadlineMs === undefined ? {} : { deadlineMs: query.deadlineMs })()
         .catch(() => undefined);
       reply.code(202).header('location', `/v1/hosts/${params.name}`);
-      return one(params.name);
+      return book.one(params.name);
     },
   });
 };
+
+/** The plugin of the host routes (to register in the authenticated scope). */
+export const hostRoutes =
+  (b: Backend): FastifyPluginAsync =>
+  async (app) => {
+    const book = new HostBook(operationsOf(b).hosts);
+    readRoutes(app, book);
+    changeRoutes(app, book);
+  };

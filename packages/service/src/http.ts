@@ -3,7 +3,14 @@
  * generate the route's OpenAPI schema. Handlers get decoded, typed input and the caller.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
+import type {
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  HTTPMethods,
+  onRequestHookHandler,
+} from 'fastify';
 import type * as t from 'io-ts';
 import { notFound, permissionDenied } from '@lessl/core';
 import { decodeWith, toJsonSchema, type JsonSchema } from './codec.js';
@@ -23,7 +30,7 @@ export interface ResponseDoc {
 export interface Ctx<B, Q, P> {
   readonly req: FastifyRequest;
   readonly reply: FastifyReply;
-  /** The caller (undefined on routes without auth). */
+  /** The caller (on routes without auth: nobody, an empty name). */
   readonly user: UserRecord;
   readonly body: B;
   readonly query: Q;
@@ -84,39 +91,75 @@ export const problem = (description: string): ResponseDoc => ({
   contentType: 'application/problem+json',
 });
 
-/** Registers a route. */
-export const route = <B = undefined, Q = undefined, P = undefined>(
-  app: FastifyInstance,
-  db: ServiceDb,
-  def: RouteDef<B, Q, P>,
-): void => {
-  const any = def as unknown as RouteDef<unknown, unknown, unknown>;
-  const schema: Record<string, unknown> = {
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The caller: set by the `onRequest` hook of the authenticated scope (`authenticated`). */
+    lesslUser: UserRecord | null;
+  }
+}
+
+/** Who calls a route without authentication (its handler has no caller). */
+const NOBODY: UserRecord = { name: '', admin: false, created: '' };
+
+const unauthorized = (url: string): HttpProblem =>
+  new HttpProblem(permissionDenied(url, '', 'read'), 401, { 'www-authenticate': 'Bearer realm="lessl"' });
+
+/** The `onRequest` hook of admin routes: anyone but an admin is 403. */
+const adminOnly: onRequestHookHandler = async (req) => {
+  const user = req.lesslUser;
+  if (user === null) throw unauthorized(req.url);
+  if (!user.admin) throw new HttpProblem(permissionDenied(req.url, user.name, 'create'), 403);
+};
+
+/**
+ * The authenticated scope: a fastify plugin whose `onRequest` hook names the caller from its
+ * bearer token (401 without a known one) before anything of the request is read, and in which
+ * `plugins` (one per resource) register their routes.
+ */
+export const authenticated =
+  (db: ServiceDb, plugins: readonly FastifyPluginAsync[]): FastifyPluginAsync =>
+  async (scope) => {
+    scope.decorateRequest('lesslUser', null);
+    scope.addHook('onRequest', async (req) => {
+      const user = authenticate(db, req.headers.authorization);
+      if (user === undefined) throw unauthorized(req.url);
+      req.lesslUser = user;
+    });
+    for (const p of plugins) await scope.register(p);
+  };
+
+/** The OpenAPI schema of a route. */
+const schemaOf = <B, Q, P>(def: RouteDef<B, Q, P>): Record<string, unknown> => {
+  const bodyCodec: t.Mixed | undefined = def.body ?? def.bodyDoc;
+  return {
     summary: def.summary,
     tags: [...def.tags],
     ...(def.auth === 'none' ? { security: [] } : {}),
-    ...(def.body === undefined && def.bodyDoc === undefined ? {} : { body: toJsonSchema((def.body ?? def.bodyDoc) as t.Mixed) }),
+    ...(bodyCodec === undefined ? {} : { body: toJsonSchema(bodyCodec) }),
     ...(def.query === undefined ? {} : { querystring: toJsonSchema(def.query) }),
     ...(def.params === undefined ? {} : { params: toJsonSchema(def.params) }),
-    response: responseSchemas({ ...problems(any.auth), ...def.responses }),
+    response: responseSchemas({ ...problems(def.auth), ...def.responses }),
   };
-  app.route({
+};
+
+/**
+ * Registers a route in `scope`: routes with `auth` other than `none` belong in the authenticated
+ * scope (its hook names the caller); `admin` routes add a hook that lets admins only.
+ */
+export const route = <B = undefined, Q = undefined, P = undefined>(scope: FastifyInstance, def: RouteDef<B, Q, P>): void => {
+  scope.route({
     method: def.method,
     url: def.url,
-    schema,
+    schema: schemaOf(def),
+    ...(def.auth === 'admin' ? { onRequest: adminOnly } : {}),
     handler: async (req, reply) => {
-      let user: UserRecord | undefined;
-      if (def.auth !== 'none') {
-        user = authenticate(db, req.headers.authorization);
-        if (user === undefined)
-          throw new HttpProblem(permissionDenied(req.url, '', 'read'), 401, { 'www-authenticate': 'Bearer realm="lessl"' });
-        if (def.auth === 'admin' && !user.admin) throw new HttpProblem(permissionDenied(req.url, user.name, 'create'), 403);
-      }
+      const user = def.auth === 'none' ? NOBODY : req.lesslUser;
+      if (user === null) throw unauthorized(req.url);
       const params = decodePart(def.params, req.params, 'path', true);
       const query = decodePart(def.query, req.query ?? {}, 'query', false);
       const body =
         def.bodyDecode !== undefined ? unwrapProblem(def.bodyDecode(req.body)) : decodePart(def.body, req.body, 'body', false);
-      return def.handler({ req, reply, user: user as UserRecord, body, query, params });
+      return def.handler({ req, reply, user, body, query, params });
     },
   });
 };

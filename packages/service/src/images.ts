@@ -7,10 +7,10 @@
  * problem); `?wait=N` answers 201 with the image when it is ready within N seconds. Every image is a
  * lessl element of the image store with ro metadata `owner` (none for public images).
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify';
 import {
   fromUtf8,
   invalidEntry,
@@ -26,12 +26,12 @@ import {
 import type { Backend } from '@lessl/level';
 import type { EgressGuard } from '@lessl/docker';
 import { BoolFromString, describe, IntFromString, refine, str, strict } from './codec.js';
-import type { ServiceDb, UserRecord } from './db.js';
+import type { UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
 import { operationsOf } from './operate.js';
 import { HttpProblem, problemOf, ProblemC } from './problem.js';
-import { visibleTo } from './runner.js';
+import { listElements, onBehalfOf, readElement } from './elements.js';
 import { refuseBlocked } from './resources.js';
 
 const NameC = refine(t.string, (s) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(s), 'ImageName', {
@@ -120,6 +120,10 @@ interface Pending {
   error: AnyError | null;
   done: Promise<void>;
 }
+interface Refresh {
+  view: RefreshView;
+  done: Promise<void>;
+}
 
 /** The most bytes an uploaded archive may have. */
 const MAX_UPLOAD = 8 * 1024 ** 3;
@@ -127,124 +131,281 @@ const MAX_UPLOAD = 8 * 1024 ** 3;
 /** What the image routes tell the rest of the service. */
 export interface ImageRoutes {
   /** Images by state (creating, ready, failed), for the metrics. */
-  counts(): Record<'creating' | 'ready' | 'failed', number>;
+  counts(): Promise<Record<'creating' | 'ready' | 'failed', number>>;
 }
 
-/** Registers the image and host routes. */
-export const registerImageRoutes = (
-  app: FastifyInstance,
-  db: ServiceDb,
-  b: Backend,
-  policy: Policy,
-  egress: EgressGuard,
-): ImageRoutes => {
-  const pending = new Map<string, Pending>();
-  const refreshes = new Map<string, { view: RefreshView; done: Promise<void> }>();
-  const idOf = (name: string): string => imageId(name, policy.imageStore);
-  const ownerOf = (el: Element): string | null => fromUtf8(el.ro).owner ?? null;
+/** An image a caller may see: its view and, once it is ready, its element. */
+interface Seen {
+  readonly view: ImageView;
+  readonly el: Element | undefined;
+}
 
-  const view = (name: string): ImageView | undefined => {
-    const el = b.registry.get(idOf(name));
-    const p = pending.get(name);
-    if (el === undefined) {
-      if (p === undefined) return undefined;
-      const error = p.error === null ? null : problemOf(p.error);
-      return {
-        name,
-        id: idOf(name),
-        owner: p.owner,
-        public: p.owner === null,
-        state: p.state,
-        size: null,
-        created: null,
-        lastUsed: null,
-        error,
-        refresh: null,
-      };
-    }
-    const a = el.attributes;
-    return {
-      name,
-      id: el.id.key,
-      owner: ownerOf(el),
-      public: ownerOf(el) === null,
-      state: 'ready',
-      size: typeof a.size === 'number' ? a.size : null,
-      created: el.created,
-      lastUsed: typeof a.lastUsed === 'string' ? a.lastUsed : null,
-      error: null,
-      refresh: refreshes.get(name)?.view ?? null,
-    };
+/** The view of a ready image: its element. */
+const readyView = (name: string, el: Element, refresh: RefreshView | null): ImageView => {
+  const a = el.attributes;
+  const owner = fromUtf8(el.ro).owner ?? null;
+  return {
+    name,
+    id: el.id.key,
+    owner,
+    public: owner === null,
+    state: 'ready',
+    size: typeof a.size === 'number' ? a.size : null,
+    created: el.created,
+    lastUsed: typeof a.lastUsed === 'string' ? a.lastUsed : null,
+    error: null,
+    refresh,
   };
-  /** The view if the caller may see it, else 404 (no existence leak). */
-  const visible = (u: UserRecord, name: string): ImageView => {
-    const v = view(name);
-    if (v === undefined || !(u.admin || visibleTo(v.owner ?? undefined, u.name)))
-      throw new HttpProblem(notFound(`/v1/images/${name}`), 404);
-    return v;
-  };
+};
+
+/** The view of an image being created (or whose create failed). */
+const pendingView = (name: string, id: string, p: Pending): ImageView => ({
+  name,
+  id,
+  owner: p.owner,
+  public: p.owner === null,
+  state: p.state,
+  size: null,
+  created: null,
+  lastUsed: null,
+  error: p.error === null ? null : problemOf(p.error),
+  refresh: null,
+});
+
+/** Resolves after `seconds` (a timer that does not keep the process alive). */
+const delay = (seconds: number): Promise<void> => new Promise((r) => setTimeout(r, seconds * 1000).unref());
+
+/**
+ * The service's images: elements of the image store, read through the store on behalf of the
+ * caller (the authorizer decides what they see), plus the creates and refreshes under way, which
+ * are not elements yet and are the service's own bookkeeping.
+ */
+class ImageBook implements ImageRoutes {
+  private readonly pending = new Map<string, Pending>();
+  private readonly refreshes = new Map<string, Refresh>();
+  constructor(
+    private readonly b: Backend,
+    private readonly store: string,
+  ) {}
+
+  /** The element ID of image `name`. */
+  idOf(name: string): string {
+    return imageId(name, this.store);
+  }
+
+  /** A create under way (or failed) the caller may see (`read`: theirs or public) or remove (`delete`: theirs); admins all. */
+  private pendingFor(u: UserRecord, name: string, op: 'read' | 'delete'): Pending | undefined {
+    const p = this.pending.get(name);
+    if (p === undefined || u.admin || p.owner === u.name) return p;
+    return op === 'read' && p.owner === null ? p : undefined;
+  }
+
+  /** The image as the caller may see it, else 404 (no existence leak). */
+  async visible(u: UserRecord, name: string): Promise<Seen> {
+    const el = await readElement(this.b, 'image', this.idOf(name), onBehalfOf(u));
+    if (el !== undefined) return { view: readyView(name, el, this.refreshes.get(name)?.view ?? null), el };
+    const p = this.pendingFor(u, name, 'read');
+    if (p === undefined) throw new HttpProblem(notFound(`/v1/images/${name}`), 404);
+    return { view: pendingView(name, this.idOf(name), p), el: undefined };
+  }
+
+  /** The images the caller may see, by name. */
+  async list(u: UserRecord): Promise<ImageView[]> {
+    const els = await listElements(this.b, 'image', { store: this.store }, onBehalfOf(u));
+    const byName = new Map(els.map((e) => [e.id.name, e]));
+    const names = [...new Set([...byName.keys(), ...this.pending.keys()])].sort();
+    return names.flatMap((n) => {
+      const el = byName.get(n);
+      if (el !== undefined) return [readyView(n, el, this.refreshes.get(n)?.view ?? null)];
+      const p = this.pendingFor(u, n, 'read');
+      return p === undefined ? [] : [pendingView(n, this.idOf(n), p)];
+    });
+  }
 
   /**
    * Starts a create in the background and answers 202 (or 201 once ready within `wait`). An upload
    * answers once its body is `received` (or the create ended without it): answering earlier would
    * make Node discard the rest of the body, and a client that resets its connection would go unnoticed.
    */
-  const start = async (
-    reply: FastifyReply,
-    u: UserRecord,
-    name: string,
-    isPublic: boolean,
-    wait: number | undefined,
-    make: (ro: Record<string, Uint8Array>) => Promise<E.Either<AnyError, Element>>,
-    received?: Promise<void>,
-  ): Promise<unknown> => {
-    if (isPublic && !u.admin) throw new HttpProblem(permissionDenied(`/v1/images/${name}`, u.name, 'create'), 403);
-    if (b.registry.get(idOf(name)) !== undefined || pending.get(name)?.state === 'creating')
-      throw new HttpProblem(nameCollision(idOf(name)), 409);
-    const owner = isPublic ? null : u.name;
+  async start(reply: FastifyReply, c: CreateCall): Promise<unknown> {
+    const { user: u, name } = c;
+    const id = this.idOf(name);
+    if (c.isPublic && !u.admin) throw new HttpProblem(permissionDenied(`/v1/images/${name}`, u.name, 'create'), 403);
+    if ((await readElement(this.b, 'image', id)) !== undefined || this.pending.get(name)?.state === 'creating')
+      throw new HttpProblem(nameCollision(id), 409);
+    const owner = c.isPublic ? null : u.name;
     const p: Pending = { owner, state: 'creating', error: null, done: Promise.resolve() };
-    pending.set(name, p);
+    this.pending.set(name, p);
     const fail = (error: AnyError): void => {
       p.state = 'failed';
       p.error = error;
     };
-    const done = make(owner === null ? {} : utf8({ owner })).then(
-      (r) => {
-        if (E.isRight(r)) pending.delete(name);
-        else fail(r.left);
-      },
-      (err: unknown) => fail(runtimeError(idOf(name), 'the image could not be created', err)),
+    p.done = c.make(owner === null ? {} : utf8({ owner })).then(
+      (r) => (E.isRight(r) ? void this.pending.delete(name) : fail(r.left)),
+      (err: unknown) => fail(runtimeError(id, 'the image could not be created', err)),
     );
-    p.done = done;
-    if (received !== undefined) await Promise.race([received, done]);
-    if (wait !== undefined) await Promise.race([p.done, new Promise((r) => setTimeout(r, wait * 1000).unref())]);
-    const v = view(name) as ImageView;
+    if (c.received !== undefined) await Promise.race([c.received, p.done]);
+    if (c.wait !== undefined) await Promise.race([p.done, delay(c.wait)]);
+    const el = await readElement(this.b, 'image', id);
+    const v = el === undefined ? pendingView(name, id, p) : readyView(name, el, this.refreshes.get(name)?.view ?? null);
     reply.header('location', `/v1/images/${name}`);
-    if (v.state === 'ready') return reply.code(201).send(v);
-    return reply.code(202).send(v);
+    return reply.code(v.state === 'ready' ? 201 : 202).send(v);
+  }
+
+  /** Removes an image (its owner's or an admin's call: the authorizer decides), or a create under way; idempotent. */
+  async remove(u: UserRecord, name: string): Promise<void> {
+    const id = this.idOf(name);
+    if ((await readElement(this.b, 'image', id)) === undefined) {
+      if (!this.pending.has(name)) return;
+      if (this.pendingFor(u, name, 'delete') === undefined) throw new HttpProblem(notFound(`/v1/images/${name}`), 404);
+      this.pending.delete(name);
+      return;
+    }
+    const r = await this.b.stores.image.delete(id, onBehalfOf(u))();
+    if (E.isRight(r) || r.left._tag === 'NotFound') return;
+    throw r.left._tag === 'PermissionDenied' ? new HttpProblem(notFound(`/v1/images/${name}`), 404) : new HttpProblem(r.left);
+  }
+
+  /** Starts a refresh of a ready image (unless one runs) and answers it, as `refresh` of the backend does it. */
+  async refresh(u: UserRecord, name: string, wait: number | undefined): Promise<Seen> {
+    const { view, el } = await this.visible(u, name);
+    if (el === undefined) throw new HttpProblem(notFound(`/v1/images/${name}`), 404);
+    // what a caller sees is theirs or public: a public one is the admins' to refresh
+    if (view.public && !u.admin) throw new HttpProblem(permissionDenied(`/v1/images/${name}`, u.name, 'update'), 403);
+    if (el.attributes.source === undefined)
+      throw new HttpProblem(
+        unsupported(el.id.key, 'refresh of an image without a source', 'it was uploaded as an archive: upload it again'),
+        409,
+      );
+    const refresh = operationsOf(this.b).refresh;
+    if (refresh === undefined)
+      throw new HttpProblem(unsupported(el.id.key, 'refreshing images', 'the backend cannot fetch sources again'));
+    const cur = this.refreshes.get(name);
+    const r = cur?.view.state === 'running' ? cur : this.startRefresh(name, () => refresh(el.id.key)());
+    if (wait !== undefined) await Promise.race([r.done, delay(wait)]);
+    return this.visible(u, name);
+  }
+
+  /** Runs a refresh in the background, keeping its state for the image's view. */
+  private startRefresh(name: string, run: () => Promise<E.Either<AnyError, { changed: boolean }>>): Refresh {
+    const r: Refresh = {
+      view: { state: 'running', changed: null, started: new Date().toISOString(), ended: null, error: null },
+      done: Promise.resolve(),
+    };
+    const end = (patch: Partial<RefreshView>): void => {
+      r.view = { ...r.view, ...patch, ended: new Date().toISOString() };
+    };
+    r.done = run().then(
+      (x) =>
+        E.isRight(x) ? end({ state: 'done', changed: x.right.changed }) : end({ state: 'failed', error: problemOf(x.left) }),
+      (err: unknown) => end({ state: 'failed', error: problemOf(runtimeError(this.idOf(name), 'the refresh failed', err)) }),
+    );
+    this.refreshes.set(name, r);
+    return r;
+  }
+
+  async counts(): Promise<Record<'creating' | 'ready' | 'failed', number>> {
+    const n = { creating: 0, ready: (await listElements(this.b, 'image', { store: this.store })).length, failed: 0 };
+    for (const p of this.pending.values()) n[p.state]++;
+    return n;
+  }
+}
+
+/** One create: who, what name, public or not, how long to wait, and how to make it. */
+interface CreateCall {
+  readonly user: UserRecord;
+  readonly name: string;
+  readonly isPublic: boolean;
+  readonly wait: number | undefined;
+  readonly make: (ro: Record<string, Uint8Array>) => Promise<E.Either<AnyError, Element>>;
+  /** An upload: resolves once its body was read to its end (or cut). */
+  readonly received?: Promise<void>;
+}
+
+/** An upload's body, at most `MAX_UPLOAD` bytes; `received` resolves once it was read to its end, cut, or given up. */
+const limitedUpload = (body: Readable): { data: AsyncIterable<Uint8Array>; received: Promise<void> } => {
+  let gotAll = (): void => undefined;
+  const received = new Promise<void>((r) => (gotAll = r));
+  const chunks: AsyncIterable<unknown> = body;
+  const data = async function* (): AsyncIterable<Uint8Array> {
+    let bytes = 0;
+    try {
+      for await (const c of chunks) {
+        if (!(c instanceof Uint8Array)) continue;
+        bytes += c.length;
+        if (bytes > MAX_UPLOAD) throw new Error(`the archive is larger than ${MAX_UPLOAD} bytes`);
+        yield c;
+      }
+    } finally {
+      gotAll(); // read to its end, cut by the client, or given up by the create
+    }
   };
+  return { data: data(), received };
+};
 
-  // archive uploads arrive as a stream, not parsed
-  app.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
+/** Refuses what a non-admin may not name as a source (paths, repositories that are not http(s)), and blocked URLs. */
+const checkSource = async (u: UserRecord, s: NewImage['source'], egress: EgressGuard): Promise<void> => {
+  if ((s.type === 'path' || (s.type === 'git' && !publicRepo(s.repo))) && !u.admin)
+    throw new HttpProblem(permissionDenied('/v1/images', u.name, 'create'), 403);
+  await refuseBlocked(
+    egress,
+    s.type === 'url' ? s.url : s.type === 'git' ? s.repo : undefined,
+    `source.${s.type === 'url' ? 'url' : 'repo'}`,
+  );
+};
+type NewImage = t.TypeOf<typeof NewImageC>;
 
-  route(app, db, {
+const CREATED = {
+  201: { description: 'ready within ?wait', ...json(ImageViewC) },
+  202: { description: 'creating: follow Location', ...json(ImageViewC), headers: { location: '/v1/images/{name}' } },
+};
+
+/**
+ * The image routes as a plugin (to register in the authenticated scope), and the book of
+ * images the metrics read.
+ */
+export const imageRoutes = (
+  b: Backend,
+  policy: Policy,
+  egress: EgressGuard,
+): { plugin: FastifyPluginAsync; book: ImageRoutes } => {
+  const book = new ImageBook(b, policy.imageStore);
+  const plugin: FastifyPluginAsync = async (scope) => {
+    // archive uploads arrive as a stream, not parsed (in this scope only)
+    scope.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
+    registerReads(scope, book);
+    registerCreates(scope, book, b, egress);
+    registerChanges(scope, book);
+  };
+  return { plugin, book };
+};
+
+/** `GET /v1/images` and `GET /v1/images/{name}`. */
+const registerReads = (app: FastifyInstance, book: ImageBook): void => {
+  route(app, {
     method: 'GET',
     url: '/v1/images',
     summary: 'The images the caller may use: its own and the public ones (admins: all)',
     tags: ['images'],
     auth: 'user',
     responses: { 200: { description: 'the images', ...json(ImageListC) } },
-    handler: async ({ user }) => {
-      const names = new Set([...b.registry.scan(`image://${policy.imageStore}/`).map((e) => e.id.name), ...pending.keys()]);
-      const items = [...names]
-        .sort()
-        .map((n) => view(n))
-        .filter((v): v is ImageView => v !== undefined && (user.admin || visibleTo(v.owner ?? undefined, user.name)));
-      return { items };
-    },
+    handler: async ({ user }) => ({ items: await book.list(user) }),
   });
+  route(app, {
+    method: 'GET',
+    url: '/v1/images/:name',
+    summary: 'An image: creating, ready or failed (with the problem)',
+    tags: ['images'],
+    auth: 'user',
+    params: NameParamsC,
+    responses: { 200: { description: 'the image', ...json(ImageViewC) }, 404: problem('no such image (or not the caller’s)') },
+    handler: async ({ user, params }) => (await book.visible(user, params.name)).view,
+  });
+};
 
-  route(app, db, {
+/** `POST /v1/images` (a source) and `PUT /v1/images/{name}` (an archive). */
+const registerCreates = (app: FastifyInstance, book: ImageBook, b: Backend, egress: EgressGuard): void => {
+  route(app, {
     method: 'POST',
     url: '/v1/images',
     summary: 'Create an image from a source (asynchronous: 202 and Location: /v1/images/{name}; ?wait=N: 201 when ready)',
@@ -253,28 +414,19 @@ export const registerImageRoutes = (
     body: NewImageC,
     query: CreateQueryC,
     responses: {
-      201: { description: 'ready within ?wait', ...json(ImageViewC) },
-      202: { description: 'creating: follow Location', ...json(ImageViewC), headers: { location: '/v1/images/{name}' } },
+      ...CREATED,
       403: problem('a path source, a git repository that is not http(s), or a public image, by a non-admin'),
       409: problem('an image of that name exists (NameCollision)'),
     },
     handler: async ({ reply, user, body, query }) => {
-      if ((body.source.type === 'path' || (body.source.type === 'git' && !publicRepo(body.source.repo))) && !user.admin)
-        throw new HttpProblem(permissionDenied('/v1/images', user.name, 'create'), 403);
-      const s = body.source;
-      await refuseBlocked(
-        egress,
-        s.type === 'url' ? s.url : s.type === 'git' ? s.repo : undefined,
-        `source.${s.type === 'url' ? 'url' : 'repo'}`,
-      );
+      await checkSource(user, body.source, egress);
       const options = { source: body.source };
-      return start(reply, user, body.name, body.public === true, query?.wait, (ro) =>
-        b.stores.image.create({ id: idOf(body.name), ro, options })(),
-      );
+      const id = book.idOf(body.name);
+      const make = (ro: Record<string, Uint8Array>) => b.stores.image.create({ id, ro, options })();
+      return book.start(reply, { user, name: body.name, isPublic: body.public === true, wait: query?.wait, make });
     },
   });
-
-  route(app, db, {
+  route(app, {
     method: 'PUT',
     url: '/v1/images/:name',
     summary: 'Create an image from an image archive (`docker save`) as the body (application/x-tar); asynchronous like POST',
@@ -283,53 +435,25 @@ export const registerImageRoutes = (
     params: NameParamsC,
     query: CreateQueryC,
     responses: {
-      201: { description: 'ready within ?wait', ...json(ImageViewC) },
-      202: { description: 'creating: follow Location', ...json(ImageViewC), headers: { location: '/v1/images/{name}' } },
+      ...CREATED,
       409: problem('an image of that name exists (NameCollision)'),
       415: problem('the body is not application/x-tar or application/octet-stream'),
     },
     handler: async ({ req, reply, user, params, query }) => {
-      const body = req.body as Readable | undefined;
-      if (body === undefined || typeof (body as { pipe?: unknown }).pipe !== 'function')
+      if (!(req.body instanceof Readable))
         throw new HttpProblem(invalidEntry('send the archive as application/x-tar', '', ['body']), 415);
-      let bytes = 0;
-      let gotAll = (): void => undefined;
-      const received = new Promise<void>((r) => (gotAll = r));
-      const limited = async function* (): AsyncIterable<Uint8Array> {
-        try {
-          for await (const c of body as AsyncIterable<Buffer>) {
-            bytes += c.length;
-            if (bytes > MAX_UPLOAD) throw new Error(`the archive is larger than ${MAX_UPLOAD} bytes`);
-            yield c;
-          }
-        } finally {
-          gotAll(); // read to its end, cut by the client, or given up by the create
-        }
-      };
-      return start(
-        reply,
-        user,
-        params.name,
-        query?.public === true,
-        query?.wait,
-        (ro) => b.stores.image.create({ id: idOf(params.name), ro, data: limited(), options: { source: { type: 'tarball' } } })(),
-        received,
-      );
+      const { data, received } = limitedUpload(req.body);
+      const id = book.idOf(params.name);
+      const options = { source: { type: 'tarball' } };
+      const make = (ro: Record<string, Uint8Array>) => b.stores.image.create({ id, ro, data, options })();
+      return book.start(reply, { user, name: params.name, isPublic: query?.public === true, wait: query?.wait, make, received });
     },
   });
+};
 
-  route(app, db, {
-    method: 'GET',
-    url: '/v1/images/:name',
-    summary: 'An image: creating, ready or failed (with the problem)',
-    tags: ['images'],
-    auth: 'user',
-    params: NameParamsC,
-    responses: { 200: { description: 'the image', ...json(ImageViewC) }, 404: problem('no such image (or not the caller’s)') },
-    handler: async ({ user, params }) => visible(user, params.name),
-  });
-
-  route(app, db, {
+/** `DELETE /v1/images/{name}` and `POST /v1/images/{name}/refresh`. */
+const registerChanges = (app: FastifyInstance, book: ImageBook): void => {
+  route(app, {
     method: 'DELETE',
     url: '/v1/images/:name',
     summary: 'Remove an image (its owner or an admin); idempotent',
@@ -338,20 +462,11 @@ export const registerImageRoutes = (
     params: NameParamsC,
     responses: { 204: { description: 'gone' }, 404: problem('no such image'), 409: problem('in use (InUse)') },
     handler: async ({ reply, user, params }) => {
-      const v = view(params.name);
-      if (v === undefined) return reply.code(204).send();
-      if (!(user.admin || v.owner === user.name)) throw new HttpProblem(notFound(`/v1/images/${params.name}`), 404);
-      if (v.state !== 'ready') {
-        pending.delete(params.name);
-        return reply.code(204).send();
-      }
-      const r = await b.stores.image.delete(idOf(params.name))();
-      if (E.isLeft(r) && r.left._tag !== 'NotFound') throw new HttpProblem(r.left);
+      await book.remove(user, params.name);
       return reply.code(204).send();
     },
   });
-
-  route(app, db, {
+  route(app, {
     method: 'POST',
     url: '/v1/images/:name/refresh',
     summary:
@@ -369,51 +484,9 @@ export const registerImageRoutes = (
       501: problem('the backend cannot refresh images'),
     },
     handler: async ({ reply, user, params, query }) => {
-      const name = params.name;
-      const v = visible(user, name);
-      if (v.state !== 'ready') throw new HttpProblem(notFound(`/v1/images/${name}`), 404);
-      if (!(user.admin || v.owner === user.name))
-        throw new HttpProblem(permissionDenied(`/v1/images/${name}`, user.name, 'update'), 403);
-      const el = b.registry.get(idOf(name));
-      if (el?.attributes.source === undefined)
-        throw new HttpProblem(
-          unsupported(idOf(name), 'refresh of an image without a source', 'it was uploaded as an archive: upload it again'),
-          409,
-        );
-      const refresh = operationsOf(b).refresh;
-      if (refresh === undefined)
-        throw new HttpProblem(unsupported(idOf(name), 'refreshing images', 'the backend cannot fetch sources again'));
-      let cur = refreshes.get(name);
-      if (cur?.view.state !== 'running') {
-        const r: { view: RefreshView; done: Promise<void> } = {
-          view: { state: 'running', changed: null, started: new Date().toISOString(), ended: null, error: null },
-          done: Promise.resolve(),
-        };
-        const end = (patch: Partial<RefreshView>): void => {
-          r.view = { ...r.view, ...patch, ended: new Date().toISOString() };
-        };
-        r.done = refresh(idOf(name))().then(
-          (x) =>
-            E.isRight(x) ? end({ state: 'done', changed: x.right.changed }) : end({ state: 'failed', error: problemOf(x.left) }),
-          (err: unknown) => end({ state: 'failed', error: problemOf(runtimeError(idOf(name), 'the refresh failed', err)) }),
-        );
-        refreshes.set(name, r);
-        cur = r;
-      }
-      const wait = query?.wait;
-      if (wait !== undefined) await Promise.race([cur.done, new Promise((res) => setTimeout(res, wait * 1000).unref())]);
-      reply.header('location', `/v1/images/${name}`);
-      const now = visible(user, name);
-      return reply.code(now.refresh?.state === 'running' ? 202 : 200).send(now);
+      const { view } = await book.refresh(user, params.name, query?.wait);
+      reply.header('location', `/v1/images/${params.name}`);
+      return reply.code(view.refresh?.state === 'running' ? 202 : 200).send(view);
     },
   });
-
-  return {
-    counts: () => {
-      const n = { creating: 0, ready: 0, failed: 0 };
-      n.ready = b.registry.scan(`image://${policy.imageStore}/`).length;
-      for (const p of pending.values()) n[p.state]++;
-      return n;
-    },
-  };
 };

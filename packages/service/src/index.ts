@@ -11,7 +11,7 @@ export * from './spec.js';
 export { toJsonSchema, decodeWith, type JsonSchema, type JsonValue } from './codec.js';
 export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
 export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
-export { elementsOf, serviceTaskOf, SYSTEM } from './runner.js';
+export { elementsOf, serviceTaskOf, SYSTEM } from './elements.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
 export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';
 export {

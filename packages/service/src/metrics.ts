@@ -10,34 +10,22 @@ export interface Sources {
   /** The warm pool's figures (undefined: the backend has none). */
   readonly pool?: () => PoolStats | undefined;
   /** Images by state. */
-  readonly images?: () => Readonly<Record<string, number>>;
+  readonly images?: () => Promise<Readonly<Record<string, number>>>;
 }
 
 /** The service's metrics. */
 export interface Metrics {
+  /** The prom-client registry of the service's metrics (what `GET /metrics` answers). */
+  readonly prometheus: Registry;
+  /** @deprecated the same as `prometheus` (the name read as the element registry's). */
   readonly registry: Registry;
   readonly requests: Histogram<'method' | 'route' | 'status'>;
   readonly accepted: Counter;
   readonly reaped: Counter;
 }
 
-/** Makes the metrics; gauges read the queue when scraped. */
-export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sources = {}): Metrics => {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'lessl_' });
-  const requests = new Histogram({
-    name: 'lessl_http_request_duration_seconds',
-    help: 'HTTP requests by method, route and status',
-    labelNames: ['method', 'route', 'status'] as const,
-    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
-    registers: [registry],
-  });
-  const accepted = new Counter({ name: 'lessl_jobs_accepted_total', help: 'jobs accepted', registers: [registry] });
-  const reaped = new Counter({
-    name: 'lessl_tasks_reaped_total',
-    help: 'tasks removed by the TTL reaper',
-    registers: [registry],
-  });
+/** The job gauges: jobs by state, and those this process runs. */
+const jobGauges = (registry: Registry, db: ServiceDb, running: () => number): void => {
   new Gauge({
     name: 'lessl_jobs',
     help: 'jobs by state',
@@ -57,7 +45,10 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
       this.set(running());
     },
   });
-  // the pool's counters only grow while a profile lives: each scrape adds what they grew by
+};
+
+/** The pool's hit and miss counters: they only grow while a profile lives, so each scrape adds what they grew by. */
+const poolCounters = (registry: Registry, sources: Sources): void => {
   const seen = new Map<string, number>();
   const grow = (c: Counter<'profile' | 'image'>, field: 'hits' | 'misses'): void => {
     for (const p of sources.pool?.()?.profiles ?? []) {
@@ -68,24 +59,22 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
       if (d > 0 || had === undefined) c.inc({ profile: p.key, image: p.image }, Math.max(d, 0)); // a new profile shows 0
     }
   };
-  new Counter({
-    name: 'lessl_pool_hits_total',
-    help: 'one-shot tasks that took a warm container, by pool profile',
-    labelNames: ['profile', 'image'] as const,
-    registers: [registry],
-    collect() {
-      grow(this, 'hits');
-    },
-  });
-  new Counter({
-    name: 'lessl_pool_misses_total',
-    help: 'tasks of a pool profile that found no warm container ready (cold start)',
-    labelNames: ['profile', 'image'] as const,
-    registers: [registry],
-    collect() {
-      grow(this, 'misses');
-    },
-  });
+  const counter = (field: 'hits' | 'misses', name: string, help: string): void =>
+    void new Counter({
+      name,
+      help,
+      labelNames: ['profile', 'image'] as const,
+      registers: [registry],
+      collect() {
+        grow(this, field);
+      },
+    });
+  counter('hits', 'lessl_pool_hits_total', 'one-shot tasks that took a warm container, by pool profile');
+  counter('misses', 'lessl_pool_misses_total', 'tasks of a pool profile that found no warm container ready (cold start)');
+};
+
+/** The pool's size and the images by state. */
+const stateGauges = (registry: Registry, sources: Sources): void => {
   new Gauge({
     name: 'lessl_pool_size',
     help: 'warm containers by pool profile and state (ready: waiting for a task; starting: being made)',
@@ -104,9 +93,31 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
     help: 'images by state',
     labelNames: ['state'] as const,
     registers: [registry],
-    collect() {
-      for (const [state, v] of Object.entries(sources.images?.() ?? {})) this.set({ state }, v);
+    async collect() {
+      for (const [state, v] of Object.entries((await sources.images?.()) ?? {})) this.set({ state }, v);
     },
   });
-  return { registry, requests, accepted, reaped };
+};
+
+/** Makes the metrics; gauges read the queue, the pool and the images when scraped. */
+export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sources = {}): Metrics => {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'lessl_' });
+  const requests = new Histogram({
+    name: 'lessl_http_request_duration_seconds',
+    help: 'HTTP requests by method, route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [registry],
+  });
+  const accepted = new Counter({ name: 'lessl_jobs_accepted_total', help: 'jobs accepted', registers: [registry] });
+  const reaped = new Counter({
+    name: 'lessl_tasks_reaped_total',
+    help: 'tasks removed by the TTL reaper',
+    registers: [registry],
+  });
+  jobGauges(registry, db, running);
+  poolCounters(registry, sources);
+  stateGauges(registry, sources);
+  return { prometheus: registry, registry, requests, accepted, reaped };
 };

@@ -7,38 +7,27 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
-import type { FastifyInstance } from 'fastify';
-import { LesslError, unsupported, utf8, type AnyError, type ExecutorOptions } from '@lessl/core';
+import type { FastifyPluginAsync } from 'fastify';
+import { LesslError, unsupported, utf8, type AnyError, type ExecutorOptions, type PoolView } from '@lessl/core';
 import type { Backend } from '@lessl/level';
-import type {
-  PoolProfileRequest,
-  PoolStats,
-  PreloadRequest,
-  PreloadResult,
-  PurgeOptions,
-  PurgeReport,
-  RefreshReport,
-} from '@lessl/docker';
+import type { DockerBackend, PoolProfileRequest, PoolStats, PreloadResult } from '@lessl/docker';
 import { decodeWith, describe, int, list, str, strict } from './codec.js';
-import type { ServiceDb } from './db.js';
 import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
 import { HttpProblem } from './problem.js';
 
 /** The backend operations the service uses when the backend has them (the Docker backend does). */
-export interface Operations {
-  readonly pool?: {
-    configure(profiles: readonly PoolProfileRequest[], opts?: { memoryCapBytes?: number }): TaskEither<AnyError, PoolStats>;
-    stats(): PoolStats;
-  };
-  purge?(opts?: PurgeOptions): TaskEither<AnyError, PurgeReport>;
-  refresh?(id: string): TaskEither<AnyError, RefreshReport>;
-  preload?(images: readonly PreloadRequest[]): TaskEither<AnyError, PreloadResult[]>;
-}
+export type Operations = Partial<Pick<DockerBackend, 'pool' | 'purge' | 'refresh' | 'preload' | 'hosts'>>;
 
-/** The operations `b` has. */
-export const operationsOf = (b: Backend): Operations => b as Backend & Operations;
+/**
+ * True when `b` carries the Docker backend's operations (pool, purge, refresh, preload, hosts).
+ * The capability manifest (`b.supports`) says what a backend can do; these members are where.
+ */
+export const hasOperations = (b: Backend): b is DockerBackend =>
+  'pool' in b && 'purge' in b && 'refresh' in b && 'preload' in b && 'hosts' in b;
+
+/** The operations `b` has (none on a backend without them, e.g. the memory backend). */
+export const operationsOf = (b: Backend): Operations => (hasOperations(b) ? b : {});
 
 const ImageNameC = str(512, 1);
 /** A warm pool profile as the operator gives it: an image and the limits of the tasks it serves (the policy's defaults for what it leaves out). */
@@ -64,7 +53,7 @@ export const PoolConfigC = strict(
 export type PoolConfig = t.TypeOf<typeof PoolConfigC>;
 
 const Count = t.number;
-/** What `GET|PUT /v1/pool` answer. */
+/** What `GET|PUT /v1/pool` answer: the pool view of `@lessl/core` (checked below), as a codec for the OpenAPI document. */
 export const PoolViewC = strict('Pool', {
   profiles: t.array(
     strict('PoolProfileStats', {
@@ -83,6 +72,10 @@ export const PoolViewC = strict('Pool', {
   memoryBytes: Count,
   memoryCapBytes: Count,
 });
+
+/** The codec and the shared view are one shape. */
+const _sameShape = (v: t.TypeOf<typeof PoolViewC>): PoolView => v;
+void _sameShape;
 
 /** The body of `POST /v1/images/purge`. */
 export const PurgeBodyC = strict(
@@ -167,57 +160,61 @@ export const orThrow = <A>(e: E.Either<AnyError, A>): A => {
   return e.right;
 };
 
-/** Registers `GET|PUT /v1/pool` and `POST /v1/images/purge`. */
-export const registerOperatorRoutes = (app: FastifyInstance, db: ServiceDb, b: Backend, policy: Policy): void => {
-  const ops = operationsOf(b);
-  route(app, db, {
-    method: 'GET',
-    url: '/v1/pool',
-    summary: 'The warm pool: per profile its ready and starting containers, hits and misses (admins)',
-    tags: ['operator'],
-    auth: 'admin',
-    responses: { 200: { description: 'the pool', ...json(PoolViewC) }, 501: problem('no warm pool on this backend') },
-    handler: async () => {
-      if (ops.pool === undefined) throw unsupportedHere('a warm pool');
-      return ops.pool.stats();
-    },
-  });
-  route(app, db, {
-    method: 'PUT',
-    url: '/v1/pool',
-    summary: 'Replace the warm pool’s profiles (admins); answers once the ready containers run',
-    tags: ['operator'],
-    auth: 'admin',
-    body: PoolConfigC,
-    responses: {
-      200: { description: 'the pool', ...json(PoolViewC) },
-      404: problem('a profile names an image that does not exist'),
-      501: problem('no warm pool on this backend'),
-    },
-    handler: async ({ body }) => {
-      if (ops.pool === undefined) throw unsupportedHere('a warm pool');
-      const r = await configurePool(b, policy, body);
-      if (E.isLeft(r)) throw new HttpProblem(r.left);
-      return r.right;
-    },
-  });
-  route(app, db, {
-    method: 'POST',
-    url: '/v1/images/purge',
-    summary:
-      'Remove least recently used images nothing uses (admins): those unused for unusedForMs, then the oldest down to keepBytes',
-    tags: ['operator'],
-    auth: 'admin',
-    bodyDoc: PurgeBodyC,
-    // no body at all is an empty request: purge nothing but what is stale (and report)
-    bodyDecode: (u) =>
-      E.mapLeft((e: AnyError) => new HttpProblem(e, 400))(decodeWith(PurgeBodyC, u === undefined || u === null ? {} : u, 'body')),
-    responses: { 200: { description: 'what was removed', ...json(PurgeViewC) }, 501: problem('no purge on this backend') },
-    handler: async ({ body }) => {
-      if (ops.purge === undefined) throw unsupportedHere('purging images');
-      const r = await ops.purge(body)();
-      if (E.isLeft(r)) throw new HttpProblem(r.left);
-      return { ...r.right, dryRun: body.dryRun === true };
-    },
-  });
-};
+/** The plugin of `GET|PUT /v1/pool` and `POST /v1/images/purge` (admins; to register in the authenticated scope). */
+export const operatorRoutes =
+  (b: Backend, policy: Policy): FastifyPluginAsync =>
+  async (app) => {
+    const ops = operationsOf(b);
+    route(app, {
+      method: 'GET',
+      url: '/v1/pool',
+      summary: 'The warm pool: per profile its ready and starting containers, hits and misses (admins)',
+      tags: ['operator'],
+      auth: 'admin',
+      responses: { 200: { description: 'the pool', ...json(PoolViewC) }, 501: problem('no warm pool on this backend') },
+      handler: async () => {
+        if (ops.pool === undefined) throw unsupportedHere('a warm pool');
+        return ops.pool.stats();
+      },
+    });
+    route(app, {
+      method: 'PUT',
+      url: '/v1/pool',
+      summary: 'Replace the warm pool’s profiles (admins); answers once the ready containers run',
+      tags: ['operator'],
+      auth: 'admin',
+      body: PoolConfigC,
+      responses: {
+        200: { description: 'the pool', ...json(PoolViewC) },
+        404: problem('a profile names an image that does not exist'),
+        501: problem('no warm pool on this backend'),
+      },
+      handler: async ({ body }) => {
+        if (ops.pool === undefined) throw unsupportedHere('a warm pool');
+        const r = await configurePool(b, policy, body);
+        if (E.isLeft(r)) throw new HttpProblem(r.left);
+        return r.right;
+      },
+    });
+    route(app, {
+      method: 'POST',
+      url: '/v1/images/purge',
+      summary:
+        'Remove least recently used images nothing uses (admins): those unused for unusedForMs, then the oldest down to keepBytes',
+      tags: ['operator'],
+      auth: 'admin',
+      bodyDoc: PurgeBodyC,
+      // no body at all is an empty request: purge nothing but what is stale (and report)
+      bodyDecode: (u) =>
+        E.mapLeft((e: AnyError) => new HttpProblem(e, 400))(
+          decodeWith(PurgeBodyC, u === undefined || u === null ? {} : u, 'body'),
+        ),
+      responses: { 200: { description: 'what was removed', ...json(PurgeViewC) }, 501: problem('no purge on this backend') },
+      handler: async ({ body }) => {
+        if (ops.purge === undefined) throw unsupportedHere('purging images');
+        const r = await ops.purge(body)();
+        if (E.isLeft(r)) throw new HttpProblem(r.left);
+        return { ...r.right, dryRun: body.dryRun === true };
+      },
+    });
+  };

@@ -3,7 +3,7 @@
  * inline data decoded, the image resolved to a lessl ID. Pure; never throws.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidEntry, type InvalidEntry } from '@lessl/core';
+import { invalidEntry, keyOf, type InvalidEntry } from '@lessl/core';
 import type { Limits, TaskSpecV1 } from './spec.js';
 
 /** Limits with every field set (memory bytes, cpus, pids, timeout seconds, output bytes). */
@@ -94,41 +94,50 @@ const joinPath = (dir: string, name: string): string => `${dir.replace(/\/+$/, '
 
 /** The image ID a spec's `image` names. */
 export const imageId = (image: string, store: string): string =>
-  image.startsWith('image://') ? image : `image://${store}/${image}`;
+  image.startsWith('image://') ? image : keyOf('image', store, image);
+
+const LIMIT_KEYS = ['memory', 'cpus', 'pids', 'timeout', 'output'] as const;
 
 /**
- * Applies the policy to a spec. `maxima` are the caller's (default: the operator's). Limits past
- * the maxima, a network the operator does not allow, bad base64: `InvalidEntry`.
+ * A task's limits: those asked for, else the operator's defaults. A default above the caller's
+ * maximum is lowered to it; only what the caller asked for is refused.
  */
-export const planTask = (
-  spec: TaskSpecV1,
-  policy: Policy,
-  maxima: FullLimits = policy.maxima,
-): E.Either<InvalidEntry, TaskPlan> => {
-  const limits = { ...policy.defaults, ...(spec.limits ?? {}) } as FullLimits;
-  const over = (Object.keys(limits) as (keyof FullLimits)[]).filter((k) => limits[k] > maxima[k]);
-  // a default above a user's own maximum is lowered to it; only what the caller asked for is refused
-  const asked = over.filter((k) => spec.limits?.[k] !== undefined);
-  if (asked.length > 0)
+const limitsOf = (spec: TaskSpecV1, policy: Policy, maxima: FullLimits): E.Either<InvalidEntry, FullLimits> => {
+  const asked = spec.limits ?? {};
+  const past = LIMIT_KEYS.filter((k) => (asked[k] ?? 0) > maxima[k]);
+  if (past.length > 0)
     return E.left(
       invalidEntry(
-        `limits past your maxima: ${asked.map((k) => `${k} ${limits[k]} > ${maxima[k]}`).join(', ')}`,
+        `limits past your maxima: ${past.map((k) => `${k} ${asked[k] ?? 0} > ${maxima[k]}`).join(', ')}`,
         '',
-        asked.map((k) => `limits.${k}`),
+        past.map((k) => `limits.${k}`),
       ),
     );
-  for (const k of over) limits[k] = maxima[k];
-  const network = spec.network ?? 'none';
+  const pick = (k: keyof FullLimits): number => asked[k] ?? Math.min(policy.defaults[k], maxima[k]);
+  return E.right({
+    memory: pick('memory'),
+    cpus: pick('cpus'),
+    pids: pick('pids'),
+    timeout: pick('timeout'),
+    output: pick('output'),
+  });
+};
+
+/** Refuses a network the operator does not allow, and a ttl past the maximum. */
+const checkPolicy = (spec: TaskSpecV1, policy: Policy, network: string): InvalidEntry | undefined => {
   if (network !== 'none' && !policy.networks.includes(network))
-    return E.left(
-      invalidEntry(
-        `network "${network}" is not allowed here (allowed: none${policy.networks.map((n) => `, ${n}`).join('')})`,
-        '',
-        ['network'],
-      ),
+    return invalidEntry(
+      `network "${network}" is not allowed here (allowed: none${policy.networks.map((n) => `, ${n}`).join('')})`,
+      '',
+      ['network'],
     );
   if (spec.ttl !== undefined && spec.ttl > policy.maxTtl)
-    return E.left(invalidEntry(`ttl ${spec.ttl} is past the maximum ${policy.maxTtl}`, '', ['ttl']));
+    return invalidEntry(`ttl ${spec.ttl} is past the maximum ${policy.maxTtl}`, '', ['ttl']);
+  return undefined;
+};
+
+/** The spec's resources as files (data inline or fetched from `src`) and volume mounts; bad base64 is refused. */
+const resourcesOf = (spec: TaskSpecV1): E.Either<InvalidEntry, { files: FilePlan[]; mounts: MountPlan[] }> => {
   const files: FilePlan[] = [];
   const mounts: MountPlan[] = [];
   for (const [i, r] of (spec.resources ?? []).entries()) {
@@ -141,12 +150,39 @@ export const planTask = (
       files.push({ path: r.dest ?? '/', data: bytes.toString('base64') });
     }
   }
+  return E.right({ files, mounts });
+};
+
+/** Refuses resources that collide, go into / itself, or into more than 8 directories. */
+const checkPlaces = (files: readonly FilePlan[], mounts: readonly MountPlan[]): InvalidEntry | undefined => {
   const paths = [...files.map((f) => f.path), ...mounts.map((m) => m.mountpoint)];
   const dup = paths.find((p, i) => paths.indexOf(p) !== i);
-  if (dup !== undefined) return E.left(invalidEntry(`two resources go to ${dup}`, '', ['resources']));
+  if (dup !== undefined) return invalidEntry(`two resources go to ${dup}`, '', ['resources']);
   if (mounts.some((m) => m.mountpoint === '/') || files.some((f) => dirOf(f.path) === '/' || f.path.endsWith('/')))
-    return E.left(invalidEntry('resources cannot go into / itself: name a directory (e.g. /opt)', '', ['resources']));
-  if (fileDirs(files).length > 8) return E.left(invalidEntry('resources go into more than 8 directories', '', ['resources']));
+    return invalidEntry('resources cannot go into / itself: name a directory (e.g. /opt)', '', ['resources']);
+  if (fileDirs(files).length > 8) return invalidEntry('resources go into more than 8 directories', '', ['resources']);
+  return undefined;
+};
+
+/**
+ * Applies the policy to a spec. `maxima` are the caller's (default: the operator's). Limits past
+ * the maxima, a network the operator does not allow, bad base64: `InvalidEntry`.
+ */
+export const planTask = (
+  spec: TaskSpecV1,
+  policy: Policy,
+  maxima: FullLimits = policy.maxima,
+): E.Either<InvalidEntry, TaskPlan> => {
+  const limits = limitsOf(spec, policy, maxima);
+  if (E.isLeft(limits)) return limits;
+  const network = spec.network ?? 'none';
+  const refused = checkPolicy(spec, policy, network);
+  if (refused !== undefined) return E.left(refused);
+  const res = resourcesOf(spec);
+  if (E.isLeft(res)) return res;
+  const { files, mounts } = res.right;
+  const misplaced = checkPlaces(files, mounts);
+  if (misplaced !== undefined) return E.left(misplaced);
   return E.right({
     image: imageId(spec.image, policy.imageStore),
     daemon: spec.daemon === true,
@@ -157,7 +193,7 @@ export const planTask = (
     cmd: spec.cmd ?? [],
     files,
     mounts,
-    limits,
+    limits: limits.right,
     network,
   });
 };

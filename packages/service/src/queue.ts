@@ -174,7 +174,8 @@ export class JobQueue {
   private pump(): void {
     while (!this.stopped && this.running.size < this.concurrency && this.db.queue.length > 0) {
       // the in-memory queue changes only once the batch is durable: take the entry now so the loop moves on
-      const id = this.db.queue.shift() as string;
+      const id = this.db.queue.shift();
+      if (id === undefined) break;
       this.running.set(id, new AbortController());
       let claimed: JobRecord | undefined;
       const claim = (j: JobRecord): JobRecord | undefined =>

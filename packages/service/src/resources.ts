@@ -94,7 +94,8 @@ export const tarOf = async (files: readonly { readonly name: string; readonly da
   const p = pack();
   for (const f of files) p.entry({ name: f.name, mode: f.data.subarray(0, 2).toString() === '#!' ? 0o755 : 0o644 }, f.data);
   p.finalize();
-  const parts: Buffer[] = [];
-  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
+  const parts: Uint8Array[] = [];
+  const chunks: AsyncIterable<unknown> = p;
+  for await (const c of chunks) if (c instanceof Uint8Array) parts.push(c);
   return new Uint8Array(Buffer.concat(parts));
 };

@@ -34,13 +34,14 @@ const taskOver = (r: TaskRecord): number | undefined =>
   r.deleted ? Math.max(ms(r.ended), ms(r.created)) : r.state === 'expired' ? Math.max(ms(r.expires), ms(r.ended)) : undefined;
 
 /** Task records past the window whose containers and elements are gone. */
-const staleTasks = (db: ServiceDb, cutoff: number, hasElements: (task: string) => boolean): string[] =>
-  [...db.tasks.values()]
-    .filter((r) => {
-      const over = taskOver(r);
-      return over !== undefined && over <= cutoff && !hasElements(r.id);
-    })
-    .map((r) => r.id);
+const staleTasks = async (db: ServiceDb, cutoff: number, hasElements: (task: string) => Promise<boolean>): Promise<string[]> => {
+  const out: string[] = [];
+  for (const r of db.tasks.values()) {
+    const over = taskOver(r);
+    if (over !== undefined && over <= cutoff && !(await hasElements(r.id))) out.push(r.id);
+  }
+  return out;
+};
 
 /** Ended jobs past the window none of whose tasks is kept. */
 const staleJobs = (db: ServiceDb, cutoff: number, goneTasks: ReadonlySet<string>): JobRecord[] =>
@@ -59,14 +60,14 @@ export const prune = async (
   db: ServiceDb,
   backend: Backend,
   retention: Retention,
-  hasElements: (task: string) => boolean,
+  hasElements: (task: string) => Promise<boolean>,
   now = Date.now(),
 ): Promise<PruneResult> => {
-  const tasks = staleTasks(db, now - retention.tasks * 1000, hasElements);
+  const tasks = await staleTasks(db, now - retention.tasks * 1000, hasElements);
   const jobs = staleJobs(db, now - retention.jobs * 1000, new Set(tasks)).map((j) => j.id);
   const gone = new Set(jobs);
   const keys = [...db.idempotency].filter(([, job]) => gone.has(job)).map(([k]) => k);
   if (tasks.length + jobs.length > 0) await db.commit({ delTasks: tasks, delJobs: jobs, delIdempotency: keys });
-  const events = await backend.registry.compactEvents(new Date(now - retention.events * 1000));
+  const events = await backend.compactEvents(new Date(now - retention.events * 1000));
   return { tasks: tasks.length, jobs: jobs.length, events };
 };

@@ -1,35 +1,19 @@
 /**
- * Runs a service task on the SDK. A task is lessl elements named after it:
- *   executor://local/<task>          the container
- *   task://local/<task>.main         its main process, `sleep <ttl>` (keeps the container up)
- *   task://local/<task>.c<i>         command i, `/bin/sh -c <cmd>`, exec'd in order
- *   volume://local/<task>.r<i>       the resource files of one directory, mounted there
- * every one with ro metadata `owner` and `lessl.service.task`. Each phase looks at what the
- * registry already holds, so a run interrupted by a crash resumes where it stopped: nothing is
- * started twice (a command whose element exists is waited for, not started again).
+ * Runs a service task on the SDK. A task is lessl elements named after it (see elements.ts):
+ * its container (executor), its main process `sleep <ttl>` (keeps the container up), command i
+ * as `/bin/sh -c <cmd>` exec'd in order, and a volume per directory of resource files, every one
+ * with ro metadata `owner` and `lessl.service.task`. Each phase looks at what the stores already
+ * hold, so a run interrupted by a crash resumes where it stopped: nothing is started twice (a
+ * command whose element exists is waited for, not started again).
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { fromUtf8, runtimeError, taskStatusOf, utf8, type AnyError, type ExecutorOptions, type TaskResult } from '@lessl/core';
+import { runtimeError, taskStatusOf, utf8, type AnyError, type ExecutorOptions, type TaskResult } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import type { CommandRecord, ErrorRecord, ServiceDb, TaskRecord } from './db.js';
 import { dirOf, fileDirs, type Policy, type TaskPlan } from './plan.js';
 import { fetchSrc, tarOf } from './resources.js';
 import type { EgressGuard } from '@lessl/docker';
-
-/** The lessl element IDs of a service task. */
-export const elementsOf = (task: string) => ({
-  executor: `executor://local/${task}`,
-  main: `task://local/${task}.main`,
-  command: (i: number) => `task://local/${task}.c${i}`,
-  volume: (i: number) => `volume://local/${task}.r${i}`,
-});
-
-/** The service task an element belongs to (from its name), or undefined. */
-export const serviceTaskOf = (elementId: string): string | undefined =>
-  /^[a-z]+:\/\/local\/(t_[a-z0-9]+)(\.|$)/.exec(elementId)?.[1];
-
-/** The principal the service itself uses (the authorizer lets it do everything). */
-export const SYSTEM = 'lessl-service';
+import { as, elementsOf, listElements, membersOf, readElement, SERVICE, taskElements, volumeId } from './elements.js';
 
 /** What the runner needs. */
 export interface RunnerDeps {
@@ -107,94 +91,122 @@ export class Runner {
         const span = spanOf(rec, range);
         // an exec whose commands were all skipped (an earlier one failed) has nothing to start
         if (range !== null && !rec.commands.slice(span.from, span.to).some(unended)) return null;
-        if (this.b.registry.get(elementsOf(task).executor) === undefined) await this.start(rec, signal);
+        if ((await readElement(this.b, 'executor', elementsOf(task).executor)) === undefined) await this.start(rec, signal);
         else if (rec.started === null) await this.update(task, () => startedFields(rec.plan));
         await this.commands(task, span, signal);
-        if (this.closing) return null;
-        const after = this.d.db.tasks.get(task);
-        if (after !== undefined && !after.plan.daemon && !after.deleted) {
-          // a command that ran as the main process took its container with it: only records are left,
-          // removed next on this task's chain, after the job ended; a keep-alive container goes first
-          if (this.b.registry.get(elementsOf(task).main) === undefined)
-            void this.serialize(task, () => this.teardown(task, false));
-          else await this.teardown(task, false);
-          await this.update(task, (r) => ({ state: finalState(r.commands), ended: now() }));
-        }
+        if (!this.closing) await this.finish(task);
         return null;
       } catch (err) {
-        if (this.closing) return null;
-        const e = err instanceof Failed ? err.error : runtimeError(task, 'the task failed', err);
-        await this.teardown(task, false);
-        // what is left (records of commands that ran) goes at the ttl, counted from now if it never started
-        // the failure stops the rest: commands not started yet are skipped (later execs' too)
-        await this.update(task, (r) =>
-          r.deleted
-            ? {}
-            : {
-                state: signal.aborted ? 'cancelled' : 'failed',
-                ended: now(),
-                error: errorRecord(e),
-                expires: r.expires ?? new Date(Date.now() + r.plan.ttl * 1000).toISOString(),
-                commands: skipPending(r.commands, 0),
-              },
-        );
-        return errorRecord(e);
+        return this.closing ? null : this.fail(task, err, signal);
       }
     });
+  }
+
+  /** The end of a one-shot task's run: its container goes, its state is the commands'. */
+  private async finish(task: string): Promise<void> {
+    const after = this.d.db.tasks.get(task);
+    if (after === undefined || after.plan.daemon || after.deleted) return;
+    // a command that ran as the main process took its container with it: only records are left,
+    // removed next on this task's chain, after the job ended; a keep-alive container goes first
+    if ((await readElement(this.b, 'task', elementsOf(task).main)) === undefined)
+      void this.serialize(task, () => this.teardown(task, false));
+    else await this.teardown(task, false);
+    await this.update(task, (r) => ({ state: finalState(r.commands), ended: now() }));
+  }
+
+  /** A failed run: its container goes, the task is failed (or cancelled) and its pending commands skipped. */
+  private async fail(task: string, err: unknown, signal: AbortSignal): Promise<ErrorRecord> {
+    const e = err instanceof Failed ? err.error : runtimeError(task, 'the task failed', err);
+    await this.teardown(task, false);
+    // what is left (records of commands that ran) goes at the ttl, counted from now if it never started
+    // the failure stops the rest: commands not started yet are skipped (later execs' too)
+    await this.update(task, (r) =>
+      r.deleted
+        ? {}
+        : {
+            state: signal.aborted ? 'cancelled' : 'failed',
+            ended: now(),
+            error: errorRecord(e),
+            expires: r.expires ?? new Date(Date.now() + r.plan.ttl * 1000).toISOString(),
+            commands: skipPending(r.commands, 0),
+          },
+    );
+    return errorRecord(e);
   }
 
   /** Phase 1: resources (fetched, packed into per-directory volumes), the caller's volumes, the container. */
   private async start(rec: TaskRecord, signal: AbortSignal): Promise<void> {
     const { plan, owner, id } = rec;
-    const el = elementsOf(id);
-    const ro = utf8({ owner, 'lessl.service.task': id });
-    const image = this.b.registry.get(plan.image);
-    if (image === undefined || !visibleTo(fromUtf8(image.ro).owner, owner))
+    // the owner's own reads: the authorizer answers whether the image and volumes are theirs (or public)
+    if ((await readElement(this.b, 'image', plan.image, as(owner))) === undefined)
       throw new Failed(runtimeError(plan.image, `unknown image ${plan.image}`));
-    const volumes: { id: string; mountpoint: string; readOnly: boolean }[] = [];
-    for (const [i, dir] of fileDirs(plan.files).entries()) {
+    const volumes = [...(await this.resourceVolumes(rec, signal)), ...(await this.ownVolumes(rec))];
+    // a one-shot task of one command runs it as the container's process (no exec); otherwise a
+    // keep-alive main process holds the container while the commands are exec'd in turn
+    const direct = !plan.daemon && rec.commands.length === 1;
+    const main = await this.mainTask(rec, direct);
+    await this.compose(rec, volumes, main, signal);
+    await this.update(id, (cur) => ({
+      ...startedFields(plan),
+      ...(direct ? { commands: replace(cur.commands, 0, { ...commandAt(cur, 0), state: 'running', startedAt: now() }) } : {}),
+    }));
+  }
+
+  /** The per-directory volumes of the task's resource files (made unless a previous run did). */
+  private async resourceVolumes(rec: TaskRecord, signal: AbortSignal): Promise<Mount[]> {
+    const el = elementsOf(rec.id);
+    const out: Mount[] = [];
+    for (const [i, dir] of fileDirs(rec.plan.files).entries()) {
       const vid = el.volume(i);
-      if (this.b.registry.get(vid) === undefined) {
+      if ((await readElement(this.b, 'volume', vid)) === undefined) {
         const files: { name: string; data: Buffer }[] = [];
-        for (const f of plan.files.filter((x) => dirOf(x.path) === dir)) {
+        for (const f of rec.plan.files.filter((x) => dirOf(x.path) === dir)) {
           const data =
             f.src === undefined
               ? Buffer.from(f.data ?? '', 'base64')
               : await ok(() => fetchSrc(f.src ?? '', this.d.policy.fetch, this.d.egress, signal));
           files.push({ name: f.path.slice(f.path.lastIndexOf('/') + 1), data });
         }
-        await ok(this.b.stores.volume.create({ id: vid, data: await tarOf(files), ro }, { principal: SYSTEM }));
+        await ok(this.b.stores.volume.create({ id: vid, data: await tarOf(files), ro: marks(rec) }, SERVICE));
       }
-      volumes.push({ id: vid, mountpoint: dir, readOnly: false });
+      out.push({ id: vid, mountpoint: dir, readOnly: false });
     }
-    for (const m of plan.mounts) {
-      const vid = `volume://local/${m.volume}`;
-      const v = this.b.registry.get(vid);
-      if (v === undefined || fromUtf8(v.ro).owner !== owner) throw new Failed(runtimeError(vid, `unknown volume ${m.volume}`));
-      volumes.push({ id: vid, mountpoint: m.mountpoint, readOnly: false });
+    return out;
+  }
+
+  /** The caller's own volumes the task mounts (the authorizer answers whether they are the owner's). */
+  private async ownVolumes(rec: TaskRecord): Promise<Mount[]> {
+    const out: Mount[] = [];
+    for (const m of rec.plan.mounts) {
+      const vid = volumeId(m.volume);
+      if ((await readElement(this.b, 'volume', vid, as(rec.owner))) === undefined)
+        throw new Failed(runtimeError(vid, `unknown volume ${m.volume}`));
+      out.push({ id: vid, mountpoint: m.mountpoint, readOnly: false });
     }
-    // a one-shot task of one command runs it as the container's process (no exec); otherwise a
-    // keep-alive main process holds the container while the commands are exec'd in turn
-    const direct = !plan.daemon && rec.commands.length === 1;
+    return out;
+  }
+
+  /** The container's main task: the one command of a direct task, else a keep-alive `sleep` (made unless a previous run did). */
+  private async mainTask(rec: TaskRecord, direct: boolean): Promise<string> {
+    const el = elementsOf(rec.id);
     const main = direct ? el.command(0) : el.main;
-    if (this.b.registry.get(main) === undefined) {
-      const spec = direct ? this.commandSpec(rec, 0) : { cmd: ['sleep', String(plan.ttl)], daemon: true };
-      await ok(this.b.stores.task.create({ id: main, spec, ro }, { principal: SYSTEM }));
+    if ((await readElement(this.b, 'task', main)) === undefined) {
+      const spec = direct ? this.commandSpec(rec, 0) : { cmd: ['sleep', String(rec.plan.ttl)], daemon: true };
+      await ok(this.b.stores.task.create({ id: main, spec, ro: marks(rec) }, SERVICE));
     }
+    return main;
+  }
+
+  /** Composes the container: the image, the volumes, the main task bound; one commit. */
+  private async compose(rec: TaskRecord, volumes: readonly Mount[], main: string, signal: AbortSignal): Promise<void> {
     const c = this.b.composer;
-    const p = { principal: SYSTEM };
-    let h = await ok(c.handle(el.executor, executorOptions(plan), p));
-    h = await ok(c.join(h, plan.image, undefined, p));
+    const p = SERVICE;
+    let h = await ok(c.handle(elementsOf(rec.id).executor, executorOptions(rec.plan), p));
+    h = await ok(c.join(h, rec.plan.image, undefined, p));
     for (const v of volumes) h = await ok(c.join(h, v.id, { mountpoint: v.mountpoint, readOnly: v.readOnly }, p));
     h = await ok(c.bind(await ok(c.join(h, main, undefined, p)), main, p));
     const r = await ok(c.commit(h, { ...p, signal }));
     if (!r.committed) throw new Failed(r.error);
-    await this.update(id, (cur) => ({
-      ...startedFields(plan),
-      ...(direct
-        ? { commands: replace(cur.commands, 0, { ...(cur.commands[0] as CommandRecord), state: 'running', startedAt: now() }) }
-        : {}),
-    }));
   }
 
   /**
@@ -215,7 +227,7 @@ export class Runner {
 
   /** The lessl task spec of command i: the shell, env and pwd (the task's, then the command's own), limits. */
   private commandSpec(rec: TaskRecord, i: number): Record<string, unknown> {
-    const cmd = rec.commands[i] as CommandRecord;
+    const cmd = commandAt(rec, i);
     const env = { ...rec.plan.env, ...(cmd.env ?? {}) };
     const pwd = cmd.pwd ?? rec.plan.pwd;
     return {
@@ -228,97 +240,90 @@ export class Runner {
 
   /** One command: create its task element (unless a previous run did), bind it into the container, wait. */
   private async command(rec: TaskRecord, i: number, signal: AbortSignal): Promise<TaskResult> {
-    const el = elementsOf(rec.id);
-    const id = el.command(i);
-    const p = { principal: SYSTEM };
-    if (this.b.registry.get(id) === undefined)
-      await ok(
-        this.b.stores.task.create(
-          { id, spec: this.commandSpec(rec, i), ro: utf8({ owner: rec.owner, 'lessl.service.task': rec.id }) },
-          p,
-        ),
-      );
-    const st = taskStatusOf(this.b.registry.get(id)?.attributes ?? {});
-    if (st.state === 'created') {
+    const id = elementsOf(rec.id).command(i);
+    const made =
+      (await readElement(this.b, 'task', id)) ??
+      (await ok(this.b.stores.task.create({ id, spec: this.commandSpec(rec, i), ro: marks(rec) }, SERVICE)));
+    if (taskStatusOf(made.attributes).state === 'created') {
       await this.update(rec.id, (r) => ({
-        commands: replace(r.commands, i, { ...(r.commands[i] as CommandRecord), state: 'running', startedAt: now() }),
+        commands: replace(r.commands, i, { ...commandAt(r, i), state: 'running', startedAt: now() }),
       }));
-      for (let attempt = 0; ; attempt++) {
-        const h = await ok(this.b.composer.handle(el.executor, undefined, p));
-        const joined = h.members.some((m) => m.id.key === id) ? h : await ok(this.b.composer.join(h, id, undefined, p));
-        const r = await ok(this.b.composer.commit(await ok(this.b.composer.bind(joined, id, p)), { ...p, signal }));
-        if (r.committed) break;
-        if (r.error._tag !== 'Conflict' || attempt >= 5) throw new Failed(r.error);
-      }
+      await this.bindCommand(rec.id, id, signal);
     }
-    const res = await this.b.tasks.wait(id, { ...p, signal })();
+    const res = await this.b.tasks.wait(id, { ...SERVICE, signal })();
     if (E.isRight(res)) return res.right;
     if (res.left._tag === 'Aborted') {
-      await this.b.tasks.kill(id, { ...p, signal: 'KILL' })();
-      return ok(this.b.tasks.wait(id, p));
+      await this.b.tasks.kill(id, { ...SERVICE, signal: 'KILL' })();
+      return ok(this.b.tasks.wait(id, SERVICE));
     }
     throw new Failed(res.left);
   }
 
+  /** Binds command `id` into the task's running container (a few tries: a concurrent commit may win one). */
+  private async bindCommand(task: string, id: string, signal: AbortSignal): Promise<void> {
+    const c = this.b.composer;
+    const p = SERVICE;
+    for (let attempt = 0; ; attempt++) {
+      const h = await ok(c.handle(elementsOf(task).executor, undefined, p));
+      const joined = h.members.some((m) => m.id.key === id) ? h : await ok(c.join(h, id, undefined, p));
+      const r = await ok(c.commit(await ok(c.bind(joined, id, p)), { ...p, signal }));
+      if (r.committed) return;
+      if (r.error._tag !== 'Conflict' || attempt >= 5) throw new Failed(r.error);
+    }
+  }
+
   /** True when any lessl element of the task is left. */
-  hasElements(task: string): boolean {
-    const r = this.b.registry;
+  async hasElements(task: string): Promise<boolean> {
+    const one = { store: 'local', namePrefix: `${task}.`, limit: 1 };
     return (
-      r.get(elementsOf(task).executor) !== undefined ||
-      r.scan(`volume://local/${task}.`, 1).length > 0 ||
-      r.scan(`task://local/${task}.`, 1).length > 0
+      (await readElement(this.b, 'executor', elementsOf(task).executor)) !== undefined ||
+      (await listElements(this.b, 'volume', one)).length > 0 ||
+      (await listElements(this.b, 'task', one)).length > 0
     );
   }
 
   /** Kills the task's running processes (its commands are waited for by its run, which then stops). */
   async kill(task: string): Promise<void> {
-    const comp = this.b.registry.composition(elementsOf(task).executor);
-    for (const m of comp?.members ?? [])
-      if (m.id.startsWith('task://')) await this.b.tasks.kill(m.id, { principal: SYSTEM, signal: 'KILL' })();
+    for (const m of await membersOf(this.b, elementsOf(task).executor))
+      if (m.kind === 'task') await this.b.tasks.kill(m.key, { ...SERVICE, signal: 'KILL' })();
   }
 
   /**
-   * Removes the container, its main task and per-task volumes; with `results`, also the command
-   * tasks (and their output). Idempotent; never throws.
+   * Removes the container (the backend's `teardown`, shared with `run()`), its main task and
+   * per-task volumes; with `results`, also the command tasks (and their output). Idempotent;
+   * never throws.
    */
   async teardown(task: string, results: boolean): Promise<void> {
     const el = elementsOf(task);
-    const p = { principal: SYSTEM };
     const b = this.b;
     try {
-      const x = b.registry.get(el.executor);
-      if (x !== undefined) {
-        const comp = b.registry.composition(el.executor);
-        for (const m of comp?.members ?? []) if (m.id.startsWith('task://')) await b.tasks.kill(m.id, { ...p, signal: 'KILL' })();
-        for (let attempt = 0; attempt < 5; attempt++) {
-          const h = await b.composer.handle(el.executor, undefined, p)();
-          if (E.isLeft(h)) break;
-          let cur = h.right;
-          for (const m of cur.members) {
-            const l = await b.composer.leave(cur, m.id, p)();
-            if (E.isRight(l)) cur = l.right;
-          }
-          const r = await b.composer.commit(cur, p)();
-          if (E.isRight(r) && r.right.committed) break;
-        }
-        await b.stores.executor.delete(el.executor, p)();
-      }
+      await b.teardown(el.executor, SERVICE);
       // the task's own elements, by name (a prefix scan of the sorted index), checked by their ro mark
-      const mine = [...b.registry.scan(`volume://local/${task}.`), ...b.registry.scan(`task://local/${task}.`)].filter(
-        (e) => fromUtf8(e.ro)['lessl.service.task'] === task,
-      );
-      for (const e of mine) {
-        if (e.id.kind === 'volume') await b.stores.volume.delete(e.id.key, p)();
-        else if (e.id.kind === 'task' && (results || e.id.key === el.main)) await b.stores.task.delete(e.id.key, p)();
-      }
+      for (const v of await taskElements(b, 'volume', task)) await b.stores.volume.delete(v.id.key, SERVICE)();
+      for (const t of await taskElements(b, 'task', task))
+        if (results || t.id.key === el.main) await b.stores.task.delete(t.id.key, SERVICE)();
     } catch {
       // best effort: the reaper comes back to what is left
     }
   }
 }
 
-/** True when an element owned by `owner` (or by nobody: public) is visible to `user`. */
-export const visibleTo = (owner: string | undefined, user: string): boolean => owner === undefined || owner === user;
+/** A volume as the container mounts it. */
+interface Mount {
+  readonly id: string;
+  readonly mountpoint: string;
+  readonly readOnly: boolean;
+}
+
+/** The ro metadata of a task's elements: its owner, and the task they belong to. */
+const marks = (rec: TaskRecord): Record<string, Uint8Array> => utf8({ owner: rec.owner, 'lessl.service.task': rec.id });
+
+/** Command i of a task record (one the record has: the plan made it). */
+const commandAt = (rec: Pick<TaskRecord, 'commands' | 'id'>, i: number): CommandRecord => {
+  const c = rec.commands[i];
+  if (c === undefined) throw new Failed(runtimeError(rec.id, `the task has no command ${i}`));
+  return c;
+};
 
 const executorOptions = (plan: TaskPlan): ExecutorOptions => ({
   network: plan.network,
@@ -353,7 +358,7 @@ const skipPending = (cmds: readonly CommandRecord[], from: number): CommandRecor
 
 /** Command i's result recorded; when it failed, every command not started yet skipped (the first failure stops the rest). */
 const ended = (cmds: readonly CommandRecord[], i: number, res: TaskResult): CommandRecord[] => {
-  const next = replace(cmds, i, { ...(cmds[i] as CommandRecord), ...commandResult(res) });
+  const next = cmds.map((c, j) => (j === i ? { ...c, ...commandResult(res) } : c));
   return res.exitCode === 0 ? next : skipPending(next, i + 1);
 };
 

@@ -20,17 +20,8 @@ import { DEFAULT_POLICY, type Policy } from './plan.js';
 import { HttpProblem, problemOf } from './problem.js';
 import { JobQueue } from './queue.js';
 import { registerRoutes } from './routes.js';
-import { registerHostRoutes } from './hosts.js';
-import { registerImageRoutes, type ImageRoutes } from './images.js';
-import {
-  configurePool,
-  operationsOf,
-  orThrow,
-  preloadImages,
-  registerOperatorRoutes,
-  type PoolConfig,
-  type PreloadImage,
-} from './operate.js';
+import type { ImageRoutes } from './images.js';
+import { configurePool, operationsOf, orThrow, preloadImages, type PoolConfig, type PreloadImage } from './operate.js';
 import { Runner } from './runner.js';
 import { EventCursors } from './cursors.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
@@ -38,10 +29,10 @@ import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './re
 /** The retention windows of `o`, checked: each a known key and a non-negative number of seconds. */
 const retentionOf = (o: ServerOptions): Retention => {
   const r = { ...DEFAULT_RETENTION, ...(o.retention ?? {}) };
-  for (const k of Object.keys(r) as (keyof Retention)[]) {
+  for (const [k, v] of Object.entries(r)) {
     const why = !(k in DEFAULT_RETENTION)
       ? `unknown retention window ${k} (tasks, jobs, events)`
-      : typeof r[k] !== 'number' || !Number.isFinite(r[k]) || r[k] < 0
+      : typeof v !== 'number' || !Number.isFinite(v) || v < 0
         ? `retention.${k} must be a number of seconds >= 0`
         : undefined;
     if (why !== undefined) throw new LesslError(invalidEntry(why, '', ['retention', k]));
@@ -158,6 +149,9 @@ const openStorage = async (
   return { backend, svc, closers };
 };
 
+/** Field `k` of a thrown value when it is an object that has it. */
+const prop = (u: unknown, k: string): unknown => (typeof u === 'object' && u !== null && k in u ? Reflect.get(u, k) : undefined);
+
 /** Maps any error fastify or a handler raised to a problem; never a 5xx for bad input. */
 const installErrors = (app: FastifyInstance): void => {
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -168,16 +162,16 @@ const installErrors = (app: FastifyInstance): void => {
         .type('application/problem+json')
         .send(problemOf(err.error, err.status, req.url));
     }
-    const e = err as { statusCode?: unknown; message?: unknown; code?: unknown };
-    const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 500;
+    const [statusCode, message, code] = [prop(err, 'statusCode'), prop(err, 'message'), prop(err, 'code')];
+    const status = typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500 ? statusCode : 500;
     if (status === 500) req.log.error({ err }, 'request failed');
     const lessl =
       status === 500
         ? runtimeError('', 'internal error', err)
         : invalidEntry(
-            typeof e.message === 'string' ? e.message : 'bad request',
+            typeof message === 'string' ? message : 'bad request',
             '',
-            typeof e.code === 'string' && e.code.startsWith('FST_ERR_CTP') ? ['body'] : [],
+            typeof code === 'string' && code.startsWith('FST_ERR_CTP') ? ['body'] : [],
           );
     return reply
       .code(status)
@@ -192,41 +186,10 @@ const installErrors = (app: FastifyInstance): void => {
   );
 };
 
-/**
- * Creates the service: storage, the queue (started: it resumes jobs a crash left), the reaper
- * and the routes. Call `listen()` to serve.
- * @example
- * const server = await createServer({ data: '/var/lib/lessl', adminToken: process.env.LESSL_ADMIN_TOKEN });
- * const url = await server.listen({ host: '127.0.0.1', port: 8080 });
- * // POST `${url}/v1/tasks?wait=30` with a seed-001 task spec and `authorization: Bearer <token>`
- */
-export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
-  // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
-  const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
-  const egress = EgressGuard.of(policy.allowNetworks);
-  if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
-  const retention = retentionOf(o);
-  const durability = durabilityOf(o);
-  const { backend, svc, closers } = await openStorage(
-    o,
-    policy,
-    o.logger === undefined || o.logger === false ? undefined : app.log,
-    durability,
-  );
-  const db = await ServiceDb.open(svc, durability);
-  const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
-
-  // phase 2: the runner, the queue, the reaper
-  const runner = new Runner({ backend, db, policy, egress: egress.right, shell: o.shell ?? ['/bin/sh', '-c'] });
-  const queue = new JobQueue(db, runner, o.concurrency ?? 4);
-  const ops = operationsOf(backend);
-  const routesOf: { images?: ImageRoutes } = {};
-  const metrics = makeMetrics(db, () => queue.active, {
-    pool: () => ops.pool?.stats(),
-    images: () => routesOf.images?.counts() ?? {},
-  });
-  const removeTask = async (task: string, mark: 'deleted' | 'expired'): Promise<void> => {
+/** Removes a task (kill, containers, volumes, results) and marks it `deleted` or `expired`; shared by DELETE and the reaper. */
+const taskRemover =
+  (db: ServiceDb, queue: JobQueue, runner: Runner) =>
+  async (task: string, mark: 'deleted' | 'expired'): Promise<void> => {
     const r = db.tasks.get(task);
     if (r === undefined || r.deleted || (mark === 'expired' && r.state === 'expired')) return;
     if (mark === 'deleted') {
@@ -244,31 +207,56 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       mark === 'expired' ? { state: 'expired', ended: cur.ended ?? new Date().toISOString() } : { deleted: true },
     );
   };
-  let reaping: Promise<number> | undefined;
-  const reap = (): Promise<number> =>
-    (reaping ??= (async () => {
-      const due = [...db.tasks.values()].filter(
+
+/** The TTL reaper and the retention passes: one at a time each, every `intervalMs`. */
+class Reaper {
+  private reaping: Promise<number> | undefined;
+  private pruning: Promise<PruneResult> | undefined;
+  private readonly timer: NodeJS.Timeout;
+  constructor(
+    private readonly db: ServiceDb,
+    private readonly removeTask: (task: string, mark: 'expired') => Promise<void>,
+    private readonly pruneOnce: () => Promise<PruneResult>,
+    private readonly reaped: Metrics['reaped'],
+    intervalMs: number,
+  ) {
+    this.timer = setInterval(
+      () =>
+        void this.reap()
+          .then(() => this.prune())
+          .catch(() => undefined),
+      intervalMs,
+    );
+    this.timer.unref();
+  }
+
+  /** One reaper pass: expired tasks removed; answers how many. */
+  reap(): Promise<number> {
+    return (this.reaping ??= (async () => {
+      const due = [...this.db.tasks.values()].filter(
         (r) => !r.deleted && r.state !== 'expired' && r.expires !== null && Date.parse(r.expires) <= Date.now(),
       );
-      for (const r of due) await removeTask(r.id, 'expired');
-      metrics.reaped.inc(due.length);
+      for (const r of due) await this.removeTask(r.id, 'expired');
+      this.reaped.inc(due.length);
       return due.length;
-    })().finally(() => (reaping = undefined)));
-  let pruning: Promise<PruneResult> | undefined;
-  const pruneNow = (): Promise<PruneResult> =>
-    (pruning ??= prune(db, backend, retention, (t) => runner.busy(t) || runner.hasElements(t)).finally(
-      () => (pruning = undefined),
-    ));
-  const reaper = setInterval(
-    () =>
-      void reap()
-        .then(pruneNow)
-        .catch(() => undefined),
-    o.reapIntervalMs ?? 30_000,
-  );
-  reaper.unref();
+    })().finally(() => (this.reaping = undefined)));
+  }
 
-  // phase 3: HTTP
+  /** One retention pass. */
+  prune(): Promise<PruneResult> {
+    return (this.pruning ??= this.pruneOnce().finally(() => (this.pruning = undefined)));
+  }
+
+  /** Stops the timer and waits for the passes under way. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.reaping?.catch(() => undefined);
+    await this.pruning?.catch(() => undefined);
+  }
+}
+
+/** The HTTP side before the routes: validation by the codecs, problems for errors, request metrics, the OpenAPI document. */
+const prepareHttp = async (app: FastifyInstance, metrics: Metrics): Promise<void> => {
   app.setValidatorCompiler(() => () => true); // requests are validated by the io-ts codecs (http.ts)
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.removeContentTypeParser('text/plain'); // bodies are JSON: anything else is 415
@@ -287,52 +275,120 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       security: [{ bearer: [] }],
     },
   });
-  const cursors = new EventCursors(await db.eventSecret());
-  registerRoutes(app, { backend, db, queue, runner, policy, egress: egress.right, cursors, metrics, removeTask });
-  routesOf.images = registerImageRoutes(app, db, backend, policy, egress.right);
-  registerOperatorRoutes(app, db, backend, policy);
-  registerHostRoutes(app, db, backend);
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-  await app.ready();
-  // the operator's images, then the pool over them; a bad configuration fails the start
-  let preloaded: PreloadResult[];
-  try {
-    preloaded = orThrow(await preloadImages(backend, policy, o.preload ?? []));
-    for (const p of preloaded) if (p.done === 'failed') app.log.warn({ image: p.id, error: p.error }, 'preload failed');
-    if (o.pool !== undefined) orThrow(await configurePool(backend, policy, o.pool));
-  } catch (err) {
-    clearInterval(reaper);
-    await app.close();
+};
+
+/** The operator's images, then the pool over them; a bad configuration throws (the start fails). */
+const prepareOperations = async (
+  app: FastifyInstance,
+  backend: Backend,
+  policy: Policy,
+  o: ServerOptions,
+): Promise<PreloadResult[]> => {
+  const preloaded = orThrow(await preloadImages(backend, policy, o.preload ?? []));
+  for (const p of preloaded) if (p.done === 'failed') app.log.warn({ image: p.id, error: p.error }, 'preload failed');
+  if (o.pool !== undefined) orThrow(await configurePool(backend, policy, o.pool));
+  return preloaded;
+};
+
+/** The policy of `o` and its egress guard, checked. */
+const policyOf = (o: ServerOptions): { policy: Policy; egress: EgressGuard } => {
+  const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
+  const egress = EgressGuard.of(policy.allowNetworks);
+  if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
+  return { policy, egress: egress.right };
+};
+
+/**
+ * Creates the service: storage, the queue (started: it resumes jobs a crash left), the reaper
+ * and the routes. Call `listen()` to serve.
+ * @example
+ * const server = await createServer({ data: '/var/lib/lessl', adminToken: process.env.LESSL_ADMIN_TOKEN });
+ * const url = await server.listen({ host: '127.0.0.1', port: 8080 });
+ * // POST `${url}/v1/tasks?wait=30` with a seed-001 task spec and `authorization: Bearer <token>`
+ */
+export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
+  // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
+  const { policy, egress } = policyOf(o);
+  const retention = retentionOf(o);
+  const durability = durabilityOf(o);
+  const logger = o.logger === undefined || o.logger === false ? undefined : app.log;
+  const { backend, svc, closers } = await openStorage(o, policy, logger, durability);
+  const db = await ServiceDb.open(svc, durability);
+  const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
+  const closeStorage = async (): Promise<void> => {
     await db.close().catch(() => undefined);
     for (const c of closers) await c().catch(() => undefined);
+  };
+
+  // phase 2: the runner, the queue, the reaper
+  const w = prepareWork(o, backend, db, policy, egress, retention);
+
+  // phase 3: HTTP
+  await prepareHttp(app, w.metrics);
+  const cursors = new EventCursors(await db.eventSecret());
+  w.routesOf.images = await registerRoutes(app, { ...w, backend, db, policy, egress, cursors });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.ready();
+
+  // phase 4: the operator's configuration, then the queue (a bad configuration fails the start)
+  const preloaded = await prepareOperations(app, backend, policy, o).catch(async (err: unknown) => {
+    await w.reaper.stop();
+    await app.close();
+    await closeStorage();
     throw err;
-  }
-  queue.start();
-  // a removal a crash interrupted is finished (a deleted task keeps no element)
-  for (const r of db.tasks.values())
-    if (r.deleted && runner.hasElements(r.id)) void runner.serialize(r.id, () => runner.teardown(r.id, true));
+  });
+  w.queue.start();
+  await finishRemovals(db, w.runner);
 
   let closing: Promise<void> | undefined;
   return {
     app,
     backend,
     db,
-    queue,
-    metrics,
+    queue: w.queue,
+    metrics: w.metrics,
     preloaded,
     initialAdminToken,
     listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
-    reap,
-    prune: pruneNow,
+    reap: () => w.reaper.reap(),
+    prune: () => w.reaper.prune(),
     close: () =>
       (closing ??= (async () => {
-        clearInterval(reaper);
-        await queue.stop();
+        const reaperStopped = w.reaper.stop(); // its timer at once; its passes under way after the queue and HTTP
+        await w.queue.stop();
         await app.close();
-        await reaping?.catch(() => undefined);
-        await pruning?.catch(() => undefined);
-        await db.close().catch(() => undefined);
-        for (const c of closers) await c().catch(() => undefined);
+        await reaperStopped;
+        await closeStorage();
       })()),
   };
+};
+
+/** The working parts: the runner, the queue, the metrics, the task remover and the reaper. */
+const prepareWork = (
+  o: ServerOptions,
+  backend: Backend,
+  db: ServiceDb,
+  policy: Policy,
+  egress: EgressGuard,
+  retention: Retention,
+) => {
+  const runner = new Runner({ backend, db, policy, egress, shell: o.shell ?? ['/bin/sh', '-c'] });
+  const queue = new JobQueue(db, runner, o.concurrency ?? 4);
+  const routesOf: { images?: ImageRoutes } = {};
+  const metrics = makeMetrics(db, () => queue.active, {
+    pool: () => operationsOf(backend).pool?.stats(),
+    images: async () => (await routesOf.images?.counts()) ?? {},
+  });
+  const removeTask = taskRemover(db, queue, runner);
+  const hasElements = async (t: string): Promise<boolean> => runner.busy(t) || (await runner.hasElements(t));
+  const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
+  const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
+  return { runner, queue, routesOf, metrics, removeTask, reaper };
+};
+
+/** Finishes the removals a crash interrupted: a deleted task keeps no element. */
+const finishRemovals = async (db: ServiceDb, runner: Runner): Promise<void> => {
+  for (const r of [...db.tasks.values()])
+    if (r.deleted && (await runner.hasElements(r.id))) void runner.serialize(r.id, () => runner.teardown(r.id, true));
 };

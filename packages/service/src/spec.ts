@@ -208,16 +208,29 @@ export const SubmitQueryC = strict(
   {},
   { wait: describe(IntFromString(0, 300), 'seconds to wait for the task to end: 201 with it when it does') },
 );
+/** Task states as the API reports them (the keys of the codec of `?state=`). */
+const TASK_STATE_KEYS = {
+  queued: null,
+  running: null,
+  exited: null,
+  failed: null,
+  killed: null,
+  cancelled: null,
+  expired: null,
+  lost: null,
+} as const;
 /** Task states as the API reports them. */
 export const TASK_STATES = ['queued', 'running', 'exited', 'failed', 'killed', 'cancelled', 'expired', 'lost'] as const;
 /** A task's state. */
 export type TaskState = (typeof TASK_STATES)[number];
+const _sameStates: Readonly<Record<TaskState, null>> = TASK_STATE_KEYS;
+void _sameStates;
 /** Query of `GET /v1/tasks`. */
 export const ListQueryC = strict(
   'ListQuery',
   {},
   {
-    state: t.keyof(Object.fromEntries(TASK_STATES.map((s) => [s, null])) as Record<TaskState, null>),
+    state: t.keyof(TASK_STATE_KEYS),
     job: str(64, 1),
     name: str(128, 1),
     limit: describe(IntFromString(1, 500), 'page size (default 50)'),

@@ -3,10 +3,10 @@
  * OpenAPI schemas.
  */
 import * as t from 'io-ts';
-import { taskStatusOf, type OutputChunk } from '@lessl/core';
+import { taskStatusOf } from '@lessl/core';
 import type { Backend } from '@lessl/level';
 import type { JobRecord, TaskRecord } from './db.js';
-import { elementsOf, SYSTEM } from './runner.js';
+import { elementsOf, readElement, SERVICE } from './elements.js';
 
 const nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null]);
 const ErrorC = t.type({ tag: t.string, message: t.string });
@@ -90,7 +90,7 @@ export const outputText = async (b: Backend, id: string, max = INLINE): Promise<
   const parts: Uint8Array[] = [];
   let n = 0;
   try {
-    for await (const c of b.tasks.logs(id, { principal: SYSTEM }) as AsyncIterable<OutputChunk>) {
+    for await (const c of b.tasks.logs(id, SERVICE)) {
       n += c.data.byteLength;
       if (n > max) return null;
       parts.push(c.data);
@@ -107,7 +107,7 @@ export const taskView = async (b: Backend, r: TaskRecord): Promise<TaskView> => 
   const commands = await Promise.all(
     r.commands.map(async (c, i) => {
       const id = el.command(i);
-      const live = b.registry.get(id);
+      const live = await readElement(b, 'task', id);
       const st = live === undefined ? undefined : taskStatusOf(live.attributes);
       const running = c.state === 'running' && st !== undefined;
       const ended = c.state === 'exited' || c.state === 'killed' || c.state === 'lost';
@@ -127,7 +127,7 @@ export const taskView = async (b: Backend, r: TaskRecord): Promise<TaskView> => 
   const codes = r.commands.map((c) => c.exitCode);
   const failed = codes.find((c) => c !== null && c !== 0);
   const allRan = r.commands.length > 0 && r.commands.every((c) => c.state !== 'pending' && c.state !== 'running');
-  const x = b.registry.get(el.executor);
+  const x = await readElement(b, 'executor', el.executor);
   return {
     id: r.id,
     name: r.plan.name,

@@ -136,7 +136,7 @@ describe('daemon tasks', () => {
     expect((await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
     expect((await h.call(`/v1/tasks/${t.id}`)).status).toBe(404);
     // nothing of it is left in the registry
-    expect(h.server.backend.registry.scan('').filter((e) => e.id.name.startsWith(t.id))).toEqual([]);
+    expect(h.registry.scan('').filter((e) => e.id.name.startsWith(t.id))).toEqual([]);
   });
 
   test('PUT on a one-shot task that ended is 409', async () => {
@@ -432,6 +432,19 @@ describe('service routes', () => {
         '/v1/users',
       ].sort(),
     );
+  });
+
+  test('/openapi.json: each use of a shared codec (a boolean, a path, the limits) has its own description', async () => {
+    const doc = await body(await h.call('/openapi.json', { token: null }));
+    const spec = doc.paths['/v1/tasks'].post.requestBody.content['application/json'].schema.oneOf[0].properties;
+    const image = doc.paths['/v1/images'].post.requestBody.content['application/json'].schema.properties;
+    const user = doc.paths['/v1/users'].post.requestBody.content['application/json'].schema.properties;
+    expect(spec.daemon.description).toMatch(/^keep the container running/);
+    expect(image.public.description).toBe('readable by every user (admins only)');
+    expect(user.admin.description).toBeUndefined();
+    expect(spec.pwd.description).toBe('the working directory of the commands');
+    expect(spec.limits.description).toBeUndefined();
+    expect(user.maxima.description).toMatch(/^per-user maxima/);
   });
 
   test('/healthz and /metrics answer without a token', async () => {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import { Registry } from '@lessl/level';
 import { openMemoryBackend } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type LesslServer } from '@lessl/service';
 import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
@@ -29,10 +29,10 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 const body = async (r: Response): Promise<Json> => (await r.json()) as Json;
 
 /** The task's commands as they started (`s<i>`) and ended (`e<i>`), from the durable event log. */
-const timeline = async (b: Backend, task: string): Promise<string[]> => {
+const timeline = async (registry: Registry, task: string): Promise<string[]> => {
   const prefix = `task://local/${task}.c`;
   const out: string[] = [];
-  for (const e of await b.registry.readEvents(1, b.registry.lastSeq(), 1_000_000)) {
+  for (const e of await registry.readEvents(1, registry.lastSeq(), 1_000_000)) {
     if (e.type !== 'bound' && e.type !== 'unbound') continue;
     const t = e.detail.task as { key?: string } | string | undefined;
     const key = [e.id.key, typeof t === 'string' ? t : t?.key].find((k) => k?.startsWith(prefix) === true);
@@ -73,7 +73,7 @@ describe('concurrent writers', () => {
         [`echo p${i}b`, 0, `p${i}b\n`],
       ]);
     }
-    expect(await timeline(h.server.backend, t.id)).toEqual(inOrder(17));
+    expect(await timeline(h.registry, t.id)).toEqual(inOrder(17));
     await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' });
   });
 
@@ -88,7 +88,7 @@ describe('concurrent writers', () => {
       ['echo up', 0],
       ...Array.from({ length: 20 }, (_, i) => [`echo s${i}`, 0]),
     ]);
-    expect(await timeline(h.server.backend, t.id)).toEqual(inOrder(21));
+    expect(await timeline(h.registry, t.id)).toEqual(inOrder(21));
     await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' });
   });
 
@@ -134,7 +134,7 @@ describe('concurrent writers', () => {
       Array.from({ length: 6 }, () => [0, expect.stringMatching(/^r\d\n$/)]),
     );
     // made twice in all: at the first start and at the one restart
-    const events = await h.server.backend.registry.readEvents(1, h.server.backend.registry.lastSeq(), 1_000_000);
+    const events = await h.registry.readEvents(1, h.registry.lastSeq(), 1_000_000);
     expect(events.filter((e) => e.type === 'created' && e.id.key === `executor://local/${t.id}`)).toHaveLength(2);
     await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' });
   });
@@ -143,7 +143,8 @@ describe('concurrent writers', () => {
 describe('a restart', () => {
   test("a task's execs resume one at a time in submission order; the first failure stops the rest", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lessl-atomic-'));
-    const backend = await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: shell }));
+    const registry = await Registry.open({ memory: true });
+    const backend = await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: shell, registry }));
     const serve = (): Promise<LesslServer> => createServer({ backend, data: dir, adminToken: ADMIN_TOKEN, concurrency: 6 });
     const call = (url: string, path: string, json?: unknown): Promise<Response> =>
       fetch(`${url}${path}`, {
@@ -188,7 +189,7 @@ describe('a restart', () => {
         ['exit 3', 'exited', 3],
         ...cmds.slice(3).map((cmd) => [cmd, 'skipped', null]),
       ]);
-      expect(await timeline(backend, String(t.id))).toEqual(inOrder(4));
+      expect(await timeline(registry, String(t.id))).toEqual(inOrder(4));
       await second.close();
     } finally {
       await backend.close();

@@ -149,7 +149,7 @@ describe('a bad src fails the job with the reason, promptly', () => {
     const t = (await (await h.call(`/v1/tasks/${(job.tasks as string[])[0]}`)).json()) as Json;
     expect(t.state).toBe('failed');
     // nothing of the task is left behind
-    expect(h.server.backend.registry.scan('').filter((e) => e.id.name.startsWith(String(t.id)))).toEqual([]);
+    expect(h.registry.scan('').filter((e) => e.id.name.startsWith(String(t.id)))).toEqual([]);
   });
   test('unreachable', async () => {
     const r = await h.call('/v1/tasks', {

@@ -31,7 +31,7 @@ const call = async (path: string, init: { method?: string; json?: unknown } = {}
     redirect: 'manual',
   });
 const containers = async (): Promise<Docker.ContainerInfo[]> =>
-  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${server.backend.registry.instanceId}`] } });
+  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${server.backend.instanceId}`] } });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'lessl-svc-'));
@@ -45,7 +45,7 @@ beforeAll(async () => {
   filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
-  const instance = server.backend.registry.instanceId;
+  const instance = server.backend.instanceId;
   await server.close();
   await purge(docker, instance);
   await new Promise((r) => files.close(r));
@@ -108,7 +108,7 @@ describe('the service on Docker', () => {
     expect((await call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
     expect(await containers()).toEqual([]);
     expect(
-      (await docker.listVolumes({ filters: { label: [`lessl.registry=${server.backend.registry.instanceId}`] } })).Volumes ?? [],
+      (await docker.listVolumes({ filters: { label: [`lessl.registry=${server.backend.instanceId}`] } })).Volumes ?? [],
     ).toEqual([]);
   });
 
@@ -134,7 +134,7 @@ describe('the service on Docker', () => {
     await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(t.expires) - Date.now() + 10)));
     expect(await server.reap()).toBe(1);
     expect(await containers()).toEqual([]);
-    const label = { label: [`lessl.registry=${server.backend.registry.instanceId}`] };
+    const label = { label: [`lessl.registry=${server.backend.instanceId}`] };
     expect((await docker.listVolumes({ filters: label })).Volumes ?? []).toEqual([]);
     expect(((await (await call(`/v1/tasks/${t.id}`)).json()) as Json).state).toBe('expired');
     // PUT with start: true makes the container again from the stored spec (resources included)

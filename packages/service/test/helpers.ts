@@ -3,6 +3,7 @@
  * shell), users with tokens, and fetch with a token.
  */
 import { unwrap, utf8 } from '@lessl/core';
+import { Registry } from '@lessl/level';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type LesslServer, type ServerOptions } from '@lessl/service';
 
@@ -27,6 +28,8 @@ export const shell: FakeProcess = (spec, io) =>
 
 export interface Harness {
   readonly server: LesslServer;
+  /** The registry under the backend, for looking underneath (the helper's own, or the one given with `backend`). */
+  readonly registry: Registry;
   readonly url: string;
   /** fetch against the server with a token (default: ann's). */
   call(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
@@ -36,10 +39,12 @@ export interface Harness {
 
 /** Starts a server over a memory backend with an image `busybox` (public) and users ann and bob. */
 export const start = async (
-  options: Partial<ServerOptions> & { run?: FakeProcess; baseImageData?: Uint8Array } = {},
+  options: Partial<ServerOptions> & { run?: FakeProcess; baseImageData?: Uint8Array; registry?: Registry } = {},
 ): Promise<Harness> => {
-  const { baseImageData, ...opts } = options;
-  const backend = opts.backend ?? (await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: opts.run ?? shell })));
+  const { baseImageData, registry: given, ...opts } = options;
+  const own = opts.backend === undefined ? await Registry.open({ memory: true }) : undefined;
+  const backend =
+    opts.backend ?? (await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: opts.run ?? shell, registry: own })));
   await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: baseImageData ?? new Uint8Array([1, 2, 3]) }));
   const server = await createServer({ adminToken: ADMIN_TOKEN, reapIntervalMs: 3_600_000, ...opts, backend });
   const url = await server.listen();
@@ -61,7 +66,21 @@ export const start = async (
     const r = await call('/v1/users', { method: 'POST', token: ADMIN_TOKEN, json: { name } });
     tokens[name] = ((await r.json()) as { token: string }).token;
   }
-  return { server, url, call, tokens, close: () => server.close().then(() => backend.close()) };
+  const registry = (): Registry => {
+    const r = given ?? own;
+    if (r === undefined) throw new Error('pass the registry with the backend to look underneath');
+    return r;
+  };
+  return {
+    server,
+    url,
+    call,
+    tokens,
+    get registry() {
+      return registry();
+    },
+    close: () => server.close().then(() => backend.close()),
+  };
 };
 
 /** Polls a job until it is final (via ?wait on GET is not offered: poll the job). */

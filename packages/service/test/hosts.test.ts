@@ -28,7 +28,7 @@ describe.runIf(file !== undefined)('hosts over REST', () => {
         authorize: ownerAuthorizer,
       }),
     );
-    instance = backend.registry.instanceId;
+    instance = backend.instanceId;
     h = await start({ backend, baseImageData: await busyboxRootfsBytes() });
   }, 60_000);
   afterAll(async () => {

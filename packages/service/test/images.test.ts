@@ -54,6 +54,24 @@ describe('images over REST (memory backend)', () => {
     expect(bobs.status).toBe(400);
   });
 
+  test("users named like the SDK's own principals (anonymous, lessl-service) see only their own and public images", async () => {
+    const put = await h.call('/v1/images/private?wait=5', {
+      method: 'PUT',
+      body: new Uint8Array(10),
+      headers: { 'content-type': 'application/x-tar' },
+    });
+    expect(put.status).toBe(201);
+    for (const name of ['anonymous', 'lessl-service']) {
+      const r = await h.call('/v1/users', { method: 'POST', token: ADMIN_TOKEN, json: { name } });
+      const { token } = (await r.json()) as { token: string };
+      expect((await h.call('/v1/images/private', { token })).status).toBe(404);
+      const listed = (await (await h.call('/v1/images', { token })).json()) as { items: { name: string }[] };
+      expect(listed.items.map((i) => i.name)).toEqual(['busybox']);
+      const task = await h.call('/v1/tasks', { method: 'POST', token, json: { version: 1.0, image: 'private', cmd: ['true'] } });
+      expect(task.status).toBe(400);
+    }
+  });
+
   test('names are unique; bad bodies, path sources and public images by non-admins are refused', async () => {
     const dup = await h.call('/v1/images/mine', {
       method: 'PUT',
@@ -122,7 +140,7 @@ describe('images over REST (Docker)', () => {
   });
   afterAll(async () => {
     await h?.close();
-    await purge(b.docker, b.registry.instanceId);
+    await purge(b.docker, b.instanceId);
     await new Promise((r) => files.close(r));
   });
 

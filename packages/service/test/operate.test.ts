@@ -154,7 +154,7 @@ describe('operator configuration on Docker', () => {
     url = await server.listen();
   });
   afterAll(async () => {
-    const instance = server.backend.registry.instanceId;
+    const instance = server.backend.instanceId;
     await server.close();
     await purge(docker, instance);
     files.closeAllConnections();

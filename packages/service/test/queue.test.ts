@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap, type LesslEvent } from '@lessl/core';
+import { Registry } from '@lessl/level';
 import { openMemoryBackend } from '@lessl/memory';
 import { createServer, ownerAuthorizer, type TaskRecord } from '@lessl/service';
 import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
@@ -50,7 +51,7 @@ describe('the queue', () => {
     expect((await h.call(`/v1/tasks/${j.tasks[0]}`, { method: 'DELETE' })).status).toBe(204);
     const after = await settle(h, j.id);
     expect(['done', 'cancelled']).toContain(after.state);
-    expect(h.server.backend.registry.scan('').filter((e) => e.id.name.startsWith(j.tasks[0]))).toEqual([]);
+    expect(h.registry.scan('').filter((e) => e.id.name.startsWith(j.tasks[0]))).toEqual([]);
     // the queue moves on
     const next = await (
       await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['echo next'] } })
@@ -62,7 +63,8 @@ describe('the queue', () => {
 describe('restarts', () => {
   test('a removal a crash interrupted is finished at the next start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lessl-restart-'));
-    const backend = await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: shell }));
+    const registry = await Registry.open({ memory: true });
+    const backend = await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: shell, registry }));
     try {
       await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: new Uint8Array([1]) }));
       const first = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
@@ -73,7 +75,7 @@ describe('restarts', () => {
         body: JSON.stringify({ image: 'busybox', daemon: true, cmd: ['echo up'] }),
       });
       const t = (await r.json()) as Json;
-      const left = () => backend.registry.scan('').filter((e) => e.id.name.startsWith(String(t.id))).length;
+      const left = () => registry.scan('').filter((e) => e.id.name.startsWith(String(t.id))).length;
       expect(left()).toBeGreaterThan(0);
       // the process died right after it marked the task deleted, before it removed anything
       await first.db.commit({ tasks: [{ ...(first.db.tasks.get(String(t.id)) as TaskRecord), deleted: true }] });
@@ -98,7 +100,7 @@ describe('the TTL reaper', () => {
     ).json()) as Json;
     expect(t.state).toBe('running');
     const mine = () =>
-      h.server.backend.registry
+      h.registry
         .scan('')
         .filter((e) => e.id.name.startsWith(t.id))
         .map((e) => e.id.kind)
@@ -165,7 +167,7 @@ describe('a daemon that is not running', () => {
       ['echo first', 0, null], // its output went with the expiry; its exit code stays
       ['echo again', 0, 'again\n'],
     ]);
-    expect(h.server.backend.registry.get(`executor://local/${t.id}`)).toBeDefined();
+    expect(h.registry.get(`executor://local/${t.id}`)).toBeDefined();
     expect((await h.call(`/v1/tasks/${t.id}`, { method: 'DELETE' })).status).toBe(204);
   });
 });

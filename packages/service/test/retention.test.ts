@@ -45,7 +45,7 @@ test('past the retention windows, deleted tasks, their jobs, idempotency keys an
   h = await start({ retention: { tasks: 0, jobs: 0, events: 0 } });
   await runAndDelete(h, 5);
   expect(h.server.db.tasks.size).toBe(5); // tombstones until the retention pass
-  const last = h.server.backend.registry.lastSeq();
+  const last = h.registry.lastSeq();
 
   const pruned = await h.server.prune();
   expect(pruned.tasks).toBe(5);
@@ -55,7 +55,7 @@ test('past the retention windows, deleted tasks, their jobs, idempotency keys an
   expect(h.server.db.idempotency.size).toBe(0);
   // the log keeps only its newest event; a replay from before it answers a typed error
   expect(pruned.events).toBe(last - 1);
-  expect((await h.server.backend.registry.readEvents(0, last, 10)).map((e) => e.seq)).toEqual([last]);
+  expect((await h.registry.readEvents(0, last, 10)).map((e) => e.seq)).toEqual([last]);
   const err = await firstReplayed(h, 0);
   expect(err instanceof LesslError && err.tag === 'InvalidEntry' && err.error.keys).toEqual(['since']);
   expect(await firstReplayed(h, last - 1)).toBe(last);
@@ -65,21 +65,21 @@ test('past the retention windows, deleted tasks, their jobs, idempotency keys an
   expect(text).toMatch(/event: error\ndata: .*"InvalidEntry"/);
   expect(text).toMatch(/"keys":\["since"\]/);
   // the registry holds no element of a deleted task: only the image
-  expect(h.server.backend.registry.all().map((e) => e.id.key)).toEqual(['image://local/busybox']);
+  expect(h.registry.all().map((e) => e.id.key)).toEqual(['image://local/busybox']);
   // a task's ID past retention is unknown; the service goes on (seqs continue)
   await runAndDelete(h, 1);
-  expect(h.server.backend.registry.lastSeq()).toBeGreaterThan(last);
+  expect(h.registry.lastSeq()).toBeGreaterThan(last);
 });
 
 test('within the retention windows nothing is removed', async () => {
   h = await start({ retention: { tasks: 3600, jobs: 3600, events: 3600 } });
   await runAndDelete(h, 3);
-  const last = h.server.backend.registry.lastSeq();
+  const last = h.registry.lastSeq();
   expect(await h.server.prune()).toEqual({ tasks: 0, jobs: 0, events: 0 });
   expect(h.server.db.tasks.size).toBe(3);
   expect(h.server.db.idempotency.size).toBe(3);
   expect(await firstReplayed(h, 0)).toBe(1);
-  expect((await h.server.backend.registry.readEvents(0, last, last + 1)).length).toBe(last);
+  expect((await h.registry.readEvents(0, last, last + 1)).length).toBe(last);
   // DELETE of a kept tombstone stays idempotent
   const id = [...h.server.db.tasks.keys()][0] as string;
   expect((await h.call(`/v1/tasks/${id}`, { method: 'DELETE' })).status).toBe(204);
