@@ -15,7 +15,13 @@ export interface AmendEvent {
   readonly detail?: Readonly<Record<string, unknown>>;
 }
 
-/** Reads, and the three writes a backend may make on its own. */
+/**
+ * Writes the held element's attributes: without `event` the revision stays, with it the revision
+ * goes up and the event goes in the same write. Answers the element as written.
+ */
+export type AttributeWrite = (attributes: Attributes, event?: AmendEvent) => Promise<Element>;
+
+/** Reads, and the writes a backend may make on its own. */
 export interface RecordDoor extends RegistryReads {
   /**
    * Changes an element's attributes under its lock: `change` gets the element as it is now and
@@ -24,6 +30,17 @@ export interface RecordDoor extends RegistryReads {
    * the same write. Answers the element as written, or undefined when it is gone or unchanged.
    */
   amend(id: string, change: (current: Element) => Attributes | undefined, event?: AmendEvent): Promise<Element | undefined>;
+  /**
+   * Holds an element's lock while `fn` runs: `fn` gets the element as it is (undefined when it is
+   * gone) and a `write` for its attributes, and may do backend work between the read and the
+   * write (e.g. tag an image). With `wait: false` nothing waits: when the lock is taken, `fn` does
+   * not run and `hold` answers undefined.
+   */
+  hold<A>(
+    id: string,
+    fn: (current: Element | undefined, write: AttributeWrite) => Promise<A>,
+    opts?: { readonly wait?: boolean },
+  ): Promise<A | undefined>;
   /** Forgets an element whose backend object vanished: its record (and composition) go, with a `deleted` event. */
   forget(id: string, reason: string): Promise<void>;
   /** Publishes an event about something that is not an element (e.g. a host's state change). */
@@ -32,33 +49,40 @@ export interface RecordDoor extends RegistryReads {
 
 /** The door over a registry port. */
 export const recordDoor = (port: RegistryPort): RecordDoor => {
-  const amend: RecordDoor['amend'] = (id, change, event) =>
-    port.locks.with([id], async () => {
-      const cur = port.get(id);
-      if (cur === undefined) return undefined;
-      const attributes = change(cur);
-      if (attributes === undefined) return undefined;
+  /** The write of `hold`, for the element as it was read (the caller holds its lock). */
+  const writer =
+    (cur: Element): AttributeWrite =>
+    async (attributes, event) => {
       const next: Element =
         event === undefined
           ? { ...cur, attributes }
           : { ...cur, attributes, revision: cur.revision + 1, modified: new Date().toISOString() };
-      await port.commit({
-        put: [next],
-        ...(event === undefined
-          ? {}
-          : {
-              events: [
-                {
-                  type: event.type,
-                  id,
-                  revision: next.revision,
-                  ...(event.detail === undefined ? {} : { detail: event.detail }),
-                },
-              ],
-            }),
-      });
+      const events =
+        event === undefined
+          ? []
+          : [
+              {
+                type: event.type,
+                id: cur.id.key,
+                revision: next.revision,
+                ...(event.detail === undefined ? {} : { detail: event.detail }),
+              },
+            ];
+      await port.commit({ put: [next], events });
       return next;
-    });
+    };
+  const hold: RecordDoor['hold'] = (id, fn, opts) => {
+    const run = async () => {
+      const cur = port.get(id);
+      return fn(cur, cur === undefined ? () => Promise.reject(new Error(`${id} is gone`)) : writer(cur));
+    };
+    return opts?.wait === false ? port.locks.tryWith([id], run) : port.locks.with([id], run);
+  };
+  const amend: RecordDoor['amend'] = async (id, change, event) =>
+    (await hold(id, async (cur, write) => {
+      const attributes = cur === undefined ? undefined : change(cur);
+      return attributes === undefined ? undefined : write(attributes, event);
+    })) ?? undefined;
   const forget: RecordDoor['forget'] = (id, reason) =>
     port.locks.with([id], async () => {
       const el = port.get(id);
@@ -84,6 +108,7 @@ export const recordDoor = (port: RegistryPort): RecordDoor => {
     lastSeq: () => port.lastSeq(),
     readOutput: (task, run, from) => port.readOutput(task, run, from),
     amend,
+    hold,
     forget,
     announce: async (event) => {
       await port.commit({ events: [event] });
