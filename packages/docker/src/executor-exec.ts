@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import type { AnyError, EndReason } from '@lessl/core';
 import type { RunSink } from '@lessl/level';
@@ -18,15 +17,15 @@ import { Demux, readableOf } from './output.js';
 /** How an exec'd task is known again: its container, its exec, its marker, and whether the container is warm. */
 interface ExecRun {
   readonly containerId: string;
-  readonly exec: Docker.Exec;
+  readonly execId: string;
   readonly marker: string;
   readonly warm: boolean;
 }
 
 /** Puts a run's credential files into a container (created or running) before its process starts. */
-export const putSecrets = async (c: Docker.Container, sink: RunSink): Promise<void> => {
+export const putSecrets = async (runs: ContainerRuns, containerId: string, sink: RunSink): Promise<void> => {
   if (sink.secrets.files.length === 0) return;
-  await c.putArchive(secretTar(sink.secrets.files, sink.spec.user), { path: '/' });
+  await runs.containers.putArchive(containerId, secretTar(sink.secrets.files, sink.spec.user), '/');
 };
 
 /** The shell script that signals every process carrying `marker` (KILL: stopped first, until none is left). */
@@ -50,13 +49,14 @@ const signalExec = async (
   user: string | undefined,
   signal: 'TERM' | 'KILL',
 ): Promise<void> => {
-  const k = await runs.docker.getContainer(containerId).exec({
+  const { exec } = runs;
+  const k = await exec.create(containerId, {
     Cmd: ['sh', '-c', signalScript(marker, signal)],
     AttachStdout: true,
     AttachStderr: true,
     ...(user === undefined ? {} : { User: user }),
   });
-  await new Demux(() => undefined).drain(readableOf(await k.start({ hijack: true, stdin: false })));
+  await new Demux(() => undefined).drain(readableOf(await exec.start(k, { hijack: true, stdin: false })));
 };
 
 /**
@@ -70,7 +70,7 @@ const killExec = async (
   signal: 'TERM' | 'KILL',
   graceMs: number,
 ): Promise<void> => {
-  const running = async (): Promise<boolean> => (await run.exec.inspect().catch(() => ({ Running: false }))).Running;
+  const running = async (): Promise<boolean> => (await runs.exec.inspect(run.execId).catch(() => ({ Running: false }))).Running;
   if (signal === 'TERM') {
     await signalExec(runs, run.containerId, run.marker, user, 'TERM');
     const until = Date.now() + graceMs;
@@ -82,7 +82,7 @@ const killExec = async (
 /** Tells the runtime an exec'd task runs: its process (to follow it again) and how to kill it. */
 const announce = (runs: ContainerRuns, sink: RunSink, run: ExecRun): void =>
   sink.started({
-    process: { containerId: run.containerId, execId: run.exec.id, marker: run.marker, ...(run.warm ? { warm: true } : {}) },
+    process: { containerId: run.containerId, execId: run.execId, marker: run.marker, ...(run.warm ? { warm: true } : {}) },
     kill: (sig, grace) => killExec(runs, run, sink.spec.user, sig, grace),
   });
 
@@ -114,7 +114,7 @@ const followExec = async (runs: ContainerRuns, sink: RunSink, run: ExecRun, stre
   let exitCode: number | null = null;
   let reason: EndReason = 'exited';
   try {
-    exitCode = (await run.exec.inspect()).ExitCode ?? null;
+    exitCode = (await runs.exec.inspect(run.execId)).ExitCode ?? null;
   } catch (err) {
     if (statusOf(err) === 404) reason = 'lost';
     else if (isConnectionError(err)) return;
@@ -135,10 +135,10 @@ export const startExec = async (
 ): Promise<E.Either<AnyError, void>> => {
   const marker = randomBytes(8).toString('hex');
   const { spec } = sink;
-  const container = runs.docker.getContainer(containerId);
+  const { exec } = runs;
   try {
-    await putSecrets(container, sink);
-    const exec = await container.exec({
+    await putSecrets(runs, containerId, sink);
+    const execId = await exec.create(containerId, {
       Cmd: [...spec.cmd],
       Env: [...envOf(sink), `LESSL_EXEC=${marker}`],
       ...(spec.pwd === undefined ? {} : { WorkingDir: spec.pwd }),
@@ -147,8 +147,8 @@ export const startExec = async (
       AttachStderr: true,
       Tty: false,
     });
-    const stream = readableOf(await exec.start({ hijack: true, stdin: false }));
-    const run: ExecRun = { containerId, exec, marker, warm };
+    const stream = readableOf(await exec.start(execId, { hijack: true, stdin: false }));
+    const run: ExecRun = { containerId, execId, marker, warm };
     announce(runs, sink, run);
     void followExec(runs, sink, run, stream, new Demux((s, data) => sink.output(s, data))).catch(() => undefined);
     return E.right(undefined);
@@ -167,11 +167,11 @@ export const resumeExec = (
   marker: string,
   warm: boolean,
 ): void => {
-  const run: ExecRun = { containerId, exec: runs.docker.getExec(execId), marker, warm };
+  const run: ExecRun = { containerId, execId, marker, warm };
   announce(runs, sink, run);
   const poll = async (): Promise<void> => {
     for (;;) {
-      const info = await run.exec.inspect().catch((err: unknown) => (statusOf(err) === 404 ? undefined : null));
+      const info = await runs.exec.inspect(execId).catch((err: unknown) => (statusOf(err) === 404 ? undefined : null));
       if (info === undefined) return endExec(runs, sink, run, null, 'lost');
       if (info !== null && !info.Running) return endExec(runs, sink, run, info.ExitCode ?? null, 'exited');
       await new Promise((r) => setTimeout(r, 500));

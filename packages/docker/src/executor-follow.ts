@@ -7,8 +7,9 @@ import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { restarts, type EndReason } from '@lessl/core';
 import type { RunSink } from '@lessl/level';
-import type { Engine } from './engine.js';
+import type { ContainersClient, ExecClient } from './client/index.js';
 import { isConnectionError, statusOf } from './errors.js';
+import type { Host } from './host.js';
 import { Demux, readableOf, StampedLog } from './output.js';
 
 /** What the container driver's parts share: the engine, the streams being read, and the close. */
@@ -24,11 +25,16 @@ export class ContainerRuns {
    */
   readonly warmOnly = new Set<string>();
 
-  constructor(readonly engine: Engine) {}
+  constructor(readonly engine: Host) {}
 
-  /** The Docker client of the engine. */
-  get docker(): Docker {
-    return this.engine.docker;
+  /** The engine's containers. */
+  get containers(): ContainersClient {
+    return this.engine.clients.containers;
+  }
+
+  /** The engine's execs. */
+  get exec(): ExecClient {
+    return this.engine.clients.exec;
   }
 
   /** True once the backend is closing: followers stop, the next open finds the ends. */
@@ -38,7 +44,7 @@ export class ContainerRuns {
 
   /** Removes a container (gone is fine; a failure is retried by the janitor). */
   removeContainer(id: string): Promise<void> {
-    return this.engine.removeQuietly(this.docker.getContainer(id));
+    return this.engine.removeQuietly(id);
   }
 
   /** Hands a stream to `demux` until it ends (closed early when the backend closes). */
@@ -49,9 +55,8 @@ export class ContainerRuns {
   }
 
   /** Waits for a container's end (given up when the backend closes); answers its exit code. */
-  async waitEnd(c: Docker.Container): Promise<number> {
-    const r: { StatusCode: number } = await c.wait({ abortSignal: this.closing.signal });
-    return r.StatusCode;
+  async waitEnd(containerId: string): Promise<number> {
+    return (await this.containers.wait(containerId, { signal: this.closing.signal })).StatusCode;
   }
 
   /** Stops following: every stream is closed, every wait given up. */
@@ -63,9 +68,9 @@ export class ContainerRuns {
 }
 
 /** A container's log since `since`, live with `follow` (without it, dockerode answers one buffer). */
-export const logStream = async (c: Docker.Container, follow: boolean, since?: string): Promise<Readable> => {
-  const opts = { stdout: true, stderr: true, ...(since === undefined ? {} : { since, timestamps: true }) };
-  return follow ? readableOf(await c.logs({ ...opts, follow: true })) : readableOf(await c.logs({ ...opts, follow: false }));
+export const logStream = async (runs: ContainerRuns, containerId: string, follow: boolean, since?: string): Promise<Readable> => {
+  const opts = { follow, stdout: true, stderr: true, ...(since === undefined ? {} : { since, timestamps: true }) };
+  return readableOf(await runs.containers.logs(containerId, opts));
 };
 
 /**
@@ -76,29 +81,29 @@ export const logStream = async (c: Docker.Container, follow: boolean, since?: st
 const endMain = async (
   runs: ContainerRuns,
   sink: RunSink,
-  c: Docker.Container,
+  containerId: string,
   exitCode: number | null,
   reason: EndReason,
 ): Promise<void> => {
   const oneShot = sink.spec.daemon !== true;
-  if (oneShot) runs.engine.expected.add(c.id);
+  if (oneShot) runs.engine.expected.add(containerId);
   await sink.end({
     exitCode,
     reason,
     executor: oneShot ? { state: 'stopped', containerId: null, mainTask: null } : { state: 'stopped', mainTask: null },
-    ...(oneShot ? { cleanup: () => runs.removeContainer(c.id) } : {}),
+    ...(oneShot ? { cleanup: () => runs.removeContainer(containerId) } : {}),
   });
 };
 
 /** How a main container ended: its exit code and why; undefined when no one can tell now (the next open will). */
 const mainEnd = async (
   runs: ContainerRuns,
-  c: Docker.Container,
+  containerId: string,
 ): Promise<{ exitCode: number | null; reason: EndReason } | undefined> => {
   let exitCode: number | null = null;
   try {
-    exitCode = await runs.waitEnd(c);
-    const info = await c.inspect();
+    exitCode = await runs.waitEnd(containerId);
+    const info = await runs.containers.inspect(containerId);
     return { exitCode, reason: info.State.OOMKilled ? 'oom' : 'exited' };
   } catch (err) {
     if (statusOf(err) === 404) return { exitCode, reason: 'lost' };
@@ -114,28 +119,28 @@ const mainEnd = async (
 export const followMain = async (
   runs: ContainerRuns,
   sink: RunSink,
-  c: Docker.Container,
+  containerId: string,
   stream: Readable | undefined,
   demux: Demux,
 ): Promise<void> => {
   if (stream !== undefined) await runs.drain(stream, demux);
-  const end = await mainEnd(runs, c);
+  const end = await mainEnd(runs, containerId);
   if (end === undefined) return;
   const reason = end.reason === 'exited' && demux.notFound(end.exitCode) ? 'not-found' : end.reason;
-  await endMain(runs, sink, c, end.exitCode, reason);
+  await endMain(runs, sink, containerId, end.exitCode, reason);
 };
 
 /** Reads (or, without a log, waits for) a restarting daemon's runs until it stops for good; undefined once closing. */
 const restartingRuns = async (
   runs: ContainerRuns,
-  c: Docker.Container,
+  containerId: string,
   log: StampedLog | undefined,
 ): Promise<Docker.ContainerInspectInfo | undefined> => {
   for (;;) {
-    if (log === undefined) await runs.waitEnd(c);
-    else await runs.drain(await logStream(c, true, log.since()), log.demux);
+    if (log === undefined) await runs.waitEnd(containerId);
+    else await runs.drain(await logStream(runs, containerId, true, log.since()), log.demux);
     if (runs.closed) return undefined; // the next open follows it again
-    const info = await c.inspect();
+    const info = await runs.containers.inspect(containerId);
     if (!info.State.Running && !info.State.Restarting) return info;
     if (info.State.Restarting) await new Promise((r) => setTimeout(r, 100));
   }
@@ -149,34 +154,34 @@ const restartingRuns = async (
 const followRestarting = async (
   runs: ContainerRuns,
   sink: RunSink,
-  c: Docker.Container,
+  containerId: string,
   log: StampedLog | undefined,
 ): Promise<void> => {
   let info: Docker.ContainerInspectInfo | undefined;
   try {
-    info = await restartingRuns(runs, c, log);
+    info = await restartingRuns(runs, containerId, log);
     if (info === undefined) return;
-    if (log !== undefined) await runs.drain(await logStream(c, false, log.since()), log.demux);
+    if (log !== undefined) await runs.drain(await logStream(runs, containerId, false, log.since()), log.demux);
   } catch (err) {
-    if (statusOf(err) === 404) return endMain(runs, sink, c, null, 'lost');
+    if (statusOf(err) === 404) return endMain(runs, sink, containerId, null, 'lost');
     if (isConnectionError(err) || runs.closed) return; // the engine went away or the backend closed: the next open finds the end
     throw err;
   }
-  await endMain(runs, sink, c, info.State.ExitCode ?? null, info.State.OOMKilled ? 'oom' : 'exited');
+  await endMain(runs, sink, containerId, info.State.ExitCode ?? null, info.State.OOMKilled ? 'oom' : 'exited');
 };
 
 /** Follows a started main container, restarted by Docker or not; reads no output for `log: none`. */
 export const follow = (
   runs: ContainerRuns,
   sink: RunSink,
-  c: Docker.Container,
+  containerId: string,
   attached: Readable | undefined,
   skip = 0,
 ): void => {
   const reads = sink.spec.log?.destination !== 'none';
   const out = (st: 'stdout' | 'stderr', data: Uint8Array): void => sink.output(st, data);
   const done = restarts(sink.spec)
-    ? followRestarting(runs, sink, c, reads ? new StampedLog(out, skip) : undefined)
-    : followMain(runs, sink, c, attached, new Demux(out, skip));
+    ? followRestarting(runs, sink, containerId, reads ? new StampedLog(out, skip) : undefined)
+    : followMain(runs, sink, containerId, attached, new Demux(out, skip));
   void done.catch(() => undefined);
 };

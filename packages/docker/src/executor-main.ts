@@ -26,9 +26,8 @@ export const killContainer = async (
   graceMs: number,
   restartable: boolean,
 ): Promise<void> => {
-  const c = runs.docker.getContainer(id);
-  if (signal === 'KILL' && !restartable) await c.kill({ signal: 'KILL' });
-  else await c.stop({ t: signal === 'KILL' ? 0 : Math.ceil(graceMs / 1000) });
+  if (signal === 'KILL' && !restartable) await runs.containers.kill(id, 'KILL');
+  else await runs.containers.stop(id, signal === 'KILL' ? 0 : Math.ceil(graceMs / 1000));
 };
 
 /** Tells the runtime a main container runs: its process (to follow it again) and how to kill it. */
@@ -82,9 +81,9 @@ const createContainer = async (
   plan: CommitPlan,
   cfg: Docker.ContainerCreateOptions,
   task: string,
-): Promise<E.Either<AnyError, Docker.Container>> => {
+): Promise<E.Either<AnyError, string>> => {
   try {
-    return E.right(await runs.docker.createContainer(cfg));
+    return E.right(await runs.containers.create(cfg));
   } catch (err) {
     if (!isDockerError(err)) throw err;
     return E.left(
@@ -102,15 +101,16 @@ const createContainer = async (
  */
 const prepareContainer = async (
   runs: ContainerRuns,
-  c: Docker.Container,
+  containerId: string,
   sink: RunSink,
 ): Promise<E.Either<AnyError, Readable | undefined>> => {
   const attach = !restarts(sink.spec) && sink.spec.log?.destination !== 'none';
   try {
-    await putSecrets(c, sink);
-    return E.right(attach ? readableOf(await c.attach({ stream: true, stdout: true, stderr: true })) : undefined);
+    await putSecrets(runs, containerId, sink);
+    const stream = attach ? await runs.containers.attach(containerId, { stream: true, stdout: true, stderr: true }) : undefined;
+    return E.right(stream === undefined ? undefined : readableOf(stream));
   } catch (err) {
-    await runs.removeContainer(c.id);
+    await runs.removeContainer(containerId);
     return E.left(fromDocker(sink.task, err));
   }
 };
@@ -126,16 +126,16 @@ const dockerMessage = (err: unknown): string => {
 /** Starts a prepared container; on failure it is removed, and a command Docker cannot run is `InvalidEntry` naming `spec.cmd`. */
 const startContainer = async (
   runs: ContainerRuns,
-  c: Docker.Container,
+  containerId: string,
   stream: Readable | undefined,
   task: string,
 ): Promise<E.Either<AnyError, void>> => {
   try {
-    await c.start();
+    await runs.containers.start(containerId);
     return E.right(undefined);
   } catch (err) {
     stream?.destroy();
-    await runs.removeContainer(c.id);
+    await runs.removeContainer(containerId);
     if (!isDockerError(err)) throw err;
     const code = statusOf(err);
     if (code !== 400 && code !== 500) return E.left(fromDocker(task, err));
@@ -156,9 +156,9 @@ const startCold = async (
   if (E.isLeft(stream)) return stream;
   const started = await startContainer(runs, c.right, stream.right, sink.task);
   if (E.isLeft(started)) return started;
-  announceMain(runs, sink, c.right.id);
+  announceMain(runs, sink, c.right);
   follow(runs, sink, c.right, stream.right);
-  return E.right(c.right.id);
+  return E.right(c.right);
 };
 
 /** Creates and starts the main container of a task (warm when one fits); the commit returns once it runs. */
@@ -176,9 +176,8 @@ export const startMain = async (runs: ContainerRuns, plan: CommitPlan, sink: Run
 /** Stops a main container and removes it (unless `keep`); answers its exit code. */
 export const stopMain = async (runs: ContainerRuns, containerId: string, grace: number, keep = false): Promise<number | null> => {
   runs.engine.expected.add(containerId);
-  const c = runs.docker.getContainer(containerId);
-  await c.stop({ t: grace }).catch(() => undefined);
-  const info = await c.inspect().catch(() => undefined);
+  await runs.containers.stop(containerId, grace).catch(() => undefined);
+  const info = await runs.containers.inspect(containerId).catch(() => undefined);
   if (!keep) await runs.removeContainer(containerId);
   return info?.State.ExitCode ?? null;
 };

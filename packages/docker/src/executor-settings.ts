@@ -13,7 +13,8 @@ import * as t from 'io-ts';
 import { pack } from 'tar-stream';
 import { invalidEntry, type AnyError, type ExecutorOptions, type Member, type TaskSpec } from '@lessl/core';
 import type { CommitPlan, RunSink, SecretFile } from '@lessl/level';
-import { containerName, LABEL } from './names.js';
+import { executorLabels } from './labels.js';
+import { containerName } from './names.js';
 import type { ContainerBase } from './pool.js';
 
 /** Defaults of the hardening and limits. */
@@ -146,11 +147,8 @@ export const volumeMounts = (plan: CommitPlan): Docker.MountSettings[] =>
   }));
 
 /** The labels of what runs a task of an executor (its container or its Swarm service). */
-export const runLabels = (instance: string, plan: CommitPlan, task: string): Record<string, string> => ({
-  [LABEL.id]: plan.executor.key,
-  [LABEL.registry]: instance,
-  [LABEL.task]: task,
-});
+export const runLabels = (instance: string, plan: CommitPlan, task: string): Record<string, string> =>
+  executorLabels(instance, plan.executor.key, task);
 
 /** A fresh name for what runs a task of an executor (a container or a service). */
 export const runName = (instance: string, plan: CommitPlan): string =>

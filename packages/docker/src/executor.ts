@@ -23,12 +23,11 @@ import * as E from 'fp-ts/lib/Either.js';
 import { restarts, unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
 import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
 import { commitPlan, deleteErrorOf, layoutOf, taskSpecOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
-import type { Engine } from './engine.js';
+import type { Host } from './host.js';
 import { resumeExec, startExec } from './executor-exec.js';
 import { ContainerRuns, follow, followMain, logStream } from './executor-follow.js';
 import { announceMain, startMain, stopMain } from './executor-main.js';
 import { DockerExecutorOptionsC, graceSecondsOf } from './executor-settings.js';
-import { LABEL } from './names.js';
 import { Demux } from './output.js';
 
 export {
@@ -123,21 +122,20 @@ const commit = async (runs: ContainerRuns, plan: CommitPlan, faults: FaultHook |
 
 /** Follows again a main container that ran while no backend watched, or reports it lost. */
 const resumeMain = async (runs: ContainerRuns, sink: RunSink, containerId: string): Promise<void> => {
-  const c = runs.docker.getContainer(containerId);
   let info: Docker.ContainerInspectInfo;
   try {
-    info = await c.inspect();
+    info = await runs.containers.inspect(containerId);
   } catch {
     const executor = { state: 'stopped', containerId: null, mainTask: null };
     return void (await sink.end({ exitCode: null, reason: 'lost', executor }));
   }
   announceMain(runs, sink, containerId);
-  if (restarts(sink.spec) || sink.spec.log?.destination === 'none') return follow(runs, sink, c, undefined, sink.kept);
+  if (restarts(sink.spec) || sink.spec.log?.destination === 'none') return follow(runs, sink, containerId, undefined, sink.kept);
   const running = info.State.Running;
-  const logs = await logStream(c, running);
+  const logs = await logStream(runs, containerId, running);
   // a container still running is followed in the background; one that ended is read to its end now
-  if (running) follow(runs, sink, c, logs, sink.kept);
-  else await followMain(runs, sink, c, logs, new Demux((st, data) => sink.output(st, data), sink.kept));
+  if (running) follow(runs, sink, containerId, logs, sink.kept);
+  else await followMain(runs, sink, containerId, logs, new Demux((st, data) => sink.output(st, data), sink.kept));
 };
 
 /** On open: follows a task that ran while no backend watched, or reports how it ended. */
@@ -149,17 +147,10 @@ const resume = async (runs: ContainerRuns, sink: RunSink, status: TaskStatus): P
   return resumeMain(runs, sink, containerId);
 };
 
-/** An executor's labelled containers (those of cold runs). */
-const labelled = (runs: ContainerRuns, key: string): Promise<Docker.ContainerInfo[]> =>
-  runs.docker.listContainers({
-    all: true,
-    filters: { label: [`${LABEL.id}=${key}`, `${LABEL.registry}=${runs.engine.instance}`] },
-  });
-
 /** Removes an executor's containers: the labelled ones (unless it only ran warm), and the warm one it holds. */
 const destroy = async (runs: ContainerRuns, el: Element): Promise<E.Either<DeleteError, void>> => {
   try {
-    const cs = runs.warmOnly.delete(el.id.key) ? [] : await labelled(runs, el.id.key);
+    const cs = runs.warmOnly.delete(el.id.key) ? [] : await runs.containers.listOf(el.id.key);
     for (const c of cs) await runs.removeContainer(c.Id);
     // a warm container an executor took carries no lessl.id label
     if (typeof el.attributes.containerId === 'string') await runs.removeContainer(el.attributes.containerId);
@@ -170,7 +161,7 @@ const destroy = async (runs: ContainerRuns, el: Element): Promise<E.Either<Delet
 };
 
 /** The executor driver: executors are containers on `engine`. */
-export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriver => {
+export const executorDriver = (engine: Host, faults?: FaultHook): ExecutorDriver => {
   const runs = new ContainerRuns(engine);
   return {
     backendOptions: DockerExecutorOptionsC,
@@ -183,7 +174,7 @@ export const executorDriver = (engine: Engine, faults?: FaultHook): ExecutorDriv
     },
     destroy: (el: Element, _comp: CompositionRecord | undefined) => destroy(runs, el),
     async recover(intent: Intent): Promise<void> {
-      const cs = await labelled(runs, intent.id).catch(() => []);
+      const cs = await runs.containers.listOf(intent.id).catch(() => []);
       for (const c of cs) await runs.removeContainer(c.Id);
     },
     async close() {

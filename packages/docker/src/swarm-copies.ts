@@ -3,14 +3,14 @@
  * reaches before a service runs it (`<registry>/lessl/<image hex>`), and deleting its element
  * removes the tag on the manager, the copies the nodes pulled, and the manifest in the registry.
  */
-import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { noopLogger, unavailable, type AnyError, type Element, type Logger } from '@lessl/core';
 import type { ElementDriver } from '@lessl/level';
-import type { Engine } from './engine.js';
-import { followJson } from './engine.js';
+import { dockerClients, type ImagesClient } from './client/index.js';
 import { fromDocker, statusOf } from './errors.js';
+import type { Host } from './host.js';
 import { clientFor } from './hosts.js';
+import { followJson } from './streams.js';
 import type { SwarmNode, SwarmOptions } from './swarm-options.js';
 
 /** How often an image still in use is tried again. */
@@ -20,10 +20,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const hexOf = (imageId: string): string => imageId.replace(/^sha256:/, '');
 
 /** Images pushed to the Swarm's registry, per manager engine (pushed once; forgotten when removed). */
-const pushedBy = new WeakMap<Engine, Set<string>>();
+const pushedBy = new WeakMap<Host, Set<string>>();
 
 /** The images pushed for a manager engine. */
-const pushedRefs = (engine: Engine): Set<string> => {
+const pushedRefs = (engine: Host): Set<string> => {
   let pushed = pushedBy.get(engine);
   if (pushed === undefined) pushedBy.set(engine, (pushed = new Set()));
   return pushed;
@@ -61,25 +61,19 @@ const deleteManifest = async (registry: string, name: string, tag: string): Prom
  * once nothing else names it. A node removes a removed service's containers a little later: a copy
  * still in use is tried again for `waitMs`. Never fails: what cannot be removed stays.
  */
-const removeCopy = async (docker: Docker, repo: string, imageId: string, waitMs = 0): Promise<void> => {
-  const info = await docker
-    .getImage(imageId)
-    .inspect()
-    .catch(() => undefined);
+const removeCopy = async (images: ImagesClient, repo: string, imageId: string, waitMs = 0): Promise<void> => {
+  const info = await images.inspect(imageId).catch(() => undefined);
   const refs = [`${repo}:latest`, ...(info?.RepoDigests ?? []).filter((d) => d.startsWith(`${repo}@`))];
-  for (const ref of refs) await removeRef(docker, ref, Date.now() + waitMs);
+  for (const ref of refs) await removeRef(images, ref, Date.now() + waitMs);
 };
 
 /** Removes one image reference; while a finished task's container still holds it (409), tries again until `deadline`. */
-const removeRef = async (docker: Docker, ref: string, deadline: number): Promise<void> => {
+const removeRef = async (images: ImagesClient, ref: string, deadline: number): Promise<void> => {
   for (;;) {
-    const err: unknown = await docker
-      .getImage(ref)
-      .remove({ noprune: false })
-      .then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+    const err: unknown = await images.remove(ref, { noprune: false }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     if (statusOf(err) !== 409 || Date.now() >= deadline) return;
     await sleep(RETRY_MS);
   }
@@ -107,14 +101,21 @@ const within = async (ms: number, p: Promise<unknown>): Promise<boolean> => {
  * Removes the copies a Swarm node pulled, through its engine (`swarm.nodes`). A node that cannot
  * be reached is logged and skipped: the delete does not fail for it.
  */
-const removeNodeCopies = async (nodes: readonly SwarmNode[], repo: string, imageId: string, log: Logger): Promise<void> => {
+const removeNodeCopies = async (
+  instance: string,
+  nodes: readonly SwarmNode[],
+  repo: string,
+  imageId: string,
+  log: Logger,
+): Promise<void> => {
   for (const node of nodes) {
-    const c = clientFor(node);
+    const docker = clientFor(node);
+    const c = E.isRight(docker) ? dockerClients(docker.right, instance) : undefined;
     const done =
-      E.isRight(c) &&
+      c !== undefined &&
       (await within(
         NODE_TIMEOUT_MS,
-        c.right.ping().then(() => removeCopy(c.right, repo, imageId, NODE_TIMEOUT_MS - 1000)),
+        c.system.ping().then(() => removeCopy(c.images, repo, imageId, NODE_TIMEOUT_MS - 1000)),
       ));
     if (!done)
       log.warn({ node: node.name, url: node.url, imageId }, 'swarm: a node could not be reached; its copy of the image stays');
@@ -128,7 +129,7 @@ const removeNodeCopies = async (nodes: readonly SwarmNode[], repo: string, image
  * cannot be removed stays (a node that cannot be reached is logged).
  */
 export const removeDistributed = async (
-  engine: Engine,
+  engine: Host,
   swarm: SwarmOptions,
   imageId: string,
   log: Logger = noopLogger,
@@ -137,8 +138,8 @@ export const removeDistributed = async (
   const { repo, ref } = distributedRef(swarm, imageId);
   pushedBy.get(engine)?.delete(ref);
   engine.expected.add(imageId);
-  await removeCopy(engine.docker, repo, imageId);
-  await removeNodeCopies(swarm.nodes ?? [], repo, imageId, log);
+  await removeCopy(engine.clients.images, repo, imageId);
+  await removeNodeCopies(engine.instance, swarm.nodes ?? [], repo, imageId, log);
   await deleteManifest(swarm.registry, `lessl/${hexOf(imageId)}`, 'latest');
 };
 
@@ -148,7 +149,7 @@ export const removeDistributed = async (
  */
 export const withSwarmCopies = (
   driver: ElementDriver,
-  engine: Engine,
+  engine: Host,
   swarm: SwarmOptions,
   sameContent: (el: Element) => boolean,
   log: Logger = noopLogger,
@@ -166,7 +167,7 @@ export const withSwarmCopies = (
  * skips layers it has); answers the reference services run it by.
  */
 export const distribute = async (
-  engine: Engine,
+  engine: Host,
   swarm: SwarmOptions,
   task: string,
   imageId: string,
@@ -175,8 +176,8 @@ export const distribute = async (
   const pushed = pushedRefs(engine);
   if (pushed.has(ref)) return E.right(ref);
   try {
-    await engine.docker.getImage(imageId).tag({ repo, tag: 'latest' });
-    const s = await engine.docker.getImage(ref).push({ authconfig: { serveraddress: swarm.registry } });
+    await engine.clients.images.tag(imageId, repo, 'latest');
+    const s = await engine.clients.images.push(ref, { authconfig: { serveraddress: swarm.registry } });
     const r = await followJson(s);
     if (r.error !== undefined)
       return E.left(unavailable(task, `could not push the image to the Swarm's registry ${swarm.registry}: ${r.error}`));

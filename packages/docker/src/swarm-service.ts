@@ -8,8 +8,9 @@ import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, unavailable, unsupported, type AnyError, type TaskSpec } from '@lessl/core';
 import type { CommitPlan, RunSink } from '@lessl/level';
-import type { Engine } from './engine.js';
+import type { ServiceInfo, ServicesClient, ServiceTask } from './client/index.js';
 import { statusOf } from './errors.js';
+import type { Host } from './host.js';
 import {
   backendOf,
   containerBase,
@@ -21,7 +22,6 @@ import {
   runName,
   volumeMounts,
 } from './executor-settings.js';
-import { LABEL } from './names.js';
 import { readableOf } from './output.js';
 import { distribute } from './swarm-copies.js';
 import { constraintsOf, type SwarmOptions } from './swarm-options.js';
@@ -32,23 +32,7 @@ export const SWARM_START_TIMEOUT_MS = 60_000;
 export const POLL_MS = 200;
 
 /** A Swarm task as the API answers it (the fields read here). */
-export interface SwarmTask {
-  readonly ID: string;
-  readonly NodeID?: string;
-  readonly CreatedAt?: string;
-  readonly DesiredState?: string;
-  readonly Status?: {
-    readonly State?: string;
-    readonly Err?: string;
-    readonly ContainerStatus?: { readonly ContainerID?: string; readonly ExitCode?: number };
-  };
-}
-
-/** A service as its inspect answers it (the fields read here). */
-interface ServiceInfo {
-  readonly Version: { readonly Index: number };
-  readonly Spec: Docker.ServiceSpec;
-}
+export type SwarmTask = ServiceTask;
 
 /** Task states after which the container does not run any more. */
 const FINAL = new Set(['complete', 'failed', 'shutdown', 'rejected', 'orphaned', 'remove']);
@@ -132,17 +116,18 @@ export class SwarmServices {
   private self: Promise<{ nodeId: string }> | undefined;
 
   constructor(
-    readonly engine: Engine,
+    readonly engine: Host,
     readonly swarm: SwarmOptions,
   ) {}
 
-  get docker(): Docker {
-    return this.engine.docker;
+  /** The manager's services. */
+  get services(): ServicesClient {
+    return this.engine.clients.services;
   }
 
   /** The manager's node (where the backend's volumes live). */
   manager(): Promise<{ nodeId: string }> {
-    const self = (this.self ??= this.docker.info().then((i: { Swarm?: { NodeID?: string; ControlAvailable?: boolean } }) => {
+    const self = (this.self ??= this.engine.clients.system.info().then((i) => {
       if (i.Swarm?.ControlAvailable !== true || i.Swarm.NodeID === undefined)
         throw new Error('the backend’s engine is not a Swarm manager');
       return { nodeId: i.Swarm.NodeID };
@@ -173,32 +158,32 @@ export class SwarmServices {
     });
   }
 
+  /** Creates a service; answers its ID. */
+  create(spec: Docker.CreateServiceOptions): Promise<string> {
+    return this.services.create(spec);
+  }
+
   /** A service's tasks, oldest first. */
   async tasksOf(serviceId: string): Promise<SwarmTask[]> {
-    const ts: SwarmTask[] = await this.docker.listTasks({ filters: { service: [serviceId] } });
+    const ts = await this.services.tasks(serviceId);
     return [...ts].sort((a, b) => String(a.CreatedAt).localeCompare(String(b.CreatedAt)));
   }
 
   /** A service's spec and version. */
   async inspect(serviceId: string): Promise<ServiceInfo> {
-    return this.docker.getService(serviceId).inspect();
+    return this.services.inspect(serviceId);
   }
 
   /** Removes a service (gone is fine). */
   async remove(serviceId: string): Promise<void> {
-    await this.docker
-      .getService(serviceId)
-      .remove()
-      .catch((err: unknown) => {
-        if (statusOf(err) !== 404) throw err;
-      });
+    await this.services.remove(serviceId).catch((err: unknown) => {
+      if (statusOf(err) !== 404) throw err;
+    });
   }
 
   /** Removes the services of an executor. */
   async removeAllOf(key: string): Promise<void> {
-    const ss = await this.docker.listServices({
-      filters: { label: [`${LABEL.id}=${key}`, `${LABEL.registry}=${this.engine.instance}`] },
-    });
+    const ss = await this.services.listOf(key);
     for (const s of ss) await this.remove(String(s.ID));
   }
 
@@ -220,7 +205,7 @@ export class SwarmServices {
 
   /** The service's log, live or to its current end. */
   async logStream(serviceId: string, follow: boolean): Promise<Readable> {
-    return readableOf(await this.docker.getService(serviceId).logs({ follow, stdout: true, stderr: true }));
+    return readableOf(await this.services.logs(serviceId, { follow, stdout: true, stderr: true }));
   }
 
   /** Stops a service's task: scale to 0 (Swarm sends TERM, then KILL after the stop grace period). */
@@ -228,9 +213,7 @@ export class SwarmServices {
     try {
       const info = await this.inspect(serviceId);
       if (info.Spec.Mode?.Replicated?.Replicas === 0) return;
-      await this.docker
-        .getService(serviceId)
-        .update({ version: info.Version.Index, ...info.Spec, Mode: { Replicated: { Replicas: 0 } } });
+      await this.services.update(serviceId, info.Version.Index, { ...info.Spec, Mode: { Replicated: { Replicas: 0 } } });
     } catch (err) {
       if (statusOf(err) !== 404) throw err;
     }

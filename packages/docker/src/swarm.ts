@@ -17,7 +17,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
 import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
 import { commitPlan, deleteErrorOf, layoutOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
-import type { Engine } from './engine.js';
+import type { Host } from './host.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { graceSecondsOf } from './executor-settings.js';
 import { followService } from './swarm-follow.js';
@@ -58,7 +58,7 @@ const startMain = async (
   if (E.isLeft(spec)) return spec;
   let serviceId: string;
   try {
-    serviceId = (await services.docker.createService(spec.right)).id;
+    serviceId = await services.create(spec.right);
   } catch (err) {
     if (!isDockerError(err)) throw err;
     return E.left(fromDocker(sink.task, err));
@@ -153,7 +153,7 @@ const resume = async (runs: SwarmRuns, sink: RunSink, status: TaskStatus): Promi
 };
 
 /** The Swarm executor driver: executors are services on the Swarm `engine` manages. */
-export const swarmExecutorDriver = (engine: Engine, swarm: SwarmOptions, faults?: FaultHook): ExecutorDriver => {
+export const swarmExecutorDriver = (engine: Host, swarm: SwarmOptions, faults?: FaultHook): ExecutorDriver => {
   const runs: SwarmRuns = { services: new SwarmServices(engine, swarm), followers: new Set() };
   const { services } = runs;
   return {
