@@ -2,7 +2,7 @@
  * Docker's multiplexed stdout/stderr stream (`[type, 0, 0, 0, size(BE32)] payload` frames),
  * demultiplexed in arrival order and handed on as it comes.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 /** Where demultiplexed output goes. */
 export type OutputSink = (stream: 'stdout' | 'stderr', data: Uint8Array) => void;
@@ -129,3 +129,13 @@ export class StampedLog {
     this.sink(stream, payload);
   }
 }
+
+/**
+ * A Node readable of what dockerode answers for a log, an attach or an exec: the stream itself
+ * (a socket or a response, which are `Readable`s), or a readable of the one buffer it answers
+ * for a log read without `follow`.
+ */
+export const readableOf = (got: NodeJS.ReadableStream | Buffer): Readable => {
+  if (Buffer.isBuffer(got)) return Readable.from([got]);
+  return got instanceof Readable ? got : Readable.from(got);
+};
