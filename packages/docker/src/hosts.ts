@@ -16,7 +16,9 @@ import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { invalidEntry, notFound, unavailable, type AnyError, type Element, type InvalidEntry, type Logger } from '@lessl/core';
-import { DEFAULT_CALL_TIMEOUT_MS, Engine, guardCalls } from './engine.js';
+import { DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
+import { guardCalls } from './legacy-modem.js';
+import { Host } from './host.js';
 import { place, type HostState, type PlacementRequest } from './placement.js';
 
 const positiveInt = t.refinement(t.number, (n) => Number.isSafeInteger(n) && n > 0, 'PositiveInt');
@@ -121,13 +123,13 @@ export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
 /** What the pool tells its backend. */
 export interface PoolHooks {
   /** A host changed state (published as an event). */
-  readonly changed: (host: Engine, from: HostState, reason: string) => void;
+  readonly changed: (host: Host, from: HostState, reason: string) => void;
   /** A host became active for the first time since open (reconcile it, watch it). */
-  readonly activated: (host: Engine) => Promise<void>;
+  readonly activated: (host: Host) => Promise<void>;
   /** Stops the tasks still running on a draining host whose deadline passed. */
-  readonly stopTasks: (host: Engine) => Promise<void>;
+  readonly stopTasks: (host: Host) => Promise<void>;
   /** Sweeps a host for dangling lessl objects (every `SWEEP_EVERY` ticks). */
-  readonly sweep?: (host: Engine) => void;
+  readonly sweep?: (host: Host) => void;
 }
 
 /** Default milliseconds between housekeeping ticks. */
@@ -140,7 +142,7 @@ export const SWEEP_EVERY = 12;
 
 /** The backend's hosts (see the module comment). */
 export class HostPool {
-  private readonly hosts = new Map<string, Engine>();
+  private readonly hosts = new Map<string, Host>();
   private readonly endpoints = new Map<string, string>();
   private readonly nextProbe = new Map<string, { at: number; every: number }>();
   private readonly seen = new Set<string>();
@@ -171,9 +173,9 @@ export class HostPool {
   }
 
   /** Adds an engine as a host, `spawned` until its first health check passes. */
-  add(docker: Docker, spec: Pick<HostSpec, 'name' | 'labels' | 'capacity'>, endpoint: string): Engine {
+  add(docker: Docker, spec: Pick<HostSpec, 'name' | 'labels' | 'capacity'>, endpoint: string): Host {
     const capacity = spec.capacity ?? {};
-    const e = new Engine(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity }, this.logger);
+    const e = new Host(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity }, this.logger);
     e.state = 'spawned';
     e.callTimeoutMs = this.callTimeoutMs;
     guardCalls(docker, this.callTimeoutMs, spec.name, (reached, err) => this.observe(e, reached, err));
@@ -183,7 +185,7 @@ export class HostPool {
   }
 
   /** Marks a host that answered at open active (no hooks: the backend adopts it itself). */
-  markActive(h: Engine): void {
+  markActive(h: Host): void {
     h.state = 'active';
     h.stateSince = Date.now();
     this.seen.add(h.name);
@@ -203,29 +205,29 @@ export class HostPool {
   }
 
   /** The first host: where elements made before there were several hosts live. */
-  get primary(): Engine {
+  get primary(): Host {
     const first = this.hosts.values().next();
     if (first.done === true) throw new Error('a host pool has at least one host');
     return first.value;
   }
 
-  get(name: string): Engine | undefined {
+  get(name: string): Host | undefined {
     return this.hosts.get(name);
   }
 
   /** Every host (removed ones included). */
-  all(): Engine[] {
+  all(): Host[] {
     return [...this.hosts.values()];
   }
 
   /** The host an element lives on (`attributes.host`; elements older than hosts live on the primary). */
-  of(el: Pick<Element, 'attributes'>): Engine {
+  of(el: Pick<Element, 'attributes'>): Host {
     const name = el.attributes.host;
     return (typeof name === 'string' ? this.hosts.get(name) : undefined) ?? this.primary;
   }
 
   /** A host by name that may take new work, or the error saying why not. */
-  usable(name: string, id: string): E.Either<AnyError, Engine> {
+  usable(name: string, id: string): E.Either<AnyError, Host> {
     const h = this.hosts.get(name);
     if (h === undefined) return E.left({ ...notFound(id), message: `no host named ${name}` });
     if (h.state !== 'active') return E.left(unavailable(id, `host ${name} is ${h.state}`));
@@ -236,7 +238,7 @@ export class HostPool {
    * Places new work (see placement.ts); `Unavailable` saying why each host was refused. A
    * backend with one engine uses it even while inactive (its calls answer for themselves).
    */
-  place(id: string, req: PlacementRequest): E.Either<AnyError, Engine> {
+  place(id: string, req: PlacementRequest): E.Either<AnyError, Host> {
     const p = place(this.hosts.values(), req);
     if (p.ok) return E.right(p.host);
     const only = this.hosts.size === 1 ? this.primary : undefined;
@@ -245,7 +247,7 @@ export class HostPool {
   }
 
   /** How the backend reports a host. */
-  info(h: Engine): HostInfo {
+  info(h: Host): HostInfo {
     return {
       name: h.name,
       endpoint: this.endpoints.get(h.name) ?? '',
@@ -260,7 +262,7 @@ export class HostPool {
   }
 
   /** Per-host error tracking: every guarded call's outcome. */
-  private observe(h: Engine, reached: boolean, err?: unknown): void {
+  private observe(h: Host, reached: boolean, err?: unknown): void {
     if (reached) {
       h.failures = 0;
       // any call that reaches an inactive host proves it back, as a probe would
@@ -274,7 +276,7 @@ export class HostPool {
   }
 
   /** Moves a host to a state and tells the backend. */
-  setState(h: Engine, to: HostState, reason: string): void {
+  setState(h: Host, to: HostState, reason: string): void {
     if (h.state === to) return;
     const from = h.state;
     h.state = to;
@@ -284,13 +286,11 @@ export class HostPool {
   }
 
   /** Health-checks a host: a ping bounded by `pingTimeoutMs`; a failure is kept as its `lastError`. */
-  private async probe(h: Engine): Promise<boolean> {
+  private async probe(h: Host): Promise<boolean> {
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.pingTimeoutMs);
     try {
-      await (h.docker.ping as (opts: { abortSignal: AbortSignal }) => Promise<unknown>).call(h.docker, {
-        abortSignal: ac.signal,
-      });
+      await h.clients.system.ping({ signal: ac.signal });
       return true;
     } catch (err) {
       h.lastError = ac.signal.aborted
@@ -309,7 +309,7 @@ export class HostPool {
    * Makes a spawned or inactive host active when it answers; an active host whose ping fails
    * twice in a row (the second at once) becomes inactive. Answers whether it is active.
    */
-  async check(h: Engine): Promise<boolean> {
+  async check(h: Host): Promise<boolean> {
     if (h.state === 'removed' || h.state === 'draining') return false;
     let ok = await this.probe(h);
     if (!ok && h.state === 'active') ok = await this.probe(h);
@@ -331,14 +331,14 @@ export class HostPool {
   }
 
   /** Reads what the engine has (CPUs, memory), for placement. */
-  async readResources(h: Engine): Promise<void> {
-    const info = (await h.docker.info().catch(() => undefined)) as { NCPU?: unknown; MemTotal?: unknown } | undefined;
+  async readResources(h: Host): Promise<void> {
+    const info = await h.clients.system.info().catch(() => undefined);
     if (typeof info?.NCPU === 'number' && typeof info.MemTotal === 'number')
       h.resources = { cpus: info.NCPU, memoryBytes: info.MemTotal };
   }
 
   /** Makes a host that answered active; the first time, the backend adopts it (reconcile, watch). */
-  private async reactivate(h: Engine): Promise<void> {
+  private async reactivate(h: Host): Promise<void> {
     if (h.state !== 'spawned' && h.state !== 'inactive') return;
     this.nextProbe.delete(h.name);
     if (!this.seen.has(h.name)) {

@@ -6,6 +6,8 @@
  * open.
  */
 import { noopLogger, type Logger } from '@lessl/core';
+import type { Clients } from './client/index.js';
+import { statusOf } from './errors.js';
 
 /** A Docker object to remove. */
 export interface Leftover {
@@ -28,11 +30,33 @@ export class Janitor {
   private sweeping: Promise<void> | undefined;
   private stopped = false;
 
-  /** `remove` makes one attempt; it must not throw. `log` answers where retries and removals are reported. */
+  /** `clients` are the host's (its removals go through them); `log` answers where retries and removals are reported. */
   constructor(
-    private readonly remove: (l: Leftover) => Promise<Removal>,
+    private readonly clients: Pick<Clients, 'containers' | 'images' | 'volumes'>,
     private readonly log: () => Logger = () => noopLogger,
   ) {}
+
+  /**
+   * Removes a Docker object lessl made (forced; an object already gone counts as removed). When
+   * the engine fails, it is retried in the background. Resolves to whether it is gone now.
+   */
+  async remove(l: Leftover): Promise<boolean> {
+    const r = await this.attempt(l);
+    if (r === 'failed') this.add(l);
+    return r === 'gone';
+  }
+
+  /** One removal attempt; never throws. */
+  private async attempt(l: Leftover): Promise<Removal> {
+    try {
+      if (l.kind === 'container') await this.clients.containers.remove(l.ref, { force: true, volumes: false });
+      else if (l.kind === 'image') await this.clients.images.remove(l.ref, { force: true });
+      else await this.clients.volumes.remove(l.ref, { force: true });
+      return 'gone';
+    } catch (err) {
+      return statusOf(err) === 404 ? 'gone' : 'failed';
+    }
+  }
 
   /** Adds an object whose removal failed; it is retried after a backoff. */
   add(l: Leftover): void {
@@ -81,7 +105,7 @@ export class Janitor {
     this.sweeping ??= (async () => {
       for (const [key, l] of [...this.pending]) {
         if (this.stopped) break;
-        const r = await this.remove(l).catch((): Removal => 'failed');
+        const r = await this.attempt(l);
         if (r === 'gone') {
           this.pending.delete(key);
           this.log().info({ kind: l.kind, ref: l.ref }, 'janitor: removed on retry');

@@ -16,8 +16,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
 import { logError } from '@lessl/core';
-import type { Engine } from './engine.js';
-import { LABEL } from './names.js';
+import type { Host, WarmContainers } from './host.js';
+import { poolLabels } from './labels.js';
 
 /** The container-level settings a warm container is made with and a task must match. */
 export interface ContainerBase {
@@ -104,14 +104,14 @@ interface Slot {
 }
 
 /** The pool of one backend (see the module comment). */
-export class WarmPool {
+export class WarmPool implements WarmContainers {
   private readonly slots = new Map<string, Slot>();
   private memoryCap = POOL_MEMORY_CAP;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
   private readonly filling = new Set<Promise<void>>();
 
-  constructor(private readonly engine: Engine) {
+  constructor(private readonly host: Host) {
     this.timer = setInterval(() => this.housekeep(), 1000);
     this.timer.unref();
   }
@@ -178,14 +178,14 @@ export class WarmPool {
 
   /**
    * Gives back a taken container whose task has ended, or that could not run it (dead while
-   * idle, `dead`: not counted as a hit): it is removed in the background (`Engine.settled`
+   * idle, `dead`: not counted as a hit): it is removed in the background (`Host.settled`
    * waits for it), then the pool refills.
    */
   release(id: string, dead = false): void {
     for (const slot of this.slots.values()) if (slot.lent.delete(id) && dead) slot.hits--;
     // counted as a background removal now; its request goes out once the task's waiters have run
-    this.engine.removeAfter(new Promise((r) => setImmediate(r)), 'container', id);
-    void this.engine
+    this.host.removeAfter(new Promise((r) => setImmediate(r)), 'container', id);
+    void this.host
       .settled()
       .then(() => this.fill())
       .catch(() => undefined);
@@ -197,7 +197,7 @@ export class WarmPool {
       if (slot.profile.base.Image === imageId) {
         this.slots.delete(slot.profile.key);
         const gone = slot.ready.splice(0);
-        this.engine.logger.info({ profile: slot.profile.key, containers: gone.length }, 'pool: evicted (its image goes)');
+        this.host.logger.info({ profile: slot.profile.key, containers: gone.length }, 'pool: evicted (its image goes)');
         await this.removeAll(gone);
       }
   }
@@ -287,28 +287,28 @@ export class WarmPool {
     const p = slot.profile;
     let id: string | undefined;
     try {
-      const c = await this.engine.docker.createContainer({
+      const { containers } = this.host.clients;
+      id = await containers.create({
         name: `lessl_pool_${p.key}_${randomBytes(4).toString('hex')}`,
         Image: p.base.Image,
         Cmd: [...p.idleCmd],
         Entrypoint: [],
-        Labels: { [LABEL.registry]: this.engine.instance, [LABEL.pool]: p.key },
+        Labels: poolLabels(this.host.instance, p.key),
         Tty: false,
         OpenStdin: false,
         HostConfig: p.base.HostConfig,
       });
-      id = c.id;
-      await c.start();
-      if (this.closed || this.slots.get(p.key) !== slot) await this.engine.removeObject('container', c.id);
+      await containers.start(id);
+      if (this.closed || this.slots.get(p.key) !== slot) await this.host.removeObject('container', id);
       else {
-        slot.ready.push({ id: c.id });
-        this.engine.logger.debug({ profile: p.key, container: c.id, ready: slot.ready.length }, 'pool: filled a warm container');
+        slot.ready.push({ id });
+        this.host.logger.debug({ profile: p.key, container: id, ready: slot.ready.length }, 'pool: filled a warm container');
       }
     } catch (err) {
       slot.failures++;
-      this.engine.logger.warn({ profile: p.key, err: logError(err) }, 'pool: could not start a warm container; retrying later');
+      this.host.logger.warn({ profile: p.key, err: logError(err) }, 'pool: could not start a warm container; retrying later');
       slot.retryAt = Date.now() + 5000; // an image gone, an engine failing: try again later, not in a loop
-      if (id !== undefined) await this.engine.removeObject('container', id);
+      if (id !== undefined) await this.host.removeObject('container', id);
     } finally {
       slot.starting--;
     }
@@ -319,17 +319,14 @@ export class WarmPool {
     const now = Date.now();
     for (const slot of this.slots.values())
       if (now - slot.lastUse > slot.profile.idleMs && slot.ready.length > 0) {
-        this.engine.logger.info(
-          { profile: slot.profile.key, containers: slot.ready.length },
-          'pool: idle profile dropped to zero',
-        );
+        this.host.logger.info({ profile: slot.profile.key, containers: slot.ready.length }, 'pool: idle profile dropped to zero');
         void this.removeAll(slot.ready.splice(0));
       }
     void this.fill().catch(() => undefined);
   }
 
   private async removeAll(rs: readonly Ready[]): Promise<void> {
-    for (const r of rs) await this.engine.removeObject('container', r.id);
+    for (const r of rs) await this.host.removeObject('container', r.id);
   }
 }
 
