@@ -8,7 +8,7 @@ import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { invalidEntry, keyPrefix, type AnyError, type CallContext, type Element, type ElementStore } from '@lessl/core';
 import { recordDoor, type RegistryPort } from '@lessl/level';
 import { imageAttributes } from './attributes.js';
-import type { Engine } from './engine.js';
+import type { Host } from './host.js';
 import { statusOf } from './errors.js';
 import { heldDoor } from './held-door.js';
 
@@ -37,7 +37,7 @@ export interface PurgeReport {
  * Never waits for a lock: an image a commit holds (its engine may be slow or frozen) keeps its
  * last use for the next flush, so commits of that image on other hosts never queue behind this.
  */
-export const flushLastUse = async (engine: Engine, registry: RegistryPort): Promise<void> => {
+export const flushLastUse = async (engine: Host, registry: RegistryPort): Promise<void> => {
   const door = heldDoor(registry);
   const used = [...engine.lastUse];
   engine.lastUse.clear();
@@ -76,11 +76,11 @@ export const keepStale =
  * is deleted) an image still in use is handed to the janitor, which removes it once it can.
  * Answers the IDs still kept.
  */
-export const removeStale = async (engine: Engine, ids: readonly string[], final: boolean): Promise<string[]> => {
+export const removeStale = async (engine: Host, ids: readonly string[], final: boolean): Promise<string[]> => {
   const kept: string[] = [];
   for (const id of ids) {
-    const img = engine.docker.getImage(id);
-    const info = await img.inspect().catch((err: unknown) => (statusOf(err) === 404 ? null : undefined));
+    const images = engine.clients.images;
+    const info = await images.inspect(id).catch((err: unknown) => (statusOf(err) === 404 ? null : undefined));
     if (info === null) continue; // gone
     if (info === undefined) {
       kept.push(id); // the engine did not answer: try again later
@@ -88,7 +88,7 @@ export const removeStale = async (engine: Engine, ids: readonly string[], final:
     }
     if ((info.RepoTags ?? []).some((t) => t !== '<none>:<none>')) continue;
     engine.expected.add(info.Id);
-    const gone = await img.remove({ noprune: false }).then(
+    const gone = await images.remove(id, { noprune: false }).then(
       () => true,
       (err: unknown) => statusOf(err) === 404,
     );
@@ -100,7 +100,7 @@ export const removeStale = async (engine: Engine, ids: readonly string[], final:
 };
 
 /** Retries every image element's stale images (purge does this first); records what is still kept. */
-export const pruneStale = async (engine: Engine, registry: RegistryPort): Promise<void> => {
+export const pruneStale = async (engine: Host, registry: RegistryPort): Promise<void> => {
   const door = recordDoor(registry);
   for (const el of door.scan(keyPrefix('image'), Number.MAX_SAFE_INTEGER, (e) => staleOf(e).length > 0)) {
     const before = staleOf(el);
@@ -124,7 +124,7 @@ const nonNegative = (n: unknown): boolean => n === undefined || (typeof n === 'n
  * at most `keepBytes` remain. Images something uses (InUse) are kept and listed.
  */
 export const purge =
-  (engine: Engine, registry: RegistryPort, images: ElementStore) =>
+  (engine: Host, registry: RegistryPort, images: ElementStore) =>
   (opts: PurgeOptions = {}, ctx?: CallContext): TaskEither<AnyError, PurgeReport> =>
   async () => {
     if (typeof opts !== 'object' || opts === null)

@@ -10,10 +10,11 @@ import type { CreateError, Element } from '@lessl/core';
 import type { ElementDriver, DriverCreateInput, Intent } from '@lessl/level';
 import { imageAttributes, imageIdOf } from './attributes.js';
 import type { EgressGuard } from './egress.js';
-import { imageLabel, type Engine } from './engine.js';
+import { imageLabel, type Host } from './host.js';
 import { removeStale } from './freshness.js';
 import { createImage, type ImageCreated } from './image/create.js';
-import { imageRef, LABEL } from './names.js';
+import { imageUsersFilter } from './labels.js';
+import { imageRef } from './names.js';
 import { foreignReferences, removeOwned } from './removal.js';
 
 export type { ImageCreated } from './image/create.js';
@@ -29,7 +30,7 @@ export interface ImageDriver extends ElementDriver {
 }
 
 /** The image driver; URL and git sources go out through `egress` when one is given. */
-export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver => {
+export const imageDriver = (engine: Host, egress?: EgressGuard): ImageDriver => {
   const fetchAs = (input: DriverCreateInput, ref: string): Promise<E.Either<CreateError, ImageCreated>> =>
     createImage(engine, input, ref, egress);
   return {
@@ -46,17 +47,15 @@ export const imageDriver = (engine: Engine, egress?: EgressGuard): ImageDriver =
       if (imageId !== '') await engine.pool?.evict(imageId);
       return removeOwned(engine, {
         key: el.id.key,
-        users: { ancestor: [imageId] },
-        remove: () => engine.docker.getImage(ref).remove({ noprune: false }),
+        users: imageUsersFilter(imageId),
+        remove: () => engine.clients.images.remove(ref, { noprune: false }),
         // the content it had before a refresh, kept while containers used it
         after: () => removeStale(engine, a.stale, true),
       });
     },
-    references: (el: Element) => foreignReferences(engine, el.id.key, { ancestor: [imageIdOf(el)] }),
+    references: (el: Element) => foreignReferences(engine, el.id.key, imageUsersFilter(imageIdOf(el))),
     async recover(intent: Intent): Promise<void> {
-      const imgs = await engine.docker
-        .listImages({ filters: { label: [`${LABEL.id}=${intent.id}`, `${LABEL.registry}=${engine.instance}`] } })
-        .catch(() => []);
+      const imgs = await engine.clients.images.listOf(intent.id).catch(() => []);
       engine.recovered.push(...(await engine.removeHelpers(intent.id)));
       for (const i of imgs) {
         engine.recovered.push(`image ${imageLabel(i)}`);

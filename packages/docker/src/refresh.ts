@@ -36,7 +36,7 @@ import {
 } from '@lessl/core';
 import { recordDoor, type RecordDoor, type RegistryPort } from '@lessl/level';
 import { imageAttributes, imageIdOf } from './attributes.js';
-import { LOCAL_HOST, type Engine } from './engine.js';
+import { LOCAL_HOST, type Host } from './host.js';
 import { fromDocker, statusOf } from './errors.js';
 import { keepStale, removeStale, staleOf } from './freshness.js';
 import { heldDoor } from './held-door.js';
@@ -99,7 +99,7 @@ const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous'
 
 /** What refresh and preload work with over one engine. */
 interface Fresh {
-  readonly engine: Engine;
+  readonly engine: Host;
   readonly registry: RegistryPort;
   /** Where records change (bookkeeping that waits for the element's lock). */
   readonly door: RecordDoor;
@@ -126,13 +126,10 @@ const serialQueues = (): Fresh['serial'] => {
 
 /** Removes a temporary tag (the image goes with it when nothing else tags it). */
 const untag = (f: Fresh, ref: string): Promise<void> =>
-  f.engine.docker
-    .getImage(ref)
-    .remove({ noprune: false })
-    .then(
-      () => undefined,
-      () => undefined,
-    );
+  f.engine.clients.images.remove(ref, { noprune: false }).then(
+    () => undefined,
+    () => undefined,
+  );
 
 /** Records which stale images are still kept (no event: the content did not change). */
 const recordStale = async (f: Fresh, key: string, before: readonly string[], kept: readonly string[]): Promise<void> => {
@@ -273,13 +270,10 @@ const target = (f: Fresh, id: IdLike, ctx?: CallContext): E.Either<AnyError, Ele
 
 /** Whether an element's Docker image is on the engine (an engine that does not answer: nothing to fetch from here). */
 const present = async (f: Fresh, el: Element): Promise<boolean> =>
-  f.engine.docker
-    .getImage(imageIdOf(el))
-    .inspect()
-    .then(
-      () => true,
-      (err: unknown) => statusOf(err) !== 404,
-    );
+  f.engine.clients.images.inspect(imageIdOf(el)).then(
+    () => true,
+    (err: unknown) => statusOf(err) !== 404,
+  );
 
 /** Makes one image present on the one host: created from its source when missing, fetched again when its Docker image is gone. */
 const preloadOne = async (f: Fresh, r: PreloadRequest, host: string, ctx?: CallContext): Promise<PreloadResult> => {
@@ -316,7 +310,7 @@ const preloadHosts = (opts: PreloadOptions): E.Either<AnyError, readonly string[
 
 /** refresh and preload over one engine. */
 export const freshness = (
-  engine: Engine,
+  engine: Host,
   registry: RegistryPort,
   driver: ImageDriver,
   images: ElementStore,

@@ -5,19 +5,17 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import type { DeleteError } from '@lessl/core';
-import type { Engine } from './engine.js';
 import { fromDocker, statusOf } from './errors.js';
 import { deleteErrorOf } from './driver-errors.js';
-
-/** Docker container filters naming the users of an object (`{ ancestor: [imageId] }`, `{ volume: [name] }`). */
-export type UserFilters = Record<string, string[]>;
+import type { Host } from './host.js';
+import type { Filters } from './labels.js';
 
 /** How one element's Docker object goes. */
 export interface Removal {
   /** The element's ID (named in errors). */
   readonly key: string;
   /** Filters that find the containers using the object. */
-  readonly users: UserFilters;
+  readonly users: Filters;
   /** Removes the object once. */
   readonly remove: () => Promise<unknown>;
   /** What else goes once the object is gone (an image's stale content). */
@@ -28,7 +26,7 @@ export interface Removal {
  * Removes the object: a helper of lessl's whose removal failed earlier may still hold it, so on
  * a 409 those helpers go first and the removal is tried again.
  */
-export const removeOwned = async (engine: Engine, r: Removal): Promise<E.Either<DeleteError, void>> => {
+export const removeOwned = async (engine: Host, r: Removal): Promise<E.Either<DeleteError, void>> => {
   try {
     await r.remove().catch(async (err: unknown) => {
       if (statusOf(err) === 404) return;
@@ -46,9 +44,9 @@ export const removeOwned = async (engine: Engine, r: Removal): Promise<E.Either<
 
 /** The containers of others that use the object (they keep the element from going). */
 export const foreignReferences = async (
-  engine: Engine,
+  engine: Host,
   key: string,
-  users: UserFilters,
+  users: Filters,
 ): Promise<E.Either<DeleteError, readonly string[]>> => {
   try {
     return E.right(await engine.foreignUsers(users));

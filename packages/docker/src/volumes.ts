@@ -7,16 +7,17 @@
  * Store options (`StoreConfig.options`): `{ driver?: string, driverOpts?: Record<string,string>, tmpfs?: boolean }`.
  * Create options: `{ tmpfs?: boolean, sizeBytes?: number }`.
  */
-import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { invalidEntry, unsupported, type AnyError, type CreateError, type Element } from '@lessl/core';
 import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
 import { volumeNameOf } from './attributes.js';
 import { createErrorOf, messageOf } from './driver-errors.js';
-import { withTar, type Engine } from './engine.js';
+import type { Host } from './host.js';
+import { labelsFor, volumeUsersFilter } from './labels.js';
+import { withTar } from './streams.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
-import { LABEL, labelsFor, volumeName } from './names.js';
+import { volumeName } from './names.js';
 import { foreignReferences, removeOwned } from './removal.js';
 import { checkedTar } from './tar.js';
 
@@ -82,16 +83,17 @@ interface VolumeHelpers {
   fill(input: DriverCreateInput, name: string): Promise<E.Either<CreateError, void>>;
 }
 
-const volumeHelpers = (engine: Engine): VolumeHelpers => {
+const volumeHelpers = (engine: Host): VolumeHelpers => {
+  const containers = engine.clients.containers;
   /** Copies the parent volume's content into the new one. */
-  const copyParent = async (id: string, from: string, name: string, helpers: Docker.Container[]): Promise<void> => {
-    const src = await engine.helperContainer(id, [{ Source: from, Target: '/v', ReadOnly: true }]);
+  const copyParent = async (id: string, from: string, name: string, helpers: string[]): Promise<void> => {
+    const src = await engine.helper(id, [{ Source: from, Target: '/v', ReadOnly: true }]);
     helpers.push(src);
-    const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
+    const dst = await engine.helper(id, [{ Source: name, Target: '/v' }]);
     helpers.push(dst);
-    const archive = await src.getArchive({ path: '/v' });
+    const archive = await containers.getArchive(src, '/v');
     // the copy streams from one call into another: a read cut mid-way fails the create, not the process
-    await withTar(archive, (abortSignal) => dst.putArchive(archive, { path: '/', abortSignal }), engine.liveness);
+    await withTar(archive, (signal) => containers.putArchive(dst, archive, '/', { signal }), engine.liveness);
   };
 
   /** Puts the create's data (a checked tar) into the new volume, then checks its checksum. */
@@ -99,14 +101,14 @@ const volumeHelpers = (engine: Engine): VolumeHelpers => {
     input: DriverCreateInput,
     data: NonNullable<DriverCreateInput['data']>,
     name: string,
-    helpers: Docker.Container[],
+    helpers: string[],
   ): Promise<E.Either<CreateError, void>> => {
     const id = input.id.key;
-    const dst = await engine.helperContainer(id, [{ Source: name, Target: '/v' }]);
+    const dst = await engine.helper(id, [{ Source: name, Target: '/v' }]);
     helpers.push(dst);
     const tar = checkedTar(id, data.stream, { absoluteSymlinks: false });
     try {
-      await withTar(tar, (abortSignal) => dst.putArchive(tar, { path: '/v', abortSignal }), engine.liveness);
+      await withTar(tar, (signal) => containers.putArchive(dst, tar, '/v', { signal }), engine.liveness);
     } catch (err) {
       if (!isDockerError(err)) throw err;
       return E.left(createErrorOf(unpackError(id, err)));
@@ -117,7 +119,7 @@ const volumeHelpers = (engine: Engine): VolumeHelpers => {
 
   const fill = async (input: DriverCreateInput, name: string): Promise<E.Either<CreateError, void>> => {
     const id = input.id.key;
-    const helpers: Docker.Container[] = [];
+    const helpers: string[] = [];
     try {
       if (input.parent !== undefined) await copyParent(id, volumeNameOf(input.parent), name, helpers);
       if (input.data === undefined) return E.right(undefined);
@@ -135,7 +137,7 @@ const volumeHelpers = (engine: Engine): VolumeHelpers => {
 
 /** One volume create: the engine, the request and the Docker volume's name. */
 interface VolumeJob {
-  readonly engine: Engine;
+  readonly engine: Host;
   readonly helpers: VolumeHelpers;
   readonly input: DriverCreateInput;
   readonly name: string;
@@ -145,12 +147,10 @@ interface VolumeJob {
 const makeVolume = async ({ engine, input, name }: VolumeJob, p: VolumePlan): Promise<E.Either<CreateError, void>> => {
   const id = input.id.key;
   try {
-    const existing = await engine.docker
-      .getVolume(name)
-      .inspect()
-      .catch(() => undefined);
+    const volumes = engine.clients.volumes;
+    const existing = await volumes.inspect(name).catch(() => undefined);
     if (existing !== undefined) return E.left(invalidEntry(`a Docker volume named ${name} exists already`, id, ['id']));
-    await engine.docker.createVolume({
+    await volumes.create({
       Name: name,
       Driver: p.driver,
       DriverOpts: p.driverOpts,
@@ -178,8 +178,8 @@ const createVolume = async (job: VolumeJob): Promise<E.Either<CreateError, Drive
 };
 
 /** The volume driver. */
-export const volumeDriver = (engine: Engine): ElementDriver => {
-  const d = engine.docker;
+export const volumeDriver = (engine: Host): ElementDriver => {
+  const volumes = engine.clients.volumes;
   const helpers = volumeHelpers(engine);
   return {
     external: true,
@@ -196,15 +196,12 @@ export const volumeDriver = (engine: Engine): ElementDriver => {
     destroy(el: Element) {
       const name = volumeNameOf(el);
       engine.expected.add(name);
-      return removeOwned(engine, { key: el.id.key, users: { volume: [name] }, remove: () => d.getVolume(name).remove() });
+      return removeOwned(engine, { key: el.id.key, users: volumeUsersFilter(name), remove: () => volumes.remove(name) });
     },
-    references: (el: Element) => foreignReferences(engine, el.id.key, { volume: [volumeNameOf(el)] }),
+    references: (el: Element) => foreignReferences(engine, el.id.key, volumeUsersFilter(volumeNameOf(el))),
     async recover(intent: Intent): Promise<void> {
       engine.recovered.push(...(await engine.removeHelpers(intent.id)));
-      const vols = await d
-        .listVolumes({ filters: { label: [`${LABEL.id}=${intent.id}`, `${LABEL.registry}=${engine.instance}`] } })
-        .catch(() => ({ Volumes: [] }));
-      for (const v of vols.Volumes ?? []) {
+      for (const v of await volumes.listOf(intent.id).catch(() => [])) {
         engine.recovered.push(`volume ${v.Name}`);
         await engine.removeObject('volume', v.Name);
       }

@@ -7,14 +7,15 @@ import type { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { aborted, invalidEntry, type AnyError, type Progress } from '@lessl/core';
 import type { EgressGuard } from '../egress.js';
-import { followJson, type Engine } from '../engine.js';
+import type { Host } from '../host.js';
+import { followJson } from '../streams.js';
 import { fromDocker } from '../errors.js';
 import { baseImages, buildContext, checkout, type GitSource } from '../sources.js';
 import { hasImage } from './engine-io.js';
 
 /** What a build needs of its create. */
 export interface BuildJob {
-  readonly engine: Engine;
+  readonly engine: Host;
   readonly id: string;
   readonly ref: string;
   readonly labels: Record<string, string>;
@@ -45,16 +46,19 @@ const runBuild = async (
   context: Readable,
   dockerfile: string,
 ): Promise<E.Either<AnyError, void>> => {
-  const s = await job.engine.docker.buildImage(context, {
-    t: job.ref,
-    dockerfile,
-    labels: job.labels,
-    networkmode: 'none',
-    rm: true,
-    forcerm: true,
-    ...(src.buildArgs === undefined ? {} : { buildargs: src.buildArgs }),
-    ...(job.signal === undefined ? {} : { abortSignal: job.signal }),
-  });
+  const s = await job.engine.clients.images.build(
+    context,
+    {
+      t: job.ref,
+      dockerfile,
+      labels: job.labels,
+      networkmode: 'none',
+      rm: true,
+      forcerm: true,
+      ...(src.buildArgs === undefined ? {} : { buildargs: src.buildArgs }),
+    },
+    { signal: job.signal },
+  );
   const r = await followJson(s, (m) => {
     const step = typeof m.stream === 'string' ? /^Step (\d+)\/(\d+) : (.*)/.exec(m.stream) : null;
     if (step !== null) job.report({ phase: 'build', done: Number(step[1]) - 1, total: Number(step[2]), detail: step[3] ?? '' });

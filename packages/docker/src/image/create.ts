@@ -5,16 +5,16 @@
  * check, then the image as the element records it) or in `fail`, which removes what was made.
  */
 import type { Readable } from 'node:stream';
-import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { aborted, invalidEntry, runtimeError, unsupported, type AnyError, type CreateError, type Element } from '@lessl/core';
 import type { DriverCreateInput } from '@lessl/level';
 import { imageAttributes } from '../attributes.js';
 import { createErrorOf, messageOf } from '../driver-errors.js';
 import type { EgressGuard } from '../egress.js';
-import { withTar, type Engine } from '../engine.js';
+import type { Host } from '../host.js';
+import { withTar } from '../streams.js';
 import { fromDocker, isDockerError, statusOf } from '../errors.js';
-import { LABEL, labelChanges, labelsFor } from '../names.js';
+import { helperLabels, labelChanges, labelsFor } from '../labels.js';
 import { parseSource, recordableSource, reporter, type Content, type ImageSource, type SourceCall } from '../sources.js';
 import { buildFromGit } from './build.js';
 import { endOnAbort, materialOf, rootfsTar, type Material } from './content.js';
@@ -42,7 +42,7 @@ class ImageCreate {
   private digest: (() => string) | undefined;
 
   constructor(
-    readonly engine: Engine,
+    readonly engine: Host,
     readonly input: DriverCreateInput,
     readonly ref: string,
     readonly source: ImageSource | undefined,
@@ -154,7 +154,7 @@ class ImageCreate {
   private async ontoParent(parent: Element, tar: Readable | undefined, check: Check): Promise<CreateResult> {
     const a = imageAttributes(parent);
     const parentRef = a.imageId ?? a.ref ?? '';
-    const pinfo = await this.engine.call(this.id, () => this.engine.docker.getImage(parentRef).inspect());
+    const pinfo = await this.engine.call(this.id, () => this.engine.clients.images.inspect(parentRef));
     if (E.isLeft(pinfo))
       return E.left(
         pinfo.left._tag === 'NotFound'
@@ -163,12 +163,13 @@ class ImageCreate {
       );
     const cfg = pinfo.right.Config;
     const hasCmd = (cfg?.Cmd?.length ?? 0) > 0 || (cfg?.Entrypoint?.length ?? 0) > 0;
-    let helper: Docker.Container | undefined;
+    const containers = this.engine.clients.containers;
+    let helper: string | undefined;
     try {
-      helper = await this.engine.docker.createContainer({
+      helper = await containers.create({
         Image: parentRef,
         ...(hasCmd ? {} : { Cmd: ['/lessl-helper-never-started'] }),
-        Labels: { [LABEL.helper]: this.id, [LABEL.registry]: this.engine.instance },
+        Labels: helperLabels(this.engine.instance, this.id),
         HostConfig: { NetworkMode: 'none' },
       });
       if (tar !== undefined) {
@@ -176,7 +177,7 @@ class ImageCreate {
         if (E.isLeft(put)) return this.fail(put.left);
       }
       const changes = [...labelChanges(this.labels), ...(hasCmd ? [] : ['CMD []'])];
-      await helper.commit({ ...splitRef(this.ref), changes });
+      await containers.commit(helper, { ...splitRef(this.ref), changes });
     } catch (err) {
       if (!isDockerError(err)) throw err;
       return this.fail(fromDocker(this.id, err));
@@ -187,9 +188,10 @@ class ImageCreate {
   }
 
   /** Puts the root filesystem into the helper: an archive Docker cannot unpack is the data's fault. */
-  private async putInto(helper: Docker.Container, tar: Readable): Promise<E.Either<AnyError, void>> {
+  private async putInto(helper: string, tar: Readable): Promise<E.Either<AnyError, void>> {
+    const containers = this.engine.clients.containers;
     try {
-      await withTar(tar, (abortSignal) => helper.putArchive(tar, { path: '/', abortSignal }), this.engine.liveness);
+      await withTar(tar, (signal) => containers.putArchive(helper, tar, '/', { signal }), this.engine.liveness);
       return E.right(undefined);
     } catch (err) {
       if (!isDockerError(err)) throw err;
@@ -208,7 +210,7 @@ class ImageCreate {
  * made, then propagates.
  */
 export const createImage = async (
-  engine: Engine,
+  engine: Host,
   input: DriverCreateInput,
   ref: string,
   egress: EgressGuard | undefined,

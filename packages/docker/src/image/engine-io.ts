@@ -6,7 +6,8 @@
 import type { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { aborted, invalidEntry, runtimeError, unavailable, type AnyError, type Progress } from '@lessl/core';
-import { followJson, watchStall, withTar, type Engine } from '../engine.js';
+import type { Host } from '../host.js';
+import { followJson, watchStall, withTar } from '../streams.js';
 import { fromDocker, isDockerError, statusOf } from '../errors.js';
 import { pullProgress, REGISTRY_DEFAULTS, type ImageSource } from '../sources.js';
 import { messageOf } from '../driver-errors.js';
@@ -28,33 +29,28 @@ export type MadeImage = {
 };
 
 /** The Docker image under `ref`, as an element records it. */
-export const describeImage = async (engine: Engine, id: string, ref: string): Promise<E.Either<AnyError, MadeImage>> => {
-  const r = await engine.call(id, () => engine.docker.getImage(ref).inspect());
+export const describeImage = async (engine: Host, id: string, ref: string): Promise<E.Either<AnyError, MadeImage>> => {
+  const r = await engine.call(id, () => engine.clients.images.inspect(ref));
   if (E.isLeft(r)) return r;
   return E.right({ ref, imageId: r.right.Id, size: r.right.Size, layers: r.right.RootFS?.Layers?.length ?? 0 });
 };
 
 /** Tags the image `image` (an ID or a reference) as `ref`. */
-export const tagAs = async (engine: Engine, image: string, ref: string): Promise<void> => {
-  await engine.docker.getImage(image).tag(splitRef(ref));
+export const tagAs = async (engine: Host, image: string, ref: string): Promise<void> => {
+  const { repo, tag } = splitRef(ref);
+  await engine.clients.images.tag(image, repo, tag);
 };
 
 /** True when the engine has an image under this name (an engine that fails answers false). */
-export const hasImage = (engine: Engine, image: string): Promise<boolean> =>
-  engine.docker
-    .getImage(image)
-    .inspect()
-    .then(
-      () => true,
-      () => false,
-    );
+export const hasImage = (engine: Host, image: string): Promise<boolean> =>
+  engine.clients.images.inspect(image).then(
+    () => true,
+    () => false,
+  );
 
 /** Removes the reference `ref`: an image that has other tags too (an archive of an image already here) keeps them. */
-export const removeRef = async (engine: Engine, ref: string): Promise<void> => {
-  const info = await engine.docker
-    .getImage(ref)
-    .inspect()
-    .catch(() => undefined);
+export const removeRef = async (engine: Host, ref: string): Promise<void> => {
+  const info = await engine.clients.images.inspect(ref).catch(() => undefined);
   if (info !== undefined) {
     engine.expected.add(info.Id);
     await engine.removeObject('image', ref);
@@ -63,7 +59,7 @@ export const removeRef = async (engine: Engine, ref: string): Promise<void> => {
 
 /** What an import or a load needs of its create. */
 export interface Upload {
-  readonly engine: Engine;
+  readonly engine: Host;
   readonly id: string;
   readonly ref: string;
   readonly signal?: AbortSignal;
@@ -84,7 +80,7 @@ export const importTar = async (u: Upload, tar: Readable, changes: string[]): Pr
   try {
     const r = await withTar(
       tar,
-      async (abortSignal) => followJson(await u.engine.docker.importImage(tar, { repo, tag, changes, abortSignal })),
+      async (signal) => followJson(await u.engine.clients.images.import(tar, { repo, tag, changes }, { signal })),
       u.engine.liveness,
     );
     if (r.error !== undefined) return E.left(invalidEntry(`Docker could not import the data: ${r.error}`, u.id, ['data']));
@@ -106,9 +102,9 @@ export const loadArchive = async (u: Upload, archive: Readable): Promise<E.Eithe
   try {
     const r = await withTar(
       archive,
-      async (abortSignal) => {
+      async (signal) => {
         u.signal?.addEventListener('abort', () => archive.destroy(new Error('aborted')), { once: true });
-        return followJson(await u.engine.docker.loadImage(archive, { quiet: true, abortSignal }));
+        return followJson(await u.engine.clients.images.load(archive, { signal }));
       },
       u.engine.liveness,
     );
@@ -134,7 +130,7 @@ export const pull = async (
   const stallMs = source.stallMs ?? REGISTRY_DEFAULTS.stallMs;
   let watch: ReturnType<typeof watchStall> | undefined;
   try {
-    const s = await u.engine.docker.pull(source.ref, { abortSignal: u.signal });
+    const s = await u.engine.clients.images.pull(source.ref, { signal: u.signal });
     watch = watchStall(s, stallMs);
     const r = await followJson(s, pullProgress(report)).finally(watch.stop);
     if (r.error !== undefined) return E.left(runtimeError(u.id, `pull of ${source.ref} failed: ${r.error}`));
