@@ -96,6 +96,7 @@ class ImageCreate {
     return E.left(invalidEntry(`${what} takes no data and no parent`, this.id, ['options.source']));
   }
 
+  /** A registry reference, pulled and tagged. */
   private async fromRegistry(s: Extract<ImageSource, { type: 'registry' }>): Promise<CreateResult> {
     const refused = this.noInput('a registry image');
     if (refused !== undefined) return refused;
@@ -103,6 +104,7 @@ class ImageCreate {
     return E.isLeft(pulled) ? this.fail(pulled.left) : this.verified();
   }
 
+  /** A git repository, cloned and built (the commit is the digest refresh compares). */
   private async fromGit(s: Extract<ImageSource, { type: 'git' }>): Promise<CreateResult> {
     const refused = this.noInput('a git image');
     if (refused !== undefined) return refused;
@@ -128,6 +130,7 @@ class ImageCreate {
     }
   }
 
+  /** An archive is loaded; a root filesystem is imported, or put onto the parent. */
   private async fromMaterial(m: Material): Promise<CreateResult> {
     if (m.content?.format === 'image') return this.loadContent(m.content);
     const rootfs = rootfsTar(this.id, m, this.input);
