@@ -5,10 +5,12 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
-import { invalidEntry, type AnyError, type CallContext, type Element, type ElementStore } from '@lessl/core';
-import type { Registry } from '@lessl/level';
-import type { Engine } from './engine.js';
+import { invalidEntry, keyPrefix, type AnyError, type CallContext, type Element, type ElementStore } from '@lessl/core';
+import { recordDoor, type RegistryPort } from '@lessl/level';
+import { imageAttributes } from './attributes.js';
+import type { Host } from './host.js';
 import { statusOf } from './errors.js';
+import { heldDoor } from './held-door.js';
 
 /** What `purge` takes. */
 export interface PurgeOptions {
@@ -35,15 +37,15 @@ export interface PurgeReport {
  * Never waits for a lock: an image a commit holds (its engine may be slow or frozen) keeps its
  * last use for the next flush, so commits of that image on other hosts never queue behind this.
  */
-export const flushLastUse = async (engine: Engine, registry: Registry): Promise<void> => {
+export const flushLastUse = async (engine: Host, registry: RegistryPort): Promise<void> => {
+  const door = heldDoor(registry);
   const used = [...engine.lastUse];
   engine.lastUse.clear();
   for (const [key, at] of used) {
+    const lastUsed = new Date(at).toISOString();
     const done = await registry.locks
       .tryWith([key], async () => {
-        const el = registry.get(key);
-        if (el === undefined) return true;
-        await registry.commit({ put: [{ ...el, attributes: { ...el.attributes, lastUsed: new Date(at).toISOString() } }] });
+        await door.amend(key, (el) => ({ ...el.attributes, lastUsed }));
         return true;
       })
       .catch(() => true);
@@ -52,8 +54,20 @@ export const flushLastUse = async (engine: Engine, registry: Registry): Promise<
 };
 
 /** The Docker images an element had before refreshes, still to remove (`attributes.stale`). */
-export const staleOf = (el: Element): string[] =>
-  Array.isArray(el.attributes.stale) ? el.attributes.stale.filter((x): x is string => typeof x === 'string') : [];
+export const staleOf = (el: Element): readonly string[] => imageAttributes(el).stale;
+
+/**
+ * The attributes of `current` with its stale list rewritten: the images `before` named that
+ * were not `kept` leave it (images added since stay). No event: the element's content did not
+ * change, only what lessl still has to clean up.
+ */
+export const keepStale =
+  (before: readonly string[], kept: readonly string[]) =>
+  (current: Element): Readonly<Record<string, unknown>> => {
+    const still = staleOf(current).filter((x) => kept.includes(x) || !before.includes(x));
+    const { stale: _old, ...attributes } = current.attributes;
+    return still.length === 0 ? attributes : { ...attributes, stale: still };
+  };
 
 /**
  * Removes Docker images an element left behind when a refresh moved it to new content (by image
@@ -62,11 +76,11 @@ export const staleOf = (el: Element): string[] =>
  * is deleted) an image still in use is handed to the janitor, which removes it once it can.
  * Answers the IDs still kept.
  */
-export const removeStale = async (engine: Engine, ids: readonly string[], final: boolean): Promise<string[]> => {
+export const removeStale = async (engine: Host, ids: readonly string[], final: boolean): Promise<string[]> => {
   const kept: string[] = [];
   for (const id of ids) {
-    const img = engine.docker.getImage(id);
-    const info = await img.inspect().catch((err: unknown) => (statusOf(err) === 404 ? null : undefined));
+    const images = engine.clients.images;
+    const info = await images.inspect(id).catch((err: unknown) => (statusOf(err) === 404 ? null : undefined));
     if (info === null) continue; // gone
     if (info === undefined) {
       kept.push(id); // the engine did not answer: try again later
@@ -74,7 +88,7 @@ export const removeStale = async (engine: Engine, ids: readonly string[], final:
     }
     if ((info.RepoTags ?? []).some((t) => t !== '<none>:<none>')) continue;
     engine.expected.add(info.Id);
-    const gone = await img.remove({ noprune: false }).then(
+    const gone = await images.remove(id, { noprune: false }).then(
       () => true,
       (err: unknown) => statusOf(err) === 404,
     );
@@ -86,32 +100,23 @@ export const removeStale = async (engine: Engine, ids: readonly string[], final:
 };
 
 /** Retries every image element's stale images (purge does this first); records what is still kept. */
-export const pruneStale = async (engine: Engine, registry: Registry): Promise<void> => {
-  for (const el of registry.scan('image://', Number.MAX_SAFE_INTEGER, (e) => staleOf(e).length > 0)) {
-    const kept = await removeStale(engine, staleOf(el), false);
-    if (kept.length === staleOf(el).length) continue;
-    await registry.locks
-      .with([el.id.key], async () => {
-        const cur = registry.get(el.id.key);
-        if (cur === undefined) return;
-        const still = staleOf(cur).filter((x) => kept.includes(x) || !staleOf(el).includes(x));
-        const { stale: _old, ...attributes } = cur.attributes;
-        // no event: the element's content did not change, only what lessl still has to clean up
-        await registry.commit({
-          put: [{ ...cur, attributes: still.length === 0 ? attributes : { ...attributes, stale: still } }],
-        });
-      })
-      .catch(() => undefined);
+export const pruneStale = async (engine: Host, registry: RegistryPort): Promise<void> => {
+  const door = recordDoor(registry);
+  for (const el of door.scan(keyPrefix('image'), Number.MAX_SAFE_INTEGER, (e) => staleOf(e).length > 0)) {
+    const before = staleOf(el);
+    const kept = await removeStale(engine, before, false);
+    if (kept.length === before.length) continue;
+    await door.amend(el.id.key, keepStale(before, kept)).catch(() => undefined);
   }
 };
 
 /** When an image last served a task, or was made. */
 export const lastUsedOf = (el: Element): number => {
-  const t = Date.parse(String(el.attributes.lastUsed ?? el.created));
+  const t = Date.parse(imageAttributes(el).lastUsed ?? el.created);
   return Number.isNaN(t) ? 0 : t;
 };
 
-const nonNegative = (n: unknown): boolean => n === undefined || (Number.isSafeInteger(n) && (n as number) >= 0);
+const nonNegative = (n: unknown): boolean => n === undefined || (typeof n === 'number' && Number.isSafeInteger(n) && n >= 0);
 
 /**
  * Removes least recently used images through the store (each removal is a `deleted` event and
@@ -119,7 +124,7 @@ const nonNegative = (n: unknown): boolean => n === undefined || (Number.isSafeIn
  * at most `keepBytes` remain. Images something uses (InUse) are kept and listed.
  */
 export const purge =
-  (engine: Engine, registry: Registry, images: ElementStore) =>
+  (engine: Host, registry: RegistryPort, images: ElementStore) =>
   (opts: PurgeOptions = {}, ctx?: CallContext): TaskEither<AnyError, PurgeReport> =>
   async () => {
     if (typeof opts !== 'object' || opts === null)
@@ -129,8 +134,10 @@ export const purge =
     if (!nonNegative(opts.keepBytes)) return E.left(invalidEntry('keepBytes must be a non-negative integer', '', ['keepBytes']));
     await flushLastUse(engine, registry);
     if (opts.dryRun !== true) await pruneStale(engine, registry);
-    const all = registry.scan('image://').sort((a, b) => lastUsedOf(a) - lastUsedOf(b));
-    const size = (e: Element): number => (typeof e.attributes.size === 'number' ? e.attributes.size : 0);
+    const all = recordDoor(registry)
+      .scan(keyPrefix('image'))
+      .sort((a, b) => lastUsedOf(a) - lastUsedOf(b));
+    const size = (e: Element): number => imageAttributes(e).size ?? 0;
     let total = all.reduce((a, e) => a + size(e), 0);
     const now = Date.now();
     const removed: string[] = [];

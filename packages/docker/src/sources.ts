@@ -11,7 +11,7 @@
  * Temporary files (a clone) are removed whatever happens.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,28 +32,43 @@ const AbsPath = new t.Type<string, string, unknown>(
   (s) => s,
 );
 const Format = t.union([t.literal('image'), t.literal('rootfs')]);
+const positive = (u: unknown): u is number => typeof u === 'number' && Number.isSafeInteger(u) && u > 0;
 const Positive = new t.Type<number, number, unknown>(
   'PositiveInteger',
-  (u): u is number => Number.isSafeInteger(u) && (u as number) > 0,
-  (u, c) => (Number.isSafeInteger(u) && (u as number) > 0 ? t.success(u as number) : t.failure(u, c, 'a positive integer')),
+  positive,
+  (u, c) => (positive(u) ? t.success(u) : t.failure(u, c, 'a positive integer')),
   (n) => n,
 );
 
-/** `options.source` of an image create (see the module comment). */
-export const ImageSourceC = t.union([
-  t.intersection([t.type({ type: t.literal('registry'), ref: t.string }), t.partial({ stallMs: Positive })]),
-  t.type({ type: t.literal('tarball') }),
-  t.type({ type: t.literal('directory'), path: AbsPath }),
-  t.intersection([t.type({ type: t.literal('path'), path: AbsPath }), t.partial({ format: Format })]),
-  t.intersection([
-    t.type({ type: t.literal('url'), url: t.string }),
-    t.partial({ format: Format, checksum: t.string, maxBytes: Positive, stallMs: Positive }),
-  ]),
-  t.intersection([
-    t.type({ type: t.literal('git'), repo: t.string }),
-    t.partial({ ref: t.string, dockerfile: t.string, buildArgs: t.record(t.string, t.string), stallMs: Positive }),
-  ]),
+const RegistrySourceC = t.intersection([
+  t.type({ type: t.literal('registry'), ref: t.string }),
+  t.partial({ stallMs: Positive }),
 ]);
+const TarballSourceC = t.type({ type: t.literal('tarball') });
+const DirectorySourceC = t.type({ type: t.literal('directory'), path: AbsPath });
+const PathSourceC = t.intersection([t.type({ type: t.literal('path'), path: AbsPath }), t.partial({ format: Format })]);
+const UrlSourceC = t.intersection([
+  t.type({ type: t.literal('url'), url: t.string }),
+  t.partial({ format: Format, checksum: t.string, maxBytes: Positive, stallMs: Positive }),
+]);
+const GitSourceC = t.intersection([
+  t.type({ type: t.literal('git'), repo: t.string }),
+  t.partial({ ref: t.string, dockerfile: t.string, buildArgs: t.record(t.string, t.string), stallMs: Positive }),
+]);
+/** Each source's codec by its `type`. */
+const SOURCE_CODECS = {
+  registry: RegistrySourceC,
+  tarball: TarballSourceC,
+  directory: DirectorySourceC,
+  path: PathSourceC,
+  url: UrlSourceC,
+  git: GitSourceC,
+};
+/** A value with a known source `type` (its other fields still to decode). */
+const TypedC = t.type({ type: t.keyof(SOURCE_CODECS) });
+
+/** `options.source` of an image create (see the module comment). */
+export const ImageSourceC = t.union([RegistrySourceC, TarballSourceC, DirectorySourceC, PathSourceC, UrlSourceC, GitSourceC]);
 /** Where an image comes from. */
 export type ImageSource = t.TypeOf<typeof ImageSourceC>;
 
@@ -105,18 +120,13 @@ export const hashing = (): { stream: Transform; digest: () => string } => {
 /** Decodes `options.source` exactly (unknown fields refused). */
 export const parseSource = (id: string, u: unknown): E.Either<AnyError, ImageSource | undefined> => {
   if (u === undefined) return E.right(undefined);
-  const typeOf = (u as { type?: unknown } | null)?.type;
-  const codec = ImageSourceC.types.find((c) => {
-    const first = c instanceof t.IntersectionType ? (c.types as t.Mixed[])[0] : c;
-    return (first as t.InterfaceType<t.Props>).props.type?.is(typeOf) === true;
-  });
-  if (codec === undefined)
+  if (!TypedC.is(u))
     return E.left(
       invalidEntry('options.source.type must be registry, tarball, directory, path, url or git', id, ['options.source.type']),
     );
-  const r = decodeExact(codec, id, u, 'options.source', 'options.source');
+  const r = decodeExact(SOURCE_CODECS[u.type], id, u, 'options.source', 'options.source');
   if (E.isLeft(r)) return r;
-  const s = r.right as ImageSource;
+  const s: ImageSource = r.right;
   if (s.type === 'registry' && s.ref === '')
     return E.left(invalidEntry('a registry source needs a ref', id, ['options.source.ref']));
   if (s.type === 'url' && !/^https?:\/\//i.test(s.url))
@@ -156,6 +166,9 @@ export const counting = (phase: string, report: (p: Progress) => void, totalByte
   });
 };
 
+/** The byte counts of a pull's layer message. */
+const ProgressDetailC = t.partial({ current: t.unknown, total: t.unknown });
+
 /** Layer progress of a pull, from Docker's JSON messages. */
 export const pullProgress = (report: (p: Progress) => void): ((m: Record<string, unknown>) => void) => {
   const layers = new Map<string, { current: number; total: number; done: boolean }>();
@@ -166,7 +179,7 @@ export const pullProgress = (report: (p: Progress) => void): ((m: Record<string,
     // layer lines carry the layer's ID; the others (Pulling from, Digest, Status) are reported as they are
     if (id !== undefined && /layer|download|extract|pull complete|already exists|waiting|verifying/i.test(status)) {
       const l = layers.get(id) ?? { current: 0, total: 0, done: false };
-      const d = m.progressDetail as { current?: unknown; total?: unknown } | undefined;
+      const d = ProgressDetailC.is(m.progressDetail) ? m.progressDetail : undefined;
       if (typeof d?.current === 'number' && /download/i.test(status)) l.current = d.current;
       if (typeof d?.total === 'number' && /download/i.test(status)) l.total = d.total;
       if (/pull complete|already exists/i.test(status)) l.done = true;
@@ -210,119 +223,186 @@ export const fromPath = async (
   return E.right({ format: format ?? 'image', stream, verify: () => E.right(undefined), digest: h.digest });
 };
 
+/** Who fetches a source: the element's ID, its progress, its abort signal and the egress guard. */
+export interface SourceCall {
+  readonly id: string;
+  readonly report: (p: Progress) => void;
+  readonly signal?: AbortSignal | undefined;
+  readonly egress?: EgressGuard | undefined;
+}
+
+/** A URL image source. */
+export type UrlSource = Extract<ImageSource, { type: 'url' }>;
+
+/**
+ * One download's bounds and state: the stall timer (re-armed by every chunk), the caller's abort,
+ * and why it failed, set where it fails (before the consumer hears of it).
+ */
+class Download {
+  readonly ac = new AbortController();
+  failure: AnyError | undefined;
+  stalled = false;
+  private timer: NodeJS.Timeout | undefined;
+  readonly maxBytes: number;
+  readonly stallMs: number;
+
+  constructor(
+    readonly call: SourceCall,
+    readonly src: UrlSource,
+  ) {
+    this.maxBytes = src.maxBytes ?? URL_DEFAULTS.maxBytes;
+    this.stallMs = src.stallMs ?? URL_DEFAULTS.stallMs;
+    call.signal?.addEventListener('abort', this.stop, { once: true });
+    this.arm();
+  }
+
+  /** The caller aborted. */
+  readonly stop = (): void => {
+    this.failure ??= aborted(this.call.id, this.call.signal?.reason);
+    this.ac.abort(this.call.signal?.reason);
+  };
+
+  /** The download ended (or failed): no more timer, no more listening to the caller. */
+  readonly settle = (): void => {
+    clearTimeout(this.timer);
+    this.call.signal?.removeEventListener('abort', this.stop);
+  };
+
+  /** (Re)starts the stall bound. */
+  readonly arm = (): void => {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.stalled = true;
+      this.ac.abort();
+    }, this.stallMs);
+    this.timer.unref();
+  };
+
+  /** Phase 1: the request, answered or failed (refused by the guard, no answer, aborted). */
+  async request(): Promise<E.Either<AnyError, Response>> {
+    const { id } = this.call;
+    try {
+      return E.right(await guardedFetch(this.src.url, { signal: this.ac.signal, redirect: 'follow' }, this.call.egress));
+    } catch (err) {
+      this.settle();
+      const refused = egressRefusal(err);
+      if (refused !== undefined) return E.left(invalidEntry(`${this.src.url} refused: ${refused}`, id, ['options.source.url']));
+      const why = this.stalled ? `no answer within ${this.stallMs} ms` : describe(err);
+      return E.left(this.failure ?? unavailable(id, `could not download ${this.src.url}: ${why}`, err));
+    }
+  }
+
+  /** Phase 2: an answer that is an error status, has no body or announces too many bytes is refused. */
+  async refusal(res: Response): Promise<AnyError | undefined> {
+    const { id } = this.call;
+    const url = this.src.url;
+    if (!res.ok || res.body === null) {
+      this.settle();
+      await res.body?.cancel().catch(() => undefined);
+      return invalidEntry(`GET ${url} answered ${res.status} ${res.statusText}`, id, ['options.source.url']);
+    }
+    const length = contentLength(res);
+    if (length !== undefined && length > this.maxBytes) {
+      this.settle();
+      await res.body.cancel().catch(() => undefined);
+      return invalidEntry(`${url} is ${length} bytes, more than maxBytes ${this.maxBytes}`, id, ['options.source.url']);
+    }
+    return undefined;
+  }
+
+  /** Phase 3: the body as content, bounded in size and time and hashed on the way. */
+  content(body: ReadableStream<Uint8Array>, length: number | undefined): Content {
+    const { id } = this.call;
+    const url = this.src.url;
+    const hash = createHash('sha256');
+    let digest: string | undefined;
+    let complete = false;
+    const guard = this.bounded(hash, () => {
+      complete = true;
+    });
+    const web = Readable.fromWeb(body);
+    web.on('error', (err) => {
+      this.failure ??= this.stalled
+        ? unavailable(id, `${url} stalled: nothing for ${this.stallMs} ms`)
+        : unavailable(id, `download of ${url} failed: ${describe(err)}`, err);
+    });
+    // every stage has an error path: a failure anywhere ends them all, and the reader hears it
+    const stream = pipeline(web, guard, counting('download', this.call.report, length), () => this.settle());
+    const digestOf = (): string => (digest ??= `sha256:${hash.digest('hex')}`);
+    const want = this.src.checksum;
+    return {
+      format: this.src.format ?? 'image',
+      stream,
+      digest: digestOf,
+      verify: () => {
+        if (this.failure !== undefined) return E.left(this.failure);
+        if (!complete) return E.left(unavailable(id, `the download of ${url} did not complete`));
+        digest = digestOf();
+        return want === undefined || digest === want ? E.right(undefined) : E.left(checksumMismatch(id, want, digest));
+      },
+    };
+  }
+
+  /** A pass-through that re-arms the stall bound, refuses more than `maxBytes` and hashes. */
+  private bounded(hash: Hash, onComplete: () => void): Transform {
+    let bytes = 0;
+    const tooMany = (): AnyError =>
+      (this.failure ??= invalidEntry(`${this.src.url} sent more than maxBytes ${this.maxBytes}`, this.call.id, [
+        'options.source.url',
+      ]));
+    return new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        this.arm();
+        bytes += chunk.length;
+        if (bytes > this.maxBytes) {
+          done(new Error(tooMany().message));
+          return;
+        }
+        hash.update(chunk);
+        done(null, chunk);
+      },
+      flush: (done) => {
+        onComplete();
+        this.settle();
+        done();
+      },
+    });
+  }
+}
+
+/** The length a response announces, if any. */
+const contentLength = (res: Response): number | undefined => {
+  const n = Number(res.headers.get('content-length') ?? Number.NaN);
+  return Number.isFinite(n) ? n : undefined;
+};
+
 /**
  * An http(s) download, streamed: refused when it answers an error status, redirects to another
  * scheme, is larger than `maxBytes`, or sends nothing for `stallMs`; hashed on the way when a
  * checksum is given. With `egress`, an address it refuses (at any redirect) is `InvalidEntry`
  * naming it. Aborting `signal` stops it.
  */
-export const fromUrl = async (
-  id: string,
-  src: Extract<ImageSource, { type: 'url' }>,
-  report: (p: Progress) => void,
-  signal?: AbortSignal,
-  egress?: EgressGuard,
-): Promise<E.Either<AnyError, Content>> => {
-  const maxBytes = src.maxBytes ?? URL_DEFAULTS.maxBytes;
-  const stallMs = src.stallMs ?? URL_DEFAULTS.stallMs;
+export const fromUrl = async (call: SourceCall, src: UrlSource): Promise<E.Either<AnyError, Content>> => {
   const want = src.checksum;
   if (want !== undefined && !/^sha256:[0-9a-f]{64}$/.test(want))
-    return E.left(invalidEntry('options.source.checksum must be sha256:<64 hex>', id, ['options.source.checksum']));
-  const ac = new AbortController();
-  /** Why the download failed, set where it fails (before the consumer hears of it). */
-  let failure: AnyError | undefined;
-  const stop = (): void => {
-    failure ??= aborted(id, signal?.reason);
-    ac.abort(signal?.reason);
-  };
-  if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
-  signal?.addEventListener('abort', stop, { once: true });
-  let stalled = false;
-  let timer: NodeJS.Timeout | undefined;
-  const settle = (): void => {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', stop);
-  };
-  const arm = (): void => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      stalled = true;
-      ac.abort();
-    }, stallMs);
-    timer.unref();
-  };
-  arm();
-  let res: Response;
-  try {
-    res = await guardedFetch(src.url, { signal: ac.signal, redirect: 'follow' }, egress);
-  } catch (err) {
-    settle();
-    const refused = egressRefusal(err);
-    if (refused !== undefined) return E.left(invalidEntry(`${src.url} refused: ${refused}`, id, ['options.source.url']));
-    const why = stalled ? `no answer within ${stallMs} ms` : describe(err);
-    return E.left(failure ?? unavailable(id, `could not download ${src.url}: ${why}`, err));
-  }
-  if (!res.ok || res.body === null) {
-    settle();
-    await res.body?.cancel().catch(() => undefined);
-    return E.left(invalidEntry(`GET ${src.url} answered ${res.status} ${res.statusText}`, id, ['options.source.url']));
-  }
-  const length = Number(res.headers.get('content-length') ?? Number.NaN);
-  if (length > maxBytes) {
-    settle();
-    await res.body.cancel().catch(() => undefined);
-    return E.left(invalidEntry(`${src.url} is ${length} bytes, more than maxBytes ${maxBytes}`, id, ['options.source.url']));
-  }
-  const hash = createHash('sha256');
-  let digest: string | undefined;
-  let bytes = 0;
-  let complete = false;
-  const guard = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      arm();
-      bytes += chunk.length;
-      if (bytes > maxBytes) {
-        failure ??= invalidEntry(`${src.url} sent more than maxBytes ${maxBytes}`, id, ['options.source.url']);
-        done(new Error(failure.message));
-        return;
-      }
-      hash.update(chunk);
-      done(null, chunk);
-    },
-    flush(done) {
-      complete = true;
-      settle();
-      done();
-    },
-  });
-  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-  body.on('error', (err) => {
-    failure ??= stalled
-      ? unavailable(id, `${src.url} stalled: nothing for ${stallMs} ms`)
-      : unavailable(id, `download of ${src.url} failed: ${describe(err)}`, err);
-  });
-  // every stage has an error path: a failure anywhere ends them all, and the reader hears it
-  const stream = pipeline(body, guard, counting('download', report, Number.isFinite(length) ? length : undefined), () =>
-    settle(),
-  );
-  const digestOf = (): string => (digest ??= `sha256:${hash.digest('hex')}`);
-  return E.right({
-    format: src.format ?? 'image',
-    stream,
-    digest: digestOf,
-    verify: () => {
-      if (failure !== undefined) return E.left(failure);
-      if (!complete) return E.left(unavailable(id, `the download of ${src.url} did not complete`));
-      digest = digestOf();
-      return want === undefined || digest === want ? E.right(undefined) : E.left(checksumMismatch(id, want, digest));
-    },
-  });
+    return E.left(invalidEntry('options.source.checksum must be sha256:<64 hex>', call.id, ['options.source.checksum']));
+  if (call.signal?.aborted === true) return E.left(aborted(call.id, call.signal.reason));
+  const dl = new Download(call, src);
+  const res = await dl.request();
+  if (E.isLeft(res)) return res;
+  const refused = await dl.refusal(res.right);
+  if (refused !== undefined || res.right.body === null) return E.left(refused ?? unavailable(call.id, `${src.url} sent no body`));
+  return E.right(dl.content(res.right.body, contentLength(res.right)));
 };
 
-const describe = (err: unknown): string => {
-  const cause = (err as { cause?: { message?: unknown } } | undefined)?.cause?.message;
-  return typeof cause === 'string' ? cause : err instanceof Error ? err.message : String(err);
-};
+/** An error's cause's message (what fetch says of a failed connection), else its own message. */
+const CausedC = t.type({ cause: t.type({ message: t.string }) });
+const describe = (err: unknown): string =>
+  CausedC.is(err) ? err.cause.message : err instanceof Error ? err.message : String(err);
+
+/** What a failed child process wrote to its standard error, if anything. */
+const StderrC = t.type({ stderr: t.string });
+const stderrOf = (err: unknown): string => (StderrC.is(err) ? err.stderr : '');
 
 /**
  * With a guard, the git options that keep an http(s) clone on checked addresses: the host's
@@ -345,34 +425,43 @@ const pinnedGit = async (
   ]);
 };
 
+/** A git source. */
+export type GitSource = Extract<ImageSource, { type: 'git' }>;
+
+/** A checkout: its directory, the commit it is at (`git:<sha>`), and how to remove it. */
+export interface Checkout {
+  readonly dir: string;
+  readonly commit: string;
+  readonly cleanup: () => Promise<void>;
+}
+
+/** Runs git with lessl's fixed options (no ext transport, the stall bound, the pins), never prompting. */
+const gitRunner =
+  (call: SourceCall, options: readonly string[]) =>
+  (args: string[]): Promise<{ stdout: string }> =>
+    promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...options, ...args], {
+      env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' },
+      ...(call.signal === undefined ? {} : { signal: call.signal }),
+      maxBuffer: 1024 * 1024,
+    });
+
 /** A git checkout of `src.ref` in a fresh temporary directory (and its commit); `cleanup` removes it. */
-export const checkout = async (
-  id: string,
-  src: Extract<ImageSource, { type: 'git' }>,
-  report: (p: Progress) => void,
-  signal?: AbortSignal,
-  guard?: EgressGuard,
-): Promise<E.Either<AnyError, { dir: string; commit: string; cleanup: () => Promise<void> }>> => {
-  const pinned = await pinnedGit(id, src.repo, guard);
+export const checkout = async (call: SourceCall, src: GitSource): Promise<E.Either<AnyError, Checkout>> => {
+  const { id, signal } = call;
+  const pinned = await pinnedGit(id, src.repo, call.egress);
   if (E.isLeft(pinned)) return pinned;
   const dir = await mkdtemp(join(tmpdir(), 'lessl-git-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
   const stallS = Math.ceil((src.stallMs ?? GIT_DEFAULTS.stallMs) / 1000);
   // an http(s) transfer slower than a byte a second for stallS seconds fails ("Operation too slow")
-  const slow = ['-c', 'http.lowSpeedLimit=1', '-c', `http.lowSpeedTime=${stallS}`];
-  const git = (args: string[]): Promise<{ stdout: string }> =>
-    promisify(execFile)('git', ['-c', 'protocol.ext.allow=never', ...slow, ...pinned.right, ...args], {
-      env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true' },
-      ...(signal === undefined ? {} : { signal }),
-      maxBuffer: 1024 * 1024,
-    });
-  report({ phase: 'clone', detail: src.repo });
+  const git = gitRunner(call, ['-c', 'http.lowSpeedLimit=1', '-c', `http.lowSpeedTime=${stallS}`, ...pinned.right]);
+  call.report({ phase: 'clone', detail: src.repo });
   try {
     await git(['clone', '--quiet', '--no-checkout', '--', src.repo, dir]);
   } catch (err) {
     await cleanup();
     if (signal?.aborted === true) return E.left(aborted(id, signal.reason));
-    if (/Operation too slow/.test(String((err as { stderr?: unknown }).stderr ?? '')))
+    if (/Operation too slow/.test(stderrOf(err)))
       return E.left(unavailable(id, `git clone of ${src.repo} stalled: less than a byte a second for ${stallS} s`, err));
     return E.left(invalidEntry(`git could not clone ${src.repo}: ${gitError(err)}`, id, ['options.source.repo']));
   }
@@ -391,8 +480,8 @@ export const checkout = async (
 };
 
 const gitError = (err: unknown): string => {
-  const stderr = (err as { stderr?: unknown }).stderr;
-  return (typeof stderr === 'string' && stderr.trim() !== '' ? stderr : describe(err)).trim().split('\n')[0] ?? '';
+  const stderr = stderrOf(err);
+  return (stderr.trim() !== '' ? stderr : describe(err)).trim().split('\n')[0] ?? '';
 };
 
 /**
@@ -405,7 +494,7 @@ export const baseImages = (dockerfile: string): string[] => {
   for (const line of dockerfile.split(/\r?\n/)) {
     const m = /^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
     if (m === null) continue;
-    const image = m[1] as string;
+    const image = m[1] ?? '';
     if (image !== 'scratch' && !stages.has(image.toLowerCase())) out.push(image);
     if (m[2] !== undefined) stages.add(m[2].toLowerCase());
   }
@@ -425,5 +514,5 @@ export const buildContext = async (
   const text = await readFile(join(dir, dockerfile), 'utf8').catch(() => undefined);
   if (text === undefined) return E.left(invalidEntry(`no ${dockerfile} in the repository`, id, ['options.source.dockerfile']));
   const context = packDir(dir, { ignore: (name) => name === join(dir, '.git') || name.startsWith(join(dir, '.git/')) });
-  return E.right({ context: context as unknown as Readable, text });
+  return E.right({ context, text });
 };
