@@ -10,7 +10,6 @@ import { recordDoor, type RegistryPort } from '@lessl/level';
 import { imageAttributes } from './attributes.js';
 import type { Host } from './host.js';
 import { statusOf } from './errors.js';
-import { heldDoor } from './held-door.js';
 
 /** What `purge` takes. */
 export interface PurgeOptions {
@@ -38,16 +37,20 @@ export interface PurgeReport {
  * last use for the next flush, so commits of that image on other hosts never queue behind this.
  */
 export const flushLastUse = async (engine: Host, registry: RegistryPort): Promise<void> => {
-  const door = heldDoor(registry);
+  const door = recordDoor(registry);
   const used = [...engine.lastUse];
   engine.lastUse.clear();
   for (const [key, at] of used) {
     const lastUsed = new Date(at).toISOString();
-    const done = await registry.locks
-      .tryWith([key], async () => {
-        await door.amend(key, (el) => ({ ...el.attributes, lastUsed }));
-        return true;
-      })
+    const done = await door
+      .hold(
+        key,
+        async (el, write) => {
+          if (el !== undefined) await write({ ...el.attributes, lastUsed });
+          return true;
+        },
+        { wait: false },
+      )
       .catch(() => true);
     if (done === undefined && (engine.lastUse.get(key) ?? 0) < at) engine.lastUse.set(key, at);
   }

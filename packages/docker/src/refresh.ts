@@ -39,7 +39,6 @@ import { imageAttributes, imageIdOf } from './attributes.js';
 import { LOCAL_HOST, type Host } from './host.js';
 import { fromDocker, statusOf } from './errors.js';
 import { keepStale, removeStale, staleOf } from './freshness.js';
-import { heldDoor } from './held-door.js';
 import { tagAs } from './image/engine-io.js';
 import type { ImageCreated, ImageDriver, MadeImage } from './images.js';
 import { imageRef } from './names.js';
@@ -101,10 +100,8 @@ const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous'
 interface Fresh {
   readonly engine: Host;
   readonly registry: RegistryPort;
-  /** Where records change (bookkeeping that waits for the element's lock). */
+  /** Where records change: stale bookkeeping (`amend`), the switch to new content (`hold`). */
   readonly door: RecordDoor;
-  /** Where records change while the switch holds the element's lock. */
-  readonly held: RecordDoor;
   readonly driver: ImageDriver;
   readonly images: ElementStore;
   readonly authorize: Authorizer;
@@ -184,9 +181,14 @@ const fetchAgain = (
  * the record (new `imageId`, revision + 1) written with its `modified` event. A failed write
  * puts the reference back on the old content; the temporary tag goes either way.
  */
-const switchTo = (f: Fresh, key: string, ref: string, tmp: string, fresh: MadeImage): Promise<E.Either<AnyError, Element>> =>
-  f.registry.locks.with([key], async (): Promise<E.Either<AnyError, Element>> => {
-    const cur = f.held.get(key);
+const switchTo = async (
+  f: Fresh,
+  key: string,
+  ref: string,
+  tmp: string,
+  fresh: MadeImage,
+): Promise<E.Either<AnyError, Element>> =>
+  (await f.door.hold(key, async (cur, write): Promise<E.Either<AnyError, Element>> => {
     if (cur === undefined) {
       await untag(f, tmp);
       return E.left(notFound(key));
@@ -200,24 +202,19 @@ const switchTo = (f: Fresh, key: string, ref: string, tmp: string, fresh: MadeIm
     }
     const stale = [...new Set([...staleOf(cur), previous])].filter((x) => x !== '' && x !== fresh.imageId);
     const detail = { refreshed: true, imageId: fresh.imageId, previousImageId: previous };
-    const next = await f.held
-      .amend(
-        key,
-        (c) => {
-          const { stale: _s, ...attributes } = c.attributes;
-          return { ...attributes, ...fresh, ref, ...(stale.length === 0 ? {} : { stale }) };
-        },
-        { type: 'modified', detail },
-      )
-      .then(
-        (el): E.Either<AnyError, Element> => (el === undefined ? E.left(notFound(key)) : E.right(el)),
-        (err: unknown): E.Either<AnyError, Element> => E.left(runtimeError(key, 'could not persist the refresh', err)),
-      );
+    const { stale: _s, ...attributes } = cur.attributes;
+    const next = await write(
+      { ...attributes, ...fresh, ref, ...(stale.length === 0 ? {} : { stale }) },
+      { type: 'modified', detail },
+    ).then(
+      (el): E.Either<AnyError, Element> => E.right(el),
+      (err: unknown): E.Either<AnyError, Element> => E.left(runtimeError(key, 'could not persist the refresh', err)),
+    );
     // the reference goes back to the old content; the new image goes with its temporary tag
     if (E.isLeft(next) && previous !== '') await tagAs(f.engine, previous, ref).catch(() => undefined);
     await untag(f, tmp);
     return next;
-  });
+  })) ?? E.left(notFound(key));
 
 /** Fetches `el`'s source again and switches to it if it changed (always, with `force`). */
 const refetch = async (
@@ -323,7 +320,6 @@ export const freshness = (
     engine,
     registry,
     door: recordDoor(registry),
-    held: heldDoor(registry),
     driver,
     images,
     authorize,
