@@ -44,9 +44,15 @@ export const DockerExecutorOptionsC = t.partial({
 /** Backend options of an executor (`ExecutorOptions.backend`). */
 export type DockerExecutorOptions = t.TypeOf<typeof DockerExecutorOptionsC>;
 
-/** The Docker options of an executor, decoded (they were validated at `handle`; nothing is read by cast). */
+/**
+ * The Docker options of an executor, decoded (they were validated at `handle`; nothing is read by
+ * cast). A Swarm executor's `constraints` are Swarm placement constraints (an array, see
+ * `SwarmExecutorOptionsC`): the container options are read without them, so they keep their
+ * hardening (`capAdd`, `allowNewPrivileges`) and `stopGraceSeconds`.
+ */
 export const backendOf = (o: ExecutorOptions): DockerExecutorOptions => {
-  const r = DockerExecutorOptionsC.decode(o.backend ?? {});
+  const { constraints, ...rest } = o.backend ?? {};
+  const r = DockerExecutorOptionsC.decode(Array.isArray(constraints) ? rest : (o.backend ?? {}));
   return E.isRight(r) ? r.right : {};
 };
 
