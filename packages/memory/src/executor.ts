@@ -13,7 +13,7 @@ import type {
   PlanStep,
   RunOutcome,
   RunSink,
-} from '@lessl/level';
+} from '@lessl/kit';
 import type { FakeExit, FakeIO, FakeProcess } from './process.js';
 
 /** A commit hook of the tests: the error a step fails with, or `undefined` to let it run. */

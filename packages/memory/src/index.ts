@@ -23,17 +23,8 @@ import {
   type StoreConfig,
   type RuntimeError,
 } from '@lessl/core';
-import {
-  assemble,
-  commonOpenOptions,
-  openRegistry,
-  type Durability,
-  Registry,
-  registryOpenFailure,
-  type Backend,
-  type ElementDriver,
-  type RegistryOptions,
-} from '@lessl/level';
+import { commonOpenOptions, openRegistry, Registry, registryOpenFailure, type RegistryOptions } from '@lessl/level';
+import { assemble, type Durability, type Backend, type ElementDriver } from '@lessl/kit';
 import { executorDriver, type FaultHook } from './executor.js';
 import { tinyShell, type FakeProcess } from './process.js';
 

@@ -12,7 +12,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
-import { batchOptions, type Durability } from '@lessl/level';
+import { batchOptions } from '@lessl/level';
+import { type Durability } from '@lessl/kit';
 import type { FullLimits, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
 

@@ -12,7 +12,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { fromUtf8, keyOf, type CallContext, type Element, type ElementKind } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 
 /** The principal the service itself uses (the authorizer lets it do everything). */
 export const SYSTEM = 'lessl-service';

@@ -10,7 +10,7 @@ import * as t from 'io-ts';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import * as E from 'fp-ts/lib/Either.js';
 import { notFound, unsupported, type AnyError } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { DockerBackend, HostInfo } from '@lessl/docker';
 import { operationsOf } from './operate.js';
 import { describe, IntFromString, refine, str, strict } from './codec.js';

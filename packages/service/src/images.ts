@@ -23,7 +23,7 @@ import {
   type AnyError,
   type Element,
 } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { EgressGuard } from '@lessl/docker';
 import { BoolFromString, describe, IntFromString, refine, str, strict } from './codec.js';
 import type { UserRecord } from './db.js';

@@ -9,7 +9,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { FastifyPluginAsync } from 'fastify';
 import { LesslError, unsupported, utf8, type AnyError, type ExecutorOptions, type PoolView } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { DockerBackend, PoolProfileRequest, PoolStats, PreloadResult } from '@lessl/docker';
 import { decodeWith, describe, int, list, str, strict } from './codec.js';
 import { json, problem, route } from './http.js';

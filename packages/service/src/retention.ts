@@ -4,7 +4,7 @@
  * its window. It runs with every reaper pass, so memory and disk stay bounded however many tasks
  * go through.
  */
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import { FINAL_JOB_STATES, type JobRecord, type ServiceDb, type TaskRecord } from './db.js';
 
 /** Retention windows, in seconds (see docs/service.md). */

@@ -8,7 +8,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { runtimeError, taskStatusOf, utf8, type AnyError, type ExecutorOptions, type TaskResult } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { CommandRecord, ErrorRecord, ServiceDb, TaskRecord } from './db.js';
 import { dirOf, fileDirs, type Policy, type TaskPlan } from './plan.js';
 import { fetchSrc, tarOf } from './resources.js';

@@ -4,7 +4,7 @@
  */
 import * as t from 'io-ts';
 import { taskStatusOf } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { JobRecord, TaskRecord } from './db.js';
 import { elementsOf, readElement, SERVICE } from './elements.js';
 

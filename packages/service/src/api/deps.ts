@@ -3,7 +3,7 @@
  */
 import type { FastifyReply } from 'fastify';
 import { conflict } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { EgressGuard } from '@lessl/docker';
 import type { EventCursors } from '../cursors.js';
 import type { JobRecord, ServiceDb, TaskRecord } from '../db.js';

@@ -5,7 +5,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsync } from 'fastify';
 import { conflict, notFound } from '@lessl/core';
-import type { Backend } from '@lessl/level';
+import type { Backend } from '@lessl/kit';
 import type { ServiceDb, TaskRecord, UserRecord } from '../db.js';
 import { elementsOf, readElement, SERVICE } from '../elements.js';
 import { json, problem, route } from '../http.js';
