@@ -61,9 +61,9 @@ test.each(packages)(
     expect(m.repository).toMatchObject({ url: expect.stringContaining('github.com/lessl/lessl'), directory: `packages/${p}` });
     expect(m.publishConfig).toEqual({ access: 'public' });
     expect(Object.keys(deps).filter((k) => k.startsWith('@types/') || k === 'fp-ts' || k === 'io-ts')).toEqual([]);
-    const usesFp = readdirSync(join(root, 'packages', p, 'src')).some((f) =>
-      /from 'fp-ts|from 'io-ts/.test(readFileSync(join(root, 'packages', p, 'src', f), 'utf8')),
-    );
+    const usesFp = readdirSync(join(root, 'packages', p, 'src'), { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts'))
+      .some((f) => /from 'fp-ts|from 'io-ts/.test(readFileSync(join(root, 'packages', p, 'src', f), 'utf8')));
     if (usesFp) expect(m.peerDependencies).toHaveProperty('fp-ts');
   },
 );
