@@ -9,5 +9,3 @@ export const mergeFilters = (a: Filters, b: Filters = {}): Record<string, string
   return out;
 };
 
-/** A filter as dockerode's list calls take it (mutable arrays). */
-export const plain = (f: Filters | undefined): Record<string, string[]> => mergeFilters({}, f);
