@@ -8,4 +8,3 @@ export const mergeFilters = (a: Filters, b: Filters = {}): Record<string, string
   for (const [k, v] of Object.entries(b)) out[k] = k === 'label' ? [...(out[k] ?? []), ...v] : [...v];
   return out;
 };
-
