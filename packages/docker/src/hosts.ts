@@ -15,7 +15,16 @@ import { createSecureContext } from 'node:tls';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, notFound, unavailable, type AnyError, type Element, type InvalidEntry, type Logger } from '@lessl/core';
+import {
+  hostKey,
+  invalidEntry,
+  notFound,
+  unavailable,
+  type AnyError,
+  type Element,
+  type InvalidEntry,
+  type Logger,
+} from '@lessl/core';
 import { CallGuard, DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
 import { guardCalls } from './legacy-modem.js';
 import { Host } from './host.js';
@@ -116,7 +125,7 @@ export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
     );
   } catch (err) {
     const why = err instanceof Error ? err.message : 'bad TLS material';
-    return E.left(invalidEntry(`host ${spec.name}: its TLS material is refused: ${why}`, `host://${spec.name}`, at('tls')));
+    return E.left(invalidEntry(`host ${spec.name}: its TLS material is refused: ${why}`, hostKey(spec.name), at('tls')));
   }
 };
 
@@ -413,7 +422,7 @@ export class HostPool {
    */
   async drain(name: string, deadlineMs: number): Promise<E.Either<AnyError, HostInfo>> {
     const h = this.hosts.get(name);
-    if (h === undefined) return E.left({ ...notFound(`host://${name}`), message: `no host named ${name}` });
+    if (h === undefined) return E.left({ ...notFound(hostKey(name)), message: `no host named ${name}` });
     if (h.state === 'removed') return E.right(this.info(h));
     this.setState(h, 'draining', `drain requested (deadline ${deadlineMs} ms)`);
     const until = Date.now() + deadlineMs;
@@ -439,7 +448,7 @@ export const hostEvent = (
   reason: string,
 ): { type: 'host'; id: string; revision: number; detail: Record<string, unknown> } => ({
   type: 'host',
-  id: `host://${info.name}`,
+  id: hostKey(info.name),
   revision: 0,
   detail: { state: info.state, from, reason, endpoint: info.endpoint },
 });

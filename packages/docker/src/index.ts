@@ -17,6 +17,7 @@ import {
   decodeOptions,
   decodeTaskSpec,
   fnC,
+  hostKey,
   invalidEntry,
   nameCollision,
   notFound,
@@ -505,7 +506,7 @@ const hostsApi = (hosts: HostPool): DockerBackend['hosts'] => ({
     if (E.isLeft(d)) return d;
     const s = d.right.host;
     if (s === undefined) return E.left(invalidEntry('a host is required', '', ['host']));
-    if (hosts.get(s.name) !== undefined) return E.left(nameCollision(`host://${s.name}`));
+    if (hosts.get(s.name) !== undefined) return E.left(nameCollision(hostKey(s.name)));
     const c = clientFor(s);
     if (E.isLeft(c)) return c;
     const h = hosts.add(c.right, s, endpointOf(c.right));
@@ -513,7 +514,7 @@ const hostsApi = (hosts: HostPool): DockerBackend['hosts'] => ({
     // a TLS failure is the host's, not a passing outage: the registration is refused
     if (h.state === 'spawned' && isTlsError(h.lastErrorCause)) {
       hosts.forget(h.name);
-      return E.left(unavailable(`host://${s.name}`, `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`));
+      return E.left(unavailable(hostKey(s.name), `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`));
     }
     return E.right(hosts.info(h));
   },
