@@ -285,7 +285,7 @@ export const openDockerBackend =
   };
 
 /** A host's engine as open found it: its client, its call guard, whether it answered a ping. */
-interface Engine0 {
+interface FoundEngine {
   readonly spec: HostSpec;
   readonly docker: Docker;
   readonly guard: CallGuard;
@@ -309,11 +309,11 @@ interface Parts {
  * call: a hung engine answers Unavailable). Every host answering is active; the others stay
  * spawned until they answer. None answering is `Unavailable`.
  */
-const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntry | Unavailable, Engine0[]>> => {
+const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntry | Unavailable, FoundEngine[]>> => {
   const specs = hostSpecsOf(opts);
   if (E.isLeft(specs)) return specs;
   const ms = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-  const found: Omit<Engine0, 'answered'>[] = [];
+  const found: Omit<FoundEngine, 'answered'>[] = [];
   for (const spec of specs.right) {
     const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
     if (E.isLeft(c)) return c;
@@ -354,7 +354,7 @@ const registryOf = async (opts: DockerBackendOptions): Promise<E.Either<RuntimeE
 };
 
 /** Open, phase 3: the host pool, each host with its guard; those that answered are active. */
-const hostPoolOf = (registry: Registry, opts: DockerBackendOptions, engines: readonly Engine0[]): HostPool => {
+const hostPoolOf = (registry: Registry, opts: DockerBackendOptions, engines: readonly FoundEngine[]): HostPool => {
   const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
   for (const { spec, docker, guard, answered } of engines) {
     const h = hosts.add(docker, spec, endpointOf(docker), guard);
