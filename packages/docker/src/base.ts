@@ -28,12 +28,12 @@ export const busyboxRootfs = (path = BUSYBOX): Readable => {
   p.entry({ name: 'etc/passwd', mode: 0o644 }, 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n');
   p.entry({ name: 'etc/group', mode: 0o644 }, 'root:x:0:\nnogroup:x:65534:\n');
   p.finalize();
-  return p as unknown as Readable;
+  return p;
 };
 
 /** The same tar, fully read into memory. */
 export const busyboxRootfsBytes = async (path = BUSYBOX): Promise<Uint8Array> => {
   const parts: Uint8Array[] = [];
-  for await (const c of busyboxRootfs(path) as AsyncIterable<Uint8Array>) parts.push(c);
+  for await (const c of busyboxRootfs(path)) if (c instanceof Uint8Array) parts.push(c);
   return Buffer.concat(parts);
 };

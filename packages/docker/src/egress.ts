@@ -6,7 +6,7 @@
  * a DNS answer that changes between the check and the connection cannot switch it. Redirects are
  * followed by hand, each hop checked the same way.
  */
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { lookup as dnsLookup } from 'node:dns';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
@@ -81,7 +81,7 @@ export class EgressGuard {
       if (err !== null) return callback(err, '', 0);
       const refused = addresses.map((a) => this.refusal(a.address)).find((r) => r !== undefined);
       if (refused !== undefined) return callback(new EgressRefused(`${hostname}: ${refused}`), '', 0);
-      if (options.all === true) return (callback as (e: null, a: LookupAddress[]) => void)(null, addresses);
+      if (options.all === true) return callback(null, addresses);
       const first = addresses[0];
       if (first === undefined) return callback(Object.assign(new Error(`${hostname}: no address`), { code: 'ENOTFOUND' }), '', 0);
       return callback(null, first.address, first.family);
@@ -110,8 +110,8 @@ export class EgressGuard {
       this.lookup(host, { all: true }, (err, addresses) => {
         if (err instanceof EgressRefused) return done(E.left(err.message));
         if (err !== null) return done(E.right({ host, port, addresses: [] })); // not resolvable: the request says so
-        const all = addresses as unknown as LookupAddress[];
-        return done(E.right({ host, port, addresses: all.map((a) => a.address) }));
+        const all = typeof addresses === 'string' ? [addresses] : addresses.map((a) => a.address);
+        return done(E.right({ host, port, addresses: all }));
       });
     });
   }

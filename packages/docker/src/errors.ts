@@ -15,6 +15,7 @@ import {
   conflict,
   type AnyError,
 } from '@lessl/core';
+import { prop } from './fields.js';
 
 /** What a 409 means for the operation at hand. */
 export type On409 = 'NameCollision' | 'InUse' | 'Conflict';
@@ -23,7 +24,7 @@ const CONN = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOU
 
 /** Status code of a dockerode error, if any. */
 export const statusOf = (err: unknown): number | undefined => {
-  const s = (err as { statusCode?: unknown } | null)?.statusCode;
+  const s = prop(err, 'statusCode');
   return typeof s === 'number' ? s : undefined;
 };
 
@@ -45,14 +46,14 @@ const CERT = new Set([
 
 /** True when a TLS handshake failed: a certificate refused on either side, or no TLS spoken. */
 export const isTlsError = (err: unknown): boolean => {
-  const code = (err as { code?: unknown } | null)?.code;
+  const code = prop(err, 'code');
   if (statusOf(err) !== undefined || typeof code !== 'string') return false;
   return CERT.has(code) || /^ERR_(SSL|TLS|OSSL)_/.test(code);
 };
 
 /** True when the engine could not be reached at all (no connection, or no TLS session with it). */
 export const isConnectionError = (err: unknown): boolean => {
-  const code = (err as { code?: unknown } | null)?.code;
+  const code = prop(err, 'code');
   return statusOf(err) === undefined && typeof code === 'string' && (CONN.has(code) || isTlsError(err));
 };
 
@@ -60,7 +61,7 @@ export const isConnectionError = (err: unknown): boolean => {
 export const isDockerError = (err: unknown): boolean => statusOf(err) !== undefined || isConnectionError(err);
 
 const msg = (err: unknown): string => {
-  const j = (err as { json?: { message?: unknown } } | null)?.json?.message;
+  const j = prop(prop(err, 'json'), 'message');
   if (typeof j === 'string') return j;
   return err instanceof Error ? err.message : String(err);
 };
@@ -68,7 +69,7 @@ const msg = (err: unknown): string => {
 /** Maps a dockerode error. */
 export const fromDocker = (id: string, err: unknown, on409: On409 = 'Conflict', refs: readonly string[] = []): AnyError => {
   if (isConnectionError(err)) {
-    const endpoint = (err as { endpoint?: unknown }).endpoint;
+    const endpoint = prop(err, 'endpoint');
     const which = typeof endpoint === 'string' ? ` ${endpoint}` : '';
     const tls = isTlsError(err) ? 'TLS failed: ' : '';
     return unavailable(id, `the Docker engine${which} is unreachable: ${tls}${msg(err)}`, err);

@@ -6,7 +6,6 @@
  * Connection failures are tagged with the engine's name and address, and the observer hears
  * whether each call reached the engine (per-host error tracking, hosts.ts).
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type Docker from 'dockerode';
 import type { Call, CallRunner } from './client/index.js';
 import { isConnectionError } from './errors.js';
@@ -43,11 +42,33 @@ const openStream = (x: unknown): x is { once(ev: 'close', f: () => void): unknow
   typeof x.destroy === 'function' &&
   !('destroyed' in x && x.destroyed === true);
 
-/** Marks the calls the guard runs, so the transitional modem guard (legacy-modem.ts) lets them through. */
-const guarded = new AsyncLocalStorage<true>();
+/**
+ * The signals the guards hand to dockerode: a request carrying one is guarded already, so the
+ * transitional modem guard (legacy-modem.ts) lets it through (no call is counted twice).
+ */
+const issued = new WeakSet<AbortSignal>();
 
-/** True inside a call a `CallGuard` runs (bounded and observed already). */
-export const inGuardedCall = (): boolean => guarded.getStore() === true;
+/** True for a signal a `CallGuard` handed to a call (see `issued`). */
+export const isGuardedSignal = (s: unknown): boolean => s instanceof AbortSignal && issued.has(s);
+
+/**
+ * A signal of the guard's own for one call, aborted when the caller's is; `release` stops
+ * relaying (when the call settles, or a stream it answered closes).
+ */
+const linked = (outer: AbortSignal | undefined): { ac: AbortController; release: () => void } => {
+  const ac = new AbortController();
+  issued.add(ac.signal);
+  if (outer?.aborted === true) ac.abort(outer.reason);
+  const relay = (): void => ac.abort(outer?.reason);
+  outer?.addEventListener('abort', relay, { once: true });
+  return { ac, release: () => outer?.removeEventListener('abort', relay) };
+};
+
+/** Releases when `r` (a stream that started) closes, else at once. */
+const releaseWith = (r: unknown, release: () => void): void => {
+  if (openStream(r)) r.once('close', release);
+  else release();
+};
 
 /** The call guard of one host (see the module comment). */
 export class CallGuard {
@@ -61,7 +82,7 @@ export class CallGuard {
   ) {}
 
   /** The runner of the host's clients. */
-  readonly run: CallRunner = (call) => guarded.run(true, () => (call.bound === 'open' ? this.open(call) : this.bounded(call)));
+  readonly run: CallRunner = (call) => (call.bound === 'open' ? this.open(call) : this.bounded(call));
 
   /** Tags a connection failure with the engine. */
   private tag(err: unknown): unknown {
@@ -75,11 +96,14 @@ export class CallGuard {
   }
 
   private async open<A>(call: Call<A>): Promise<A> {
+    const { ac, release } = linked(call.signal);
     try {
-      const r = await call.run(call.signal);
+      const r = await call.run(ac.signal);
+      releaseWith(r, release);
       this.seen(undefined);
       return r;
     } catch (err) {
+      release();
       this.seen(err);
       throw this.tag(err);
     }
@@ -93,12 +117,8 @@ export class CallGuard {
   }
 
   private async bounded<A>(call: Call<A>): Promise<A> {
-    const ac = new AbortController();
     const outer = call.signal;
-    if (outer?.aborted === true) ac.abort(outer.reason);
-    const relay = (): void => ac.abort(outer?.reason);
-    outer?.addEventListener('abort', relay, { once: true });
-    const release = (): void => outer?.removeEventListener('abort', relay);
+    const { ac, release } = linked(outer);
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const made = call.run(ac.signal);
@@ -115,8 +135,7 @@ export class CallGuard {
       const r = await Promise.race([made, late]);
       clearTimeout(timer);
       // a stream that started still answers its caller's abort until it ends (a pull, a build, logs)
-      if (openStream(r)) r.once('close', release);
-      else release();
+      releaseWith(r, release);
       this.seen(undefined);
       return r;
     } catch (err) {

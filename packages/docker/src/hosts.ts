@@ -15,8 +15,17 @@ import { createSecureContext } from 'node:tls';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { invalidEntry, notFound, unavailable, type AnyError, type Element, type InvalidEntry, type Logger } from '@lessl/core';
-import { DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
+import {
+  hostKey,
+  invalidEntry,
+  notFound,
+  unavailable,
+  type AnyError,
+  type Element,
+  type InvalidEntry,
+  type Logger,
+} from '@lessl/core';
+import { CallGuard, DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
 import { guardCalls } from './legacy-modem.js';
 import { Host } from './host.js';
 import { place, type HostState, type PlacementRequest } from './placement.js';
@@ -99,9 +108,9 @@ const checkTls = (tls: { ca: string; cert: string; key: string }): void => {
 export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
   const at = (k: string): string[] => [`hosts.${spec.name}.${k}`];
   try {
-    const tls = spec.tls === undefined ? {} : { ca: pem(spec.tls.ca), cert: pem(spec.tls.cert), key: pem(spec.tls.key) };
+    const tls = spec.tls === undefined ? undefined : { ca: pem(spec.tls.ca), cert: pem(spec.tls.cert), key: pem(spec.tls.key) };
     // refused here, not at the first call: PEM that does not parse, a key that is not the certificate's
-    if (spec.tls !== undefined) checkTls(tls as { ca: string; cert: string; key: string });
+    if (tls !== undefined) checkTls(tls);
     if (spec.url === undefined) return E.right(new Docker());
     if (spec.url.startsWith('unix://')) return E.right(new Docker({ socketPath: spec.url.slice('unix://'.length) }));
     const u = new URL(spec.url.replace(/^tcp:/, spec.tls === undefined ? 'http:' : 'https:'));
@@ -111,12 +120,12 @@ export const clientFor = (spec: HostSpec): E.Either<InvalidEntry, Docker> => {
         host: u.hostname,
         port: u.port === '' ? (protocol === 'https' ? 2376 : 2375) : Number(u.port),
         protocol,
-        ...tls,
+        ...(tls ?? {}),
       }),
     );
   } catch (err) {
     const why = err instanceof Error ? err.message : 'bad TLS material';
-    return E.left(invalidEntry(`host ${spec.name}: its TLS material is refused: ${why}`, `host://${spec.name}`, at('tls')));
+    return E.left(invalidEntry(`host ${spec.name}: its TLS material is refused: ${why}`, hostKey(spec.name), at('tls')));
   }
 };
 
@@ -172,13 +181,23 @@ export class HostPool {
     this.pingTimeoutMs = Math.min(policy.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS, callTimeoutMs);
   }
 
-  /** Adds an engine as a host, `spawned` until its first health check passes. */
-  add(docker: Docker, spec: Pick<HostSpec, 'name' | 'labels' | 'capacity'>, endpoint: string): Host {
+  /**
+   * Adds an engine as a host, `spawned` until its first health check passes. Its clients' calls go
+   * through `guard` (one is made when not given): bounded by `callTimeoutMs` and observed here.
+   */
+  add(
+    docker: Docker,
+    spec: Pick<HostSpec, 'name' | 'labels' | 'capacity'>,
+    endpoint: string,
+    guard = new CallGuard(this.callTimeoutMs, `${spec.name} (${endpoint})`),
+  ): Host {
     const capacity = spec.capacity ?? {};
-    const e = new Host(docker, this.instance, { name: spec.name, labels: { ...spec.labels }, capacity }, this.logger);
+    const settings = { name: spec.name, labels: { ...spec.labels }, capacity };
+    const e = new Host(docker, this.instance, settings, this.logger, guard.run);
     e.state = 'spawned';
     e.callTimeoutMs = this.callTimeoutMs;
-    guardCalls(docker, this.callTimeoutMs, spec.name, (reached, err) => this.observe(e, reached, err));
+    guard.observe = (reached, err) => this.observe(e, reached, err);
+    guardCalls(docker, this.callTimeoutMs, spec.name, guard.observe);
     this.hosts.set(spec.name, e);
     this.endpoints.set(spec.name, endpoint);
     return e;
@@ -403,7 +422,7 @@ export class HostPool {
    */
   async drain(name: string, deadlineMs: number): Promise<E.Either<AnyError, HostInfo>> {
     const h = this.hosts.get(name);
-    if (h === undefined) return E.left({ ...notFound(`host://${name}`), message: `no host named ${name}` });
+    if (h === undefined) return E.left({ ...notFound(hostKey(name)), message: `no host named ${name}` });
     if (h.state === 'removed') return E.right(this.info(h));
     this.setState(h, 'draining', `drain requested (deadline ${deadlineMs} ms)`);
     const until = Date.now() + deadlineMs;
@@ -429,7 +448,7 @@ export const hostEvent = (
   reason: string,
 ): { type: 'host'; id: string; revision: number; detail: Record<string, unknown> } => ({
   type: 'host',
-  id: `host://${info.name}`,
+  id: hostKey(info.name),
   revision: 0,
   detail: { state: info.state, from, reason, endpoint: info.endpoint },
 });

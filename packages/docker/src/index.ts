@@ -17,6 +17,7 @@ import {
   decodeOptions,
   decodeTaskSpec,
   fnC,
+  hostKey,
   invalidEntry,
   nameCollision,
   notFound,
@@ -27,6 +28,7 @@ import {
   runtimeError,
   unavailable,
   type Authorizer,
+  type Capabilities,
   type CredentialResolver,
   type CallContext,
   type Element,
@@ -43,12 +45,16 @@ import {
   commonOpenOptions,
   openRegistry,
   registryOpenFailure,
+  recordDoor,
   Registry,
   type Backend,
   type Durability,
+  type RecordDoor,
   type RegistryOptions,
 } from '@lessl/level';
-import { DEFAULT_CALL_TIMEOUT_MS, endpointOf, guardCalls, LOCAL_HOST, type Engine } from './engine.js';
+import { dockerSystem } from './client/system.js';
+import { CallGuard, DEFAULT_CALL_TIMEOUT_MS, endpointOf } from './guard.js';
+import { LOCAL_HOST, type Host } from './host.js';
 import { fromDocker, isTlsError } from './errors.js';
 import { containerBase, DockerExecutorOptionsC, type FaultHook } from './executor.js';
 import {
@@ -84,7 +90,8 @@ export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type Faul
 export { IDLE_CMD, POOL_MEMORY_CAP, PROFILE_DEFAULTS, type PoolProfileRequest, type PoolStats } from './pool.js';
 export { ImageSourceC, type ImageSource } from './sources.js';
 export { EgressGuard, EgressRefused, egressRefusal, guardedFetch } from './egress.js';
-export { DEFAULT_CALL_TIMEOUT_MS, LOCAL_HOST } from './engine.js';
+export { DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
+export { LOCAL_HOST } from './host.js';
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
   IMAGE_MISSING_PENALTY,
@@ -262,227 +269,329 @@ export const openDockerBackend =
     const opts: DockerBackendOptions = decoded.right;
     const guard = opts.egress === undefined ? E.right(undefined) : EgressGuard.of(opts.egress.allowNetworks);
     if (E.isLeft(guard)) return E.left(invalidEntry(`egress.allowNetworks: ${guard.left}`, '', ['egress.allowNetworks']));
-    const egress = guard.right;
-    const specs = hostSpecsOf(opts);
-    if (E.isLeft(specs)) return specs;
-    const clients: { spec: HostSpec; docker: Docker }[] = [];
-    for (const spec of specs.right) {
-      const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
-      if (E.isLeft(c)) return c;
-      // bounded from the first call (the ping below): a hung engine answers Unavailable
-      guardCalls(c.right, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, spec.name);
-      clients.push({ spec, docker: c.right });
+    const engines = await connect(opts);
+    if (E.isLeft(engines)) return engines;
+    const registry = await registryOf(opts);
+    if (E.isLeft(registry)) return registry;
+    const hosts = hostPoolOf(registry.right, opts, engines.right);
+    const parts: Parts = { opts, registry: registry.right, hosts, background: [], live: new LiveRuns(), egress: guard.right };
+    const b = await assembleOn(parts);
+    if (E.isLeft(b)) {
+      await hosts.close();
+      if (!(opts.registry instanceof Registry)) await registry.right.close();
+      return b;
     }
+    return E.right(await start(parts, b.right));
+  };
 
-    // connect: every host answering a ping is active; the others stay spawned until they answer
-    let registry: Registry | undefined = opts.registry instanceof Registry ? opts.registry : undefined;
-    const answered = await Promise.all(
-      clients.map(({ docker }) =>
-        docker.ping().then(
+/** A host's engine as open found it: its client, its call guard, whether it answered a ping. */
+interface FoundEngine {
+  readonly spec: HostSpec;
+  readonly docker: Docker;
+  readonly guard: CallGuard;
+  readonly answered: boolean;
+}
+
+/** What the phases of `openDockerBackend` share. */
+interface Parts {
+  readonly opts: DockerBackendOptions;
+  readonly registry: Registry;
+  readonly hosts: HostPool;
+  /** What runs in the background after open (the watchers, the late sweeps); stopped on close. */
+  readonly background: { stop(): Promise<void> }[];
+  /** Runs in progress per host (a host that stops answering ends its runs `lost`). */
+  readonly live: LiveRuns;
+  readonly egress: EgressGuard | undefined;
+}
+
+/**
+ * Open, phase 1: a client per host, each pinged through its call guard (bounded from the first
+ * call: a hung engine answers Unavailable). Every host answering is active; the others stay
+ * spawned until they answer. None answering is `Unavailable`.
+ */
+const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntry | Unavailable, FoundEngine[]>> => {
+  const specs = hostSpecsOf(opts);
+  if (E.isLeft(specs)) return specs;
+  const ms = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  const found: Omit<FoundEngine, 'answered'>[] = [];
+  for (const spec of specs.right) {
+    const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
+    if (E.isLeft(c)) return c;
+    found.push({ spec, docker: c.right, guard: new CallGuard(ms, `${spec.name} (${endpointOf(c.right)})`) });
+  }
+  const engines = await Promise.all(
+    found.map(async (f) => ({
+      ...f,
+      answered: await dockerSystem(f.docker, f.guard.run)
+        .ping()
+        .then(
           () => true,
           () => false,
         ),
-      ),
-    );
-    if (!answered.some((a) => a)) {
-      const where =
-        opts.hosts === undefined
-          ? '(DOCKER_HOST or /var/run/docker.sock)'
-          : clients.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
-      return E.left(
-        unavailable(
-          '',
-          `no Docker engine answers ${where}; start one, e.g. \`dockerd --bridge=none --iptables=false --ip-forward=false &\``,
-        ),
-      );
-    }
-    try {
-      registry ??= await openRegistry(opts.registry as RegistryOptions | undefined, opts.durability);
-    } catch (err) {
-      return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
-    }
-    const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
-    const reg0 = registry;
-    for (const [i, { spec, docker }] of clients.entries()) {
-      const h = hosts.add(docker, spec, endpointOf(docker));
-      if (answered[i] === true) hosts.markActive(h);
-    }
-    const primary = hosts.primary;
-    /** What runs in the background after open (the watchers, the late sweeps); stopped on close. */
-    const background: { stop(): Promise<void> }[] = [];
-    /** Runs in progress per host (a host that stops answering ends its runs `lost`). */
-    const live = new LiveRuns();
-    const b: E.Either<InvalidEntry | RuntimeError, Backend> = await assemble({
-      registry,
-      stores: opts.stores ?? DEFAULT_DOCKER_STORES,
-      drivers: {
-        image:
-          opts.swarm === undefined
-            ? routedImageDriver(hosts, egress)
-            : withSwarmCopies(
-                routedImageDriver(hosts, egress),
-                hosts.primary,
-                opts.swarm,
-                (el) => sameContent(reg0, el),
-                opts.logger,
-              ),
-        volume: routedVolumeDriver(hosts),
-      },
-      executor:
+    })),
+  );
+  if (engines.some((e) => e.answered)) return E.right(engines);
+  const where =
+    opts.hosts === undefined
+      ? '(DOCKER_HOST or /var/run/docker.sock)'
+      : engines.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
+  return E.left(
+    unavailable(
+      '',
+      `no Docker engine answers ${where}; start one, e.g. \`dockerd --bridge=none --iptables=false --ip-forward=false &\``,
+    ),
+  );
+};
+
+/** Open, phase 2: the registry given, or opened as the options say. */
+const registryOf = async (opts: DockerBackendOptions): Promise<E.Either<RuntimeError, Registry>> => {
+  if (opts.registry instanceof Registry) return E.right(opts.registry);
+  try {
+    return E.right(await openRegistry(opts.registry, opts.durability));
+  } catch (err) {
+    return E.left(runtimeError('', registryOpenFailure(opts.registry, err), err));
+  }
+};
+
+/** Open, phase 3: the host pool, each host with its guard; those that answered are active. */
+const hostPoolOf = (registry: Registry, opts: DockerBackendOptions, engines: readonly FoundEngine[]): HostPool => {
+  const hosts = new HostPool(registry.instanceId, opts.hostPolicy, opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, opts.logger);
+  for (const { spec, docker, guard, answered } of engines) {
+    const h = hosts.add(docker, spec, endpointOf(docker), guard);
+    if (answered) hosts.markActive(h);
+  }
+  return hosts;
+};
+
+/** What the Docker backend supports (the capability manifest). */
+const capabilitiesOf = (opts: DockerBackendOptions): Partial<Capabilities> => ({
+  parents: true,
+  data: true,
+  reopen: true,
+  tasks: true,
+  daemons: true,
+  // Swarm has no exec into a task (it may run on another node)
+  execIntoRunning: opts.swarm === undefined,
+  restartPolicies: true,
+  hosts: true,
+  swarm: opts.swarm !== undefined,
+  pool: true,
+  imageSources: true,
+  credentials: opts.credentials !== undefined,
+});
+
+/** Open, phase 4: the drivers on the hosts, assembled (recovers interrupted creates and deletes). */
+const assembleOn = ({
+  opts,
+  registry,
+  hosts,
+  background,
+  live,
+  egress,
+}: Parts): Promise<E.Either<InvalidEntry | RuntimeError, Backend>> => {
+  const images = routedImageDriver(hosts, egress);
+  return assemble({
+    registry,
+    stores: opts.stores ?? DEFAULT_DOCKER_STORES,
+    drivers: {
+      image:
         opts.swarm === undefined
-          ? routedExecutorDriver(hosts, opts.faults, live)
-          : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
-      ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
-      ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
-      ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
-      ...(opts.logger === undefined ? {} : { logger: opts.logger }),
-      onClose: async () => {
-        await hosts.close();
-        for (const b of background) await b.stop();
-        for (const h of hosts.all()) {
-          await h.settled();
-          await h.janitor.stop();
-        }
-      },
-    }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
-    if (E.isLeft(b)) {
+          ? images
+          : withSwarmCopies(images, hosts.primary, opts.swarm, (el) => sameContent(registry, el), opts.logger),
+      volume: routedVolumeDriver(hosts),
+    },
+    executor:
+      opts.swarm === undefined
+        ? routedExecutorDriver(hosts, opts.faults, live)
+        : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
+    supports: capabilitiesOf(opts),
+    ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+    ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
+    ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
+    ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+    onClose: async () => {
       await hosts.close();
-      if (!(opts.registry instanceof Registry)) await registry.close();
-      return b;
-    }
-    const backend = b.right;
-    const reg = registry;
-    const reconciled: ReconcileReport = { recovered: [], vanished: [], orphansRemoved: [] };
-    for (const h of hosts.all()) reconciled.recovered.push(...h.recovered);
+      for (const b of background) await b.stop();
+      for (const h of hosts.all()) {
+        await h.settled();
+        await h.janitor.stop();
+      }
+    },
+  }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
+};
 
-    const sweepers = new Map<Engine, { kick(): void }>();
-    /** Reconciles a host that became reachable and starts watching it. */
-    const adopt = async (h: Engine): Promise<void> => {
-      await hosts.readResources(h);
-      const owns = (el: Element): boolean => hosts.of(el) === h;
-      await reconcile(h, reg, [], reconciled, owns);
-      const late = sweeper(h, reg, reconciled);
-      sweepers.set(h, late);
-      background.push(late);
-      if (opts.watch !== false)
-        background.unshift(
-          watch(
-            h,
-            reg,
-            {
-              reconnected: () => {
-                void h.janitor.kick();
-                late.kick();
-              },
-              unowned: () => late.kick(),
-            },
-            owns,
-          ),
-        );
-    };
-    for (const h of hosts.all()) if (h.state === 'active') await adopt(h);
-
-    const warm = new WarmPool(primary);
-    primary.pool = warm;
-    const lastUse = setInterval(() => {
-      for (const h of hosts.all()) void flushLastUse(h, reg);
-    }, 2000);
-    lastUse.unref();
-    background.push({
-      stop: async () => {
-        clearInterval(lastUse);
-        for (const h of hosts.all()) await flushLastUse(h, reg);
-      },
-    });
-    background.unshift({ stop: () => warm.close() });
-    hosts.hooks = {
-      activated: adopt,
-      changed: (h, from, reason) => {
-        void publishHostChange(reg, hosts.info(h), from, reason);
-        // its runs can no longer be followed: they end lost (one engine: its runs wait for it, as it is the only one)
-        if (h.state === 'inactive' && hosts.all().length > 1) void live.lose(h, reason);
-      },
-      stopTasks: (h) => stopTasksOn(reg, backend, h),
-      sweep: (h) => sweepers.get(h)?.kick(),
-    };
-    hosts.start();
-    const fresh = freshness(primary, registry, imageDriver(primary, egress), backend.stores.image, opts.authorize);
-    return E.right({
-      ...backend,
-      docker: primary.docker,
-      reconciled,
-      hosts: {
-        list: () => hosts.all().map((h) => hosts.info(h)),
-        add: (spec) => async () => {
-          const d = decodeOptions({ host: HostSpecC }, { host: spec }, 'host');
-          if (E.isLeft(d)) return d;
-          const s = d.right.host as HostSpec;
-          if (hosts.get(s.name) !== undefined) return E.left(nameCollision(`host://${s.name}`));
-          const c = clientFor(s);
-          if (E.isLeft(c)) return c;
-          const h = hosts.add(c.right, s, endpointOf(c.right));
-          await hosts.check(h);
-          // a TLS failure is the host's, not a passing outage: the registration is refused
-          if (h.state === 'spawned' && isTlsError(h.lastErrorCause)) {
-            hosts.forget(h.name);
-            return E.left(
-              unavailable(`host://${s.name}`, `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`),
-            );
-          }
-          return E.right(hosts.info(h));
-        },
-        drain: (name, o) =>
-          exactly(
-            DrainOptionsProps,
-            o,
-            'drain options',
-            undefined,
-            (d) => () => hosts.drain(name, d.deadlineMs ?? DEFAULT_DRAIN_MS),
-          ),
-        check: () => async () => {
-          await hosts.tick();
-          return E.right(hosts.all().map((h) => hosts.info(h)));
-        },
-      },
-      purge: (o, ctx) =>
-        exactly(PurgeOptionsProps, o, 'purge options', ctx, (d, c) => async () => {
-          // what every host's tasks used counts, not only the first host's
-          for (const h of hosts.all()) if (h !== primary) await flushLastUse(h, reg);
-          return purgeImages(primary, reg, backend.stores.image)(d, c)();
-        }),
-      refresh: (id, ctx) => exactly({}, undefined, '', ctx, (_, c) => fresh.refresh(id, c)),
-      preload: (requests, o, ctx) =>
-        exactly(PreloadOptionsProps, o, 'preload options', ctx, (d, c) =>
-          hosts.all().length === 1 ? fresh.preload(requests, d, c) : preloadOnHosts(hosts, backend, requests, d, c),
-        ),
-      pool: {
-        configure: (profiles, o) =>
-          exactly(PoolOptionsProps, o, 'pool options', undefined, () => async () => {
-            const resolved: WarmProfile[] = [];
-            for (const [i, p] of (Array.isArray(profiles) ? profiles : []).entries()) {
-              const r = resolveProfile(reg, p, i);
-              if (E.isLeft(r)) return r;
-              resolved.push(r.right);
-            }
-            const cap = o?.memoryCapBytes ?? POOL_MEMORY_CAP;
-            if (!Number.isSafeInteger(cap) || cap < 0)
-              return E.left(invalidEntry('memoryCapBytes must be a non-negative integer', '', ['memoryCapBytes']));
-            await warm.configure(resolved, cap);
-            return E.right(warm.stats());
-          }),
-        stats: () => warm.stats(),
-      },
-      exportImage: (id, ctx) => async () => {
-        const el = await backend.stores.image.read(id, undefined, ctx)();
-        if (E.isLeft(el)) return el;
-        try {
-          return E.right(await hosts.of(el.right).docker.getImage(String(el.right.attributes.imageId)).get());
-        } catch (err) {
-          return E.left(fromDocker(el.right.id.key, err) as ReadError);
-        }
-      },
-    });
+/**
+ * Open, phase 5: reconciles every active host and watches it (and each host that becomes
+ * reachable later), starts the warm pool, the last-use flush and housekeeping, and answers the
+ * backend with the Docker calls.
+ */
+const start = async (parts: Parts, backend: Backend): Promise<DockerBackend> => {
+  const { hosts, background, registry } = parts;
+  const reconciled: ReconcileReport = { recovered: [], vanished: [], orphansRemoved: [] };
+  for (const h of hosts.all()) reconciled.recovered.push(...h.recovered);
+  const door = recordDoor(registry);
+  const { adopt, sweepers } = adoption(parts, door, reconciled);
+  for (const h of hosts.all()) if (h.state === 'active') await adopt(h);
+  const warm = new WarmPool(hosts.primary);
+  hosts.primary.pool = warm;
+  background.push(lastUseFlusher(hosts, registry));
+  background.unshift({ stop: () => warm.close() });
+  hosts.hooks = {
+    activated: adopt,
+    changed: (h, from, reason) => {
+      void door.announce(hostEvent(hosts.info(h), from, reason)).catch(() => undefined);
+      // its runs can no longer be followed: they end lost (one engine: its runs wait for it, as it is the only one)
+      if (h.state === 'inactive' && hosts.all().length > 1) void parts.live.lose(h, reason);
+    },
+    stopTasks: (h) => stopTasksOn(registry, backend, h),
+    sweep: (h) => sweepers.get(h)?.kick(),
   };
+  hosts.start();
+  return {
+    ...backend,
+    docker: hosts.primary.docker,
+    reconciled,
+    hosts: hostsApi(hosts),
+    ...imageCalls(parts, backend),
+    pool: poolApi(registry, warm),
+  };
+};
+
+/** Reconciles a host that became reachable and starts watching it (its late sweeps kept per host). */
+const adoption = (
+  { opts, hosts, background }: Parts,
+  door: RecordDoor,
+  reconciled: ReconcileReport,
+): { adopt: (h: Host) => Promise<void>; sweepers: Map<Host, { kick(): void }> } => {
+  const sweepers = new Map<Host, { kick(): void }>();
+  const adopt = async (h: Host): Promise<void> => {
+    await hosts.readResources(h);
+    const owns = (el: Element): boolean => hosts.of(el) === h;
+    await reconcile(h, door, [], reconciled, owns);
+    const late = sweeper(h, door, reconciled);
+    sweepers.set(h, late);
+    background.push(late);
+    if (opts.watch === false) return;
+    const hooks = {
+      reconnected: () => {
+        void h.janitor.kick();
+        late.kick();
+      },
+      unowned: () => late.kick(),
+    };
+    background.unshift(watch(h, door, hooks, owns));
+  };
+  return { adopt, sweepers };
+};
+
+/** Writes each image's last use (every 2 s, and once more on close). */
+const lastUseFlusher = (hosts: HostPool, registry: Registry): { stop(): Promise<void> } => {
+  const timer = setInterval(() => {
+    for (const h of hosts.all()) void flushLastUse(h, registry);
+  }, 2000);
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      for (const h of hosts.all()) await flushLastUse(h, registry);
+    },
+  };
+};
+
+/** `backend.hosts`: list, add, drain, check. */
+const hostsApi = (hosts: HostPool): DockerBackend['hosts'] => ({
+  list: () => hosts.all().map((h) => hosts.info(h)),
+  add: (spec) => async () => {
+    const d = decodeOptions({ host: HostSpecC }, { host: spec }, 'host');
+    if (E.isLeft(d)) return d;
+    const s = d.right.host;
+    if (s === undefined) return E.left(invalidEntry('a host is required', '', ['host']));
+    if (hosts.get(s.name) !== undefined) return E.left(nameCollision(hostKey(s.name)));
+    const c = clientFor(s);
+    if (E.isLeft(c)) return c;
+    const h = hosts.add(c.right, s, endpointOf(c.right));
+    await hosts.check(h);
+    // a TLS failure is the host's, not a passing outage: the registration is refused
+    if (h.state === 'spawned' && isTlsError(h.lastErrorCause)) {
+      hosts.forget(h.name);
+      return E.left(unavailable(hostKey(s.name), `host ${s.name} (${endpointOf(c.right)}): TLS failed: ${h.lastError ?? ''}`));
+    }
+    return E.right(hosts.info(h));
+  },
+  drain: (name, o) =>
+    exactly(DrainOptionsProps, o, 'drain options', undefined, (d) => () => hosts.drain(name, d.deadlineMs ?? DEFAULT_DRAIN_MS)),
+  check: () => async () => {
+    await hosts.tick();
+    return E.right(hosts.all().map((h) => hosts.info(h)));
+  },
+});
+
+/** `backend.purge`, `refresh`, `preload` and `exportImage`. */
+const imageCalls = (
+  { opts, registry, hosts, egress }: Parts,
+  backend: Backend,
+): Pick<DockerBackend, 'purge' | 'refresh' | 'preload' | 'exportImage'> => {
+  const primary = hosts.primary;
+  const fresh = freshness(primary, registry, imageDriver(primary, egress), backend.stores.image, opts.authorize);
+  return {
+    purge: (o, ctx) =>
+      exactly(PurgeOptionsProps, o, 'purge options', ctx, (d, c) => async () => {
+        // what every host's tasks used counts, not only the first host's
+        for (const h of hosts.all()) if (h !== primary) await flushLastUse(h, registry);
+        return purgeImages(primary, registry, backend.stores.image)(d, c)();
+      }),
+    refresh: (id, ctx) => exactly({}, undefined, '', ctx, (_, c) => fresh.refresh(id, c)),
+    preload: (requests, o, ctx) =>
+      exactly(PreloadOptionsProps, o, 'preload options', ctx, (d, c) =>
+        hosts.all().length === 1 ? fresh.preload(requests, d, c) : preloadOnHosts(hosts, registry, backend, requests, d, c),
+      ),
+    exportImage: (id, ctx) => async () => {
+      const el = await backend.stores.image.read(id, undefined, ctx)();
+      if (E.isLeft(el)) return el;
+      try {
+        return E.right(await hosts.of(el.right).clients.images.save(String(el.right.attributes.imageId)));
+      } catch (err) {
+        return E.left(readErrorOf(el.right.id.key, err));
+      }
+    },
+  };
+};
+
+const READ_ERRORS: ReadonlySet<AnyError['_tag']> = new Set<ReadError['_tag']>([
+  'UnknownLocation',
+  'InvalidEntry',
+  'NotFound',
+  'InvalidFilterSpec',
+  'PermissionDenied',
+  'RuntimeError',
+  'Unavailable',
+]);
+const isReadError = (e: AnyError): e is ReadError => READ_ERRORS.has(e._tag);
+
+/** A Docker failure of a read, as a read error (any other becomes a `RuntimeError` saying it). */
+const readErrorOf = (id: string, err: unknown): ReadError => {
+  const e = fromDocker(id, err);
+  return isReadError(e) ? e : runtimeError(id, e.message, err);
+};
+
+/** `backend.pool`: configure and stats. */
+const poolApi = (registry: Registry, warm: WarmPool): DockerBackend['pool'] => ({
+  configure: (profiles, o) =>
+    exactly(PoolOptionsProps, o, 'pool options', undefined, () => async () => {
+      const resolved: WarmProfile[] = [];
+      for (const [i, p] of (Array.isArray(profiles) ? profiles : []).entries()) {
+        const r = resolveProfile(registry, p, i);
+        if (E.isLeft(r)) return r;
+        resolved.push(r.right);
+      }
+      const cap = o?.memoryCapBytes ?? POOL_MEMORY_CAP;
+      if (!Number.isSafeInteger(cap) || cap < 0)
+        return E.left(invalidEntry('memoryCapBytes must be a non-negative integer', '', ['memoryCapBytes']));
+      await warm.configure(resolved, cap);
+      return E.right(warm.stats());
+    }),
+  stats: () => warm.stats(),
+});
 
 const NonNegInt = t.refinement(t.number, (n) => Number.isSafeInteger(n) && n >= 0, 'NonNegativeInteger');
 /** The options of the Docker backend's own calls, decoded exactly like every call's (`decodeOptions`). */
@@ -531,6 +640,42 @@ const hostSpecsOf = (opts: DockerBackendOptions): E.Either<InvalidEntry, readonl
 const sameContent = (registry: Registry, el: Element): boolean =>
   registry.scan('image://', 1, (e) => e.id.key !== el.id.key && e.attributes.imageId === el.attributes.imageId).length > 0;
 
+/** The hosts a preload copies to: those named, or every active one. */
+const preloadTargets = (hosts: HostPool, o: PreloadOptions | undefined): E.Either<InvalidEntry, Host[]> => {
+  const names: unknown =
+    o?.hosts ??
+    hosts
+      .all()
+      .filter((h) => h.state === 'active')
+      .map((h) => h.name);
+  if (!Array.isArray(names)) return E.left(invalidEntry('hosts must be a list of host names', '', ['hosts']));
+  const targets: Host[] = [];
+  for (const [i, n] of names.entries()) {
+    const h = typeof n === 'string' ? hosts.get(n) : undefined;
+    if (h === undefined) return E.left(invalidEntry(`no host ${String(n)}`, '', [`hosts[${i}]`]));
+    targets.push(h);
+  }
+  return E.right(targets);
+};
+
+/** One preload request's image element: the one there is, or made from its `source` (`created`). */
+const preloadElement = async (
+  registry: Registry,
+  backend: Backend,
+  key: string,
+  req: Exclude<PreloadRequest, string>,
+  ctx: CallContext | undefined,
+): Promise<E.Either<AnyError, { el: Element; created: boolean }>> => {
+  const el = registry.get(key);
+  if (el !== undefined) return E.right({ el, created: false });
+  if (!('source' in req) || req.source === undefined) return E.left(notFound(key));
+  const made = await backend.stores.image.create(
+    { id: key, options: { source: req.source }, ...('ro' in req && req.ro !== undefined ? { ro: req.ro } : {}) },
+    ctx,
+  )();
+  return E.isLeft(made) ? made : E.right({ el: made.right, created: true });
+};
+
 /**
  * `preload` over several hosts: each image element made from its source where missing (on the
  * host placement chooses), then copied to every named host (default: every active one).
@@ -538,6 +683,7 @@ const sameContent = (registry: Registry, el: Element): boolean =>
 const preloadOnHosts =
   (
     hosts: HostPool,
+    registry: Registry,
     backend: Backend,
     requests: readonly PreloadRequest[],
     o: PreloadOptions = {},
@@ -545,66 +691,41 @@ const preloadOnHosts =
   ): TaskEither<AnyError, PreloadResult[]> =>
   async () => {
     if (!Array.isArray(requests)) return E.left(invalidEntry('preload takes a list of images', '', ['images']));
-    const names: unknown =
-      o?.hosts ??
-      hosts
-        .all()
-        .filter((h) => h.state === 'active')
-        .map((h) => h.name);
-    if (!Array.isArray(names)) return E.left(invalidEntry('hosts must be a list of host names', '', ['hosts']));
-    const targets: Engine[] = [];
-    for (const [i, n] of names.entries()) {
-      const h = typeof n === 'string' ? hosts.get(n) : undefined;
-      if (h === undefined) return E.left(invalidEntry(`no host ${String(n)}`, '', [`hosts[${i}]`]));
-      targets.push(h);
-    }
+    const targets = preloadTargets(hosts, o);
+    if (E.isLeft(targets)) return targets;
     const out: PreloadResult[] = [];
     for (const r of requests) {
       const req = typeof r === 'object' && r !== null && 'id' in r ? r : { id: r };
       const id = toId(req.id);
       if (E.isLeft(id)) return id;
       const key = id.right.key;
-      const failed = (host: string, error: AnyError): PreloadResult => ({ id: key, host, done: 'failed', error });
-      let el = backend.registry.get(key);
-      let created = false;
-      if (el === undefined) {
-        if (!('source' in req) || req.source === undefined) {
-          for (const h of targets) out.push(failed(h.name, notFound(key)));
-          continue;
-        }
-        const made = await backend.stores.image.create(
-          { id: key, options: { source: req.source }, ...('ro' in req && req.ro !== undefined ? { ro: req.ro } : {}) },
-          ctx,
-        )();
-        if (E.isLeft(made)) {
-          for (const h of targets) out.push(failed(h.name, made.left));
-          continue;
-        }
-        el = made.right;
-        created = true;
+      const got = await preloadElement(registry, backend, key, req, ctx);
+      if (E.isLeft(got)) {
+        for (const h of targets.right) out.push({ id: key, host: h.name, done: 'failed', error: got.left });
+        continue;
       }
-      const imageId = String(el.attributes.imageId ?? '');
-      for (const h of targets) {
-        const home = hosts.of(el) === h;
-        const had = h.images.has(imageId);
-        const got = await ensureImage(hosts, h, el);
-        out.push(
-          E.isLeft(got)
-            ? failed(h.name, got.left)
-            : { id: key, host: h.name, done: created && home ? 'created' : had || home ? 'present' : 'copied', imageId },
-        );
-      }
+      for (const h of targets.right) out.push(await copyTo(hosts, h, key, got.right));
     }
     return E.right(out);
   };
 
-/** Publishes a host's state change on the event stream (`host` events). */
-const publishHostChange = async (registry: Registry, info: HostInfo, from: string, reason: string): Promise<void> => {
-  await registry.commit({ events: [hostEvent(info, from, reason)] }).catch(() => undefined);
+/** Makes a preloaded image present on one host: what it did there. */
+const copyTo = async (
+  hosts: HostPool,
+  h: Host,
+  key: string,
+  { el, created }: { el: Element; created: boolean },
+): Promise<PreloadResult> => {
+  const imageId = String(el.attributes.imageId ?? '');
+  const home = hosts.of(el) === h;
+  const had = h.images.has(imageId);
+  const got = await ensureImage(hosts, h, el);
+  if (E.isLeft(got)) return { id: key, host: h.name, done: 'failed', error: got.left };
+  return { id: key, host: h.name, done: created && home ? 'created' : had || home ? 'present' : 'copied', imageId };
 };
 
 /** Stops every task still running on a host (a drain past its deadline). */
-const stopTasksOn = async (registry: Registry, backend: Backend, h: Engine): Promise<void> => {
+const stopTasksOn = async (registry: Registry, backend: Backend, h: Host): Promise<void> => {
   const running = new Set(h.executors());
   const tasks = registry.scan('task://', Number.MAX_SAFE_INTEGER, () => true);
   for (const t of tasks) {

@@ -7,13 +7,15 @@
  */
 import type Docker from 'dockerode';
 import { isConnectionError } from './errors.js';
-import { endpointOf, inGuardedCall, type CallObserver } from './guard.js';
+import { prop } from './fields.js';
+import { endpointOf, isGuardedSignal, type CallObserver } from './guard.js';
 
 interface DialOptions {
   path?: string;
   method?: string;
   file?: unknown;
   abortSignal?: AbortSignal;
+  options?: unknown;
 }
 type Dial = (options: DialOptions, callback: (err: unknown, data: unknown) => void) => void;
 
@@ -41,7 +43,9 @@ export const guardCalls = (docker: Docker, ms: number, name?: string, observe?: 
   const seen = (err: unknown): void => modem.lesslObserve?.(!isConnectionError(err), err);
   modem.lesslGuarded = true;
   modem.dial = (options, callback) => {
-    if (inGuardedCall()) return dial(options, callback);
+    // a client's call, guarded by its CallGuard (the signal is at the top, or in the call's options)
+    if (isGuardedSignal(options.abortSignal) || isGuardedSignal(prop(options.options, 'abortSignal')))
+      return dial(options, callback);
     if (options.file !== undefined || UNBOUNDED.test(options.path ?? ''))
       return dial(options, (err, data) => {
         seen(err);

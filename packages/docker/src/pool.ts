@@ -77,7 +77,7 @@ export const warmKey = (b: ContainerBase): string => {
         ? Object.fromEntries(
             Object.keys(v)
               .sort()
-              .map((k) => [k, stable((v as Record<string, unknown>)[k])]),
+              .map((k) => [k, stable(Reflect.get(v, k))]),
           )
         : v;
   return createHash('sha256')

@@ -24,7 +24,8 @@ import type {
   ExecutorDriver,
   RunSink,
 } from '@lessl/level';
-import { followJson, type Engine } from './engine.js';
+import type { Host } from './host.js';
+import { followJson } from './streams.js';
 import { fromDocker, statusOf } from './errors.js';
 import { backendOf, DEFAULTS, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
 import type { HostPool } from './hosts.js';
@@ -33,8 +34,8 @@ import type { EgressGuard } from './egress.js';
 import { volumeDriver } from './volumes.js';
 
 /** One driver per host, made on first use. */
-const perHost = <D>(make: (e: Engine) => D): ((e: Engine) => D) => {
-  const made = new Map<Engine, D>();
+const perHost = <D>(make: (e: Host) => D): ((e: Host) => D) => {
+  const made = new Map<Host, D>();
   return (e) => {
     let d = made.get(e);
     if (d === undefined) made.set(e, (d = make(e)));
@@ -48,7 +49,7 @@ const homeFor = (
   id: string,
   options: Readonly<Record<string, unknown>>,
   parent: Element | undefined,
-): E.Either<AnyError, Engine> => {
+): E.Either<AnyError, Host> => {
   const pinned = options.host;
   if (pinned !== undefined) {
     if (typeof pinned !== 'string') return E.left(invalidEntry('options.host must be a host name', id, ['options.host']));
@@ -67,9 +68,9 @@ const withoutHost = (o: Readonly<Record<string, unknown>>): Readonly<Record<stri
 /** Creates an element on its home host (see `homeFor`) and records the host in its attributes. */
 const createOnHome = async (
   pool: HostPool,
-  of: (e: Engine) => ElementDriver,
+  of: (e: Host) => ElementDriver,
   input: DriverCreateInput,
-  made?: (home: Engine, created: DriverCreated) => void,
+  made?: (home: Host, created: DriverCreated) => void,
 ): Promise<E.Either<CreateError, DriverCreated>> => {
   const home = homeFor(pool, input.id.key, input.options, input.parent);
   if (E.isLeft(home)) return home as E.Either<CreateError, never>;
@@ -83,7 +84,7 @@ const createOnHome = async (
 export const routedImageDriver = (pool: HostPool, egress?: EgressGuard): ElementDriver => {
   const of = perHost((e) => imageDriver(e, egress));
   /** Hosts holding a copy of the image (its home first). */
-  const holders = (el: Element): Engine[] => {
+  const holders = (el: Element): Host[] => {
     const home = pool.of(el);
     const id = String(el.attributes.imageId ?? '');
     return [home, ...pool.all().filter((h) => h !== home && h.state !== 'removed' && h.images.has(id))];
@@ -139,13 +140,13 @@ export const routedVolumeDriver = (pool: HostPool): ElementDriver => {
 };
 
 /** Copies of images being made, per host and image, so concurrent placements share one transfer. */
-const transfers = new WeakMap<Engine, Map<string, Promise<E.Either<AnyError, void>>>>();
+const transfers = new WeakMap<Host, Map<string, Promise<E.Either<AnyError, void>>>>();
 
 /**
  * Makes an image present on `target`: already there, or copied from a host that has it (its
  * home first) with `docker save` / `docker load` streamed engine to engine.
  */
-export const ensureImage = (pool: HostPool, target: Engine, image: Element): Promise<E.Either<AnyError, void>> => {
+export const ensureImage = (pool: HostPool, target: Host, image: Element): Promise<E.Either<AnyError, void>> => {
   const imageId = String(image.attributes.imageId ?? '');
   if (imageId === '' || target.images.has(imageId)) return Promise.resolve(E.right(undefined));
   let inFlight = transfers.get(target);
@@ -157,10 +158,10 @@ export const ensureImage = (pool: HostPool, target: Engine, image: Element): Pro
   return p;
 };
 
-const copyImage = async (pool: HostPool, target: Engine, image: Element, imageId: string): Promise<E.Either<AnyError, void>> => {
+const copyImage = async (pool: HostPool, target: Host, image: Element, imageId: string): Promise<E.Either<AnyError, void>> => {
   const key = image.id.key;
   try {
-    await target.docker.getImage(imageId).inspect();
+    await target.clients.images.inspect(imageId);
     target.images.add(imageId);
     return E.right(undefined);
   } catch (err) {
@@ -176,11 +177,10 @@ const copyImage = async (pool: HostPool, target: Engine, image: Element, imageId
   let last: AnyError = runtimeError(key, `no host holds image ${imageId}`);
   for (const source of sources) {
     try {
-      const archive = await source.docker.getImage(ref).get();
-      const loaded = await target.docker.loadImage(archive as NodeJS.ReadableStream, { quiet: true });
-      const r = await followJson(loaded);
+      const archive = await source.clients.images.save(ref);
+      const r = await followJson(await target.clients.images.load(archive));
       if (r.error !== undefined) throw new Error(r.error);
-      await target.docker.getImage(imageId).inspect();
+      await target.clients.images.inspect(imageId);
       target.images.add(imageId);
       return E.right(undefined);
     } catch (err) {
@@ -199,7 +199,7 @@ const startsContainer = (plan: CommitPlan): boolean =>
  * Where an executor runs: its recorded host while it has a container; else where its volumes
  * live (all on one host), or the host its options pin, chosen among the rest by placement.
  */
-const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Engine> => {
+const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Host> => {
   const key = plan.executor.key;
   if (!startsContainer(plan) || plan.attributes.containerId != null) return E.right(pool.of({ attributes: plan.attributes }));
   const volumeHosts = new Set<string>();
@@ -234,7 +234,7 @@ const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Engine> =
 };
 
 /** A run's sink that also frees the executor's slot on its host when the container stops. */
-const trackedSink = (sink: RunSink, host: Engine): RunSink => ({
+const trackedSink = (sink: RunSink, host: Host): RunSink => ({
   task: sink.task,
   executor: sink.executor,
   spec: sink.spec,
@@ -267,10 +267,10 @@ interface LiveRun {
  * answers again (an exec's container is its executor's, which its own main run ends).
  */
 export class LiveRuns {
-  private readonly byHost = new Map<Engine, Set<LiveRun>>();
+  private readonly byHost = new Map<Host, Set<LiveRun>>();
 
   /** Watches a run on `host` from its start to its end. */
-  open(sink: RunSink, host: Engine): RunSink {
+  open(sink: RunSink, host: Host): RunSink {
     let runs = this.byHost.get(host);
     if (runs === undefined) this.byHost.set(host, (runs = new Set()));
     const set = runs;
@@ -297,12 +297,12 @@ export class LiveRuns {
   }
 
   /** How many runs are in progress on `host`. */
-  count(host: Engine): number {
+  count(host: Host): number {
     return this.byHost.get(host)?.size ?? 0;
   }
 
   /** Ends every run in progress on `host` as `lost`, naming the host and why. */
-  async lose(host: Engine, why: string): Promise<void> {
+  async lose(host: Host, why: string): Promise<void> {
     const runs = [...(this.byHost.get(host) ?? [])];
     this.byHost.get(host)?.clear();
     const lost = { host: host.name, lost: `host ${host.name} stopped answering: ${why}` };
@@ -325,32 +325,37 @@ export class LiveRuns {
   }
 }
 
-/** Executors over many hosts (see the module comment). */
-export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook, live = new LiveRuns()): ExecutorDriver => {
-  const of = perHost((e) => executorDriver(e, faults));
-  const memoryOf = (options: ExecutorOptions): number => options.memoryBytes ?? DEFAULTS.memoryBytes;
+/** The memory an executor reserves on its host. */
+const memoryOf = (options: ExecutorOptions): number => options.memoryBytes ?? DEFAULTS.memoryBytes;
 
-  const commit = async (plan: CommitPlan): Promise<DriverCommit> => {
+/** When a commit starts a container, its image follows it to its host (copied there if missing). */
+const imageFollows = async (pool: HostPool, host: Host, plan: CommitPlan): Promise<E.Either<AnyError, void>> => {
+  if (!startsContainer(plan)) return E.right(undefined);
+  const image = plan.after.find((m) => m.id.kind === 'image');
+  const el = image === undefined ? undefined : plan.elements.get(image.id.key);
+  return el === undefined ? E.right(undefined) : ensureImage(pool, host, el);
+};
+
+/**
+ * A commit on the executor's host (`hostFor`): the placement is load at once (a burst spreads)
+ * and the reservation goes when the commit fails; its runs are tracked per host.
+ */
+const routedCommit =
+  (pool: HostPool, of: (h: Host) => ExecutorDriver, live: LiveRuns) =>
+  async (plan: CommitPlan): Promise<DriverCommit> => {
     const failAll = (error: AnyError): DriverCommit => E.left({ error, results: [] });
     const h = hostFor(pool, plan);
     if (E.isLeft(h)) return failAll(h.left);
     const host = h.right;
-    // a placement is load at once (a burst spreads); the reservation goes when the commit fails
     const placed = startsContainer(plan) && plan.attributes.containerId == null;
     const release = (): void => {
       if (placed) host.track(plan.executor.key, undefined);
     };
     if (placed) host.track(plan.executor.key, memoryOf(plan.options));
-    if (startsContainer(plan)) {
-      const image = plan.after.find((m) => m.id.kind === 'image');
-      const el = image === undefined ? undefined : plan.elements.get(image.id.key);
-      if (el !== undefined) {
-        const r = await ensureImage(pool, host, el);
-        if (E.isLeft(r)) {
-          release();
-          return failAll(r.left);
-        }
-      }
+    const img = await imageFollows(pool, host, plan);
+    if (E.isLeft(img)) {
+      release();
+      return failAll(img.left);
     }
     const runs = plan.runs;
     const routed: CommitPlan = {
@@ -374,6 +379,11 @@ export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook, live = 
       attributes: { ...r.right.attributes, host: host.name, memoryBytes: memoryOf(plan.options) },
     });
   };
+
+/** Executors over many hosts (see the module comment). */
+export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook, live = new LiveRuns()): ExecutorDriver => {
+  const of = perHost((e) => executorDriver(e, faults));
+  const commit = routedCommit(pool, of, live);
 
   return {
     backendOptions: DockerExecutorOptionsC,

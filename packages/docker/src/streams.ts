@@ -2,6 +2,8 @@
  * Docker's streams: progress JSON lines (`followJson`), uploads that fail with their source's
  * error and check the engine while they wait (`withTar`), and pulls that go silent (`watchStall`).
  */
+import { isRecord, prop } from './fields.js';
+
 /**
  * Destroys `stream` when it delivers nothing for `ms` (a pull whose registry went silent: the
  * engine waits for it forever). `stalled()` says whether it did; `stop()` ends the watch.
@@ -13,7 +15,7 @@ export const watchStall = (stream: NodeJS.ReadableStream, ms: number): { stalled
     clearTimeout(timer);
     timer = setTimeout(() => {
       stalled = true;
-      (stream as NodeJS.ReadableStream & { destroy: (e?: Error) => void }).destroy(new Error(`nothing for ${ms} ms`));
+      if ('destroy' in stream && typeof stream.destroy === 'function') stream.destroy(new Error(`nothing for ${ms} ms`));
     }, ms);
   };
   stream.on('data', arm);
@@ -29,19 +31,23 @@ export const followJson = async (
   const messages: Record<string, unknown>[] = [];
   let rest = '';
   let error: string | undefined;
-  for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+  for await (const chunk of stream) {
     rest += chunk.toString();
     const lines = rest.split(/\r?\n/);
     rest = lines.pop() ?? '';
     for (const line of lines) {
       if (line.trim() === '') continue;
       try {
-        const m = JSON.parse(line) as Record<string, unknown>;
+        const m: unknown = JSON.parse(line);
+        if (!isRecord(m)) {
+          messages.push({ raw: line });
+          continue;
+        }
         messages.push(m);
         onMessage?.(m);
         if (typeof m.error === 'string') error ??= m.error;
-        const detail = m.errorDetail as { message?: unknown } | undefined;
-        if (typeof detail?.message === 'string') error ??= detail.message;
+        const detail = prop(m.errorDetail, 'message');
+        if (typeof detail === 'string') error ??= detail;
       } catch {
         messages.push({ raw: line });
       }
@@ -49,9 +55,9 @@ export const followJson = async (
   }
   if (rest.trim() !== '') {
     try {
-      const m = JSON.parse(rest) as Record<string, unknown>;
-      messages.push(m);
-      if (typeof m.error === 'string') error ??= m.error;
+      const m: unknown = JSON.parse(rest);
+      messages.push(isRecord(m) ? m : { raw: rest });
+      if (isRecord(m) && typeof m.error === 'string') error ??= m.error;
     } catch {
       messages.push({ raw: rest });
     }
@@ -79,7 +85,7 @@ export const withTar = async <A>(
   fn: (signal: AbortSignal) => Promise<A>,
   live?: Liveness,
 ): Promise<A> => {
-  const early = (tar as { errored?: unknown }).errored;
+  const early = prop(tar, 'errored');
   if (early !== null && early !== undefined) throw early; // refused before anyone listened
   const ac = new AbortController();
   let stop: (e: unknown) => void = () => undefined;

@@ -38,7 +38,7 @@ const inDocker = async (el: Element): Promise<boolean> => {
 const seeded = async (): Promise<{ location: string; image: Element; volume: Element }> => {
   const location = mkdtempSync(join(tmpdir(), 'lessl-delete-'));
   const l = await unwrap(openDockerBackend({ registry: { location }, watch: false }));
-  instances.push(l.registry.instanceId);
+  instances.push(l.instanceId);
   try {
     const image = await unwrap(l.stores.image.create({ id: `image://local/${n('img')}`, data: await busyboxRootfsBytes() }));
     const volume = await unwrap(
@@ -53,8 +53,9 @@ const seeded = async (): Promise<{ location: string; image: Element; volume: Ele
 describe('a delete whose registry write fails (Docker)', () => {
   test('after the registry is closed: RuntimeError, and after reopen the elements and their Docker objects are intact', async () => {
     const { location, image, volume } = await seeded();
-    const l = await unwrap(openDockerBackend({ registry: { location }, watch: false }));
-    await l.registry.close();
+    const registry = await Registry.open({ location });
+    const l = await unwrap(openDockerBackend({ registry, watch: false }));
+    await registry.close();
     for (const el of [image, volume]) {
       const r = await l.stores[el.id.kind].delete(el.id)();
       expect(E.isLeft(r) && r.left._tag).toBe('RuntimeError');

@@ -36,7 +36,7 @@ const tarOf = async (
 
 /** Objects of this registry in Docker, by kind. */
 const objects = async (b: DockerBackend, id?: string) => {
-  const label = [`lessl.registry=${b.registry.instanceId}`, ...(id === undefined ? [] : [`lessl.id=${id}`])];
+  const label = [`lessl.registry=${b.instanceId}`, ...(id === undefined ? [] : [`lessl.id=${id}`])];
   return {
     images: (await docker.listImages({ filters: { label } })).length,
     volumes: ((await docker.listVolumes({ filters: { label } })).Volumes ?? []).length,
@@ -64,7 +64,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await l.close();
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
 });
 
 describe('labels', () => {
@@ -390,7 +390,7 @@ describe('reconciliation on open', () => {
     const lost = `volume://local/${n('lost')}`;
     await unwrap(a.stores.volume.create({ id: kept }));
     const lostEl = await unwrap(a.stores.volume.create({ id: lost }));
-    const instance = a.registry.instanceId;
+    const instance = a.instanceId;
     await a.close();
     await docker.getVolume(String(lostEl.attributes.volumeName)).remove();
     // a crash between Docker's write and the registry's: an object with our labels and no record
@@ -438,7 +438,7 @@ describe('engine availability', () => {
       await unwrap(b.stores.volume.delete(v1));
     } finally {
       await b.close();
-      await purge(docker, b.registry.instanceId);
+      await purge(docker, b.instanceId);
       await proxy.close();
     }
   });

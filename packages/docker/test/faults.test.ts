@@ -14,7 +14,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
-import { Registry } from '@lessl/level';
+import { Registry, type RegistryReads } from '@lessl/level';
 import { engineProxy, eventually, n, tarOf, type EngineProxy } from './support.js';
 
 const docker = new Docker();
@@ -35,7 +35,7 @@ describe('removals that fail are retried until done', () => {
   });
   afterAll(async () => {
     await l.close();
-    await purge(docker, l.registry.instanceId);
+    await purge(docker, l.instanceId);
     await proxy.close();
   });
 
@@ -45,13 +45,13 @@ describe('removals that fail are retried until done', () => {
     proxy.mode = 'refusing';
     await unwrap(l.stores.image.create({ id: child, parent: BASE, data: await tarOf({ 'a.txt': 'a\n' }) }));
     expect(proxy.refused).toBeGreaterThan(0);
-    expect(await helpers(l.registry.instanceId)).toBe(1);
+    expect(await helpers(l.instanceId)).toBe(1);
     // the helper holds the parent's Docker image; deleting the parent removes lessl's own helper first
     await unwrap(l.stores.image.delete(child));
     proxy.mode = 'pass';
     const del = await l.stores.image.delete(BASE)();
     expect(E.isRight(del) ? 'deleted' : del.left).toBe('deleted');
-    expect(await helpers(l.registry.instanceId)).toBe(0);
+    expect(await helpers(l.instanceId)).toBe(0);
     await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
   });
 
@@ -60,10 +60,10 @@ describe('removals that fail are retried until done', () => {
     proxy.refuse = /^DELETE \/[^ ]*containers\//;
     proxy.mode = 'refusing';
     await unwrap(l.stores.volume.create({ id: vol, data: await tarOf({ 'b.txt': 'b\n' }) }));
-    expect(await helpers(l.registry.instanceId)).toBe(1);
+    expect(await helpers(l.instanceId)).toBe(1);
     proxy.mode = 'pass';
     // nobody touches it: the janitor's background retry removes it
-    expect(await eventually(async () => (await helpers(l.registry.instanceId)) === 0)).toBe(true);
+    expect(await eventually(async () => (await helpers(l.instanceId)) === 0)).toBe(true);
     await unwrap(l.stores.volume.delete(vol));
   });
 
@@ -96,13 +96,13 @@ describe('uploads to a frozen engine', () => {
   afterAll(async () => {
     proxy.mode = 'pass';
     await l.close();
-    await purge(docker, l.registry.instanceId);
+    await purge(docker, l.instanceId);
     await proxy.close();
   });
 
   test('an import or a load to an engine that stops answering (frozen) is Unavailable, and leaves nothing once it answers again', async () => {
     const images = async (): Promise<number> =>
-      (await docker.listImages({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } })).length;
+      (await docker.listImages({ filters: { label: [`lessl.registry=${l.instanceId}`] } })).length;
     const before = await images();
     const uploads = {
       import: { data: await tarOf({ 'big.txt': 'x'.repeat(512 * 1024) }) },
@@ -130,9 +130,10 @@ describe('recovery', () => {
       await reg.commit({ putIntent: [{ id, started: new Date().toISOString(), detail: { kind: 'image' } }] });
       const instance = reg.instanceId;
       await reg.close();
-      const b = await unwrap(openDockerBackend({ registry: { location } }));
+      const registry = await Registry.open({ location });
+      const b = await unwrap(openDockerBackend({ registry }));
       try {
-        expect(b.registry.pendingIntents()).toEqual([]);
+        expect(registry.pendingIntents()).toEqual([]);
         // ... and Docker finishes the import it was handed only now
         const repo = `lessl/late-${n('x')}`;
         const s = await docker.importImage(
@@ -189,11 +190,12 @@ describe('recovery', () => {
         // what is there a moment later is what the next open must deal with
         await new Promise((r) => setTimeout(r, 1000));
         const before = await labelled(instance);
-        const b = await unwrap(openDockerBackend({ registry: { location } }));
+        const registry = await Registry.open({ location });
+        const b = await unwrap(openDockerBackend({ registry }));
         try {
-          expect(b.registry.pendingIntents()).toEqual([]);
-          const ok = await eventually(async () => (await halfMade(b)).length === 0);
-          expect(ok ? [] : await halfMade(b), `round ${round}: killed ${delay} ms into a ${kind}`).toEqual([]);
+          expect(registry.pendingIntents()).toEqual([]);
+          const ok = await eventually(async () => (await halfMade(b, registry)).length === 0);
+          expect(ok ? [] : await halfMade(b, registry), `round ${round}: killed ${delay} ms into a ${kind}`).toEqual([]);
           const after = new Set(await labelled(instance));
           const report = [...b.reconciled.recovered, ...b.reconciled.orphansRemoved];
           reported += report.length;
@@ -225,15 +227,15 @@ const labelled = async (instance: string): Promise<string[]> => {
  * What is half-made: labelled Docker objects whose element has no record, helper containers,
  * and records whose Docker object does not exist.
  */
-const halfMade = async (b: DockerBackend): Promise<string[]> => {
-  const f = { label: [`lessl.registry=${b.registry.instanceId}`] };
+const halfMade = async (b: DockerBackend, registry: RegistryReads): Promise<string[]> => {
+  const f = { label: [`lessl.registry=${b.instanceId}`] };
   const out: string[] = [];
   for (const c of await docker.listContainers({ all: true, filters: f })) out.push(`container ${c.Names[0] ?? c.Id}`);
   for (const i of await docker.listImages({ filters: f }))
-    if (b.registry.get(String(i.Labels?.['lessl.id'])) === undefined) out.push(`image ${i.RepoTags?.[0] ?? i.Id}`);
+    if (registry.get(String(i.Labels?.['lessl.id'])) === undefined) out.push(`image ${i.RepoTags?.[0] ?? i.Id}`);
   for (const v of (await docker.listVolumes({ filters: f })).Volumes ?? [])
-    if (b.registry.get(String(v.Labels?.['lessl.id'])) === undefined) out.push(`volume ${v.Name}`);
-  for (const el of b.registry.all()) {
+    if (registry.get(String(v.Labels?.['lessl.id'])) === undefined) out.push(`volume ${v.Name}`);
+  for (const el of registry.all()) {
     const ok =
       el.id.kind === 'image'
         ? await docker

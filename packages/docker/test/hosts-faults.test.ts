@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as E from 'fp-ts/lib/Either.js';
 import { text, unwrap, type TaskStatus } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend, type HostSpec } from '@lessl/docker';
+import { Registry } from '@lessl/level';
 import { eventually, n } from './support.js';
 import { client, hostNamed, testHosts, type TestHost } from './hosts-support.js';
 
@@ -27,17 +28,20 @@ const stateOf = (b: DockerBackend, name: string): string | undefined => b.hosts.
 const slotsOf = (b: DockerBackend, name: string): number | undefined => b.hosts.list().find((h) => h.name === name)?.load.slots;
 
 /** Opens a backend over h1-h3 with an image on h1, present on every host. */
-const openWithImage = async (o: Parameters<typeof openDockerBackend>[0] = {}): Promise<{ b: DockerBackend; image: string }> => {
-  const b = await unwrap(openDockerBackend({ hosts: plain.map(spec), ...o }));
+const openWithImage = async (
+  o: Parameters<typeof openDockerBackend>[0] = {},
+): Promise<{ b: DockerBackend; image: string; registry: Registry }> => {
+  const registry = await Registry.open({ memory: true });
+  const b = await unwrap(openDockerBackend({ hosts: plain.map(spec), registry, ...o }));
   const image = `image://local/${n('base')}`;
   await unwrap(b.stores.image.create({ id: image, data: rootfs, options: { host: 'h1' } }));
   await unwrap(b.preload([image]));
-  return { b, image };
+  return { b, image, registry };
 };
 
 const closeAndPurge = async (b: DockerBackend | undefined): Promise<void> => {
   if (b === undefined) return;
-  const instance = b.registry.instanceId;
+  const instance = b.instanceId;
   await b.close();
   for (const h of plain) await purge(client(h), instance).catch(() => 0);
 };
@@ -175,14 +179,15 @@ describe.runIf(file !== undefined)('engines that stop answering (default host po
 describe.runIf(file !== undefined)('placement under a burst', () => {
   let b: DockerBackend;
   let image: string;
+  let registry: Registry;
   beforeAll(async () => {
-    ({ b, image } = await openWithImage());
+    ({ b, image, registry } = await openWithImage());
   }, 120_000);
   afterAll(() => closeAndPurge(b));
 
   test('six daemons committed together on three idle hosts land 2/2/2', async () => {
     const ds = await Promise.all(Array.from({ length: 6 }, () => daemonOn(b, image)));
-    const on = ds.map((d) => String(b.registry.get(d.x)?.attributes.host));
+    const on = ds.map((d) => String(registry.get(d.x)?.attributes.host));
     const count = (h: string): number => on.filter((x) => x === h).length;
     expect([count('h1'), count('h2'), count('h3')]).toEqual([2, 2, 2]);
     expect(plain.map((h) => slotsOf(b, h.name))).toEqual([2, 2, 2]);

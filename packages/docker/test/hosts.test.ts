@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as E from 'fp-ts/lib/Either.js';
 import { text, unwrap, type LesslEvent } from '@lessl/core';
 import { busyboxRootfsBytes, LABEL, openDockerBackend, purge, type DockerBackend, type HostSpec } from '@lessl/docker';
+import { Registry, type RegistryReads } from '@lessl/level';
 import { engineProxy, eventually, n, startDaemon, tarOf, type EngineProxy } from './support.js';
 import { client, hostNamed, testHosts, type TestHost } from './hosts-support.js';
 
@@ -26,7 +27,7 @@ const leftovers = async (h: TestHost, instance: string): Promise<number> => {
   return c.length + i.length + (v.Volumes ?? []).length;
 };
 
-const hostOf = (b: DockerBackend, id: string): unknown => b.registry.get(id)?.attributes.host;
+const hostOf = (registry: RegistryReads, id: string): unknown => registry.get(id)?.attributes.host;
 
 /** Unbinds an executor's tasks and deletes it. */
 const dispose = async (b: DockerBackend, x: string): Promise<void> => {
@@ -36,19 +37,26 @@ const dispose = async (b: DockerBackend, x: string): Promise<void> => {
 
 describe.runIf(file !== undefined)('several engines', () => {
   let b: DockerBackend;
+  let registry: Registry;
   const image = `image://local/${n('base')}`;
   const events: LesslEvent[] = [];
 
   beforeAll(async () => {
+    registry = await Registry.open({ memory: true });
     b = await unwrap(
-      openDockerBackend({ hosts: plain.map(spec), hostPolicy: { housekeepingMs: 300, failures: 2 }, callTimeoutMs: 1500 }),
+      openDockerBackend({
+        hosts: plain.map(spec),
+        hostPolicy: { housekeepingMs: 300, failures: 2 },
+        callTimeoutMs: 1500,
+        registry,
+      }),
     );
     b.events.subscribe({ types: ['host'] }, (e) => events.push(e));
     await unwrap(b.stores.image.create({ id: image, data: rootfs, options: { host: 'h1' } }));
   }, 120_000);
 
   afterAll(async () => {
-    const instance = b.registry.instanceId;
+    const instance = b.instanceId;
     await b.close();
     for (const h of plain) await purge(client(h), instance);
   });
@@ -63,7 +71,7 @@ describe.runIf(file !== undefined)('several engines', () => {
     const xs: string[] = [];
     try {
       for (let i = 0; i < 6; i++) xs.push((await startDaemon(b, image)).x);
-      const placed = xs.map((x) => hostOf(b, x));
+      const placed = xs.map((x) => hostOf(registry, x));
       for (const h of plain) expect(placed.filter((p) => p === h.name)).toHaveLength(2);
       expect(b.hosts.list().map((h) => h.load.slots)).toEqual([2, 2, 2]);
     } finally {
@@ -73,12 +81,12 @@ describe.runIf(file !== undefined)('several engines', () => {
   }, 120_000);
 
   test('an image made on one host runs on another (copied engine to engine)', async () => {
-    expect(hostOf(b, image)).toBe('h1');
+    expect(hostOf(registry, image)).toBe('h1');
     const r = await unwrap(
       b.run({ image, spec: { cmd: ['sh', '-c', 'echo hi from $(hostname)'] }, options: { backend: { host: 'h3' } } }),
     );
     expect(r.exitCode).toBe(0);
-    const imageId = String(b.registry.get(image)?.attributes.imageId);
+    const imageId = String(registry.get(image)?.attributes.imageId);
     expect(await client(hostNamed(file!, 'h3')).getImage(imageId).inspect()).toBeDefined();
   }, 60_000);
 
@@ -91,7 +99,7 @@ describe.runIf(file !== undefined)('several engines', () => {
       ['h2', 'present'],
       ['h3', 'copied'],
     ]);
-    const imageId = String(b.registry.get(img)?.attributes.imageId);
+    const imageId = String(registry.get(img)?.attributes.imageId);
     for (const h of plain) expect((await client(h).getImage(imageId).inspect()).Id).toBe(imageId);
     const again = await unwrap(b.preload([img], { hosts: ['h3'] }));
     expect(again.map((x) => x.done)).toEqual(['present']);
@@ -113,7 +121,7 @@ describe.runIf(file !== undefined)('several engines', () => {
   test('a volume stays on its host and pulls its executors there', async () => {
     const vol = `volume://local/${n('v')}`;
     await unwrap(b.stores.volume.create({ id: vol, data: await tarOf({ 'hello.txt': 'from h2' }), options: { host: 'h2' } }));
-    expect(hostOf(b, vol)).toBe('h2');
+    expect(hostOf(registry, vol)).toBe('h2');
     for (let i = 0; i < 2; i++) {
       const r = await unwrap(
         b.run({ image, volumes: [{ id: vol, mountpoint: '/data' }], spec: { cmd: ['cat', '/data/hello.txt'] } }),
@@ -136,7 +144,7 @@ describe.runIf(file !== undefined)('several engines', () => {
     const name = n('dangling');
     await d.createVolume({
       Name: name,
-      Labels: { [LABEL.registry]: b.registry.instanceId, [LABEL.id]: `volume://local/${name}` },
+      Labels: { [LABEL.registry]: b.instanceId, [LABEL.id]: `volume://local/${name}` },
     });
     // every 12th tick (300 ms here) sweeps active hosts
     expect(
@@ -190,14 +198,14 @@ describe.runIf(file !== undefined)('several engines', () => {
 
   test('drain: no new work goes there, a running task is stopped after the deadline, the host ends removed', async () => {
     const d = await startDaemon(b, image);
-    const on = String(hostOf(b, d.x));
+    const on = String(hostOf(registry, d.x));
     const info = await unwrap(b.hosts.drain(on, { deadlineMs: 500 }));
     expect(info.state).toBe('removed');
     const st = await unwrap(b.tasks.wait(d.task));
     expect(st.state).toBe('killed');
     for (let i = 0; i < 3; i++) {
       const x = (await startDaemon(b, image)).x;
-      expect(hostOf(b, x)).not.toBe(on);
+      expect(hostOf(registry, x)).not.toBe(on);
       await dispose(b, x);
     }
     await dispose(b, d.x);
@@ -222,7 +230,7 @@ describe.runIf(file !== undefined)('a dead engine', () => {
   }, 60_000);
 
   afterAll(async () => {
-    const instance = b.registry.instanceId;
+    const instance = b.instanceId;
     await b.close();
     await proxy.close();
     for (const h of plain) await purge(client(h), instance);
@@ -259,7 +267,7 @@ describe.runIf(file !== undefined)('a dead engine', () => {
 describe.runIf(file !== undefined)('nothing is left behind', () => {
   test('after a multi-host backend is used and its elements deleted, no labelled object remains on any engine', async () => {
     const b = await unwrap(openDockerBackend({ hosts: plain.map(spec) }));
-    const instance = b.registry.instanceId;
+    const instance = b.instanceId;
     const image = `image://local/${n('base')}`;
     await unwrap(b.stores.image.create({ id: image, data: rootfs, options: { host: 'h1' } }));
     for (const h of plain) await unwrap(b.run({ image, spec: { cmd: ['true'] }, options: { backend: { host: h.name } } }));

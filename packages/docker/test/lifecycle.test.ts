@@ -26,7 +26,7 @@ const containers = async (b: DockerBackend, executor?: string): Promise<number> 
     await docker.listContainers({
       all: true,
       filters: {
-        label: [`lessl.registry=${b.registry.instanceId}`, ...(executor === undefined ? [] : [`lessl.id=${executor}`])],
+        label: [`lessl.registry=${b.instanceId}`, ...(executor === undefined ? [] : [`lessl.id=${executor}`])],
       },
     })
   ).length;
@@ -56,7 +56,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await l.close();
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
 });
 
 describe("exec'd tasks", () => {
@@ -252,7 +252,7 @@ describe('a process that embeds lessl behaves', () => {
       await unwrap(b.stores.volume.delete(v));
     } finally {
       await b.close();
-      await purge(docker, b.registry.instanceId);
+      await purge(docker, b.instanceId);
       await proxy.close();
     }
   });

@@ -35,7 +35,7 @@ test('open reports recovery and reconciliation (vanished, orphans removed)', asy
     const a = await unwrap(openDockerBackend({ registry: { location }, watch: false }));
     const lost = `volume://local/${n('lost')}`;
     const lostEl = await unwrap(a.stores.volume.create({ id: lost }));
-    const instance = a.registry.instanceId;
+    const instance = a.instanceId;
     await a.close();
     await docker.getVolume(String(lostEl.attributes.volumeName)).remove();
     const orphan = `lessl_local_orphan_${n('x')}`;
@@ -85,7 +85,7 @@ test('janitor retries and removals, and task start and end, are logged; a creden
     expect(JSON.stringify(lines)).not.toContain(SECRET);
   } finally {
     await l.close();
-    await purge(docker, l.registry.instanceId);
+    await purge(docker, l.instanceId);
     await proxy.close();
   }
 }, 120_000);

@@ -23,7 +23,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await l.close();
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
 });
 
 /** The keys of the InvalidEntry `te` answers (fails the test on anything else). */

@@ -11,6 +11,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { text, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { Registry } from '@lessl/level';
 import { eventually, n } from './support.js';
 
 const docker = new Docker();
@@ -19,7 +20,7 @@ let l: DockerBackend;
 
 /** The pool containers of a backend's registry. */
 const pooled = async (b: DockerBackend): Promise<Docker.ContainerInfo[]> =>
-  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${b.registry.instanceId}`, 'lessl.pool'] } });
+  docker.listContainers({ all: true, filters: { label: [`lessl.registry=${b.instanceId}`, 'lessl.pool'] } });
 
 beforeAll(async () => {
   l = await unwrap(openDockerBackend());
@@ -28,7 +29,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await l.close();
   expect(await pooled(l)).toEqual([]);
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
 });
 
 describe('warm pool', () => {
@@ -166,12 +167,13 @@ describe('warm pool', () => {
 
     const location = mkdtempSync(join(tmpdir(), 'lessl-pool-'));
     try {
-      const a = await unwrap(openDockerBackend({ registry: { location } }));
+      const registry = await Registry.open({ location });
+      const a = await unwrap(openDockerBackend({ registry }));
       await unwrap(a.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
       await unwrap(a.pool.configure([{ image: BASE, min: 2 }]));
-      const instance = a.registry.instanceId;
+      const instance = a.instanceId;
       // a crash: the registry is closed, the pool's containers are not removed
-      await a.registry.close();
+      await registry.close();
       expect(await pooled(a)).toHaveLength(2);
       const b = await unwrap(openDockerBackend({ registry: { location } }));
       expect(await pooled(b)).toHaveLength(0);
@@ -209,7 +211,7 @@ describe('freshness', () => {
       expect(E.isLeft(bad) && bad.left._tag).toBe('InvalidEntry');
     } finally {
       await b.close();
-      await purge(docker, b.registry.instanceId);
+      await purge(docker, b.instanceId);
     }
   });
 

@@ -10,10 +10,13 @@ import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256, text, unwrap, type LesslEvent, type Progress } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { Registry } from '@lessl/level';
 import { closeLoopback, listenLoopback, eventually, n, startDaemon, tarOf } from './support.js';
 
 const docker = new Docker();
 let l: DockerBackend;
+/** The registry under `l` (opened here, so the test can change a record underneath). */
+let registry: Registry;
 let bb = ''; // a plain busybox image (no lessl labels), the base of the test contents
 const made: string[] = [];
 let server: Server;
@@ -73,7 +76,8 @@ const stop = async (x: string): Promise<void> => {
 };
 
 beforeAll(async () => {
-  l = await unwrap(openDockerBackend());
+  registry = await Registry.open({ memory: true });
+  l = await unwrap(openDockerBackend({ registry }));
   const repo = n('lessl-test-bb');
   const s = await docker.importImage(
     Buffer.from(await busyboxRootfsBytes()) as unknown as NodeJS.ReadableStream,
@@ -96,7 +100,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await closeLoopback(server);
   await l.close();
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
   for (const i of made)
     await docker
       .getImage(i)
@@ -182,7 +186,7 @@ describe('refresh', () => {
     const el = await unwrap(l.stores.image.create({ id, options: { source: { type: 'url', url: `${url}/image.tar` } } }));
     served = await saveOf(await version('a2'));
     // the source now sends part of the new archive and stalls (the record's source is pointed at /slow)
-    await l.registry.commit({ put: [{ ...el, attributes: { ...el.attributes, source: { type: 'url', url: `${url}/slow` } } }] });
+    await registry.commit({ put: [{ ...el, attributes: { ...el.attributes, source: { type: 'url', url: `${url}/slow` } } }] });
     const { seen, off } = events(l, id);
     const ac = new AbortController();
     const started = Date.now();
@@ -201,7 +205,7 @@ describe('refresh', () => {
     expect(tags.filter((t) => t.startsWith(`${ref}-r`))).toEqual([]);
     // with a checksum too: the part it got is not bad content, the caller stopped it
     const checked = { type: 'url', url: `${url}/slow`, checksum: sha256(served) };
-    await l.registry.commit({ put: [{ ...now, attributes: { ...now.attributes, source: checked } }] });
+    await registry.commit({ put: [{ ...now, attributes: { ...now.attributes, source: checked } }] });
     const again = await l.refresh(id, { signal: AbortSignal.timeout(500) })();
     expect(E.isLeft(again) && again.left._tag).toBe('Aborted');
     await unwrap(l.stores.image.delete(id));
@@ -216,7 +220,7 @@ describe('refresh', () => {
       (
         await docker.listContainers({
           all: true,
-          filters: { label: [`lessl.registry=${l.registry.instanceId}`, 'lessl.pool'] },
+          filters: { label: [`lessl.registry=${l.instanceId}`, 'lessl.pool'] },
         })
       ).map((c) => c.ImageID);
     expect(await poolImages()).toEqual([el.attributes.imageId]);
@@ -283,7 +287,7 @@ describe('preload', () => {
       expect(text((await unwrap(b.run({ image: id, spec: { cmd: ['cat', '/v.txt'] } }))).stdout)).toBe('g1');
     } finally {
       await b.close();
-      await purge(docker, b.registry.instanceId);
+      await purge(docker, b.instanceId);
     }
   });
 });

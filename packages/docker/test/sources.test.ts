@@ -30,7 +30,7 @@ const work = mkdtempSync(join(tmpdir(), 'lessl-sources-'));
 
 /** Labelled images of this registry, and the temporary clones lessl left. */
 const leftovers = async (): Promise<{ images: number; clones: number }> => ({
-  images: (await docker.listImages({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } })).length,
+  images: (await docker.listImages({ filters: { label: [`lessl.registry=${l.instanceId}`] } })).length,
   clones: readdirSync(tmpdir()).filter((f) => f.startsWith('lessl-git-')).length,
 });
 
@@ -84,7 +84,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await closeLoopback(server);
   await l.close();
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -319,7 +319,7 @@ describe('egress guard (SSRF)', () => {
   afterAll(async () => {
     for (const b of guarded) {
       await b.close();
-      await purge(docker, b.registry.instanceId);
+      await purge(docker, b.instanceId);
     }
   });
   const refusal = async (b: DockerBackend, source: Record<string, unknown>): Promise<unknown> => {

@@ -32,7 +32,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await l.close();
-  await purge(docker, l.registry.instanceId);
+  await purge(docker, l.instanceId);
 });
 
 /** Starts a task in a new executor; answers the task, the executor and its container. */
@@ -74,7 +74,7 @@ describe('credentials', () => {
     const info = await container.inspect();
     expect(JSON.stringify(info.Config.Labels)).not.toContain(SECRET);
     expect(info.Config.Env).toContain(`TOKEN=${SECRET}`);
-    const labelled = await docker.listContainers({ all: true, filters: { label: [`lessl.registry=${l.registry.instanceId}`] } });
+    const labelled = await docker.listContainers({ all: true, filters: { label: [`lessl.registry=${l.instanceId}`] } });
     expect(JSON.stringify(labelled.map((c) => c.Labels))).not.toContain(SECRET);
     for (let i = 0; i < 100 && (await output(task)).split('\n').length < 4; i++) await new Promise((r) => setTimeout(r, 100));
     await unwrap(l.tasks.kill(task, { signal: 'KILL' }));

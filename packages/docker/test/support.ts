@@ -163,7 +163,7 @@ export const conformanceFactory =
       ...b,
       close: async () => {
         await b.close();
-        for (const d of engines(b)) await purge(d, b.registry.instanceId);
+        for (const d of engines(b)) await purge(d, b.instanceId);
       },
     };
   };

@@ -44,7 +44,7 @@ describe.skipIf(hosts === undefined)('a Swarm commit whose registry write fails'
         watch: false,
       }),
     );
-    instances.push(l.registry.instanceId);
+    instances.push(l.instanceId);
     try {
       const image = `image://local/${n('swarm-atomic')}`;
       await unwrap(l.stores.image.create({ id: image, data: await busyboxRootfsBytes() }));

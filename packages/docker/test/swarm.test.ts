@@ -308,7 +308,7 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
 
   test('nothing is left: no service of this registry, no task container on either node', async () => {
     await new Promise((r) => setTimeout(r, 500));
-    const mine = await manager.listServices({ filters: { label: [`lessl.registry=${l.registry.instanceId}`] } });
+    const mine = await manager.listServices({ filters: { label: [`lessl.registry=${l.instanceId}`] } });
     expect(mine.map((s) => s.Spec?.Name)).toEqual([]);
     expect(services.size).toBeGreaterThanOrEqual(8);
     // Swarm removes a removed service's containers on each node shortly after

@@ -8,6 +8,3 @@ export const mergeFilters = (a: Filters, b: Filters = {}): Record<string, string
   for (const [k, v] of Object.entries(b)) out[k] = k === 'label' ? [...(out[k] ?? []), ...v] : [...v];
   return out;
 };
-
-/** A filter as dockerode's list calls take it (mutable arrays). */
-export const plain = (f: Filters | undefined): Record<string, string[]> => mergeFilters({}, f);

@@ -39,6 +39,26 @@ export interface ImagesClient {
   removeOwned(filters?: Filters, o?: CallOptions): Promise<number>;
 }
 
+/** A readable stream (what dockerode answers for a streamed call). */
+const isStream = (x: unknown): x is NodeJS.ReadableStream =>
+  typeof x === 'object' && x !== null && 'pipe' in x && typeof x.pipe === 'function' && 'on' in x && typeof x.on === 'function';
+
+/**
+ * `docker save` of `names` (`GET /images/get?names=`) through dockerode's `getImages`, which
+ * takes an abort signal (`Image.get` takes none) but which @types/dockerode leaves out.
+ */
+const exportImages = async (
+  docker: Docker,
+  names: readonly string[],
+  signal: AbortSignal | undefined,
+): Promise<NodeJS.ReadableStream> => {
+  const getImages: unknown = Reflect.get(docker, 'getImages');
+  if (typeof getImages !== 'function') throw new Error('this dockerode has no getImages');
+  const s: unknown = await Reflect.apply(getImages, docker, [{ names: [...names], ...abortOf(signal) }]);
+  if (!isStream(s)) throw new Error('the engine did not answer a stream');
+  return s;
+};
+
 /** The images client over a dockerode client; `instance` is the registry whose objects are "owned". */
 export const dockerImages = (docker: Docker, instance: string, run: CallRunner): ImagesClient => {
   const img = (ref: string): Docker.Image => docker.getImage(ref);
@@ -48,7 +68,14 @@ export const dockerImages = (docker: Docker, instance: string, run: CallRunner):
     list,
     listOwned: (filters, o) => list(mergeFilters(ownedFilter(instance), filters), o),
     listOf: (key, o) => list(elementFilter(instance, key), o),
-    inspect: (ref, o) => run(bounded(`GET /images/${ref}/json`, o, () => img(ref).inspect())),
+    inspect: (ref, o) =>
+      run(
+        bounded(`GET /images/${ref}/json`, o, (s) => {
+          // dockerode hands the options to the request, where the guard's signal marks the call as guarded
+          const opts: Docker.ImageInspectOptions & { abortSignal?: AbortSignal } = abortOf(s);
+          return img(ref).inspect(opts);
+        }),
+      ),
     tag: (ref, repo, tag, o) =>
       run(
         bounded(`POST /images/${ref}/tag`, o, async (s) => {
@@ -61,7 +88,7 @@ export const dockerImages = (docker: Docker, instance: string, run: CallRunner):
           await img(ref).remove({ ...opts, ...abortOf(s) });
         }),
       ),
-    save: (ref, o) => run(bounded(`GET /images/${ref}/get`, o, () => img(ref).get())),
+    save: (ref, o) => run(bounded(`GET /images/get?names=${ref}`, o, (s) => exportImages(docker, [ref], s))),
     load: (archive, o) => run(open('POST /images/load', o, (s) => docker.loadImage(archive, { quiet: true, ...abortOf(s) }))),
     import: (tar, opts, o) =>
       run(

@@ -64,7 +64,8 @@ export const dockerServices = (docker: Docker, instance: string, run: CallRunner
     list,
     listOwned: (filters, o) => list(mergeFilters(ownedFilter(instance), filters), o),
     listOf: (key, o) => list(elementFilter(instance, key), o),
-    create: (spec, o) => run(bounded('POST /services/create', o, async () => (await docker.createService(spec)).id)),
+    create: (spec, o) =>
+      run(bounded('POST /services/create', o, async (s) => (await docker.createService({ ...spec, ...abortOf(s) })).id)),
     inspect: (id, o) =>
       run(
         bounded(`GET /services/${id}`, o, async (s) => {
