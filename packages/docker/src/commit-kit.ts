@@ -23,7 +23,7 @@ import type {
   DriverStepResult as StepResult,
   DriverTaskResult as TaskResult,
   PlanStep,
-} from '@lessl/level';
+} from '@lessl/kit';
 import { fromDocker, isDockerError } from './errors.js';
 
 /** Test hook: make a step fail. */

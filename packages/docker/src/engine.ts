@@ -6,7 +6,6 @@ import { Host } from './host.js';
 
 export { followJson, watchStall, withTar, type Liveness } from './streams.js';
 export { CallGuard, DEFAULT_CALL_TIMEOUT_MS, endpointOf, type CallObserver } from './guard.js';
-export { guardCalls } from './legacy-modem.js';
 export { HELPER_IMAGE, Host, imageLabel, LOCAL_HOST, type HelperMount, type HostSettings, type WarmContainers } from './host.js';
 
 /** @deprecated A host is a `Host` (host.ts): its clients, health and load. */

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import type { AnyError, EndReason } from '@lessl/core';
-import type { RunSink } from '@lessl/level';
+import type { RunSink } from '@lessl/kit';
 import { fromDocker, isConnectionError, isDockerError, statusOf } from './errors.js';
 import { envOf, secretTar } from './executor-settings.js';
 import type { ContainerRuns } from './executor-follow.js';

@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { restarts, type EndReason } from '@lessl/core';
-import type { RunSink } from '@lessl/level';
+import type { RunSink } from '@lessl/kit';
 import type { ContainersClient, ExecClient } from './client/index.js';
 import { isConnectionError, statusOf } from './errors.js';
 import type { Host } from './host.js';

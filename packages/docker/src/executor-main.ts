@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, restarts, runtimeError, type AnyError } from '@lessl/core';
-import type { CommitPlan, RunSink } from '@lessl/level';
+import type { CommitPlan, RunSink } from '@lessl/kit';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { putSecrets, startExec } from './executor-exec.js';
 import { follow, type ContainerRuns } from './executor-follow.js';

@@ -12,7 +12,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { pack } from 'tar-stream';
 import { invalidEntry, type AnyError, type ExecutorOptions, type Member, type TaskSpec } from '@lessl/core';
-import type { CommitPlan, RunSink, SecretFile } from '@lessl/level';
+import type { CommitPlan, RunSink, SecretFile } from '@lessl/kit';
 import { executorLabels } from './labels.js';
 import { containerName } from './names.js';
 import type { ContainerBase } from './pool.js';

@@ -21,7 +21,7 @@
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { restarts, unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
-import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
+import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/kit';
 import { commitPlan, deleteErrorOf, layoutOf, taskSpecOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
 import type { Host } from './host.js';
 import { resumeExec, startExec } from './executor-exec.js';

@@ -6,7 +6,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { invalidEntry, keyPrefix, type AnyError, type CallContext, type Element, type ElementStore } from '@lessl/core';
-import { recordDoor, type RegistryPort } from '@lessl/level';
+import { recordDoor, type RegistryPort } from '@lessl/kit';
 import { imageAttributes } from './attributes.js';
 import type { Host } from './host.js';
 import { statusOf } from './errors.js';

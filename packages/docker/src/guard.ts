@@ -43,21 +43,11 @@ const openStream = (x: unknown): x is { once(ev: 'close', f: () => void): unknow
   !('destroyed' in x && x.destroyed === true);
 
 /**
- * The signals the guards hand to dockerode: a request carrying one is guarded already, so the
- * transitional modem guard (legacy-modem.ts) lets it through (no call is counted twice).
- */
-const issued = new WeakSet<AbortSignal>();
-
-/** True for a signal a `CallGuard` handed to a call (see `issued`). */
-export const isGuardedSignal = (s: unknown): boolean => s instanceof AbortSignal && issued.has(s);
-
-/**
  * A signal of the guard's own for one call, aborted when the caller's is; `release` stops
  * relaying (when the call settles, or a stream it answered closes).
  */
 const linked = (outer: AbortSignal | undefined): { ac: AbortController; release: () => void } => {
   const ac = new AbortController();
-  issued.add(ac.signal);
   if (outer?.aborted === true) ac.abort(outer.reason);
   const relay = (): void => ac.abort(outer?.reason);
   outer?.addEventListener('abort', relay, { once: true });

@@ -26,7 +26,6 @@ import {
   type Logger,
 } from '@lessl/core';
 import { CallGuard, DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
-import { guardCalls } from './legacy-modem.js';
 import { Host } from './host.js';
 import { place, type HostState, type PlacementRequest } from './placement.js';
 
@@ -197,7 +196,6 @@ export class HostPool {
     e.state = 'spawned';
     e.callTimeoutMs = this.callTimeoutMs;
     guard.observe = (reached, err) => this.observe(e, reached, err);
-    guardCalls(docker, this.callTimeoutMs, spec.name, guard.observe);
     this.hosts.set(spec.name, e);
     this.endpoints.set(spec.name, endpoint);
     return e;

@@ -7,7 +7,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import type { CreateError, Element } from '@lessl/core';
-import type { ElementDriver, DriverCreateInput, Intent } from '@lessl/level';
+import type { ElementDriver, DriverCreateInput, Intent } from '@lessl/kit';
 import { imageAttributes, imageIdOf } from './attributes.js';
 import type { EgressGuard } from './egress.js';
 import { imageLabel, type Host } from './host.js';

@@ -40,18 +40,8 @@ import {
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
-import {
-  assemble,
-  commonOpenOptions,
-  openRegistry,
-  registryOpenFailure,
-  recordDoor,
-  Registry,
-  type Backend,
-  type Durability,
-  type RecordDoor,
-  type RegistryOptions,
-} from '@lessl/level';
+import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type RegistryOptions } from '@lessl/level';
+import { assemble, recordDoor, type Backend, type Durability, type RecordDoor } from '@lessl/kit';
 import { dockerSystem } from './client/system.js';
 import { CallGuard, DEFAULT_CALL_TIMEOUT_MS, endpointOf } from './guard.js';
 import { LOCAL_HOST, type Host } from './host.js';

@@ -34,7 +34,7 @@ import {
   type IdLike,
   type Metadata,
 } from '@lessl/core';
-import { recordDoor, type RecordDoor, type RegistryPort } from '@lessl/level';
+import { recordDoor, type RecordDoor, type RegistryPort } from '@lessl/kit';
 import { imageAttributes, imageIdOf } from './attributes.js';
 import { LOCAL_HOST, type Host } from './host.js';
 import { fromDocker, statusOf } from './errors.js';

@@ -23,7 +23,7 @@ import type {
   ElementDriver,
   ExecutorDriver,
   RunSink,
-} from '@lessl/level';
+} from '@lessl/kit';
 import type { Host } from './host.js';
 import { followJson } from './streams.js';
 import { fromDocker, statusOf } from './errors.js';

@@ -5,7 +5,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { noopLogger, unavailable, type AnyError, type Element, type Logger } from '@lessl/core';
-import type { ElementDriver } from '@lessl/level';
+import type { ElementDriver } from '@lessl/kit';
 import { dockerClients, type ImagesClient } from './client/index.js';
 import { fromDocker, statusOf } from './errors.js';
 import type { Host } from './host.js';

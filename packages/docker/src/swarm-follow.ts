@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { EndReason } from '@lessl/core';
-import type { RunSink } from '@lessl/level';
+import type { RunSink } from '@lessl/kit';
 import { statusOf } from './errors.js';
 import { Demux } from './output.js';
 import { isFinal, POLL_MS, restartOf, sleep, type SwarmServices, type SwarmTask } from './swarm-service.js';

@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, unavailable, unsupported, type AnyError, type TaskSpec } from '@lessl/core';
-import type { CommitPlan, RunSink } from '@lessl/level';
+import type { CommitPlan, RunSink } from '@lessl/kit';
 import type { ServiceInfo, ServicesClient, ServiceTask } from './client/index.js';
 import { statusOf } from './errors.js';
 import type { Host } from './host.js';

@@ -15,7 +15,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
-import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/level';
+import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/kit';
 import { commitPlan, deleteErrorOf, layoutOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
 import type { Host } from './host.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';

@@ -11,7 +11,7 @@
  */
 import type Docker from 'dockerode';
 import { logError, type Element } from '@lessl/core';
-import type { RecordDoor, RegistryReads } from '@lessl/level';
+import type { RecordDoor, RegistryReads } from '@lessl/kit';
 import { dockerClients, type EngineEvent } from './client/index.js';
 import { statusOf } from './errors.js';
 import { imageLabel, type Host } from './host.js';

@@ -10,7 +10,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { invalidEntry, unsupported, type AnyError, type CreateError, type Element } from '@lessl/core';
-import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/level';
+import type { DriverCreated, DriverCreateInput, ElementDriver, Intent } from '@lessl/kit';
 import { volumeNameOf } from './attributes.js';
 import { createErrorOf, messageOf } from './driver-errors.js';
 import type { Host } from './host.js';

@@ -5,7 +5,7 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, test } from 'vitest';
 import type { Call } from '../src/client/index.js';
-import { CallGuard, isGuardedSignal } from '../src/guard.js';
+import { CallGuard } from '../src/guard.js';
 import {
   elementFilter,
   executorLabels,
@@ -87,16 +87,6 @@ describe('the call guard', () => {
     ac.abort();
     await expect(p).rejects.toMatchObject({ code: 'ECONNRESET' });
     expect(heard).toEqual([]);
-  });
-
-  test("every call gets a signal of the guard, so the raw client's guard lets it through", async () => {
-    const { guard } = guarded();
-    const seen: (AbortSignal | undefined)[] = [];
-    const record = async (signal: AbortSignal | undefined): Promise<void> => void seen.push(signal);
-    await guard.run(call(record));
-    await guard.run(call(record, { bound: 'open' }));
-    expect(seen.map((s) => isGuardedSignal(s))).toEqual([true, true]);
-    expect(isGuardedSignal(new AbortController().signal)).toBe(false);
   });
 
   test("a stream that started keeps answering its caller's abort until it closes", async () => {

@@ -7,7 +7,7 @@ import { pipeline, type Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack as packDir } from 'tar-fs';
 import { invalidEntry, type AnyError } from '@lessl/core';
-import type { DriverCreateInput } from '@lessl/level';
+import type { DriverCreateInput } from '@lessl/kit';
 import { counting, fromPath, fromUrl, hashing, type Content, type ImageSource, type SourceCall } from '../sources.js';
 import { checkedTar } from '../tar.js';
 

@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { aborted, invalidEntry, runtimeError, unsupported, type AnyError, type CreateError, type Element } from '@lessl/core';
-import type { DriverCreateInput } from '@lessl/level';
+import type { DriverCreateInput } from '@lessl/kit';
 import { imageAttributes } from '../attributes.js';
 import { createErrorOf, messageOf } from '../driver-errors.js';
 import type { EgressGuard } from '../egress.js';
