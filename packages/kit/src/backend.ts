@@ -63,12 +63,6 @@ export interface Backend {
    */
   compactEvents(before: Date): Promise<number>;
   /**
-   * The registry, for the backend's own tests.
-   * @deprecated read elements through `stores`, change them through stores and `composer`;
-   * pass your own open `Registry` in the options when a test must look underneath.
-   */
-  readonly registry: RegistryPort;
-  /**
    * Stops what the backend started in this process (watchers, timers, followers) and closes the
    * registry. Running tasks keep running; the next open finds them again.
    */
@@ -208,7 +202,6 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     instanceId: o.registry.instanceId,
     teardown: (executor, ctx) => teardown({ stores: kinds, composer, tasks }, executor, ctx),
     compactEvents: (before) => o.registry.compactEvents(before),
-    registry: o.registry,
     close,
     [Symbol.asyncDispose]: close,
   });

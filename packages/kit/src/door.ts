@@ -47,37 +47,43 @@ export interface RecordDoor extends RegistryReads {
   announce(event: EventDraft): Promise<void>;
 }
 
-/** The door over a registry port. */
-export const recordDoor = (port: RegistryPort): RecordDoor => {
-  /** The write of `hold`, for the element as it was read (the caller holds its lock). */
-  const writer =
-    (cur: Element): AttributeWrite =>
-    async (attributes, event) => {
-      const next: Element =
-        event === undefined
-          ? { ...cur, attributes }
-          : { ...cur, attributes, revision: cur.revision + 1, modified: new Date().toISOString() };
-      const events =
-        event === undefined
-          ? []
-          : [
-              {
-                type: event.type,
-                id: cur.id.key,
-                revision: next.revision,
-                ...(event.detail === undefined ? {} : { detail: event.detail }),
-              },
-            ];
-      await port.commit({ put: [next], events });
-      return next;
-    };
-  const hold: RecordDoor['hold'] = (id, fn, opts) => {
+/** The write of `hold`, for the element as it was read (the caller holds its lock). */
+const writer =
+  (port: RegistryPort, cur: Element): AttributeWrite =>
+  async (attributes, event) => {
+    const next: Element =
+      event === undefined
+        ? { ...cur, attributes }
+        : { ...cur, attributes, revision: cur.revision + 1, modified: new Date().toISOString() };
+    const events =
+      event === undefined
+        ? []
+        : [
+            {
+              type: event.type,
+              id: cur.id.key,
+              revision: next.revision,
+              ...(event.detail === undefined ? {} : { detail: event.detail }),
+            },
+          ];
+    await port.commit({ put: [next], events });
+    return next;
+  };
+
+/** `RecordDoor.hold` over a port. */
+const holder =
+  (port: RegistryPort): RecordDoor['hold'] =>
+  (id, fn, opts) => {
     const run = async () => {
       const cur = port.get(id);
-      return fn(cur, cur === undefined ? () => Promise.reject(new Error(`${id} is gone`)) : writer(cur));
+      return fn(cur, cur === undefined ? () => Promise.reject(new Error(`${id} is gone`)) : writer(port, cur));
     };
     return opts?.wait === false ? port.locks.tryWith([id], run) : port.locks.with([id], run);
   };
+
+/** The door over a registry port. */
+export const recordDoor = (port: RegistryPort): RecordDoor => {
+  const hold = holder(port);
   const amend: RecordDoor['amend'] = async (id, change, event) =>
     (await hold(id, async (cur, write) => {
       const attributes = cur === undefined ? undefined : change(cur);
