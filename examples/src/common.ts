@@ -108,7 +108,7 @@ export const main = (meta: ImportMeta, run: (l: DockerBackend) => Promise<unknow
     } finally {
       if (lessl !== undefined) {
         await lessl.close();
-        await purge(lessl.docker, lessl.registry.instanceId); // the registry was in memory: remove what it made
+        await purge(lessl.docker, lessl.instanceId); // the registry was in memory: remove what it made
       }
     }
   })();

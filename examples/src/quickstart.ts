@@ -100,7 +100,7 @@ if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].sp
     } finally {
       if (lessl !== undefined) {
         await lessl.close();
-        await purge(lessl.docker, lessl.registry.instanceId);
+        await purge(lessl.docker, lessl.instanceId);
       }
     }
   })();

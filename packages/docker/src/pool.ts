@@ -15,7 +15,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
-import { logError } from '@lessl/core';
+import { logError, type PoolView } from '@lessl/core';
 import type { Host, WarmContainers } from './host.js';
 import { poolLabels } from './labels.js';
 
@@ -37,25 +37,8 @@ export interface WarmProfile {
   readonly idleCmd: readonly string[];
 }
 
-/** What the pool reports. */
-export interface PoolStats {
-  readonly profiles: readonly {
-    readonly key: string;
-    readonly image: string;
-    readonly ready: number;
-    readonly starting: number;
-    readonly hits: number;
-    readonly misses: number;
-    readonly failures: number;
-  }[];
-  readonly hits: number;
-  readonly misses: number;
-  /** Ready and starting containers, all profiles. */
-  readonly containers: number;
-  /** Their memory limits, summed, and the cap. */
-  readonly memoryBytes: number;
-  readonly memoryCapBytes: number;
-}
+/** What the pool reports: the pool view every side shares (`PoolView` in `@lessl/core`). */
+export type PoolStats = PoolView;
 
 /** The default command that keeps a warm container alive (needs `sh` and `sleep` in the image). */
 export const IDLE_CMD = ['sh', '-c', 'while :; do sleep 3600; done'] as const;
