@@ -27,21 +27,18 @@ import {
   instanceC,
   runtimeError,
   unavailable,
-  type Authorizer,
   type Capabilities,
-  type CredentialResolver,
   type CallContext,
   type Element,
   type IdLike,
   type ReadError,
   type InvalidEntry,
-  type Logger,
   type RuntimeError,
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
-import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type RegistryOptions } from '@lessl/level';
-import { assemble, recordDoor, type Backend, type Durability, type RecordDoor } from '@lessl/kit';
+import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type CommonOpenOptions } from '@lessl/level';
+import { assemble, recordDoor, type Backend, type RecordDoor } from '@lessl/kit';
 import { dockerSystem } from './client/system.js';
 import { CallGuard, DEFAULT_CALL_TIMEOUT_MS, endpointOf } from './guard.js';
 import { LOCAL_HOST, type Host } from './host.js';
@@ -118,7 +115,7 @@ export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
 ];
 
 /** Options of `openDockerBackend`. */
-export interface DockerBackendOptions {
+export interface DockerBackendOptions extends CommonOpenOptions {
   /** A dockerode client; default: DOCKER_HOST, else the default socket. */
   readonly docker?: Docker;
   /**
@@ -130,10 +127,6 @@ export interface DockerBackendOptions {
   readonly hostPolicy?: HostPolicy;
   /** A socket path (e.g. a Podman Docker-compatible socket) when no client is given. */
   readonly socketPath?: string;
-  /** A registry, or how to open one (default: in memory). */
-  readonly registry?: Registry | RegistryOptions;
-  readonly stores?: readonly StoreConfig[];
-  readonly authorize?: Authorizer;
   /** Map Docker's event stream into lessl events (default true). */
   readonly watch?: boolean;
   /** Test hook: make a commit step fail (exercises rollback). */
@@ -143,23 +136,6 @@ export interface DockerBackendOptions {
    * engine (default 30,000). Streams (wait, events, output) are bounded until they start.
    */
   readonly callTimeoutMs?: number;
-  /** Output kept per task run (default 1 MiB; a spec's `limits.outputBytes` wins). */
-  readonly outputBytes?: number;
-  /** How durable registry writes are when the backend opens the registry (default `process`; see `Durability`). */
-  readonly durability?: Durability;
-  /**
-   * Resolves `spec.credentials` when a task starts: `env` goes into the container's (or exec's)
-   * environment, `files` are written into the container before the process starts. Without
-   * one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
-   */
-  readonly credentials?: CredentialResolver;
-  /**
-   * Where the backend reports what it does: open, recovery and reconciliation, task start and
-   * end (ID, exit code, reason, duration), the engine becoming unavailable and reachable again,
-   * janitor retries and removals, pool fills and evictions, registry write failures. A pino
-   * logger or anything with `debug/info/warn/error(obj, msg?)`; never given secrets. Default: none.
-   */
-  readonly logger?: Logger;
   /**
    * Run executors as Swarm services on the engine (a Swarm manager) instead of containers:
    * `registry` (`host:port`) is where every node pulls images from (docs/swarm.md).

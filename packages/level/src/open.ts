@@ -3,7 +3,7 @@
  * memory, or a level database) and `openRegistry`.
  */
 import * as t from 'io-ts';
-import { instanceC } from '@lessl/core';
+import { instanceC, type Authorizer, type CredentialResolver, type Logger, type StoreConfig } from '@lessl/core';
 import { kitOpenOptions, type Durability } from '@lessl/kit';
 import { Registry, type RegistryOptions, type StringLevel } from './registry.js';
 
@@ -43,3 +43,28 @@ export const openRegistry = async (
   given instanceof Registry
     ? given
     : Registry.open({ ...(given ?? { memory: true }), ...(durability === undefined ? {} : { durability }) });
+
+/** The open options every backend takes (each backend adds its own). */
+export interface CommonOpenOptions {
+  /** A registry, or how to open one (default: in memory). */
+  readonly registry?: Registry | RegistryOptions;
+  /** The store locations (default: the backend's). */
+  readonly stores?: readonly StoreConfig[];
+  /** Decides `PermissionDenied` (default: everything is allowed). */
+  readonly authorize?: Authorizer;
+  /** Output kept per task run (default 1 MiB; a spec's `limits.outputBytes` wins). */
+  readonly outputBytes?: number;
+  /** How durable registry writes are when the backend opens the registry (default `process`; see `Durability`). */
+  readonly durability?: Durability;
+  /**
+   * Resolves `spec.credentials` when a task starts (its `env` and `files` reach the process and
+   * nothing else). Without one, binding a task with credentials answers `Unsupported`.
+   */
+  readonly credentials?: CredentialResolver;
+  /**
+   * Where the backend reports what it does (open, recovery, task start and end, registry write
+   * failures; the Docker backend more): a pino logger or anything with
+   * `debug/info/warn/error(obj, msg?)`; never given secrets. Default: none.
+   */
+  readonly logger?: Logger;
+}

@@ -12,19 +12,16 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   runtimeError,
-  type Authorizer,
   type Capabilities,
-  type CredentialResolver,
   type InvalidEntry,
-  type Logger,
   decodeOptions,
   fnC,
   instanceC,
   type StoreConfig,
   type RuntimeError,
 } from '@lessl/core';
-import { commonOpenOptions, openRegistry, Registry, registryOpenFailure, type RegistryOptions } from '@lessl/level';
-import { assemble, type Durability, type Backend, type ElementDriver } from '@lessl/kit';
+import { commonOpenOptions, openRegistry, Registry, registryOpenFailure, type CommonOpenOptions } from '@lessl/level';
+import { assemble, type Backend, type ElementDriver } from '@lessl/kit';
 import { executorDriver, type FaultHook } from './executor.js';
 import { tinyShell, type FakeProcess } from './process.js';
 
@@ -67,33 +64,16 @@ export const DEFAULT_STORES: readonly StoreConfig[] = [
   { kind: 'executor', name: 'local' },
 ];
 
-/** Options of `openMemoryBackend`. */
-export interface MemoryBackendOptions {
-  /** A registry, or how to open one (default: in memory). */
-  readonly registry?: Registry | RegistryOptions;
-  readonly stores?: readonly StoreConfig[];
-  readonly authorize?: Authorizer;
+/**
+ * Options of `openMemoryBackend`: the common ones (a task's resolved `credentials` reach the fake
+ * process's environment and `io.files`, which `cat` in the tiny shell reads), and these.
+ */
+export interface MemoryBackendOptions extends CommonOpenOptions {
   readonly data?: MemoryData;
   /** Test hook: make a commit step fail with this error (exercises rollback). */
   readonly faults?: FaultHook;
   /** How a bound task runs (default `tinyShell`: echo, sleep, exit, true, false, `sh -c`). */
   readonly run?: FakeProcess;
-  /** Output kept per task run (default 1 MiB). */
-  readonly outputBytes?: number;
-  /** How durable registry writes are when the backend opens the registry (default `process`; see `Durability`). */
-  readonly durability?: Durability;
-  /**
-   * Resolves `spec.credentials` when a task starts: its `env` is added to the fake process's
-   * environment, its `files` are readable through `io.files` (and `cat` in the tiny shell).
-   * Without one, binding a task with credentials answers `Unsupported` (`spec.credentials`).
-   */
-  readonly credentials?: CredentialResolver;
-  /**
-   * Where the backend reports what it does (open, recovery, task start and end with exit code,
-   * reason and duration, registry write failures): a pino logger, or anything with
-   * `debug/info/warn/error(obj, msg?)`. Never given secrets. Default: no logging.
-   */
-  readonly logger?: Logger;
 }
 
 const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
