@@ -66,3 +66,22 @@ export const imageRefOf = (el: Pick<Element, 'attributes'>): string => imageAttr
 /** A volume element's Docker volume name, or '' when it records none. */
 export const volumeNameOf = (el: Pick<Element, 'attributes'>): string =>
   valid(VolumeAttributesC.props.volumeName, el.attributes.volumeName) ?? '';
+
+/** What an executor element records of its Docker objects. */
+export const ExecutorAttributesC = t.partial({
+  /** The container of its main task (`null` once it is gone). */
+  containerId: t.union([t.string, t.null]),
+  /** The Swarm service of its main task (Swarm executors). */
+  serviceId: t.union([t.string, t.null]),
+  /** The host it lives on (several engines). */
+  host: t.string,
+});
+
+/** An executor element's container ID, or undefined when it records none. */
+export const containerIdOf = (el: Pick<Element, 'attributes'>): string | undefined => valid(t.string, el.attributes.containerId);
+
+/** An executor element's Swarm service ID, or undefined when it records none. */
+export const serviceIdOf = (el: Pick<Element, 'attributes'>): string | undefined => valid(t.string, el.attributes.serviceId);
+
+/** The host an element lives on (several engines), or undefined when it records none. */
+export const hostOf = (el: Pick<Element, 'attributes'>): string | undefined => valid(t.string, el.attributes.host);

@@ -38,6 +38,7 @@ export {
   envOf,
   type DockerExecutorOptions,
 } from './executor-settings.js';
+import { containerIdOf } from './attributes.js';
 export type { FaultHook } from './commit-kit.js';
 
 /** An executor's main container as a commit sees it (recorded, then changed by the steps). */
@@ -153,7 +154,8 @@ const destroy = async (runs: ContainerRuns, el: Element): Promise<E.Either<Delet
     const cs = runs.warmOnly.delete(el.id.key) ? [] : await runs.containers.listOf(el.id.key);
     for (const c of cs) await runs.removeContainer(c.Id);
     // a warm container an executor took carries no lessl.id label
-    if (typeof el.attributes.containerId === 'string') await runs.removeContainer(el.attributes.containerId);
+    const container = containerIdOf(el);
+    if (container !== undefined) await runs.removeContainer(container);
     return E.right(undefined);
   } catch (err) {
     return E.left(deleteErrorOf(el.id.key, err));
@@ -169,8 +171,8 @@ export const executorDriver = (engine: Host, faults?: FaultHook): ExecutorDriver
     resume: (sink: RunSink, status: TaskStatus, _executor: Element) => resume(runs, sink, status),
     async undo(plan, attributes) {
       runs.warmOnly.delete(plan.executor.key);
-      const id = attributes.containerId;
-      if (typeof id === 'string' && id !== plan.attributes.containerId) await stopMain(runs, id, 0);
+      const id = containerIdOf({ attributes });
+      if (id !== undefined && id !== containerIdOf(plan)) await stopMain(runs, id, 0);
     },
     destroy: (el: Element, _comp: CompositionRecord | undefined) => destroy(runs, el),
     async recover(intent: Intent): Promise<void> {

@@ -28,6 +28,7 @@ import {
 import { CallGuard, DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
 import { Host } from './host.js';
 import { place, type HostState, type PlacementRequest } from './placement.js';
+import { hostOf } from './attributes.js';
 
 const positiveInt = t.refinement(t.number, (n) => Number.isSafeInteger(n) && n > 0, 'PositiveInt');
 const hostName = t.refinement(t.string, (s) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(s), 'HostName');
@@ -239,8 +240,8 @@ export class HostPool {
 
   /** The host an element lives on (`attributes.host`; elements older than hosts live on the primary). */
   of(el: Pick<Element, 'attributes'>): Host {
-    const name = el.attributes.host;
-    return (typeof name === 'string' ? this.hosts.get(name) : undefined) ?? this.primary;
+    const name = hostOf(el);
+    return (name === undefined ? undefined : this.hosts.get(name)) ?? this.primary;
   }
 
   /** A host by name that may take new work, or the error saying why not. */

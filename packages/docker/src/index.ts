@@ -69,6 +69,7 @@ import { reconcile, sweeper, watch, type ReconcileReport } from './sync.js';
 import { flushLastUse, purge as purgeImages, type PurgeOptions, type PurgeReport } from './freshness.js';
 import { freshness, type PreloadOptions, type PreloadRequest, type PreloadResult, type RefreshReport } from './refresh.js';
 import { imageDriver } from './images.js';
+import { imageIdOf } from './attributes.js';
 import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 
@@ -515,7 +516,7 @@ const imageCalls = (
       const el = await backend.stores.image.read(id, undefined, ctx)();
       if (E.isLeft(el)) return el;
       try {
-        return E.right(await hosts.of(el.right).clients.images.save(String(el.right.attributes.imageId)));
+        return E.right(await hosts.of(el.right).clients.images.save(imageIdOf(el.right)));
       } catch (err) {
         return E.left(readErrorOf(el.right.id.key, err));
       }
@@ -604,7 +605,7 @@ const hostSpecsOf = (opts: DockerBackendOptions): E.Either<InvalidEntry, readonl
 
 /** Whether another image element has the same content (Docker image ID) as `el`. */
 const sameContent = (registry: Registry, el: Element): boolean =>
-  registry.scan('image://', 1, (e) => e.id.key !== el.id.key && e.attributes.imageId === el.attributes.imageId).length > 0;
+  registry.scan('image://', 1, (e) => e.id.key !== el.id.key && imageIdOf(e) === imageIdOf(el)).length > 0;
 
 /** The hosts a preload copies to: those named, or every active one. */
 const preloadTargets = (hosts: HostPool, o: PreloadOptions | undefined): E.Either<InvalidEntry, Host[]> => {
@@ -682,7 +683,7 @@ const copyTo = async (
   key: string,
   { el, created }: { el: Element; created: boolean },
 ): Promise<PreloadResult> => {
-  const imageId = String(el.attributes.imageId ?? '');
+  const imageId = imageIdOf(el);
   const home = hosts.of(el) === h;
   const had = h.images.has(imageId);
   const got = await ensureImage(hosts, h, el);
@@ -727,6 +728,6 @@ const resolveProfile = (registry: Registry, p: PoolProfileRequest, i: number): E
   if (E.isLeft(options)) return options;
   const limits = decodeTaskSpec(id.right.key, { cmd: ['true'], ...(p.limits === undefined ? {} : { limits: p.limits }) });
   if (E.isLeft(limits)) return limits;
-  const base = containerBase(String(el.attributes.imageId ?? ''), options.right, limits.right.limits ?? {});
+  const base = containerBase(imageIdOf(el), options.right, limits.right.limits ?? {});
   return E.right({ key: warmKey(base), image: id.right.key, base, min: p.min, max, idleMs, idleCmd: [...idleCmd] });
 };

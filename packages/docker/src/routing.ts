@@ -32,6 +32,7 @@ import type { HostPool } from './hosts.js';
 import { imageDriver } from './images.js';
 import type { EgressGuard } from './egress.js';
 import { volumeDriver } from './volumes.js';
+import { containerIdOf, imageIdOf, imageRefOf } from './attributes.js';
 
 /** One driver per host, made on first use. */
 const perHost = <D>(make: (e: Host) => D): ((e: Host) => D) => {
@@ -86,7 +87,7 @@ export const routedImageDriver = (pool: HostPool, egress?: EgressGuard): Element
   /** Hosts holding a copy of the image (its home first). */
   const holders = (el: Element): Host[] => {
     const home = pool.of(el);
-    const id = String(el.attributes.imageId ?? '');
+    const id = imageIdOf(el);
     return [home, ...pool.all().filter((h) => h !== home && h.state !== 'removed' && h.images.has(id))];
   };
   return {
@@ -94,8 +95,8 @@ export const routedImageDriver = (pool: HostPool, egress?: EgressGuard): Element
     supportsData: true,
     async create(input) {
       return createOnHome(pool, of, input, (home, made) => {
-        const imageId = made.attributes.imageId;
-        if (typeof imageId === 'string') home.images.add(imageId);
+        const imageId = imageIdOf(made);
+        if (imageId !== '') home.images.add(imageId);
       });
     },
     async destroy(el) {
@@ -103,7 +104,7 @@ export const routedImageDriver = (pool: HostPool, egress?: EgressGuard): Element
       for (const h of holders(el).reverse()) {
         const r = await of(h).destroy(el);
         if (E.isLeft(r)) return r;
-        h.images.delete(String(el.attributes.imageId ?? ''));
+        h.images.delete(imageIdOf(el));
       }
       return E.right(undefined);
     },
@@ -147,7 +148,7 @@ const transfers = new WeakMap<Host, Map<string, Promise<E.Either<AnyError, void>
  * home first) with `docker save` / `docker load` streamed engine to engine.
  */
 export const ensureImage = (pool: HostPool, target: Host, image: Element): Promise<E.Either<AnyError, void>> => {
-  const imageId = String(image.attributes.imageId ?? '');
+  const imageId = imageIdOf(image);
   if (imageId === '' || target.images.has(imageId)) return Promise.resolve(E.right(undefined));
   let inFlight = transfers.get(target);
   if (inFlight === undefined) transfers.set(target, (inFlight = new Map()));
@@ -173,7 +174,7 @@ const copyImage = async (pool: HostPool, target: Host, image: Element, imageId: 
   const sources = [home, ...others.filter((h) => h.images.has(imageId)), ...others.filter((h) => !h.images.has(imageId))].filter(
     (h) => h !== target && h.state === 'active',
   );
-  const ref = String(image.attributes.ref ?? imageId);
+  const ref = imageRefOf(image) || imageId;
   let last: AnyError = runtimeError(key, `no host holds image ${imageId}`);
   for (const source of sources) {
     try {
@@ -201,7 +202,7 @@ const startsContainer = (plan: CommitPlan): boolean =>
  */
 const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Host> => {
   const key = plan.executor.key;
-  if (!startsContainer(plan) || plan.attributes.containerId != null) return E.right(pool.of({ attributes: plan.attributes }));
+  if (!startsContainer(plan) || containerIdOf(plan) !== undefined) return E.right(pool.of({ attributes: plan.attributes }));
   const volumeHosts = new Set<string>();
   for (const m of plan.after)
     if (m.id.kind === 'volume') {
@@ -223,7 +224,8 @@ const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Host> => 
       invalidEntry(`${key} is pinned to host ${o.host} but its volumes live on ${pinned}`, key, ['options.backend.host']),
     );
   const image = plan.after.find((m) => m.id.kind === 'image');
-  const imageId = image === undefined ? undefined : plan.elements.get(image.id.key)?.attributes.imageId;
+  const imageEl = image === undefined ? undefined : plan.elements.get(image.id.key);
+  const imageId = imageEl === undefined || imageIdOf(imageEl) === '' ? undefined : imageIdOf(imageEl);
   const host = pinned ?? o.host;
   return pool.place(key, {
     memoryBytes: plan.options.memoryBytes ?? DEFAULTS.memoryBytes,
@@ -347,7 +349,7 @@ const routedCommit =
     const h = hostFor(pool, plan);
     if (E.isLeft(h)) return failAll(h.left);
     const host = h.right;
-    const placed = startsContainer(plan) && plan.attributes.containerId == null;
+    const placed = startsContainer(plan) && containerIdOf(plan) === undefined;
     const release = (): void => {
       if (placed) host.track(plan.executor.key, undefined);
     };

@@ -12,6 +12,7 @@ import type { Host } from './host.js';
 import { clientFor } from './hosts.js';
 import { followJson } from './streams.js';
 import type { SwarmNode, SwarmOptions } from './swarm-options.js';
+import { imageIdOf } from './attributes.js';
 
 /** How often an image still in use is tried again. */
 const RETRY_MS = 200;
@@ -157,7 +158,7 @@ export const withSwarmCopies = (
   ...driver,
   async destroy(el) {
     const r = await driver.destroy(el);
-    if (E.isRight(r) && !sameContent(el)) await removeDistributed(engine, swarm, String(el.attributes.imageId ?? ''), log);
+    if (E.isRight(r) && !sameContent(el)) await removeDistributed(engine, swarm, imageIdOf(el), log);
     return r;
   },
 });

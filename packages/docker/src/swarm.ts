@@ -32,6 +32,7 @@ export {
   type SwarmNode,
   type SwarmOptions,
 } from './swarm-options.js';
+import { serviceIdOf } from './attributes.js';
 export { SWARM_START_TIMEOUT_MS } from './swarm-service.js';
 
 /** A Swarm executor's main service as a commit sees it (recorded, then changed by the steps). */
@@ -161,8 +162,8 @@ export const swarmExecutorDriver = (engine: Host, swarm: SwarmOptions, faults?: 
     commit: (plan) => commitPlan(plan, faults, serviceSteps(runs, plan)),
     resume: (sink: RunSink, status: TaskStatus, _executor: Element) => resume(runs, sink, status),
     async undo(plan, attributes) {
-      const id = attributes.serviceId;
-      if (typeof id === 'string' && id !== plan.attributes.serviceId) await services.stopMain(id, 0);
+      const id = serviceIdOf({ attributes });
+      if (id !== undefined && id !== serviceIdOf(plan)) await services.stopMain(id, 0);
     },
     async destroy(el: Element, _comp: CompositionRecord | undefined): Promise<E.Either<DeleteError, void>> {
       try {

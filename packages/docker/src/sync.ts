@@ -16,6 +16,7 @@ import { dockerClients, type EngineEvent } from './client/index.js';
 import { statusOf } from './errors.js';
 import { imageLabel, type Host } from './host.js';
 import { readLabels } from './labels.js';
+import { containerIdOf, imageIdOf, volumeNameOf } from './attributes.js';
 
 /**
  * What recovery and reconciliation found and did. The lists grow after open: the late sweeps
@@ -58,7 +59,7 @@ const eventHandler =
       if (l.registry !== host.instance || l.helperOf !== undefined || l.owner === undefined) return;
       if (ev.Action !== 'destroy' || host.expected.delete(id)) return;
       const el = door.get(l.owner);
-      if (el !== undefined && el.attributes.containerId === id) await door.forget(el.id.key, 'container removed outside lessl');
+      if (el !== undefined && containerIdOf(el) === id) await door.forget(el.id.key, 'container removed outside lessl');
     } else if (ev.Type === 'volume' && ev.Action === 'destroy') {
       if (host.expected.delete(id)) return;
       const el = findBy(door, 'volume', 'volumeName', id);
@@ -202,10 +203,10 @@ export const reconcile = async (
   for (const i of await images.listOwned().catch(() => [])) host.images.add(i.Id);
   for (const el of door.all()) {
     if (!owns(el)) continue;
-    if (el.id.kind === 'image' && (await gone(() => images.inspect(String(el.attributes.imageId))))) {
+    if (el.id.kind === 'image' && (await gone(() => images.inspect(imageIdOf(el))))) {
       await door.forget(el.id.key, 'image vanished from Docker');
       report.vanished.push(el.id.key);
-    } else if (el.id.kind === 'volume' && (await gone(() => volumes.inspect(String(el.attributes.volumeName))))) {
+    } else if (el.id.kind === 'volume' && (await gone(() => volumes.inspect(volumeNameOf(el))))) {
       await door.forget(el.id.key, 'volume vanished from Docker');
       report.vanished.push(el.id.key);
     }
@@ -232,9 +233,7 @@ const sweepOrphans = async (host: Host, door: RegistryReads, report: ReconcileRe
   };
   /** The containers executor records hold (a warm container an executor took has no lessl.id). */
   const held = new Set(
-    door
-      .scan('executor://', Number.MAX_SAFE_INTEGER, (e) => typeof e.attributes.containerId === 'string')
-      .map((e) => String(e.attributes.containerId)),
+    door.scan('executor://', Number.MAX_SAFE_INTEGER, (e) => containerIdOf(e) !== undefined).map((e) => containerIdOf(e) ?? ''),
   );
   for (const c of await containers.listOwned().catch(() => [])) {
     // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper)
