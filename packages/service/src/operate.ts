@@ -26,8 +26,21 @@ export type Operations = Partial<Pick<DockerBackend, 'pool' | 'purge' | 'refresh
 export const hasOperations = (b: Backend): b is DockerBackend =>
   'pool' in b && 'purge' in b && 'refresh' in b && 'preload' in b && 'hosts' in b;
 
-/** The operations `b` has (none on a backend without them, e.g. the memory backend). */
-export const operationsOf = (b: Backend): Operations => (hasOperations(b) ? b : {});
+/**
+ * The operations `b` has, as its capability manifest says (none on a backend without them, e.g.
+ * the memory backend): the pool with `supports.pool`, refresh and preload with
+ * `supports.imageSources`, hosts with `supports.hosts`; purge with any of them.
+ */
+export const operationsOf = (b: Backend): Operations => {
+  if (!hasOperations(b)) return {};
+  const s = b.supports;
+  return {
+    ...(s.pool ? { pool: b.pool } : {}),
+    ...(s.imageSources ? { refresh: b.refresh, preload: b.preload } : {}),
+    ...(s.hosts ? { hosts: b.hosts } : {}),
+    ...(s.pool || s.imageSources || s.hosts ? { purge: b.purge } : {}),
+  };
+};
 
 const ImageNameC = str(512, 1);
 /** A warm pool profile as the operator gives it: an image and the limits of the tasks it serves (the policy's defaults for what it leaves out). */
