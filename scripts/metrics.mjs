@@ -46,10 +46,8 @@ function functionName(node) {
   if (node.name && ts.isIdentifier(node.name)) return node.name.text;
   if (node.name && ts.isStringLiteral(node.name)) return node.name.text;
   const parent = node.parent;
-  if (parent && ts.isVariableDeclaration(parent) && ts.isIdentifier(parent.name))
-    return parent.name.text;
-  if (parent && ts.isPropertyAssignment(parent) && ts.isIdentifier(parent.name))
-    return parent.name.text;
+  if (parent && ts.isVariableDeclaration(parent) && ts.isIdentifier(parent.name)) return parent.name.text;
+  if (parent && ts.isPropertyAssignment(parent) && ts.isIdentifier(parent.name)) return parent.name.text;
   if (ts.isConstructorDeclaration(node)) return 'constructor';
   return '<anonymous>';
 }
@@ -133,8 +131,7 @@ export function measure() {
       ) {
         const start = lineOf(node.getStart(sf));
         const length = lineOf(node.getEnd()) - start + 1;
-        if (!isCaseTable(file))
-          functions.push({ file: rel, line: start, name: functionName(node), length });
+        if (!isCaseTable(file)) functions.push({ file: rel, line: start, name: functionName(node), length });
       }
       if (
         (ts.isAsExpression(node) || ts.isTypeAssertionExpression(node)) &&
@@ -144,11 +141,7 @@ export function measure() {
         castsByFile.set(rel, (castsByFile.get(rel) ?? 0) + 1);
       }
       if (node.kind === ts.SyntaxKind.AnyKeyword) anys++;
-      if (
-        /packages\/(service|cli)\//.test(rel) &&
-        ts.isPropertyAccessExpression(node) &&
-        node.name.text === 'registry'
-      )
+      if (/packages\/(service|cli)\//.test(rel) && ts.isPropertyAccessExpression(node) && node.name.text === 'registry')
         registryReads.push(`${rel}:${lineOf(node.getStart(sf))}`);
       ts.forEachChild(node, visit);
     };
@@ -177,8 +170,7 @@ export function measure() {
 /** The budgets a measure exceeds, as sentences (empty when none). */
 export function overBudget(m) {
   const out = [];
-  if (m.functionsOver80.length > budgets.over80)
-    out.push(`${m.functionsOver80.length} functions over 80 lines`);
+  if (m.functionsOver80.length > budgets.over80) out.push(`${m.functionsOver80.length} functions over 80 lines`);
   if (m.functionsOver60.length > budgets.over60)
     out.push(`${m.functionsOver60.length} functions over 60 lines (at most ${budgets.over60})`);
   if (m.castsPer1000 > budgets.castsPer1000)
