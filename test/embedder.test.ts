@@ -46,10 +46,10 @@ try {
 test('packed packages install alone, compile with skipLibCheck false and run against the engine', async () => {
   const work = mkdtempSync(join(tmpdir(), 'lessl-embedder-'));
   try {
-    for (const p of ['core', 'level', 'memory', 'docker'])
+    for (const p of ['core', 'kit', 'level', 'memory', 'docker'])
       await run('npm', ['pack', '--pack-destination', work, '--ignore-scripts'], { cwd: join(root, 'packages', p) });
     const tarballs = readdirSync(work).filter((f) => f.endsWith('.tgz'));
-    expect(tarballs).toHaveLength(4);
+    expect(tarballs).toHaveLength(5);
     writeFileSync(join(work, 'package.json'), JSON.stringify({ name: 'embedder', private: true, type: 'module' }));
     await run(
       'npm',

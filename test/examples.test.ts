@@ -29,7 +29,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await lessl.close();
-  await purge(lessl.docker, lessl.registry.instanceId);
+  await purge(lessl.docker, lessl.instanceId);
 });
 
 describe('the 14 acceptance workflows', () => {
