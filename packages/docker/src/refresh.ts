@@ -34,7 +34,7 @@ import {
   type IdLike,
   type Metadata,
 } from '@lessl/core';
-import { recordDoor, type RecordDoor, type RegistryPort } from '@lessl/kit';
+import { principalOf, recordDoor, type RecordDoor, type RegistryPort } from '@lessl/kit';
 import { imageAttributes, imageIdOf } from './attributes.js';
 import { LOCAL_HOST, type Host } from './host.js';
 import { fromDocker, statusOf } from './errors.js';
@@ -93,8 +93,6 @@ export type PreloadResult =
 
 /** The name of the one host of a backend over a single engine. */
 export const SINGLE_HOST = LOCAL_HOST;
-
-const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 
 /** What refresh and preload work with over one engine. */
 interface Fresh {

@@ -60,9 +60,7 @@ import {
 import type { ActiveRun } from './runtime.js';
 import type { CompositionRecord, EventDraft, MemberRecord } from './records.js';
 import { resolveSecrets, unsupportedField } from './spec.js';
-import { guard, route, type Wiring } from './wiring.js';
-
-const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
+import { guard, principalOf, route, type Wiring } from './wiring.js';
 
 const toRecord = (m: Member): MemberRecord => ({
   id: m.id.key,

@@ -11,7 +11,7 @@ export * from './hub.js';
 export * from './lock.js';
 export * from './drivers.js';
 export { KindStore } from './stores.js';
-export { storeKey, route, guard, type Wiring } from './wiring.js';
+export { storeKey, route, guard, principalOf, type Wiring } from './wiring.js';
 export { GenericComposer, fromRecord } from './composer.js';
 export * from './backend.js';
 export * from './runtime.js';

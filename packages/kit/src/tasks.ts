@@ -34,9 +34,8 @@ import {
   type WaitOptions,
 } from '@lessl/core';
 import type { ActiveRun, TaskRuntime } from './runtime.js';
-import { guard, route, type Wiring } from './wiring.js';
+import { guard, principalOf, route, type Wiring } from './wiring.js';
 
-const principalOf = (ctx?: CallContext): string => ctx?.principal ?? 'anonymous';
 const DEFAULT_GRACE_MS = 10_000;
 
 /** `it`, rejecting only with a `LesslError`: anything else thrown becomes a RuntimeError. */
