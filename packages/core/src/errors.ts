@@ -136,66 +136,32 @@ export const ERROR_TAGS: readonly ErrorTag[] = [
   'Aborted',
 ];
 
+/** The call's store is not configured, or its policy refuses the call. */
+export type LocationError = UnknownLocation | InvalidLocation;
+/** The parent named is missing, or cannot be one. */
+export type ParentError = UnknownParent | InvalidParent;
+/** The input is malformed, or sets a read-only metadata key. */
+export type InputError = InvalidEntry | ReadOnlyKey;
+/** The data's checksum differs, or its algorithm is not supported. */
+export type ChecksumError = ChecksumMismatch | UnsupportedChecksum;
+/** The backend failed (`RuntimeError`) or could not be reached (`Unavailable`). */
+export type Failure = RuntimeError | Unavailable;
+
 /** What `create` can answer. */
 export type CreateError =
-  | UnknownLocation
-  | InvalidLocation
-  | NameCollision
-  | UnknownParent
-  | InvalidParent
-  | InvalidEntry
-  | ReadOnlyKey
-  | RuntimeError
-  | PermissionDenied
-  | ChecksumMismatch
-  | UnsupportedChecksum
-  | Unsupported
-  | Unavailable
-  | Aborted;
+  LocationError | NameCollision | ParentError | InputError | PermissionDenied | ChecksumError | Unsupported | Failure | Aborted;
 /** What `read` and `list` can answer. */
-export type ReadError =
-  UnknownLocation | InvalidEntry | NotFound | InvalidFilterSpec | PermissionDenied | RuntimeError | Unavailable;
+export type ReadError = UnknownLocation | InvalidEntry | NotFound | InvalidFilterSpec | PermissionDenied | Failure;
 /** What `update` can answer. */
-export type UpdateError =
-  | UnknownLocation
-  | InvalidLocation
-  | NotFound
-  | InvalidEntry
-  | ReadOnlyKey
-  | RuntimeError
-  | PermissionDenied
-  | Conflict
-  | Unsupported
-  | Unavailable;
+export type UpdateError = LocationError | NotFound | InputError | PermissionDenied | Conflict | Unsupported | Failure;
 /** What `delete` can answer. */
-export type DeleteError =
-  | UnknownLocation
-  | InvalidLocation
-  | InvalidEntry
-  | NotFound
-  | InUse
-  | PermissionDenied
-  | RuntimeError
-  | Unsupported
-  | Unavailable;
+export type DeleteError = LocationError | InvalidEntry | NotFound | InUse | PermissionDenied | Unsupported | Failure;
 /** What the composition verbs and `commit` can answer. */
 export type CompositionError =
-  | UnknownLocation
-  | InvalidLocation
-  | InvalidEntry
-  | NotFound
-  | InUse
-  | InvalidParent
-  | PermissionDenied
-  | Conflict
-  | RuntimeError
-  | Unsupported
-  | Unavailable
-  | Aborted;
+  LocationError | InvalidEntry | NotFound | InUse | InvalidParent | PermissionDenied | Conflict | Unsupported | Failure | Aborted;
 
 /** What the task lifecycle calls (`tasks.wait/logs/kill/status`) can answer. */
-export type TaskError =
-  UnknownLocation | InvalidEntry | NotFound | PermissionDenied | RuntimeError | Unsupported | Unavailable | Aborted;
+export type TaskError = UnknownLocation | InvalidEntry | NotFound | PermissionDenied | Unsupported | Failure | Aborted;
 
 // ---- constructors -------------------------------------------------------
 
