@@ -20,3 +20,4 @@ export * from './promise.js';
 export { jsonData } from './safe.js';
 export * from './pipeable.js';
 export * from './pool-view.js';
+export * from './unknown.js';

@@ -24,35 +24,17 @@ import type {
   DriverTaskResult as TaskResult,
   PlanStep,
 } from '@lessl/kit';
+import { deleteErrorOf } from './driver-errors.js';
 import { fromDocker, isDockerError } from './errors.js';
 
 /** Test hook: make a step fail. */
 export type FaultHook = (step: PlanStep) => AnyError | undefined;
 
-/** The tags of the errors `delete` can answer (`DeleteError`). */
-const DELETE_TAGS: ReadonlySet<string> = new Set<DeleteError['_tag']>([
-  'UnknownLocation',
-  'InvalidLocation',
-  'InvalidEntry',
-  'NotFound',
-  'InUse',
-  'PermissionDenied',
-  'RuntimeError',
-  'Unsupported',
-  'Unavailable',
-]);
-
-/** True when `e` is an error `delete` can answer. */
-const isDeleteError = (e: AnyError): e is DeleteError => DELETE_TAGS.has(e._tag);
-
 /**
  * A Docker failure while destroying an executor's objects, as `delete` answers it: Docker's
  * answer mapped (`fromDocker`); one `delete` cannot answer (a 409 `Conflict`) is a `RuntimeError`.
  */
-export const deleteErrorOf = (id: string, err: unknown): DeleteError => {
-  const e = fromDocker(id, err);
-  return isDeleteError(e) ? e : runtimeError(id, e.message, err);
-};
+export const destroyErrorOf = (id: string, err: unknown): DeleteError => deleteErrorOf(fromDocker(id, err), err);
 
 /** Rolls back what one step did. */
 export type Undo = () => Promise<void>;

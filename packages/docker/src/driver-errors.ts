@@ -43,8 +43,8 @@ export const isDeleteError = (e: AnyError): e is DeleteError => Object.hasOwn(DE
 /** `e` as a create's answer. */
 export const createErrorOf = (e: AnyError): CreateError => (isCreateError(e) ? e : runtimeError(e.id, e.message));
 
-/** `e` as a delete's answer. */
-export const deleteErrorOf = (e: AnyError): DeleteError => (isDeleteError(e) ? e : runtimeError(e.id, e.message));
+/** `e` as a delete's answer (`cause`: the failure it was mapped from, kept on a RuntimeError). */
+export const deleteErrorOf = (e: AnyError, cause?: unknown): DeleteError =>
+  isDeleteError(e) ? e : runtimeError(e.id, e.message, cause);
 
-/** The message of a thrown value. */
-export const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+export { messageOf } from '@lessl/core';

@@ -15,7 +15,7 @@ import {
   conflict,
   type AnyError,
 } from '@lessl/core';
-import { prop } from './fields.js';
+import { fieldOf as prop } from '@lessl/core';
 
 /** What a 409 means for the operation at hand. */
 export type On409 = 'NameCollision' | 'InUse' | 'Conflict';

@@ -22,7 +22,7 @@ import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { restarts, unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
 import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/kit';
-import { commitPlan, deleteErrorOf, layoutOf, taskSpecOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
+import { commitPlan, destroyErrorOf, layoutOf, taskSpecOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
 import type { Host } from './host.js';
 import { resumeExec, startExec } from './executor-exec.js';
 import { ContainerRuns, follow, followMain, logStream } from './executor-follow.js';
@@ -158,7 +158,7 @@ const destroy = async (runs: ContainerRuns, el: Element): Promise<E.Either<Delet
     if (container !== undefined) await runs.removeContainer(container);
     return E.right(undefined);
   } catch (err) {
-    return E.left(deleteErrorOf(el.id.key, err));
+    return E.left(destroyErrorOf(el.id.key, err));
   }
 };
 

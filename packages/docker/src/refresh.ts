@@ -97,7 +97,6 @@ export const SINGLE_HOST = LOCAL_HOST;
 /** What refresh and preload work with over one engine. */
 interface Fresh {
   readonly engine: Host;
-  readonly registry: RegistryPort;
   /** Where records change: stale bookkeeping (`amend`), the switch to new content (`hold`). */
   readonly door: RecordDoor;
   readonly driver: ImageDriver;
@@ -316,7 +315,6 @@ export const freshness = (
 } => {
   const f: Fresh = {
     engine,
-    registry,
     door: recordDoor(registry),
     driver,
     images,

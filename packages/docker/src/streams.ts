@@ -2,7 +2,7 @@
  * Docker's streams: progress JSON lines (`followJson`), uploads that fail with their source's
  * error and check the engine while they wait (`withTar`), and pulls that go silent (`watchStall`).
  */
-import { isRecord, prop } from './fields.js';
+import { fieldOf as prop, isObject as isRecord } from '@lessl/core';
 
 /**
  * Destroys `stream` when it delivers nothing for `ms` (a pull whose registry went silent: the

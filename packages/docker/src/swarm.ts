@@ -16,7 +16,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
 import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/kit';
-import { commitPlan, deleteErrorOf, layoutOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
+import { commitPlan, destroyErrorOf, layoutOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
 import type { Host } from './host.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { graceSecondsOf } from './executor-settings.js';
@@ -170,7 +170,7 @@ export const swarmExecutorDriver = (engine: Host, swarm: SwarmOptions, faults?: 
         await services.removeAllOf(el.id.key);
         return E.right(undefined);
       } catch (err) {
-        return E.left(deleteErrorOf(el.id.key, err));
+        return E.left(destroyErrorOf(el.id.key, err));
       }
     },
     async recover(intent: Intent): Promise<void> {

@@ -20,6 +20,7 @@ import {
   inUse,
   taskStatusOf,
   taskSpecOf,
+  isObject,
   keyOf,
   keyPrefix,
   invalidEntry,
@@ -104,9 +105,6 @@ const readOptions = (id: string, o: unknown): E.Either<InvalidEntry, ExecutorOpt
   if (E.isLeft(c)) return E.left(invalidEntry(`invalid executor options: ${c.left}`, id, ['options']));
   return E.right(c.right as ExecutorOptions);
 };
-
-/** True for a plain object (not null, not an array). */
-const isObject = (u: unknown): u is Readonly<Record<string, unknown>> => typeof u === 'object' && u !== null && !Array.isArray(u);
 
 const badHandle = (why: string, id = ''): E.Either<InvalidEntry, never> =>
   E.left(invalidEntry(`not a composition handle: ${why}`, id, ['handle']));
