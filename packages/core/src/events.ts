@@ -19,11 +19,27 @@ import { boundedArray, own, plainRecord, safeShow, type PlainRecord } from './sa
 
 /**
  * Event types. `host`: a host of a backend with several engines changed state (its `id` is
- * `host://<name>`, its detail `{ state, from, reason }`); every other type concerns an element.
+ * `host://<name>`, its detail `{ state, from, reason }`). `deployed` and `invoked`: a function
+ * was deployed (or updated) and invoked (its `id` is `function://<name>`; the detail of
+ * `invoked` names the invocation, version, exit code, reason, duration and cold or warm, never
+ * input or output bytes); a removed function's event is `deleted` with that id. Every other
+ * event concerns an element.
  */
-export type EventType = 'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left' | 'host';
+export type EventType =
+  'created' | 'modified' | 'deleted' | 'bound' | 'unbound' | 'joined' | 'left' | 'host' | 'deployed' | 'invoked';
 /** All event types. */
-export const EVENT_TYPES: readonly EventType[] = ['created', 'modified', 'deleted', 'bound', 'unbound', 'joined', 'left', 'host'];
+export const EVENT_TYPES: readonly EventType[] = [
+  'created',
+  'modified',
+  'deleted',
+  'bound',
+  'unbound',
+  'joined',
+  'left',
+  'host',
+  'deployed',
+  'invoked',
+];
 
 /** The envelope every event has. */
 export interface LesslEvent {

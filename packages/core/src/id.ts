@@ -193,6 +193,9 @@ export interface HostRef {
   readonly key: string;
 }
 
+/** A function's key, as its events name it: `function://<name>` (functions are not elements). */
+export const functionKey = (name: string): string => `function://${name}`;
+
 /** A host's reference (see `HostRef`), serialising to its key like an `ElementId`. */
 export const hostRef = (name: string): HostRef => {
   const key = hostKey(name);

@@ -13,6 +13,7 @@ export * from './composition.js';
 export * from './events.js';
 export * from './task.js';
 export * from './tasks.js';
+export * from './functions.js';
 export * from './options.js';
 export * from './capabilities.js';
 export * from './logger.js';

@@ -110,6 +110,12 @@ export interface TaskControl {
   kill(id: IdLike, opts?: KillOptions): TaskEither<TaskError, TaskStatus>;
 }
 
+/**
+ * A process's input (its stdin): bytes, text (sent as UTF-8), or a stream of chunks (read as
+ * the process takes them: back-pressure reaches the producer).
+ */
+export type TaskInput = Uint8Array | string | AsyncIterable<Uint8Array>;
+
 /** What `run()` takes. */
 export interface RunRequest extends CallContext {
   /** The image to use as the root filesystem. */
@@ -121,6 +127,11 @@ export interface RunRequest extends CallContext {
   readonly options?: ExecutorOptions;
   /** Keep the task and executor elements after the run (default: removed, the result is returned). */
   readonly keep?: boolean;
+  /**
+   * The process's stdin. Given, the task's spec takes input (`interaction.stdin` is set to true;
+   * `false` in the spec with `stdin` given is `InvalidEntry`). Not given, stdin is empty.
+   */
+  readonly stdin?: TaskInput;
 }
 
 /** What `run()` can answer. */

@@ -17,6 +17,7 @@ import type {
   ElementId,
   ExecutorOptions,
   EndReason,
+  FunctionInfo,
   Member,
   Metadata,
   StepOp,
@@ -74,6 +75,13 @@ export interface RunSink {
   readonly stopping: EndReason | undefined;
   /** The run's resolved credentials (empty when the spec has none, and on resume). */
   readonly secrets: Secrets;
+  /**
+   * The run's input, when its spec takes input (`interaction.stdin: true`): the driver opens the
+   * process's stdin, writes these chunks in order, then closes it (an empty iterable: stdin
+   * closed at once). `undefined`: the spec takes no input and the driver opens no stdin. Read
+   * once; on resume (after a restart) it is `undefined`.
+   */
+  readonly stdin: AsyncIterable<Uint8Array> | undefined;
 }
 
 /** A file a credential puts in the task's filesystem. */
@@ -240,3 +248,50 @@ export const specOnlyTaskDriver: ElementDriver = {
   create: async (input) => ({ _tag: 'Right', right: { attributes: { spec: input.spec } } }),
   destroy: async () => ({ _tag: 'Right', right: undefined }),
 };
+
+/** One invocation, as the functions layer hands it to a backend's `FunctionDriver`. */
+export interface DriverInvocation {
+  /** The invocation's ID (a random UUID). */
+  readonly id: string;
+  /** The function, as deployed (its version included). */
+  readonly fn: FunctionInfo;
+  /** The process's stdin (an empty iterable: stdin closed at once). */
+  readonly stdin: AsyncIterable<Uint8Array>;
+  /** Output as it arrives (the functions layer caps what it keeps). */
+  output(stream: 'stdout' | 'stderr', data: Uint8Array): void;
+  /**
+   * Aborted when the invocation must stop: the caller's signal, the spec's deadline, or the
+   * function's removal; the driver kills the process (KILL) and answers at once.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** How an invocation ended, as the driver saw it. */
+export interface DriverInvoked {
+  readonly exitCode: number | null;
+  /** `exited`, `not-found` (the command does not exist), `lost` (the container or its agent died), or `killed`. */
+  readonly reason: EndReason;
+  /** True when no ready container was there and one was started for this invocation. */
+  readonly cold: boolean;
+}
+
+/**
+ * What a backend does for functions (`@lessl/kit` `makeFunctions` does the rest: definitions,
+ * authorization, versions, deadlines, output caps, events, logs, figures). Containers follow
+ * the function's reuse policy and sizes; never shared across functions, versions or owners.
+ */
+export interface FunctionDriver {
+  /** Runs one invocation to its end. A container that failed under it is discarded, never reused. */
+  invoke(inv: DriverInvocation): Promise<E.Either<AnyError, DriverInvoked>>;
+  /**
+   * The function's containers may be prepared (`minContainers`) or its definition changed: makes
+   * ready what `fn` asks for; containers of other versions finish their invocations and go.
+   */
+  deployed(fn: FunctionInfo): Promise<void>;
+  /** The function is gone: its containers are removed (its invocations were aborted first). */
+  removed(fn: FunctionInfo): Promise<void>;
+  /** Containers of a function by state. */
+  containers(name: string): { readonly starting: number; readonly idle: number; readonly busy: number };
+  /** Removes every container (the backend closes). */
+  close(): Promise<void>;
+}

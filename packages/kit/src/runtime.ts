@@ -83,6 +83,9 @@ export class ActiveRun implements RunSink {
     return this.#secrets;
   }
 
+  /** The run's input (see `RunSink.stdin`); set before the driver starts it. */
+  stdin: AsyncIterable<Uint8Array> | undefined = undefined;
+
   /** @internal hands the run its resolved credentials (before the driver starts it). */
   setSecrets(s: Secrets): void {
     this.#secrets = s;
