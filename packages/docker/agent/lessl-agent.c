@@ -4,11 +4,18 @@
  * fork and an exec, not Docker API round trips. It is PID 1: it reaps every zombie.
  *
  * Frames, both ways: type (1 byte), run (u32, big-endian), length (u32, big-endian), payload.
- *   in   'R' run:   NUL-terminated strings: uid, gid, cwd, argc, argv..., envc, env...
+ *   in   'R' run:   NUL-terminated strings: user, group, cwd, argc, argv..., envc, env...
+ *                   (user and group: a number or a name from /etc/passwd and /etc/group, or
+ *                   empty: root; env entries are set over the agent's own environment)
  *        'I' stdin: bytes for the run's stdin;  'E': its stdin ends
  *        'K' kill:  1 byte, the signal, sent to the run's process group
+ *        'P' ping:  answered with 'P' and the same payload
  *   out  'S' started: u32 pid;  'O' stdout bytes;  'e' stderr bytes
- *        'X' exit: i32, the exit code, or 128 + the signal that ended it (after all its output)
+ *        'A' stdin taken: u32, bytes of 'I' frames written to the command (or dropped: its
+ *            stdin closed), so lessl keeps a bounded window of stdin in flight
+ *        'X' exit: i32, the exit code, or 128 + the signal that ended it (after all its output),
+ *            then 1 byte: 1 when the command could not be started (the reason is on stderr)
+ *            and its file does not exist, else 0
  * Output is read only as fast as fd 1 takes it (back-pressure reaches the command's pipes);
  * stdin is written without blocking (what the command has not read yet waits here).
  */
@@ -16,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -109,10 +117,10 @@ static void close_fd(int *fd) {
 /* The run's end goes out once it is reaped and both its outputs reached their end. */
 static void maybe_finish(struct run *r) {
   if (!r->reaped || r->out >= 0 || r->err >= 0) return;
-  unsigned char b[4];
+  unsigned char b[5] = {0};
   int code = WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128 + WTERMSIG(r->status);
   put_u32(b, (uint32_t)code);
-  send_frame('X', r->id, b, 4);
+  send_frame('X', r->id, b, 5);
   close_fd(&r->in);
   free(r->pending);
   memset(r, 0, sizeof *r);
@@ -131,74 +139,203 @@ static int fields(char *p, uint32_t len, char **out, int max) {
   return n;
 }
 
+static int numeric(const char *s) {
+  if (*s == '\0') return 0;
+  for (; *s; s++)
+    if (*s < '0' || *s > '9') return 0;
+  return 1;
+}
+
+/*
+ * Finds a line of a colon-separated file (/etc/passwd, /etc/group) whose field 0 is `name`, or
+ * (name NULL) whose field 2 is `id`; copies it into line and splits it into f. Read with plain
+ * stdio: a static binary must not load the C library's name services.
+ */
+static int lookup(const char *path, const char *name, unsigned long id, char *line, size_t size, char **f, int nf) {
+  FILE *fp = fopen(path, "re");
+  if (fp == NULL) return 0;
+  int found = 0;
+  while (!found && fgets(line, (int)size, fp) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    int n = 0;
+    for (char *p = line; n < nf; n++) {
+      f[n] = p;
+      p = strchr(p, ':');
+      if (p == NULL) {
+        n++;
+        break;
+      }
+      *p++ = '\0';
+    }
+    if (n < 3) continue;
+    found = name != NULL ? strcmp(f[0], name) == 0 : numeric(f[2]) && strtoul(f[2], NULL, 10) == id;
+  }
+  fclose(fp);
+  return found;
+}
+
+/* The groups that list `user` as a member (its supplementary groups); answers how many. */
+static int member_groups(const char *user, gid_t *out, int max) {
+  FILE *fp = fopen("/etc/group", "re");
+  if (fp == NULL) return 0;
+  int n = 0;
+  char line[4096];
+  while (n < max && fgets(line, sizeof line, fp) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    char *rest = line;
+    strsep(&rest, ":"), strsep(&rest, ":");
+    char *gid = strsep(&rest, ":"), *members = rest, *m;
+    if (gid == NULL || members == NULL || !numeric(gid)) continue;
+    while (n < max && (m = strsep(&members, ",")) != NULL)
+      if (strcmp(m, user) == 0) out[n++] = (gid_t)strtoul(gid, NULL, 10);
+  }
+  fclose(fp);
+  return n;
+}
+
+/* Why a child could not start its command: which step, and errno. */
+struct failure {
+  int step; /* 1 user, 2 group, 3 cwd, 4 exec */
+  int err;
+};
+
+static _Noreturn void fail(int fd, int step, int err) {
+  struct failure x = {step, err};
+  (void)!write(fd, &x, sizeof x);
+  _exit(step == 4 && err == ENOENT ? 127 : 126);
+}
+
+/*
+ * In the child: takes on the run's user and group (as Docker does: a name or a number, the
+ * user's primary group and the groups that list it, HOME from its entry unless the run sets it).
+ */
+static void become(const char *user, const char *group, int fd) {
+  char line[4096], gline[4096];
+  char *pw[7], *gr[4];
+  if (*user == '\0' && *group == '\0') return;
+  unsigned long uid = 0, gid = 0;
+  int known = 0;
+  if (*user != '\0') {
+    known = lookup("/etc/passwd", numeric(user) ? NULL : user, strtoul(user, NULL, 10), line, sizeof line, pw, 7);
+    if (!known && !numeric(user)) fail(fd, 1, ENOENT);
+    uid = known ? strtoul(pw[2], NULL, 10) : strtoul(user, NULL, 10);
+    gid = known && numeric(pw[3]) ? strtoul(pw[3], NULL, 10) : 0;
+  }
+  if (*group != '\0') {
+    int g = lookup("/etc/group", numeric(group) ? NULL : group, strtoul(group, NULL, 10), gline, sizeof gline, gr, 4);
+    if (!g && !numeric(group)) fail(fd, 2, ENOENT);
+    gid = g ? strtoul(gr[2], NULL, 10) : strtoul(group, NULL, 10);
+  }
+  gid_t groups[NGROUPS_MAX < 256 ? NGROUPS_MAX : 256];
+  int ng = known ? member_groups(pw[0], groups, (int)(sizeof groups / sizeof *groups)) : 0;
+  if (setgroups((size_t)ng, groups) < 0 || setgid((gid_t)gid) < 0) fail(fd, 2, errno);
+  if (setuid((uid_t)uid) < 0) fail(fd, 1, errno);
+  if (getenv("LESSL_AGENT_HOME_SET") == NULL) setenv("HOME", known && pw[5] != NULL ? pw[5] : "/", 1);
+}
+
+/* In the child: the run's process, in its own process group, with its pipes, user, cwd and env. */
+static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi, int po, int pe, int fd) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGCHLD, SIG_DFL);
+  signal(SIGPIPE, SIG_DFL);
+  setsid();
+  dup2(pi, 0), dup2(po, 1), dup2(pe, 2);
+  unsetenv("LESSL_AGENT_HOME_SET");
+  for (int i = 0; i < envc; i++) {
+    if (strncmp(env[i], "HOME=", 5) == 0) setenv("LESSL_AGENT_HOME_SET", "1", 1);
+    putenv(env[i]);
+  }
+  become(f[0], f[1], fd);
+  unsetenv("LESSL_AGENT_HOME_SET");
+  if (f[2][0] != '\0' && chdir(f[2]) < 0) fail(fd, 3, errno);
+  execvp(argv[0], argv);
+  fail(fd, 4, errno);
+}
+
+/* A run that could not start: why on its stderr, then its exit (127 and the not-found mark, or 126). */
+static void refuse(uint32_t id, const char *what, const char *detail, int err) {
+  char msg[512];
+  int n = snprintf(msg, sizeof msg, "lessl-agent: %s%s: %s\n", what, detail, err == 0 ? "cannot start" : strerror(err));
+  send_frame('e', id, msg, (uint32_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1));
+  unsigned char b[5];
+  put_u32(b, what[0] == 'e' && err == ENOENT ? 127 : 126);
+  b[4] = what[0] == 'e' && err == ENOENT;
+  send_frame('X', id, b, 5);
+}
+
+/* Waits for the child's exec: answers 0 once it ran, else reports why it could not. */
+static int started(uint32_t id, int fd, char **f, char **argv) {
+  struct failure x;
+  ssize_t n;
+  while ((n = read(fd, &x, sizeof x)) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  if (n != (ssize_t)sizeof x) return 0;
+  static const char *steps[] = {"", "unable to find user ", "unable to find group ", "cd ", "exec "};
+  const char *detail = x.step == 1 ? f[0] : x.step == 2 ? f[1] : x.step == 3 ? f[2] : argv[0];
+  refuse(id, steps[x.step >= 1 && x.step <= 4 ? x.step : 4], detail, x.err);
+  return -1;
+}
+
 static void start_run(uint32_t id, char *payload, uint32_t len) {
   static char *f[4096];
   int n = fields(payload, len, f, 4096);
-  if (n < 5) return;
-  int argc = atoi(f[3]);
-  if (argc < 1 || 4 + argc >= n) return;
-  int envc = atoi(f[4 + argc]);
-  if (envc < 0 || 5 + argc + envc > n) return;
-  char **argv = calloc((size_t)argc + 1, sizeof *argv);
-  char **envp = calloc((size_t)envc + 1, sizeof *envp);
-  for (int i = 0; i < argc; i++) argv[i] = f[4 + i];
-  for (int i = 0; i < envc; i++) envp[i] = f[5 + argc + i];
+  int argc = n >= 5 ? atoi(f[3]) : 0;
+  int envc = argc >= 1 && 4 + argc < n ? atoi(f[4 + argc]) : -1;
   struct run *r = NULL;
   for (int i = 0; i < MAX_RUNS && r == NULL; i++)
     if (runs[i].pid == 0) r = &runs[i];
-  int po[2], pe[2], pi[2];
-  if (r == NULL || pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pi, O_CLOEXEC) < 0) {
-    const char *msg = "lessl-agent: cannot start the command\n";
-    send_frame('e', id, msg, (uint32_t)strlen(msg));
-    unsigned char b[4];
-    put_u32(b, 126);
-    send_frame('X', id, b, 4);
-    goto done;
-  }
+  int po[2], pe[2], pi[2], ps[2];
+  if (envc < 0 || 5 + argc + envc > n || r == NULL || pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 ||
+      pipe2(pi, O_CLOEXEC) < 0 || pipe2(ps, O_CLOEXEC) < 0)
+    return refuse(id, "run", "", 0);
+  char **argv = calloc((size_t)argc + 1, sizeof *argv);
+  for (int i = 0; i < argc; i++) argv[i] = f[4 + i];
   pid_t pid = fork();
-  if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGCHLD, SIG_DFL);
-    setsid();
-    dup2(pi[0], 0), dup2(po[1], 1), dup2(pe[1], 2);
-    gid_t gid = (gid_t)strtoul(f[1], NULL, 10);
-    uid_t uid = (uid_t)strtoul(f[0], NULL, 10);
-    if (f[1][0] != '\0' && (setgroups(0, NULL) < 0 || setgid(gid) < 0)) _exit(126);
-    if (f[0][0] != '\0' && setuid(uid) < 0) _exit(126);
-    if (f[2][0] != '\0' && chdir(f[2]) < 0) {
-      dprintf(2, "lessl-agent: cd %s: %s\n", f[2], strerror(errno));
-      _exit(126);
-    }
-    execvpe(argv[0], argv, envp);
-    dprintf(2, "lessl-agent: %s: %s\n", argv[0], strerror(errno));
-    _exit(errno == ENOENT ? 127 : 126);
+  if (pid == 0) child(f, argv, f + 5 + argc, envc, pi[0], po[1], pe[1], ps[1]);
+  close(pi[0]), close(po[1]), close(pe[1]), close(ps[1]);
+  if (pid < 0 || started(id, ps[0], f, argv) < 0) {
+    close(pi[1]), close(po[0]), close(pe[0]);
+    if (pid < 0) refuse(id, "fork", "", errno);
+    free(argv);
+    return;
   }
-  close(pi[0]), close(po[1]), close(pe[1]);
+  free(argv);
   fcntl(pi[1], F_SETFL, O_NONBLOCK);
   *r = (struct run){.id = id, .pid = pid, .out = po[0], .err = pe[0], .in = pi[1]};
   unsigned char b[4];
   put_u32(b, (uint32_t)pid);
   send_frame('S', id, b, 4);
-done:
-  free(argv);
-  free(envp);
+}
+
+/* Tells lessl that `n` bytes of the run's stdin left the agent (written, or dropped). */
+static void taken(uint32_t id, size_t n) {
+  unsigned char b[4];
+  if (n == 0) return;
+  put_u32(b, (uint32_t)n);
+  send_frame('A', id, b, 4);
 }
 
 /* Writes what stdin it can without blocking; closes stdin once it ended and all is written. */
 static void flush_stdin(struct run *r) {
+  size_t done = 0;
   while (r->in >= 0 && r->pending_len > 0) {
     ssize_t w = write(r->in, r->pending, r->pending_len);
     if (w < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) return;
-      r->pending_len = 0; /* the command closed its stdin */
+      if (errno == EAGAIN) break;
+      done += r->pending_len; /* the command closed its stdin: the rest is dropped */
+      r->pending_len = 0;
+      close_fd(&r->in);
       break;
     }
     memmove(r->pending, r->pending + w, r->pending_len - (size_t)w);
     r->pending_len -= (size_t)w;
+    done += (size_t)w;
   }
+  taken(r->id, done);
   if (r->stdin_eof && r->pending_len == 0) close_fd(&r->in);
 }
 
@@ -217,11 +354,15 @@ static void control(void) {
     memcpy(r->pending + r->pending_len, p, len);
     r->pending_len += len;
     flush_stdin(r);
-  } else if (h[0] == 'E' && r != NULL) {
+  } else if (h[0] == 'I')
+    taken(id, len); /* no such run, or its stdin is closed: dropped */
+  else if (h[0] == 'E' && r != NULL) {
     r->stdin_eof = 1;
     flush_stdin(r);
   } else if (h[0] == 'K' && r != NULL && len == 1 && !r->reaped)
     kill(-r->pid, p[0]);
+  else if (h[0] == 'P')
+    send_frame('P', id, p, len);
   free(p);
 }
 

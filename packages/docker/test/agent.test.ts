@@ -25,11 +25,18 @@ const frame = (type: string, run: number, data: Buffer = Buffer.alloc(0)): Buffe
 };
 
 /** A run frame: uid, gid, cwd, argv and env as NUL-terminated fields. */
-const runFrame = (run: number, argv: readonly string[], env: readonly string[] = ['PATH=/usr/bin:/bin'], cwd = ''): Buffer =>
+const runFrame = (
+  run: number,
+  argv: readonly string[],
+  env: readonly string[] = ['PATH=/usr/bin:/bin'],
+  cwd = '',
+  user = '',
+  group = '',
+): Buffer =>
   frame(
     'R',
     run,
-    Buffer.from(['', '', cwd, String(argv.length), ...argv, String(env.length), ...env].map((s) => `${s}\0`).join('')),
+    Buffer.from([user, group, cwd, String(argv.length), ...argv, String(env.length), ...env].map((s) => `${s}\0`).join('')),
   );
 
 class Agent {
@@ -38,7 +45,7 @@ class Agent {
   private readonly frames: Frame[] = [];
   private wake: (() => void) | undefined;
   constructor() {
-    this.p = spawn(bin, [], { stdio: 'pipe' });
+    this.p = spawn(bin, [], { stdio: 'pipe', env: { PATH: '/usr/bin:/bin', AGENT_OWN: 'from-the-image' } });
     this.p.stdout.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
       while (this.buf.length >= 9 && this.buf.length >= 9 + this.buf.readUInt32BE(5)) {
@@ -56,10 +63,10 @@ class Agent {
   send(b: Buffer): void {
     this.p.stdin.write(b);
   }
-  /** The frames of `run` up to and with its exit. */
-  async until(run: number): Promise<Frame[]> {
+  /** The frames of `run` up to and with its exit (or with the first frame of type `last`). */
+  async until(run: number, last = 'X'): Promise<Frame[]> {
     for (;;) {
-      const i = this.frames.findIndex((f) => f.run === run && f.type === 'X');
+      const i = this.frames.findIndex((f) => f.run === run && f.type === last);
       if (i >= 0) {
         const mine = this.frames.filter((f, j) => f.run === run && j <= i);
         for (const f of mine) this.frames.splice(this.frames.indexOf(f), 1);
@@ -73,6 +80,7 @@ class Agent {
 const text = (fs: readonly Frame[], type: string): string =>
   Buffer.concat(fs.filter((f) => f.type === type).map((f) => f.data)).toString();
 const exitOf = (fs: readonly Frame[]): number => fs.find((f) => f.type === 'X')?.data.readInt32BE(0) ?? -1;
+const notFoundMark = (fs: readonly Frame[]): number | undefined => fs.find((f) => f.type === 'X')?.data[4];
 
 let agent: Agent;
 beforeAll(() => {
@@ -115,6 +123,8 @@ test('a command that does not exist: 127 and why on stderr; env and cwd are the 
   agent.send(runFrame(4, ['no-such-command-here']));
   const missing = await agent.until(4);
   expect(exitOf(missing)).toBe(127);
+  expect(notFoundMark(missing)).toBe(1);
+  expect(missing.map((f) => f.type)).not.toContain('S');
   expect(text(missing, 'e')).toContain('no-such-command-here');
   agent.send(runFrame(5, ['sh', '-c', 'echo "$GREETING" && pwd'], ['PATH=/usr/bin:/bin', 'GREETING=hi'], '/tmp'));
   expect(text(await agent.until(5), 'O')).toBe('hi\n/tmp\n');
@@ -126,4 +136,47 @@ test('runs interleave: a slow one does not hold a fast one back', async () => {
   const fast = await agent.until(7);
   expect(text(fast, 'O')).toBe('fast\n');
   expect(text(await agent.until(6), 'O')).toBe('slow\n');
+});
+
+test('a command that exits 127 itself is not marked as not found; a bad cwd is 126 and says why', async () => {
+  agent.send(runFrame(8, ['sh', '-c', 'exit 127']));
+  const own = await agent.until(8);
+  expect([exitOf(own), notFoundMark(own)]).toEqual([127, 0]);
+  agent.send(runFrame(9, ['true'], ['PATH=/usr/bin:/bin'], '/no/such/dir'));
+  const cd = await agent.until(9);
+  expect([exitOf(cd), notFoundMark(cd)]).toEqual([126, 0]);
+  expect(text(cd, 'e')).toContain('cd /no/such/dir');
+});
+
+test('users by number or by name (from /etc/passwd and /etc/group), with their HOME; an unknown name is refused', async () => {
+  const id = ['sh', '-c', 'echo "$(id -u):$(id -g):$HOME"'];
+  agent.send(runFrame(10, id, ['PATH=/usr/bin:/bin'], '', '4321', '765'));
+  expect(text(await agent.until(10), 'O')).toBe('4321:765:/\n');
+  const nobody = execFileSync('sh', ['-c', 'echo "$(id -u nobody):$(id -g nobody)"']).toString().trim();
+  const home = execFileSync('sh', ['-c', 'getent passwd nobody | cut -d: -f6']).toString().trim();
+  agent.send(runFrame(11, id, ['PATH=/usr/bin:/bin'], '', 'nobody'));
+  expect(text(await agent.until(11), 'O')).toBe(`${nobody}:${home}\n`);
+  agent.send(runFrame(12, id, ['PATH=/usr/bin:/bin', 'HOME=/mine'], '', 'nobody', 'root'));
+  expect(text(await agent.until(12), 'O')).toBe(`${nobody.split(':')[0]}:0:/mine\n`);
+  agent.send(runFrame(13, id, ['PATH=/usr/bin:/bin'], '', 'no-such-user'));
+  const unknown = await agent.until(13);
+  expect(exitOf(unknown)).toBe(126);
+  expect(text(unknown, 'e')).toContain('unable to find user no-such-user');
+});
+
+test('the run’s env is set over the agent’s own environment', async () => {
+  agent.send(runFrame(14, ['sh', '-c', 'echo "$AGENT_OWN $GREETING"'], ['GREETING=hi']));
+  expect(text(await agent.until(14), 'O')).toBe('from-the-image hi\n');
+});
+
+test('ping answers with its payload; stdin taken is acknowledged, dropped stdin too', async () => {
+  agent.send(frame('P', 99, Buffer.from('x')));
+  expect((await agent.until(99, 'P')).at(-1)?.data.toString()).toBe('x');
+  agent.send(runFrame(15, ['sh', '-c', 'exec 0<&-; sleep 0.2']));
+  await agent.until(15, 'S');
+  agent.send(frame('I', 15, Buffer.alloc(100_000)));
+  const fs = await agent.until(15);
+  const acked = fs.filter((f) => f.type === 'A').reduce((a, f) => a + f.data.readUInt32BE(0), 0);
+  expect(acked).toBe(100_000);
+  expect(exitOf(fs)).toBe(0);
 });
