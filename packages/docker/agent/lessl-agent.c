@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,6 +50,10 @@ struct run {
 };
 
 static struct run runs[MAX_RUNS];
+/* Capabilities the agent holds only to switch users and signal runs (its arguments): dropped from
+ * every run's bounding set, so a run has exactly the container's configured capabilities. */
+static int drop_caps[64];
+static int n_drop_caps;
 static int sig_pipe[2];
 
 static void on_sigchld(int s) {
@@ -195,7 +200,7 @@ static int member_groups(const char *user, gid_t *out, int max) {
 
 /* Why a child could not start its command: which step, and errno. */
 struct failure {
-  int step; /* 1 user, 2 group, 3 cwd, 4 exec */
+  int step; /* 1 user, 2 group, 3 cwd, 4 exec, 5 capabilities */
   int err;
 };
 
@@ -247,6 +252,8 @@ static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi,
     if (strncmp(env[i], "HOME=", 5) == 0) setenv("LESSL_AGENT_HOME_SET", "1", 1);
     putenv(env[i]);
   }
+  for (int i = 0; i < n_drop_caps; i++)
+    if (prctl(PR_CAPBSET_DROP, drop_caps[i], 0, 0, 0) < 0) fail(fd, 5, errno);
   become(f[0], f[1], fd);
   unsetenv("LESSL_AGENT_HOME_SET");
   if (f[2][0] != '\0' && chdir(f[2]) < 0) fail(fd, 3, errno);
@@ -273,9 +280,9 @@ static int started(uint32_t id, int fd, char **f, char **argv) {
   }
   close(fd);
   if (n != (ssize_t)sizeof x) return 0;
-  static const char *steps[] = {"", "unable to find user ", "unable to find group ", "cd ", "exec "};
-  const char *detail = x.step == 1 ? f[0] : x.step == 2 ? f[1] : x.step == 3 ? f[2] : argv[0];
-  refuse(id, steps[x.step >= 1 && x.step <= 4 ? x.step : 4], detail, x.err);
+  static const char *steps[] = {"", "unable to find user ", "unable to find group ", "cd ", "exec ", "drop capabilities"};
+  const char *detail = x.step == 1 ? f[0] : x.step == 2 ? f[1] : x.step == 3 ? f[2] : x.step == 5 ? "" : argv[0];
+  refuse(id, steps[x.step >= 1 && x.step <= 5 ? x.step : 4], detail, x.err);
   return -1;
 }
 
@@ -395,7 +402,9 @@ static void relay(struct run *r, int *fd, char type) {
   send_frame(type, r->id, buf, (uint32_t)n);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc && n_drop_caps < 64; i++) drop_caps[n_drop_caps++] = atoi(argv[i]);
+  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of runs come back here to be reaped */
   if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
   struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
   sigemptyset(&sa.sa_mask);
