@@ -80,6 +80,15 @@ export { ImageSourceC, type ImageSource } from './sources.js';
 export { EgressGuard, EgressRefused, egressRefusal, guardedFetch } from './egress.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
 export { LOCAL_HOST } from './host.js';
+export {
+  AgentContainer,
+  startAgentContainer,
+  type AgentContainerSpec,
+  type AgentRun,
+  type AgentRunEnd,
+  type AgentRunRequest,
+} from './agent/container.js';
+export { agentBinary } from './agent/binary.js';
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
   IMAGE_MISSING_PENALTY,
