@@ -2,7 +2,7 @@
  * Task spec fields and executor options: every field does what it says
  * or the backend refuses it, naming it. Exact executor options (unknown keys are InvalidEntry);
  * `restart` on daemons (and refused on one-shot tasks); `log.destination: 'none'` keeps nothing;
- * `interaction` and `log.destination: 'file'` are Unsupported at commit; credentials are resolved
+ * `interaction.tty` and `log.destination: 'file'` are Unsupported at commit (input: input-cases.ts); credentials are resolved
  * through the backend's resolver into the task's environment and files, and appear in no element
  * record and no event.
  */
@@ -114,9 +114,8 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
     },
   );
 
-  add('interaction stdin/tty and log destination file are Unsupported at commit, naming the field', async (l) => {
+  add('interaction tty and log destination file are Unsupported at commit, naming the field', async (l) => {
     const img = await image(l);
-    await refused(l, img, sh('true', { interaction: { stdin: true } }), 'spec.interaction.stdin');
     await refused(l, img, sh('true', { interaction: { tty: true } }), 'spec.interaction.tty');
     await refused(l, img, sh('true', { log: { destination: 'file' } }), 'spec.log.destination');
     const r = await ok(l.run({ image: img, spec: sh('echo ok', { interaction: { stdin: false, tty: false } }) }));

@@ -18,3 +18,4 @@ export * from './runtime.js';
 export { TaskLifecycle } from './tasks.js';
 export { makeRun, teardown, type TeardownParts } from './run.js';
 export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';
+export { emptyInput, HeldInput, pipeInput, readInput } from './input.js';
