@@ -3,7 +3,7 @@
  * chunks) read once into a checked stream, held for the task's next run, and written into a
  * process by a driver (`pipeInput`: back-pressure, then end of file; quiet when the process is gone).
  */
-import type { Writable } from 'node:stream';
+import { Duplex, type Writable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, type InvalidEntry } from '@lessl/core';
 
@@ -73,12 +73,17 @@ export const readInput = (id: string, u: unknown): E.Either<InvalidEntry, HeldIn
   }
 };
 
-/** Resolves when `w` closes or fails (its errors are handled here: a process that is gone is no failure). */
+/**
+ * Resolves when the process behind `w` is gone: `w` closes or fails (its errors are handled
+ * here: a process that is gone is no failure), or, for a duplex stream (Docker's attach and exec
+ * streams), when its readable side ends: the process's output is over, it has exited.
+ */
 const goneOf = (w: Writable): Promise<'gone'> =>
   new Promise((res) => {
     const done = (): void => res('gone');
     w.on('error', done);
     w.once('close', done);
+    if (w instanceof Duplex) w.once('end', done);
     if (w.destroyed) done();
   });
 
@@ -86,28 +91,36 @@ const goneOf = (w: Writable): Promise<'gone'> =>
 const drained = (w: Writable, gone: Promise<'gone'>): Promise<unknown> =>
   Promise.race([new Promise<void>((res) => w.once('drain', () => res())), gone]);
 
+/** Writes the chunks of `it` into `w` as it takes them; answers `gone` when the process went first. */
+const writeAll = async (it: AsyncIterator<Uint8Array>, w: Writable, gone: Promise<'gone'>): Promise<'gone' | 'done'> => {
+  for (;;) {
+    const next = await Promise.race([it.next(), gone]);
+    if (next === 'gone') return 'gone';
+    if (next.done === true) return 'done';
+    if (w.destroyed || w.writableEnded) return 'gone';
+    if (!w.write(next.value) && (await drained(w, gone)) === 'gone') return 'gone';
+  }
+};
+
 /**
  * Writes a run's input into a process's stdin: each chunk as the process takes it (back-pressure
  * reaches the producer), then ends it (the process reads end of file). When the process goes
- * first (it exited without reading: EPIPE, a reset, a closed stream), writing stops quietly and
- * the producer is told (its `return`). A producer that fails ends the input where it failed.
- * Never rejects.
+ * first (it exited without reading: EPIPE, a reset, a closed stream, its output over), writing
+ * stops quietly, `w` is destroyed (what it still buffers is dropped) and the producer is told
+ * (its `return`). A producer that fails ends the input where it failed. Never rejects.
  */
 export const pipeInput = async (input: AsyncIterable<Uint8Array>, w: Writable): Promise<void> => {
   const gone = goneOf(w);
   let it: AsyncIterator<Uint8Array> | undefined;
+  let outcome: 'gone' | 'done' = 'done';
   try {
     it = input[Symbol.asyncIterator]();
-    for (;;) {
-      const next = await Promise.race([it.next(), gone]);
-      if (next === 'gone' || next.done === true) break;
-      if (w.destroyed || w.writableEnded) break;
-      if (!w.write(next.value)) await drained(w, gone);
-    }
+    outcome = await writeAll(it, w, gone);
   } catch {
     // the producer failed: what it gave is written, stdin ends here
   } finally {
-    if (!w.destroyed && !w.writableEnded) w.end();
+    if (outcome === 'gone') w.destroy();
+    else if (!w.destroyed && !w.writableEnded) w.end();
     void Promise.resolve(it?.return?.()).catch(() => undefined);
   }
 };
