@@ -10,7 +10,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { text } from '@lessl/core';
 import { needs } from './capabilities.js';
-import { assert, fails, ok, sh, uniq } from './harness.js';
+import { assert, fails, ok, sh, uniq, newImage } from './harness.js';
 import { illTyped } from './hostile.js';
 import type { Case, ImageData, SuiteOptions, TestBackend } from './types.js';
 
@@ -44,11 +44,7 @@ export const inputCases = (o: SuiteOptions, data: ImageData): Case[] => {
   const cases: Case[] = [];
   const add = (name: string, fn: (l: TestBackend) => Promise<void>): void => void cases.push({ name: `input: ${name}`, fn });
 
-  const image = async (l: TestBackend): Promise<string> => {
-    const id = `image://local/${uniq('img')}`;
-    await ok(l.stores.image.create({ id, data: await data() }), 'create image');
-    return id;
-  };
+  const image = (l: TestBackend): Promise<string> => newImage(l, data);
   const tasksNow = async (l: TestBackend): Promise<number> => (await ok(l.stores.task.list())).length;
 
   add('run({ stdin }) as bytes, a string and an async iterable: cat echoes each', async (l) => {

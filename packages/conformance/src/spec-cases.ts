@@ -7,7 +7,7 @@
  * record and no event.
  */
 import { text, type CredentialResolver, type LesslEvent } from '@lessl/core';
-import { assert, fails, ok, recording, STORES, sh, uniq } from './harness.js';
+import { assert, fails, ok, recording, STORES, sh, uniq, newImage } from './harness.js';
 import { illTyped } from './hostile.js';
 import type { Case, SuiteOptions, TestBackend } from './types.js';
 
@@ -15,11 +15,7 @@ export const specCases = (o: SuiteOptions, data: () => Promise<Uint8Array>): Cas
   const cases: Case[] = [];
   const add = (name: string, fn: (l: TestBackend) => Promise<void>): void => void cases.push({ name: `spec: ${name}`, fn });
 
-  const image = async (l: TestBackend): Promise<string> => {
-    const id = `image://local/${uniq('img')}`;
-    await ok(l.stores.image.create({ id, data: await data() }), 'create image');
-    return id;
-  };
+  const image = (l: TestBackend): Promise<string> => newImage(l, data);
   /** Creates a task, joins it with the image to a new executor, binds it and commits. */
   const commitTask = async (l: TestBackend, img: string, spec: Record<string, unknown>) => {
     const task = `task://local/${uniq('t')}`;
