@@ -3,12 +3,14 @@
  * container) reads stdin too; a task whose output is not kept (`log: none`) still gets its input;
  * 50 MiB into a process that never reads it ends on the cold and the exec paths; back-pressure
  * reaches the producer (a process that reads 1 MiB of an endless stream pulls a bounded amount);
- * a failing producer ends the input where it failed; nothing is left behind.
+ * a failing producer ends the input where it failed; input over mutual TLS (a test engine of
+ * scripts/hosts.sh) is half-closed too; nothing is left behind.
  */
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { text, unwrap } from '@lessl/core';
 import { busyboxRootfs, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { hostNamed, testHosts } from './hosts-support.js';
 import { eventually, n, startDaemon } from './support.js';
 
 const docker = new Docker();
@@ -85,5 +87,32 @@ describe('stdin on Docker', () => {
     }
     const r = await unwrap(l.run({ image: BASE, spec: { cmd: ['cat'] }, stdin: failing() }));
     expect([r.exitCode, text(r.stdout)]).toEqual([0, 'before the failure\n']);
+  });
+});
+
+const hosts = testHosts();
+
+describe.skipIf(hosts === undefined)('stdin over mutual TLS (h3 of scripts/hosts.sh)', () => {
+  test('the cold path and exec read their input to its end over a TLS connection', async () => {
+    const h3 = hostNamed(hosts!, 'h3');
+    const b = await unwrap(openDockerBackend({ hosts: [{ name: 'h3', url: h3.url, tls: h3.tls }] }));
+    try {
+      await unwrap(b.stores.image.create({ id: BASE, data: busyboxRootfs() }));
+      const bytes = new Uint8Array(3 << 20).fill(0x62);
+      const cold = await unwrap(b.run({ image: BASE, spec: { cmd: ['wc', '-c'] }, stdin: bytes }));
+      expect([cold.exitCode, text(cold.stdout).trim()]).toEqual([0, String(3 << 20)]);
+      const { x, task: main } = await startDaemon(b, BASE);
+      const side = `task://local/${n('side')}`;
+      await unwrap(b.stores.task.create({ id: side, spec: { cmd: ['wc', '-c'], interaction: { stdin: true } } }));
+      await unwrap(b.tasks.input(side, bytes));
+      const h = await unwrap(b.composer.handle(x));
+      await unwrap(b.composer.commit(await unwrap(b.composer.bind(await unwrap(b.composer.join(h, side)), side))));
+      const r = await unwrap(b.tasks.wait(side));
+      expect([r.exitCode, text(r.stdout).trim()]).toEqual([0, String(3 << 20)]);
+      await unwrap(b.tasks.kill(main, { signal: 'KILL' }));
+    } finally {
+      await b.close();
+      await purge(new Docker({ socketPath: h3.socket }), b.instanceId);
+    }
   });
 });
