@@ -18,4 +18,5 @@ export * from './runtime.js';
 export { TaskLifecycle } from './tasks.js';
 export { makeRun, teardown, type TeardownParts } from './run.js';
 export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';
-export { emptyInput, HeldInput, pipeInput, readInput } from './input.js';
+export { FunctionRuntime, FUNCTION_DEFAULTS, type FunctionsOptions } from './functions.js';
+export { HeldInput, inputOf, NO_INPUT, pipeInput, readInput } from './input.js';

@@ -1,16 +1,79 @@
 /**
- * A task's input (its stdin): what a caller gives (`TaskInput`: bytes, text, or a stream of
- * chunks) read once into a checked stream, held for the task's next run, and written into a
- * process by a driver (`pipeInput`: back-pressure, then end of file; quiet when the process is gone).
+ * A process's input as callers give it (`TaskInput`: bytes, text or a stream of chunks), read
+ * once into the one shape drivers write: an async iterable of byte chunks. A task's input is
+ * held for its next run (`HeldInput`), and written into a process by a driver (`pipeInput`:
+ * back-pressure, then end of file; quiet when the process is gone).
  */
 import { Duplex, type Writable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
-import { invalidEntry, type InvalidEntry } from '@lessl/core';
+import { invalidEntry, isObject, type InvalidEntry } from '@lessl/core';
 
 /** Chunks handed to a process at most this large (bytes given at once are cut into such chunks). */
 const CHUNK = 64 * 1024;
 
 const enc = new TextEncoder();
+
+/** An input that is empty: stdin closed at once. */
+export const NO_INPUT: AsyncIterable<Uint8Array> = {
+  [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }),
+};
+
+/** Bytes as chunks of at most `CHUNK` bytes (views of one private copy, made when the input is read). */
+const chunksOf = (given: Uint8Array): AsyncIterable<Uint8Array> => {
+  const bytes = new Uint8Array(given);
+  return {
+    async *[Symbol.asyncIterator]() {
+      for (let at = 0; at < bytes.byteLength; at += CHUNK) yield bytes.subarray(at, at + CHUNK);
+    },
+  };
+};
+
+/** True when `u` is an async iterable (a getter that throws is not one). */
+const isAsyncIterable = (u: unknown): u is AsyncIterable<unknown> => {
+  try {
+    return isObject(u) && typeof Reflect.get(u, Symbol.asyncIterator) === 'function';
+  } catch {
+    return false;
+  }
+};
+
+/** Chunks of a stream, each checked to be bytes (text chunks are encoded); anything else throws `InvalidEntry`-tagged. */
+const checked = (src: AsyncIterable<unknown>, id: string, field: string): AsyncIterable<Uint8Array> => ({
+  async *[Symbol.asyncIterator]() {
+    for await (const c of src) {
+      if (c instanceof Uint8Array) {
+        if (c.byteLength > 0) yield c;
+      } else if (typeof c === 'string') {
+        if (c.length > 0) yield enc.encode(c);
+      } else throw invalidEntry(`${field} must yield bytes (Uint8Array) or text`, id, [field]);
+    }
+  },
+});
+
+/** The input `u` is, or undefined when it is none of bytes, text or an async iterable. */
+const streamOf = (u: unknown, id: string, field: string): AsyncIterable<Uint8Array> | undefined => {
+  if (typeof u === 'string') return chunksOf(enc.encode(u));
+  if (u instanceof Uint8Array) return chunksOf(u);
+  return isAsyncIterable(u) ? checked(u, id, field) : undefined;
+};
+
+/**
+ * Reads a caller's input: `undefined` is empty input; bytes (copied now), text (UTF-8) and async
+ * iterables of bytes or text (read as the process takes them) are input; anything else, a Proxy
+ * whose traps throw included, is `InvalidEntry` naming `field`.
+ */
+export const inputOf = (u: unknown, id: string, field = 'stdin'): E.Either<InvalidEntry, AsyncIterable<Uint8Array>> => {
+  if (u === undefined) return E.right(NO_INPUT);
+  let stream: AsyncIterable<Uint8Array> | undefined;
+  try {
+    stream = streamOf(u, id, field);
+  } catch {
+    stream = undefined;
+  }
+  return stream === undefined
+    ? E.left(invalidEntry(`${field} must be bytes (Uint8Array), a string or an async iterable of bytes`, id, [field]))
+    : E.right(stream);
+};
 
 /** A run's input as the runtime holds it: a stream read at most once, `touched` once reading began. */
 export class HeldInput implements AsyncIterable<Uint8Array> {
@@ -23,55 +86,11 @@ export class HeldInput implements AsyncIterable<Uint8Array> {
   }
 }
 
-/** An input with no bytes: the process's stdin is closed at once. */
-export const emptyInput = (): AsyncIterable<Uint8Array> => ({
-  [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }),
-});
-
-/** Bytes as chunks of at most `CHUNK` bytes (views of one private copy). */
-async function* chunksOf(bytes: Uint8Array): AsyncGenerator<Uint8Array, void, undefined> {
-  for (let at = 0; at < bytes.byteLength; at += CHUNK) yield bytes.subarray(at, at + CHUNK);
-}
-
-/** A caller's stream, checked chunk by chunk: bytes pass, text is UTF-8 encoded, anything else ends it with an error. */
-async function* checkedChunks(source: AsyncIterable<unknown>): AsyncGenerator<Uint8Array, void, undefined> {
-  for await (const c of source) {
-    if (typeof c === 'string') {
-      if (c.length > 0) yield enc.encode(c);
-    } else if (c instanceof Uint8Array) {
-      if (c.byteLength > 0) yield c;
-    } else throw new TypeError('stdin chunks must be Uint8Array (or string)');
-  }
-}
-
-/** True when `u` is an async iterable (a getter that throws is not one). */
-const isAsyncIterable = (u: unknown): u is AsyncIterable<unknown> => {
-  if (typeof u !== 'object' || u === null) return false;
-  try {
-    return typeof Reflect.get(u, Symbol.asyncIterator) === 'function';
-  } catch {
-    return false;
-  }
-};
-
-/**
- * Reads what a caller gives as a task's stdin, once: bytes (copied now), a string (UTF-8) or an
- * async iterable of `Uint8Array` (read as the process takes it; a chunk of another type ends the
- * input there). Anything else is `InvalidEntry` naming `stdin`.
- */
-export const readInput = (id: string, u: unknown): E.Either<InvalidEntry, HeldInput> => {
-  const bad = E.left(
-    invalidEntry('stdin must be bytes (a Uint8Array), a string, or an async iterable of Uint8Array chunks', id, ['stdin']),
-  );
-  try {
-    if (typeof u === 'string') return E.right(new HeldInput(chunksOf(enc.encode(u))));
-    if (u instanceof Uint8Array) return E.right(new HeldInput(chunksOf(new Uint8Array(u))));
-    if (isAsyncIterable(u)) return E.right(new HeldInput(checkedChunks(u)));
-    return bad;
-  } catch {
-    return bad; // a Proxy whose traps throw
-  }
-};
+/** Reads a task's input to hold for its next run (`inputOf`; `undefined` is no input here: `InvalidEntry`). */
+export const readInput = (id: string, u: unknown): E.Either<InvalidEntry, HeldInput> =>
+  u === undefined
+    ? E.left(invalidEntry('stdin must be bytes (Uint8Array), a string or an async iterable of bytes', id, ['stdin']))
+    : E.map((s: AsyncIterable<Uint8Array>) => new HeldInput(s))(inputOf(u, id));
 
 /**
  * Resolves when the process behind `w` is gone: `w` closes or fails (its errors are handled

@@ -18,7 +18,7 @@ import {
   type Logger,
 } from '@lessl/core';
 import { idOfKey, type RunOpener, type RunOutcome, type RunSink, type Secrets, type StartedRun } from './drivers.js';
-import { emptyInput, HeldInput } from './input.js';
+import { HeldInput, NO_INPUT } from './input.js';
 import { NO_SECRETS } from './spec.js';
 import type { CompositionRecord, EventDraft, MemberRecord, OutputRecord } from './records.js';
 import type { RegistryPort } from './port.js';
@@ -230,7 +230,7 @@ export class TaskRuntime {
     if (spec.interaction?.stdin !== true) return undefined;
     const held = this.inputs.get(task);
     this.inputs.delete(task);
-    return held ?? emptyInput();
+    return held ?? NO_INPUT;
   }
 
   /** The active run of a task, if any. */

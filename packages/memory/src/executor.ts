@@ -29,7 +29,7 @@ const encoder = new TextEncoder();
 const bytes = (d: string | Uint8Array): Uint8Array => (typeof d === 'string' ? encoder.encode(d) : d);
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
-const sleepUnless =
+export const sleepUnless =
   (signal: AbortSignal) =>
   (ms: number): Promise<void> =>
     new Promise<void>((res) => {
@@ -44,7 +44,7 @@ const sleepUnless =
     });
 
 /** A process's stdin: one reader of the run's input shared by every read, ending when the process is killed. */
-class FakeStdin implements AsyncIterable<Uint8Array> {
+export class FakeStdin implements AsyncIterable<Uint8Array> {
   private it: AsyncIterator<Uint8Array> | undefined;
   private ended = false;
   /** Resolves (with undefined) when the process is killed. */

@@ -159,7 +159,7 @@ const resourcesOf = (spec: TaskSpecV1): E.Either<InvalidEntry, { files: FilePlan
  * The first command's input as base64: `stdin` (text) or `stdin_base64`, not both, and only with a
  * command to read it; bad base64 is refused. None: undefined.
  */
-const inputOf = (spec: TaskSpecV1): E.Either<InvalidEntry, string | undefined> => {
+const stdinOf = (spec: TaskSpecV1): E.Either<InvalidEntry, string | undefined> => {
   const { stdin, stdin_base64: b64 } = spec;
   if (stdin === undefined && b64 === undefined) return E.right(undefined);
   if (stdin !== undefined && b64 !== undefined)
@@ -203,7 +203,7 @@ export const planTask = (
   const { files, mounts } = res.right;
   const misplaced = checkPlaces(files, mounts);
   if (misplaced !== undefined) return E.left(misplaced);
-  const stdin = inputOf(spec);
+  const stdin = stdinOf(spec);
   if (E.isLeft(stdin)) return stdin;
   return E.right({
     image: imageId(spec.image, policy.imageStore),
