@@ -25,6 +25,7 @@ import type { ImageRoutes } from './images.js';
 import { configurePool, operationsOf, orThrow, preloadImages, type PoolConfig, type PreloadImage } from './operate.js';
 import { Runner } from './runner.js';
 import { EventCursors } from './cursors.js';
+import { FunctionDesk } from './functions.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
 
 /** The retention windows of `o`, checked: each a known key and a non-negative number of seconds. */
@@ -375,17 +376,20 @@ const prepareWork = (
   retention: Retention,
 ) => {
   const runner = new Runner({ backend, db, policy, egress, shell: o.shell ?? ['/bin/sh', '-c'] });
-  const queue = new JobQueue(db, runner, o.concurrency ?? 4);
+  // invocation jobs run on the function desk (made below, once the metrics are)
+  const queue = new JobQueue(db, runner, o.concurrency ?? 4, (j, signal) => functions.runJob(j, signal));
   const routesOf: { images?: ImageRoutes } = {};
   const metrics = makeMetrics(db, () => queue.active, {
     pool: () => operationsOf(backend).pool?.stats(),
     images: async () => (await routesOf.images?.counts()) ?? {},
+    functions: () => functions.stats(),
   });
+  const functions = new FunctionDesk({ backend, db, policy, shell: runner.shell, metrics });
   const removeTask = taskRemover(db, queue, runner);
   const hasElements = async (t: string): Promise<boolean> => runner.busy(t) || (await runner.hasElements(t));
   const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
   const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
-  return { runner, queue, routesOf, metrics, removeTask, reaper };
+  return { runner, queue, routesOf, metrics, removeTask, reaper, functions };
 };
 
 /** Finishes the removals a crash interrupted: a deleted task keeps no element. */
