@@ -12,7 +12,6 @@ import {
   invalidEntry,
   notFound,
   permissionDenied,
-  unsupported,
   type AnyError,
   type CallContext,
   type FunctionInfo,
@@ -79,7 +78,7 @@ export const FunctionViewC = strict(
   'FunctionView',
   {
     name: t.string,
-    owner: t.union([t.string, t.null]),
+    owner: t.string,
     version: t.number,
     created_at: t.string,
     updated_at: t.string,
@@ -169,8 +168,7 @@ export const sdkSpecOf = (
 });
 
 /** The user name of a function's owner (the SDK's principal `user:<name>`). */
-const ownerName = (owner: string | null): string | null =>
-  owner !== null && owner.startsWith(USER_PRINCIPAL) ? owner.slice(USER_PRINCIPAL.length) : owner;
+const ownerName = (owner: string): string => (owner.startsWith(USER_PRINCIPAL) ? owner.slice(USER_PRINCIPAL.length) : owner);
 
 /** The command of a view: `cmd` when it is the shell with one command, else `argv`. */
 const commandView = (cmd: readonly string[], shell: readonly string[]): { cmd: string } | { argv: string[] } => {
@@ -281,16 +279,6 @@ export const invocationHeaders = (i: Invocation): Record<string, string> => ({
   'x-lessl-truncated': String(i.truncated),
 });
 
-const FUNCTION_METHODS = ['deploy', 'get', 'list', 'remove', 'invoke', 'logs', 'stats'] as const;
-
-/** The backend's functions, when it has them. */
-export const functionsOf = (b: Backend): Functions | undefined => {
-  const f: unknown = Reflect.get(b, 'functions');
-  const ok = (u: unknown): u is Functions =>
-    typeof u === 'object' && u !== null && FUNCTION_METHODS.every((m) => typeof Reflect.get(u, m) === 'function');
-  return ok(f) ? f : undefined;
-};
-
 /** What the desk needs. */
 export interface DeskDeps {
   readonly backend: Backend;
@@ -311,14 +299,12 @@ const orProblem = async <A>(r: Promise<E.Either<AnyError, A>>, absent: () => Htt
 /** The functions of the service's users, on `backend.functions`. */
 export class FunctionDesk {
   /** Owners of the functions seen (kept after removal, so `deleted` events still find theirs). */
-  private readonly owners = new Map<string, string | null>();
+  private readonly owners = new Map<string, string>();
   constructor(private readonly d: DeskDeps) {}
 
-  /** The SDK's functions, or 501 Unsupported when the backend has none. */
+  /** The backend's functions. */
   private get sdk(): Functions {
-    const f = functionsOf(this.d.backend);
-    if (f === undefined) throw new HttpProblem(unsupported('', 'functions', 'this backend has no functions'));
-    return f;
+    return this.d.backend.functions;
   }
 
   private view(f: FunctionInfo): FunctionView {
@@ -433,19 +419,19 @@ export class FunctionDesk {
   }
 
   /** The user name owning the function an event names (undefined: not a function event, or unknown). */
-  async ownerOf(e: LesslEvent): Promise<string | null | undefined> {
+  async ownerOf(e: LesslEvent): Promise<string | undefined> {
     const key = e.id.key;
     if (!key.startsWith('function://')) return undefined;
     const name = key.slice('function://'.length);
     const given = e.detail.owner;
     if (typeof given === 'string') return ownerName(given);
     if (this.owners.has(name)) return this.owners.get(name);
-    const f = await functionsOf(this.d.backend)?.get(name, SERVICE)();
-    return f !== undefined && E.isRight(f) ? this.view(f.right).owner : undefined;
+    const f = await this.sdk.get(name, SERVICE)();
+    return E.isRight(f) ? this.view(f.right).owner : undefined;
   }
 
-  /** Figures of every function (for the metrics); none without functions. */
+  /** Figures of every function (for the metrics). */
   stats(): ReturnType<Functions['stats']> {
-    return functionsOf(this.d.backend)?.stats() ?? [];
+    return this.sdk.stats();
   }
 }

@@ -14,7 +14,7 @@ import { invalidEntry, LesslError, notFound, runtimeError, unwrap, type Logger }
 import { registryOpenFailure } from '@lessl/level';
 import { type Backend, type Durability } from '@lessl/kit';
 import { EgressGuard, openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
-import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
+import { bootstrapAdmin, ownerAuthorizer, serviceFunctionAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
 import { makeMetrics, type Metrics } from './metrics.js';
 import { DEFAULT_POLICY, type Policy } from './plan.js';
@@ -142,6 +142,7 @@ const openStorage = async (
       registry: { db: reg },
       durability,
       authorize: ownerAuthorizer,
+      authorizeFunction: serviceFunctionAuthorizer,
       egress: { allowNetworks: policy.allowNetworks },
       // the backend reports through the server's own (pino) logger, unless the caller gave it one
       ...(logger === undefined || o.docker?.logger !== undefined ? {} : { logger }),
