@@ -4,6 +4,7 @@
  * only), invocations (stdin in, stdout out, the headers), deadlines, `?async` jobs, the body
  * limit, metrics, events for the owner only, removal while an invocation runs, logs, OpenAPI.
  */
+import { request } from 'node:http';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { FakeProcess } from '@lessl/memory';
@@ -280,6 +281,25 @@ describe('DELETE /v1/functions/{name}', () => {
     expect((await h.call('/v1/functions/longrun', { method: 'DELETE' })).status).toBe(404);
     const left = h.server.backend.functions.stats().find((f) => f.name === 'longrun');
     expect(left === undefined || left.containers.busy + left.containers.idle + left.containers.starting === 0).toBe(true);
+  });
+});
+
+describe('a client that goes away', () => {
+  test('kills its invocation: its container is free again long before the command would end', async () => {
+    await put('hang', { image: 'busybox', cmd: 'sleep 600', reuse: 'per-function' });
+    // a client of its own, whose socket really closes (fetch's pool would keep it)
+    const req = request(`${h.url}/v1/functions/hang/invoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${h.tokens.ann ?? ''}` },
+    });
+    const gone = new Promise((resolve) => req.on('error', () => resolve('gone')).on('close', () => resolve('gone')));
+    req.end();
+    const busy = (): number => h.server.backend.functions.stats().find((f) => f.name === 'hang')?.containers.busy ?? 0;
+    while (busy() === 0) await new Promise((r) => setTimeout(r, 10));
+    req.destroy();
+    expect(await gone).toBe('gone');
+    while (busy() > 0) await new Promise((r) => setTimeout(r, 10));
+    expect(h.server.backend.functions.stats().find((f) => f.name === 'hang')?.containers).toMatchObject({ busy: 0, idle: 1 });
   });
 });
 
