@@ -133,6 +133,27 @@ describe('functions of the service on Docker', () => {
     expect(m).toMatch(/lessl_function_containers\{function="greet",state="idle"\} 1/);
   });
 
+  test('a container killed from outside under an invocation: 503 Unavailable, counted; the next one succeeds', async () => {
+    const cmd = 'read x; if [ "$x" = hang ]; then sleep 300; fi; echo "got $x"';
+    await put('victim', { image: 'busybox', cmd, reuse: 'per-function' });
+    const running = invoke('victim', 'hang\n');
+    const busy = (): number => server.backend.functions.stats().find((f) => f.name === 'victim')?.containers.busy ?? 0;
+    while (busy() === 0) await new Promise((r) => setTimeout(r, 20));
+    const [c] = await fnContainers('victim');
+    await docker.getContainer(c?.Id ?? '').kill();
+    const r = await running;
+    expect(r.status).toBe(503);
+    expect(await body(r)).toMatchObject({ tag: 'Unavailable' });
+    const m = await (await fetch(`${url}/metrics`)).text();
+    expect(m).toContain('lessl_function_failures_total{function="victim",tag="Unavailable"} 1');
+    const next = await invoke('victim', 'fine\n');
+    expect(next.status).toBe(200);
+    expect(await next.text()).toBe('got fine\n');
+    expect(next.headers.get('x-lessl-version')).toBe('1');
+    expect((await call('/v1/functions/victim', { method: 'DELETE' })).status).toBe(204);
+    await gone('victim');
+  }, 60_000);
+
   test('removal while an invocation runs: it is killed and answers; no container of it is left', async () => {
     await put('hang', { image: 'busybox', cmd: 'sleep 300', reuse: 'per-function' });
     const running = invoke('hang');
