@@ -4,11 +4,16 @@
  * only), invocations (stdin in, stdout out, the headers), deadlines, `?async` jobs, the body
  * limit, metrics, events for the owner only, removal while an invocation runs, logs, OpenAPI.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { FakeProcess } from '@lessl/memory';
-import { settle, shell, start, type Harness } from './helpers.js';
+import { unwrap } from '@lessl/core';
+import { openMemoryBackend, type FakeProcess } from '@lessl/memory';
+import { createServer, ownerAuthorizer, serviceFunctionAuthorizer } from '@lessl/service';
+import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
 
 /** The tiny shell, plus `cat` and `upper` in exec form reading stdin (uppercased for `upper`). */
 const withStdin: FakeProcess = async (spec, io) => {
@@ -300,6 +305,38 @@ describe('a client that goes away', () => {
     expect(await gone).toBe('gone');
     while (busy() > 0) await new Promise((r) => setTimeout(r, 10));
     expect(h.server.backend.functions.stats().find((f) => f.name === 'hang')?.containers).toMatchObject({ busy: 0, idle: 1 });
+  });
+});
+
+describe('restarts', () => {
+  test('an invocation job a restart finds running is failed (Unavailable), not run again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-fn-restart-'));
+    const backend = await unwrap(
+      openMemoryBackend({ authorize: ownerAuthorizer, authorizeFunction: serviceFunctionAuthorizer, run: shell }),
+    );
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    try {
+      await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: new Uint8Array([1]) }));
+      const first = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const url = await first.listen();
+      const fn = { image: 'busybox', cmd: 'sleep 600' };
+      await fetch(`${url}/v1/functions/nap`, {
+        method: 'PUT',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify(fn),
+      });
+      const job = (await (await fetch(`${url}/v1/functions/nap/invoke?async`, { method: 'POST', headers })).json()) as Json;
+      while (first.db.jobs.get(String(job.id))?.state !== 'running') await new Promise((r) => setTimeout(r, 10));
+      await first.close(); // the process goes with the job running
+      const second = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const after = await second.queue.waitFor(String(job.id), 10_000);
+      expect(after).toMatchObject({ state: 'failed', error: { tag: 'Unavailable' } });
+      expect(after?.result).toBeUndefined();
+      await second.close();
+    } finally {
+      await backend.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
