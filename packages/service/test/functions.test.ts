@@ -104,6 +104,20 @@ describe('PUT /v1/functions/{name}', () => {
     expect((await put('Bad Name', { image: 'busybox', cmd: 'x' })).status).toBe(404);
   });
 
+  test("a user's own maxima bound a function's limits as they bound a task's", async () => {
+    const made = await h.call('/v1/users', {
+      method: 'POST',
+      token: ADMIN_TOKEN,
+      json: { name: 'carl', maxima: { timeout: 10, memory: 32 << 20 } },
+    });
+    const carl = String((await body(made)).token);
+    const v = await body(await put('carls', { image: 'busybox', cmd: 'echo c' }, carl));
+    expect(v.limits).toMatchObject({ timeout: 10, memory: 32 << 20 });
+    const over = await put('carls', { image: 'busybox', cmd: 'echo c', limits: { timeout: 20 } }, carl);
+    expect(over.status).toBe(400);
+    expect((await body(over)).keys).toEqual(['limits.timeout']);
+  });
+
   test("another user's name is 409; their private function is 404 to read, invoke, delete and list", async () => {
     await put('anns', { image: 'busybox', cmd: 'echo mine' });
     expect((await put('anns', { image: 'busybox', cmd: 'echo theirs' }, h.tokens.bob)).status).toBe(409);
