@@ -214,6 +214,17 @@ describe('POST /v1/functions/{name}/invoke', () => {
     expect((await invoke('upper2', '', undefined, '?async=maybe')).status).toBe(400);
   });
 
+  test('?async with an Idempotency-Key: a retry gets the same job; the key with another body is 409', async () => {
+    const once = (input: string): Promise<Response> =>
+      h.call('/v1/functions/upper2/invoke?async', { method: 'POST', body: input, headers: { 'idempotency-key': 'k-1' } });
+    const first = await body(await once('same'));
+    const again = await once('same');
+    expect(again.status).toBe(202);
+    expect((await body(again)).id).toBe(first.id);
+    expect((await once('other')).status).toBe(409);
+    expect((await settle(h, String(first.id))).result).toMatchObject({ stdout: 'SAME' });
+  });
+
   test('a body over the limit is 413, and nothing runs', async () => {
     const before = await body(await h.call('/v1/functions/cat/logs'));
     const r = await invoke('cat', new Uint8Array((64 << 10) + 1));
