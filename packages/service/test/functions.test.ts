@@ -15,15 +15,12 @@ import { openMemoryBackend, type FakeProcess } from '@lessl/memory';
 import { createServer, ownerAuthorizer, serviceFunctionAuthorizer } from '@lessl/service';
 import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
 
-/** The tiny shell, plus `cat` and `upper` in exec form reading stdin (uppercased for `upper`). */
+/** The tiny shell (its `cat` copies stdin), plus `upper`: stdin uppercased. */
 const withStdin: FakeProcess = async (spec, io) => {
-  const [cmd] = spec.cmd;
-  const stdin: unknown = Reflect.get(io, 'stdin');
-  if (spec.cmd.length !== 1 || (cmd !== 'cat' && cmd !== 'upper') || !isChunks(stdin)) return shell(spec, io);
-  for await (const chunk of stdin) io.stdout(cmd === 'cat' ? chunk : Buffer.from(chunk).toString('utf8').toUpperCase());
+  if (spec.cmd.length !== 1 || spec.cmd[0] !== 'upper') return shell(spec, io);
+  for await (const chunk of io.stdin) io.stdout(Buffer.from(chunk).toString('utf8').toUpperCase());
   return 0;
 };
-const isChunks = (u: unknown): u is AsyncIterable<Uint8Array> => typeof u === 'object' && u !== null && Symbol.asyncIterator in u;
 
 let h: Harness;
 beforeAll(async () => {
