@@ -34,7 +34,8 @@ import { HttpProblem, problemOf, ProblemC } from './problem.js';
 import { listElements, onBehalfOf, readElement } from './elements.js';
 import { refuseBlocked } from './resources.js';
 
-const NameC = refine(t.string, (s) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(s), 'ImageName', {
+/** An image name (functions follow the same rule). */
+export const NameC = refine(t.string, (s) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(s), 'ImageName', {
   type: 'string',
   pattern: '^[a-z0-9][a-z0-9._-]{0,63}$',
 });

@@ -5,13 +5,22 @@
  * @packageDocumentation
  */
 export { createServer, type LesslServer, type ServerOptions } from './server.js';
-export { ownerAuthorizer, newToken, sha256, ADMIN } from './auth.js';
+export { ownerAuthorizer, serviceFunctionAuthorizer, newToken, sha256, ADMIN } from './auth.js';
 export { DEFAULT_POLICY, planTask, isTextType, type Policy, type TaskPlan, type FullLimits } from './plan.js';
 export * from './spec.js';
 export { toJsonSchema, decodeWith, type JsonSchema, type JsonValue } from './codec.js';
 export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
 export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
 export { elementsOf, serviceTaskOf, SYSTEM } from './elements.js';
+export {
+  FunctionBodyC,
+  FunctionViewC,
+  FunctionListC,
+  InvocationLogC,
+  InvocationResultC,
+  type FunctionBody,
+  type FunctionView,
+} from './functions.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
 export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';
 export {

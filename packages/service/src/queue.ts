@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { ErrorRecord, JobRecord, JobState, ServiceDb, TaskRecord } from './db.js';
+import type { ErrorRecord, InvokeRecord, JobRecord, JobState, ServiceDb, TaskRecord } from './db.js';
 import { FINAL_JOB_STATES } from './db.js';
 import type { TaskPlan } from './plan.js';
 import type { Runner } from './runner.js';
@@ -17,6 +17,15 @@ import type { Runner } from './runner.js';
 export const newId = (prefix: 'j' | 't'): string => `${prefix}_${randomBytes(10).toString('hex')}`;
 
 const now = (): string => new Date().toISOString();
+
+/** Runs an invocation job: answers the error that stopped it, or null (it keeps its result with the job). */
+export type Invoker = (job: JobRecord, signal: AbortSignal) => Promise<ErrorRecord | null>;
+
+/** Why an invocation job a crash left running is failed rather than run again. */
+const INTERRUPTED: ErrorRecord = {
+  tag: 'Unavailable',
+  message: 'the service stopped during the invocation (it may or may not have run): invoke again',
+};
 
 /** The queue. `start()` recovers and begins claiming. */
 export class JobQueue {
@@ -30,6 +39,8 @@ export class JobQueue {
     private readonly db: ServiceDb,
     private readonly runner: Runner,
     private readonly concurrency: number,
+    /** Runs invocation jobs (none: they fail as Unsupported). */
+    private readonly invoker?: Invoker,
   ) {
     this.emitter.setMaxListeners(0);
   }
@@ -67,8 +78,7 @@ export class JobQueue {
       deleted: false,
     }));
     const r = await this.db.transact(() => {
-      const prior = idem === undefined ? undefined : this.db.idempotency.get(idem.key);
-      const held = prior === undefined ? undefined : this.db.jobs.get(prior);
+      const held = this.heldBy(idem);
       if (held !== undefined) return { result: { job: held, accepted: false } };
       const job = newJob(
         id,
@@ -109,6 +119,36 @@ export class JobQueue {
     return job;
   }
 
+  /** The job an idempotency key names already (read inside `transact`), if any. */
+  private heldBy(idem: { key: string } | undefined): JobRecord | undefined {
+    const prior = idem === undefined ? undefined : this.db.idempotency.get(idem.key);
+    return prior === undefined ? undefined : this.db.jobs.get(prior);
+  }
+
+  /**
+   * Accepts an invocation job of `owner`: one batch writes the job (its input kept with it), its
+   * queue entry and its idempotency key; a key taken already answers its job (`accepted: false`).
+   */
+  async submitInvoke(
+    owner: string,
+    invoke: InvokeRecord,
+    idem?: { key: string; bodyHash: string },
+  ): Promise<{ job: JobRecord; accepted: boolean }> {
+    const r = await this.db.transact(() => {
+      const held = this.heldBy(idem);
+      if (held !== undefined) return { result: { job: held, accepted: false } };
+      const id = newId('j');
+      const job: JobRecord = {
+        ...newJob(id, this.db.nextSeq(), owner, 'invoke', [], false, null, idem?.bodyHash ?? null),
+        invoke,
+      };
+      const keys = idem === undefined ? {} : { idempotency: [{ key: idem.key, job: id }] };
+      return { change: { enqueue: [job], ...keys }, result: { job, accepted: true } };
+    });
+    if (r.accepted) this.accepted(r.job);
+    return r;
+  }
+
   private accepted(job: JobRecord): void {
     this.emitter.emit('job', job);
     this.pump();
@@ -118,7 +158,9 @@ export class JobQueue {
   start(): void {
     this.stopped = false;
     const resumed = [...this.db.jobs.values()].filter((j) => j.state === 'running').sort((a, b) => a.seq - b.seq);
-    for (const j of resumed) this.launch(j);
+    // an invocation is not run twice: one a crash interrupted fails, the caller invokes again
+    for (const j of resumed) if (j.kind === 'invoke') void this.finish(j.id, 'failed', INTERRUPTED);
+    for (const j of resumed) if (j.kind !== 'invoke') this.launch(j);
     this.pump();
   }
 
@@ -214,6 +256,8 @@ export class JobQueue {
 
   private async execute(j: JobRecord, signal: AbortSignal): Promise<ErrorRecord | null> {
     if (j.kind === 'exec') return this.runner.run(j.tasks[0] ?? '', j.exec, signal);
+    if (j.kind === 'invoke')
+      return this.invoker?.(j, signal) ?? { tag: 'Unsupported', message: 'this service runs no functions' };
     const errors = await Promise.all(j.tasks.map((t) => this.runner.run(t, null, signal)));
     return errors.find((e) => e !== null) ?? null;
   }

@@ -102,7 +102,8 @@ export const ResourceC = describe(
 /** A resource as given on the wire. */
 export type Resource = t.TypeOf<typeof ResourceC>;
 
-const EnvC = describe(
+/** Environment variables: names as the shell takes them, at most 256. */
+export const EnvC = describe(
   refine(
     t.record(t.string, t.string),
     (r) =>
@@ -119,7 +120,8 @@ const EnvC = describe(
   'environment variables',
 );
 
-const CommandC = refine(t.string, (s) => s.length > 0 && s.length <= 65536 && !s.includes('\0'), 'Command', {
+/** One shell command (no NUL, at most 64 KiB). */
+export const CommandC = refine(t.string, (s) => s.length > 0 && s.length <= 65536 && !s.includes('\0'), 'Command', {
   type: 'string',
   minLength: 1,
   maxLength: 65536,
