@@ -78,7 +78,7 @@ for (let i = 0; i < CALLS; i++) {
   sides.floor.push(await time(floor));
 }
 await idle.remove({ force: true });
-const { version } = await docker.version();
+const { Version: version } = await docker.version();
 print(`Docker ${version}; node ${process.version}; ${CALLS} interleaved calls of echo hi`);
 print(`1. warm invocation (SDK, agent):   ${pq(sides.sdk)} (targets p50 <= 5 ms, p99 <= 20 ms)`);
 print(`   docker exec (dockerode):        ${pq(sides.exec)} | agent/exec at p50 ${ratio(q(sides.sdk, 0.5), q(sides.exec, 0.5))}`);
