@@ -57,6 +57,11 @@ export interface AgentRunRequest {
 
 /** A run in flight. */
 export interface AgentRun {
+  /**
+   * Resolves true once the agent answered the run (started it, or said why it could not), false
+   * when the container broke first (no answer within `livenessMs`: a container paused or dead).
+   */
+  readonly started: Promise<boolean>;
   /** Resolves once it ended (never rejects). */
   readonly done: Promise<AgentRunEnd>;
   /** Sends a signal to its process group. */
@@ -73,6 +78,8 @@ const STDIN_CHUNK = 64 * 1024;
 interface Live {
   readonly output: AgentRunRequest['output'];
   readonly end: (e: AgentRunEnd) => void;
+  /** Settles `started` (once). */
+  answered: ((ok: boolean) => void) | undefined;
   killed: boolean;
   done: boolean;
   sent: number;
@@ -159,21 +166,38 @@ export class AgentContainer {
     const id = this.nextRun;
     this.nextRun = (this.nextRun % 0xffff_fffe) + 1;
     let end: (e: AgentRunEnd) => void = () => undefined;
+    let answered: (ok: boolean) => void = () => undefined;
     const done = new Promise<AgentRunEnd>((r) => (end = r));
-    const live: Live = { output: req.output, end, killed: false, done: false, sent: 0, acked: 0, wake: undefined };
-    if (this.isBroken) live.end({ exitCode: null, reason: 'lost' });
+    const started = new Promise<boolean>((r) => (answered = r));
+    const live: Live = { output: req.output, end, answered, killed: false, done: false, sent: 0, acked: 0, wake: undefined };
+    if (this.isBroken) this.finish(id, live, { exitCode: null, reason: 'lost' });
     else {
       this.runs.set(id, live);
       this.watch();
       this.send(encodeFrame('R', id, p.payload));
-      void this.pump(id, live, req.stdin);
+      this.expectAnswer(live);
+      // stdin is read only once the run started: a run that never starts leaves it whole for another
+      void started.then((ok) => (ok ? this.pump(id, live, req.stdin) : undefined));
     }
     const kill = (signal: 'TERM' | 'KILL' | number): void => this.signal(id, live, signal);
     const onAbort = (): void => kill('KILL');
     req.signal?.addEventListener('abort', onAbort, { once: true });
     if (req.signal?.aborted === true) onAbort();
     void done.then(() => req.signal?.removeEventListener('abort', onAbort));
-    return E.right({ done, kill, stop: (signal, graceMs) => this.stop(live, done, kill, signal, graceMs) });
+    return E.right({ started, done, kill, stop: (signal, graceMs) => this.stop(live, done, kill, signal, graceMs) });
+  }
+
+  /** A run the agent does not answer within `livenessMs` breaks the container (paused, or dead and not yet seen). */
+  private expectAnswer(live: Live): void {
+    const timer = setTimeout(() => {
+      if (live.answered !== undefined) this.break('no answer to a run (a paused container?)');
+    }, this.livenessMs);
+    timer.unref();
+    const answered = live.answered;
+    live.answered = (ok) => {
+      clearTimeout(timer);
+      answered?.(ok);
+    };
   }
 
   /** Whether the agent answers a ping within `timeoutMs`. */
@@ -192,10 +216,15 @@ export class AgentContainer {
     return ok;
   }
 
-  /** Removes the container (runs in flight end `killed`); gone already is fine. */
-  async remove(): Promise<void> {
+  /** Closes the channel (the agent exits, and so does the container); runs in flight end `killed`. */
+  close(): void {
     for (const live of this.runs.values()) live.killed = true;
     this.break('removed');
+  }
+
+  /** Closes the channel and removes the container; gone already is fine. */
+  async remove(): Promise<void> {
+    this.close();
     await this.host.removeObject('container', this.id);
   }
 
@@ -243,6 +272,7 @@ export class AgentContainer {
     if (f.type === 'P') return this.pongs.get(f.run)?.();
     const live = this.runs.get(f.run);
     if (live === undefined) return;
+    if (f.type === 'S' || f.type === 'X') this.answer(live, true);
     if (f.type === 'O' || f.type === 'e') live.output(f.type === 'O' ? 'stdout' : 'stderr', new Uint8Array(f.data));
     else if (f.type === 'A') {
       live.acked += f.data.length >= 4 ? f.data.readUInt32BE(0) : 0;
@@ -253,7 +283,14 @@ export class AgentContainer {
     }
   }
 
+  private answer(live: Live, ok: boolean): void {
+    const answered = live.answered;
+    live.answered = undefined;
+    answered?.(ok);
+  }
+
   private finish(id: number, live: Live, e: AgentRunEnd): void {
+    this.answer(live, false);
     this.runs.delete(id);
     live.done = true;
     live.wake?.();
