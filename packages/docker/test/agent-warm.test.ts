@@ -83,18 +83,24 @@ test('an image with no shell at all runs warm (the pool needs no idle command)',
   expect(l.pool.stats().hits).toBe(hits + 1);
 });
 
+/** Runs a task once a warm container is ready, and checks it took one. */
+const warm = async (spec: Record<string, unknown>, image = BASE) => {
+  expect(await ready(l, image)).toBe(true);
+  const { hits } = l.pool.stats();
+  const r = await unwrap(l.run({ image, spec }));
+  expect(l.pool.stats().hits).toBe(hits + 1);
+  return r;
+};
+
 test('env, cwd and user (a number, a name) from the spec; exit codes and 128 + signal; a missing command', async () => {
-  await unwrap(l.pool.configure([{ image: BASE, min: 2 }]));
+  await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
   const id = 'echo $GREETING; pwd; id -u; id -g';
-  const a = await unwrap(l.run({ image: BASE, spec: { cmd: ['sh', '-c', id], env: { GREETING: 'hi' }, pwd: '/tmp' } }));
-  expect(text(a.stdout)).toBe('hi\n/tmp\n0\n0\n');
-  const b = await unwrap(l.run({ image: BASE, spec: { cmd: ['sh', '-c', id], user: '1234:567' } }));
-  expect(text(b.stdout)).toBe('\n/\n1234\n567\n');
-  const c = await unwrap(l.run({ image: BASE, spec: { cmd: ['sh', '-c', 'id -u; id -g; echo $HOME'], user: 'nobody' } }));
-  expect(text(c.stdout)).toBe('65534\n65534\n/\n');
-  const s = await unwrap(l.run({ image: BASE, spec: { cmd: ['sh', '-c', 'kill -TERM $$'] } }));
+  expect(text((await warm({ cmd: ['sh', '-c', id], env: { GREETING: 'hi' }, pwd: '/tmp' })).stdout)).toBe('hi\n/tmp\n0\n0\n');
+  expect(text((await warm({ cmd: ['sh', '-c', id], user: '1234:567' })).stdout)).toBe('\n/\n1234\n567\n');
+  expect(text((await warm({ cmd: ['sh', '-c', 'id -u; id -g; echo $HOME'], user: 'nobody' })).stdout)).toBe('65534\n65534\n/\n');
+  const s = await warm({ cmd: ['sh', '-c', 'kill -TERM $$'] });
   expect([s.exitCode, s.reason]).toEqual([128 + 15, 'exited']);
-  const m = await unwrap(l.run({ image: BASE, spec: { cmd: ['no-such-command'] } }));
+  const m = await warm({ cmd: ['no-such-command'] });
   expect([m.exitCode, m.reason]).toEqual([127, 'not-found']);
 });
 

@@ -74,6 +74,8 @@ const SIGNALS = { TERM: 15, KILL: 9 } as const;
 /** Stdin bytes in flight to one run (sent, not yet written to it): the agent holds at most this much. */
 const STDIN_WINDOW = 1 << 20;
 const STDIN_CHUNK = 64 * 1024;
+/** A run not answered this soon has its container's state checked (the agent answers in about a millisecond). */
+const CHECK_MS = 250;
 
 interface Live {
   readonly output: AgentRunRequest['output'];
@@ -187,17 +189,38 @@ export class AgentContainer {
     return E.right({ started, done, kill, stop: (signal, graceMs) => this.stop(live, done, kill, signal, graceMs) });
   }
 
-  /** A run the agent does not answer within `livenessMs` breaks the container (paused, or dead and not yet seen). */
+  /**
+   * A run the agent does not answer within `livenessMs` breaks the container (paused, or dead and
+   * not yet seen); one not answered within `CHECK_MS` has the container inspected (one engine call,
+   * off the normal path): paused or stopped, it breaks at once.
+   */
   private expectAnswer(live: Live): void {
-    const timer = setTimeout(() => {
+    const check = setTimeout(
+      () => {
+        if (live.answered !== undefined) void this.checkRunning();
+      },
+      Math.min(CHECK_MS, this.livenessMs),
+    );
+    const bound = setTimeout(() => {
       if (live.answered !== undefined) this.break('no answer to a run (a paused container?)');
     }, this.livenessMs);
-    timer.unref();
+    check.unref();
+    bound.unref();
     const answered = live.answered;
     live.answered = (ok) => {
-      clearTimeout(timer);
+      clearTimeout(check);
+      clearTimeout(bound);
       answered?.(ok);
     };
+  }
+
+  /** Breaks the container if the engine says it is paused or not running. */
+  private async checkRunning(): Promise<void> {
+    const state = await this.host.clients.containers.inspect(this.id).then(
+      (i) => (i.State.Paused ? 'paused' : i.State.Running ? undefined : 'not running'),
+      () => undefined, // gone or unreachable: the stream's end or the bound says so
+    );
+    if (state !== undefined) this.break(`the container is ${state}`);
   }
 
   /** Whether the agent answers a ping within `timeoutMs`. */
