@@ -2,20 +2,27 @@
 // container, BENCH_RUNS (default 500) interleaved calls of each way:
 //   agent   through AgentContainer.run: one frame on the container's attach stream (no engine call);
 //   exec    dockerode's exec into the same kind of running container (create, start, inspect);
-//   floor   the same fork, exec and wait on the host: the agent binary run locally over pipes
-//           (what the agent in the container does, without Docker), and Node's child_process.spawn.
+//   floor   the same fork, exec and wait of the same static busybox `echo` on the host: the agent
+//           binary run locally over pipes (what the agent in the container does, without Docker),
+//           and Node's child_process.spawn.
 // Prints p50 and p99 of each, the agent's targets (p50 <= 5 ms, p99 <= 20 ms) and the ratios.
 // Not a test: no assertions. Nothing is pulled: the image is built from /bin/busybox.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
-import { busyboxRootfs, startAgentContainer } from '@lessl/docker';
+import { BUSYBOX, busyboxRootfs, startAgentContainer } from '@lessl/docker';
 import { demux, hostConfig, q, time } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 500);
 const docker = new Docker();
 const tag = `lessl-bench-agent:${process.pid}`;
 const labels = { 'lessl.bench': 'agent' };
+// the host runs the same static busybox `echo` as the container (not a dynamically linked one)
+const bin = mkdtempSync(join(tmpdir(), 'lessl-bench-agent-'));
+symlinkSync(BUSYBOX, join(bin, 'echo'));
 
 const importImage = async () => {
   const s = await docker.importImage(busyboxRootfs(), { repo: 'lessl-bench-agent', tag: String(process.pid) });
@@ -47,8 +54,8 @@ const viaExec = async (id) => {
 
 /** The agent on the host over pipes: frames in, frames out, no Docker. */
 const localAgent = () => {
-  const bin = fileURLToPath(new URL('../packages/docker/agent/lessl-agent', import.meta.url));
-  const p = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: '/usr/bin:/bin' } });
+  const agent = fileURLToPath(new URL('../packages/docker/agent/lessl-agent', import.meta.url));
+  const p = spawn(agent, [], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: bin } });
   let buf = Buffer.alloc(0);
   let wake;
   p.stdout.on('data', (d) => {
@@ -80,7 +87,7 @@ const localAgent = () => {
 
 const viaSpawn = () =>
   new Promise((resolve, reject) => {
-    const c = spawn('echo', ['hi'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const c = spawn(join(bin, 'echo'), ['hi'], { stdio: ['ignore', 'pipe', 'ignore'] });
     c.stdout.resume();
     c.on('error', reject);
     c.on('close', resolve);
@@ -104,6 +111,7 @@ try {
   await agent.remove();
   await execInto.remove();
   await docker.getImage(tag).remove({ force: true });
+  rmSync(bin, { recursive: true, force: true });
 }
 
 const f = (x) => x.toFixed(2).padStart(8);
