@@ -37,6 +37,7 @@ import {
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
+import { DockerFunctions } from './functions.js';
 import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type CommonOpenOptions } from '@lessl/level';
 import { assemble, recordDoor, type Backend, type RecordDoor } from '@lessl/kit';
 import { dockerSystem } from './client/system.js';
@@ -390,7 +391,9 @@ const assembleOn = ({
         ? routedExecutorDriver(hosts, opts.faults, live)
         : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
     supports: capabilitiesOf(opts),
+    functions: new DockerFunctions(hosts.primary, registry),
     ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+    ...(opts.authorizeFunction === undefined ? {} : { authorizeFunction: opts.authorizeFunction }),
     ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
     ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
     ...(opts.logger === undefined ? {} : { logger: opts.logger }),

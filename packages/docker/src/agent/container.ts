@@ -99,6 +99,8 @@ export class AgentContainer {
   private heard = true;
   private timer: NodeJS.Timeout | undefined;
   private readonly pongs = new Map<number, () => void>();
+  /** An inspect of the container is under way (`checkRunning`). */
+  private checking = false;
   /** The channel as a stream (the hijacked socket). */
   private readonly stream: Readable;
 
@@ -214,12 +216,15 @@ export class AgentContainer {
     };
   }
 
-  /** Breaks the container if the engine says it is paused or not running. */
+  /** Breaks the container if the engine says it is paused or not running (one check at a time). */
   private async checkRunning(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
     const state = await this.host.clients.containers.inspect(this.id).then(
       (i) => (i.State.Paused ? 'paused' : i.State.Running ? undefined : 'not running'),
       () => undefined, // gone or unreachable: the stream's end or the bound says so
     );
+    this.checking = false;
     if (state !== undefined) this.break(`the container is ${state}`);
   }
 
