@@ -269,6 +269,9 @@ export class WarmPool implements WarmContainers {
     await Promise.all(this.filling);
     for (const slot of this.slots.values()) await this.removeAll(slot.ready.splice(0));
     this.slots.clear();
+    // tasks still running in taken containers are not followed any more: the next open finds them lost
+    for (const agent of this.lentAgents.values()) agent.detach();
+    this.lentAgents.clear();
   }
 
   private memoryInUse(): number {

@@ -5,13 +5,16 @@
  * task ends it typed, is discarded, and the next task succeeds. With `agent: false` the pool
  * uses exec (the whole pool suite runs that way in pool-exec.test.ts).
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { text, unwrap } from '@lessl/core';
 import { BUSYBOX, busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { Registry } from '@lessl/level';
 import { eventually, n } from './support.js';
 
 const docker = new Docker();
@@ -149,5 +152,38 @@ test('agent: false fills with the idle command and runs warm tasks with exec', a
   } finally {
     await x.close();
     await purge(docker, x.instanceId);
+  }
+});
+
+test('a profile whose agent container cannot start (read-only root filesystem) fills with the idle command and uses exec', async () => {
+  const options = { readOnlyRootfs: true };
+  await unwrap(l.pool.configure([{ image: BASE, min: 1, options }]));
+  expect(l.pool.stats().profiles[0]).toMatchObject({ runsWith: 'exec', ready: 1 });
+  const r = await unwrap(l.run({ image: BASE, options, spec: { cmd: ['echo', 'read-only'] } }));
+  expect([text(r.stdout), l.pool.stats().hits]).toEqual(['read-only\n', 1]);
+});
+
+test('after the embedder closes mid-task, the reopened backend finds the agent task lost and removes its container', async () => {
+  const location = mkdtempSync(join(tmpdir(), 'lessl-agent-'));
+  try {
+    const a = await unwrap(openDockerBackend({ registry: await Registry.open({ location }) }));
+    await unwrap(a.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+    await unwrap(a.pool.configure([{ image: BASE, min: 1 }]));
+    const [c] = await pooled(a);
+    void a.run({ image: BASE, keep: true, spec: { cmd: ['sleep', '100'] } })();
+    expect(await eventually(async () => (await docker.getContainer(String(c?.Id)).top()).Processes.length > 2)).toBe(true);
+    await a.close();
+    const b = await unwrap(openDockerBackend({ registry: { location } }));
+    try {
+      const [task] = await unwrap(b.stores.task.list());
+      const end = await unwrap(b.tasks.wait(String(task?.id.key)));
+      expect([end.reason, end.state]).toEqual(['lost', 'lost']);
+      expect(await eventually(async () => (await pooled(b)).length === 0)).toBe(true);
+    } finally {
+      await b.close();
+      await purge(docker, a.instanceId);
+    }
+  } finally {
+    rmSync(location, { recursive: true, force: true });
   }
 });

@@ -250,6 +250,15 @@ export class AgentContainer {
     this.break('removed');
   }
 
+  /**
+   * Closes the channel without ending the runs in flight (the backend closes: the agent exits and
+   * the container stops; the next open finds the runs `lost`).
+   */
+  detach(): void {
+    this.runs.clear();
+    this.break('detached');
+  }
+
   /** Closes the channel and removes the container; gone already is fine. */
   async remove(): Promise<void> {
     this.close();
@@ -261,7 +270,7 @@ export class AgentContainer {
     if (this.isBroken) return;
     this.isBroken = true;
     clearInterval(this.timer);
-    if (why !== 'removed') this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
+    if (why !== 'removed' && why !== 'detached') this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
     for (const [id, live] of this.runs) this.finish(id, live, { exitCode: null, reason: live.killed ? 'killed' : 'lost' });
     this.channel.end();
     this.stream.destroy();
