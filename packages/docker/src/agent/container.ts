@@ -123,18 +123,21 @@ export class AgentContainer {
 
   /**
    * Creates and starts a container of `spec` with the agent as its main process, and answers it
-   * once the agent answers; on failure nothing is left (the container is removed).
+   * once the agent answers; on failure nothing is left (the container is removed). Outside the
+   * package: `startAgentContainer`.
+   * @internal
    */
   static async start(host: Host, spec: AgentContainerSpec): Promise<E.Either<AnyError, AgentContainer>> {
     const bin = agentBinary();
     if (bin === undefined)
       return E.left(runtimeError(spec.image, 'the in-container agent was not built (no compiler at build time)'));
     let id: string | undefined;
+    let channel: NodeJS.ReadWriteStream | undefined;
     try {
       const user = (await host.clients.images.inspect(spec.image)).Config?.User ?? '';
       id = await host.clients.containers.create(createOptions(spec));
       await host.clients.containers.putArchive(id, agentTar(bin), '/');
-      const channel = await host.clients.containers.attach(id, {
+      channel = await host.clients.containers.attach(id, {
         stream: true,
         stdin: true,
         stdout: true,
@@ -147,6 +150,7 @@ export class AgentContainer {
       await agent.remove();
       return E.left(runtimeError(spec.image, 'the in-container agent did not answer (an image for another architecture?)'));
     } catch (err) {
+      if (channel !== undefined) readableOf(channel).destroy();
       if (id !== undefined) await host.removeObject('container', id);
       return E.left(fromDocker(spec.image, err));
     }
