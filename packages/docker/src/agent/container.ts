@@ -274,7 +274,8 @@ export class AgentContainer {
     if (this.isBroken) return;
     this.isBroken = true;
     clearInterval(this.timer);
-    if (why !== 'removed' && why !== 'detached') this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
+    if (why !== 'removed' && why !== 'detached')
+      this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
     for (const [id, live] of this.runs) this.finish(id, live, { exitCode: null, reason: live.killed ? 'killed' : 'lost' });
     this.channel.end();
     this.stream.destroy();
