@@ -180,3 +180,11 @@ test('ping answers with its payload; stdin taken is acknowledged, dropped stdin 
   expect(acked).toBe(100_000);
   expect(exitOf(fs)).toBe(0);
 });
+
+test('a KILL ends a run even when a process that left its group holds its output open', async () => {
+  agent.send(runFrame(16, ['sh', '-c', 'setsid sleep 20 & echo started']));
+  await agent.until(16, 'O');
+  agent.send(frame('K', 16, Buffer.from([9])));
+  const fs = await agent.until(16);
+  expect(fs.at(-1)?.type).toBe('X');
+}, 10_000);
