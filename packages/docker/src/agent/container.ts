@@ -421,7 +421,7 @@ const createOptions = (spec: AgentContainerSpec): Docker.ContainerCreateOptions 
     AttachStdin: true,
     AttachStdout: true,
     AttachStderr: true,
-    HostConfig: { ...spec.hostConfig, CapAdd: caps.capAdd, LogConfig: { Type: 'none', Config: {} } },
+    HostConfig: { ...spec.hostConfig, CapAdd: caps.capAdd, CapDrop: caps.capDrop, LogConfig: { Type: 'none', Config: {} } },
   };
 };
 
