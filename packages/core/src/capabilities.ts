@@ -27,9 +27,9 @@ export interface Capabilities {
   readonly pool: boolean;
   /**
    * Warm one-shot tasks run through an agent inside the warm container (a fork and an exec, no
-   * engine API call per task) rather than the engine's exec. Absent: no such agent.
+   * engine API call per task) rather than the engine's exec.
    */
-  readonly warmAgent?: boolean;
+  readonly warmAgent: boolean;
   /** Image sources beyond data: registry, URL, git, a path (`refresh`). */
   readonly imageSources: boolean;
   /** Task credentials resolved at start (`spec.credentials`). */

@@ -369,14 +369,20 @@ export class WarmPool implements WarmContainers {
     return { id };
   }
 
-  /** Drops idle profiles to zero; refills the others. */
+  /** Drops idle profiles to zero and agent containers that broke while ready; refills. */
   private housekeep(): void {
     const now = Date.now();
-    for (const slot of this.slots.values())
+    for (const slot of this.slots.values()) {
+      const broken = slot.ready.filter((r) => r.agent?.broken === true);
+      if (broken.length > 0) {
+        slot.ready = slot.ready.filter((r) => !broken.includes(r));
+        void this.removeAll(broken);
+      }
       if (now - slot.lastUse > slot.profile.idleMs && slot.ready.length > 0) {
         this.host.logger.info({ profile: slot.profile.key, containers: slot.ready.length }, 'pool: idle profile dropped to zero');
         void this.removeAll(slot.ready.splice(0));
       }
+    }
     void this.fill().catch(() => undefined);
   }
 
