@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -240,6 +241,21 @@ static void become(const char *user, const char *group, int fd) {
   if (getenv("LESSL_AGENT_HOME_SET") == NULL) setenv("HOME", known && pw[5] != NULL ? pw[5] : "/", 1);
 }
 
+/* Makes a missing working directory and its parents (root's, mode 0755), as Docker does for a container's. */
+static void make_dirs(const char *path) {
+  char p[4096];
+  if (*path != '/' || strlen(path) >= sizeof p) return;
+  strcpy(p, path);
+  for (char *s = p + 1;; s++)
+    if (*s == '/' || *s == '\0') {
+      char c = *s;
+      *s = '\0';
+      mkdir(p, 0755); /* exists already: fine; any other failure shows at the chdir */
+      if (c == '\0') return;
+      *s = c;
+    }
+}
+
 /* In the child: the run's process, in its own process group, with its pipes, user, cwd and env. */
 static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi, int po, int pe, int fd) {
   sigset_t none;
@@ -256,6 +272,7 @@ static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi,
   }
   for (int i = 0; i < n_drop_caps; i++)
     if (prctl(PR_CAPBSET_DROP, drop_caps[i], 0, 0, 0) < 0) fail(fd, 5, errno);
+  if (f[2][0] != '\0') make_dirs(f[2]);
   become(f[0], f[1], fd);
   unsetenv("LESSL_AGENT_HOME_SET");
   if (f[2][0] != '\0' && chdir(f[2]) < 0) fail(fd, 3, errno);

@@ -101,6 +101,8 @@ test('env, cwd and user (a number, a name) from the spec; exit codes and 128 + s
   expect(text((await warm({ cmd: ['sh', '-c', id], env: { GREETING: 'hi' }, pwd: '/tmp' })).stdout)).toBe('hi\n/tmp\n0\n0\n');
   expect(text((await warm({ cmd: ['sh', '-c', id], user: '1234:567' })).stdout)).toBe('\n/\n1234\n567\n');
   expect(text((await warm({ cmd: ['sh', '-c', 'id -u; id -g; echo $HOME'], user: 'nobody' })).stdout)).toBe('65534\n65534\n/\n');
+  // a working directory the image lacks is made, as for a cold container
+  expect(text((await warm({ cmd: ['pwd'], pwd: '/made/for/it' })).stdout)).toBe('/made/for/it\n');
   const s = await warm({ cmd: ['sh', '-c', 'kill -TERM $$'] });
   expect([s.exitCode, s.reason]).toEqual([128 + 15, 'exited']);
   const m = await warm({ cmd: ['no-such-command'] });

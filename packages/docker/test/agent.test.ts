@@ -138,14 +138,17 @@ test('runs interleave: a slow one does not hold a fast one back', async () => {
   expect(text(await agent.until(6), 'O')).toBe('slow\n');
 });
 
-test('a command that exits 127 itself is not marked as not found; a bad cwd is 126 and says why', async () => {
+test('a command that exits 127 itself is not marked as not found; a missing cwd is made (as Docker does), one that cannot be is 126', async () => {
   agent.send(runFrame(8, ['sh', '-c', 'exit 127']));
   const own = await agent.until(8);
   expect([exitOf(own), notFoundMark(own)]).toEqual([127, 0]);
-  agent.send(runFrame(9, ['true'], ['PATH=/usr/bin:/bin'], '/no/such/dir'));
+  agent.send(runFrame(9, ['true'], ['PATH=/usr/bin:/bin'], '/etc/hostname/not-a-dir'));
   const cd = await agent.until(9);
   expect([exitOf(cd), notFoundMark(cd)]).toEqual([126, 0]);
-  expect(text(cd, 'e')).toContain('cd /no/such/dir');
+  expect(text(cd, 'e')).toContain('cd /etc/hostname/not-a-dir');
+  const missing = join(mkdtempSync(join(tmpdir(), 'lessl-agent-cwd-')), 'made', 'here');
+  agent.send(runFrame(17, ['pwd'], ['PATH=/usr/bin:/bin'], missing));
+  expect(text(await agent.until(17), 'O')).toBe(`${missing}\n`);
 });
 
 test('users by number or by name (from /etc/passwd and /etc/group), with their HOME; an unknown name is refused', async () => {
