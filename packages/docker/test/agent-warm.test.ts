@@ -109,6 +109,21 @@ test('env, cwd and user (a number, a name) from the spec; exit codes and 128 + s
   expect([m.exitCode, m.reason]).toEqual([127, 'not-found']);
 });
 
+test('20 MiB of output arrives whole through a warm task, stdout and stderr apart', async () => {
+  await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
+  const big = await warm({
+    cmd: ['sh', '-c', 'head -c 20971520 /dev/zero | tr "\\0" x; echo end >&2'],
+    limits: { outputBytes: 32 * 1024 * 1024 },
+  });
+  const out = Buffer.from(big.stdout);
+  expect([out.length, out.every((b) => b === 0x78), text(big.stderr), big.truncated]).toEqual([
+    20 * 1024 * 1024,
+    true,
+    'end\n',
+    false,
+  ]);
+});
+
 test('the deadline ends the whole process group; orphans are reaped, no zombie is left', async () => {
   await unwrap(l.pool.configure([{ image: BASE, min: 1 }]));
   expect(await ready(l, BASE)).toBe(true);
