@@ -91,7 +91,7 @@ const dir = mkdtempSync(join(tmpdir(), 'lessl-bench-fn-'));
 const svc = await startServe(['--port', '0', '--data', join(dir, 'data'), '--busybox'], TOKEN);
 try {
   const api = (path, init = {}) =>
-    fetch(`${svc.url}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...init.headers } });
+    globalThis.fetch(`${svc.url}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...init.headers } });
   const put = await api('/v1/functions/hi', {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
