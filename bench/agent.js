@@ -11,10 +11,9 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
 import { BUSYBOX, busyboxRootfs, startAgentContainer } from '@lessl/docker';
-import { demux, hostConfig, q, time } from './common.js';
+import { demux, hostConfig, localAgent, q, time } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 500);
 const docker = new Docker();
@@ -52,39 +51,6 @@ const viaExec = async (id) => {
   if ((await x.inspect()).ExitCode !== 0 || Buffer.concat(out.stdout).toString() !== 'hi\n') throw new Error('exec failed');
 };
 
-/** The agent on the host over pipes: frames in, frames out, no Docker. */
-const localAgent = () => {
-  const agent = fileURLToPath(new URL('../packages/docker/agent/lessl-agent', import.meta.url));
-  const p = spawn(agent, [], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: bin } });
-  let buf = Buffer.alloc(0);
-  let wake;
-  p.stdout.on('data', (d) => {
-    buf = Buffer.concat([buf, d]);
-    wake?.();
-  });
-  let run = 0;
-  const once = async () => {
-    run++;
-    const payload = Buffer.from(['', '', '', '2', 'echo', 'hi', '0'].map((s) => `${s}\0`).join(''));
-    const h = Buffer.alloc(9);
-    h.write('R', 0, 'latin1');
-    h.writeUInt32BE(run, 1);
-    h.writeUInt32BE(payload.length, 5);
-    p.stdin.write(Buffer.concat([h, payload]));
-    for (;;) {
-      for (let off = 0; buf.length - off >= 9;) {
-        const len = buf.readUInt32BE(off + 5);
-        if (buf.length - off < 9 + len) break;
-        const type = buf.toString('latin1', off, off + 1);
-        off += 9 + len;
-        if (type === 'X') return void (buf = buf.subarray(off));
-      }
-      await new Promise((r) => (wake = r));
-    }
-  };
-  return { once, close: () => p.kill() };
-};
-
 const viaSpawn = () =>
   new Promise((resolve, reject) => {
     const c = spawn(join(bin, 'echo'), ['hi'], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -96,7 +62,7 @@ const viaSpawn = () =>
 await importImage();
 const agent = await started();
 const execInto = await started(); // the same kind of container, for docker exec
-const local = localAgent();
+const local = localAgent(bin);
 const t = { agent: [], exec: [], local: [], spawn: [] };
 try {
   for (let i = 0; i < 20; i++) await Promise.all([viaAgent(agent), viaExec(execInto.id), local.once(), viaSpawn()]); // warm-up
