@@ -102,7 +102,8 @@ export const ResourceC = describe(
 /** A resource as given on the wire. */
 export type Resource = t.TypeOf<typeof ResourceC>;
 
-const EnvC = describe(
+/** Environment variables (names and values as processes take them). */
+export const EnvC = describe(
   refine(
     t.record(t.string, t.string),
     (r) =>
