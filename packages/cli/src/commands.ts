@@ -20,8 +20,10 @@ export interface Io {
   readonly stdin?: NodeJS.ReadableStream;
 }
 
-const writeJson = (io: Io, v: unknown): void => void io.out.write(`${JSON.stringify(v)}\n`);
-const note = (io: Io, line: string): void => void io.err.write(`lessl: ${line}\n`);
+/** Writes one JSON document (a line) to stdout. */
+export const writeJson = (io: Io, v: unknown): void => void io.out.write(`${JSON.stringify(v)}\n`);
+/** Writes `lessl: line` to stderr. */
+export const note = (io: Io, line: string): void => void io.err.write(`lessl: ${line}\n`);
 
 /** Reads a task spec from a file, or standard input for `-`; a file that is not JSON is an InvalidEntry. */
 export const readSpec = async (file: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<unknown> => {
@@ -68,7 +70,7 @@ const reportTasks = (io: Io, tasks: readonly TaskView[]): void => {
 };
 
 /** A progress display on stderr when it is a terminal, else a no-op. */
-const spinner = (io: Io, textLine: string): Ora | undefined =>
+export const spinner = (io: Io, textLine: string): Ora | undefined =>
   io.progress ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
 
 /** Waits while a job is queued and while its first task loads its image and starts, showing progress. */
@@ -211,7 +213,7 @@ const pad = (rows: readonly (readonly string[])[]): string => {
 };
 
 /** Prints `value` as JSON with --json, else as a table of `header` and the `rows` it makes; answers 0. */
-const table = (io: Io, value: unknown, header: readonly string[], rows: () => readonly (readonly string[])[]): number => {
+export const table = (io: Io, value: unknown, header: readonly string[], rows: () => readonly (readonly string[])[]): number => {
   if (io.json) writeJson(io, value);
   else io.out.write(pad([header, ...rows()]));
   return 0;
@@ -237,7 +239,7 @@ export const bytes = (n: number | null | undefined): string => {
 };
 
 /** A cell cut to `max` characters (its end replaced by an ellipsis). */
-const cut = (s: string, max: number): string => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
+export const cut = (s: string, max: number): string => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 /** An image ID as a short name (`image://local/busybox` -> `busybox`). */
 const imageName = (id: string): string => id.replace(/^image:\/\/local\//, '');

@@ -143,3 +143,26 @@ export const STACK_SCHEMA: JsonSchema = {
   title: 'lessl stack file (lessl up -f lessl.yml)',
   ...toJsonSchema(StackC),
 };
+
+/** `GET /v1/functions`: the caller's functions and the public ones (admins: all). */
+export const FunctionListC = t.type({ functions: t.array(FunctionViewC) });
+
+/** One invocation as `GET /v1/functions/{name}/logs` lists it (no input or output bytes). */
+export const InvocationViewC = t.type({
+  id: t.string,
+  version: t.number,
+  started_at: t.string,
+  duration_ms: t.number,
+  exit_code: Nullable(t.number),
+  reason: t.string,
+  cold: t.boolean,
+  stderr_tail: t.string,
+});
+/** An invocation of a function's log. */
+export type InvocationView = t.TypeOf<typeof InvocationViewC>;
+
+/** `GET /v1/functions/{name}/logs`: the newest invocations first. */
+export const FunctionLogsC = t.type({ invocations: t.array(InvocationViewC) });
+
+/** `GET /v1/whoami`: the caller. */
+export const WhoamiC = t.type({ name: t.string, admin: t.boolean });

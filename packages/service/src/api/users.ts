@@ -9,6 +9,7 @@ import type { ServiceDb } from '../db.js';
 import { json, problem, route } from '../http.js';
 import { HttpProblem } from '../problem.js';
 import { NewUserC } from '../spec.js';
+import { WhoamiC } from '../stack.js';
 
 /** The plugin of the user routes. */
 export const userRoutes =
@@ -56,7 +57,7 @@ export const userRoutes =
       summary: 'The caller: its user name and whether it is an admin',
       tags: ['users'],
       auth: 'user',
-      responses: { 200: { description: 'the caller', ...json(t.type({ name: t.string, admin: t.boolean })) } },
+      responses: { 200: { description: 'the caller', ...json(WhoamiC) } },
       handler: async ({ user }) => ({ name: user.name, admin: user.admin }),
     });
   };
