@@ -79,8 +79,8 @@ export type FunctionSpec = t.TypeOf<typeof FunctionSpecC>;
 /** A deployed function: its definition with defaults applied, its owner and its version. */
 export interface FunctionInfo {
   readonly name: string;
-  /** The principal that deployed it (`null`: deployed without a principal). */
-  readonly owner: string | null;
+  /** The principal that deployed it (`anonymous` without one). */
+  readonly owner: string;
   readonly image: string;
   /** The decoded task spec template. */
   readonly spec: TaskSpec;
@@ -139,7 +139,7 @@ export interface InvocationRecord {
 /** Figures of one function (for metrics). */
 export interface FunctionStats {
   readonly name: string;
-  readonly owner: string | null;
+  readonly owner: string;
   readonly version: number;
   readonly invocations: number;
   /** Invocations that did not exit 0 (a non-zero exit, a deadline, a lost container, an error). */
@@ -181,3 +181,19 @@ export interface Functions {
   /** Figures of every function. */
   stats(): readonly FunctionStats[];
 }
+
+/** What a function authorizer decides on. */
+export type FunctionOperation = 'deploy' | 'read' | 'invoke' | 'remove' | 'logs';
+
+/**
+ * Decides whether `principal` may do `op` on `fn` (`undefined`: deploying a function whose name
+ * is free). A function the caller may not `read` answers `NotFound`, as if it did not exist.
+ */
+export type FunctionAuthorizer = (principal: string, op: FunctionOperation, fn: FunctionInfo | undefined) => boolean;
+
+/**
+ * The default function authorizer: a free name is anyone's to deploy; a function's owner may do
+ * everything with it; a public one is everyone's to read and invoke.
+ */
+export const functionOwnerRule: FunctionAuthorizer = (principal, op, fn) =>
+  fn === undefined || fn.owner === principal || (fn.public && (op === 'read' || op === 'invoke'));

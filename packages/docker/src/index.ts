@@ -373,6 +373,7 @@ const assembleOn = ({
         : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
     supports: capabilitiesOf(opts),
     ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+    ...(opts.authorizeFunction === undefined ? {} : { authorizeFunction: opts.authorizeFunction }),
     ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
     ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
     ...(opts.logger === undefined ? {} : { logger: opts.logger }),

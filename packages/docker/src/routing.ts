@@ -242,6 +242,7 @@ const trackedSink = (sink: RunSink, host: Host): RunSink => ({
   spec: sink.spec,
   outputCap: sink.outputCap,
   secrets: sink.secrets,
+  stdin: sink.stdin,
   get kept() {
     return sink.kept;
   },

@@ -4,6 +4,8 @@
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import {
+  type FunctionAuthorizer,
+  type Functions,
   allowAll,
   fnC,
   invalidEntry,
@@ -30,7 +32,8 @@ import {
   type Logger,
 } from '@lessl/core';
 import { GenericComposer } from './composer.js';
-import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver } from './drivers.js';
+import { specOnlyTaskDriver, type ElementDriver, type ExecutorDriver, type FunctionDriver } from './drivers.js';
+import { FunctionRuntime } from './functions.js';
 import type { RegistryPort } from './port.js';
 import { makeRun, teardown } from './run.js';
 import { TaskRuntime, type RuntimeOptions } from './runtime.js';
@@ -47,6 +50,8 @@ export interface Backend {
   readonly tasks: TaskControl;
   /** The one-call path: create a task, run it in a new executor, wait, clean up. */
   readonly run: RunFn;
+  /** Named functions invoked with input (see `Functions`; docs/functions.md). */
+  readonly functions: Functions;
   /** What this backend supports (see `Capabilities`). */
   readonly supports: Capabilities;
   /** The registry's ID: the backend labels its objects with it. */
@@ -85,6 +90,10 @@ export interface AssembleOptions {
   readonly credentials?: CredentialResolver;
   /** Task runtime options (output kept per run). */
   readonly runtime?: RuntimeOptions;
+  /** Runs function invocations (without one, `functions.invoke` answers `Unsupported`). */
+  readonly functions?: FunctionDriver;
+  /** Who may do what with a function (default `functionOwnerRule`). */
+  readonly authorizeFunction?: FunctionAuthorizer;
   /**
    * Where the backend reports what it does (open, recovery, task start and end, registry write
    * failures): a pino logger or anything with `debug/info/warn/error(obj, msg?)`. Default: nothing.
@@ -128,6 +137,7 @@ export const StoreConfigC = t.intersection([
 export const kitOpenOptions = {
   stores: t.array(StoreConfigC),
   authorize: fnC<Authorizer>('Authorizer'),
+  authorizeFunction: fnC<FunctionAuthorizer>('FunctionAuthorizer'),
   credentials: fnC<CredentialResolver>('CredentialResolver'),
   outputBytes: PositiveInt,
   logger: LoggerC,
@@ -184,9 +194,16 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
   };
   const composer = new GenericComposer(w);
   const tasks = new TaskLifecycle(w, runtime);
+  const functions = new FunctionRuntime(w, {
+    ...(o.functions === undefined ? {} : { driver: o.functions }),
+    ...(o.authorizeFunction === undefined ? {} : { authorize: o.authorizeFunction }),
+    ...(o.runtime?.outputBytes === undefined ? {} : { outputBytes: o.runtime.outputBytes }),
+  });
+  void functions.start();
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      await functions.close();
       await o.onClose?.();
       await o.executor.close?.();
       await runtime.close();
@@ -198,6 +215,7 @@ export const assemble = async (o: AssembleOptions): Promise<E.Either<InvalidEntr
     events: o.registry.events,
     tasks,
     run: makeRun(w, kinds, composer, tasks),
+    functions,
     supports: { ...defaultCapabilities, ...o.supports },
     instanceId: o.registry.instanceId,
     teardown: (executor, ctx) => teardown({ stores: kinds, composer, tasks }, executor, ctx),

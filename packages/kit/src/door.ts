@@ -110,6 +110,7 @@ export const recordDoor = (port: RegistryPort): RecordDoor => {
     childrenOf: (id) => port.childrenOf(id),
     usersOf: (id) => port.usersOf(id),
     composition: (executor) => port.composition(executor),
+    functions: () => port.functions(),
     pendingIntents: () => port.pendingIntents(),
     lastSeq: () => port.lastSeq(),
     readOutput: (task, run, from) => port.readOutput(task, run, from),

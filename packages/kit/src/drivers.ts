@@ -18,6 +18,7 @@ import type {
   ExecutorOptions,
   EndReason,
   FunctionInfo,
+  InvokeError,
   Member,
   Metadata,
   StepOp,
@@ -282,7 +283,7 @@ export interface DriverInvoked {
  */
 export interface FunctionDriver {
   /** Runs one invocation to its end. A container that failed under it is discarded, never reused. */
-  invoke(inv: DriverInvocation): Promise<E.Either<AnyError, DriverInvoked>>;
+  invoke(inv: DriverInvocation): Promise<E.Either<InvokeError, DriverInvoked>>;
   /**
    * The function's containers may be prepared (`minContainers`) or its definition changed: makes
    * ready what `fn` asks for; containers of other versions finish their invocations and go.

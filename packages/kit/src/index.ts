@@ -18,3 +18,5 @@ export * from './runtime.js';
 export { TaskLifecycle } from './tasks.js';
 export { makeRun, teardown, type TeardownParts } from './run.js';
 export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';
+export { FunctionRuntime, FUNCTION_DEFAULTS, type FunctionsOptions } from './functions.js';
+export { inputOf, NO_INPUT } from './input.js';

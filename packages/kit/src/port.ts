@@ -2,7 +2,7 @@
  * The registry port: what the generic kit (stores, composer, task runtime, run) needs of a
  * registry. `Registry` (LevelDB through `level`) implements it; a shared store plugs in here.
  */
-import type { Element, LesslEvent } from '@lessl/core';
+import type { Element, FunctionInfo, LesslEvent } from '@lessl/core';
 import type { EventHub } from './hub.js';
 import type { KeyedLock } from './lock.js';
 import type { Change, CompositionRecord, Intent, OutputRecord } from './records.js';
@@ -27,6 +27,8 @@ export interface RegistryReads {
   composition(executor: string): CompositionRecord | undefined;
   /** Write intents left by an interrupted create or delete. */
   pendingIntents(): Intent[];
+  /** Every function definition, by name. */
+  functions(): FunctionInfo[];
   /** Last durable seq. */
   lastSeq(): number;
   /** The kept output of a task's run, in order, from the chunk that holds byte `from` on. */

@@ -3,7 +3,8 @@
  * the one atomic change that writes them.
  */
 import * as t from 'io-ts';
-import type { Element, EventType, ExecutorOptions, IdLike, MemberState } from '@lessl/core';
+import { TaskSpecC } from '@lessl/core';
+import type { Element, EventType, ExecutorOptions, FunctionInfo, IdLike, MemberState } from '@lessl/core';
 
 /** A member as persisted. */
 export interface MemberRecord {
@@ -56,6 +57,10 @@ export interface Change {
   readonly putIntent?: readonly Intent[];
   readonly delIntent?: readonly string[];
   readonly putOutput?: readonly OutputRecord[];
+  /** Function definitions to store (by name). */
+  readonly putFunction?: readonly FunctionInfo[];
+  /** Function definitions to remove (by name). */
+  readonly delFunction?: readonly string[];
   readonly events?: readonly EventDraft[];
 }
 
@@ -71,17 +76,41 @@ const MemberRecordC: t.Type<MemberRecord, unknown> = t.intersection([
   t.partial({ mountpoint: t.string }),
 ]);
 
+/** Executor options as stored (decoded when they were first given): any plain object, copied. */
+const StoredOptionsC = new t.Type<ExecutorOptions, unknown>(
+  'ExecutorOptions',
+  (u): u is ExecutorOptions => typeof u === 'object' && u !== null && !Array.isArray(u),
+  (u, c) => (typeof u === 'object' && u !== null && !Array.isArray(u) ? t.success({ ...u }) : t.failure(u, c)),
+  t.identity,
+);
+
 /** io-ts codec of a composition record as the registry stores it (its options were decoded at commit). */
 export const CompositionRecordC: t.Type<CompositionRecord, unknown> = t.type({
   executor: t.string,
-  options: new t.Type<ExecutorOptions, unknown>(
-    'ExecutorOptions',
-    (u): u is ExecutorOptions => typeof u === 'object' && u !== null && !Array.isArray(u),
-    (u, c) => (typeof u === 'object' && u !== null && !Array.isArray(u) ? t.success({ ...u }) : t.failure(u, c)),
-    t.identity,
-  ),
+  options: StoredOptionsC,
   members: t.readonlyArray(MemberRecordC),
 });
+
+/** io-ts codec of a function definition as the registry stores it (decoded when it was deployed). */
+export const FunctionRecordC: t.Type<FunctionInfo, unknown> = t.intersection([
+  t.type({
+    name: t.string,
+    owner: t.string,
+    image: t.string,
+    spec: TaskSpecC,
+    options: StoredOptionsC,
+    reuse: t.keyof({ 'per-invocation': null, 'per-function': null }),
+    concurrency: t.number,
+    minContainers: t.number,
+    maxContainers: t.number,
+    idleMs: t.number,
+    public: t.boolean,
+    version: t.number,
+    createdAt: t.string,
+    updatedAt: t.string,
+  }),
+  t.partial({ description: t.string }),
+]);
 
 /** io-ts codec of a write intent as the registry stores it. */
 export const IntentC: t.Type<Intent, unknown> = t.intersection([

@@ -3,7 +3,14 @@
  * memory, or a level database) and `openRegistry`.
  */
 import * as t from 'io-ts';
-import { instanceC, type Authorizer, type CredentialResolver, type Logger, type StoreConfig } from '@lessl/core';
+import {
+  instanceC,
+  type Authorizer,
+  type CredentialResolver,
+  type FunctionAuthorizer,
+  type Logger,
+  type StoreConfig,
+} from '@lessl/core';
 import { kitOpenOptions, type Durability } from '@lessl/kit';
 import { Registry, type RegistryOptions, type StringLevel } from './registry.js';
 
@@ -52,6 +59,8 @@ export interface CommonOpenOptions {
   readonly stores?: readonly StoreConfig[];
   /** Decides `PermissionDenied` (default: everything is allowed). */
   readonly authorize?: Authorizer;
+  /** Who may do what with a function (default `functionOwnerRule`: owners, and everyone for public ones). */
+  readonly authorizeFunction?: FunctionAuthorizer;
   /** Output kept per task run (default 1 MiB; a spec's `limits.outputBytes` wins). */
   readonly outputBytes?: number;
   /** How durable registry writes are when the backend opens the registry (default `process`; see `Durability`). */

@@ -11,6 +11,7 @@
  *   m!instance  registry instance ID   m!compacted  last seq removed from the log by retention
  *   p!<id>   write intent          l!<seq:16>    event (the last one gives the seq on open)
  *   o!<task>!<run:8>!<offset:12>   a chunk of a task's kept output
+ *   f!<name>   function definition
  */
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
@@ -19,10 +20,19 @@ import { MemoryLevel } from 'memory-level';
 import type { AbstractBatchOperation, AbstractBatchOptions, AbstractLevel } from 'abstract-level';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import { ElementJsonC, elementToJson, eventFromJson, isElementId, type Element, type LesslEvent } from '@lessl/core';
+import {
+  ElementJsonC,
+  elementToJson,
+  eventFromJson,
+  isElementId,
+  type Element,
+  type FunctionInfo,
+  type LesslEvent,
+} from '@lessl/core';
 import {
   CompositionRecordC,
   EventHub,
+  FunctionRecordC,
   IntentC,
   KeyedLock,
   type Change,
@@ -133,6 +143,8 @@ interface Prepared {
   readonly delComposition: readonly string[];
   readonly putIntent: readonly Intent[];
   readonly delIntent: readonly string[];
+  readonly putFunction: readonly FunctionInfo[];
+  readonly delFunction: readonly string[];
 }
 
 interface Pending {
@@ -241,6 +253,13 @@ const prepare = (c: Change): Prepared => {
     const value = json(what, { s: o.stream === 'stderr' ? 'e' : 'o', d: Buffer.from(o.data).toString('base64') });
     ops.push({ type: 'put', key: outKey({ ...o, task: str(`${what}.task`, o.task) }), value });
   });
+  const putFunction = list('putFunction', c.putFunction).map((x, i) => {
+    const { value, record } = serialised(FunctionRecordC, `putFunction[${i}]`, 'a function', x);
+    ops.push({ type: 'put', key: `f!${str(`putFunction[${i}].name`, record.name)}`, value });
+    return record;
+  });
+  const delFunction = list('delFunction', c.delFunction).map((k, i) => str(`delFunction[${i}]`, k));
+  for (const k of delFunction) ops.push({ type: 'del', key: `f!${k}` });
   const events = list('events', c.events).map((d, i) => {
     const what = `events[${i}]`;
     const id = isElementId(d.id) ? d.id.key : d.id;
@@ -252,7 +271,7 @@ const prepare = (c: Change): Prepared => {
     // `type` is always there: the JSON starts with `{"type":`, and seq and time go in front of it
     return json(what, { type: d.type, id, revision: d.revision, detail: keysOf(detail) });
   });
-  return { ops, events, put, del, putComposition, delComposition, putIntent, delIntent };
+  return { ops, events, put, del, putComposition, delComposition, putIntent, delIntent, putFunction, delFunction };
 };
 
 /** The registry. Open with `Registry.open`. */
@@ -263,6 +282,7 @@ export class Registry implements RegistryPort {
   private readonly children = new Map<string, Set<string>>();
   private readonly users = new Map<string, Set<string>>();
   private readonly compositions = new Map<string, CompositionRecord>();
+  private readonly fns = new Map<string, FunctionInfo>();
   private readonly intents = new Map<string, Intent>();
   private seq = 0;
   private instance = '';
@@ -329,6 +349,10 @@ export class Registry implements RegistryPort {
       this.indexPut(d.right);
     }
     for await (const [k, v] of this.db.iterator({ gte: 'x!', lt: 'x"' })) this.indexComposition(stored(CompositionRecordC, k, v));
+    for await (const [k, v] of this.db.iterator({ gte: 'f!', lt: 'f"' })) {
+      const f = stored(FunctionRecordC, k, v);
+      this.fns.set(f.name, f);
+    }
     for await (const [k, v] of this.db.iterator({ gte: 'p!', lt: 'p"' })) {
       const i = stored(IntentC, k, v);
       this.intents.set(i.id, i);
@@ -368,6 +392,11 @@ export class Registry implements RegistryPort {
   usersOf(id: string): string[] {
     return [...(this.users.get(id) ?? [])].sort();
   }
+  /** Every function definition, by name. */
+  functions(): FunctionInfo[] {
+    return [...this.fns.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
   /** The composition of an executor. */
   composition(executor: string): CompositionRecord | undefined {
     return this.compositions.get(executor);
@@ -583,6 +612,7 @@ export class Registry implements RegistryPort {
     this.users.clear();
     this.compositions.clear();
     this.intents.clear();
+    this.fns.clear();
     await this.loadIndex();
   }
 
@@ -593,6 +623,8 @@ export class Registry implements RegistryPort {
     for (const x of c.putComposition ?? []) this.indexComposition(x);
     for (const k of c.delIntent ?? []) this.intents.delete(k);
     for (const i of c.putIntent ?? []) this.intents.set(i.id, i);
+    for (const k of c.delFunction) this.fns.delete(k);
+    for (const f of c.putFunction) this.fns.set(f.name, f);
   }
 
   private indexPut(e: Element): void {

@@ -29,7 +29,7 @@ const encoder = new TextEncoder();
 const bytes = (d: string | Uint8Array): Uint8Array => (typeof d === 'string' ? encoder.encode(d) : d);
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
-const sleepUnless =
+export const sleepUnless =
   (signal: AbortSignal) =>
   (ms: number): Promise<void> =>
     new Promise<void>((res) => {

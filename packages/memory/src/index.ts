@@ -23,8 +23,10 @@ import {
 import { commonOpenOptions, openRegistry, Registry, registryOpenFailure, type CommonOpenOptions } from '@lessl/level';
 import { assemble, type Backend, type ElementDriver } from '@lessl/kit';
 import { executorDriver, type FaultHook } from './executor.js';
+import { MemoryFunctions } from './functions.js';
 import { tinyShell, type FakeProcess } from './process.js';
 
+export { MemoryFunctions } from './functions.js';
 export { tinyShell, type FakeExit, type FakeIO, type FakeProcess } from './process.js';
 export type { FaultHook } from './executor.js';
 
@@ -144,9 +146,11 @@ export const openMemoryBackend =
       stores: opts.stores ?? DEFAULT_STORES,
       drivers: { image: blobs, volume: blobs },
       executor: executorDriver(opts.run ?? tinyShell, opts.faults),
+      functions: new MemoryFunctions(opts.run ?? tinyShell),
       supports: MEMORY_CAPABILITIES,
       ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),
       ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
+      ...(opts.authorizeFunction === undefined ? {} : { authorizeFunction: opts.authorizeFunction }),
       ...(opts.credentials === undefined ? {} : { credentials: opts.credentials }),
       ...(opts.logger === undefined ? {} : { logger: opts.logger }),
     }).catch((err: unknown) => E.left(runtimeError('', 'could not finish the interrupted writes of the registry', err)));
