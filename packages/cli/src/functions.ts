@@ -5,17 +5,19 @@
  */
 import {
   FunctionListC,
-  FunctionLogsC,
   FunctionViewC,
+  InvocationLogC,
   WhoamiC,
   type FunctionBody,
   type FunctionView,
-  type InvocationView,
 } from '@lessl/service/stack';
 import { clientProblem, LesslError, type LesslClient } from './client.js';
 import { field } from './unknown.js';
 
-export type { FunctionBody, FunctionView, InvocationView } from '@lessl/service/stack';
+export type { FunctionBody, FunctionView } from '@lessl/service/stack';
+
+/** One invocation of a function's log (`GET /v1/functions/{name}/logs`). */
+export type InvocationView = (typeof InvocationLogC)['_A']['invocations'][number];
 
 /** A decoder as the service's io-ts codecs are. */
 interface Decoder<A> {
@@ -57,7 +59,7 @@ export const removeFunction = async (c: LesslClient, name: string): Promise<void
 
 /** `GET /v1/functions/{name}/logs`: the newest invocations first. */
 export const functionLogs = async (c: LesslClient, name: string): Promise<readonly InvocationView[]> =>
-  (await decoded(FunctionLogsC, await c.request('GET', `${path(name)}/logs`), `GET ${path(name)}/logs`)).invocations;
+  (await decoded(InvocationLogC, await c.request('GET', `${path(name)}/logs`), `GET ${path(name)}/logs`)).invocations;
 
 /** One invocation's answer: the process's stdout, and its outcome from the response headers. */
 export interface Invoked {

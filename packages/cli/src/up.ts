@@ -68,9 +68,13 @@ const canon = (k: string, v: unknown): string => {
   return entries.length === 0 ? '' : JSON.stringify(entries);
 };
 
+/** The service's limits as far as the file sets them (the service fills in the others). */
+const limitsSeen = (want: FunctionBody, have: FunctionView): Record<string, unknown> =>
+  Object.fromEntries(Object.keys(want.limits ?? {}).map((k) => [k, field(have.limits, k)]));
+
 /** The fields in which the service's function differs from the file's. */
 export const changedFields = (want: FunctionBody, have: FunctionView): string[] =>
-  FIELDS.filter((k) => canon(k, field(want, k)) !== canon(k, field(have, k)));
+  FIELDS.filter((k) => canon(k, field(want, k)) !== canon(k, k === 'limits' ? limitsSeen(want, have) : field(have, k)));
 
 /** What the service has that a plan is computed against. */
 interface Server {

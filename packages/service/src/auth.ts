@@ -4,7 +4,7 @@
  * `adminToken` option) or, at a first start with neither, is made and handed out once.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { fromUtf8, type Authorizer } from '@lessl/core';
+import { fromUtf8, functionOwnerRule, type Authorizer, type FunctionAuthorizer } from '@lessl/core';
 import type { ServiceDb, UserRecord } from './db.js';
 import { SYSTEM, USER_PRINCIPAL } from './elements.js';
 
@@ -71,6 +71,14 @@ export const ownerAuthorizer: Authorizer = (principal, op, _id, element) => {
   if (owner === user) return true;
   return owner === undefined && element.id.kind === 'image' && (op === 'read' || op === 'compose' || op === 'list');
 };
+
+/**
+ * The SDK function authorizer of an embedded service: the service itself (which admins act as)
+ * and the embedding process may do anything; users as `functionOwnerRule` says (their own
+ * functions, and reading and invoking public ones).
+ */
+export const serviceFunctionAuthorizer: FunctionAuthorizer = (principal, op, fn) =>
+  userOf(principal) === undefined || functionOwnerRule(principal, op, fn);
 
 /** The user a principal names, or undefined for the service itself and the embedding process. */
 const userOf = (principal: string): string | undefined => {

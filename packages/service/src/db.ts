@@ -39,12 +39,36 @@ export interface ErrorRecord {
   readonly message: string;
 }
 
-/** A job: make (and run) the tasks of one POST, or exec more commands in a daemon task (PUT). */
+/** What an invocation job invokes: the function, its input (base64, emptied once it ran), who asked. */
+export interface InvokeRecord {
+  readonly function: string;
+  readonly input: string;
+  /** The caller was an admin (invokes as the service). */
+  readonly admin: boolean;
+}
+
+/** How an invocation job's invocation ended (stdout and stderr base64, as capped by the function's limits). */
+export interface InvocationResultRecord {
+  readonly invocation: string;
+  readonly version: number;
+  readonly exitCode: number | null;
+  readonly reason: string;
+  readonly durationMs: number;
+  readonly cold: boolean;
+  readonly truncated: boolean;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * A job: make (and run) the tasks of one POST, exec more commands in a daemon task (PUT), or
+ * invoke a function (`POST /v1/functions/{name}/invoke?async`).
+ */
 export interface JobRecord {
   readonly id: string;
   readonly seq: number;
   readonly owner: string;
-  readonly kind: 'task' | 'exec';
+  readonly kind: 'task' | 'exec' | 'invoke';
   readonly state: JobState;
   readonly tasks: readonly string[];
   /** The request was an array (a batch): the result is the list of its tasks, even of one. */
@@ -57,6 +81,10 @@ export interface JobRecord {
   readonly exec: { readonly from: number; readonly count: number } | null;
   /** sha256 of the request body, when an Idempotency-Key was given. */
   readonly bodyHash: string | null;
+  /** For invocation jobs: what to invoke. */
+  readonly invoke?: InvokeRecord;
+  /** For invocation jobs, once done: how the invocation ended. */
+  readonly result?: InvocationResultRecord;
 }
 
 /** One command of a task, as recorded once it ended (the live state is the lessl task element's). */

@@ -49,6 +49,8 @@ export interface RouteDef<B, Q, P> {
   /** Or: a codec that only documents the body, and the decoder that validates it (a union decoded by shape). */
   readonly bodyDoc?: t.Mixed;
   readonly bodyDecode?: (u: unknown) => E.Either<HttpProblem, B>;
+  /** The body's media types, when not JSON (the OpenAPI document lists them). */
+  readonly consumes?: readonly string[];
   readonly query?: t.Decoder<unknown, Q> & t.Mixed;
   readonly params?: t.Decoder<unknown, P> & t.Mixed;
   readonly responses: Readonly<Record<number, ResponseDoc>>;
@@ -136,6 +138,7 @@ const schemaOf = <B, Q, P>(def: RouteDef<B, Q, P>): Record<string, unknown> => {
     tags: [...def.tags],
     ...(def.auth === 'none' ? { security: [] } : {}),
     ...(bodyCodec === undefined ? {} : { body: toJsonSchema(bodyCodec) }),
+    ...(def.consumes === undefined ? {} : { consumes: [...def.consumes] }),
     ...(def.query === undefined ? {} : { querystring: toJsonSchema(def.query) }),
     ...(def.params === undefined ? {} : { params: toJsonSchema(def.params) }),
     response: responseSchemas({ ...problems(def.auth), ...def.responses }),

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 export { createServer, type LesslServer, type ServerOptions } from './server.js';
-export { ownerAuthorizer, newToken, sha256, ADMIN } from './auth.js';
+export { ownerAuthorizer, serviceFunctionAuthorizer, newToken, sha256, ADMIN } from './auth.js';
 export { DEFAULT_POLICY, planTask, isTextType, type Policy, type TaskPlan, type FullLimits } from './plan.js';
 export * from './spec.js';
 export * from './stack.js';

@@ -2,6 +2,7 @@
  * Prometheus metrics (prom-client), on a registry of the server's own.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { FunctionStats, Invocation } from '@lessl/core';
 import type { PoolStats } from '@lessl/docker';
 import type { ServiceDb } from './db.js';
 
@@ -11,6 +12,8 @@ export interface Sources {
   readonly pool?: () => PoolStats | undefined;
   /** Images by state. */
   readonly images?: () => Promise<Readonly<Record<string, number>>>;
+  /** The functions' figures (containers by state). */
+  readonly functions?: () => readonly FunctionStats[];
 }
 
 /** The service's metrics. */
@@ -22,6 +25,8 @@ export interface Metrics {
   readonly requests: Histogram<'method' | 'route' | 'status'>;
   readonly accepted: Counter;
   readonly reaped: Counter;
+  /** Counts one invocation of a function (outcome, cold or warm, duration). */
+  invoked(inv: Invocation): void;
 }
 
 /** The job gauges: jobs by state, and those this process runs. */
@@ -99,6 +104,39 @@ const stateGauges = (registry: Registry, sources: Sources): void => {
   });
 };
 
+/** The functions' metrics: invocations by outcome and start, their durations, containers by state. */
+const functionMetrics = (registry: Registry, sources: Sources): ((inv: Invocation) => void) => {
+  const invocations = new Counter({
+    name: 'lessl_function_invocations_total',
+    help: 'function invocations by outcome (ok: exited 0) and start (cold: a container was started for it)',
+    labelNames: ['function', 'outcome', 'start'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'lessl_function_duration_seconds',
+    help: 'function invocations: seconds from start to end',
+    labelNames: ['function'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'lessl_function_containers',
+    help: "a function's containers by state (starting, idle, busy)",
+    labelNames: ['function', 'state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const f of sources.functions?.() ?? [])
+        for (const state of ['starting', 'idle', 'busy'] as const) this.set({ function: f.name, state }, f.containers[state]);
+    },
+  });
+  return (inv) => {
+    const outcome = inv.exitCode === 0 && inv.reason === 'exited' ? 'ok' : 'error';
+    invocations.inc({ function: inv.function, outcome, start: inv.cold ? 'cold' : 'warm' });
+    duration.observe({ function: inv.function }, inv.durationMs / 1000);
+  };
+};
+
 /** Makes the metrics; gauges read the queue, the pool and the images when scraped. */
 export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sources = {}): Metrics => {
   const registry = new Registry();
@@ -119,5 +157,6 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
   jobGauges(registry, db, running);
   poolCounters(registry, sources);
   stateGauges(registry, sources);
-  return { prometheus: registry, registry, requests, accepted, reaped };
+  const invoked = functionMetrics(registry, sources);
+  return { prometheus: registry, registry, requests, accepted, reaped, invoked };
 };

@@ -30,6 +30,8 @@ export interface Policy {
    * although they are loopback, private, link-local, shared or unspecified (refused otherwise).
    */
   readonly allowNetworks: readonly string[];
+  /** The largest request body of a function invocation (its stdin), in bytes: past it, 413. */
+  readonly maxInvokeBytes: number;
 }
 
 /** The default policy. */
@@ -42,6 +44,7 @@ export const DEFAULT_POLICY: Policy = {
   fetch: { maxBytes: 8 << 20, timeoutMs: 10_000, maxRedirects: 3 },
   imageStore: 'local',
   allowNetworks: [],
+  maxInvokeBytes: 6 << 20,
 };
 
 /** A file to put into the container. */
@@ -102,7 +105,11 @@ const LIMIT_KEYS = ['memory', 'cpus', 'pids', 'timeout', 'output'] as const;
  * A task's limits: those asked for, else the operator's defaults. A default above the caller's
  * maximum is lowered to it; only what the caller asked for is refused.
  */
-const limitsOf = (spec: TaskSpecV1, policy: Policy, maxima: FullLimits): E.Either<InvalidEntry, FullLimits> => {
+export const limitsOf = (
+  spec: { readonly limits?: Limits },
+  policy: Policy,
+  maxima: FullLimits,
+): E.Either<InvalidEntry, FullLimits> => {
   const asked = spec.limits ?? {};
   const past = LIMIT_KEYS.filter((k) => (asked[k] ?? 0) > maxima[k]);
   if (past.length > 0)
@@ -123,14 +130,20 @@ const limitsOf = (spec: TaskSpecV1, policy: Policy, maxima: FullLimits): E.Eithe
   });
 };
 
+/** Refuses a network the operator does not allow (tasks and functions alike). */
+export const checkNetwork = (policy: Policy, network: string): InvalidEntry | undefined =>
+  network !== 'none' && !policy.networks.includes(network)
+    ? invalidEntry(
+        `network "${network}" is not allowed here (allowed: none${policy.networks.map((n) => `, ${n}`).join('')})`,
+        '',
+        ['network'],
+      )
+    : undefined;
+
 /** Refuses a network the operator does not allow, and a ttl past the maximum. */
 const checkPolicy = (spec: TaskSpecV1, policy: Policy, network: string): InvalidEntry | undefined => {
-  if (network !== 'none' && !policy.networks.includes(network))
-    return invalidEntry(
-      `network "${network}" is not allowed here (allowed: none${policy.networks.map((n) => `, ${n}`).join('')})`,
-      '',
-      ['network'],
-    );
+  const net = checkNetwork(policy, network);
+  if (net !== undefined) return net;
   if (spec.ttl !== undefined && spec.ttl > policy.maxTtl)
     return invalidEntry(`ttl ${spec.ttl} is past the maximum ${policy.maxTtl}`, '', ['ttl']);
   return undefined;

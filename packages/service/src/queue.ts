@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { ErrorRecord, JobRecord, JobState, ServiceDb, TaskRecord } from './db.js';
+import type { ErrorRecord, InvokeRecord, JobRecord, JobState, ServiceDb, TaskRecord } from './db.js';
 import { FINAL_JOB_STATES } from './db.js';
 import type { TaskPlan } from './plan.js';
 import type { Runner } from './runner.js';
@@ -17,6 +17,15 @@ import type { Runner } from './runner.js';
 export const newId = (prefix: 'j' | 't'): string => `${prefix}_${randomBytes(10).toString('hex')}`;
 
 const now = (): string => new Date().toISOString();
+
+/** Runs an invocation job: answers the error that stopped it, or null (it keeps its result with the job). */
+export type Invoker = (job: JobRecord, signal: AbortSignal) => Promise<ErrorRecord | null>;
+
+/** Why an invocation job a crash left running is failed rather than run again. */
+const INTERRUPTED: ErrorRecord = {
+  tag: 'Unavailable',
+  message: 'the service stopped during the invocation (it may or may not have run): invoke again',
+};
 
 /** The queue. `start()` recovers and begins claiming. */
 export class JobQueue {
@@ -30,6 +39,8 @@ export class JobQueue {
     private readonly db: ServiceDb,
     private readonly runner: Runner,
     private readonly concurrency: number,
+    /** Runs invocation jobs (none: they fail as Unsupported). */
+    private readonly invoker?: Invoker,
   ) {
     this.emitter.setMaxListeners(0);
   }
@@ -109,6 +120,16 @@ export class JobQueue {
     return job;
   }
 
+  /** Accepts an invocation job of `owner` (one batch: the job and its queue entry, its input kept with it). */
+  async submitInvoke(owner: string, invoke: InvokeRecord): Promise<JobRecord> {
+    const job = await this.db.transact(() => {
+      const j: JobRecord = { ...newJob(newId('j'), this.db.nextSeq(), owner, 'invoke', [], false, null, null), invoke };
+      return { change: { enqueue: [j] }, result: j };
+    });
+    this.accepted(job);
+    return job;
+  }
+
   private accepted(job: JobRecord): void {
     this.emitter.emit('job', job);
     this.pump();
@@ -118,7 +139,9 @@ export class JobQueue {
   start(): void {
     this.stopped = false;
     const resumed = [...this.db.jobs.values()].filter((j) => j.state === 'running').sort((a, b) => a.seq - b.seq);
-    for (const j of resumed) this.launch(j);
+    // an invocation is not run twice: one a crash interrupted fails, the caller invokes again
+    for (const j of resumed) if (j.kind === 'invoke') void this.finish(j.id, 'failed', INTERRUPTED);
+    for (const j of resumed) if (j.kind !== 'invoke') this.launch(j);
     this.pump();
   }
 
@@ -214,6 +237,8 @@ export class JobQueue {
 
   private async execute(j: JobRecord, signal: AbortSignal): Promise<ErrorRecord | null> {
     if (j.kind === 'exec') return this.runner.run(j.tasks[0] ?? '', j.exec, signal);
+    if (j.kind === 'invoke')
+      return this.invoker?.(j, signal) ?? { tag: 'Unsupported', message: 'this service runs no functions' };
     const errors = await Promise.all(j.tasks.map((t) => this.runner.run(t, null, signal)));
     return errors.find((e) => e !== null) ?? null;
   }

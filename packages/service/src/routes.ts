@@ -9,6 +9,7 @@ import { imageRoutes, type ImageRoutes } from './images.js';
 import { operatorRoutes } from './operate.js';
 import type { RouteDeps } from './api/deps.js';
 import { eventRoutes } from './api/events.js';
+import { functionRoutes } from './api/functions.js';
 import { jobRoutes } from './api/jobs.js';
 import { schemaRoutes } from './api/schemas.js';
 import { serviceRoutes } from './api/service.js';
@@ -31,6 +32,7 @@ export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promis
       images.plugin,
       operatorRoutes(d.backend, d.policy),
       hostRoutes(d.backend),
+      functionRoutes(d),
     ]),
   );
   await app.register(serviceRoutes(d.db, d.queue, d.metrics));

@@ -47,6 +47,11 @@ export class Runner {
   closing = false;
   constructor(private readonly d: RunnerDeps) {}
 
+  /** The shell commands run with (`['/bin/sh', '-c']` unless the server was given another). */
+  get shell(): readonly string[] {
+    return this.d.shell;
+  }
+
   private get b(): Backend {
     return this.d.backend;
   }
@@ -325,7 +330,8 @@ const commandAt = (rec: Pick<TaskRecord, 'commands' | 'id'>, i: number): Command
   return c;
 };
 
-const executorOptions = (plan: TaskPlan): ExecutorOptions => ({
+/** The executor options of a plan's limits and network (tasks and functions alike). */
+export const executorOptions = (plan: Pick<TaskPlan, 'network' | 'limits'>): ExecutorOptions => ({
   network: plan.network,
   memoryBytes: plan.limits.memory,
   cpus: plan.limits.cpus,

@@ -14,7 +14,7 @@ import { invalidEntry, LesslError, notFound, runtimeError, unwrap, type Logger }
 import { registryOpenFailure } from '@lessl/level';
 import { type Backend, type Durability } from '@lessl/kit';
 import { EgressGuard, openDockerBackend, type DockerBackendOptions, type PreloadResult } from '@lessl/docker';
-import { bootstrapAdmin, ownerAuthorizer } from './auth.js';
+import { bootstrapAdmin, ownerAuthorizer, serviceFunctionAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
 import { makeMetrics, type Metrics } from './metrics.js';
 import { DEFAULT_POLICY, type Policy } from './plan.js';
@@ -25,6 +25,7 @@ import type { ImageRoutes } from './images.js';
 import { configurePool, operationsOf, orThrow, preloadImages, type PoolConfig, type PreloadImage } from './operate.js';
 import { Runner } from './runner.js';
 import { EventCursors } from './cursors.js';
+import { FunctionDesk } from './functions.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
 
 /** The retention windows of `o`, checked: each a known key and a non-negative number of seconds. */
@@ -141,6 +142,7 @@ const openStorage = async (
       registry: { db: reg },
       durability,
       authorize: ownerAuthorizer,
+      authorizeFunction: serviceFunctionAuthorizer,
       egress: { allowNetworks: policy.allowNetworks },
       // the backend reports through the server's own (pino) logger, unless the caller gave it one
       ...(logger === undefined || o.docker?.logger !== undefined ? {} : { logger }),
@@ -375,17 +377,20 @@ const prepareWork = (
   retention: Retention,
 ) => {
   const runner = new Runner({ backend, db, policy, egress, shell: o.shell ?? ['/bin/sh', '-c'] });
-  const queue = new JobQueue(db, runner, o.concurrency ?? 4);
+  // invocation jobs run on the function desk (made below, once the metrics are)
+  const queue = new JobQueue(db, runner, o.concurrency ?? 4, (j, signal) => functions.runJob(j, signal));
   const routesOf: { images?: ImageRoutes } = {};
   const metrics = makeMetrics(db, () => queue.active, {
     pool: () => operationsOf(backend).pool?.stats(),
     images: async () => (await routesOf.images?.counts()) ?? {},
+    functions: () => functions.stats(),
   });
+  const functions = new FunctionDesk({ backend, db, policy, shell: runner.shell, metrics });
   const removeTask = taskRemover(db, queue, runner);
   const hasElements = async (t: string): Promise<boolean> => runner.busy(t) || (await runner.hasElements(t));
   const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
   const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
-  return { runner, queue, routesOf, metrics, removeTask, reaper };
+  return { runner, queue, routesOf, metrics, removeTask, reaper, functions };
 };
 
 /** Finishes the removals a crash interrupted: a deleted task keeps no element. */

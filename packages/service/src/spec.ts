@@ -102,7 +102,7 @@ export const ResourceC = describe(
 /** A resource as given on the wire. */
 export type Resource = t.TypeOf<typeof ResourceC>;
 
-/** Environment variables (names and values as processes take them). */
+/** Environment variables: names as the shell takes them, at most 256. */
 export const EnvC = describe(
   refine(
     t.record(t.string, t.string),
@@ -120,7 +120,8 @@ export const EnvC = describe(
   'environment variables',
 );
 
-const CommandC = refine(t.string, (s) => s.length > 0 && s.length <= 65536 && !s.includes('\0'), 'Command', {
+/** One shell command (no NUL, at most 64 KiB). */
+export const CommandC = refine(t.string, (s) => s.length > 0 && s.length <= 65536 && !s.includes('\0'), 'Command', {
   type: 'string',
   minLength: 1,
   maxLength: 65536,

@@ -5,25 +5,36 @@
 import * as t from 'io-ts';
 import { taskStatusOf } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
+import { strict } from './codec.js';
 import type { JobRecord, TaskRecord } from './db.js';
+import { InvocationResultC, resultView } from './functions.js';
 import { elementsOf, readElement, SERVICE } from './elements.js';
 
 const nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null]);
 const ErrorC = t.type({ tag: t.string, message: t.string });
 
 /** A job as the API shows it. */
-export const JobViewC = t.type({
-  id: t.string,
-  kind: t.keyof({ task: null, exec: null }),
-  state: t.keyof({ queued: null, running: null, done: null, failed: null, cancelled: null }),
-  tasks: t.array(t.string),
-  created: t.string,
-  started: nullable(t.string),
-  ended: nullable(t.string),
-  error: nullable(ErrorC),
-  /** Where the result is: the task (or the batch's task list) once done. */
-  location: nullable(t.string),
-});
+export const JobViewC = strict(
+  'JobView',
+  {
+    id: t.string,
+    kind: t.keyof({ task: null, exec: null, invoke: null }),
+    state: t.keyof({ queued: null, running: null, done: null, failed: null, cancelled: null }),
+    tasks: t.array(t.string),
+    created: t.string,
+    started: nullable(t.string),
+    ended: nullable(t.string),
+    error: nullable(ErrorC),
+    /** Where the result is: the task (or the batch's task list) once done. */
+    location: nullable(t.string),
+  },
+  {
+    /** Invocation jobs: the function invoked. */
+    function: t.string,
+    /** Invocation jobs, once done: how the invocation ended, its stdout and stderr. */
+    result: InvocationResultC,
+  },
+);
 /** A job view. */
 export type JobView = t.TypeOf<typeof JobViewC>;
 
@@ -68,7 +79,7 @@ export const TaskPageC = t.type({ items: t.array(TaskViewC), next: nullable(t.st
 
 /** The URL a finished job points to. */
 export const jobLocation = (j: JobRecord): string | null =>
-  j.state !== 'done' ? null : j.batch ? `/v1/tasks?job=${j.id}` : `/v1/tasks/${j.tasks[0] ?? ''}`;
+  j.state !== 'done' || j.kind === 'invoke' ? null : j.batch ? `/v1/tasks?job=${j.id}` : `/v1/tasks/${j.tasks[0] ?? ''}`;
 
 /** The view of a job. */
 export const jobView = (j: JobRecord): JobView => ({
@@ -81,6 +92,8 @@ export const jobView = (j: JobRecord): JobView => ({
   ended: j.ended,
   error: j.error,
   location: jobLocation(j),
+  ...(j.invoke === undefined ? {} : { function: j.invoke.function }),
+  ...(j.result === undefined ? {} : { result: resultView(j.result) }),
 });
 
 const INLINE = 64 << 10;

@@ -5,7 +5,7 @@
 import { unwrap, utf8 } from '@lessl/core';
 import { Registry } from '@lessl/level';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
-import { createServer, ownerAuthorizer, type LesslServer, type ServerOptions } from '@lessl/service';
+import { createServer, ownerAuthorizer, serviceFunctionAuthorizer, type LesslServer, type ServerOptions } from '@lessl/service';
 
 export const ADMIN_TOKEN = 'lsl_test-admin-token-0123456789';
 
@@ -44,7 +44,15 @@ export const start = async (
   const { baseImageData, registry: given, ...opts } = options;
   const own = opts.backend === undefined ? await Registry.open({ memory: true }) : undefined;
   const backend =
-    opts.backend ?? (await unwrap(openMemoryBackend({ authorize: ownerAuthorizer, run: opts.run ?? shell, registry: own })));
+    opts.backend ??
+    (await unwrap(
+      openMemoryBackend({
+        authorize: ownerAuthorizer,
+        authorizeFunction: serviceFunctionAuthorizer,
+        run: opts.run ?? shell,
+        registry: own,
+      }),
+    ));
   await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: baseImageData ?? new Uint8Array([1, 2, 3]) }));
   const server = await createServer({ adminToken: ADMIN_TOKEN, reapIntervalMs: 3_600_000, ...opts, backend });
   const url = await server.listen();

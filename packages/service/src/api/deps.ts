@@ -6,6 +6,7 @@ import { conflict } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
 import type { EgressGuard } from '@lessl/docker';
 import type { EventCursors } from '../cursors.js';
+import type { FunctionDesk } from '../functions.js';
 import type { JobRecord, ServiceDb, TaskRecord } from '../db.js';
 import type { Metrics } from '../metrics.js';
 import type { Policy } from '../plan.js';
@@ -26,6 +27,8 @@ export interface RouteDeps {
   /** The per-user event ids of `GET /v1/events`. */
   readonly cursors: EventCursors;
   readonly metrics: Metrics;
+  /** The functions of the service's users (`backend.functions` on their behalf). */
+  readonly functions: FunctionDesk;
   /** Removes a task (kill, containers, volumes, results) and marks it; shared with the reaper. */
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
 }

@@ -30,6 +30,8 @@ const mineFor =
   (d: RouteDeps, user: UserRecord) =>
   async (e: LesslEvent): Promise<boolean> => {
     if (user.admin) return true;
+    const fnOwner = await d.functions.ownerOf(e);
+    if (fnOwner !== undefined) return fnOwner === user.name;
     const task = serviceTaskOf(e.id.key);
     if (task !== undefined) return d.db.tasks.get(task)?.owner === user.name;
     // the caller's own elements: those the authorizer lets them read, but not public ones

@@ -18,7 +18,7 @@ import { JobViewC, TaskViewC } from '../views.js';
 import { answerJob, answerRetry, type RouteDeps } from './deps.js';
 
 /** The caller's maxima: their own, else the operator's. */
-const maximaOf = (u: UserRecord, p: Policy): FullLimits => ({ ...p.maxima, ...(u.maxima ?? {}) });
+export const maximaOf = (u: UserRecord, p: Policy): FullLimits => ({ ...p.maxima, ...(u.maxima ?? {}) });
 
 /** A request's idempotency: the caller's key (hashed) and the body's hash, or undefined without the header. */
 const idempotencyOf = (req: FastifyRequest, user: UserRecord): { key: string; bodyHash: string } | undefined => {
