@@ -8,6 +8,7 @@ import { clientProblem, LesslError, type LesslClient } from './client.js';
 import { ago, cut, note, table, writeJson, type Io } from './commands.js';
 import { functionLogs, invoke, invokeAsync, listFunctions, putFunction, removeFunction, type FunctionBody } from './functions.js';
 import { messageOf } from './unknown.js';
+import { FunctionParamsC } from '@lessl/service/stack';
 
 /** The flags of `lessl fn deploy`. */
 export interface DeployFlags {
@@ -93,6 +94,8 @@ export const fnDeploy = async (
   argv: readonly string[],
   f: DeployFlags,
 ): Promise<number> => {
+  if (!FunctionParamsC.is({ name }))
+    throw invalid(`not a function name: ${name} (lower-case letters, digits, . _ -, at most 64)`, 'name');
   const { view, created } = await putFunction(c, name, deployBody(argv, f));
   if (io.json) writeJson(io, view);
   else io.out.write(`${view.name} version ${view.version}${created ? ' (created)' : ''}\n`);

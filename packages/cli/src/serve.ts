@@ -9,7 +9,14 @@ import * as E from 'fp-ts/lib/Either.js';
 import { keyOf, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
-import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
+import {
+  createServer,
+  ownerAuthorizer,
+  serviceFunctionAuthorizer,
+  type LesslServer,
+  type Policy,
+  type ServerOptions,
+} from '@lessl/service';
 import { clientProblem, LesslError } from './client.js';
 import { messageOf } from './unknown.js';
 
@@ -79,9 +86,19 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
 export const defaultDataDir = (): string =>
   process.env.LESSL_DATA ?? join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'lessl');
 
-/** The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c`. */
-const memoryShell: FakeProcess = (spec, io) =>
-  tinyShell({ ...spec, cmd: spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd }, io);
+const isChunks = (u: unknown): u is AsyncIterable<Uint8Array> => typeof u === 'object' && u !== null && Symbol.asyncIterator in u;
+
+/**
+ * The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c`; a lone `cat` copies its
+ * stdin (a function's input) to its stdout.
+ */
+export const memoryShell: FakeProcess = async (spec, io) => {
+  const cmd = spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd;
+  const stdin: unknown = Reflect.get(io, 'stdin');
+  if (!['cat', 'sh -c cat'].includes(cmd.join(' ')) || !isChunks(stdin)) return tinyShell({ ...spec, cmd }, io);
+  for await (const chunk of stdin) io.stdout(chunk);
+  return 0;
+};
 
 const readPolicy = async (file: string): Promise<Partial<Policy>> => {
   try {
@@ -97,6 +114,7 @@ const openMemory = async (data: string | undefined, durability: Durability) => {
   return unwrap(
     openMemoryBackend({
       authorize: ownerAuthorizer,
+      authorizeFunction: serviceFunctionAuthorizer,
       run: memoryShell,
       durability,
       ...(data === undefined ? {} : { registry: { location: join(data, 'memory-registry') } }),

@@ -28,12 +28,7 @@ import type { Metrics } from './metrics.js';
 import { checkNetwork, imageId, limitsOf, type FullLimits, type Policy } from './plan.js';
 import { HttpProblem } from './problem.js';
 import { executorOptions } from './runner.js';
-import {
-  InvocationLogC,
-  InvocationResultC,
-  type FunctionBody,
-  type FunctionView,
-} from './function-wire.js';
+import { InvocationLogC, InvocationResultC, type FunctionBody, type FunctionView } from './function-wire.js';
 
 export {
   FunctionBodyC,

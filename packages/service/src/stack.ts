@@ -13,6 +13,7 @@ import { ImageSourceC } from './sources.js';
 export {
   FunctionBodyC,
   FunctionListC,
+  FunctionParamsC,
   FunctionViewC,
   InvocationLogC,
   type FunctionBody,
