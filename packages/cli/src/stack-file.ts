@@ -10,7 +10,7 @@ import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml
 import { STACK_SCHEMA, StackC, type Stack } from '@lessl/service/stack';
 import type { ValidationError } from 'io-ts';
 import { clientProblem, LesslError } from './client.js';
-import { messageOf } from './unknown.js';
+import { field, messageOf } from './unknown.js';
 
 /** One thing wrong with a stack file. */
 export interface StackProblem {
@@ -62,6 +62,14 @@ const positionOf = (doc: Document, lc: LineCounter, path: readonly string[], key
 const requiredOf = (u: unknown): string[] =>
   typeof u === 'object' && u !== null && 'required' in u && Array.isArray(u.required) ? u.required.map(String) : [];
 
+/** The values a discriminated union's tag takes (its branches' `const`s). */
+const tagsOf = (schema: unknown): string[] => {
+  const branches = field(schema, 'oneOf');
+  const tag = field(field(schema, 'discriminator'), 'propertyName');
+  if (!Array.isArray(branches) || typeof tag !== 'string') return [];
+  return branches.map((b) => String(field(field(field(b, 'properties'), tag), 'const')));
+};
+
 /** A person's message for an ajv error. */
 const messageOfError = (e: ErrorObject): string => {
   const p: Record<string, unknown> = e.params;
@@ -82,6 +90,8 @@ const messageOfError = (e: ErrorObject): string => {
       return `must be one of ${(Array.isArray(p['allowedValues']) ? p['allowedValues'] : []).map(String).join(', ')}`;
     case 'const':
       return `must be ${JSON.stringify(p['allowedValue'])}`;
+    case 'discriminator':
+      return `must be one of ${tagsOf(e.parentSchema).join(', ')}`;
     default:
       return e.instancePath === '' && e.keyword === 'type'
         ? 'a stack file is a map: version: 1, images, functions'
@@ -96,6 +106,7 @@ const problemOf = (doc: Document, lc: LineCounter, e: ErrorObject): StackProblem
   const keyOf: Readonly<Record<string, unknown>> = {
     additionalProperties: p['additionalProperty'],
     required: p['missingProperty'],
+    discriminator: p['tag'],
   };
   const named = e.propertyName ?? keyOf[e.keyword];
   const key = named === undefined ? undefined : String(named);
@@ -140,7 +151,7 @@ export const parseStack = (text: string): StackRead => {
     };
   const value: unknown = doc.toJS();
   const problems = schemaProblems(doc, lc, value);
-  if (problems.length > 0) return { ok: false, problems };
+  if (problems.length > 0) return { ok: false, problems: problems.sort((a, b) => a.line - b.line || a.col - b.col) };
   const d = StackC.decode(value);
   return d._tag === 'Left' ? { ok: false, problems: codecProblems(doc, lc, d.left) } : { ok: true, stack: d.right };
 };
