@@ -2,6 +2,7 @@
 # Brings up what lessl's Docker backend, tests and examples need on a Debian machine:
 #  - the Docker engine (docker.io), started with no bridge network when none answers;
 #  - busybox-static (the base image is built from /bin/busybox);
+#  - gcc and libc6-dev (npm run build compiles the in-container agent, packages/docker/agent);
 #  - Debian's docker-registry on 127.0.0.1:5000 (loopback only), for pull tests.
 # Safe to run repeatedly: it only installs or starts what is missing.
 set -euo pipefail
@@ -18,6 +19,9 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# the in-container agent of warm containers is built from source (npm run build: gcc -static)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -27,6 +27,15 @@ test.each(packages)('packages/%s packs with LICENSE, README, dist and types', as
   expect(files.filter((f) => f.startsWith('test/'))).toEqual([]);
 });
 
+test('@lessl/docker ships the in-container agent, built from source by npm run build', async () => {
+  const dir = join(root, 'packages', 'docker');
+  const { stdout } = await promisify(execFile)('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: dir });
+  const [info] = JSON.parse(stdout) as { files: { path: string; mode: number }[] }[];
+  const agent = (info?.files ?? []).find((f) => f.path === 'agent/lessl-agent');
+  expect(agent?.mode).toBe(0o755);
+  expect((info?.files ?? []).map((f) => f.path)).toContain('agent/lessl-agent.c');
+});
+
 interface Manifest {
   name: string;
   private?: boolean;

@@ -37,6 +37,7 @@ import {
   type StoreConfig,
   type Unavailable,
 } from '@lessl/core';
+import { DockerFunctions } from './functions.js';
 import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type CommonOpenOptions } from '@lessl/level';
 import { assemble, recordDoor, type Backend, type RecordDoor } from '@lessl/kit';
 import { dockerSystem } from './client/system.js';
@@ -80,6 +81,15 @@ export { ImageSourceC, type ImageSource } from './sources.js';
 export { EgressGuard, EgressRefused, egressRefusal, guardedFetch } from './egress.js';
 export { DEFAULT_CALL_TIMEOUT_MS } from './guard.js';
 export { LOCAL_HOST } from './host.js';
+export {
+  AgentContainer,
+  startAgentContainer,
+  type AgentContainerSpec,
+  type AgentRun,
+  type AgentRunEnd,
+  type AgentRunRequest,
+} from './agent/container.js';
+export { agentBinary } from './agent/binary.js';
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
   IMAGE_MISSING_PENALTY,
@@ -372,6 +382,7 @@ const assembleOn = ({
         ? routedExecutorDriver(hosts, opts.faults, live)
         : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
     supports: capabilitiesOf(opts),
+    functions: new DockerFunctions(hosts.primary, registry),
     ...(opts.authorize === undefined ? {} : { authorize: opts.authorize }),
     ...(opts.authorizeFunction === undefined ? {} : { authorizeFunction: opts.authorizeFunction }),
     ...(opts.outputBytes === undefined ? {} : { runtime: { outputBytes: opts.outputBytes } }),

@@ -12,6 +12,7 @@ export const LABEL = {
   task: 'lessl.task',
   helper: 'lessl.helper',
   pool: 'lessl.pool',
+  function: 'lessl.function',
   roPrefix: 'lessl.ro.',
 } as const;
 
@@ -64,6 +65,12 @@ export const helperLabels = (instance: string, owner: string): Record<string, st
 export const poolLabels = (instance: string, profile: string): Record<string, string> => ({
   [LABEL.registry]: instance,
   [LABEL.pool]: profile,
+});
+
+/** The labels of a function's container: this registry's, and the function's name and version. */
+export const functionLabels = (instance: string, name: string, version: number): Record<string, string> => ({
+  [LABEL.registry]: instance,
+  [LABEL.function]: `${name}@${version}`,
 });
 
 /** The label of the shared helper image (no registry's: every registry on an engine uses it). */

@@ -22,6 +22,7 @@ import {
   nameCollision,
   notFound,
   permissionDenied,
+  unavailable,
   unsupported,
   type CallContext,
   type DeployError,
@@ -252,6 +253,8 @@ export class FunctionRuntime implements Functions {
     if (E.isLeft(s)) return E.left({ ...s.left, keys: s.left.keys.map((k) => `spec.${k}`) });
     if (s.right.daemon === true || s.right.restart !== undefined)
       return E.left(invalidEntry('a function runs one process per invocation: no daemon, no restart', id, ['spec.daemon']));
+    if ((s.right.credentials ?? []).length > 0)
+      return E.left(unsupported(id, 'spec.credentials', 'functions take no credentials: pass what they need as input'));
     const spec: TaskSpec = { ...s.right, interaction: { ...s.right.interaction, stdin: true } };
     const refused = unsupportedField(id, { ...spec, interaction: { ...spec.interaction, stdin: false } });
     return refused === undefined ? E.right(spec) : E.left(refused);
@@ -347,8 +350,17 @@ export class FunctionRuntime implements Functions {
     try {
       const r = await driver.invoke({ id, fn: f, stdin, output: (s, d) => out.add(s, d), signal: stop.signal });
       if (E.isLeft(r)) return this.failed(f, id, started, r.left);
+      if (r.right.reason === 'lost' && why() === undefined)
+        return this.failed(
+          f,
+          id,
+          started,
+          unavailable(functionKey(f.name), 'the container of the invocation died under it (it is discarded)'),
+        );
       if (why() === 'aborted') return E.left(aborted(functionKey(f.name), signal?.reason));
-      return E.right(await this.finish(f, id, started, out, { ...r.right, reason: why() ?? r.right.reason }));
+      const stopped = why();
+      const end = stopped === undefined ? r.right : { ...r.right, reason: stopped, exitCode: null };
+      return E.right(await this.finish(f, id, started, out, end));
     } finally {
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);

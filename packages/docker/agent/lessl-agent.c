@@ -1,0 +1,440 @@
+/*
+ * lessl-agent: the main process of a warm container. It runs the commands lessl sends it over
+ * one byte stream (fd 0 in, fd 1 out: the container's attach stream), so a warm task costs a
+ * fork and an exec, not Docker API round trips. It is PID 1: it reaps every zombie.
+ *
+ * Frames, both ways: type (1 byte), run (u32, big-endian), length (u32, big-endian), payload.
+ *   in   'R' run:   NUL-terminated strings: user, group, cwd, argc, argv..., envc, env...
+ *                   (user and group: a number or a name from /etc/passwd and /etc/group, or
+ *                   empty: root; env entries are set over the agent's own environment)
+ *        'I' stdin: bytes for the run's stdin;  'E': its stdin ends
+ *        'K' kill:  1 byte, the signal, sent to the run's process group
+ *        'P' ping:  answered with 'P' and the same payload
+ *   out  'S' started: u32 pid;  'O' stdout bytes;  'e' stderr bytes
+ *        'A' stdin taken: u32, bytes of 'I' frames written to the command (or dropped: its
+ *            stdin closed), so lessl keeps a bounded window of stdin in flight
+ *        'X' exit: i32, the exit code, or 128 + the signal that ended it (after all its output),
+ *            then 1 byte: 1 when the command could not be started (the reason is on stderr)
+ *            and its file does not exist, else 0
+ * Output is read only as fast as fd 1 takes it (back-pressure reaches the command's pipes);
+ * stdin is written without blocking (what the command has not read yet waits here).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_RUNS 256
+#define MAX_FRAME (1u << 20)
+
+struct run {
+  uint32_t id;
+  pid_t pid;
+  int out, err, in; /* pipe ends, -1 when closed */
+  int status;       /* set once reaped */
+  int reaped;
+  char *pending;    /* stdin not written yet */
+  size_t pending_len;
+  int stdin_eof;
+};
+
+static struct run runs[MAX_RUNS];
+/* Capabilities the agent holds only to switch users and signal runs (its arguments): dropped from
+ * every run's bounding set, so a run has exactly the container's configured capabilities. */
+static int drop_caps[64];
+static int n_drop_caps;
+static int sig_pipe[2];
+
+static void on_sigchld(int s) {
+  (void)s;
+  int e = errno;
+  (void)!write(sig_pipe[1], "c", 1);
+  errno = e;
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int read_all(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r == 0) return -1;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static void put_u32(unsigned char *b, uint32_t v) {
+  b[0] = v >> 24, b[1] = v >> 16, b[2] = v >> 8, b[3] = v;
+}
+
+static uint32_t get_u32(const unsigned char *b) {
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static void send_frame(char type, uint32_t id, const void *data, uint32_t len) {
+  unsigned char h[9];
+  h[0] = (unsigned char)type;
+  put_u32(h + 1, id);
+  put_u32(h + 5, len);
+  if (write_all(1, h, 9) < 0 || (len > 0 && write_all(1, data, len) < 0)) _exit(0); /* lessl is gone */
+}
+
+static struct run *find(uint32_t id) {
+  for (int i = 0; i < MAX_RUNS; i++)
+    if (runs[i].pid != 0 && runs[i].id == id) return &runs[i];
+  return NULL;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+/* The run's end goes out once it is reaped and both its outputs reached their end. */
+static void maybe_finish(struct run *r) {
+  if (!r->reaped || r->out >= 0 || r->err >= 0) return;
+  unsigned char b[5] = {0};
+  int code = WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128 + WTERMSIG(r->status);
+  put_u32(b, (uint32_t)code);
+  send_frame('X', r->id, b, 5);
+  close_fd(&r->in);
+  free(r->pending);
+  memset(r, 0, sizeof *r);
+}
+
+/* Splits a run frame's NUL-terminated fields; answers how many, at most max. */
+static int fields(char *p, uint32_t len, char **out, int max) {
+  int n = 0;
+  char *end = p + len;
+  while (p < end && n < max) {
+    char *z = memchr(p, '\0', (size_t)(end - p));
+    if (z == NULL) break;
+    out[n++] = p;
+    p = z + 1;
+  }
+  return n;
+}
+
+static int numeric(const char *s) {
+  if (*s == '\0') return 0;
+  for (; *s; s++)
+    if (*s < '0' || *s > '9') return 0;
+  return 1;
+}
+
+/*
+ * Finds a line of a colon-separated file (/etc/passwd, /etc/group) whose field 0 is `name`, or
+ * (name NULL) whose field 2 is `id`; copies it into line and splits it into f. Read with plain
+ * stdio: a static binary must not load the C library's name services.
+ */
+static int lookup(const char *path, const char *name, unsigned long id, char *line, size_t size, char **f, int nf) {
+  FILE *fp = fopen(path, "re");
+  if (fp == NULL) return 0;
+  int found = 0;
+  while (!found && fgets(line, (int)size, fp) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    int n = 0;
+    for (char *p = line; n < nf; n++) {
+      f[n] = p;
+      p = strchr(p, ':');
+      if (p == NULL) {
+        n++;
+        break;
+      }
+      *p++ = '\0';
+    }
+    if (n < 3) continue;
+    found = name != NULL ? strcmp(f[0], name) == 0 : numeric(f[2]) && strtoul(f[2], NULL, 10) == id;
+  }
+  fclose(fp);
+  return found;
+}
+
+/* The groups that list `user` as a member (its supplementary groups); answers how many. */
+static int member_groups(const char *user, gid_t *out, int max) {
+  FILE *fp = fopen("/etc/group", "re");
+  if (fp == NULL) return 0;
+  int n = 0;
+  char line[4096];
+  while (n < max && fgets(line, sizeof line, fp) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    char *rest = line;
+    strsep(&rest, ":"), strsep(&rest, ":");
+    char *gid = strsep(&rest, ":"), *members = rest, *m;
+    if (gid == NULL || members == NULL || !numeric(gid)) continue;
+    while (n < max && (m = strsep(&members, ",")) != NULL)
+      if (strcmp(m, user) == 0) out[n++] = (gid_t)strtoul(gid, NULL, 10);
+  }
+  fclose(fp);
+  return n;
+}
+
+/* Why a child could not start its command: which step, and errno. */
+struct failure {
+  int step; /* 1 user, 2 group, 3 cwd, 4 exec, 5 capabilities */
+  int err;
+};
+
+static _Noreturn void fail(int fd, int step, int err) {
+  struct failure x = {step, err};
+  (void)!write(fd, &x, sizeof x);
+  _exit(step == 4 && err == ENOENT ? 127 : 126);
+}
+
+/*
+ * In the child: takes on the run's user and group (as Docker does: a name or a number, the
+ * user's primary group and the groups that list it, HOME from its entry unless the run sets it).
+ */
+static void become(const char *user, const char *group, int fd) {
+  char line[4096], gline[4096];
+  char *pw[7], *gr[4];
+  if (*user == '\0' && *group == '\0') return;
+  unsigned long uid = 0, gid = 0;
+  int known = 0;
+  if (*user != '\0') {
+    known = lookup("/etc/passwd", numeric(user) ? NULL : user, strtoul(user, NULL, 10), line, sizeof line, pw, 7);
+    if (!known && !numeric(user)) fail(fd, 1, ENOENT);
+    uid = known ? strtoul(pw[2], NULL, 10) : strtoul(user, NULL, 10);
+    gid = known && numeric(pw[3]) ? strtoul(pw[3], NULL, 10) : 0;
+  }
+  if (*group != '\0') {
+    int g = lookup("/etc/group", numeric(group) ? NULL : group, strtoul(group, NULL, 10), gline, sizeof gline, gr, 4);
+    if (!g && !numeric(group)) fail(fd, 2, ENOENT);
+    gid = g ? strtoul(gr[2], NULL, 10) : strtoul(group, NULL, 10);
+  }
+  gid_t groups[NGROUPS_MAX < 256 ? NGROUPS_MAX : 256];
+  int ng = known ? member_groups(pw[0], groups, (int)(sizeof groups / sizeof *groups)) : 0;
+  if (setgroups((size_t)ng, groups) < 0 || setgid((gid_t)gid) < 0) fail(fd, 2, errno);
+  if (setuid((uid_t)uid) < 0) fail(fd, 1, errno);
+  if (getenv("LESSL_AGENT_HOME_SET") == NULL) setenv("HOME", known && pw[5] != NULL ? pw[5] : "/", 1);
+}
+
+/* In the child: the run's process, in its own process group, with its pipes, user, cwd and env. */
+static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi, int po, int pe, int fd) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGCHLD, SIG_DFL);
+  signal(SIGPIPE, SIG_DFL);
+  setsid();
+  dup2(pi, 0), dup2(po, 1), dup2(pe, 2);
+  unsetenv("LESSL_AGENT_HOME_SET");
+  for (int i = 0; i < envc; i++) {
+    if (strncmp(env[i], "HOME=", 5) == 0) setenv("LESSL_AGENT_HOME_SET", "1", 1);
+    putenv(env[i]);
+  }
+  for (int i = 0; i < n_drop_caps; i++)
+    if (prctl(PR_CAPBSET_DROP, drop_caps[i], 0, 0, 0) < 0) fail(fd, 5, errno);
+  become(f[0], f[1], fd);
+  unsetenv("LESSL_AGENT_HOME_SET");
+  if (f[2][0] != '\0' && chdir(f[2]) < 0) fail(fd, 3, errno);
+  execvp(argv[0], argv);
+  fail(fd, 4, errno);
+}
+
+/* A run that could not start: why on its stderr, then its exit (127 and the not-found mark, or 126). */
+static void refuse(uint32_t id, const char *what, const char *detail, int err) {
+  char msg[512];
+  int n = snprintf(msg, sizeof msg, "lessl-agent: %s%s: %s\n", what, detail, err == 0 ? "cannot start" : strerror(err));
+  send_frame('e', id, msg, (uint32_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1));
+  unsigned char b[5];
+  put_u32(b, what[0] == 'e' && err == ENOENT ? 127 : 126);
+  b[4] = what[0] == 'e' && err == ENOENT;
+  send_frame('X', id, b, 5);
+}
+
+/* Waits for the child's exec: answers 0 once it ran, else reports why it could not. */
+static int started(uint32_t id, int fd, char **f, char **argv) {
+  struct failure x;
+  ssize_t n;
+  while ((n = read(fd, &x, sizeof x)) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  if (n != (ssize_t)sizeof x) return 0;
+  static const char *steps[] = {"", "unable to find user ", "unable to find group ", "cd ", "exec ", "drop capabilities"};
+  const char *detail = x.step == 1 ? f[0] : x.step == 2 ? f[1] : x.step == 3 ? f[2] : x.step == 5 ? "" : argv[0];
+  refuse(id, steps[x.step >= 1 && x.step <= 5 ? x.step : 4], detail, x.err);
+  return -1;
+}
+
+static void start_run(uint32_t id, char *payload, uint32_t len) {
+  static char *f[4096];
+  int n = fields(payload, len, f, 4096);
+  int argc = n >= 5 ? atoi(f[3]) : 0;
+  int envc = argc >= 1 && 4 + argc < n ? atoi(f[4 + argc]) : -1;
+  struct run *r = NULL;
+  for (int i = 0; i < MAX_RUNS && r == NULL; i++)
+    if (runs[i].pid == 0) r = &runs[i];
+  int po[2], pe[2], pi[2], ps[2];
+  if (envc < 0 || 5 + argc + envc > n || r == NULL || pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 ||
+      pipe2(pi, O_CLOEXEC) < 0 || pipe2(ps, O_CLOEXEC) < 0)
+    return refuse(id, "run", "", 0);
+  char **argv = calloc((size_t)argc + 1, sizeof *argv);
+  for (int i = 0; i < argc; i++) argv[i] = f[4 + i];
+  pid_t pid = fork();
+  if (pid == 0) child(f, argv, f + 5 + argc, envc, pi[0], po[1], pe[1], ps[1]);
+  close(pi[0]), close(po[1]), close(pe[1]), close(ps[1]);
+  if (pid < 0 || started(id, ps[0], f, argv) < 0) {
+    close(pi[1]), close(po[0]), close(pe[0]);
+    if (pid < 0) refuse(id, "fork", "", errno);
+    free(argv);
+    return;
+  }
+  free(argv);
+  fcntl(pi[1], F_SETFL, O_NONBLOCK);
+  *r = (struct run){.id = id, .pid = pid, .out = po[0], .err = pe[0], .in = pi[1]};
+  unsigned char b[4];
+  put_u32(b, (uint32_t)pid);
+  send_frame('S', id, b, 4);
+}
+
+/* Tells lessl that `n` bytes of the run's stdin left the agent (written, or dropped). */
+static void taken(uint32_t id, size_t n) {
+  unsigned char b[4];
+  if (n == 0) return;
+  put_u32(b, (uint32_t)n);
+  send_frame('A', id, b, 4);
+}
+
+/* Writes what stdin it can without blocking; closes stdin once it ended and all is written. */
+static void flush_stdin(struct run *r) {
+  size_t done = 0;
+  while (r->in >= 0 && r->pending_len > 0) {
+    ssize_t w = write(r->in, r->pending, r->pending_len);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      done += r->pending_len; /* the command closed its stdin: the rest is dropped */
+      r->pending_len = 0;
+      close_fd(&r->in);
+      break;
+    }
+    memmove(r->pending, r->pending + w, r->pending_len - (size_t)w);
+    r->pending_len -= (size_t)w;
+    done += (size_t)w;
+  }
+  taken(r->id, done);
+  if (r->stdin_eof && r->pending_len == 0) close_fd(&r->in);
+}
+
+static void control(void) {
+  unsigned char h[9];
+  if (read_all(0, h, 9) < 0) exit(0); /* the channel closed: lessl is gone; commands keep running */
+  uint32_t id = get_u32(h + 1), len = get_u32(h + 5);
+  if (len > MAX_FRAME) exit(2);
+  char *p = malloc(len + 1);
+  if (len > 0 && read_all(0, p, len) < 0) exit(0);
+  p[len] = '\0';
+  struct run *r = find(id);
+  if (h[0] == 'R' && r == NULL) start_run(id, p, len);
+  else if (h[0] == 'I' && r != NULL && r->in >= 0 && !r->stdin_eof) {
+    r->pending = realloc(r->pending, r->pending_len + len);
+    memcpy(r->pending + r->pending_len, p, len);
+    r->pending_len += len;
+    flush_stdin(r);
+  } else if (h[0] == 'I')
+    taken(id, len); /* no such run, or its stdin is closed: dropped */
+  else if (h[0] == 'E' && r != NULL) {
+    r->stdin_eof = 1;
+    flush_stdin(r);
+  } else if (h[0] == 'K' && r != NULL && len == 1 && !r->reaped)
+    kill(-r->pid, p[0]);
+  else if (h[0] == 'P')
+    send_frame('P', id, p, len);
+  free(p);
+}
+
+static void reap(void) {
+  char c[64];
+  while (read(sig_pipe[0], c, sizeof c) > 0) {
+  }
+  for (;;) {
+    int st;
+    pid_t pid = waitpid(-1, &st, WNOHANG);
+    if (pid <= 0) return;
+    for (int i = 0; i < MAX_RUNS; i++)
+      if (runs[i].pid == pid) {
+        runs[i].status = st, runs[i].reaped = 1;
+        maybe_finish(&runs[i]);
+      }
+  }
+}
+
+/* Relays one read of a run's output; at its end the pipe closes. */
+static void relay(struct run *r, int *fd, char type) {
+  static char buf[65536];
+  ssize_t n = read(*fd, buf, sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n <= 0) {
+    close_fd(fd);
+    maybe_finish(r);
+    return;
+  }
+  send_frame(type, r->id, buf, (uint32_t)n);
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc && n_drop_caps < 64; i++) drop_caps[n_drop_caps++] = atoi(argv[i]);
+  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of runs come back here to be reaped */
+  if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
+  struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGCHLD, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  for (;;) {
+    struct pollfd pf[2 + 3 * MAX_RUNS];
+    struct run *who[2 + 3 * MAX_RUNS];
+    int *which[2 + 3 * MAX_RUNS];
+    int n = 0;
+    pf[n++] = (struct pollfd){.fd = 0, .events = POLLIN};
+    pf[n++] = (struct pollfd){.fd = sig_pipe[0], .events = POLLIN};
+    for (int i = 0; i < MAX_RUNS; i++) {
+      struct run *r = &runs[i];
+      if (r->pid == 0) continue;
+      if (r->out >= 0) who[n] = r, which[n] = &r->out, pf[n++] = (struct pollfd){.fd = r->out, .events = POLLIN};
+      if (r->err >= 0) who[n] = r, which[n] = &r->err, pf[n++] = (struct pollfd){.fd = r->err, .events = POLLIN};
+      if (r->in >= 0 && r->pending_len > 0)
+        who[n] = r, which[n] = &r->in, pf[n++] = (struct pollfd){.fd = r->in, .events = POLLOUT};
+    }
+    if (poll(pf, (nfds_t)n, -1) < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    if (pf[1].revents) reap();
+    for (int i = 2; i < n; i++) {
+      if (pf[i].revents == 0 || who[i]->pid == 0) continue;
+      if (which[i] == &who[i]->in) flush_stdin(who[i]);
+      else relay(who[i], which[i], which[i] == &who[i]->out ? 'O' : 'e');
+    }
+    if (pf[0].revents) control();
+  }
+}
