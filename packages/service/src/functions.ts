@@ -30,16 +30,7 @@ import { HttpProblem } from './problem.js';
 import { executorOptions } from './runner.js';
 import { InvocationLogC, InvocationResultC, type FunctionBody, type FunctionView } from './function-wire.js';
 
-export {
-  FunctionBodyC,
-  FunctionListC,
-  FunctionParamsC,
-  FunctionViewC,
-  InvocationLogC,
-  InvocationResultC,
-  type FunctionBody,
-  type FunctionView,
-} from './function-wire.js';
+export * from './function-wire.js';
 
 /** Refuses a body that names both or neither of `argv` and `cmd`, or more minimum than maximum containers. */
 export const checkBody = (b: FunctionBody): HttpProblem | undefined => {

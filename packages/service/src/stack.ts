@@ -10,15 +10,7 @@ import { annotate, describe, refine, strict, toJsonSchema, type JsonSchema } fro
 import { FunctionBodyC } from './function-wire.js';
 import { ImageSourceC } from './sources.js';
 
-export {
-  FunctionBodyC,
-  FunctionListC,
-  FunctionParamsC,
-  FunctionViewC,
-  InvocationLogC,
-  type FunctionBody,
-  type FunctionView,
-} from './function-wire.js';
+export * from './function-wire.js';
 
 /** The version of the stack file format this service reads. */
 export const STACK_VERSION = 1;
