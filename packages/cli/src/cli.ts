@@ -33,6 +33,15 @@ const int =
     return n;
   };
 
+/** A positive number option (fractions allowed). */
+const positive =
+  (what: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a number above 0`);
+    return n;
+  };
+
 /** Prints a failure on stderr (`lessl: Tag: detail`, or the problem document with --json); answers the exit status. */
 export const report = (e: unknown, io: Pick<Io, 'err' | 'json'>): number => {
   const p: Problem =
@@ -282,7 +291,7 @@ const fnCommands = (p: Command, act: Act): void => {
     .option('--idle <seconds>', 'remove its containers after this long without invocations', int('--idle', 1))
     .option('--timeout <seconds>', 'each invocation is killed after this long', int('--timeout', 1))
     .option('--memory <bytes>', 'memory per container (e.g. 536870912, 512m, 1g)')
-    .option('--cpus <n>', 'CPUs per container (fractions allowed)', Number)
+    .option('--cpus <n>', 'CPUs per container (fractions allowed)', positive('--cpus'))
     .option('--public', 'every user may invoke it (admins only)')
     .option('--description <text>', 'free text')
     .action(act(async (c, io, name: string, argv: string[], f: DeployFlags) => fns.fnDeploy(c, io, name, argv, f)));
