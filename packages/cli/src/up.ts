@@ -143,6 +143,7 @@ const conflicts = (stack: Stack, s: Server): string[] => {
 
 /** Reads the service and computes the plan of a stack; conflicts throw before anything is applied. */
 export const planStack = async (c: LesslClient, stack: Stack, prune: boolean): Promise<Step[]> => {
+  await c.requireRoute('GET', '/v1/functions'); // an older service: Unsupported, not a bare 404
   const [me, functions, images] = await Promise.all([whoami(c), listFunctions(c), c.images()]);
   const s: Server = { me, functions, images };
   const bad = conflicts(stack, s);

@@ -7,12 +7,14 @@
  * `--prune` removes what the file dropped, and a failure part-way says what was applied.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { STACK_SCHEMA } from '@lessl/service/stack';
 import { formatProblem, loadStack, parseStack } from '../src/stack-file.js';
-import { start, type Harness } from './harness.js';
+import { lessl, start, type Harness } from './harness.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -329,5 +331,21 @@ describe('lessl up', () => {
     expect(pruned.code, pruned.stderr).toBe(0);
     expect(pruned.stdout).toMatch(/- function tool\s+remove\n.*- image\s+tools\s+remove\n/s);
     expect((await images()).map((i) => i.name).sort()).toEqual(['busybox', 'own']);
+  });
+
+  test('a service without the functions API: Unsupported, naming the route', async () => {
+    const old = createHttpServer((req, res) => {
+      res.writeHead(req.url === '/openapi.json' ? 200 : 404, { 'content-type': 'application/json' });
+      res.end(req.url === '/openapi.json' ? JSON.stringify({ paths: { '/v1/tasks': { post: {} } } }) : '{}');
+    });
+    await new Promise<void>((resolve) => old.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = old.address() as AddressInfo;
+      const r = await lessl(['up', '-f', stackFile('lessl.yml', BASE)], { url: `http://127.0.0.1:${port}`, token: 'lsl_x' });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^lessl: Unsupported: the service at \S+ has no route GET \/v1\/functions/);
+    } finally {
+      await new Promise((resolve) => old.close(resolve));
+    }
   });
 });
