@@ -7,6 +7,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import { pack } from 'tar-stream';
 import { isLesslError, type AnyError, type ErrorTag, type EventSource, type LesslEvent, type StoreConfig } from '@lessl/core';
+import type { TestBackend } from './types.js';
 
 /** The stores every case can rely on. */
 export const STORES: readonly StoreConfig[] = [
@@ -56,6 +57,16 @@ export const sh = (script: string, extra: Record<string, unknown> = {}): Record<
   cmd: ['sh', '-c', script],
   ...extra,
 });
+
+/** Creates an image from `data` (a new ID each call); answers its ID. */
+export const newImage = async (
+  l: { readonly stores: TestBackend['stores'] },
+  data: () => Promise<Uint8Array>,
+): Promise<string> => {
+  const id = `image://local/${uniq('img')}`;
+  await ok(l.stores.image.create({ id, data: await data() }), 'create image');
+  return id;
+};
 
 /** UTF-8 bytes. */
 export const b = (s: string): Uint8Array => new TextEncoder().encode(s);

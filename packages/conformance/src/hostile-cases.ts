@@ -332,7 +332,7 @@ const hostileRun = (f: Fixtures, a: TaskArgs): Hostile => {
 };
 
 const taskGroup: Group<TaskArgs> = {
-  name: 'tasks: status, wait, logs and kill; run()',
+  name: 'tasks: status, wait, logs, kill and input; run()',
   args: (f) => {
     const tasks = [value(f.idle), value(f.ended)];
     return fc.record({
@@ -368,6 +368,8 @@ const taskGroup: Group<TaskArgs> = {
     await p.iterated(label('tasks.logs', [ended, a.map]), () => t.logs(f.ended, ill(a.map)), false);
     await p.te(label('tasks.kill', [a.a, a.b]), () => t.kill(ill(a.a), ill(a.b)));
     await p.te(label('tasks.kill', [ended, a.map]), () => t.kill(f.ended, ill(a.map)));
+    await p.te(label('tasks.input', [a.a, a.map, a.b]), () => t.input(ill(a.a), ill(a.map), ill(a.b)));
+    await p.te(label('tasks.input', [ended, a.b, a.map]), () => t.input(f.ended, ill(a.b), ill(a.map)));
     const req = hostileRun(f, a);
     await p.te(label('run', [req]), () => l.run(ill(req)));
   },
@@ -440,6 +442,7 @@ const facadeGroup: Group<FacadeArgs> = {
     const ended = value(f.ended);
     await p.promised(label('promise(tasks).wait', [ended, a.c]), () => t.wait(f.ended, ill(a.c)));
     await p.promised(label('promise(tasks).kill', [a.a, a.c]), () => t.kill(ill(a.a), ill(a.c)));
+    await p.promised(label('promise(tasks).input', [a.a, a.b, a.c]), () => t.input(ill(a.a), ill(a.b), ill(a.c)));
     await p.iterated(label('promise(tasks).logs', [a.a, a.c]), () => t.logs(ill(a.a), ill(a.c)), false);
     await p.promised(label('promise(backend).run', [a.a]), () => promise(l).run(ill(a.a)));
     const ev = promise(l.events);

@@ -12,6 +12,7 @@ import { compositionCases } from './composition-cases.js';
 import { eventCases } from './event-cases.js';
 import { smallTar, STORES } from './harness.js';
 import { hostileCases, type HostileTally } from './hostile-cases.js';
+import { inputCases } from './input-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { manifestCases } from './manifest-cases.js';
 import { modelCases } from './model-cases.js';
@@ -83,6 +84,7 @@ export const suite = (
     ...eventCases(o),
     ...lifecycleCases(o, data),
     ...specCases(o, data),
+    ...inputCases(o, data),
     ...modelCases(o),
     ...persistenceCases(o),
     ...hostileCases(o, data, hostile),

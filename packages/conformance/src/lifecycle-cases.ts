@@ -7,7 +7,7 @@
  * the memory backend's tiny shell.
  */
 import { text, type LesslEvent, type OutputChunk, type TaskResult } from '@lessl/core';
-import { assert, fails, ok, recording, STORES, sh, uniq } from './harness.js';
+import { assert, fails, ok, recording, STORES, sh, uniq, newImage } from './harness.js';
 import { needs, type Capability } from './capabilities.js';
 import { illTyped } from './hostile.js';
 import type { Case, SuiteOptions, TestBackend } from './types.js';
@@ -20,11 +20,7 @@ export const lifecycleCases = (o: SuiteOptions, data: () => Promise<Uint8Array>)
     cases.push(need === undefined ? c : needs(o, need, c));
   };
 
-  const image = async (l: TestBackend): Promise<string> => {
-    const id = `image://local/${uniq('img')}`;
-    await ok(l.stores.image.create({ id, data: await data() }), 'create image');
-    return id;
-  };
+  const image = (l: TestBackend): Promise<string> => newImage(l, data);
   /** Creates a task and starts it in a new executor; answers the task ID once the commit returned. */
   const start = async (l: TestBackend, img: string, spec: Record<string, unknown>): Promise<{ task: string; x: string }> => {
     const task = `task://local/${uniq('t')}`;

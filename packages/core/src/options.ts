@@ -21,6 +21,8 @@ export const CallContextProps = { principal: Principal, signal: AbortSignalC, on
 export const UpdateOptionsProps = { ifRevision: NonNegInt };
 /** `JoinOptions`. */
 export const JoinOptionsProps = { mountpoint: t.string, readOnly: t.boolean };
+/** `InputOptions` of `tasks.input`: a call context. */
+export const InputOptionsProps = CallContextProps;
 /** `WaitOptions`: a call context. */
 export const WaitOptionsProps = CallContextProps;
 /** `LogsOptions`. */
@@ -58,6 +60,7 @@ export const RunRequestProps = {
   spec: t.unknown,
   options: t.unknown,
   keep: t.boolean,
+  stdin: t.unknown,
 };
 /** One of a `RunRequest`'s `volumes`. */
 export const RunVolumeProps = { id: t.unknown, mountpoint: t.unknown, readOnly: t.boolean };

@@ -108,7 +108,18 @@ export interface TaskControl {
   logs(id: IdLike, opts?: LogsOptions): AsyncIterable<OutputChunk>;
   /** Ends the task's running process (container or exec); resolves with its final status. Idempotent. */
   kill(id: IdLike, opts?: KillOptions): TaskEither<TaskError, TaskStatus>;
+  /**
+   * Gives the next run of a task whose spec takes input (`interaction.stdin: true`, else
+   * `InvalidEntry` naming `spec.interaction.stdin`) its stdin: call it before the commit that
+   * starts the run. A run of such a task without input gets an empty stdin (closed at once); a
+   * second call before the run replaces the first. Input is held in memory, not in the registry:
+   * a run followed again after a restart has no stdin. A bad `data` is `InvalidEntry` naming `stdin`.
+   */
+  input(id: IdLike, data: TaskInput, opts?: InputOptions): TaskEither<TaskError, void>;
 }
+
+/** Options of `tasks.input`. */
+export interface InputOptions extends CallContext {}
 
 /**
  * A process's input (its stdin): bytes, text (sent as UTF-8), or a stream of chunks (read as

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import type { AnyError, EndReason } from '@lessl/core';
-import type { RunSink } from '@lessl/kit';
+import { pipeInput, type RunSink } from '@lessl/kit';
 import { fromDocker, isConnectionError, isDockerError, statusOf } from './errors.js';
 import { envOf, secretTar } from './executor-settings.js';
 import type { ContainerRuns } from './executor-follow.js';
@@ -125,7 +125,8 @@ const followExec = async (runs: ContainerRuns, sink: RunSink, run: ExecRun, stre
 
 /**
  * Runs a task inside a running container with exec; returns once it has started. In a warm
- * container (`warm`), the task is the container's only one: its end removes the container.
+ * container (`warm`), the task is the container's only one: its end removes the container. A
+ * run with input gets its stdin attached: written on the exec's stream, then half-closed.
  */
 export const startExec = async (
   runs: ContainerRuns,
@@ -143,14 +144,17 @@ export const startExec = async (
       Env: [...envOf(sink), `LESSL_EXEC=${marker}`],
       ...(spec.pwd === undefined ? {} : { WorkingDir: spec.pwd }),
       ...(spec.user === undefined ? {} : { User: spec.user }),
+      AttachStdin: sink.stdin !== undefined,
       AttachStdout: true,
       AttachStderr: true,
       Tty: false,
     });
-    const stream = readableOf(await exec.start(execId, { hijack: true, stdin: false }));
+    const socket = await exec.start(execId, { hijack: true, stdin: sink.stdin !== undefined });
     const run: ExecRun = { containerId, execId, marker, warm };
     announce(runs, sink, run);
-    void followExec(runs, sink, run, stream, new Demux((s, data) => sink.output(s, data))).catch(() => undefined);
+    // the input is written as the process takes it, then stdin is half-closed (the process reads end of file)
+    if (sink.stdin !== undefined) void pipeInput(sink.stdin, socket);
+    void followExec(runs, sink, run, readableOf(socket), new Demux((s, data) => sink.output(s, data))).catch(() => undefined);
     return E.right(undefined);
   } catch (err) {
     if (!isDockerError(err)) throw err;

@@ -3,11 +3,11 @@
  * container's process (a warm container from the pool when one fits, else a container made for
  * it), is killed through Docker's signals, and is stopped by an unbind.
  */
-import type { Readable } from 'node:stream';
+import { Duplex, type Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, restarts, runtimeError, type AnyError } from '@lessl/core';
-import type { CommitPlan, RunSink } from '@lessl/kit';
+import { pipeInput, type CommitPlan, type RunSink } from '@lessl/kit';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { putSecrets, startExec } from './executor-exec.js';
 import { follow, type ContainerRuns } from './executor-follow.js';
@@ -94,21 +94,46 @@ const createContainer = async (
   }
 };
 
+/** What a created container is attached with: its output (when read) and its stdin (when the run has input). */
+interface Attached {
+  /** The attach stream: output to follow (`output`), stdin to write (`input`), or both. */
+  readonly stream: Readable | undefined;
+  readonly output: boolean;
+  readonly input: Duplex | undefined;
+}
+
 /**
- * Prepares a created container before its start: the run's credential files, and its output
- * attached (a restarted daemon's output is read from Docker's log, and `log: none` reads
- * nothing: no attach). On failure the container is removed.
+ * Attaches to a created container: its output (a restarted daemon's output is read from Docker's
+ * log, and `log: none` reads nothing) and, for a run with input, its stdin (hijacked, so that
+ * stdin can be half-closed). Nothing to attach: no stream.
+ */
+const attachTo = async (runs: ContainerRuns, containerId: string, sink: RunSink): Promise<Attached> => {
+  const output = !restarts(sink.spec) && sink.spec.log?.destination !== 'none';
+  const withInput = sink.stdin !== undefined;
+  if (!output && !withInput) return { stream: undefined, output, input: undefined };
+  const io = { stdout: output, stderr: output, ...(withInput ? { stdin: true, hijack: true } : {}) };
+  const stream = readableOf(await runs.containers.attach(containerId, { stream: true, ...io }));
+  if (!withInput) return { stream, output, input: undefined };
+  if (!(stream instanceof Duplex)) {
+    stream.destroy();
+    throw new Error('the attach answered no stream to write stdin to');
+  }
+  if (!output) stream.resume(); // nothing reads it: let it flow so that its end is seen
+  return { stream, output, input: stream };
+};
+
+/**
+ * Prepares a created container before its start: the run's credential files, and its output and
+ * stdin attached (see `attachTo`). On failure the container is removed.
  */
 const prepareContainer = async (
   runs: ContainerRuns,
   containerId: string,
   sink: RunSink,
-): Promise<E.Either<AnyError, Readable | undefined>> => {
-  const attach = !restarts(sink.spec) && sink.spec.log?.destination !== 'none';
+): Promise<E.Either<AnyError, Attached>> => {
   try {
     await putSecrets(runs, containerId, sink);
-    const stream = attach ? await runs.containers.attach(containerId, { stream: true, stdout: true, stderr: true }) : undefined;
-    return E.right(stream === undefined ? undefined : readableOf(stream));
+    return E.right(await attachTo(runs, containerId, sink));
   } catch (err) {
     await runs.removeContainer(containerId);
     return E.left(fromDocker(sink.task, err));
@@ -143,6 +168,13 @@ const startContainer = async (
   }
 };
 
+/**
+ * The container settings of a run with input: stdin open and attached once (closed for good when
+ * the attach half-closes it). Without input: as they are.
+ */
+const withStdin = (cfg: Docker.ContainerCreateOptions, sink: RunSink): Docker.ContainerCreateOptions =>
+  sink.stdin === undefined ? cfg : { ...cfg, OpenStdin: true, StdinOnce: true, AttachStdin: true };
+
 /** The cold path: a container made for the task, prepared, started and followed; answers its ID. */
 const startCold = async (
   runs: ContainerRuns,
@@ -150,14 +182,17 @@ const startCold = async (
   cfg: Docker.ContainerCreateOptions,
   sink: RunSink,
 ): Promise<E.Either<AnyError, string>> => {
-  const c = await createContainer(runs, plan, cfg, sink.task);
+  const c = await createContainer(runs, plan, withStdin(cfg, sink), sink.task);
   if (E.isLeft(c)) return c;
-  const stream = await prepareContainer(runs, c.right, sink);
-  if (E.isLeft(stream)) return stream;
-  const started = await startContainer(runs, c.right, stream.right, sink.task);
+  const attached = await prepareContainer(runs, c.right, sink);
+  if (E.isLeft(attached)) return attached;
+  const { stream, output, input } = attached.right;
+  const started = await startContainer(runs, c.right, stream, sink.task);
   if (E.isLeft(started)) return started;
   announceMain(runs, sink, c.right);
-  follow(runs, sink, c.right, stream.right);
+  // the input is written as the process takes it, then stdin is half-closed (the process reads end of file)
+  if (sink.stdin !== undefined && input !== undefined) void pipeInput(sink.stdin, input);
+  follow(runs, sink, c.right, output ? stream : undefined);
   return E.right(c.right);
 };
 

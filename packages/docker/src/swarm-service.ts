@@ -51,9 +51,11 @@ export const restartOf = (spec: TaskSpec): { Condition: 'none' | 'any' | 'on-fai
   return { Condition: 'any' };
 };
 
-/** What Swarm cannot run before it is asked anything: a network, credential files. */
+/** What Swarm cannot run before it is asked anything: input, a network, credential files. */
 const refusedUpFront = (plan: CommitPlan, sink: RunSink): AnyError | undefined => {
   const o = plan.options;
+  if (sink.stdin !== undefined)
+    return unsupported(sink.task, 'spec.interaction.stdin', 'a Swarm service has no stdin to attach: run the task on an engine');
   if (o.network !== undefined && o.network !== 'none')
     return unsupported(
       sink.task,

@@ -1,7 +1,10 @@
 // Functions on the real engine: invocations through lessl-agent (no exec), reuse policies and
 // isolation between functions and owners, deadlines and caps, faults from outside (the
 // container killed or paused), removal under way, scale to zero, and nothing left behind.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -157,4 +160,27 @@ describe('functions on Docker', () => {
     expect(await eventually(async () => (await fnContainers('sleepy')).length === 0, 10_000)).toBe(true);
     expect(await invoke('sleepy')).toMatchObject({ cold: true, exitCode: 0 });
   }, 60_000);
+
+  test('a crash leaves function containers to the next open, which removes them; definitions stay', async () => {
+    const location = mkdtempSync(join(tmpdir(), 'lessl-fn-crash-'));
+    const fixture = join(import.meta.dirname, 'fixtures', 'functions-crash.mjs');
+    const stdout = await new Promise<string>((resolve) =>
+      execFile(process.execPath, [fixture, location], { timeout: 60_000 }, (_err, out) => resolve(String(out))),
+    );
+    const [instance, said] = stdout.split(' ');
+    expect(said).toBe('up\n');
+    const left = async (): Promise<number> =>
+      (await docker.listContainers({ all: true, filters: { label: [`lessl.registry=${instance ?? ''}`, 'lessl.function'] } }))
+        .length;
+    expect(await left()).toBe(1);
+    const again = await unwrap(openDockerBackend({ registry: { location } }));
+    try {
+      expect(await eventually(async () => (await left()) === 0)).toBe(true);
+      expect(await unwrap(again.functions.get('survivor'))).toMatchObject({ version: 1, reuse: 'per-function' });
+      expect(text((await unwrap(again.functions.invoke('survivor'))).stdout)).toBe('up\n');
+    } finally {
+      await again.close();
+      await purge(docker, instance ?? '');
+    }
+  }, 120_000);
 });

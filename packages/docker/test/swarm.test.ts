@@ -164,7 +164,7 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
     expect(((await worker.listVolumes()).Volumes ?? []).map((v) => v.Name)).not.toContain(name);
   });
 
-  test('exec into a running Swarm executor answers Unsupported; so does a network other than none', async () => {
+  test('exec into a running Swarm executor answers Unsupported; so do a network other than none and input', async () => {
     const daemon = `task://local/${n('d')}`;
     const second = `task://local/${n('exec')}`;
     await unwrap(l.stores.task.create({ id: daemon, spec: { cmd: ['sleep', '3600'], daemon: true } }));
@@ -184,6 +184,9 @@ describe.skipIf(hosts === undefined)('Swarm executor driver (s1 manager + s2 wor
 
     const net = await l.run({ image: BASE, spec: { cmd: ['true'] }, options: { network: 'bridge' } })();
     expect(net).toMatchObject({ _tag: 'Left', left: { _tag: 'Unsupported' } });
+    // a service has no stdin to attach: input is refused naming the spec field
+    const input = await l.run({ image: BASE, spec: { cmd: ['cat'] }, stdin: 'in' })();
+    expect(input).toMatchObject({ _tag: 'Left', left: { _tag: 'Unsupported', feature: 'spec.interaction.stdin' } });
   });
 
   test('a daemon survives a close of the backend: the reopened backend follows it, and unbind stops it', async () => {

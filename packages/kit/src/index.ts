@@ -19,4 +19,4 @@ export { TaskLifecycle } from './tasks.js';
 export { makeRun, teardown, type TeardownParts } from './run.js';
 export { NO_SECRETS, resolveSecrets, unsupportedField } from './spec.js';
 export { FunctionRuntime, FUNCTION_DEFAULTS, type FunctionsOptions } from './functions.js';
-export { inputOf, NO_INPUT } from './input.js';
+export { HeldInput, inputOf, NO_INPUT, pipeInput, readInput } from './input.js';

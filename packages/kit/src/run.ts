@@ -9,6 +9,7 @@ import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   aborted,
   decodeOptions,
+  decodeTaskSpec,
   invalidEntry,
   keyOf,
   keyPrefix,
@@ -24,6 +25,7 @@ import {
   type TaskControl,
   type TaskResult,
 } from '@lessl/core';
+import { readInput, type HeldInput } from './input.js';
 import { guard, type Wiring } from './wiring.js';
 
 const policyOk = (p: string | undefined): boolean => p === undefined || p === 'read-write';
@@ -53,6 +55,27 @@ const readRequest = (req: unknown): E.Either<ReturnType<typeof invalidEntry>, Ru
 
 type RunVolume = NonNullable<RunRequest['volumes']>[number];
 
+/** A run's input and the spec that takes it, or the spec as given when there is none. */
+interface RunInput {
+  readonly spec: unknown;
+  readonly stdin?: HeldInput;
+}
+
+/**
+ * A run given `stdin`: the input read once and the spec decoded with `interaction.stdin` set; a
+ * spec saying `interaction.stdin: false` is InvalidEntry naming `stdin`. Without `stdin`: the spec as is.
+ */
+const readRunInput = (req: RunRequest): E.Either<ReturnType<typeof invalidEntry>, RunInput> => {
+  if (req.stdin === undefined) return E.right({ spec: req.spec });
+  const stdin = readInput('', req.stdin);
+  if (E.isLeft(stdin)) return stdin;
+  const spec = decodeTaskSpec('', req.spec);
+  if (E.isLeft(spec)) return spec;
+  if (spec.right.interaction?.stdin === false)
+    return E.left(invalidEntry('stdin was given, but the spec says interaction.stdin: false', '', ['stdin']));
+  return E.right({ spec: { ...spec.right, interaction: { ...spec.right.interaction, stdin: true } }, stdin: stdin.right });
+};
+
 /**
  * Builds `run` over a backend's parts (backends expose it as `backend.run`).
  * @example
@@ -71,6 +94,8 @@ export const makeRun =
       const read = readRequest(request);
       if (E.isLeft(read)) return read;
       const req = read.right;
+      const input = readRunInput(req);
+      if (E.isLeft(input)) return input;
       const signal = req.signal;
       if (signal?.aborted === true) return E.left(aborted('', signal.reason));
       const where = (kind: ElementKind): string | undefined =>
@@ -86,9 +111,11 @@ export const makeRun =
         ...(req.principal === undefined ? {} : { principal: req.principal }),
         ...(signal === undefined ? {} : { signal }),
       };
-      const made = await stores.task.create({ id: task, spec: req.spec }, ctx)();
+      const made = await stores.task.create({ id: task, spec: input.right.spec }, ctx)();
       if (E.isLeft(made)) return made;
       try {
+        const given = input.right.stdin === undefined ? E.right(undefined) : await tasks.input(task, input.right.stdin, ctx)();
+        if (E.isLeft(given)) return given;
         return await startAndWait(composer, tasks, req, task, executor, ctx);
       } finally {
         if (req.keep !== true) await cleanUp({ stores, composer, tasks }, task, executor, ctx.principal);

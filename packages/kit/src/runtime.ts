@@ -18,6 +18,7 @@ import {
   type Logger,
 } from '@lessl/core';
 import { idOfKey, type RunOpener, type RunOutcome, type RunSink, type Secrets, type StartedRun } from './drivers.js';
+import { HeldInput, NO_INPUT } from './input.js';
 import { NO_SECRETS } from './spec.js';
 import type { CompositionRecord, EventDraft, MemberRecord, OutputRecord } from './records.js';
 import type { RegistryPort } from './port.js';
@@ -200,6 +201,9 @@ export class ActiveRun implements RunSink {
 export class TaskRuntime {
   private readonly runs = new Map<string, ActiveRun>();
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Input given to the next run of a task (`tasks.input`), in memory only. */
+  private readonly inputs = new Map<string, HeldInput>();
+  private readonly offDeleted: () => void;
   private readonly defaultCap: number;
   /** Where task starts and ends are reported. */
   readonly log: Logger;
@@ -210,6 +214,23 @@ export class TaskRuntime {
   ) {
     this.defaultCap = opts.outputBytes ?? DEFAULT_OUTPUT_BYTES;
     this.log = safeLogger(opts.logger);
+    // input held for a task that is deleted goes with it
+    this.offDeleted = registry.events.listen((e) => {
+      if (e.type === 'deleted' && e.id.kind === 'task') this.inputs.delete(e.id.key);
+    });
+  }
+
+  /** Holds `input` for the next run of `task` (replacing input given before). */
+  giveInput(task: string, input: HeldInput): void {
+    this.inputs.set(task, input);
+  }
+
+  /** The stdin of a run of `task` with `spec`: its held input, or an empty one; none when the spec takes no input. */
+  private takeInput(task: string, spec: TaskSpec): AsyncIterable<Uint8Array> | undefined {
+    if (spec.interaction?.stdin !== true) return undefined;
+    const held = this.inputs.get(task);
+    this.inputs.delete(task);
+    return held ?? NO_INPUT;
   }
 
   /** The active run of a task, if any. */
@@ -235,6 +256,7 @@ export class TaskRuntime {
         const spec = specs(task);
         const run = new ActiveRun(this, task, executor, prev + 1, spec, spec.limits?.outputBytes ?? this.defaultCap);
         run.setSecrets(secrets(task));
+        run.stdin = this.takeInput(task, spec);
         this.runs.set(task, run);
         opened.push(run);
         return run;
@@ -263,7 +285,11 @@ export class TaskRuntime {
     for (const r of runs) {
       r.openGate(persisted);
       if (persisted) r.armDeadline();
-      else r.close();
+      else {
+        // input the rolled-back run never read stays for the next one
+        if (r.stdin instanceof HeldInput && !r.stdin.touched && !this.inputs.has(r.task)) this.inputs.set(r.task, r.stdin);
+        r.close();
+      }
     }
   }
 
@@ -394,6 +420,8 @@ export class TaskRuntime {
   /** Flushes pending output of every run, stops its timers and wakes every waiter (runs stay where they are). */
   async close(): Promise<void> {
     this.closed = true;
+    this.offDeleted();
+    this.inputs.clear();
     await Promise.all(this.all().map((r) => r.flush()));
     for (const r of this.all()) r.close();
     for (const s of [...this.waiters.values()]) for (const fn of [...s]) fn();

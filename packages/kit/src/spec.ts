@@ -9,6 +9,7 @@ import {
   decodeExact,
   describeCause,
   isLesslError,
+  restarts,
   runtimeError,
   unsupported,
   type AnyError,
@@ -24,13 +25,14 @@ import type { Secrets, SecretFile } from './drivers.js';
 export const NO_SECRETS: Secrets = Object.freeze({ env: Object.freeze({}), files: Object.freeze([]) });
 
 /**
- * The first spec field that no backend honours yet, as `Unsupported` naming it: input on stdin
- * (`interaction.stdin: true`), a terminal (`interaction.tty: true`) and `log.destination: 'file'`
- * (the spec names no file). `false` and the other destinations are honoured.
+ * The first spec field that no backend honours yet, as `Unsupported` naming it: a terminal
+ * (`interaction.tty: true`), `log.destination: 'file'` (the spec names no file), and input
+ * (`interaction.stdin: true`) for a task that restarts (its input is read once: a restart would
+ * find none). `false` and the other destinations are honoured.
  */
 export const unsupportedField = (task: string, spec: TaskSpec): Unsupported | undefined => {
-  if (spec.interaction?.stdin === true)
-    return unsupported(task, 'spec.interaction.stdin', 'tasks take no input; pass data through a volume or env');
+  if (spec.interaction?.stdin === true && restarts(spec))
+    return unsupported(task, 'spec.interaction.stdin', 'a task that restarts takes no input: a restart would find none');
   if (spec.interaction?.tty === true) return unsupported(task, 'spec.interaction.tty', 'tasks run without a terminal');
   if (spec.log?.destination === 'file')
     return unsupported(task, 'spec.log.destination', "'file' names no file; use 'buffer' (kept by lessl) or 'none'");

@@ -11,6 +11,9 @@ import {
   describeId,
   FINAL_STATES,
   decodeOptions,
+  InputOptionsProps,
+  invalidEntry,
+  taskSpecOf,
   KillOptionsProps,
   LogsOptionsProps,
   WaitOptionsProps,
@@ -23,16 +26,19 @@ import {
   type CallContext,
   type Element,
   type IdLike,
+  type InputOptions,
   type KillOptions,
   type LogsOptions,
   type Operation,
   type OutputChunk,
   type TaskControl,
   type TaskError,
+  type TaskInput,
   type TaskResult,
   type TaskStatus,
   type WaitOptions,
 } from '@lessl/core';
+import { readInput } from './input.js';
 import type { ActiveRun, TaskRuntime } from './runtime.js';
 import { guard, principalOf, route, type Wiring } from './wiring.js';
 
@@ -189,6 +195,31 @@ export class TaskLifecycle implements TaskControl {
       }
       const now = this.w.registry.get(el.right.id.key);
       return now === undefined ? E.left(notFound(el.right.id.key)) : E.right(this.live(now));
+    });
+  }
+
+  /**
+   * Holds `data` as the stdin of the task's next run. Checks: options, the input's type, location,
+   * authorization (as for `kill`: the right to compose), existence, then a spec that takes input.
+   */
+  input(id: IdLike, data: TaskInput, opts?: InputOptions): TaskEither<TaskError, void> {
+    return guard<TaskError, void>(describeId(id), async () => {
+      const key = describeId(id);
+      const o = decodeOptions(InputOptionsProps, opts, 'input options', { id: key });
+      if (E.isLeft(o)) return o;
+      if (o.right.signal?.aborted === true) return E.left(aborted(key, o.right.signal.reason));
+      const input = readInput(key, data);
+      if (E.isLeft(input)) return input;
+      const el = this.locate(id, 'compose', o.right.principal === undefined ? {} : { principal: o.right.principal });
+      if (E.isLeft(el)) return el;
+      if (taskSpecOf(el.right.attributes)?.interaction?.stdin !== true)
+        return E.left(
+          invalidEntry(`task ${el.right.id.key} takes no input: its spec does not say interaction.stdin: true`, el.right.id.key, [
+            'spec.interaction.stdin',
+          ]),
+        );
+      this.rt.giveInput(el.right.id.key, input.right);
+      return E.right(undefined);
     });
   }
 }

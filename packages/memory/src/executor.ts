@@ -43,13 +43,56 @@ export const sleepUnless =
       signal.addEventListener('abort', done, { once: true });
     });
 
-/** What a fake process of `sink`'s run gets: its output goes to the sink, its credential files are readable. */
-const fakeIO = (sink: RunSink, signal: AbortSignal): FakeIO => ({
+/** A process's stdin: one reader of the run's input shared by every read, ending when the process is killed. */
+export class FakeStdin implements AsyncIterable<Uint8Array> {
+  private it: AsyncIterator<Uint8Array> | undefined;
+  private ended = false;
+  /** Resolves (with undefined) when the process is killed. */
+  private readonly killed: Promise<undefined>;
+
+  constructor(
+    private readonly input: AsyncIterable<Uint8Array> | undefined,
+    private readonly signal: AbortSignal,
+  ) {
+    this.killed = new Promise((res) => signal.addEventListener('abort', () => res(undefined), { once: true }));
+  }
+
+  /** The next chunk, or undefined at the end of the input (or once the process is killed). */
+  async next(): Promise<Uint8Array | undefined> {
+    if (this.ended || this.input === undefined || this.signal.aborted) return undefined;
+    this.it ??= this.input[Symbol.asyncIterator]();
+    const r = await Promise.race([this.it.next().catch(() => undefined), this.killed]);
+    if (r === undefined || r.done === true) this.ended = true;
+    return r === undefined || r.done === true ? undefined : r.value;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    for (let c = await this.next(); c !== undefined; c = await this.next()) yield c;
+  }
+
+  /** Everything left, in one array. */
+  async readAll(): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    for await (const c of this) parts.push(c);
+    return new Uint8Array(Buffer.concat(parts));
+  }
+
+  /** The process is gone: the producer of what it did not read is told (its `return`). */
+  close(): void {
+    this.ended = true;
+    void Promise.resolve(this.it?.return?.()).catch(() => undefined);
+  }
+}
+
+/** What a fake process of `sink`'s run gets: its output goes to the sink, its credential files and stdin are readable. */
+const fakeIO = (sink: RunSink, signal: AbortSignal, stdin: FakeStdin): FakeIO => ({
   files: new Map(sink.secrets.files.map((f) => [f.path, f.data])),
   stdout: (d) => sink.output('stdout', bytes(d)),
   stderr: (d) => sink.output('stderr', bytes(d)),
   signal,
   sleep: sleepUnless(signal),
+  stdin,
+  readAll: () => stdin.readAll(),
 });
 
 /** The run's spec with the credentials' environment added. */
@@ -102,14 +145,17 @@ class FakeProcesses {
   start(sink: RunSink, main: boolean): void {
     const ac = new AbortController();
     this.running.add(ac);
-    const io = fakeIO(sink, ac.signal);
+    const stdin = new FakeStdin(sink.stdin, ac.signal);
+    const io = fakeIO(sink, ac.signal, stdin);
     sink.started({
       process: { fake: true, main },
       kill: async (signal) => {
         if (!ac.signal.aborted) ac.abort(signal);
       },
     });
-    void this.follow(sink, io, ac, main).catch(() => sink.end({ exitCode: null, reason: 'lost' }).catch(() => undefined));
+    void this.follow(sink, io, ac, main)
+      .catch(() => sink.end({ exitCode: null, reason: 'lost' }).catch(() => undefined))
+      .finally(() => stdin.close());
   }
 
   /** Fake processes die with the backend, as processes die with their machine. */

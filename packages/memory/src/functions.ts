@@ -9,7 +9,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { FunctionInfo } from '@lessl/core';
 import type { DriverInvocation, DriverInvoked, FunctionDriver } from '@lessl/kit';
-import { sleepUnless } from './executor.js';
+import { FakeStdin, sleepUnless } from './executor.js';
 import type { FakeExit, FakeIO, FakeProcess } from './process.js';
 
 const encoder = new TextEncoder();
@@ -123,19 +123,23 @@ export class MemoryFunctions implements FunctionDriver {
 
   /** Runs the fake process with the invocation's input and output. */
   private async exec(inv: DriverInvocation): Promise<FakeExit> {
-    const io: FakeIO & { readonly stdin: AsyncIterable<Uint8Array> } = {
+    const stdin = new FakeStdin(inv.stdin, inv.signal);
+    const io: FakeIO = {
       files: new Map(),
       stdout: (d) => inv.output('stdout', bytes(d)),
       stderr: (d) => inv.output('stderr', bytes(d)),
       signal: inv.signal,
       sleep: sleepUnless(inv.signal),
-      stdin: inv.stdin,
+      stdin,
+      readAll: () => stdin.readAll(),
     };
     try {
       return await this.run(inv.fn.spec, io);
     } catch (err) {
       io.stderr(`fake process failed: ${err instanceof Error ? err.message : String(err)}\n`);
       return 1;
+    } finally {
+      stdin.close();
     }
   }
 

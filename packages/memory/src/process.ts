@@ -3,6 +3,7 @@
  * output, sleeps, and answers an exit code. Embedders plug their own (`openMemoryBackend({ run })`)
  * to unit-test code that reads output, exit codes, deadlines and kills without Docker.
  */
+import { createHash } from 'node:crypto';
 import type { TaskSpec } from '@lessl/core';
 
 /** What a fake process gets. */
@@ -17,6 +18,13 @@ export interface FakeIO {
   sleep(ms: number): Promise<void>;
   /** Files the task's credentials put in its filesystem, by absolute path. */
   readonly files: ReadonlyMap<string, Uint8Array>;
+  /**
+   * The process's stdin, as chunks (empty when the spec takes no input or none was given). One
+   * stream per process: each read goes on where the last stopped.
+   */
+  readonly stdin: AsyncIterable<Uint8Array>;
+  /** Reads what is left of stdin, to its end. */
+  readAll(): Promise<Uint8Array>;
 }
 
 /** What a fake process answers: its exit code, or `not-found` for a command that does not exist. */
@@ -49,6 +57,7 @@ const simple = async (argv: string[], io: FakeIO, env: Readonly<Record<string, s
       write(`${rest.join(' ')}\n`);
       return 0;
     case 'cat': {
+      if (rest.length === 0) for await (const chunk of io.stdin) write(chunk);
       for (const f of rest) {
         const data = io.files.get(f);
         if (data === undefined) {
@@ -59,17 +68,29 @@ const simple = async (argv: string[], io: FakeIO, env: Readonly<Record<string, s
       }
       return 0;
     }
+    case 'wc':
+      if (rest.length !== 1 || rest[0] !== '-c') break;
+      write(`${(await io.readAll()).byteLength}\n`);
+      return 0;
+    case 'sha256sum':
+      if (rest.length > 0) break;
+      write(
+        `${createHash('sha256')
+          .update(await io.readAll())
+          .digest('hex')}  -\n`,
+      );
+      return 0;
     case 'sleep':
       await io.sleep(Number(rest[0] ?? 0) * 1000);
       return io.signal.aborted ? (io.signal.reason === 'KILL' ? 137 : 143) : 0;
-    default:
-      io.stderr(`sh: ${cmd}: not found\n`);
-      return { exitCode: 127, notFound: true };
   }
+  io.stderr(`sh: ${cmd}: not found\n`);
+  return { exitCode: 127, notFound: true };
 };
 
 /**
- * The default fake process: a tiny shell. It runs `echo`, `cat FILE` (credential files), `sleep N`, `true`, `false`, `exit N`,
+ * The default fake process: a tiny shell. It runs `echo`, `cat FILE` (credential files), `cat`
+ * (stdin to stdout), `wc -c` (counts stdin), `sha256sum` (of stdin), `sleep N`, `true`, `false`, `exit N`,
  * `$NAME` from the spec's env and `>&2`, either as the command itself or inside `sh -c "a; b"`.
  * Anything else exits 127 (not found). A killed process exits 143 (TERM) or 137 (KILL).
  */

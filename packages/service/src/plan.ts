@@ -75,6 +75,8 @@ export interface TaskPlan {
   readonly mounts: readonly MountPlan[];
   readonly limits: FullLimits;
   readonly network: string;
+  /** The first command's input (base64); absent: none. Dropped once that command has started. */
+  readonly stdin?: string;
 }
 
 const TEXT =
@@ -166,6 +168,24 @@ const resourcesOf = (spec: TaskSpecV1): E.Either<InvalidEntry, { files: FilePlan
   return E.right({ files, mounts });
 };
 
+/**
+ * The first command's input as base64: `stdin` (text) or `stdin_base64`, not both, and only with a
+ * command to read it; bad base64 is refused. None: undefined.
+ */
+const stdinOf = (spec: TaskSpecV1): E.Either<InvalidEntry, string | undefined> => {
+  const { stdin, stdin_base64: b64 } = spec;
+  if (stdin === undefined && b64 === undefined) return E.right(undefined);
+  if (stdin !== undefined && b64 !== undefined)
+    return E.left(invalidEntry('give stdin or stdin_base64, not both', '', ['stdin', 'stdin_base64']));
+  const key = stdin === undefined ? 'stdin_base64' : 'stdin';
+  if ((spec.cmd ?? []).length === 0) return E.left(invalidEntry(`${key} needs a command in cmd to read it`, '', [key]));
+  if (stdin !== undefined) return E.right(Buffer.from(stdin, 'utf8').toString('base64'));
+  const bytes = decodeBase64(b64 ?? '');
+  return bytes === undefined
+    ? E.left(invalidEntry('stdin_base64 is not valid base64', '', ['stdin_base64']))
+    : E.right(bytes.toString('base64'));
+};
+
 /** Refuses resources that collide, go into / itself, or into more than 8 directories. */
 const checkPlaces = (files: readonly FilePlan[], mounts: readonly MountPlan[]): InvalidEntry | undefined => {
   const paths = [...files.map((f) => f.path), ...mounts.map((m) => m.mountpoint)];
@@ -196,6 +216,8 @@ export const planTask = (
   const { files, mounts } = res.right;
   const misplaced = checkPlaces(files, mounts);
   if (misplaced !== undefined) return E.left(misplaced);
+  const stdin = stdinOf(spec);
+  if (E.isLeft(stdin)) return stdin;
   return E.right({
     image: imageId(spec.image, policy.imageStore),
     daemon: spec.daemon === true,
@@ -208,6 +230,7 @@ export const planTask = (
     mounts,
     limits: limits.right,
     network,
+    ...(stdin.right === undefined ? {} : { stdin: stdin.right }),
   });
 };
 

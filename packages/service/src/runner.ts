@@ -150,7 +150,9 @@ export class Runner {
     // keep-alive main process holds the container while the commands are exec'd in turn
     const direct = !plan.daemon && rec.commands.length === 1;
     const main = await this.mainTask(rec, direct);
+    if (direct) await this.giveInput(rec, 0, main);
     await this.compose(rec, volumes, main, signal);
+    if (direct) await this.inputTaken(rec, 0);
     await this.update(id, (cur) => ({
       ...startedFields(plan),
       ...(direct ? { commands: replace(cur.commands, 0, { ...commandAt(cur, 0), state: 'running', startedAt: now() }) } : {}),
@@ -240,7 +242,22 @@ export class Runner {
       ...(Object.keys(env).length > 0 ? { env } : {}),
       ...(pwd === null ? {} : { pwd }),
       limits: { deadlineMs: rec.plan.limits.timeout * 1000, outputBytes: rec.plan.limits.output },
+      ...(i === 0 && rec.plan.stdin !== undefined ? { interaction: { stdin: true } } : {}),
     };
+  }
+
+  /** Hands the task's input to command `i` (the first one takes it), before the commit that starts it. */
+  private async giveInput(rec: TaskRecord, i: number, id: string): Promise<void> {
+    if (i === 0 && rec.plan.stdin !== undefined) await ok(this.b.tasks.input(id, Buffer.from(rec.plan.stdin, 'base64'), SERVICE));
+  }
+
+  /** Once command `i` has started with the task's input, the record keeps it no longer. */
+  private async inputTaken(rec: TaskRecord, i: number): Promise<void> {
+    if (i !== 0 || rec.plan.stdin === undefined) return;
+    await this.update(rec.id, (r) => {
+      const { stdin: _taken, ...plan } = r.plan;
+      return { plan };
+    });
   }
 
   /** One command: create its task element (unless a previous run did), bind it into the container, wait. */
@@ -253,7 +270,9 @@ export class Runner {
       await this.update(rec.id, (r) => ({
         commands: replace(r.commands, i, { ...commandAt(r, i), state: 'running', startedAt: now() }),
       }));
+      await this.giveInput(rec, i, id);
       await this.bindCommand(rec.id, id, signal);
+      await this.inputTaken(rec, i);
     }
     const res = await this.b.tasks.wait(id, { ...SERVICE, signal })();
     if (E.isRight(res)) return res.right;

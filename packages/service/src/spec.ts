@@ -153,6 +153,11 @@ export const TaskSpecC = describe(
         cmd: CommandsC,
         limits: LimitsC,
         network: describe(str(64, 1), 'the network mode: none (default); others only where the operator allows them'),
+        stdin: describe(
+          str(16 << 20),
+          'input for the first command: text, written to its stdin as UTF-8 (the other commands read an empty stdin)',
+        ),
+        stdin_base64: describe(str(22 << 20), 'input for the first command as base64, for binary input (instead of stdin)'),
       },
     ),
     (s) => s.daemon === true || (s.cmd?.length ?? 0) > 0,

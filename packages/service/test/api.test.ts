@@ -410,7 +410,21 @@ describe('service routes', () => {
     const post = doc.paths['/v1/tasks'].post;
     const spec = post.requestBody.content['application/json'].schema.oneOf[0];
     expect(Object.keys(spec.properties).sort()).toEqual(
-      ['cmd', 'daemon', 'env', 'image', 'limits', 'network', 'pwd', 'resources', 'task_name', 'ttl', 'version'].sort(),
+      [
+        'cmd',
+        'daemon',
+        'env',
+        'image',
+        'limits',
+        'network',
+        'pwd',
+        'resources',
+        'stdin',
+        'stdin_base64',
+        'task_name',
+        'ttl',
+        'version',
+      ].sort(),
     );
     expect(spec.additionalProperties).toBe(false);
     expect(Object.keys(doc.paths).sort()).toEqual(

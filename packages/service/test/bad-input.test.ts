@@ -68,6 +68,17 @@ describe('malformed requests are 4xx problems', () => {
     await problem(await post('{"image":"busybox","cmd":["true"]}', { 'content-type': 'text/plain' }), 415);
   });
 
+  test('stdin: both forms at once, bad base64, input without a command to read it, too long: refused, named', async () => {
+    const refused = async (spec: Record<string, unknown>, keys: string[]): Promise<void> => {
+      const p = await problem(await post(JSON.stringify({ image: 'busybox', ...spec })), 400);
+      expect(p).toMatchObject({ tag: 'InvalidEntry', keys });
+    };
+    await refused({ cmd: ['cat'], stdin: 'a', stdin_base64: 'YQ==' }, ['stdin', 'stdin_base64']);
+    await refused({ cmd: ['cat'], stdin_base64: 'not base64!' }, ['stdin_base64']);
+    await refused({ daemon: true, stdin: 'nobody reads this' }, ['stdin']);
+    await refused({ cmd: ['cat'], stdin: 5 }, ['stdin']);
+  });
+
   test('unknown fields are refused, named (a typo cannot pass for a spec)', async () => {
     const p = await problem(await post(JSON.stringify({ image: 'busybox', cmd: ['true'], limit: { memory: 1 } })), 400);
     expect(p).toMatchObject({ tag: 'InvalidEntry', keys: ['limit'] });

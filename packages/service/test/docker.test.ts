@@ -93,6 +93,26 @@ describe('the service on Docker', () => {
     expect(await containers()).toEqual([]);
   });
 
+  test('stdin: the first command reads the input (text, or base64 for binary); later commands read an empty stdin', async () => {
+    const post = async (spec: Json): Promise<Json> => {
+      const r = await call('/v1/tasks?wait=60', { method: 'POST', json: spec });
+      expect(r.status).toBe(201);
+      return (await r.json()) as Json;
+    };
+    // one command: it is the container's process
+    const one = await post({ image: 'busybox', cmd: ['cat'], stdin: 'hello from stdin\n' });
+    expect(one.commands.map((c: Json) => [c.exitCode, c.output])).toEqual([[0, 'hello from stdin\n']]);
+    // several: the first is exec'd with the input, the second reads end of file at once
+    const two = await post({ image: 'busybox', cmd: ['cat', 'cat; echo second'], stdin: 'first only\n' });
+    expect(two.commands.map((c: Json) => [c.exitCode, c.output])).toEqual([
+      [0, 'first only\n'],
+      [0, 'second\n'],
+    ]);
+    const bin = await post({ image: 'busybox', cmd: ['wc -c'], stdin_base64: Buffer.from([0, 1, 2, 255]).toString('base64') });
+    expect(bin.commands[0]).toMatchObject({ exitCode: 0, output: '4\n' });
+    expect(await containers()).toEqual([]);
+  });
+
   test('a daemon: PUT execs into the same container; DELETE kills and removes it, idempotently', async () => {
     const t = (await (
       await call('/v1/tasks?wait=60', { method: 'POST', json: { image: 'busybox', daemon: true, cmd: ['echo $$ > /tmp/pid'] } })
