@@ -180,6 +180,9 @@ export const invocationHeaders = (i: Invocation): Record<string, string> => ({
   'x-lessl-truncated': String(i.truncated),
 });
 
+/** Errors of an invocation that ran and failed (not the caller's: a lost container, a backend error). */
+const FAILURES: ReadonlySet<string> = new Set(['Unavailable', 'RuntimeError']);
+
 /** What the desk needs. */
 export interface DeskDeps {
   readonly backend: Backend;
@@ -190,7 +193,7 @@ export interface DeskDeps {
 }
 
 /** The SDK's answer, or the problem it maps to (another user's function: `absent`). */
-const orProblem = async <A>(r: Promise<E.Either<AnyError, A>>, absent: () => HttpProblem): Promise<A> => {
+const orProblem = async <A>(r: E.Either<AnyError, A> | Promise<E.Either<AnyError, A>>, absent: () => HttpProblem): Promise<A> => {
   const x = await r;
   if (E.isRight(x)) return x.right;
   if (x.left._tag === 'NotFound' || x.left._tag === 'PermissionDenied') throw absent();
@@ -262,7 +265,13 @@ export class FunctionDesk {
     const fns = this.sdk;
     const before = await fns.get(name, as(u.name))();
     const spec = sdkSpecOf(name, b, limits, this.d.policy.imageStore, this.d.shell);
-    const f = await orProblem(fns.deploy(spec, as(u.name))(), () => new HttpProblem(notFound(functionKey(name)), 404));
+    const r = await fns.deploy(spec, as(u.name))();
+    // the image was there a moment ago: one gone since is an unknown image, as above
+    if (E.isLeft(r))
+      throw r.left._tag === 'NotFound'
+        ? new HttpProblem(invalidEntry(`unknown image ${b.image}`, spec.image, ['image']), 400)
+        : new HttpProblem(r.left);
+    const f = r.right;
     return { view: this.view(f), created: E.isLeft(before) };
   }
 
@@ -290,7 +299,8 @@ export class FunctionDesk {
     signal?: AbortSignal,
   ): Promise<Invocation> {
     const ctx: CallContext = onBehalfOf(u);
-    const r = this.sdk.invoke(name, { ...ctx, stdin: input, ...(signal === undefined ? {} : { signal }) })();
+    const r = await this.sdk.invoke(name, { ...ctx, stdin: input, ...(signal === undefined ? {} : { signal }) })();
+    if (E.isLeft(r) && FAILURES.has(r.left._tag)) this.d.metrics.failed(name, r.left._tag);
     const inv = await orProblem(r, () => new HttpProblem(notFound(functionKey(name)), 404));
     this.d.metrics.invoked(inv);
     return inv;

@@ -14,6 +14,15 @@ export { toJsonSchema, decodeWith, type JsonSchema, type JsonValue } from './cod
 export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
 export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
 export { elementsOf, serviceTaskOf, SYSTEM } from './elements.js';
+export {
+  FunctionBodyC,
+  FunctionViewC,
+  FunctionListC,
+  InvocationLogC,
+  InvocationResultC,
+  type FunctionBody,
+  type FunctionView,
+} from './functions.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
 export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';
 export {

@@ -27,6 +27,8 @@ export interface Metrics {
   readonly reaped: Counter;
   /** Counts one invocation of a function (outcome, cold or warm, duration). */
   invoked(inv: Invocation): void;
+  /** Counts an invocation that failed instead of ending (its container lost: `Unavailable`; a backend error). */
+  failed(fn: string, tag: string): void;
 }
 
 /** The job gauges: jobs by state, and those this process runs. */
@@ -105,7 +107,13 @@ const stateGauges = (registry: Registry, sources: Sources): void => {
 };
 
 /** The functions' metrics: invocations by outcome and start, their durations, containers by state. */
-const functionMetrics = (registry: Registry, sources: Sources): ((inv: Invocation) => void) => {
+const functionMetrics = (registry: Registry, sources: Sources): Pick<Metrics, 'invoked' | 'failed'> => {
+  const failures = new Counter({
+    name: 'lessl_function_failures_total',
+    help: 'function invocations that failed instead of ending (Unavailable: their container or its agent was lost), by error tag',
+    labelNames: ['function', 'tag'] as const,
+    registers: [registry],
+  });
   const invocations = new Counter({
     name: 'lessl_function_invocations_total',
     help: 'function invocations by outcome (ok: exited 0) and start (cold: a container was started for it)',
@@ -130,10 +138,13 @@ const functionMetrics = (registry: Registry, sources: Sources): ((inv: Invocatio
         for (const state of ['starting', 'idle', 'busy'] as const) this.set({ function: f.name, state }, f.containers[state]);
     },
   });
-  return (inv) => {
-    const outcome = inv.exitCode === 0 && inv.reason === 'exited' ? 'ok' : 'error';
-    invocations.inc({ function: inv.function, outcome, start: inv.cold ? 'cold' : 'warm' });
-    duration.observe({ function: inv.function }, inv.durationMs / 1000);
+  return {
+    invoked: (inv) => {
+      const outcome = inv.exitCode === 0 && inv.reason === 'exited' ? 'ok' : 'error';
+      invocations.inc({ function: inv.function, outcome, start: inv.cold ? 'cold' : 'warm' });
+      duration.observe({ function: inv.function }, inv.durationMs / 1000);
+    },
+    failed: (fn, tag) => failures.inc({ function: fn, tag }),
   };
 };
 
@@ -157,6 +168,5 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
   jobGauges(registry, db, running);
   poolCounters(registry, sources);
   stateGauges(registry, sources);
-  const invoked = functionMetrics(registry, sources);
-  return { prometheus: registry, registry, requests, accepted, reaped, invoked };
+  return { prometheus: registry, registry, requests, accepted, reaped, ...functionMetrics(registry, sources) };
 };

@@ -78,8 +78,7 @@ export class JobQueue {
       deleted: false,
     }));
     const r = await this.db.transact(() => {
-      const prior = idem === undefined ? undefined : this.db.idempotency.get(idem.key);
-      const held = prior === undefined ? undefined : this.db.jobs.get(prior);
+      const held = this.heldBy(idem);
       if (held !== undefined) return { result: { job: held, accepted: false } };
       const job = newJob(
         id,
@@ -120,14 +119,34 @@ export class JobQueue {
     return job;
   }
 
-  /** Accepts an invocation job of `owner` (one batch: the job and its queue entry, its input kept with it). */
-  async submitInvoke(owner: string, invoke: InvokeRecord): Promise<JobRecord> {
-    const job = await this.db.transact(() => {
-      const j: JobRecord = { ...newJob(newId('j'), this.db.nextSeq(), owner, 'invoke', [], false, null, null), invoke };
-      return { change: { enqueue: [j] }, result: j };
+  /** The job an idempotency key names already (read inside `transact`), if any. */
+  private heldBy(idem: { key: string } | undefined): JobRecord | undefined {
+    const prior = idem === undefined ? undefined : this.db.idempotency.get(idem.key);
+    return prior === undefined ? undefined : this.db.jobs.get(prior);
+  }
+
+  /**
+   * Accepts an invocation job of `owner`: one batch writes the job (its input kept with it), its
+   * queue entry and its idempotency key; a key taken already answers its job (`accepted: false`).
+   */
+  async submitInvoke(
+    owner: string,
+    invoke: InvokeRecord,
+    idem?: { key: string; bodyHash: string },
+  ): Promise<{ job: JobRecord; accepted: boolean }> {
+    const r = await this.db.transact(() => {
+      const held = this.heldBy(idem);
+      if (held !== undefined) return { result: { job: held, accepted: false } };
+      const id = newId('j');
+      const job: JobRecord = {
+        ...newJob(id, this.db.nextSeq(), owner, 'invoke', [], false, null, idem?.bodyHash ?? null),
+        invoke,
+      };
+      const keys = idem === undefined ? {} : { idempotency: [{ key: idem.key, job: id }] };
+      return { change: { enqueue: [job], ...keys }, result: { job, accepted: true } };
     });
-    this.accepted(job);
-    return job;
+    if (r.accepted) this.accepted(r.job);
+    return r;
   }
 
   private accepted(job: JobRecord): void {

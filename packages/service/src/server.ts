@@ -298,6 +298,8 @@ const policyOf = (o: ServerOptions): { policy: Policy; egress: EgressGuard } => 
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
   const egress = EgressGuard.of(policy.allowNetworks);
   if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
+  if (!Number.isSafeInteger(policy.maxInvokeBytes) || policy.maxInvokeBytes < 1)
+    throw new LesslError(invalidEntry('policy.maxInvokeBytes must be a number of bytes >= 1', '', ['policy.maxInvokeBytes']));
   return { policy, egress: egress.right };
 };
 

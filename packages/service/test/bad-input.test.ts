@@ -186,6 +186,8 @@ describe('fuzz', () => {
     const t0 = (await (
       await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', cmd: ['true'] } })
     ).json()) as Json;
+    await h.call('/v1/functions/echo', { method: 'PUT', json: { image: 'busybox', argv: ['echo', 'x'] } });
+    const fn = fc.oneof(fc.constant('echo'), fc.string());
     const ids = fc.oneof(
       fc.constant(String(t0.id)),
       fc.constant(String(t0.job)),
@@ -207,14 +209,22 @@ describe('fuzz', () => {
         .map((i) => `/v1/images/${encodeURIComponent(i)}/refresh`),
       fc.constant('/v1/images/purge'),
       fc.constant('/v1/pool'),
+      fc.constant('/v1/functions'),
+      fn.map((i) => `/v1/functions/${encodeURIComponent(i)}`),
+      fn.map((i) => `/v1/functions/${encodeURIComponent(i)}/invoke`),
+      fn.map((i) => `/v1/functions/${encodeURIComponent(i)}/logs`),
       fc.webPath(),
     );
     const query = fc.oneof(
       fc.constant(''),
       fc
-        .dictionary(fc.constantFrom('wait', 'limit', 'cursor', 'state', 'job', 'name', 'follow', 'since', 'x'), fc.string(), {
-          maxKeys: 3,
-        })
+        .dictionary(
+          fc.constantFrom('wait', 'limit', 'cursor', 'state', 'job', 'name', 'follow', 'since', 'async', 'x'),
+          fc.string(),
+          {
+            maxKeys: 3,
+          },
+        )
         .map((d) => `?${new URLSearchParams(d).toString()}`),
     );
     const spec = fc.record(
@@ -289,6 +299,24 @@ describe('fuzz', () => {
               fc.anything(),
             ),
             memoryCapBytes: fc.anything(),
+          },
+          { requiredKeys: [] },
+        )
+        .map((v) => JSON.stringify(v)),
+      // function bodies, near and far from valid
+      fc
+        .record(
+          {
+            image: fc.oneof(fc.constant('busybox'), fc.string()),
+            argv: fc.oneof(fc.constant(['echo', 'x']), fc.anything()),
+            cmd: fc.oneof(fc.constant('echo x'), fc.anything()),
+            reuse: fc.oneof(fc.constantFrom('per-invocation', 'per-function'), fc.anything()),
+            concurrency: fc.oneof(fc.integer(), fc.anything()),
+            min_containers: fc.oneof(fc.integer(), fc.anything()),
+            max_containers: fc.oneof(fc.integer(), fc.anything()),
+            idle_seconds: fc.oneof(fc.integer(), fc.anything()),
+            public: fc.anything(),
+            limits: fc.anything(),
           },
           { requiredKeys: [] },
         )

@@ -4,20 +4,23 @@
  * only), invocations (stdin in, stdout out, the headers), deadlines, `?async` jobs, the body
  * limit, metrics, events for the owner only, removal while an invocation runs, logs, OpenAPI.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { FakeProcess } from '@lessl/memory';
-import { settle, shell, start, type Harness } from './helpers.js';
+import { unwrap } from '@lessl/core';
+import { openMemoryBackend, type FakeProcess } from '@lessl/memory';
+import { createServer, ownerAuthorizer, serviceFunctionAuthorizer } from '@lessl/service';
+import { ADMIN_TOKEN, settle, shell, start, type Harness } from './helpers.js';
 
-/** The tiny shell, plus `cat` and `upper` in exec form reading stdin (uppercased for `upper`). */
+/** The tiny shell (its `cat` copies stdin), plus `upper`: stdin uppercased. */
 const withStdin: FakeProcess = async (spec, io) => {
-  const [cmd] = spec.cmd;
-  const stdin: unknown = Reflect.get(io, 'stdin');
-  if (spec.cmd.length !== 1 || (cmd !== 'cat' && cmd !== 'upper') || !isChunks(stdin)) return shell(spec, io);
-  for await (const chunk of stdin) io.stdout(cmd === 'cat' ? chunk : Buffer.from(chunk).toString('utf8').toUpperCase());
+  if (spec.cmd.length !== 1 || spec.cmd[0] !== 'upper') return shell(spec, io);
+  for await (const chunk of io.stdin) io.stdout(Buffer.from(chunk).toString('utf8').toUpperCase());
   return 0;
 };
-const isChunks = (u: unknown): u is AsyncIterable<Uint8Array> => typeof u === 'object' && u !== null && Symbol.asyncIterator in u;
 
 let h: Harness;
 beforeAll(async () => {
@@ -96,6 +99,20 @@ describe('PUT /v1/functions/{name}', () => {
     }
     expect((await h.call('/v1/functions/bad')).status).toBe(404);
     expect((await put('Bad Name', { image: 'busybox', cmd: 'x' })).status).toBe(404);
+  });
+
+  test("a user's own maxima bound a function's limits as they bound a task's", async () => {
+    const made = await h.call('/v1/users', {
+      method: 'POST',
+      token: ADMIN_TOKEN,
+      json: { name: 'carl', maxima: { timeout: 10, memory: 32 << 20 } },
+    });
+    const carl = String((await body(made)).token);
+    const v = await body(await put('carls', { image: 'busybox', cmd: 'echo c' }, carl));
+    expect(v.limits).toMatchObject({ timeout: 10, memory: 32 << 20 });
+    const over = await put('carls', { image: 'busybox', cmd: 'echo c', limits: { timeout: 20 } }, carl);
+    expect(over.status).toBe(400);
+    expect((await body(over)).keys).toEqual(['limits.timeout']);
   });
 
   test("another user's name is 409; their private function is 404 to read, invoke, delete and list", async () => {
@@ -194,6 +211,17 @@ describe('POST /v1/functions/{name}/invoke', () => {
     expect((await invoke('upper2', '', undefined, '?async=maybe')).status).toBe(400);
   });
 
+  test('?async with an Idempotency-Key: a retry gets the same job; the key with another body is 409', async () => {
+    const once = (input: string): Promise<Response> =>
+      h.call('/v1/functions/upper2/invoke?async', { method: 'POST', body: input, headers: { 'idempotency-key': 'k-1' } });
+    const first = await body(await once('same'));
+    const again = await once('same');
+    expect(again.status).toBe(202);
+    expect((await body(again)).id).toBe(first.id);
+    expect((await once('other')).status).toBe(409);
+    expect((await settle(h, String(first.id))).result).toMatchObject({ stdout: 'SAME' });
+  });
+
   test('a body over the limit is 413, and nothing runs', async () => {
     const before = await body(await h.call('/v1/functions/cat/logs'));
     const r = await invoke('cat', new Uint8Array((64 << 10) + 1));
@@ -280,6 +308,57 @@ describe('DELETE /v1/functions/{name}', () => {
     expect((await h.call('/v1/functions/longrun', { method: 'DELETE' })).status).toBe(404);
     const left = h.server.backend.functions.stats().find((f) => f.name === 'longrun');
     expect(left === undefined || left.containers.busy + left.containers.idle + left.containers.starting === 0).toBe(true);
+  });
+});
+
+describe('a client that goes away', () => {
+  test('kills its invocation: its container is free again long before the command would end', async () => {
+    await put('hang', { image: 'busybox', cmd: 'sleep 600', reuse: 'per-function' });
+    // a client of its own, whose socket really closes (fetch's pool would keep it)
+    const req = request(`${h.url}/v1/functions/hang/invoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${h.tokens.ann ?? ''}` },
+    });
+    const gone = new Promise((resolve) => req.on('error', () => resolve('gone')).on('close', () => resolve('gone')));
+    req.end();
+    const busy = (): number => h.server.backend.functions.stats().find((f) => f.name === 'hang')?.containers.busy ?? 0;
+    while (busy() === 0) await new Promise((r) => setTimeout(r, 10));
+    req.destroy();
+    expect(await gone).toBe('gone');
+    while (busy() > 0) await new Promise((r) => setTimeout(r, 10));
+    expect(h.server.backend.functions.stats().find((f) => f.name === 'hang')?.containers).toMatchObject({ busy: 0, idle: 1 });
+  });
+});
+
+describe('restarts', () => {
+  test('an invocation job a restart finds running is failed (Unavailable), not run again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-fn-restart-'));
+    const backend = await unwrap(
+      openMemoryBackend({ authorize: ownerAuthorizer, authorizeFunction: serviceFunctionAuthorizer, run: shell }),
+    );
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    try {
+      await unwrap(backend.stores.image.create({ id: 'image://local/busybox', data: new Uint8Array([1]) }));
+      const first = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const url = await first.listen();
+      const fn = { image: 'busybox', cmd: 'sleep 600' };
+      await fetch(`${url}/v1/functions/nap`, {
+        method: 'PUT',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify(fn),
+      });
+      const job = (await (await fetch(`${url}/v1/functions/nap/invoke?async`, { method: 'POST', headers })).json()) as Json;
+      while (first.db.jobs.get(String(job.id))?.state !== 'running') await new Promise((r) => setTimeout(r, 10));
+      await first.close(); // the process goes with the job running
+      const second = await createServer({ backend, data: dir, adminToken: ADMIN_TOKEN });
+      const after = await second.queue.waitFor(String(job.id), 10_000);
+      expect(after).toMatchObject({ state: 'failed', error: { tag: 'Unavailable' } });
+      expect(after?.result).toBeUndefined();
+      await second.close();
+    } finally {
+      await backend.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

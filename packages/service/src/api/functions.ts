@@ -6,7 +6,9 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { UserRecord } from '../db.js';
 import { annotate, describe, strict } from '../codec.js';
 import {
   FunctionBodyC,
@@ -19,9 +21,9 @@ import {
 } from '../functions.js';
 import { json, problem, route } from '../http.js';
 import { badRequest, type HttpProblem } from '../problem.js';
-import { jobView, JobViewC } from '../views.js';
-import type { RouteDeps } from './deps.js';
-import { maximaOf } from './submit.js';
+import { JobViewC } from '../views.js';
+import { answerJob, answerRetry, type RouteDeps } from './deps.js';
+import { idempotencyOf, maximaOf } from './submit.js';
 
 /** A flag carried in a query: present without a value (`?async`), `true`/`1`, or `false`/`0`. */
 const FlagC = annotate(
@@ -60,6 +62,27 @@ const inputOf = (u: unknown): E.Either<HttpProblem, Buffer> =>
     : Buffer.isBuffer(u)
       ? E.right(u)
       : E.left(badRequest('the body must be bytes', ['body']));
+
+/**
+ * `?async`: queues an invocation job (202 and the job). With an `Idempotency-Key`, a retry (same
+ * function and body) answers the job the key names; the same key with another body is 409.
+ */
+const invokeLater = async (
+  d: RouteDeps,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  user: UserRecord,
+  name: string,
+  input: Buffer,
+): Promise<unknown> => {
+  const idem = idempotencyOf(req, user, () => createHash('sha256').update(`${name}\n`).update(input).digest('hex'));
+  const prior = idem === undefined ? undefined : d.db.jobs.get(d.db.idempotency.get(idem.key) ?? '');
+  if (prior !== undefined) return answerRetry(d, reply, prior, idem?.bodyHash ?? null, undefined);
+  await d.functions.visible(user, name);
+  const call = { function: name, input: input.toString('base64'), admin: user.admin };
+  const { job, accepted } = await d.queue.submitInvoke(user.name, call, idem);
+  return accepted ? answerJob(d, reply, job, undefined) : answerRetry(d, reply, job, idem?.bodyHash ?? null, undefined);
+};
 
 /** `PUT /v1/functions/{name}`, `DELETE /v1/functions/{name}`. */
 const changeRoutes = (scope: FastifyInstance, d: RouteDeps): void => {
@@ -165,18 +188,17 @@ const invokeRoutes =
           schema: { type: 'string', format: 'binary' },
           headers: INVOKE_HEADERS,
         },
-        202: { description: '?async: the job (its result once done)', ...json(JobViewC), headers: { location: '/v1/jobs/{id}' } },
+        202: {
+          description: '?async: the job (its result once done); an Idempotency-Key retry answers the same job',
+          ...json(JobViewC),
+          headers: { location: '/v1/jobs/{id}' },
+        },
+        409: problem('?async: the Idempotency-Key was used with another function or body'),
         404: problem('no such function (or not yours)'),
         413: problem('the body is larger than the invocation limit'),
       },
-      handler: async ({ reply, user, params, query, body }) => {
-        if (query?.async === true) {
-          await d.functions.visible(user, params.name);
-          const input = { function: params.name, input: body.toString('base64'), admin: user.admin };
-          const job = await d.queue.submitInvoke(user.name, input);
-          reply.code(202).header('location', `/v1/jobs/${job.id}`);
-          return jobView(job);
-        }
+      handler: async ({ req, reply, user, params, query, body }) => {
+        if (query?.async === true) return invokeLater(d, req, reply, user, params.name, body);
         // a client that goes away kills its invocation
         const ac = new AbortController();
         reply.raw.on('close', () => void (reply.raw.writableFinished ? undefined : ac.abort()));

@@ -23,12 +23,13 @@ export const jobRoutes =
     route(scope, {
       method: 'GET',
       url: '/v1/jobs/:id',
-      summary: 'A job: its state while queued or running, 303 to its task when done, its error when failed',
+      summary:
+        'A job: its state while queued or running, 303 to its task when done (an invocation job: 200 with its result), its error when failed',
       tags: ['jobs'],
       auth: 'user',
       params: IdParamsC,
       responses: {
-        200: { description: 'queued, running, failed or cancelled', ...json(JobViewC) },
+        200: { description: 'queued, running, failed or cancelled; an invocation job also when done', ...json(JobViewC) },
         303: { description: 'done: Location is the task (or the batch task list)', headers: { location: 'the result' } },
         404: problem('no such job (or not yours)'),
       },

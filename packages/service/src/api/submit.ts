@@ -20,13 +20,20 @@ import { answerJob, answerRetry, type RouteDeps } from './deps.js';
 /** The caller's maxima: their own, else the operator's. */
 export const maximaOf = (u: UserRecord, p: Policy): FullLimits => ({ ...p.maxima, ...(u.maxima ?? {}) });
 
-/** A request's idempotency: the caller's key (hashed) and the body's hash, or undefined without the header. */
-const idempotencyOf = (req: FastifyRequest, user: UserRecord): { key: string; bodyHash: string } | undefined => {
+/**
+ * A request's idempotency: the caller's key (hashed) and the body's hash (`hash`, default: of its
+ * JSON), or undefined without the header.
+ */
+export const idempotencyOf = (
+  req: FastifyRequest,
+  user: UserRecord,
+  hash = (): string => sha256(JSON.stringify(req.body)),
+): { key: string; bodyHash: string } | undefined => {
   const key = req.headers['idempotency-key'];
   if (key === undefined) return undefined;
   if (typeof key !== 'string' || key.length === 0 || key.length > 255)
     throw new HttpProblem(invalidEntry('Idempotency-Key must be 1 to 255 characters', '', ['Idempotency-Key']), 400);
-  return { key: `${user.name}!${sha256(key)}`, bodyHash: sha256(JSON.stringify(req.body)) };
+  return { key: `${user.name}!${sha256(key)}`, bodyHash: hash() };
 };
 
 /** Checks one plan against what the caller may use: the image and volumes (the authorizer answers), the resource URLs. */
