@@ -86,19 +86,9 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
 export const defaultDataDir = (): string =>
   process.env.LESSL_DATA ?? join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'lessl');
 
-const isChunks = (u: unknown): u is AsyncIterable<Uint8Array> => typeof u === 'object' && u !== null && Symbol.asyncIterator in u;
-
-/**
- * The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c`; a lone `cat` copies its
- * stdin (a function's input) to its stdout.
- */
-export const memoryShell: FakeProcess = async (spec, io) => {
-  const cmd = spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd;
-  const stdin: unknown = Reflect.get(io, 'stdin');
-  if (!['cat', 'sh -c cat'].includes(cmd.join(' ')) || !isChunks(stdin)) return tinyShell({ ...spec, cmd }, io);
-  for await (const chunk of stdin) io.stdout(chunk);
-  return 0;
-};
+/** The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c` (a lone `cat` copies its stdin). */
+export const memoryShell: FakeProcess = (spec, io) =>
+  tinyShell({ ...spec, cmd: spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd }, io);
 
 const readPolicy = async (file: string): Promise<Partial<Policy>> => {
   try {
