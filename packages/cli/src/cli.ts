@@ -243,7 +243,9 @@ const poolCommands = (p: Command, act: Act): void => {
 /** `lessl events`. */
 const eventCommands = (p: Command, act: Act): void => {
   p.command('events')
-    .description('follow the events of your tasks: commands started and ended, tasks removed (Server-Sent Events)')
+    .description(
+      'follow the events of your tasks and functions: commands started and ended, tasks removed, functions deployed, invoked, removed (Server-Sent Events)',
+    )
     .option('--since <id>', 'replay the events after this event id first (0: from the start)')
     .option('--count <n>', 'exit after n events', int('--count'))
     .option(

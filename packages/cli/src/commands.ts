@@ -307,6 +307,22 @@ export const taskEvent = (type: string, data: unknown): readonly [string, string
 };
 
 /**
+ * A function's event as a line's fields: `function://NAME`, its version, and what happened
+ * (`deployed`, `invoked exited 0 (cold, 12 ms)`, `removed`). Undefined for other events.
+ */
+export const functionEvent = (type: string, data: unknown): readonly [string, string, string] | undefined => {
+  const id = elementOf(data);
+  if (!id.startsWith('function://') || !['deployed', 'invoked', 'deleted'].includes(type)) return undefined;
+  const detail = field(data, 'detail');
+  const version = field(detail, 'version') ?? field(data, 'revision');
+  const v = typeof version === 'number' ? `v${version}` : '-';
+  if (type !== 'invoked') return [id, v, type === 'deleted' ? 'removed' : type];
+  const [reason, code, cold, ms] = ['reason', 'exitCode', 'cold', 'durationMs'].map((k) => field(detail, k));
+  const how = reason === 'exited' ? `exited ${String(code)}` : String(reason);
+  return [id, v, `invoked ${how} (${cold === true ? 'cold' : 'warm'}, ${String(ms)} ms)`];
+};
+
+/**
  * `lessl events [--since ID] [--all]`: the caller's task events as they happen, one line each
  * (`id task command what`, the id opaque and per user); with `all`, every element event (`id type element`). Stops after `count`
  * events when given.
@@ -321,7 +337,7 @@ export const events = async (
   o.signal?.addEventListener('abort', () => ac.abort(), { once: true });
   if (o.count === 0) return 0;
   for await (const e of c.events({ ...(o.since === undefined ? {} : { since: o.since }), signal: ac.signal })) {
-    const task = taskEvent(e.type, e.data);
+    const task = taskEvent(e.type, e.data) ?? functionEvent(e.type, e.data);
     if (o.all !== true && task === undefined) continue;
     if (io.json) writeJson(io, e);
     else if (task !== undefined && o.all !== true) io.out.write(`${e.id}\t${task.join('\t')}\n`);

@@ -199,3 +199,22 @@ describe('lessl fn ls, logs, rm', () => {
     expect((await listed()).map((f) => f.name).sort()).toEqual(['copy', 'hello']);
   });
 });
+
+describe('lessl events', () => {
+  test("a function's events: deployed, invoked (how it ended, cold or warm, no bytes of input or output), removed", async () => {
+    expect((await h.run(['fn', 'deploy', 'bobs', '--image', 'busybox', '--', 'cat'], { user: 'bob' })).code).toBe(0);
+    expect((await h.run(['fn', 'invoke', 'bobs', '--data', 'secret input'], { user: 'bob' })).stdout).toBe('secret input');
+    expect((await h.run(['fn', 'rm', 'bobs'], { user: 'bob' })).code).toBe(0);
+    const r = await h.run(['events', '--since', '0', '--count', '3'], { user: 'bob' });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => l.split('\t').slice(1));
+    expect(lines[0]).toEqual(['function://bobs', 'v1', 'deployed']);
+    expect(lines[1]?.slice(0, 2)).toEqual(['function://bobs', 'v1']);
+    expect(lines[1]?.[2]).toMatch(/^invoked exited 0 \((cold|warm), \d+ ms\)$/);
+    expect(lines[2]).toEqual(['function://bobs', 'v1', 'removed']);
+    expect(r.stdout).not.toContain('secret');
+  });
+});
