@@ -172,6 +172,14 @@ describe('lessl up', () => {
       /^plan for .*lessl\.yml:\n {2}\+ function greet\s+create\n {2}\+ function copy\s+create\n2 to create\n$/,
     );
     expect(r.stderr).toBe('lessl: dry run: nothing was applied\n');
+    const j = await h.run(['--json', 'up', '-f', join(dir, 'lessl.yml'), '--dry-run']);
+    expect(JSON.parse(j.stdout)).toEqual({
+      plan: [
+        { kind: 'function', name: 'greet', action: 'create' },
+        { kind: 'function', name: 'copy', action: 'create' },
+      ],
+      applied: [],
+    });
     expect(await versions()).toEqual({});
   });
 
