@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { STACK_SCHEMA } from '@lessl/service/stack';
 import { formatProblem, loadStack, parseStack } from '../src/stack-file.js';
+import { changedFields } from '../src/up.js';
 import { lessl, start, type Harness } from './harness.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -116,6 +117,43 @@ describe('the stack file: problems name the line, the column and the field', () 
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the plan: what differs between the file and the service', () => {
+  const view = {
+    name: 'f',
+    owner: 'ann',
+    version: 3,
+    created_at: '2026-01-01T00:00:00Z',
+    updated_at: '2026-01-01T00:00:00Z',
+    image: 'image://local/busybox',
+    cmd: 'echo',
+    env: {},
+    limits: { memory: 256 << 20, cpus: 1, pids: 256, timeout: 300, output: 1 << 20 },
+    network: 'none',
+    reuse: 'per-invocation' as const,
+    concurrency: 1,
+    min_containers: 0,
+    max_containers: 4,
+    idle_seconds: 300,
+    public: false,
+  };
+
+  test('defaults, empty maps, image IDs and the limits the file leaves to the service are no change', () => {
+    expect(changedFields({ image: 'busybox', cmd: 'echo' }, view)).toEqual([]);
+    expect(
+      changedFields({ image: 'busybox', cmd: 'echo', env: {}, reuse: 'per-invocation', limits: { timeout: 300 } }, view),
+    ).toEqual([]);
+  });
+
+  test('each field that differs is named', () => {
+    expect(
+      changedFields(
+        { image: 'other', argv: ['echo'], env: { A: '1' }, limits: { timeout: 5 }, max_containers: 2, description: 'x' },
+        view,
+      ),
+    ).toEqual(['image', 'argv', 'cmd', 'env', 'limits', 'max_containers', 'description']);
   });
 });
 
