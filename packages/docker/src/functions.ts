@@ -36,6 +36,8 @@ interface Fleet {
   retired: boolean;
   /** Invocations waiting for room, woken one at a time as containers free up. */
   readonly waiting: (() => void)[];
+  /** Removals of its containers under way (`retire` waits for them). */
+  readonly removing: Set<Promise<void>>;
 }
 
 /**
@@ -115,7 +117,16 @@ export class DockerFunctions implements FunctionDriver {
     const image = this.registry.get(fn.image);
     if (image === undefined || imageIdOf(image) === '') return E.left(notFound(fn.image));
     const base = containerBase(imageIdOf(image), fn.options, fn.spec.limits ?? {});
-    const fleet: Fleet = { fn, base, boxes: [], starting: 0, lastUse: Date.now(), retired: false, waiting: [] };
+    const fleet: Fleet = {
+      fn,
+      base,
+      boxes: [],
+      starting: 0,
+      lastUse: Date.now(),
+      retired: false,
+      waiting: [],
+      removing: new Set(),
+    };
     this.fleets.set(fn.name, fleet);
     if (cur !== undefined) void this.retire(cur);
     return E.right(fleet);
@@ -140,8 +151,12 @@ export class DockerFunctions implements FunctionDriver {
         return E.isLeft(made) ? made : E.right({ box: made.right, cold: true });
       }
       await new Promise<void>((res) => {
-        fleet.waiting.push(res);
-        signal.addEventListener('abort', () => res(), { once: true });
+        const wake = (): void => {
+          signal.removeEventListener('abort', wake);
+          res();
+        };
+        fleet.waiting.push(wake);
+        signal.addEventListener('abort', wake, { once: true });
       });
     }
   }
@@ -153,7 +168,7 @@ export class DockerFunctions implements FunctionDriver {
     const keep = reusable && !box.agent.broken && !fleet.retired && fleet.fn.reuse === 'per-function';
     if (!keep) {
       fleet.boxes.splice(fleet.boxes.indexOf(box), 1);
-      void box.agent.remove();
+      this.discard(fleet, box);
       if (!fleet.retired) this.fill(fleet);
     }
     fleet.waiting.shift()?.();
@@ -214,8 +229,17 @@ export class DockerFunctions implements FunctionDriver {
     fleet.retired = true;
     for (const w of fleet.waiting.splice(0)) w();
     const idle = fleet.boxes.filter((b) => b.busy === 0);
-    for (const b of idle) fleet.boxes.splice(fleet.boxes.indexOf(b), 1);
-    await Promise.all(idle.map((b) => b.agent.remove()));
+    for (const b of idle) {
+      fleet.boxes.splice(fleet.boxes.indexOf(b), 1);
+      this.discard(fleet, b);
+    }
+    await Promise.all(fleet.removing);
+  }
+
+  /** Removes a container (already out of `boxes`), tracked so that `retire` can wait for it. */
+  private discard(fleet: Fleet, box: Box): void {
+    const gone = box.agent.remove().finally(() => fleet.removing.delete(gone));
+    fleet.removing.add(gone);
   }
 
   /** Scale to zero: idle containers of a function unused for `idleMs` go; broken ones go; the rest refill. */
@@ -226,7 +250,7 @@ export class DockerFunctions implements FunctionDriver {
       for (const b of [...f.boxes])
         if (b.busy === 0 && (b.agent.broken || (unused && now - b.idleSince > f.fn.idleMs))) {
           f.boxes.splice(f.boxes.indexOf(b), 1);
-          void b.agent.remove();
+          this.discard(f, b);
         }
       if (!unused) this.fill(f);
     }

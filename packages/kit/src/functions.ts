@@ -110,8 +110,8 @@ const definitionOf = (f: FunctionInfo): string => {
 /** The functions of a backend (see the module comment). */
 export class FunctionRuntime implements Functions {
   private readonly figures = new Map<string, Figures>();
-  /** Invocations under way, by function name: aborting one kills its process. */
-  private readonly running = new Map<string, Set<AbortController>>();
+  /** Invocations under way, by function name: aborting one kills its process; `ended` settles with it. */
+  private readonly running = new Map<string, Map<AbortController, Promise<unknown>>>();
   private readonly authorize: FunctionAuthorizer;
   private readonly outputBytes: number;
 
@@ -155,10 +155,14 @@ export class FunctionRuntime implements Functions {
       if (E.isLeft(found)) return found;
       const f = found.right;
       await this.w.registry.locks.with([functionKey(f.name)], async () => {
-        for (const c of this.running.get(f.name) ?? []) c.abort('killed');
+        const under = [...(this.running.get(f.name) ?? new Map<AbortController, Promise<unknown>>())];
+        for (const [c] of under) c.abort('killed');
+        await Promise.allSettled(under.map(([, ended]) => ended));
         await this.w.registry.commit({
           delFunction: [f.name],
-          events: [{ type: 'deleted', id: functionKey(f.name), revision: f.version, detail: { reason: 'removed' } }],
+          events: [
+            { type: 'deleted', id: functionKey(f.name), revision: f.version, detail: { reason: 'removed', owner: f.owner } },
+          ],
         });
       });
       this.figures.delete(f.name);
@@ -207,7 +211,7 @@ export class FunctionRuntime implements Functions {
 
   /** Aborts every invocation under way and closes the driver. */
   async close(): Promise<void> {
-    for (const set of this.running.values()) for (const c of set) c.abort('killed');
+    for (const m of this.running.values()) for (const c of m.keys()) c.abort('killed');
     await this.opts.driver?.close();
   }
 
@@ -343,12 +347,14 @@ export class FunctionRuntime implements Functions {
     signal?.addEventListener('abort', onAbort, { once: true });
     const deadline = f.spec.limits?.deadlineMs;
     const timer = deadline === undefined ? undefined : setTimeout(() => stop.abort('deadline'), deadline);
-    const set = this.running.get(f.name) ?? new Set();
-    this.running.set(f.name, set.add(stop));
+    const running = this.running.get(f.name) ?? new Map<AbortController, Promise<unknown>>();
+    this.running.set(f.name, running);
     const out = new Collected(f.spec.limits?.outputBytes ?? this.outputBytes);
     const started = Date.now();
     try {
-      const r = await driver.invoke({ id, fn: f, stdin, output: (s, d) => out.add(s, d), signal: stop.signal });
+      const pending = driver.invoke({ id, fn: f, stdin, output: (s, d) => out.add(s, d), signal: stop.signal });
+      running.set(stop, pending);
+      const r = await pending;
       if (E.isLeft(r)) return this.failed(f, id, started, r.left);
       if (r.right.reason === 'lost' && why() === undefined)
         return this.failed(
@@ -364,7 +370,7 @@ export class FunctionRuntime implements Functions {
     } finally {
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
-      set.delete(stop);
+      running.delete(stop);
     }
   }
 
