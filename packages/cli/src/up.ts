@@ -94,7 +94,7 @@ const imageSteps = (c: LesslClient, stack: Stack, s: Server, prune: boolean): St
         kind: 'image',
         name,
         action: 'unchanged',
-        ...(have.description === mark ? {} : { detail: 'not made by lessl up: used as is' }),
+        ...(have.description === mark ? {} : { detail: 'used as is (not made by your lessl up: --prune keeps it)' }),
       };
     const body: NewImage = { name, source: img.source, description: mark, ...(img.public === true ? { public: true } : {}) };
     const apply = async (): Promise<string> => `created image ${(await c.createImage(body)).name}`;
