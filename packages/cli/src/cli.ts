@@ -300,7 +300,7 @@ const fnCommands = (p: Command, act: Act): void => {
   fn.command('invoke')
     .description('invoke a function: the input goes to its stdin, its stdout to yours; exits with its exit code')
     .argument('<name>', 'the function name')
-    .option('--data <text>', 'the input')
+    .option('--data <text>', 'the input (default: stdin when it is not a terminal, else none)')
     .option('--file <path>', 'the input from a file (- for stdin)')
     .option('--async', 'run it as a job; print the job ID (its result: GET /v1/jobs/{id})')
     .option('-v, --verbose', 'print the exit code, duration, cold or warm start on stderr')
