@@ -69,9 +69,12 @@ const reportTasks = (io: Io, tasks: readonly TaskView[]): void => {
   }
 };
 
+/** True when a stream is a terminal of a known width (a pseudo-terminal may say 0 columns: ora would then redraw forever). */
+const hasWidth = (w: NodeJS.WritableStream): boolean => 'columns' in w && typeof w.columns === 'number' && w.columns > 0;
+
 /** A progress display on stderr when it is a terminal, else a no-op. */
 export const spinner = (io: Io, textLine: string): Ora | undefined =>
-  io.progress ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
+  io.progress && hasWidth(io.err) ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
 
 /** Waits while a job is queued and while its first task loads its image and starts, showing progress. */
 const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | undefined): Promise<void> => {

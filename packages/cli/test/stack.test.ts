@@ -6,7 +6,8 @@
  * a second `up` finds everything unchanged, a changed field is an update with a new version,
  * `--prune` removes what the file dropped, and a failure part-way says what was applied.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { STACK_SCHEMA } from '@lessl/service/stack';
 import { formatProblem, loadStack, parseStack } from '../src/stack-file.js';
 import { changedFields } from '../src/up.js';
-import { lessl, start, type Harness } from './harness.js';
+import { BIN, lessl, start, type Harness } from './harness.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -393,5 +394,32 @@ describe('lessl up', () => {
     } finally {
       await new Promise((resolve) => old.close(resolve));
     }
+  });
+
+  /** `lessl ARGS` as ann on a pseudo-terminal (util-linux script), `answer` typed at it; killed after 60 s. */
+  const onTerminal = (args: readonly string[], answer: string): Promise<{ code: number | null; out: string }> =>
+    new Promise((resolve) => {
+      const command = [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' ');
+      const env = { ...process.env, LESSL_URL: h.url, LESSL_TOKEN: h.tokens.ann ?? '' };
+      const child = spawn('script', ['-qec', command, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.on('close', (code) => (clearTimeout(timer), resolve({ code, out })));
+      child.stdin.end(answer);
+    });
+
+  test.skipIf(!existsSync('/usr/bin/script'))('on a terminal, removals are asked for: n keeps them, y removes them', async () => {
+    expect((await h.run(['fn', 'deploy', 'asked', '--image', 'busybox', '--cmd', 'echo'])).code).toBe(0);
+    const file = stackFile('asked.yml', BASE.slice(0, 5));
+    const no = await onTerminal(['up', '-f', file, '--prune'], 'n\n');
+    expect(no.code).toBe(1);
+    expect(no.out).toContain('remove function asked? [y/N]');
+    expect(no.out).toContain('lessl: Aborted: nothing was applied');
+    expect(await versions()).toMatchObject({ asked: 1 });
+    const yes = await onTerminal(['up', '-f', file, '--prune'], 'y\n');
+    expect(yes.code, yes.out).toBe(0);
+    expect(yes.out).toContain('removed function asked');
+    expect((await versions()).asked).toBeUndefined();
   });
 });
