@@ -71,3 +71,40 @@ export const q = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
 };
+
+/**
+ * lessl-agent run on the host over pipes (frames in, frames out, no Docker), with `bin` as its
+ * PATH: `once()` runs `echo hi` through it to its exit (the floor of a warm run: a fork, an exec
+ * and a wait); `close()` ends it.
+ */
+export const localAgent = (bin) => {
+  const agent = fileURLToPath(new URL('../packages/docker/agent/lessl-agent', import.meta.url));
+  const p = spawn(agent, [], { stdio: ['pipe', 'pipe', 'inherit'], env: { PATH: bin } });
+  let buf = Buffer.alloc(0);
+  let wake;
+  p.stdout.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    wake?.();
+  });
+  let run = 0;
+  const once = async () => {
+    run++;
+    const payload = Buffer.from(['', '', '', '2', 'echo', 'hi', '0'].map((s) => `${s}\0`).join(''));
+    const h = Buffer.alloc(9);
+    h.write('R', 0, 'latin1');
+    h.writeUInt32BE(run, 1);
+    h.writeUInt32BE(payload.length, 5);
+    p.stdin.write(Buffer.concat([h, payload]));
+    for (;;) {
+      for (let off = 0; buf.length - off >= 9;) {
+        const len = buf.readUInt32BE(off + 5);
+        if (buf.length - off < 9 + len) break;
+        const type = buf.toString('latin1', off, off + 1);
+        off += 9 + len;
+        if (type === 'X') return void (buf = buf.subarray(off));
+      }
+      await new Promise((r) => (wake = r));
+    }
+  };
+  return { once, close: () => p.kill() };
+};

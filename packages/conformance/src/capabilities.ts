@@ -10,7 +10,14 @@ import type { Case, SuiteOptions, TestBackend } from './types.js';
 const RAN_ALWAYS = { tasks: true, daemons: true, restartPolicies: true, credentials: true } as const;
 
 /** Features a backend that answers no manifest is not taken to have (no case assumed them). */
-const NOT_ASSUMED = { execIntoRunning: false, hosts: false, swarm: false, pool: false, imageSources: false } as const;
+const NOT_ASSUMED = {
+  execIntoRunning: false,
+  hosts: false,
+  swarm: false,
+  pool: false,
+  warmAgent: false,
+  imageSources: false,
+} as const;
 
 /** What the suite takes of a backend that answers no manifest and is given no `supports` option. */
 const ASSUMED: Capabilities = { parents: true, data: true, reopen: true, ...RAN_ALWAYS, ...NOT_ASSUMED };

@@ -25,6 +25,11 @@ export interface Capabilities {
   readonly swarm: boolean;
   /** A pool of warm executors (`pool`). */
   readonly pool: boolean;
+  /**
+   * Warm one-shot tasks run through an agent inside the warm container (a fork and an exec, no
+   * engine API call per task) rather than the engine's exec.
+   */
+  readonly warmAgent: boolean;
   /** Image sources beyond data: registry, URL, git, a path (`refresh`). */
   readonly imageSources: boolean;
   /** Task credentials resolved at start (`spec.credentials`). */

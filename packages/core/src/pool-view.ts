@@ -15,6 +15,8 @@ export interface PoolProfileView {
   readonly hits: number;
   readonly misses: number;
   readonly failures: number;
+  /** How its warm containers run tasks: through the in-container agent, or the engine's exec (absent: exec). */
+  readonly runsWith?: 'agent' | 'exec';
 }
 
 /** The pool's figures, per profile and in all. */

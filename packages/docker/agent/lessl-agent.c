@@ -8,7 +8,8 @@
  *                   (user and group: a number or a name from /etc/passwd and /etc/group, or
  *                   empty: root; env entries are set over the agent's own environment)
  *        'I' stdin: bytes for the run's stdin;  'E': its stdin ends
- *        'K' kill:  1 byte, the signal, sent to the run's process group
+ *        'K' kill:  1 byte, the signal, sent to the run's process group (after a KILL the run
+ *                   ends once its command is reaped, whoever still holds its output pipes)
  *        'P' ping:  answered with 'P' and the same payload
  *   out  'S' started: u32 pid;  'O' stdout bytes;  'e' stderr bytes
  *        'A' stdin taken: u32, bytes of 'I' frames written to the command (or dropped: its
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,6 +49,7 @@ struct run {
   char *pending;    /* stdin not written yet */
   size_t pending_len;
   int stdin_eof;
+  int killed; /* a KILL was sent: once the command itself is gone, its output is not waited for */
 };
 
 static struct run runs[MAX_RUNS];
@@ -238,6 +241,21 @@ static void become(const char *user, const char *group, int fd) {
   if (getenv("LESSL_AGENT_HOME_SET") == NULL) setenv("HOME", known && pw[5] != NULL ? pw[5] : "/", 1);
 }
 
+/* Makes a missing working directory and its parents (root's, mode 0755), as Docker does for a container's. */
+static void make_dirs(const char *path) {
+  char p[4096];
+  if (*path != '/' || strlen(path) >= sizeof p) return;
+  strcpy(p, path);
+  for (char *s = p + 1;; s++)
+    if (*s == '/' || *s == '\0') {
+      char c = *s;
+      *s = '\0';
+      mkdir(p, 0755); /* exists already: fine; any other failure shows at the chdir */
+      if (c == '\0') return;
+      *s = c;
+    }
+}
+
 /* In the child: the run's process, in its own process group, with its pipes, user, cwd and env. */
 static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi, int po, int pe, int fd) {
   sigset_t none;
@@ -254,6 +272,7 @@ static _Noreturn void child(char **f, char **argv, char **env, int envc, int pi,
   }
   for (int i = 0; i < n_drop_caps; i++)
     if (prctl(PR_CAPBSET_DROP, drop_caps[i], 0, 0, 0) < 0) fail(fd, 5, errno);
+  if (f[2][0] != '\0') make_dirs(f[2]);
   become(f[0], f[1], fd);
   unsetenv("LESSL_AGENT_HOME_SET");
   if (f[2][0] != '\0' && chdir(f[2]) < 0) fail(fd, 3, errno);
@@ -346,6 +365,16 @@ static void flush_stdin(struct run *r) {
   if (r->stdin_eof && r->pending_len == 0) close_fd(&r->in);
 }
 
+/*
+ * After a KILL, once the command is reaped: its output pipes are closed rather than read to their
+ * end (a process that left its group may hold them open), so the run ends now.
+ */
+static void drop_output(struct run *r) {
+  close_fd(&r->out);
+  close_fd(&r->err);
+  maybe_finish(r);
+}
+
 static void control(void) {
   unsigned char h[9];
   if (read_all(0, h, 9) < 0) exit(0); /* the channel closed: lessl is gone; commands keep running */
@@ -366,8 +395,13 @@ static void control(void) {
   else if (h[0] == 'E' && r != NULL) {
     r->stdin_eof = 1;
     flush_stdin(r);
-  } else if (h[0] == 'K' && r != NULL && len == 1 && !r->reaped)
-    kill(-r->pid, p[0]);
+  } else if (h[0] == 'K' && r != NULL && len == 1) {
+    kill(-r->pid, p[0]); /* the group outlives its leader while a member lives: no other run has its id */
+    if (p[0] == SIGKILL) {
+      r->killed = 1;
+      if (r->reaped) drop_output(r);
+    }
+  }
   else if (h[0] == 'P')
     send_frame('P', id, p, len);
   free(p);
@@ -384,7 +418,8 @@ static void reap(void) {
     for (int i = 0; i < MAX_RUNS; i++)
       if (runs[i].pid == pid) {
         runs[i].status = st, runs[i].reaped = 1;
-        maybe_finish(&runs[i]);
+        if (runs[i].killed) drop_output(&runs[i]);
+        else maybe_finish(&runs[i]);
       }
   }
 }

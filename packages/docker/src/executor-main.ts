@@ -9,7 +9,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import { invalidEntry, restarts, runtimeError, type AnyError } from '@lessl/core';
 import { pipeInput, type CommitPlan, type RunSink } from '@lessl/kit';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
-import { putSecrets, startExec } from './executor-exec.js';
+import { startInWarm } from './executor-agent.js';
+import { putSecrets } from './executor-exec.js';
 import { follow, type ContainerRuns } from './executor-follow.js';
 import { containerConfig } from './executor-settings.js';
 import { readableOf } from './output.js';
@@ -51,8 +52,8 @@ const takeWarm = (runs: ContainerRuns, cfg: Docker.ContainerCreateOptions, sink:
 };
 
 /**
- * The warm path: the task runs with exec in a warm container that fits (answers its ID), or
- * undefined when none does. A warm container that died while idle is removed and the next taken.
+ * The warm path: the task runs in a warm container that fits, through its agent or with exec
+ * (answers its ID), or undefined when none does. A warm container that died while idle is removed and the next taken.
  */
 const startWarm = async (
   runs: ContainerRuns,
@@ -61,7 +62,7 @@ const startWarm = async (
   sink: RunSink,
 ): Promise<E.Either<AnyError, string> | undefined> => {
   for (let warm = takeWarm(runs, cfg, sink); warm !== undefined; warm = takeWarm(runs, cfg, sink)) {
-    const r = await startExec(runs, warm, sink, true);
+    const r = await startInWarm(runs, warm, sink);
     if (E.isRight(r)) {
       if (!plan.exists) runs.warmOnly.add(plan.executor.key);
       return E.right(warm);

@@ -24,6 +24,7 @@ import { restarts, unsupported, type AnyError, type DeleteError, type Element, t
 import type { CommitPlan, CompositionRecord, DriverCommit, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/kit';
 import { commitPlan, destroyErrorOf, layoutOf, taskSpecOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
 import type { Host } from './host.js';
+import { resumeAgent } from './executor-agent.js';
 import { resumeExec, startExec } from './executor-exec.js';
 import { ContainerRuns, follow, followMain, logStream } from './executor-follow.js';
 import { announceMain, startMain, stopMain } from './executor-main.js';
@@ -144,6 +145,7 @@ const resume = async (runs: ContainerRuns, sink: RunSink, status: TaskStatus): P
   const p = status.process ?? {};
   const containerId = typeof p.containerId === 'string' ? p.containerId : undefined;
   if (containerId === undefined) return void (await sink.end({ exitCode: null, reason: 'lost' }));
+  if (p.agent === true) return resumeAgent(runs, sink, containerId);
   if (typeof p.execId === 'string') return resumeExec(runs, sink, containerId, p.execId, String(p.marker ?? ''), p.warm === true);
   return resumeMain(runs, sink, containerId);
 };

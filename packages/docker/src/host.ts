@@ -25,11 +25,14 @@ export interface HelperMount {
 }
 
 /** What the drivers ask of a host's warm pool (pool.ts). */
+type AgentContainer = import('./agent/container.js').AgentContainer;
 export interface WarmContainers {
   /** Whether a profile with this key exists. */
   has(key: string): boolean;
   /** A ready container of the profile, taken out of the pool, or undefined (a miss). */
   take(key: string): string | undefined;
+  /** The in-container agent of a taken container, when it runs one (its tasks run through it, not exec). */
+  agentOf(id: string): AgentContainer | undefined;
   /** Gives back a taken container (removed in the background); `dead` when it could not run its task. */
   release(id: string, dead?: boolean): void;
   /** Removes the ready containers made from an image (before the image goes). */

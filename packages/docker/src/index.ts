@@ -73,6 +73,7 @@ import { imageDriver } from './images.js';
 import { imageIdOf } from './attributes.js';
 import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
+import { agentBinary } from './agent/binary.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -89,7 +90,7 @@ export {
   type AgentRunEnd,
   type AgentRunRequest,
 } from './agent/container.js';
-export { agentBinary } from './agent/binary.js';
+export { agentBinary };
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
   IMAGE_MISSING_PENALTY,
@@ -160,6 +161,12 @@ export interface DockerBackendOptions extends CommonOpenOptions {
    * trusted); the task service sets one (docs/service.md).
    */
   readonly egress?: { readonly allowNetworks?: readonly string[] };
+  /**
+   * Run warm one-shot tasks through the in-container agent (default true, when the package was
+   * built with it: `supports.warmAgent` says so); false: warm containers idle in `idleCmd` and
+   * tasks run in them with the engine's exec (docs/pool.md).
+   */
+  readonly agent?: boolean;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -174,6 +181,7 @@ export const DockerBackendOptionsProps = {
   callTimeoutMs: t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt'),
   swarm: SwarmOptionsC,
   egress: t.exact(t.partial({ allowNetworks: t.array(t.string) })),
+  agent: t.boolean,
 };
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -353,6 +361,7 @@ const capabilitiesOf = (opts: DockerBackendOptions): Partial<Capabilities> => ({
   hosts: true,
   swarm: opts.swarm !== undefined,
   pool: true,
+  warmAgent: opts.swarm === undefined && opts.agent !== false && agentBinary() !== undefined,
   imageSources: true,
   credentials: opts.credentials !== undefined,
 });
@@ -411,7 +420,7 @@ const start = async (parts: Parts, backend: Backend): Promise<DockerBackend> => 
   const door = recordDoor(registry);
   const { adopt, sweepers } = adoption(parts, door, reconciled);
   for (const h of hosts.all()) if (h.state === 'active') await adopt(h);
-  const warm = new WarmPool(hosts.primary);
+  const warm = new WarmPool(hosts.primary, parts.opts.agent !== false);
   hosts.primary.pool = warm;
   background.push(lastUseFlusher(hosts, registry));
   background.unshift({ stop: () => warm.close() });

@@ -2,10 +2,13 @@
  * The warm pool (docs/pool.md). A one-shot task in a new container costs the engine's
  * create and start (~300 ms here); an exec into a running container ~60 ms. So for a profile (an
  * image and the container-level executor options: limits, network, capabilities) the pool keeps
- * containers created and started ahead of need, each idling in a small loop. A one-shot task whose
- * executor matches a profile and mounts no volume takes one: the task runs in it with exec, and
- * when it ends the container is removed (one task per container: nothing crosses tasks). The pool
- * is replenished in the background. Everything else takes the cold path.
+ * containers created and started ahead of need. A warm container's main process is lessl-agent
+ * (agent/container.ts): a one-shot task whose executor matches a profile and mounts no volume
+ * takes one and runs in it through the agent, a fork and an exec with no engine call; when it
+ * ends the container is removed (one task per container: nothing crosses tasks). Without the
+ * agent (not built, `agent: false`, or an agent container of the profile that failed to start)
+ * the containers idle in a small loop (`idleCmd`) and the task runs with exec. The pool is
+ * replenished in the background. Everything else takes the cold path.
  *
  * Sizing: each profile keeps `min` ready containers (never more than `max` ready or starting), all
  * profiles together at most `memoryBytes` of memory limits. A profile not used for `idleMs` drops
@@ -15,7 +18,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
+import * as E from 'fp-ts/lib/Either.js';
 import { logError, type PoolView } from '@lessl/core';
+import { agentBinary } from './agent/binary.js';
+import { AgentContainer } from './agent/container.js';
 import type { Host, WarmContainers } from './host.js';
 import { poolLabels } from './labels.js';
 
@@ -71,6 +77,8 @@ export const warmKey = (b: ContainerBase): string => {
 
 interface Ready {
   readonly id: string;
+  /** Its agent, when it runs one (else it idles in `idleCmd`: tasks run with exec). */
+  readonly agent?: AgentContainer;
 }
 
 interface Slot {
@@ -84,6 +92,8 @@ interface Slot {
   failures: number;
   lastUse: number;
   retryAt: number;
+  /** Whether its containers run the agent (false once one failed to start: then they idle in `idleCmd`). */
+  agent: boolean;
 }
 
 /** The pool of one backend (see the module comment). */
@@ -93,8 +103,16 @@ export class WarmPool implements WarmContainers {
   private readonly timer: NodeJS.Timeout;
   private closed = false;
   private readonly filling = new Set<Promise<void>>();
+  /** The agents of containers taken and not yet released. */
+  private readonly lentAgents = new Map<string, AgentContainer>();
+  /** The slot each taken container came from, until released (its hit is taken back if it could not run its task). */
+  private readonly takenFrom = new Map<string, Slot>();
 
-  constructor(private readonly host: Host) {
+  /** `agent`: fill with agent containers when the agent was built (the backend's `agent` option). */
+  constructor(
+    private readonly host: Host,
+    private readonly agent = true,
+  ) {
     this.timer = setInterval(() => this.housekeep(), 1000);
     this.timer.unref();
   }
@@ -121,6 +139,7 @@ export class WarmPool implements WarmContainers {
           failures: 0,
           lastUse: Date.now(),
           retryAt: 0,
+          agent: this.usesAgent,
         });
       else {
         slot.profile = p;
@@ -128,6 +147,16 @@ export class WarmPool implements WarmContainers {
       }
     }
     await this.fill();
+  }
+
+  /** Whether warm containers run the agent (built, and not turned off). */
+  get usesAgent(): boolean {
+    return this.agent && agentBinary() !== undefined;
+  }
+
+  /** The agent of a taken container, when it runs one. */
+  agentOf(id: string): AgentContainer | undefined {
+    return this.lentAgents.get(id);
   }
 
   /** Whether a profile with this key exists. */
@@ -148,10 +177,14 @@ export class WarmPool implements WarmContainers {
     const slot = this.slots.get(key);
     if (slot === undefined || this.closed) return undefined;
     slot.lastUse = Date.now();
-    const r = slot.ready.shift();
+    let r = slot.ready.shift();
+    // an agent container that broke while idle (killed, paused) is never handed out
+    for (; r?.agent?.broken === true; r = slot.ready.shift()) void this.removeAll([r]);
     if (r !== undefined) {
       slot.hits++;
       slot.lent.set(r.id, slot.lastUse);
+      this.takenFrom.set(r.id, slot);
+      if (r.agent !== undefined) this.lentAgents.set(r.id, r.agent);
       return r.id;
     }
     slot.misses++;
@@ -165,7 +198,12 @@ export class WarmPool implements WarmContainers {
    * waits for it), then the pool refills.
    */
   release(id: string, dead = false): void {
-    for (const slot of this.slots.values()) if (slot.lent.delete(id) && dead) slot.hits--;
+    for (const slot of this.slots.values()) slot.lent.delete(id);
+    const from = this.takenFrom.get(id);
+    this.takenFrom.delete(id);
+    if (from !== undefined && dead) from.hits--;
+    this.lentAgents.get(id)?.close();
+    this.lentAgents.delete(id);
     // counted as a background removal now; its request goes out once the task's waiters have run
     this.host.removeAfter(new Promise((r) => setImmediate(r)), 'container', id);
     void this.host
@@ -214,6 +252,7 @@ export class WarmPool implements WarmContainers {
         hits: s.hits,
         misses: s.misses,
         failures: s.failures,
+        runsWith: s.agent ? ('agent' as const) : ('exec' as const),
       })),
       hits: slots.reduce((a, s) => a + s.hits, 0),
       misses: slots.reduce((a, s) => a + s.misses, 0),
@@ -230,6 +269,9 @@ export class WarmPool implements WarmContainers {
     await Promise.all(this.filling);
     for (const slot of this.slots.values()) await this.removeAll(slot.ready.splice(0));
     this.slots.clear();
+    // tasks still running in taken containers are not followed any more: the next open finds them lost
+    for (const agent of this.lentAgents.values()) agent.detach();
+    this.lentAgents.clear();
   }
 
   private memoryInUse(): number {
@@ -265,51 +307,90 @@ export class WarmPool implements WarmContainers {
     return Promise.all(this.filling).then(() => undefined);
   }
 
-  /** Creates and starts one warm container of a profile. */
+  /** Creates and starts one warm container of a profile (with the agent, else idling in `idleCmd`). */
   private async start(slot: Slot): Promise<void> {
     const p = slot.profile;
-    let id: string | undefined;
+    const name = `lessl_pool_${p.key}_${randomBytes(4).toString('hex')}`;
+    let ready: Ready | undefined;
     try {
-      const { containers } = this.host.clients;
-      id = await containers.create({
-        name: `lessl_pool_${p.key}_${randomBytes(4).toString('hex')}`,
-        Image: p.base.Image,
-        Cmd: [...p.idleCmd],
-        Entrypoint: [],
-        Labels: poolLabels(this.host.instance, p.key),
-        Tty: false,
-        OpenStdin: false,
-        HostConfig: p.base.HostConfig,
-      });
-      await containers.start(id);
-      if (this.closed || this.slots.get(p.key) !== slot) await this.host.removeObject('container', id);
+      const agent = slot.agent ? await this.startAgent(slot, name) : undefined;
+      ready = agent ?? (await this.startIdle(p, name));
+      // the agent failed where a plain container starts: the profile uses exec from now on
+      if (slot.agent && agent === undefined) {
+        slot.agent = false;
+        this.host.logger.warn({ profile: p.key }, 'pool: the agent could not run in this profile’s containers; it uses exec');
+      }
+      if (this.closed || this.slots.get(p.key) !== slot) await this.removeAll([ready]);
       else {
-        slot.ready.push({ id });
-        this.host.logger.debug({ profile: p.key, container: id, ready: slot.ready.length }, 'pool: filled a warm container');
+        slot.ready.push(ready);
+        this.host.logger.debug(
+          { profile: p.key, container: ready.id, ready: slot.ready.length },
+          'pool: filled a warm container',
+        );
       }
     } catch (err) {
       slot.failures++;
       this.host.logger.warn({ profile: p.key, err: logError(err) }, 'pool: could not start a warm container; retrying later');
       slot.retryAt = Date.now() + 5000; // an image gone, an engine failing: try again later, not in a loop
-      if (id !== undefined) await this.host.removeObject('container', id);
     } finally {
       slot.starting--;
     }
   }
 
-  /** Drops idle profiles to zero; refills the others. */
+  /** An agent container of the profile, or undefined when it could not start (nothing is left of it). */
+  private async startAgent(slot: Slot, name: string): Promise<Ready | undefined> {
+    const p = slot.profile;
+    const labels = poolLabels(this.host.instance, p.key);
+    const a = await AgentContainer.start(this.host, { name, image: p.base.Image, hostConfig: p.base.HostConfig, labels });
+    if (E.isRight(a)) return { id: a.right.id, agent: a.right };
+    this.host.logger.warn({ profile: p.key, err: a.left.message }, 'pool: could not start an agent container');
+    return undefined;
+  }
+
+  /** A container of the profile idling in `idleCmd` (tasks run in it with exec); removed if it cannot start. */
+  private async startIdle(p: WarmProfile, name: string): Promise<Ready> {
+    const { containers } = this.host.clients;
+    const id = await containers.create({
+      name,
+      Image: p.base.Image,
+      Cmd: [...p.idleCmd],
+      Entrypoint: [],
+      Labels: poolLabels(this.host.instance, p.key),
+      Tty: false,
+      OpenStdin: false,
+      HostConfig: p.base.HostConfig,
+    });
+    try {
+      await containers.start(id);
+    } catch (err) {
+      await this.host.removeObject('container', id);
+      throw err;
+    }
+    return { id };
+  }
+
+  /** Drops idle profiles to zero and agent containers that broke while ready; refills. */
   private housekeep(): void {
     const now = Date.now();
-    for (const slot of this.slots.values())
+    for (const slot of this.slots.values()) {
+      const broken = slot.ready.filter((r) => r.agent?.broken === true);
+      if (broken.length > 0) {
+        slot.ready = slot.ready.filter((r) => !broken.includes(r));
+        void this.removeAll(broken);
+      }
       if (now - slot.lastUse > slot.profile.idleMs && slot.ready.length > 0) {
         this.host.logger.info({ profile: slot.profile.key, containers: slot.ready.length }, 'pool: idle profile dropped to zero');
         void this.removeAll(slot.ready.splice(0));
       }
+    }
     void this.fill().catch(() => undefined);
   }
 
   private async removeAll(rs: readonly Ready[]): Promise<void> {
-    for (const r of rs) await this.host.removeObject('container', r.id);
+    for (const r of rs) {
+      r.agent?.close();
+      await this.host.removeObject('container', r.id);
+    }
   }
 }
 
@@ -327,7 +408,10 @@ export interface PoolProfileRequest {
   readonly max?: number;
   /** Unused this long, the profile drops to zero until its next task (default 10 minutes). */
   readonly idleMs?: number;
-  /** What a warm container runs while it waits (default `IDLE_CMD`: needs sh and sleep). */
+  /**
+   * What a warm container runs while it waits when it does not run the agent (default
+   * `IDLE_CMD`: needs sh and sleep; see docs/pool.md for when the agent is not used).
+   */
   readonly idleCmd?: readonly string[];
 }
 

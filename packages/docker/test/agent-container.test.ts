@@ -14,6 +14,7 @@ import {
   type AgentRunEnd,
   type AgentRunRequest,
 } from '@lessl/docker';
+import { client, hostNamed, testHosts } from './hosts-support.js';
 import { n } from './support.js';
 
 const docker = new Docker();
@@ -30,10 +31,10 @@ const HARDENED: Docker.HostConfig = {
   MemorySwap: 256 * 1024 ** 2,
 };
 
-const importImage = async (tar: NodeJS.ReadableStream, ref: string): Promise<void> => {
+const importImage = async (tar: NodeJS.ReadableStream, ref: string, on = docker): Promise<void> => {
   const [repo, tag] = ref.split(':');
-  const s = await docker.importImage(tar, { repo, tag });
-  await new Promise((res, rej) => docker.modem.followProgress(s, (e) => (e ? rej(e) : res(undefined))));
+  const s = await on.importImage(tar, { repo, tag });
+  await new Promise((res, rej) => on.modem.followProgress(s, (e) => (e ? rej(e) : res(undefined))));
 };
 
 /** An image holding nothing but busybox as /bin/echo and /bin/cat (no shell, no /etc). */
@@ -188,3 +189,26 @@ test('a field no process can take is InvalidEntry naming it; nothing runs', () =
   expect(E.isLeft(r) && r.left).toMatchObject({ _tag: 'InvalidEntry', keys: ['cmd'] });
   expect(E.isLeft(a.run({ argv: [], output: () => undefined }))).toBe(true);
 });
+
+const hosts = testHosts();
+const h1 = hosts === undefined ? undefined : hostNamed(hosts, 'h1');
+test.runIf(h1 !== undefined)(
+  'a remote engine over mutual TLS: the agent is copied in and runs over the attach stream',
+  async () => {
+    if (h1 === undefined) return;
+    const remote = client(h1, 'tls');
+    await importImage(busyboxRootfs(), BASE, remote);
+    const r = await startAgentContainer(remote, { image: BASE, hostConfig: HARDENED, labels: LABELS, env: ['PATH=/bin'] });
+    try {
+      if (E.isLeft(r)) throw new Error(r.left.message);
+      const input = async function* (): AsyncIterable<Uint8Array> {
+        yield Buffer.from('over tls');
+      };
+      expect(await run(r.right, { argv: ['cat'], stdin: input() })).toMatchObject({ exitCode: 0, out: 'over tls' });
+      expect((await remote.getContainer(r.right.id).inspect()).ExecIDs ?? []).toEqual([]);
+    } finally {
+      if (E.isRight(r)) await r.right.remove();
+      await remote.getImage(BASE).remove({ force: true });
+    }
+  },
+);

@@ -1,6 +1,7 @@
 // The agent's frames, encoded and decoded without Docker.
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
+import { agentCapabilities } from '../src/agent/binary.js';
 import { encodeFrame, exitOf, FrameDecoder, MAX_PAYLOAD, runPayload, userFields } from '../src/agent/frames.js';
 
 test('frames decode whole and in order however the stream is cut', () => {
@@ -51,4 +52,24 @@ test('exit frames and users', () => {
   expect(userFields('1000:100')).toEqual({ user: '1000', group: '100' });
   expect(userFields('nobody')).toEqual({ user: 'nobody', group: '' });
   expect(userFields(undefined)).toEqual({ user: '', group: '' });
+});
+
+test('the agent gets the capabilities it needs; those the container was not given are dropped for runs', () => {
+  expect(agentCapabilities({ CapDrop: ['ALL'] })).toEqual({
+    capAdd: ['KILL', 'SETGID', 'SETUID', 'SETPCAP'],
+    capDrop: ['ALL'],
+    drop: [5, 6, 7, 8],
+  });
+  expect(agentCapabilities({ CapDrop: ['ALL'], CapAdd: ['CAP_KILL', 'NET_ADMIN'] })).toEqual({
+    capAdd: ['CAP_KILL', 'NET_ADMIN', 'SETGID', 'SETUID', 'SETPCAP'],
+    capDrop: ['ALL'],
+    drop: [6, 7, 8],
+  });
+  expect(agentCapabilities({ CapDrop: ['CAP_SETUID', 'NET_RAW'] })).toEqual({
+    capAdd: ['SETUID'],
+    capDrop: ['NET_RAW'],
+    drop: [7],
+  });
+  expect(agentCapabilities({})).toEqual({ capAdd: [], capDrop: [], drop: [] });
+  expect(agentCapabilities({ Privileged: true, CapDrop: ['ALL'] })).toEqual({ capAdd: [], capDrop: ['ALL'], drop: [] });
 });

@@ -138,14 +138,17 @@ test('runs interleave: a slow one does not hold a fast one back', async () => {
   expect(text(await agent.until(6), 'O')).toBe('slow\n');
 });
 
-test('a command that exits 127 itself is not marked as not found; a bad cwd is 126 and says why', async () => {
+test('a command that exits 127 itself is not marked as not found; a missing cwd is made (as Docker does), one that cannot be is 126', async () => {
   agent.send(runFrame(8, ['sh', '-c', 'exit 127']));
   const own = await agent.until(8);
   expect([exitOf(own), notFoundMark(own)]).toEqual([127, 0]);
-  agent.send(runFrame(9, ['true'], ['PATH=/usr/bin:/bin'], '/no/such/dir'));
+  agent.send(runFrame(9, ['true'], ['PATH=/usr/bin:/bin'], '/etc/hostname/not-a-dir'));
   const cd = await agent.until(9);
   expect([exitOf(cd), notFoundMark(cd)]).toEqual([126, 0]);
-  expect(text(cd, 'e')).toContain('cd /no/such/dir');
+  expect(text(cd, 'e')).toContain('cd /etc/hostname/not-a-dir');
+  const missing = join(mkdtempSync(join(tmpdir(), 'lessl-agent-cwd-')), 'made', 'here');
+  agent.send(runFrame(17, ['pwd'], ['PATH=/usr/bin:/bin'], missing));
+  expect(text(await agent.until(17), 'O')).toBe(`${missing}\n`);
 });
 
 test('users by number or by name (from /etc/passwd and /etc/group), with their HOME; an unknown name is refused', async () => {
@@ -180,3 +183,11 @@ test('ping answers with its payload; stdin taken is acknowledged, dropped stdin 
   expect(acked).toBe(100_000);
   expect(exitOf(fs)).toBe(0);
 });
+
+test('a KILL ends a run even when a process that left its group holds its output open', async () => {
+  agent.send(runFrame(16, ['sh', '-c', 'setsid sleep 20 & echo started']));
+  await agent.until(16, 'O');
+  agent.send(frame('K', 16, Buffer.from([9])));
+  const fs = await agent.until(16);
+  expect(fs.at(-1)?.type).toBe('X');
+}, 10_000);

@@ -113,6 +113,7 @@ export const defaultCapabilities: Capabilities = {
   hosts: false,
   swarm: false,
   pool: false,
+  warmAgent: false,
   imageSources: false,
   credentials: true,
 };

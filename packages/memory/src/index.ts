@@ -53,6 +53,7 @@ export const MEMORY_CAPABILITIES: Capabilities = {
   hosts: false,
   swarm: false,
   pool: false,
+  warmAgent: false,
   imageSources: false,
   credentials: true,
 };

@@ -69,15 +69,19 @@ const Count = t.number;
 /** What `GET|PUT /v1/pool` answer: the pool view of `@lessl/core` (checked below), as a codec for the OpenAPI document. */
 export const PoolViewC = strict('Pool', {
   profiles: t.array(
-    strict('PoolProfileStats', {
-      key: t.string,
-      image: t.string,
-      ready: Count,
-      starting: Count,
-      hits: Count,
-      misses: Count,
-      failures: Count,
-    }),
+    strict(
+      'PoolProfileStats',
+      {
+        key: t.string,
+        image: t.string,
+        ready: Count,
+        starting: Count,
+        hits: Count,
+        misses: Count,
+        failures: Count,
+      },
+      { runsWith: t.keyof({ agent: null, exec: null }) },
+    ),
   ),
   hits: Count,
   misses: Count,

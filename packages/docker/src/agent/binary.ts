@@ -39,14 +39,19 @@ const NEEDED: Readonly<Record<string, number>> = { KILL: 5, SETGID: 6, SETUID: 7
 const capName = (c: string): string => c.toUpperCase().replace(/^CAP_/, '');
 
 /**
- * The container's capabilities with what the agent needs added, and the numbers of the added ones
- * (the agent drops them from every run's bounding set, so a run has exactly the configured ones).
+ * The container's capabilities with what the agent needs added (and no longer dropped by name),
+ * and the numbers of the added ones (the agent drops them from every run's bounding set, so a run
+ * has exactly the configured ones).
  */
-export const agentCapabilities = (hc: Docker.HostConfig): { capAdd: string[]; drop: number[] } => {
+export const agentCapabilities = (hc: Docker.HostConfig): { capAdd: string[]; capDrop: string[]; drop: number[] } => {
   const add = (hc.CapAdd ?? []).map(capName);
   const dropped = (hc.CapDrop ?? []).map(capName);
   const has = (c: string): boolean =>
     hc.Privileged === true || add.includes(c) || (!dropped.includes('ALL') && !dropped.includes(c));
   const missing = Object.keys(NEEDED).filter((c) => !has(c));
-  return { capAdd: [...(hc.CapAdd ?? []), ...missing], drop: missing.map((c) => NEEDED[c] ?? -1).filter((n) => n >= 0) };
+  return {
+    capAdd: [...(hc.CapAdd ?? []), ...missing],
+    capDrop: (hc.CapDrop ?? []).filter((c: string) => !missing.includes(capName(c))),
+    drop: missing.map((c) => NEEDED[c] ?? -1).filter((n) => n >= 0),
+  };
 };

@@ -57,6 +57,11 @@ export interface AgentRunRequest {
 
 /** A run in flight. */
 export interface AgentRun {
+  /**
+   * Resolves true once the agent answered the run (started it, or said why it could not), false
+   * when the container broke first (no answer within `livenessMs`: a container paused or dead).
+   */
+  readonly started: Promise<boolean>;
   /** Resolves once it ended (never rejects). */
   readonly done: Promise<AgentRunEnd>;
   /** Sends a signal to its process group. */
@@ -69,10 +74,14 @@ const SIGNALS = { TERM: 15, KILL: 9 } as const;
 /** Stdin bytes in flight to one run (sent, not yet written to it): the agent holds at most this much. */
 const STDIN_WINDOW = 1 << 20;
 const STDIN_CHUNK = 64 * 1024;
+/** A run not answered this soon has its container's state checked (the agent answers in about a millisecond). */
+const CHECK_MS = 250;
 
 interface Live {
   readonly output: AgentRunRequest['output'];
   readonly end: (e: AgentRunEnd) => void;
+  /** Settles `started` (once). */
+  answered: ((ok: boolean) => void) | undefined;
   killed: boolean;
   done: boolean;
   sent: number;
@@ -90,6 +99,8 @@ export class AgentContainer {
   private heard = true;
   private timer: NodeJS.Timeout | undefined;
   private readonly pongs = new Map<number, () => void>();
+  /** An inspect of the container is under way (`checkRunning`). */
+  private checking = false;
   /** The channel as a stream (the hijacked socket). */
   private readonly stream: Readable;
 
@@ -112,18 +123,21 @@ export class AgentContainer {
 
   /**
    * Creates and starts a container of `spec` with the agent as its main process, and answers it
-   * once the agent answers; on failure nothing is left (the container is removed).
+   * once the agent answers; on failure nothing is left (the container is removed). Outside the
+   * package: `startAgentContainer`.
+   * @internal
    */
   static async start(host: Host, spec: AgentContainerSpec): Promise<E.Either<AnyError, AgentContainer>> {
     const bin = agentBinary();
     if (bin === undefined)
       return E.left(runtimeError(spec.image, 'the in-container agent was not built (no compiler at build time)'));
     let id: string | undefined;
+    let channel: NodeJS.ReadWriteStream | undefined;
     try {
       const user = (await host.clients.images.inspect(spec.image)).Config?.User ?? '';
       id = await host.clients.containers.create(createOptions(spec));
       await host.clients.containers.putArchive(id, agentTar(bin), '/');
-      const channel = await host.clients.containers.attach(id, {
+      channel = await host.clients.containers.attach(id, {
         stream: true,
         stdin: true,
         stdout: true,
@@ -136,6 +150,7 @@ export class AgentContainer {
       await agent.remove();
       return E.left(runtimeError(spec.image, 'the in-container agent did not answer (an image for another architecture?)'));
     } catch (err) {
+      if (channel !== undefined) readableOf(channel).destroy();
       if (id !== undefined) await host.removeObject('container', id);
       return E.left(fromDocker(spec.image, err));
     }
@@ -159,21 +174,62 @@ export class AgentContainer {
     const id = this.nextRun;
     this.nextRun = (this.nextRun % 0xffff_fffe) + 1;
     let end: (e: AgentRunEnd) => void = () => undefined;
+    let answered: (ok: boolean) => void = () => undefined;
     const done = new Promise<AgentRunEnd>((r) => (end = r));
-    const live: Live = { output: req.output, end, killed: false, done: false, sent: 0, acked: 0, wake: undefined };
-    if (this.isBroken) live.end({ exitCode: null, reason: 'lost' });
+    const started = new Promise<boolean>((r) => (answered = r));
+    const live: Live = { output: req.output, end, answered, killed: false, done: false, sent: 0, acked: 0, wake: undefined };
+    if (this.isBroken) this.finish(id, live, { exitCode: null, reason: 'lost' });
     else {
       this.runs.set(id, live);
       this.watch();
       this.send(encodeFrame('R', id, p.payload));
-      void this.pump(id, live, req.stdin);
+      this.expectAnswer(live);
+      // stdin is read only once the run started: a run that never starts leaves it whole for another
+      void started.then((ok) => (ok ? this.pump(id, live, req.stdin) : undefined));
     }
     const kill = (signal: 'TERM' | 'KILL' | number): void => this.signal(id, live, signal);
     const onAbort = (): void => kill('KILL');
     req.signal?.addEventListener('abort', onAbort, { once: true });
     if (req.signal?.aborted === true) onAbort();
     void done.then(() => req.signal?.removeEventListener('abort', onAbort));
-    return E.right({ done, kill, stop: (signal, graceMs) => this.stop(live, done, kill, signal, graceMs) });
+    return E.right({ started, done, kill, stop: (signal, graceMs) => this.stop(live, done, kill, signal, graceMs) });
+  }
+
+  /**
+   * A run the agent does not answer within `livenessMs` breaks the container (paused, or dead and
+   * not yet seen); one not answered within `CHECK_MS` has the container inspected (one engine call,
+   * off the normal path): paused or stopped, it breaks at once.
+   */
+  private expectAnswer(live: Live): void {
+    const check = setTimeout(
+      () => {
+        if (live.answered !== undefined) void this.checkRunning();
+      },
+      Math.min(CHECK_MS, this.livenessMs),
+    );
+    const bound = setTimeout(() => {
+      if (live.answered !== undefined) this.break('no answer to a run (a paused container?)');
+    }, this.livenessMs);
+    check.unref();
+    bound.unref();
+    const answered = live.answered;
+    live.answered = (ok) => {
+      clearTimeout(check);
+      clearTimeout(bound);
+      answered?.(ok);
+    };
+  }
+
+  /** Breaks the container if the engine says it is paused or not running (one check at a time). */
+  private async checkRunning(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    const state = await this.host.clients.containers.inspect(this.id).then(
+      (i) => (i.State.Paused ? 'paused' : i.State.Running ? undefined : 'not running'),
+      () => undefined, // gone or unreachable: the stream's end or the bound says so
+    );
+    this.checking = false;
+    if (state !== undefined) this.break(`the container is ${state}`);
   }
 
   /** Whether the agent answers a ping within `timeoutMs`. */
@@ -192,10 +248,24 @@ export class AgentContainer {
     return ok;
   }
 
-  /** Removes the container (runs in flight end `killed`); gone already is fine. */
-  async remove(): Promise<void> {
+  /** Closes the channel (the agent exits, and so does the container); runs in flight end `killed`. */
+  close(): void {
     for (const live of this.runs.values()) live.killed = true;
     this.break('removed');
+  }
+
+  /**
+   * Closes the channel without ending the runs in flight (the backend closes: the agent exits and
+   * the container stops; the next open finds the runs `lost`).
+   */
+  detach(): void {
+    this.runs.clear();
+    this.break('detached');
+  }
+
+  /** Closes the channel and removes the container; gone already is fine. */
+  async remove(): Promise<void> {
+    this.close();
     await this.host.removeObject('container', this.id);
   }
 
@@ -204,7 +274,8 @@ export class AgentContainer {
     if (this.isBroken) return;
     this.isBroken = true;
     clearInterval(this.timer);
-    if (why !== 'removed') this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
+    if (why !== 'removed' && why !== 'detached')
+      this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
     for (const [id, live] of this.runs) this.finish(id, live, { exitCode: null, reason: live.killed ? 'killed' : 'lost' });
     this.channel.end();
     this.stream.destroy();
@@ -243,6 +314,7 @@ export class AgentContainer {
     if (f.type === 'P') return this.pongs.get(f.run)?.();
     const live = this.runs.get(f.run);
     if (live === undefined) return;
+    if (f.type === 'S' || f.type === 'X') this.answer(live, true);
     if (f.type === 'O' || f.type === 'e') live.output(f.type === 'O' ? 'stdout' : 'stderr', new Uint8Array(f.data));
     else if (f.type === 'A') {
       live.acked += f.data.length >= 4 ? f.data.readUInt32BE(0) : 0;
@@ -253,7 +325,14 @@ export class AgentContainer {
     }
   }
 
+  private answer(live: Live, ok: boolean): void {
+    const answered = live.answered;
+    live.answered = undefined;
+    answered?.(ok);
+  }
+
   private finish(id: number, live: Live, e: AgentRunEnd): void {
+    this.answer(live, false);
     this.runs.delete(id);
     live.done = true;
     live.wake?.();
@@ -342,7 +421,7 @@ const createOptions = (spec: AgentContainerSpec): Docker.ContainerCreateOptions 
     AttachStdin: true,
     AttachStdout: true,
     AttachStderr: true,
-    HostConfig: { ...spec.hostConfig, CapAdd: caps.capAdd, LogConfig: { Type: 'none', Config: {} } },
+    HostConfig: { ...spec.hostConfig, CapAdd: caps.capAdd, CapDrop: caps.capDrop, LogConfig: { Type: 'none', Config: {} } },
   };
 };
 
