@@ -24,7 +24,7 @@ export {
   type FunctionView,
 } from './functions.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
-export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';
+export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord, InvokeRecord, InvocationResultRecord } from './db.js';
 export {
   PoolConfigC,
   PoolProfileC,
