@@ -6,6 +6,7 @@
  *   as its own program in a fresh working directory, on the real Docker engine (and the test
  *   engines where a snippet names them); it must exit 0 on its own (close what it opens);
  * - ```json blocks parse;
+ * - ```yaml blocks are stack files (`lessl up -f lessl.yml`) the CLI's validator takes;
  * - ```sh blocks: every command they name exists (`npm run` scripts, `scripts/*`, test files,
  *   `lessl` subcommands answer `--help`, `npm install` names packages of this repository or
  *   their declared dependencies, `curl` paths are in the service's OpenAPI document).
@@ -20,6 +21,7 @@ import type { AbstractLevel } from 'abstract-level';
 import { Level } from 'level';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { formatProblem, parseStack } from '@lessl/cli';
 import { purge } from '@lessl/docker';
 import { Registry } from '@lessl/level';
 import { unwrap } from '@lessl/core';
@@ -37,7 +39,7 @@ const usesVitest = (s: Snippet): boolean => /from 'vitest'/.test(s.code);
 const fileOf = (s: Snippet): string => (usesVitest(s) ? `${s.name}.test` : s.name);
 
 test('every code block is in a language the snippet tests check', () => {
-  const unchecked = snippets.filter((s) => !['ts', 'json', 'sh'].includes(s.lang));
+  const unchecked = snippets.filter((s) => !['ts', 'json', 'sh', 'yaml'].includes(s.lang));
   expect(unchecked.map((s) => `${s.file}:${s.line} ${s.lang}`)).toEqual([]);
   expect(byLang('ts').length).toBeGreaterThanOrEqual(15);
 });
@@ -124,6 +126,13 @@ const purgeService = async (data: string): Promise<void> => {
 
 test('JSON blocks parse', () => {
   for (const s of byLang('json')) expect(() => JSON.parse(s.code) as unknown, `${s.file}:${s.line}`).not.toThrow();
+});
+
+test('YAML blocks are valid stack files', () => {
+  for (const s of byLang('yaml')) {
+    const r = parseStack(s.code);
+    expect(r.ok ? [] : r.problems.map((p) => formatProblem(`${s.file}:${s.line}+`, p))).toEqual([]);
+  }
 });
 
 describe('shell blocks name only commands that exist', () => {

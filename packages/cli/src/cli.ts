@@ -8,6 +8,9 @@ import { clientProblem, LesslClient, LesslError, type Problem } from './client.j
 import * as cmd from './commands.js';
 import { readSpec, type Io } from './commands.js';
 import type { ServeOptions } from './serve.js';
+import * as fns from './fn.js';
+import type { DeployFlags, InvokeFlags } from './fn.js';
+import { up, type UpOptions } from './up.js';
 
 /** This package's version (from its package.json, next to dist/). */
 export const VERSION: string = ((): string => {
@@ -27,6 +30,15 @@ const int =
   (v: string): number => {
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${what} must be an integer >= ${min}`);
+    return n;
+  };
+
+/** A positive number option (fractions allowed). */
+const positive =
+  (what: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a number above 0`);
     return n;
   };
 
@@ -231,7 +243,9 @@ const poolCommands = (p: Command, act: Act): void => {
 /** `lessl events`. */
 const eventCommands = (p: Command, act: Act): void => {
   p.command('events')
-    .description('follow the events of your tasks: commands started and ended, tasks removed (Server-Sent Events)')
+    .description(
+      'follow the events of your tasks and functions: commands started and ended, tasks removed, functions deployed, invoked, removed (Server-Sent Events)',
+    )
     .option('--since <id>', 'replay the events after this event id first (0: from the start)')
     .option('--count <n>', 'exit after n events', int('--count'))
     .option(
@@ -256,6 +270,65 @@ const userCommands = (p: Command, act: Act): void => {
     .action(act(async (c, io) => cmd.usersLs(c, io)));
 };
 
+/** Collects a repeatable option's values. */
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+/** `lessl fn ...`: functions. */
+const fnCommands = (p: Command, act: Act): void => {
+  const fn = p.command('fn').description('functions: named commands invoked with input, answering their output');
+  fn.command('deploy')
+    .description('create or update a function; prints its name and version')
+    .argument('<name>', 'the function name')
+    .argument('[argv...]', 'the command in exec form (no shell), after --')
+    .requiredOption('--image <image>', 'the image its containers start from')
+    .option('--cmd <cmd>', 'one shell command (run with /bin/sh -c), instead of an argv after --')
+    .option('--env <NAME=VALUE>', 'an environment variable (repeatable)', collect)
+    .option('--pwd <dir>', 'the working directory')
+    .option('--user <user>', 'the user it runs as')
+    .option('--network <mode>', 'the network mode (default none)')
+    .addOption(new Option('--reuse <policy>', 'how invocations share containers').choices(['per-invocation', 'per-function']))
+    .option('--concurrency <n>', 'invocations one container runs at once (per-function)', int('--concurrency', 1))
+    .option('--min <n>', 'containers kept ready', int('--min'))
+    .option('--max <n>', 'most containers at once', int('--max', 1))
+    .option('--idle <seconds>', 'remove its containers after this long without invocations', int('--idle', 1))
+    .option('--timeout <seconds>', 'each invocation is killed after this long', int('--timeout', 1))
+    .option('--memory <bytes>', 'memory per container (e.g. 536870912, 512m, 1g)')
+    .option('--cpus <n>', 'CPUs per container (fractions allowed)', positive('--cpus'))
+    .option('--public', 'every user may invoke it (admins only)')
+    .option('--description <text>', 'free text')
+    .action(act(async (c, io, name: string, argv: string[], f: DeployFlags) => fns.fnDeploy(c, io, name, argv, f)));
+  fn.command('invoke')
+    .description('invoke a function: the input goes to its stdin, its stdout to yours; exits with its exit code')
+    .argument('<name>', 'the function name')
+    .option('--data <text>', 'the input (default: stdin when it is not a terminal, else none)')
+    .option('--file <path>', 'the input from a file (- for stdin)')
+    .option('--async', 'run it as a job; print the job ID (its result: GET /v1/jobs/{id})')
+    .option('-v, --verbose', 'print the exit code, duration, cold or warm start on stderr')
+    .action(act(async (c, io, name: string, f: InvokeFlags) => fns.fnInvoke(c, io, name, f)));
+  fn.command('ls')
+    .description('list your functions and the public ones')
+    .action(act(async (c, io) => fns.fnLs(c, io)));
+  fn.command('rm')
+    .description('remove functions (invocations under way are killed)')
+    .argument('<name...>', 'function names')
+    .action(act(async (c, io, names: string[]) => fns.fnRm(c, io, names)));
+  fn.command('logs')
+    .description("a function's newest invocations: exit codes, durations, cold or warm, the end of their stderr")
+    .argument('<name>', 'the function name')
+    .action(act(async (c, io, name: string) => fns.fnLogs(c, io, name)));
+};
+
+/** `lessl up`: the stack file. */
+const upCommand = (p: Command, act: Act): void => {
+  p.command('up')
+    .description('sync the images and functions of a stack file with the service: print the plan, apply it')
+    .option('-f, --file <file>', 'the stack file (YAML)', 'lessl.yml')
+    .option('--dry-run', 'print the plan only')
+    .option('--prune', 'remove your functions the file does not name, and images a stack made that it does not name')
+    .option('-y, --yes', 'remove without asking')
+    .action(act(async (c, io, o: UpOptions) => up(c, io, o)));
+};
+
 /** Builds the `lessl` program; commands set `process.exitCode`. */
 export const program = (s: Streams = {}): Command => {
   const out = s.out ?? process.stdout;
@@ -268,7 +341,8 @@ export const program = (s: Streams = {}): Command => {
     .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
     .showHelpAfterError();
   const act = actor(s, out, err);
-  for (const add of [serveCommand, taskCommands, imageCommands, poolCommands, eventCommands, userCommands]) add(p, act);
+  for (const add of [serveCommand, taskCommands, imageCommands, poolCommands, eventCommands, userCommands, fnCommands, upCommand])
+    add(p, act);
   return p;
 };
 

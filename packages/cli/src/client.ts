@@ -5,7 +5,7 @@
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import type { PoolView as CorePoolView } from '@lessl/core';
 import { field } from './unknown.js';
-import type { JobView, Problem, TaskView } from '@lessl/service';
+import type { ImageSource, JobView, Problem, TaskView } from '@lessl/service';
 
 export type { JobView, Problem, TaskView } from '@lessl/service';
 
@@ -61,6 +61,8 @@ export interface ImageView {
   readonly created: string | null;
   readonly lastUsed: string | null;
   readonly error: Problem | null;
+  /** The text given when it was created (older services do not report it). */
+  readonly description?: string | null;
   /** The last refresh since the service started (older services do not report it). */
   readonly refresh?: {
     readonly state: 'running' | 'done' | 'failed';
@@ -69,6 +71,14 @@ export interface ImageView {
     readonly ended: string | null;
     readonly error: Problem | null;
   } | null;
+}
+
+/** The body of `POST /v1/images`: a name and a source. */
+export interface NewImage {
+  readonly name: string;
+  readonly source: ImageSource;
+  readonly public?: boolean;
+  readonly description?: string;
 }
 
 /** What `GET|PUT /v1/pool` answer (the pool view of `@lessl/core`). */
@@ -403,11 +413,13 @@ export class LesslClient {
 
   /** `POST /v1/images` of a registry reference; resolves once the image is ready. */
   async pullImage(ref: string, name: string, isPublic = false): Promise<ImageView> {
-    const r = await this.request('POST', '/v1/images', {
-      query: { wait: 600 },
-      json: { name, source: { type: 'registry', ref }, ...(isPublic ? { public: true } : {}) },
-    });
-    return this.imageReady(name, await answerOf<ImageView>(r));
+    return this.createImage({ name, source: { type: 'registry', ref }, ...(isPublic ? { public: true } : {}) });
+  }
+
+  /** `POST /v1/images` (a name and a source, as the service takes them); resolves once the image is ready. */
+  async createImage(body: NewImage): Promise<ImageView> {
+    const r = await this.request('POST', '/v1/images', { query: { wait: 600 }, json: body });
+    return this.imageReady(body.name, await answerOf<ImageView>(r));
   }
 
   /** Polls an image until it is no longer `creating`; a failed one throws its problem. */

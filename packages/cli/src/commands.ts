@@ -20,8 +20,10 @@ export interface Io {
   readonly stdin?: NodeJS.ReadableStream;
 }
 
-const writeJson = (io: Io, v: unknown): void => void io.out.write(`${JSON.stringify(v)}\n`);
-const note = (io: Io, line: string): void => void io.err.write(`lessl: ${line}\n`);
+/** Writes one JSON document (a line) to stdout. */
+export const writeJson = (io: Io, v: unknown): void => void io.out.write(`${JSON.stringify(v)}\n`);
+/** Writes `lessl: line` to stderr. */
+export const note = (io: Io, line: string): void => void io.err.write(`lessl: ${line}\n`);
 
 /** Reads a task spec from a file, or standard input for `-`; a file that is not JSON is an InvalidEntry. */
 export const readSpec = async (file: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<unknown> => {
@@ -67,9 +69,12 @@ const reportTasks = (io: Io, tasks: readonly TaskView[]): void => {
   }
 };
 
+/** True when a stream is a terminal of a known width (a pseudo-terminal may say 0 columns: ora would then redraw forever). */
+const hasWidth = (w: NodeJS.WritableStream): boolean => 'columns' in w && typeof w.columns === 'number' && w.columns > 0;
+
 /** A progress display on stderr when it is a terminal, else a no-op. */
-const spinner = (io: Io, textLine: string): Ora | undefined =>
-  io.progress ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
+export const spinner = (io: Io, textLine: string): Ora | undefined =>
+  io.progress && hasWidth(io.err) ? ora({ text: textLine, stream: io.err, discardStdin: false }).start() : undefined;
 
 /** Waits while a job is queued and while its first task loads its image and starts, showing progress. */
 const awaitStart = async (c: LesslClient, io: Io, job: JobView, spin: Ora | undefined): Promise<void> => {
@@ -211,7 +216,7 @@ const pad = (rows: readonly (readonly string[])[]): string => {
 };
 
 /** Prints `value` as JSON with --json, else as a table of `header` and the `rows` it makes; answers 0. */
-const table = (io: Io, value: unknown, header: readonly string[], rows: () => readonly (readonly string[])[]): number => {
+export const table = (io: Io, value: unknown, header: readonly string[], rows: () => readonly (readonly string[])[]): number => {
   if (io.json) writeJson(io, value);
   else io.out.write(pad([header, ...rows()]));
   return 0;
@@ -237,7 +242,7 @@ export const bytes = (n: number | null | undefined): string => {
 };
 
 /** A cell cut to `max` characters (its end replaced by an ellipsis). */
-const cut = (s: string, max: number): string => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
+export const cut = (s: string, max: number): string => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 /** An image ID as a short name (`image://local/busybox` -> `busybox`). */
 const imageName = (id: string): string => id.replace(/^image:\/\/local\//, '');
@@ -305,6 +310,22 @@ export const taskEvent = (type: string, data: unknown): readonly [string, string
 };
 
 /**
+ * A function's event as a line's fields: `function://NAME`, its version, and what happened
+ * (`deployed`, `invoked exited 0 (cold, 12 ms)`, `removed`). Undefined for other events.
+ */
+export const functionEvent = (type: string, data: unknown): readonly [string, string, string] | undefined => {
+  const id = elementOf(data);
+  if (!id.startsWith('function://') || !['deployed', 'invoked', 'deleted'].includes(type)) return undefined;
+  const detail = field(data, 'detail');
+  const version = field(detail, 'version') ?? field(data, 'revision');
+  const v = typeof version === 'number' ? `v${version}` : '-';
+  if (type !== 'invoked') return [id, v, type === 'deleted' ? 'removed' : type];
+  const [reason, code, cold, ms] = ['reason', 'exitCode', 'cold', 'durationMs'].map((k) => field(detail, k));
+  const how = reason === 'exited' ? `exited ${String(code)}` : String(reason);
+  return [id, v, `invoked ${how} (${cold === true ? 'cold' : 'warm'}, ${String(ms)} ms)`];
+};
+
+/**
  * `lessl events [--since ID] [--all]`: the caller's task events as they happen, one line each
  * (`id task command what`, the id opaque and per user); with `all`, every element event (`id type element`). Stops after `count`
  * events when given.
@@ -319,7 +340,7 @@ export const events = async (
   o.signal?.addEventListener('abort', () => ac.abort(), { once: true });
   if (o.count === 0) return 0;
   for await (const e of c.events({ ...(o.since === undefined ? {} : { since: o.since }), signal: ac.signal })) {
-    const task = taskEvent(e.type, e.data);
+    const task = taskEvent(e.type, e.data) ?? functionEvent(e.type, e.data);
     if (o.all !== true && task === undefined) continue;
     if (io.json) writeJson(io, e);
     else if (task !== undefined && o.all !== true) io.out.write(`${e.id}\t${task.join('\t')}\n`);

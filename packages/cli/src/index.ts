@@ -7,3 +7,4 @@ export * from './client.js';
 export { exitStatusOf, readSpec, type Io } from './commands.js';
 export { main, program, report, type Streams } from './cli.js';
 export { serve, defaultDataDir, type ServeOptions } from './serve.js';
+export { formatProblem, loadStack, parseStack, type LoadedStack, type StackProblem, type StackRead } from './stack-file.js';

@@ -9,7 +9,14 @@ import * as E from 'fp-ts/lib/Either.js';
 import { keyOf, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
-import { createServer, ownerAuthorizer, type LesslServer, type Policy, type ServerOptions } from '@lessl/service';
+import {
+  createServer,
+  ownerAuthorizer,
+  serviceFunctionAuthorizer,
+  type LesslServer,
+  type Policy,
+  type ServerOptions,
+} from '@lessl/service';
 import { clientProblem, LesslError } from './client.js';
 import { messageOf } from './unknown.js';
 
@@ -79,8 +86,8 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
 export const defaultDataDir = (): string =>
   process.env.LESSL_DATA ?? join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'lessl');
 
-/** The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c`. */
-const memoryShell: FakeProcess = (spec, io) =>
+/** The memory backend's tiny shell, taking `/bin/sh -c` as `sh -c` (a lone `cat` copies its stdin). */
+export const memoryShell: FakeProcess = (spec, io) =>
   tinyShell({ ...spec, cmd: spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd }, io);
 
 const readPolicy = async (file: string): Promise<Partial<Policy>> => {
@@ -97,6 +104,7 @@ const openMemory = async (data: string | undefined, durability: Durability) => {
   return unwrap(
     openMemoryBackend({
       authorize: ownerAuthorizer,
+      authorizeFunction: serviceFunctionAuthorizer,
       run: memoryShell,
       durability,
       ...(data === undefined ? {} : { registry: { location: join(data, 'memory-registry') } }),

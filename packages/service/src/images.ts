@@ -25,7 +25,7 @@ import {
 } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
 import type { EgressGuard } from '@lessl/docker';
-import { BoolFromString, describe, IntFromString, refine, str, strict } from './codec.js';
+import { BoolFromString, describe, IntFromString, str, strict } from './codec.js';
 import type { UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
@@ -33,44 +33,19 @@ import { operationsOf } from './operate.js';
 import { HttpProblem, problemOf, ProblemC } from './problem.js';
 import { listElements, onBehalfOf, readElement } from './elements.js';
 import { refuseBlocked } from './resources.js';
+import { ImageNameC, ImageSourceC } from './sources.js';
 
-/** An image name (functions follow the same rule). */
-export const NameC = refine(t.string, (s) => /^[a-z0-9][a-z0-9._-]{0,63}$/.test(s), 'ImageName', {
-  type: 'string',
-  pattern: '^[a-z0-9][a-z0-9._-]{0,63}$',
-});
-const NameParamsC = strict('ImageParams', { name: NameC });
-const SourceC = t.union([
-  strict('RegistrySource', { type: t.literal('registry'), ref: str(512, 1) }),
-  strict(
-    'UrlSource',
-    { type: t.literal('url'), url: str(2048, 1) },
-    { checksum: str(80, 1), format: t.union([t.literal('image'), t.literal('rootfs')]) },
-  ),
-  strict(
-    'PathSource',
-    { type: t.literal('path'), path: str(4096, 1) },
-    { format: t.union([t.literal('image'), t.literal('rootfs')]) },
-  ),
-  strict(
-    'GitSource',
-    {
-      type: t.literal('git'),
-      repo: describe(str(2048, 1), 'the repository URL (http or https; file:// and paths for admins)'),
-    },
-    {
-      ref: describe(str(256, 1), 'a branch, tag or commit (default HEAD)'),
-      dockerfile: describe(str(1024, 1), 'the Dockerfile inside the repository (default Dockerfile)'),
-    },
-  ),
-]);
+const NameParamsC = strict('ImageParams', { name: ImageNameC });
 /** A repository a non-admin may name: http(s) only (file://, paths and ssh reach into the server). */
 const publicRepo = (repo: string): boolean => /^https?:\/\//i.test(repo);
 /** The body of `POST /v1/images`. */
 export const NewImageC = strict(
   'NewImage',
-  { name: NameC, source: SourceC },
-  { public: describe(t.boolean, 'readable by every user (admins only)') },
+  { name: ImageNameC, source: ImageSourceC },
+  {
+    public: describe(t.boolean, 'readable by every user (admins only)'),
+    description: describe(str(1024), 'free text kept with the image (lessl up marks the images it made here)'),
+  },
 );
 const RefreshQueryC = strict(
   'RefreshQuery',
@@ -97,6 +72,7 @@ export const ImageViewC = strict('Image', {
   created: Nullable(t.string),
   lastUsed: Nullable(t.string),
   error: Nullable(ProblemC),
+  description: describe(Nullable(t.string), 'the text given when it was created'),
   refresh: describe(
     Nullable(
       strict('ImageRefresh', {
@@ -117,6 +93,7 @@ export type ImageView = t.TypeOf<typeof ImageViewC>;
 const ImageListC = strict('ImageList', { items: t.array(ImageViewC) });
 interface Pending {
   readonly owner: string | null;
+  readonly description: string | null;
   state: 'creating' | 'failed';
   error: AnyError | null;
   done: Promise<void>;
@@ -144,7 +121,8 @@ interface Seen {
 /** The view of a ready image: its element. */
 const readyView = (name: string, el: Element, refresh: RefreshView | null): ImageView => {
   const a = el.attributes;
-  const owner = fromUtf8(el.ro).owner ?? null;
+  const ro = fromUtf8(el.ro);
+  const owner = ro.owner ?? null;
   return {
     name,
     id: el.id.key,
@@ -155,6 +133,7 @@ const readyView = (name: string, el: Element, refresh: RefreshView | null): Imag
     created: el.created,
     lastUsed: typeof a.lastUsed === 'string' ? a.lastUsed : null,
     error: null,
+    description: ro.description ?? null,
     refresh,
   };
 };
@@ -170,6 +149,7 @@ const pendingView = (name: string, id: string, p: Pending): ImageView => ({
   created: null,
   lastUsed: null,
   error: p.error === null ? null : problemOf(p.error),
+  description: p.description,
   refresh: null,
 });
 
@@ -235,13 +215,15 @@ class ImageBook implements ImageRoutes {
     if ((await readElement(this.b, 'image', id)) !== undefined || this.pending.get(name)?.state === 'creating')
       throw new HttpProblem(nameCollision(id), 409);
     const owner = c.isPublic ? null : u.name;
-    const p: Pending = { owner, state: 'creating', error: null, done: Promise.resolve() };
+    const description = c.description ?? null;
+    const p: Pending = { owner, description, state: 'creating', error: null, done: Promise.resolve() };
     this.pending.set(name, p);
     const fail = (error: AnyError): void => {
       p.state = 'failed';
       p.error = error;
     };
-    p.done = c.make(owner === null ? {} : utf8({ owner })).then(
+    const ro = { ...(owner === null ? {} : { owner }), ...(description === null ? {} : { description }) };
+    p.done = c.make(utf8(ro)).then(
       (r) => (E.isRight(r) ? void this.pending.delete(name) : fail(r.left)),
       (err: unknown) => fail(runtimeError(id, 'the image could not be created', err)),
     );
@@ -321,6 +303,8 @@ interface CreateCall {
   readonly make: (ro: Record<string, Uint8Array>) => Promise<E.Either<AnyError, Element>>;
   /** An upload: resolves once its body was read to its end (or cut). */
   readonly received?: Promise<void>;
+  /** Free text kept in the image's metadata. */
+  readonly description?: string;
 }
 
 /** An upload's body, at most `MAX_UPLOAD` bytes; `received` resolves once it was read to its end, cut, or given up. */
@@ -424,7 +408,9 @@ const registerCreates = (app: FastifyInstance, book: ImageBook, b: Backend, egre
       const options = { source: body.source };
       const id = book.idOf(body.name);
       const make = (ro: Record<string, Uint8Array>) => b.stores.image.create({ id, ro, options })();
-      return book.start(reply, { user, name: body.name, isPublic: body.public === true, wait: query?.wait, make });
+      const isPublic = body.public === true;
+      const about = body.description === undefined ? {} : { description: body.description };
+      return book.start(reply, { user, name: body.name, isPublic, wait: query?.wait, make, ...about });
     },
   });
   route(app, {

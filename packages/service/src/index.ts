@@ -8,6 +8,8 @@ export { createServer, type LesslServer, type ServerOptions } from './server.js'
 export { ownerAuthorizer, serviceFunctionAuthorizer, newToken, sha256, ADMIN } from './auth.js';
 export { DEFAULT_POLICY, planTask, isTextType, type Policy, type TaskPlan, type FullLimits } from './plan.js';
 export * from './spec.js';
+export * from './stack.js';
+export { ImageNameC, ImageSourceC, type ImageSource } from './sources.js';
 export { toJsonSchema, decodeWith, type JsonSchema, type JsonValue } from './codec.js';
 export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
 export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
@@ -22,7 +24,7 @@ export {
   type FunctionView,
 } from './functions.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
-export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord } from './db.js';
+export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord, InvokeRecord, InvocationResultRecord } from './db.js';
 export {
   PoolConfigC,
   PoolProfileC,

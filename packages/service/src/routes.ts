@@ -11,6 +11,7 @@ import type { RouteDeps } from './api/deps.js';
 import { eventRoutes } from './api/events.js';
 import { functionRoutes } from './api/functions.js';
 import { jobRoutes } from './api/jobs.js';
+import { schemaRoutes } from './api/schemas.js';
 import { serviceRoutes } from './api/service.js';
 import { submitRoutes } from './api/submit.js';
 import { taskRoutes } from './api/tasks.js';
@@ -35,5 +36,6 @@ export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promis
     ]),
   );
   await app.register(serviceRoutes(d.db, d.queue, d.metrics));
+  await app.register(schemaRoutes);
   return images.book;
 };

@@ -444,10 +444,12 @@ describe('service routes', () => {
         '/v1/images/purge',
         '/v1/pool',
         '/v1/jobs/{id}',
+        '/v1/schemas/stack.json',
         '/v1/tasks',
         '/v1/tasks/{id}',
         '/v1/tasks/{id}/logs',
         '/v1/users',
+        '/v1/whoami',
       ].sort(),
     );
   });

@@ -1,5 +1,5 @@
 /**
- * `POST /v1/users` and `GET /v1/users` (admins only).
+ * `POST /v1/users` and `GET /v1/users` (admins only); `GET /v1/whoami` (the caller).
  */
 import * as t from 'io-ts';
 import type { FastifyPluginAsync } from 'fastify';
@@ -9,6 +9,7 @@ import type { ServiceDb } from '../db.js';
 import { json, problem, route } from '../http.js';
 import { HttpProblem } from '../problem.js';
 import { NewUserC } from '../spec.js';
+import { WhoamiC } from '../stack.js';
 
 /** The plugin of the user routes. */
 export const userRoutes =
@@ -49,5 +50,14 @@ export const userRoutes =
         200: { description: 'the users', ...json(t.array(t.type({ name: t.string, admin: t.boolean, created: t.string }))) },
       },
       handler: async () => [...db.users.values()].map((u) => ({ name: u.name, admin: u.admin, created: u.created })),
+    });
+    route(scope, {
+      method: 'GET',
+      url: '/v1/whoami',
+      summary: 'The caller: its user name and whether it is an admin',
+      tags: ['users'],
+      auth: 'user',
+      responses: { 200: { description: 'the caller', ...json(WhoamiC) } },
+      handler: async ({ user }) => ({ name: user.name, admin: user.admin }),
     });
   };
