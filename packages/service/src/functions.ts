@@ -28,6 +28,7 @@ import type { Metrics } from './metrics.js';
 import { checkNetwork, imageId, limitsOf, type FullLimits, type Policy } from './plan.js';
 import { HttpProblem } from './problem.js';
 import { executorOptions } from './runner.js';
+import { FUNCTION_DEFAULTS } from './stack.js';
 import { InvocationLogC, InvocationResultC, type FunctionBody, type FunctionView } from './function-wire.js';
 
 export * from './function-wire.js';
@@ -36,7 +37,7 @@ export * from './function-wire.js';
 export const checkBody = (b: FunctionBody): HttpProblem | undefined => {
   if ((b.argv === undefined) === (b.cmd === undefined))
     return new HttpProblem(invalidEntry('give exactly one of argv (exec form) and cmd (a shell command)', '', ['argv', 'cmd']));
-  if ((b.min_containers ?? 0) > (b.max_containers ?? 4))
+  if ((b.min_containers ?? FUNCTION_DEFAULTS.min_containers) > (b.max_containers ?? FUNCTION_DEFAULTS.max_containers))
     return new HttpProblem(invalidEntry('min_containers is more than max_containers', '', ['min_containers', 'max_containers']));
   return undefined;
 };
@@ -59,12 +60,12 @@ export const sdkSpecOf = (
     limits: { deadlineMs: limits.timeout * 1000, outputBytes: limits.output },
   },
   options: executorOptions({ network: b.network ?? 'none', limits }),
-  reuse: b.reuse ?? 'per-invocation',
-  concurrency: b.concurrency ?? 1,
-  minContainers: b.min_containers ?? 0,
-  maxContainers: b.max_containers ?? 4,
-  idleMs: (b.idle_seconds ?? 300) * 1000,
-  public: b.public ?? false,
+  reuse: b.reuse ?? FUNCTION_DEFAULTS.reuse,
+  concurrency: b.concurrency ?? FUNCTION_DEFAULTS.concurrency,
+  minContainers: b.min_containers ?? FUNCTION_DEFAULTS.min_containers,
+  maxContainers: b.max_containers ?? FUNCTION_DEFAULTS.max_containers,
+  idleMs: (b.idle_seconds ?? FUNCTION_DEFAULTS.idle_seconds) * 1000,
+  public: b.public ?? FUNCTION_DEFAULTS.public,
   ...(b.description === undefined ? {} : { description: b.description }),
 });
 

@@ -6,6 +6,7 @@
  * service's runtime (the CLI imports it as `@lessl/service/stack`).
  */
 import * as t from 'io-ts';
+import { FUNCTION_DEFAULTS as SDK_DEFAULTS } from '@lessl/kit';
 import { annotate, describe, refine, strict, toJsonSchema, type JsonSchema } from './codec.js';
 import { FunctionBodyC } from './function-wire.js';
 import { ImageSourceC } from './sources.js';
@@ -18,11 +19,11 @@ export const STACK_VERSION = 1;
 /** What the service fills in for fields a function body leaves out. */
 export const FUNCTION_DEFAULTS = {
   network: 'none',
-  reuse: 'per-invocation',
-  concurrency: 1,
-  min_containers: 0,
-  max_containers: 4,
-  idle_seconds: 300,
+  reuse: SDK_DEFAULTS.reuse,
+  concurrency: SDK_DEFAULTS.concurrency,
+  min_containers: SDK_DEFAULTS.minContainers,
+  max_containers: SDK_DEFAULTS.maxContainers,
+  idle_seconds: SDK_DEFAULTS.idleMs / 1000,
   public: false,
 } as const;
 
