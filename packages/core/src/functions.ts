@@ -136,6 +136,13 @@ export interface InvocationRecord {
   readonly stderrTail: string;
 }
 
+/** A function's containers by state: starting, idle (ready, running nothing), busy. */
+export interface ContainerCounts {
+  readonly starting: number;
+  readonly idle: number;
+  readonly busy: number;
+}
+
 /** Figures of one function (for metrics). */
 export interface FunctionStats {
   readonly name: string;
@@ -146,8 +153,7 @@ export interface FunctionStats {
   readonly errors: number;
   readonly cold: number;
   readonly warm: number;
-  /** Containers by state: starting, idle (ready, running nothing), busy. */
-  readonly containers: { readonly starting: number; readonly idle: number; readonly busy: number };
+  readonly containers: ContainerCounts;
 }
 
 /** What deploying can answer. */

@@ -10,8 +10,16 @@
  * registry's label and their function's: the next open removes what a crash left.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { logError, notFound, runtimeError, type AnyError, type FunctionInfo, type InvokeError } from '@lessl/core';
-import type { DriverInvocation, DriverInvoked, FunctionDriver, RegistryReads } from '@lessl/kit';
+import {
+  logError,
+  notFound,
+  runtimeError,
+  type AnyError,
+  type ContainerCounts,
+  type FunctionInfo,
+  type InvokeError,
+} from '@lessl/core';
+import { countContainers, type DriverInvocation, type DriverInvoked, type FunctionDriver, type RegistryReads } from '@lessl/kit';
 import { AgentContainer } from './agent/container.js';
 import { imageIdOf } from './attributes.js';
 import { containerBase } from './executor-settings.js';
@@ -96,11 +104,8 @@ export class DockerFunctions implements FunctionDriver {
     if (fleet !== undefined) await this.retire(fleet);
   }
 
-  containers(name: string): { starting: number; idle: number; busy: number } {
-    const f = this.fleets.get(name);
-    if (f === undefined) return { starting: 0, idle: 0, busy: 0 };
-    const busy = f.boxes.filter((b) => b.busy > 0).length;
-    return { starting: f.starting, idle: f.boxes.length - busy, busy };
+  containers(name: string): ContainerCounts {
+    return countContainers(this.fleets.get(name));
   }
 
   async close(): Promise<void> {

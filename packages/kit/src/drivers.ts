@@ -11,6 +11,7 @@ import type {
   Progress,
   AnyError,
   ChecksumMismatch,
+  ContainerCounts,
   CreateError,
   DeleteError,
   Element,
@@ -292,7 +293,16 @@ export interface FunctionDriver {
   /** The function is gone: its containers are removed (its invocations were aborted first). */
   removed(fn: FunctionInfo): Promise<void>;
   /** Containers of a function by state. */
-  containers(name: string): { readonly starting: number; readonly idle: number; readonly busy: number };
+  containers(name: string): ContainerCounts;
   /** Removes every container (the backend closes). */
   close(): Promise<void>;
 }
+
+/** The counts of a driver's containers of one function: `starting`, and its containers by how many invocations each runs. */
+export const countContainers = (
+  fleet: { readonly starting: number; readonly boxes: readonly { readonly busy: number }[] } | undefined,
+): ContainerCounts => {
+  if (fleet === undefined) return { starting: 0, idle: 0, busy: 0 };
+  const busy = fleet.boxes.filter((b) => b.busy > 0).length;
+  return { starting: fleet.starting, idle: fleet.boxes.length - busy, busy };
+};

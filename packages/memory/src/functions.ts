@@ -7,8 +7,8 @@
  * containers go after `idleMs`.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import type { FunctionInfo } from '@lessl/core';
-import type { DriverInvocation, DriverInvoked, FunctionDriver } from '@lessl/kit';
+import type { ContainerCounts, FunctionInfo } from '@lessl/core';
+import { countContainers, type DriverInvocation, type DriverInvoked, type FunctionDriver } from '@lessl/kit';
 import { FakeStdin, sleepUnless } from './executor.js';
 import type { FakeExit, FakeIO, FakeProcess } from './process.js';
 
@@ -66,11 +66,8 @@ export class MemoryFunctions implements FunctionDriver {
     for (const w of fleet?.waiting.splice(0) ?? []) w();
   }
 
-  containers(name: string): { starting: number; idle: number; busy: number } {
-    const f = this.fleets.get(name);
-    if (f === undefined) return { starting: 0, idle: 0, busy: 0 };
-    const busy = f.boxes.filter((b) => b.busy > 0).length;
-    return { starting: f.starting, idle: f.boxes.length - busy, busy };
+  containers(name: string): ContainerCounts {
+    return countContainers(this.fleets.get(name));
   }
 
   async close(): Promise<void> {
