@@ -89,7 +89,8 @@ export class DockerFunctions implements FunctionDriver {
       return run;
     }
     const end = await run.right.done;
-    this.give(fleet.right, box, end.reason === 'exited' || end.reason === 'not-found');
+    const clean = (end.reason === 'exited' || end.reason === 'not-found') && !(await inv.spoiled());
+    this.give(fleet.right, box, clean);
     return E.right({ exitCode: end.exitCode, reason: end.reason, cold });
   }
 

@@ -112,13 +112,20 @@ describe('functions on Docker', () => {
   }, 60_000);
 
   test('caps: 100 MiB of output is cut at the cap; input a command never reads and a fork bomb end within limits', async () => {
-    await deploy('loud', ['sh', '-c', 'head -c 104857600 /dev/zero'], { spec: { limits: { outputBytes: 1 << 20 } } });
+    // per-function, yet each container goes: past a cap or with input left unread it is never reused
+    await deploy('loud', ['sh', '-c', 'head -c 104857600 /dev/zero'], {
+      reuse: 'per-function',
+      spec: { limits: { outputBytes: 1 << 20 } },
+    });
     const loud = await invoke('loud');
     expect(loud).toMatchObject({ exitCode: 0, truncated: true });
     expect(loud.stdout.byteLength).toBe(1 << 20);
-    await deploy('deaf', ['true']);
+    expect(await eventually(async () => (await fnContainers('loud')).length === 0)).toBe(true);
+    await deploy('deaf', ['true'], { reuse: 'per-function' });
     const big = new Uint8Array(50 << 20);
     expect(await unwrap(b.functions.invoke('deaf', { ...alice, stdin: big }))).toMatchObject({ exitCode: 0 });
+    expect(await eventually(async () => (await fnContainers('deaf')).length === 0)).toBe(true);
+    expect(await invoke('deaf', 'x')).toMatchObject({ exitCode: 0, cold: true });
     await deploy('bomb', ['sh', '-c', 'b() { b | b & }; b; sleep 5'], {
       reuse: 'per-function',
       spec: { limits: { pids: 64, deadlineMs: 3000 } },

@@ -266,6 +266,11 @@ export interface DriverInvocation {
    * function's removal; the driver kills the process (KILL) and answers at once.
    */
   readonly signal: AbortSignal;
+  /**
+   * After the invocation ended: true when it went past what a container may be reused after
+   * (output past its cap, or input its process left unread). The driver discards such a container.
+   */
+  spoiled(): Promise<boolean>;
 }
 
 /** How an invocation ended, as the driver saw it. */

@@ -97,6 +97,29 @@ class Collected {
   }
 }
 
+/** An invocation's input, noting whether its process read it to its end. */
+class TrackedInput implements AsyncIterable<Uint8Array> {
+  private started = false;
+  private ended = false;
+  constructor(private readonly source: AsyncIterable<Uint8Array>) {}
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    this.started = true;
+    for await (const c of this.source) yield c;
+    this.ended = true;
+  }
+
+  /** After the process ended: whether input was left unread (one never read is pulled once to see). */
+  async unread(): Promise<boolean> {
+    if (this.ended) return false;
+    if (this.started) return true;
+    const it = this.source[Symbol.asyncIterator]();
+    const first = await it.next().catch(() => ({ done: true }));
+    await it.return?.().catch(() => undefined);
+    return first.done !== true;
+  }
+}
+
 const joined = (chunks: readonly Uint8Array[]): Uint8Array => Buffer.concat(chunks);
 const decoder = new TextDecoder();
 const tailOf = (b: Uint8Array): string => decoder.decode(b.byteLength > STDERR_TAIL ? b.slice(b.byteLength - STDERR_TAIL) : b);
@@ -352,7 +375,15 @@ export class FunctionRuntime implements Functions {
     const out = new Collected(f.spec.limits?.outputBytes ?? this.outputBytes);
     const started = Date.now();
     try {
-      const pending = driver.invoke({ id, fn: f, stdin, output: (s, d) => out.add(s, d), signal: stop.signal });
+      const input = new TrackedInput(stdin);
+      const pending = driver.invoke({
+        id,
+        fn: f,
+        stdin: input,
+        output: (s, d) => out.add(s, d),
+        signal: stop.signal,
+        spoiled: async () => out.truncated || (await input.unread()),
+      });
       running.set(stop, pending);
       const r = await pending;
       if (E.isLeft(r)) return this.failed(f, id, started, r.left);

@@ -51,7 +51,7 @@ export class MemoryFunctions implements FunctionDriver {
         cold,
       });
     } finally {
-      this.give(fleet, box);
+      this.give(fleet, box, !inv.signal.aborted && !(await inv.spoiled()));
     }
   }
 
@@ -107,11 +107,14 @@ export class MemoryFunctions implements FunctionDriver {
     }
   }
 
-  /** Gives a container back: a `per-invocation` one goes (and is replaced up to `minContainers`). */
-  private give(fleet: Fleet, box: Box): void {
+  /**
+   * Gives a container back: a `per-invocation` one goes (and is replaced up to `minContainers`),
+   * and so does one that is not `reusable` (its invocation was stopped or spoiled it).
+   */
+  private give(fleet: Fleet, box: Box, reusable: boolean): void {
     box.busy--;
     box.idleSince = Date.now();
-    if (fleet.fn.reuse === 'per-invocation') {
+    if (fleet.fn.reuse === 'per-invocation' || !reusable) {
       fleet.boxes.splice(fleet.boxes.indexOf(box), 1);
       if (fleet.boxes.length < fleet.fn.minContainers) fleet.boxes.push({ busy: 0, idleSince: Date.now() });
     }
