@@ -91,8 +91,9 @@ print(`Docker ${version}; node ${process.version}; ${CALLS} interleaved calls of
 print(`1. warm invocation (SDK, agent):   ${pq(sides.sdk)} (targets p50 <= 5 ms, p99 <= 20 ms)`);
 print(`   docker exec (dockerode):        ${pq(sides.exec)} | agent/exec at p50 ${ratio(q(sides.sdk, 0.5), q(sides.exec, 0.5))}`);
 print(
-  `   floor (fork/exec/wait on host): ${pq(sides.floor)} | agent/floor at p50 ${ratio(q(sides.sdk, 0.5), q(sides.floor, 0.5))}`,
+  `   floor (the agent on the host):  ${pq(sides.floor)} | invocation/floor at p50 ${ratio(q(sides.sdk, 0.5), q(sides.floor, 0.5))}`,
 );
+print(`   (Node's spawn on the host:      ${pq(sides.spawn)})`);
 
 // ---- 2 and 3. over HTTP: lessl serve in its own process ------------------------------------
 const dir = mkdtempSync(join(tmpdir(), 'lessl-bench-fn-'));

@@ -111,6 +111,8 @@ class TrackedInput implements AsyncIterable<Uint8Array> {
 
   /** After the process ended: whether input was left unread (one never read is pulled once to see). */
   async unread(): Promise<boolean> {
+    // a driver's last read may still be settling as the process's end arrives: let it finish
+    if (this.started && !this.ended) await new Promise((r) => setImmediate(r));
     if (this.ended) return false;
     if (this.started) return true;
     const it = this.source[Symbol.asyncIterator]();
