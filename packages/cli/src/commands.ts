@@ -446,8 +446,13 @@ export const imagesPurge = async (
 /** `lessl pool show` (admins). */
 export const poolShow = async (c: LesslClient, io: Io): Promise<number> => {
   const p = await c.pool();
-  return table(io, p, ['IMAGE', 'PROFILE', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'], () =>
-    p.profiles.map((x) => [x.image, x.key, ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String)]),
+  return table(io, p, ['IMAGE', 'PROFILE', 'RUNS WITH', 'READY', 'STARTING', 'HITS', 'MISSES', 'FAILURES'], () =>
+    p.profiles.map((x) => [
+      x.image,
+      x.key,
+      x.runsWith ?? 'exec',
+      ...[x.ready, x.starting, x.hits, x.misses, x.failures].map(String),
+    ]),
   );
 };
 
