@@ -406,6 +406,37 @@ const eventGroup: Group<EventArgs> = {
   },
 };
 
+interface FunctionArgs {
+  readonly a: Hostile;
+  readonly b: Hostile;
+  readonly field: string;
+}
+
+const functionGroup: Group<FunctionArgs> = {
+  name: 'functions: deploy, get, list, remove, invoke and logs',
+  args: (f) => {
+    const definition = { name: 'hostile-fn', image: f.ids.image, spec: { cmd: ['true'] }, reuse: 'per-function' };
+    return fc.record({
+      a: arg(value('hostile-fn'), value(definition)),
+      b: arg(value({ stdin: 'x' }), value({ principal: 'someone' }), value({ stdin: 42 })),
+      field: fc.oneof(fc.constantFrom('name', 'image', 'spec', 'reuse', 'concurrency', 'minContainers', 'idleMs'), hostileKey),
+    });
+  },
+  calls: async (p, l, f, a) => {
+    const fn = l.functions;
+    if (fn === undefined) return;
+    const base = (): Record<string, unknown> => ({ name: 'hostile-fn', image: f.ids.image, spec: { cmd: ['true'] } });
+    const def = withField(base, a.field, a.b, 'a definition');
+    await p.te(label('functions.deploy', [a.a, a.b]), () => fn.deploy(ill(a.a), ill(a.b)));
+    await p.te(label('functions.deploy', [def]), () => fn.deploy(ill(def)));
+    await p.te(label('functions.get', [a.a, a.b]), () => fn.get(ill(a.a), ill(a.b)));
+    await p.te(label('functions.list', [a.b]), () => fn.list(ill(a.b)));
+    await p.te(label('functions.invoke', [a.a, a.b]), () => fn.invoke(ill(a.a), ill(a.b)));
+    await p.te(label('functions.logs', [a.a, a.b]), () => fn.logs(ill(a.a), ill(a.b)));
+    await p.te(label('functions.remove', [a.a, a.b]), () => fn.remove(ill(a.a), ill(a.b)));
+  },
+};
+
 interface FacadeArgs {
   readonly kind: ElementKind;
   readonly a: Hostile;
@@ -493,6 +524,7 @@ export const hostileCases = (o: SuiteOptions, data: () => Promise<Uint8Array>, t
     toCase(composerGroup),
     toCase(taskGroup),
     toCase(eventGroup),
+    toCase(functionGroup),
     toCase(facadeGroup),
   ];
 };

@@ -15,6 +15,7 @@ import type {
   StoreConfig,
   TaskControl,
   TaskSpec,
+  Functions,
 } from '@lessl/core';
 
 /** A test registrar compatible with vitest, node:test, mocha-ish runners: `test(name, fn, timeoutMs?)`. */
@@ -27,6 +28,8 @@ export interface TestBackend {
   readonly events: EventSource;
   readonly tasks: TaskControl;
   readonly run: RunFn;
+  /** The backend's functions (`Backend.functions`); without them the functions cases probe nothing. */
+  readonly functions?: Functions;
   /**
    * The backend's capability manifest (`Backend.supports`): the suite reads what the backend
    * supports here. A backend without one is taken at the deprecated `SuiteOptions.supports`.

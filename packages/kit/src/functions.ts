@@ -10,7 +10,12 @@ import * as t from 'io-ts';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import {
   aborted,
+  CallContextProps,
+  decodeCallContext,
   decodeExact,
+  decodeOptions,
+  showValue,
+  type InvalidEntry,
   decodeExecutorOptions,
   decodeTaskSpec,
   FunctionSpecC,
@@ -122,6 +127,12 @@ class TrackedInput implements AsyncIterable<Uint8Array> {
   }
 }
 
+/** The ID a call about `name` names in its errors (`function` for a name that is not a string). */
+const idOf = (name: unknown): string => (typeof name === 'string' ? functionKey(name) : 'function');
+
+/** A caller's context decoded exactly (`principal`, `signal`, `onProgress`), or `InvalidEntry` naming the field. */
+const contextOf = (id: string, u: unknown): E.Either<InvalidEntry, CallContext> => decodeCallContext(id, u ?? {});
+
 const joined = (chunks: readonly Uint8Array[]): Uint8Array => Buffer.concat(chunks);
 const decoder = new TextDecoder();
 const tailOf = (b: Uint8Array): string => decoder.decode(b.byteLength > STDERR_TAIL ? b.slice(b.byteLength - STDERR_TAIL) : b);
@@ -155,7 +166,9 @@ export class FunctionRuntime implements Functions {
 
   deploy(spec: unknown, ctx?: CallContext): TaskEither<DeployError, FunctionInfo> {
     return guard<DeployError, FunctionInfo>('function', async () => {
-      const principal = principalOf(ctx);
+      const c = contextOf('function', ctx);
+      if (E.isLeft(c)) return c;
+      const principal = principalOf(c.right);
       const d = this.decode(spec, principal);
       if (E.isLeft(d)) return d;
       const key = functionKey(d.right.name);
@@ -164,18 +177,20 @@ export class FunctionRuntime implements Functions {
   }
 
   get(name: string, ctx?: CallContext): TaskEither<FunctionError, FunctionInfo> {
-    return guard<FunctionError, FunctionInfo>(functionKey(String(name)), async () => this.visible(name, ctx, 'read'));
+    return guard<FunctionError, FunctionInfo>(idOf(name), async () => this.visible(name, ctx, 'read'));
   }
 
   list(ctx?: CallContext): TaskEither<FunctionError, readonly FunctionInfo[]> {
-    const principal = principalOf(ctx);
-    return guard<FunctionError, readonly FunctionInfo[]>('function', async () =>
-      E.right(this.w.registry.functions().filter((f) => this.authorize(principal, 'read', f))),
-    );
+    return guard<FunctionError, readonly FunctionInfo[]>('function', async () => {
+      const c = contextOf('function', ctx);
+      if (E.isLeft(c)) return c;
+      const principal = principalOf(c.right);
+      return E.right(this.w.registry.functions().filter((f) => this.authorize(principal, 'read', f)));
+    });
   }
 
   remove(name: string, ctx?: CallContext): TaskEither<FunctionError, void> {
-    return guard<FunctionError, void>(functionKey(String(name)), async () => {
+    return guard<FunctionError, void>(idOf(name), async () => {
       const found = this.visible(name, ctx, 'remove');
       if (E.isLeft(found)) return found;
       const f = found.right;
@@ -197,7 +212,7 @@ export class FunctionRuntime implements Functions {
   }
 
   logs(name: string, ctx?: CallContext): TaskEither<FunctionError, readonly InvocationRecord[]> {
-    return guard<FunctionError, readonly InvocationRecord[]>(functionKey(String(name)), async () => {
+    return guard<FunctionError, readonly InvocationRecord[]>(idOf(name), async () => {
       const found = this.visible(name, ctx, 'logs');
       if (E.isLeft(found)) return found;
       return E.right([...(this.figures.get(found.right.name)?.log ?? [])]);
@@ -205,16 +220,20 @@ export class FunctionRuntime implements Functions {
   }
 
   invoke(name: string, req: InvokeRequest = {}): TaskEither<InvokeError, Invocation> {
-    return guard<InvokeError, Invocation>(functionKey(String(name)), async () => {
-      const found = this.visible(name, req, 'invoke');
+    return guard<InvokeError, Invocation>(idOf(name), async () => {
+      const r = decodeOptions({ ...CallContextProps, stdin: t.unknown }, req, 'invoke request', { id: idOf(name), prefix: '' });
+      if (E.isLeft(r)) return r;
+      const { stdin: given, ...ctx } = r.right;
+      const found = this.visible(name, ctx, 'invoke');
       if (E.isLeft(found)) return found;
       const driver = this.opts.driver;
       if (driver === undefined)
         return E.left(unsupported(functionKey(found.right.name), 'functions.invoke', 'this backend runs no functions'));
-      const stdin = inputOf(req.stdin, functionKey(found.right.name));
+      const stdin = inputOf(given, functionKey(found.right.name));
       if (E.isLeft(stdin)) return stdin;
-      if (req.signal?.aborted === true) return E.left(aborted(functionKey(found.right.name), req.signal.reason));
-      return this.call(driver, found.right, stdin.right, req.signal);
+      const signal = ctx.signal;
+      if (signal?.aborted === true) return E.left(aborted(functionKey(found.right.name), signal.reason));
+      return this.call(driver, found.right, stdin.right, signal);
     });
   }
 
@@ -340,10 +359,11 @@ export class FunctionRuntime implements Functions {
   // ---- reads and invocations ----------------------------------------------
 
   /** The function `name` if the caller may `op` it: one it may not read is `NotFound`. */
-  private visible(name: unknown, ctx: CallContext | undefined, op: FunctionOperation): E.Either<FunctionError, FunctionInfo> {
-    if (!isValidName(name))
-      return E.left(invalidEntry(`not a valid function name: ${JSON.stringify(name)}`, 'function', ['name']));
-    const principal = principalOf(ctx);
+  private visible(name: unknown, ctx: unknown, op: FunctionOperation): E.Either<FunctionError, FunctionInfo> {
+    if (!isValidName(name)) return E.left(invalidEntry(`not a valid function name: ${showValue(name)}`, 'function', ['name']));
+    const c = contextOf(idOf(name), ctx);
+    if (E.isLeft(c)) return c;
+    const principal = principalOf(c.right);
     const f = this.w.registry.functions().find((x) => x.name === name);
     if (f === undefined || !this.authorize(principal, 'read', f)) return E.left(notFound(functionKey(name)));
     if (!this.authorize(principal, op, f))
