@@ -106,8 +106,11 @@ export interface ServerTls {
   readonly key: string | Uint8Array;
 }
 
+/** The base URL fastify answers, as `https:` when the service terminates TLS (fastify names the scheme by its own `https` option only). */
+const urlOf = (o: ServerOptions, url: string): string => (o.tls === undefined ? url : url.replace(/^http:/, 'https:'));
+
 /** The fastify options of the HTTP server: over TLS when `tls` is given (its PEM checked here). */
-const httpOptionsOf = (o: ServerOptions): Pick<FastifyServerOptions, 'serverFactory'> => {
+const tlsOf = (o: ServerOptions): Pick<FastifyServerOptions, 'serverFactory'> => {
   const tls = o.tls;
   if (tls === undefined) return {};
   const pem = { cert: Buffer.from(tls.cert), key: Buffer.from(tls.key) };
@@ -342,12 +345,7 @@ const policyOf = (o: ServerOptions): { policy: Policy; egress: EgressGuard } => 
  */
 export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
   // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
-  const app = Fastify({
-    logger: o.logger ?? false,
-    bodyLimit: o.bodyLimit ?? 16 << 20,
-    return503OnClosing: true,
-    ...httpOptionsOf(o),
-  });
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true, ...tlsOf(o) });
   const { policy, egress } = policyOf(o);
   const retention = retentionOf(o);
   const durability = durabilityOf(o);
@@ -389,10 +387,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     metrics: w.metrics,
     preloaded,
     initialAdminToken,
-    listen: async (l = {}) => {
-      const url = await app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 });
-      return o.tls === undefined ? url : url.replace(/^http:/, 'https:');
-    },
+    listen: async (l = {}) => urlOf(o, await app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 })),
     reap: () => w.reaper.reap(),
     prune: () => w.reaper.prune(),
     close: () =>
