@@ -3,6 +3,7 @@
 #  - the Docker engine (docker.io), started with no bridge network when none answers;
 #  - busybox-static (the base image is built from /bin/busybox);
 #  - gcc and libc6-dev (npm run build compiles the in-container agent, packages/docker/agent);
+#  - openssl and systemd (systemd-analyze) for the TLS and deploy tests;
 #  - Debian's docker-registry on 127.0.0.1:5000 (loopback only), for pull tests.
 # Safe to run repeatedly: it only installs or starts what is missing.
 set -euo pipefail
@@ -22,6 +23,9 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # the in-container agent of warm containers is built from source (npm run build: gcc -static)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
+# the TLS tests make a self-signed certificate; the deploy test checks the systemd unit
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

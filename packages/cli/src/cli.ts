@@ -127,6 +127,8 @@ const serveCommand = (p: Command, act: Act): void => {
       '--config <file>',
       'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }], retention?: { tasks?, jobs?, events? } }',
     )
+    .option('--tls-cert <file>', 'serve https with this certificate (PEM, chain after it); needs --tls-key')
+    .option('--tls-key <file>', 'the private key (PEM, unencrypted) of --tls-cert')
     .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
     .action(
       act(async (_c, io, o: ServeOptions) => {

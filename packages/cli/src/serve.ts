@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import * as E from 'fp-ts/lib/Either.js';
 import { keyOf, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes } from '@lessl/docker';
@@ -49,6 +50,10 @@ export interface ServeOptions {
   readonly busybox?: boolean;
   /** A JSON file: `{ policy?, pool?, preload? }` (see `ServerOptions`); `--policy` wins over its policy. */
   readonly config?: string;
+  /** TLS: the certificate (PEM, chain after it) file; with `tlsKey`, both or neither. */
+  readonly tlsCert?: string;
+  /** TLS: the private key (PEM, unencrypted) file of `tlsCert`. */
+  readonly tlsKey?: string;
 }
 
 /** What `--config` holds. */
@@ -112,6 +117,32 @@ const openMemory = async (data: string | undefined, durability: Durability) => {
   );
 };
 
+/** Reads one PEM file of a TLS flag; a missing or unreadable one is an error naming the flag. */
+const readPem = async (flag: string, file: string): Promise<Buffer> => {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    throw new LesslError(clientProblem('InvalidEntry', `${flag} ${file}: ${messageOf(e)}`, 0, [flag.slice(2)]));
+  }
+};
+
+/** The certificate and key of `--tls-cert` and `--tls-key` (both or neither), read. */
+const tlsOf = async (o: ServeOptions): Promise<ServerOptions['tls']> => {
+  if (o.tlsCert === undefined && o.tlsKey === undefined) return undefined;
+  if (o.tlsCert === undefined || o.tlsKey === undefined) {
+    const [has, lacks] = o.tlsCert === undefined ? ['--tls-key', '--tls-cert'] : ['--tls-cert', '--tls-key'];
+    throw new LesslError(clientProblem('InvalidEntry', `${has} needs ${lacks} (both or neither)`, 0, [lacks.slice(2)]));
+  }
+  const pair = { cert: await readPem('--tls-cert', o.tlsCert), key: await readPem('--tls-key', o.tlsKey) };
+  try {
+    createSecureContext(pair);
+  } catch (e) {
+    const why = `--tls-cert ${o.tlsCert} and --tls-key ${o.tlsKey} are not a usable pair: ${messageOf(e)}`;
+    throw new LesslError(clientProblem('InvalidEntry', why, 0, ['tls-key']));
+  }
+  return pair;
+};
+
 /** The retention windows: the flags over the config file's (undefined: the service's defaults). */
 const retentionOf = (o: ServeOptions, config: ConfigFile): ServerOptions['retention'] => {
   const flags = {
@@ -124,6 +155,7 @@ const retentionOf = (o: ServeOptions, config: ConfigFile): ServerOptions['retent
 
 /** Starts the service and listens; answers it, its URL and how to stop it (closing what it opened). */
 export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url: string; close: () => Promise<void> }> => {
+  const tls = await tlsOf(o); // first: a bad pair opens nothing
   const config: ConfigFile = o.config === undefined ? {} : await readConfig(o.config);
   const policy = o.policy === undefined ? config.policy : await readPolicy(o.policy);
   const durability = o.durability ?? 'disk';
@@ -142,6 +174,7 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
     ...(o.logLevel === undefined ? {} : { logger: { level: o.logLevel } }),
     ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
     ...(o.reapInterval === undefined ? {} : { reapIntervalMs: o.reapInterval * 1000 }),
+    ...(tls === undefined ? {} : { tls }),
   };
   const server = await createServer(opts);
   const b = server.backend;

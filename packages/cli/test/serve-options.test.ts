@@ -1,13 +1,15 @@
 /**
- * `lessl serve` durability and retention settings, and `--memory --data` on disk (real
+ * `lessl serve` durability and retention settings, `--memory --data` on disk, and TLS (real
  * processes on loopback).
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect, test } from 'vitest';
+import { selfSigned } from '../../service/test/helpers.js';
 import { ADMIN_TOKEN, BIN, lessl } from './harness.js';
 
 type Json = Record<string, string>;
@@ -49,4 +51,35 @@ test('--memory --data keeps the records and the registry on disk: a restart has 
   expect(b.ready.registry).toBe(a.ready.registry);
   expect((await lessl(['--json', 'users', 'ls'], { url: b.ready.url, token: ADMIN_TOKEN })).stdout).toMatch(/"zed"/);
   expect(await b.stop()).toBe(0);
+});
+
+test('--tls-cert and --tls-key serve https: the printed URL is https and answers trusting the certificate', async () => {
+  const pem = selfSigned(mkdtempSync(join(tmpdir(), 'lessl-tls-')), 'serve');
+  const s = await serve(['--memory', '--tls-cert', pem.cert, '--tls-key', pem.key]);
+  expect(s.ready.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+  const status = await new Promise<number | undefined>((resolve, reject) =>
+    httpsGet(`${s.ready.url}/healthz`, { ca: readFileSync(pem.cert) }, (res) => resolve(res.resume().statusCode)).on(
+      'error',
+      reject,
+    ),
+  );
+  expect(status).toBe(200);
+  expect(await s.stop()).toBe(0);
+});
+
+test('the TLS flags are both or neither, their files must be readable and a matching pair: else the start stops naming the flag', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lessl-tls-'));
+  const [a, b] = [selfSigned(dir, 'a'), selfSigned(dir, 'b')];
+  const start = (...args: string[]) => lessl(['serve', '--memory', '--port', '0', ...args]);
+  const lone = await start('--tls-cert', a.cert);
+  expect(lone.code).not.toBe(0);
+  expect(lone.stderr).toMatch(/--tls-cert needs --tls-key/);
+  expect((await start('--tls-key', a.key)).stderr).toMatch(/--tls-key needs --tls-cert/);
+  const missing = await start('--tls-cert', join(dir, 'absent.crt'), '--tls-key', a.key);
+  expect(missing.code).not.toBe(0);
+  expect(missing.stderr).toMatch(/--tls-cert .*absent\.crt: .*ENOENT/);
+  const mismatched = await start('--tls-cert', a.cert, '--tls-key', b.key);
+  expect(mismatched.code).not.toBe(0);
+  expect(mismatched.stderr).toMatch(/--tls-cert .* and --tls-key .* are not a usable pair/);
+  expect(mismatched.stderr).not.toMatch(/\n\s+at /); // no stack trace
 });

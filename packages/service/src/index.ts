@@ -4,7 +4,7 @@
  * lessl backend (the Docker backend by default).
  * @packageDocumentation
  */
-export { createServer, type LesslServer, type ServerOptions } from './server.js';
+export { createServer, type LesslServer, type ServerOptions, type ServerTls } from './server.js';
 export { ownerAuthorizer, serviceFunctionAuthorizer, newToken, sha256, ADMIN } from './auth.js';
 export { DEFAULT_POLICY, planTask, isTextType, type Policy, type TaskPlan, type FullLimits } from './plan.js';
 export * from './spec.js';

@@ -4,6 +4,8 @@
  * users, tokens, jobs and task records.
  */
 import { mkdirSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
@@ -90,7 +92,37 @@ export interface ServerOptions {
   readonly durability?: Durability;
   /** Images made present at start: created from their source when missing (public unless `owner`), fetched again when their content is gone. */
   readonly preload?: readonly PreloadImage[];
+  /**
+   * TLS termination: the service answers `https://` with this certificate (chain) and its
+   * private key, PEM. Checked before anything is opened: an unreadable PEM or a key that does
+   * not match the certificate fails the start. A new certificate takes a restart.
+   */
+  readonly tls?: ServerTls;
 }
+
+/** The certificate (PEM, the chain after it) and its private key (PEM, unencrypted) of `ServerOptions.tls`. */
+export interface ServerTls {
+  readonly cert: string | Uint8Array;
+  readonly key: string | Uint8Array;
+}
+
+/** The base URL fastify answers, as `https:` when the service terminates TLS (fastify names the scheme by its own `https` option only). */
+const urlOf = (o: ServerOptions, url: string): string => (o.tls === undefined ? url : url.replace(/^http:/, 'https:'));
+
+/** The fastify options of the HTTP server: over TLS when `tls` is given (its PEM checked here). */
+const tlsOf = (o: ServerOptions): Pick<FastifyServerOptions, 'serverFactory'> => {
+  const tls = o.tls;
+  if (tls === undefined) return {};
+  const pem = { cert: Buffer.from(tls.cert), key: Buffer.from(tls.key) };
+  try {
+    createSecureContext(pem); // a bad PEM, or a key that is not the certificate's, throws here
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    throw new LesslError(invalidEntry(`tls: the certificate and key are not a usable pair (${why})`, '', ['tls']));
+  }
+  // fastify's own defaults for its HTTP server: no request timeout (long polls), 72 s keep-alive
+  return { serverFactory: (handler) => createHttpsServer({ ...pem, keepAliveTimeout: 72_000, requestTimeout: 0 }, handler) };
+};
 
 /** A running service. */
 export interface LesslServer {
@@ -103,7 +135,7 @@ export interface LesslServer {
   readonly preloaded: readonly PreloadResult[];
   /** The admin token made at a first start without one (print it once), else undefined. */
   readonly initialAdminToken: string | undefined;
-  /** Listens (default 127.0.0.1, a free port); answers the base URL. */
+  /** Listens (default 127.0.0.1, a free port); answers the base URL (`https://` with `tls`). */
   listen(opts?: { host?: string; port?: number }): Promise<string>;
   /** Runs one reaper pass now. */
   reap(): Promise<number>;
@@ -313,7 +345,7 @@ const policyOf = (o: ServerOptions): { policy: Policy; egress: EgressGuard } => 
  */
 export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> => {
   // phase 1: storage and records (the HTTP server is made first: the backend logs through its logger)
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true });
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 16 << 20, return503OnClosing: true, ...tlsOf(o) });
   const { policy, egress } = policyOf(o);
   const retention = retentionOf(o);
   const durability = durabilityOf(o);
@@ -355,7 +387,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     metrics: w.metrics,
     preloaded,
     initialAdminToken,
-    listen: async (l = {}) => app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 }),
+    listen: async (l = {}) => urlOf(o, await app.listen({ host: l.host ?? '127.0.0.1', port: l.port ?? 0 })),
     reap: () => w.reaper.reap(),
     prune: () => w.reaper.prune(),
     close: () =>

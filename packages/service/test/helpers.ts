@@ -2,6 +2,8 @@
  * Test helpers: a real server on loopback over the memory backend (commands run by its tiny
  * shell), users with tokens, and fetch with a token.
  */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { unwrap, utf8 } from '@lessl/core';
 import { Registry } from '@lessl/level';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
@@ -103,3 +105,13 @@ export const settle = async (h: Harness, job: string, token?: string): Promise<R
 };
 
 export const owned = (owner: string) => utf8({ owner });
+
+/** A self-signed certificate for 127.0.0.1 and its key, made by openssl: PEM files `<name>.crt` and `<name>.key` in `dir`. */
+export const selfSigned = (dir: string, name = 'tls'): { cert: string; key: string } => {
+  const [cert, key] = [join(dir, `${name}.crt`), join(dir, `${name}.key`)];
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' }); // prettier-ignore
+  return { cert, key };
+};
