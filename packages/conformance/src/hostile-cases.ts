@@ -375,6 +375,7 @@ const taskGroup: Group<TaskArgs> = {
   },
 };
 
+/** Two hostile values and a field name (events' filters, functions' definitions). */
 interface EventArgs {
   readonly a: Hostile;
   readonly b: Hostile;
@@ -406,16 +407,17 @@ const eventGroup: Group<EventArgs> = {
   },
 };
 
-interface FunctionArgs {
-  readonly a: Hostile;
-  readonly b: Hostile;
-  readonly field: string;
-}
+/** A valid definition of the probed function, built fresh. */
+const functionOf = (f: Fixtures): Record<string, unknown> => ({
+  name: 'hostile-fn',
+  image: f.ids.image,
+  spec: { cmd: ['true'] },
+});
 
-const functionGroup: Group<FunctionArgs> = {
+const functionGroup: Group<EventArgs> = {
   name: 'functions: deploy, get, list, remove, invoke and logs',
   args: (f) => {
-    const definition = { name: 'hostile-fn', image: f.ids.image, spec: { cmd: ['true'] }, reuse: 'per-function' };
+    const definition = { ...functionOf(f), reuse: 'per-function' };
     return fc.record({
       a: arg(value('hostile-fn'), value(definition)),
       b: arg(value({ stdin: 'x' }), value({ principal: 'someone' }), value({ stdin: 42 })),
@@ -425,8 +427,7 @@ const functionGroup: Group<FunctionArgs> = {
   calls: async (p, l, f, a) => {
     const fn = l.functions;
     if (fn === undefined) return;
-    const base = (): Record<string, unknown> => ({ name: 'hostile-fn', image: f.ids.image, spec: { cmd: ['true'] } });
-    const def = withField(base, a.field, a.b, 'a definition');
+    const def = withField(() => functionOf(f), a.field, a.b, 'a definition');
     await p.te(label('functions.deploy', [a.a, a.b]), () => fn.deploy(ill(a.a), ill(a.b)));
     await p.te(label('functions.deploy', [def]), () => fn.deploy(ill(def)));
     await p.te(label('functions.get', [a.a, a.b]), () => fn.get(ill(a.a), ill(a.b)));

@@ -324,8 +324,7 @@ export class FunctionRuntime implements Functions {
     principal: string,
   ): Promise<E.Either<DeployError, FunctionInfo>> {
     const prev = this.w.registry.functions().find((f) => f.name === d.name);
-    if (prev !== undefined && prev.owner !== principal && !this.authorize(principal, 'deploy', prev))
-      return E.left(nameCollision(functionKey(d.name)));
+    if (prev !== undefined && !this.authorize(principal, 'deploy', prev)) return E.left(nameCollision(functionKey(d.name)));
     if (prev === undefined && !this.authorize(principal, 'deploy', undefined))
       return E.left(permissionDenied(functionKey(d.name), principal, 'create'));
     const now = new Date().toISOString();

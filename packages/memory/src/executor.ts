@@ -85,10 +85,16 @@ export class FakeStdin implements AsyncIterable<Uint8Array> {
 }
 
 /** What a fake process of `sink`'s run gets: its output goes to the sink, its credential files and stdin are readable. */
-const fakeIO = (sink: RunSink, signal: AbortSignal, stdin: FakeStdin): FakeIO => ({
-  files: new Map(sink.secrets.files.map((f) => [f.path, f.data])),
-  stdout: (d) => sink.output('stdout', bytes(d)),
-  stderr: (d) => sink.output('stderr', bytes(d)),
+/** What a fake process gets: output to `output`, the `files` credentials put, its stdin, its signal. */
+export const fakeIO = (
+  output: (stream: 'stdout' | 'stderr', data: Uint8Array) => void,
+  files: ReadonlyMap<string, Uint8Array>,
+  signal: AbortSignal,
+  stdin: FakeStdin,
+): FakeIO => ({
+  files,
+  stdout: (d) => output('stdout', bytes(d)),
+  stderr: (d) => output('stderr', bytes(d)),
   signal,
   sleep: sleepUnless(signal),
   stdin,
@@ -146,7 +152,8 @@ class FakeProcesses {
     const ac = new AbortController();
     this.running.add(ac);
     const stdin = new FakeStdin(sink.stdin, ac.signal);
-    const io = fakeIO(sink, ac.signal, stdin);
+    const files = new Map(sink.secrets.files.map((f) => [f.path, f.data]));
+    const io = fakeIO((stream, data) => sink.output(stream, data), files, ac.signal, stdin);
     sink.started({
       process: { fake: true, main },
       kill: async (signal) => {

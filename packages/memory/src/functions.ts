@@ -9,11 +9,8 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { ContainerCounts, FunctionInfo } from '@lessl/core';
 import { countContainers, type DriverInvocation, type DriverInvoked, type FunctionDriver } from '@lessl/kit';
-import { FakeStdin, sleepUnless } from './executor.js';
-import type { FakeExit, FakeIO, FakeProcess } from './process.js';
-
-const encoder = new TextEncoder();
-const bytes = (d: string | Uint8Array): Uint8Array => (typeof d === 'string' ? encoder.encode(d) : d);
+import { FakeStdin, fakeIO } from './executor.js';
+import type { FakeExit, FakeProcess } from './process.js';
 
 /** A counted container: how many invocations it runs now, and since when it is idle. */
 interface Box {
@@ -124,15 +121,7 @@ export class MemoryFunctions implements FunctionDriver {
   /** Runs the fake process with the invocation's input and output. */
   private async exec(inv: DriverInvocation): Promise<FakeExit> {
     const stdin = new FakeStdin(inv.stdin, inv.signal);
-    const io: FakeIO = {
-      files: new Map(),
-      stdout: (d) => inv.output('stdout', bytes(d)),
-      stderr: (d) => inv.output('stderr', bytes(d)),
-      signal: inv.signal,
-      sleep: sleepUnless(inv.signal),
-      stdin,
-      readAll: () => stdin.readAll(),
-    };
+    const io = fakeIO(inv.output, new Map(), inv.signal, stdin);
     try {
       return await this.run(inv.fn.spec, io);
     } catch (err) {
