@@ -17,6 +17,7 @@ const NOT_ASSUMED = {
   pool: false,
   warmAgent: false,
   imageSources: false,
+  ports: false,
 } as const;
 
 /** What the suite takes of a backend that answers no manifest and is given no `supports` option. */

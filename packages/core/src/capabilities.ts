@@ -34,4 +34,6 @@ export interface Capabilities {
   readonly imageSources: boolean;
   /** Task credentials resolved at start (`spec.credentials`). */
   readonly credentials: boolean;
+  /** Tasks serve the ports their spec declares (`spec.ports`), reached with `tasks.connect`. */
+  readonly ports: boolean;
 }

@@ -18,7 +18,7 @@ export * from './options.js';
 export * from './capabilities.js';
 export * from './logger.js';
 export * from './promise.js';
-export { jsonData } from './safe.js';
+export { jsonData, safeShow } from './safe.js';
 export * from './pipeable.js';
 export * from './pool-view.js';
 export * from './unknown.js';

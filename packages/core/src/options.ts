@@ -23,6 +23,8 @@ export const UpdateOptionsProps = { ifRevision: NonNegInt };
 export const JoinOptionsProps = { mountpoint: t.string, readOnly: t.boolean };
 /** `InputOptions` of `tasks.input`: a call context. */
 export const InputOptionsProps = CallContextProps;
+/** The fields of `ConnectOptions`. */
+export const ConnectOptionsProps = CallContextProps;
 /** `WaitOptions`: a call context. */
 export const WaitOptionsProps = CallContextProps;
 /** `LogsOptions`. */

@@ -18,6 +18,8 @@ const NonEmptyStrings = t.refinement(
   'NonEmptyCommand',
 );
 // io-ts drops (rather than rejects) record keys outside a refined domain, so check names on the whole record.
+const Port = t.refinement(t.number, (n) => Number.isInteger(n) && n >= 1 && n <= 65535, 'Port');
+const Ports = t.refinement(t.array(Port), (a) => new Set(a).size === a.length, 'DistinctPorts');
 const Env = t.refinement(
   t.record(t.string, t.string),
   (r) => Object.keys(r).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) && Object.values(r).every((v) => !v.includes('\0')),
@@ -58,6 +60,12 @@ export const TaskSpecC = t.intersection([
     interaction: t.partial({ stdin: t.boolean, tty: t.boolean }),
     /** Keep the executor running after the task ends (the service spec's `daemon`). */
     daemon: t.boolean,
+    /**
+     * TCP ports the task serves inside its executor (1-65535, distinct). While it runs,
+     * `tasks.connect(id, port)` opens a connection to one of them; the executor's network stays
+     * as it is (none by default): connections go through the backend, not a published port.
+     */
+    ports: Ports,
   }),
 ]);
 

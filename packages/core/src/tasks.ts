@@ -6,6 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { TaskEither } from 'fp-ts/lib/TaskEither.js';
 import * as t from 'io-ts';
 import type { EndReason, ExecutorOptions, TaskResult } from './composition.js';
+import type { Duplex } from 'node:stream';
 import type { CompositionError, CreateError, TaskError } from './errors.js';
 import { ElementIdC, type IdLike } from './id.js';
 import type { CallContext } from './store.js';
@@ -116,7 +117,21 @@ export interface TaskControl {
    * a run followed again after a restart has no stdin. A bad `data` is `InvalidEntry` naming `stdin`.
    */
   input(id: IdLike, data: TaskInput, opts?: InputOptions): TaskEither<TaskError, void>;
+  /**
+   * Opens a TCP connection to `port` inside the running task's executor: a port its spec
+   * declares (`spec.ports`, else `InvalidEntry` naming `port`), on a backend that reaches them
+   * (`supports.ports`, else `Unsupported`). Authorized as `kill` (the right to compose). A task
+   * that is not running, or nothing listening on the port, is `Unavailable`. The connection is a
+   * byte stream both ways; the caller ends it (`end()` or `destroy()`), and it ends when the task does.
+   */
+  connect(id: IdLike, port: number, opts?: ConnectOptions): TaskEither<TaskError, TaskConnection>;
 }
+
+/** Options of `tasks.connect`. */
+export interface ConnectOptions extends CallContext {}
+
+/** A connection to a port a running task serves (see `TaskControl.connect`). */
+export type TaskConnection = Duplex;
 
 /** Options of `tasks.input`. */
 export interface InputOptions extends CallContext {}

@@ -364,6 +364,7 @@ const capabilitiesOf = (opts: DockerBackendOptions): Partial<Capabilities> => ({
   warmAgent: opts.swarm === undefined && opts.agent !== false && agentBinary() !== undefined,
   imageSources: true,
   credentials: opts.credentials !== undefined,
+  ports: false,
 });
 
 /** Open, phase 4: the drivers on the hosts, assembled (recovers interrupted creates and deletes). */

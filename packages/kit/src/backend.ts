@@ -116,6 +116,7 @@ export const defaultCapabilities: Capabilities = {
   warmAgent: false,
   imageSources: false,
   credentials: true,
+  ports: false,
 };
 
 const PositiveInt = t.refinement(t.number, (n) => Number.isInteger(n) && n > 0, 'PositiveInt');

@@ -4,6 +4,7 @@
  * authorization, locking, references, revisions, persistence and events; drivers only
  * make and remove backend objects.
  */
+import type { Duplex } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import type * as t from 'io-ts';
 import { parseId } from '@lessl/core';
@@ -27,6 +28,7 @@ import type {
   StoreConfig,
   TaskResult,
   TaskSpec,
+  TaskError,
   TaskStatus,
 } from '@lessl/core';
 import type { CompositionRecord, Intent } from './records.js';
@@ -37,6 +39,12 @@ export interface StartedRun {
   readonly process: Readonly<Record<string, unknown>>;
   /** Ends the process: TERM then KILL after `graceMs`, or KILL at once. Resolves once the signal is delivered. */
   kill(signal: 'TERM' | 'KILL', graceMs: number): Promise<void>;
+  /**
+   * Opens a TCP connection to `port` inside the run's executor (a port its spec declares; the
+   * runtime checked that). Nothing listening: `Unavailable`. Absent: the driver reaches no ports
+   * and `tasks.connect` answers `Unsupported`. The stream ends when the run does.
+   */
+  connect?(port: number, signal: AbortSignal | undefined): Promise<E.Either<TaskError, Duplex>>;
 }
 
 /** How a run ended, as the driver saw it. */

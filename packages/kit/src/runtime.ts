@@ -4,7 +4,10 @@
  * each run's end exactly once: the task's final status, the executor's composition (the task
  * unbound), the rest of the output and the `unbound` event, in one batch.
  */
+import type { Duplex } from 'node:stream';
+import type * as E from 'fp-ts/lib/Either.js';
 import {
+  type TaskError,
   type Element,
   FINAL_STATES,
   stateForReason,
@@ -114,6 +117,11 @@ export class ActiveRun implements RunSink {
   started(run: StartedRun): void {
     this.proc = run;
     this.process = run.process;
+  }
+
+  /** Opens a connection to `port` in the run's executor, through its driver (`undefined`: the driver reaches no ports). */
+  connect(port: number, signal: AbortSignal | undefined): Promise<E.Either<TaskError, Duplex>> | undefined {
+    return this.proc?.connect?.(port, signal);
   }
 
   /** Asks the process to end, for `reason`; resolves once the signal is delivered. */

@@ -12,6 +12,9 @@ import {
   FINAL_STATES,
   decodeOptions,
   InputOptionsProps,
+  ConnectOptionsProps,
+  safeShow,
+  unsupported,
   invalidEntry,
   taskSpecOf,
   KillOptionsProps,
@@ -27,6 +30,8 @@ import {
   type Element,
   type IdLike,
   type InputOptions,
+  type ConnectOptions,
+  type TaskConnection,
   type KillOptions,
   type LogsOptions,
   type Operation,
@@ -220,6 +225,32 @@ export class TaskLifecycle implements TaskControl {
         );
       this.rt.giveInput(el.right.id.key, input.right);
       return E.right(undefined);
+    });
+  }
+
+  /**
+   * Opens a connection to `port` of the running task. Checks: options, the port's shape,
+   * location, authorization (the right to compose), existence, a declared port, a running run,
+   * then the driver's connection (a driver that reaches no ports: `Unsupported`).
+   */
+  connect(id: IdLike, port: number, opts?: ConnectOptions): TaskEither<TaskError, TaskConnection> {
+    return guard<TaskError, TaskConnection>(describeId(id), async () => {
+      const key = describeId(id);
+      const o = decodeOptions(ConnectOptionsProps, opts, 'connect options', { id: key });
+      if (E.isLeft(o)) return o;
+      if (o.right.signal?.aborted === true) return E.left(aborted(key, o.right.signal.reason));
+      if (!Number.isInteger(port) || port < 1 || port > 65535)
+        return E.left(invalidEntry(`invalid port ${safeShow(port)}: an integer from 1 to 65535`, key, ['port']));
+      const el = this.locate(id, 'compose', o.right.principal === undefined ? {} : { principal: o.right.principal });
+      if (E.isLeft(el)) return el;
+      const tkey = el.right.id.key;
+      if (!(taskSpecOf(el.right.attributes)?.ports ?? []).includes(port))
+        return E.left(invalidEntry(`task ${tkey} does not declare port ${port} in spec.ports`, tkey, ['port']));
+      const run = this.rt.active(tkey);
+      if (run === undefined || run.finished)
+        return E.left(unavailable(tkey, `task ${tkey} is not running (${taskStatusOf(el.right.attributes).state})`));
+      const conn = run.connect(port, o.right.signal);
+      return conn === undefined ? E.left(unsupported(tkey, 'tasks.connect', 'this backend reaches no task ports')) : await conn;
     });
   }
 }

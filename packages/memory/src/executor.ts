@@ -15,6 +15,7 @@ import type {
   RunSink,
 } from '@lessl/kit';
 import type { FakeExit, FakeIO, FakeProcess } from './process.js';
+import { FakePorts } from './ports.js';
 
 /** A commit hook of the tests: the error a step fails with, or `undefined` to let it run. */
 export type FaultHook = (step: PlanStep) => AnyError | undefined;
@@ -91,6 +92,7 @@ export const fakeIO = (
   files: ReadonlyMap<string, Uint8Array>,
   signal: AbortSignal,
   stdin: FakeStdin,
+  ports?: FakePorts,
 ): FakeIO => ({
   files,
   stdout: (d) => output('stdout', bytes(d)),
@@ -99,6 +101,7 @@ export const fakeIO = (
   sleep: sleepUnless(signal),
   stdin,
   readAll: () => stdin.readAll(),
+  listen: (port, accept) => ports?.listen(port, accept),
 });
 
 /** The run's spec with the credentials' environment added. */
@@ -153,16 +156,21 @@ class FakeProcesses {
     this.running.add(ac);
     const stdin = new FakeStdin(sink.stdin, ac.signal);
     const files = new Map(sink.secrets.files.map((f) => [f.path, f.data]));
-    const io = fakeIO((stream, data) => sink.output(stream, data), files, ac.signal, stdin);
+    const ports = new FakePorts();
+    const io = fakeIO((stream, data) => sink.output(stream, data), files, ac.signal, stdin, ports);
     sink.started({
       process: { fake: true, main },
       kill: async (signal) => {
         if (!ac.signal.aborted) ac.abort(signal);
       },
+      connect: async (port) => ports.connect(sink.task, port),
     });
     void this.follow(sink, io, ac, main)
       .catch(() => sink.end({ exitCode: null, reason: 'lost' }).catch(() => undefined))
-      .finally(() => stdin.close());
+      .finally(() => {
+        stdin.close();
+        ports.close();
+      });
   }
 
   /** Fake processes die with the backend, as processes die with their machine. */

@@ -56,6 +56,7 @@ export const MEMORY_CAPABILITIES: Capabilities = {
   warmAgent: false,
   imageSources: false,
   credentials: true,
+  ports: true,
 };
 
 /** The stores a memory backend has unless told otherwise. */

@@ -4,7 +4,9 @@
  * to unit-test code that reads output, exit codes, deadlines and kills without Docker.
  */
 import { createHash } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { TaskSpec } from '@lessl/core';
+import { fakeHttpd } from './ports.js';
 
 /** What a fake process gets. */
 export interface FakeIO {
@@ -25,6 +27,11 @@ export interface FakeIO {
   readonly stdin: AsyncIterable<Uint8Array>;
   /** Reads what is left of stdin, to its end. */
   readAll(): Promise<Uint8Array>;
+  /**
+   * Serves TCP `port` (one the spec declares in `ports`): each connection `tasks.connect` opens
+   * to it is handed to `accept`, until the process ends.
+   */
+  listen(port: number, accept: (conn: Duplex) => void): void;
 }
 
 /** What a fake process answers: its exit code, or `not-found` for a command that does not exist. */
@@ -80,6 +87,8 @@ const simple = async (argv: string[], io: FakeIO, env: Readonly<Record<string, s
           .digest('hex')}  -\n`,
       );
       return 0;
+    case 'httpd':
+      return fakeHttpd(rest, io);
     case 'sleep':
       await io.sleep(Number(rest[0] ?? 0) * 1000);
       return io.signal.aborted ? (io.signal.reason === 'KILL' ? 137 : 143) : 0;
@@ -91,7 +100,7 @@ const simple = async (argv: string[], io: FakeIO, env: Readonly<Record<string, s
 /**
  * The default fake process: a tiny shell. It runs `echo`, `cat FILE` (credential files), `cat`
  * (stdin to stdout), `wc -c` (counts stdin), `sha256sum` (of stdin), `sleep N`, `true`, `false`, `exit N`,
- * `$NAME` from the spec's env and `>&2`, either as the command itself or inside `sh -c "a; b"`.
+ * `httpd -p PORT` (a fake HTTP server, see `fakeHttpd`), `$NAME` from the spec's env and `>&2`, either as the command itself or inside `sh -c "a; b"`.
  * Anything else exits 127 (not found). A killed process exits 143 (TERM) or 137 (KILL).
  */
 export const tinyShell: FakeProcess = async (spec, io) => {
