@@ -1,0 +1,101 @@
+// `flock /tmp/lessl-docker.lock node bench/ports.js` (after `npm run build`): a task's port reached
+// through the in-container agent. A busybox `httpd` daemon (declaring port 8080, network none) in a
+// container made for it; BENCH_RUNS (default 300) interleaved requests of each way, each on a
+// new connection:
+//   first     the first connect of the run (starts the one forwarder exec) and its GET, once;
+//   cold      tasks.connect through the run's forwarder exec + one GET (node's http client);
+//   warm      the same for a warm pool task, through the pool container's agent (no exec);
+//   direct    the same busybox httpd run on the host, on loopback, + one GET (a new TCP connection).
+// Prints p50 and p99 of each and the ratios to direct. Not a test: no assertions. Nothing is pulled.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import { unwrap } from '@lessl/core';
+import { BUSYBOX, busyboxRootfs, openDockerBackend, purge } from '@lessl/docker';
+import { q, time } from './common.js';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 300);
+const PAGE = 'hello from httpd\n';
+const SERVE = `echo '${PAGE.trim()}' > /tmp/index.html && exec httpd -f -p 8080 -h /tmp`;
+const IMAGE = 'image://local/bench-ports';
+
+/** One GET of /index.html over a connection `make` opens (or a new TCP connection to `port`). */
+const get = (conn) =>
+  new Promise((resolve, reject) => {
+    const opts = typeof conn === 'number' ? { port: conn, host: '127.0.0.1', agent: false } : { createConnection: () => conn };
+    const req = request({ ...opts, path: '/index.html' }, (res) => {
+      let s = '';
+      res.on('data', (c) => (s += c));
+      res.on('end', () => (s === PAGE ? resolve() : reject(new Error(`unexpected body: ${s}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+
+/** Starts `spec` as the task of a new executor; answers the task ID once its port answers. */
+const start = async (l, name, spec) => {
+  const task = `task://local/${name}`;
+  await unwrap(l.stores.task.create({ id: task, spec }));
+  let h = await unwrap(l.composer.join(await unwrap(l.composer.handle(`executor://local/${name}`)), IMAGE));
+  h = await unwrap(l.composer.bind(await unwrap(l.composer.join(h, task)), task));
+  await unwrap(l.composer.commit(h));
+  return task;
+};
+
+/** Waits until the task's port answers; the first answer's time is reported. */
+const firstAnswer = async (l, task) => {
+  for (let i = 0; i < 200; i++) {
+    let answered = false;
+    const ms = await time(async () => {
+      const c = await l.tasks.connect(task, 8080)();
+      if (c._tag === 'Right') await get(c.right);
+      answered = c._tag === 'Right';
+    });
+    if (answered) return ms;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${task} never listened`);
+};
+
+const viaTask = (l, task) => async () => get(await unwrap(l.tasks.connect(task, 8080)));
+
+const docker = new Docker();
+const l = await unwrap(openDockerBackend());
+const www = mkdtempSync(join(tmpdir(), 'lessl-bench-ports-'));
+writeFileSync(join(www, 'index.html'), PAGE);
+const direct = spawn(BUSYBOX, ['httpd', '-f', '-p', '127.0.0.1:18089', '-h', www], { stdio: 'ignore' });
+const t = { cold: [], warm: [], direct: [] };
+let first;
+try {
+  await unwrap(l.stores.image.create({ id: IMAGE, data: busyboxRootfs() }));
+  const cold = await start(l, 'bench-cold', { cmd: ['sh', '-c', SERVE], daemon: true, ports: [8080] });
+  first = await firstAnswer(l, cold);
+  await unwrap(l.pool.configure([{ image: IMAGE, min: 1 }]));
+  while (!l.pool.stats().profiles.some((p) => p.ready >= 1)) await new Promise((r) => setTimeout(r, 100));
+  const warm = await start(l, 'bench-warm', { cmd: ['sh', '-c', SERVE], ports: [8080] });
+  await firstAnswer(l, warm);
+  for (let i = 0; i < 30; i++) await get(18089); // the host httpd is up, and warm
+  const ways = { cold: viaTask(l, cold), warm: viaTask(l, warm), direct: () => get(18089) };
+  for (let i = 0; i < 20; i++) for (const f of Object.values(ways)) await f(); // warm-up
+  for (let i = 0; i < RUNS; i++) for (const [k, f] of Object.entries(ways)) t[k].push(await time(f));
+  for (const task of [cold, warm]) await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+} finally {
+  direct.kill('SIGKILL');
+  await l.close();
+  await purge(docker, l.instanceId);
+  rmSync(www, { recursive: true, force: true });
+}
+
+const f = (x) => x.toFixed(2).padStart(8);
+const row = (name, xs) => console.log(`${name.padEnd(64)}${f(q(xs, 0.5))}${f(q(xs, 0.99))}`);
+console.log(`connect + GET /index.html, ${RUNS} interleaved requests each (ms)        p50     p99`);
+console.log(`${'first connect of a run (starts the forwarder exec) + GET'.padEnd(64)}${f(first)}`);
+row('cold container: tasks.connect via the forwarder exec + GET', t.cold);
+row('warm pool task: tasks.connect via the pool agent + GET', t.warm);
+row('direct: the same busybox httpd on the host loopback + GET', t.direct);
+const ratio = (a, b, p) => (q(a, p) / q(b, p)).toFixed(2);
+console.log(`cold / direct: p50 ${ratio(t.cold, t.direct, 0.5)}x, p99 ${ratio(t.cold, t.direct, 0.99)}x`);
+console.log(`warm / direct: p50 ${ratio(t.warm, t.direct, 0.5)}x, p99 ${ratio(t.warm, t.direct, 0.99)}x`);
