@@ -134,6 +134,17 @@ test('nothing listening is Unavailable; the task killed: open connections end, c
   for (const id of execs) expect((await docker.getExec(id).inspect()).Running).toBe(false);
 });
 
+test('a daemon Docker restarts (restart policy) is reached again after its restart (a new forwarder)', async () => {
+  const once = 'httpd -f -p 8080 -h /www & sleep 2; exit 1';
+  const spec = { cmd: ['sh', '-c', once], daemon: true, restart: { policy: 'on-failure', maxRetries: 5 }, ports: [8080] };
+  const { task, containerId } = await start(l, WWW, spec);
+  expect((await getWhenUp(l, task, '/index.html')).status).toBe(200);
+  const restarted = async (): Promise<boolean> => (await docker.getContainer(containerId).inspect()).RestartCount > 0;
+  expect(await eventually(restarted)).toBe(true);
+  expect((await getWhenUp(l, task, '/index.html')).status).toBe(200);
+  await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+});
+
 test('an image with no shell (busybox as /bin/httpd only) serves its port', async () => {
   const { task } = await start(l, BARE, { cmd: ['/bin/httpd', '-f', '-p', '8080', '-h', '/www'], daemon: true, ports: [8080] });
   const r = await getWhenUp(l, task, '/index.html');
@@ -205,7 +216,22 @@ test('refused at commit: a read-only root filesystem, and a backend with agent: 
 });
 
 const hosts = testHosts();
-describe.runIf(hosts !== undefined)('over TLS to a remote engine', () => {
+describe.runIf(hosts !== undefined)('remote engines', () => {
+  test('a Swarm executor refuses ports at commit (a service’s task may run on another node); its manifest says no ports', async () => {
+    const f = hosts!;
+    const manager = hostNamed(f, f.swarm.manager);
+    const b = await unwrap(openDockerBackend({ socketPath: manager.socket, swarm: { registry: f.registry } }));
+    try {
+      expect(b.supports.ports).toBe(false);
+      await unwrap(b.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+      const r = await start(b, BASE, { cmd: HTTPD, daemon: true, ports: [8080] }).catch((e: unknown) => e);
+      expect(r instanceof Error && r.message).toContain('spec.ports');
+    } finally {
+      await b.close();
+      await purge(new Docker({ socketPath: manager.socket }), b.instanceId);
+    }
+  }, 120_000);
+
   test('engine h1 over TCP/TLS: a daemon’s port is reached through the engine API', async () => {
     const h1 = hostNamed(hosts!, 'h1');
     const b = await unwrap(openDockerBackend({ hosts: [{ name: 'h1', url: h1.url, tls: h1.tls }] }));

@@ -3,7 +3,8 @@
  * exec'd into a running executor): the agent's binary was put into the container with the run,
  * and the first connect starts ONE exec of `lessl-agent --forward` (attached, stdin open), kept
  * for the run's life and shared by all its connections. The run's end closes its stdin: the
- * forwarder exits, and every connection is destroyed.
+ * forwarder exits, and every connection is destroyed. A forwarder that ended while the run goes on
+ * (its container restarted) is started again by the next connect.
  */
 import type { Duplex } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
@@ -92,6 +93,8 @@ export class ExecForwarder implements PortReach {
     void new Demux((stream, data) => (stream === 'stdout' ? frames(data) : says(data))).drain(socket).then(() => {
       fwd.close('its forwarder ended (the task or its container stopped)');
       socket.destroy();
+      // a container Docker restarts (a restart policy) ends the exec: the next connect starts another
+      if (this.socket === socket) [this.started, this.socket] = [undefined, undefined];
     });
   }
 }
