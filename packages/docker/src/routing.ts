@@ -7,6 +7,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import {
+  fromUtf8,
   invalidEntry,
   runtimeError,
   type AnyError,
@@ -227,12 +228,28 @@ const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Host> => 
   const imageEl = image === undefined ? undefined : plan.elements.get(image.id.key);
   const imageId = imageEl === undefined || imageIdOf(imageEl) === '' ? undefined : imageIdOf(imageEl);
   const host = pinned ?? o.host;
+  const owner = ownerOfRun(plan);
   return pool.place(key, {
     memoryBytes: plan.options.memoryBytes ?? DEFAULTS.memoryBytes,
+    ...(owner === undefined ? {} : { owner }),
     ...(o.constraints === undefined ? {} : { constraints: o.constraints }),
     ...(host === undefined ? {} : { host }),
     ...(typeof imageId === 'string' ? { imageId } : {}),
   });
+};
+
+/**
+ * Who an executor's run belongs to, for the owner rule of placement: the ro `owner` its task
+ * members carry, when every one carries the same; otherwise nobody (it runs on shared hosts only).
+ */
+const ownerOfRun = (plan: CommitPlan): string | undefined => {
+  const owners = new Set<string | undefined>();
+  for (const m of plan.after)
+    if (m.id.kind === 'task') {
+      const ro = plan.elements.get(m.id.key)?.ro;
+      owners.add(ro === undefined ? undefined : fromUtf8(ro).owner);
+    }
+  return owners.size === 1 ? [...owners][0] : undefined;
 };
 
 /** A run's sink that also frees the executor's slot on its host when the container stops. */

@@ -26,6 +26,8 @@ import { registerRoutes } from './routes.js';
 import type { ImageRoutes } from './images.js';
 import { configurePool, operationsOf, orThrow, preloadImages, type PoolConfig, type PreloadImage } from './operate.js';
 import { Runner } from './runner.js';
+import { restoreHosts } from './hosts.js';
+import { Leaver } from './users-leave.js';
 import { EventCursors } from './cursors.js';
 import { FunctionDesk } from './functions.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
@@ -375,7 +377,9 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     await closeStorage();
     throw err;
   });
+  for (const f of await restoreHosts(backend, db)) app.log.warn(f, 'a registered host does not answer');
   w.queue.start();
+  w.leaver.start();
   await finishRemovals(db, w.runner);
 
   let closing: Promise<void> | undefined;
@@ -394,6 +398,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       (closing ??= (async () => {
         const reaperStopped = w.reaper.stop(); // its timer at once; its passes under way after the queue and HTTP
         await w.queue.stop();
+        w.leaver.stop();
         await app.close();
         await reaperStopped;
         await closeStorage();
@@ -401,7 +406,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   };
 };
 
-/** The working parts: the runner, the queue, the metrics, the task remover and the reaper. */
+/** The working parts: the runner, the queue, the metrics, the task remover, the reaper and the leaver. */
 const prepareWork = (
   o: ServerOptions,
   backend: Backend,
@@ -424,7 +429,8 @@ const prepareWork = (
   const hasElements = async (t: string): Promise<boolean> => runner.busy(t) || (await runner.hasElements(t));
   const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
   const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
-  return { runner, queue, routesOf, metrics, removeTask, reaper, functions };
+  const leaver = new Leaver({ backend, db, queue, runner, policy, removeTask });
+  return { runner, queue, routesOf, metrics, removeTask, reaper, functions, leaver };
 };
 
 /** Finishes the removals a crash interrupted: a deleted task keeps no element. */
