@@ -19,22 +19,20 @@ const dir = mkdtempSync(join(tmpdir(), 'lessl-leave-crash-'));
 const children = new Set<ChildProcess>();
 let instance = '';
 
-/** Starts the service in a child process; answers it and its URL. */
+/** Starts the service in a child process (seeding dan's image and volume, or not); answers it and its URL. */
 const serve = async (seed: boolean): Promise<{ child: ChildProcess; url: string }> => {
-  const args = [join(import.meta.dirname, 'fixtures', 'serve-leave.mjs'), dir, '2', seed ? 'seed' : ''];
-  const child = spawn(process.execPath, args, {
-    env: { ...process.env, LESSL_ADMIN_TOKEN: TOKEN },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const fixture = join(import.meta.dirname, 'fixtures', 'serve-leave.mjs');
+  const env = { ...process.env, LESSL_ADMIN_TOKEN: TOKEN };
+  const child = spawn(process.execPath, [fixture, dir, '2', seed ? 'seed' : ''], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
   child.on('exit', () => children.delete(child));
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`the service exited (${String(code)}) before it listened`)));
-  });
-  const { url, registry } = JSON.parse(line) as { url: string; registry: string };
-  instance = registry;
-  return { child, url };
+  // its first line says where it listens; it ends without one when the start failed
+  for await (const line of createInterface({ input: child.stdout as NodeJS.ReadableStream })) {
+    const started = JSON.parse(line) as { url: string; registry: string };
+    instance = started.registry;
+    return { child, url: started.url };
+  }
+  throw new Error('the service exited before it listened');
 };
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
