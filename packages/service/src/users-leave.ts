@@ -90,8 +90,8 @@ export class Leaver {
   }
 
   /**
-   * Accepts the removal of user `name`, asked by `caller`: one batch revokes its tokens, marks it
-   * leaving and writes the job (running). A removal under way answers its job; an unknown user, undefined.
+   * Accepts the removal of user `name`, asked by `caller`: one batch revokes its tokens, cancels
+   * its queued jobs, marks it leaving and writes the job (running). A removal under way answers its job; an unknown user, undefined.
    */
   async accept(caller: UserRecord, name: string): Promise<JobRecord | undefined> {
     const db = this.d.db;
@@ -99,9 +99,14 @@ export class Leaver {
       const u = db.users.get(name);
       if (u === undefined) return { result: undefined };
       const under = u.leaving === undefined ? undefined : db.jobs.get(u.leaving);
-      if (under !== undefined && !FINAL_JOB_STATES.includes(under.state)) return { result: { job: under, fresh: false } };
+      if (under !== undefined && !FINAL_JOB_STATES.includes(under.state))
+        return { result: { job: under, fresh: false, cancelled: [] } };
       const hashes = tokensOf(db, name);
-      const removed = { ...emptyRemoved(), tokens: hashes.map(tokenId) };
+      // queued jobs are cancelled in the same batch: none is claimed after (nor at a restart)
+      const cancelled = [...db.jobs.values()]
+        .filter((j) => j.owner === name && j.state === 'queued')
+        .map((j): JobRecord => ({ ...j, state: 'cancelled', ended: now() }));
+      const removed = { ...emptyRemoved(), tokens: hashes.map(tokenId), jobs: cancelled.map((j) => j.id) };
       const job: JobRecord = {
         id: newId('j'),
         seq: db.nextSeq(),
@@ -118,11 +123,11 @@ export class Leaver {
         bodyHash: null,
         leave: { user: name, removed, failed: [] },
       };
-      const change = { users: [{ ...u, leaving: job.id }], delTokens: hashes, jobs: [job] };
-      return { change, result: { job, fresh: true } };
+      const change = { users: [{ ...u, leaving: job.id }], delTokens: hashes, jobs: [job], dequeue: cancelled };
+      return { change, result: { job, fresh: true, cancelled } };
     });
     if (r?.fresh === true) {
-      this.d.queue.emitter.emit('job', r.job);
+      for (const j of [...r.cancelled, r.job]) this.d.queue.emitter.emit('job', j);
       this.launch(r.job.id);
     }
     return r?.job;

@@ -90,7 +90,7 @@ test('kill -9 in the middle of a leave: after a restart the job ends once and no
   let seen: Json;
   for (;;) {
     seen = await call(url, `/v1/jobs/${leave.id}`);
-    if (seen.state !== 'running' || seen.leave.removed.jobs.length > 0) break;
+    if (seen.state !== 'running' || seen.leave.removed.tasks.length > 0) break;
     await new Promise((r) => setTimeout(r, 10));
   }
   child.kill('SIGKILL');

@@ -34,7 +34,7 @@ afterEach(async () => {
 });
 
 /** ann's belongings: a running task (stubborn), a queued one, a function, an image, a volume; bob's task. */
-const belongings = async (): Promise<{ running: string; queued: string; bobs: string }> => {
+const belongings = async (): Promise<{ running: string; queued: string; queuedJob: string; bobs: string }> => {
   const sub = async (cmd: string, token = h.tokens.ann): Promise<Json> =>
     body(await h.call('/v1/tasks', { method: 'POST', token, json: { image: 'busybox', cmd: [cmd] } }));
   const running = await sub('stubborn');
@@ -50,7 +50,12 @@ const belongings = async (): Promise<{ running: string; queued: string; bobs: st
   await unwrap(b.stores.volume.create({ id: 'volume://local/annvol', ro: owned('ann') }));
   await unwrap(b.stores.volume.create({ id: 'volume://local/bobvol', ro: owned('bob') }));
   const bobs = await sub('echo bob', h.tokens.bob);
-  return { running: String(running.tasks[0]), queued: String(queued.tasks[0]), bobs: String(bobs.id) };
+  return {
+    running: String(running.tasks[0]),
+    queued: String(queued.tasks[0]),
+    queuedJob: String(queued.id),
+    bobs: String(bobs.id),
+  };
 };
 
 const leave = (name: string, token = ADMIN_TOKEN, query = ''): Promise<Response> =>
@@ -58,7 +63,7 @@ const leave = (name: string, token = ADMIN_TOKEN, query = ''): Promise<Response>
 
 describe('DELETE /v1/users/{name}', () => {
   test('removes everything the user owns as one job, reports it, keeps the events; 401 at once, 409 on re-create meanwhile', async () => {
-    const { running, queued, bobs } = await belongings();
+    const { running, queued, queuedJob, bobs } = await belongings();
     const before = h.registry.lastSeq();
 
     const r = await leave('ann');
@@ -67,6 +72,9 @@ describe('DELETE /v1/users/{name}', () => {
     expect(r.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
     expect(job).toMatchObject({ kind: 'leave', state: 'running', leave: { user: 'ann' } });
     expect(job.leave.removed.tokens).toHaveLength(1);
+    // the queued job went with the acceptance too: it is never claimed
+    expect(job.leave.removed.jobs).toEqual([queuedJob]);
+    expect((await body(await h.call(`/v1/jobs/${queuedJob}`, { token: ADMIN_TOKEN }))).state).toBe('cancelled');
     // the tokens went with the acceptance: ann is refused at once, and the name stays taken while the job runs
     expect((await h.call('/v1/whoami')).status).toBe(401);
     expect((await h.call('/v1/users', { method: 'POST', token: ADMIN_TOKEN, json: { name: 'ann' } })).status).toBe(409);
