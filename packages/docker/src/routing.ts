@@ -30,6 +30,7 @@ import { followJson } from './streams.js';
 import { fromDocker, statusOf } from './errors.js';
 import { backendOf, DEFAULTS, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
 import type { HostPool } from './hosts.js';
+import { ownerOfHost } from './placement.js';
 import { imageDriver } from './images.js';
 import type { EgressGuard } from './egress.js';
 import { volumeDriver } from './volumes.js';
@@ -45,17 +46,25 @@ const perHost = <D>(make: (e: Host) => D): ((e: Host) => D) => {
   };
 };
 
-/** The host a new image or volume goes to: `options.host`, else its parent's, else the least loaded. */
+/**
+ * The host a new image or volume goes to: `options.host`, else its parent's, else the least
+ * loaded shared host. A host of an owner (`lessl.owner`) takes only elements whose ro `owner` is
+ * that owner, and only when named.
+ */
 const homeFor = (
   pool: HostPool,
   id: string,
-  options: Readonly<Record<string, unknown>>,
-  parent: Element | undefined,
+  input: Pick<DriverCreateInput, 'options' | 'parent' | 'ro'>,
 ): E.Either<AnyError, Host> => {
+  const { options, parent } = input;
   const pinned = options.host;
   if (pinned !== undefined) {
     if (typeof pinned !== 'string') return E.left(invalidEntry('options.host must be a host name', id, ['options.host']));
-    return pool.usable(pinned, id);
+    const h = pool.usable(pinned, id);
+    const owner = E.isRight(h) ? ownerOfHost(h.right) : undefined;
+    if (owner !== undefined && owner !== fromUtf8(input.ro).owner)
+      return E.left(invalidEntry(`host ${pinned} takes only the elements of its owner`, id, ['options.host']));
+    return h;
   }
   if (parent !== undefined) return pool.usable(pool.of(parent).name, id);
   return pool.place(id, { memoryBytes: 0 });
@@ -74,7 +83,7 @@ const createOnHome = async (
   input: DriverCreateInput,
   made?: (home: Host, created: DriverCreated) => void,
 ): Promise<E.Either<CreateError, DriverCreated>> => {
-  const home = homeFor(pool, input.id.key, input.options, input.parent);
+  const home = homeFor(pool, input.id.key, input);
   if (E.isLeft(home)) return home as E.Either<CreateError, never>;
   const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
   if (E.isLeft(r)) return r;

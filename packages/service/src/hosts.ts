@@ -14,7 +14,15 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import * as E from 'fp-ts/lib/Either.js';
 import { notFound, permissionDenied, unsupported, type AnyError } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
-import { OWNER_LABEL, ownerOfHost, type DockerBackend, type HostInfo } from '@lessl/docker';
+import {
+  LOCAL_HOST as DEFAULT_ENGINE,
+  OWNER_LABEL,
+  ownerOfHost,
+  type DockerBackend,
+  type DockerBackendOptions,
+  type HostInfo,
+  type HostSpec,
+} from '@lessl/docker';
 import type { HostRecord, ServiceDb, UserRecord } from './db.js';
 import { operationsOf } from './operate.js';
 import { describe, IntFromString, refine, str, strict } from './codec.js';
@@ -191,13 +199,33 @@ class HostBook {
 }
 
 /** The backend's host spec of a record. */
-const specOf = (r: HostRecord): Parameters<Hosts['add']>[0] => ({
+const specOf = (r: HostRecord): HostSpec => ({
   name: r.name,
   url: r.url,
   ...(r.tls === undefined ? {} : { tls: { ...r.tls } }),
   ...(r.labels === undefined ? {} : { labels: { ...r.labels } }),
   ...(r.capacity === undefined ? {} : { capacity: { ...r.capacity } }),
 });
+
+/**
+ * The Docker options of the embedded default with the hosts the records keep among its hosts, so
+ * that the backend opens with them (its elements living there are reconciled there): after the
+ * given `hosts` (the default engine, `local`, when none are given); a name given wins. A `docker`
+ * client given is left as it is (`restoreHosts` registers them after the open).
+ */
+export const withStoredHosts = (o: EmbeddedDocker, stored: Iterable<HostRecord>): EmbeddedDocker => {
+  const records = [...stored];
+  if (records.length === 0 || o.docker !== undefined) return o;
+  const { socketPath, ...rest } = o;
+  const given: readonly HostSpec[] = o.hosts ?? [
+    { name: DEFAULT_ENGINE, ...(socketPath === undefined ? {} : { url: `unix://${socketPath}` }) },
+  ];
+  const names = new Set(given.map((h) => h.name));
+  return { ...rest, hosts: [...given, ...records.filter((r) => !names.has(r.name)).map(specOf)] };
+};
+
+/** The Docker options the service takes for its embedded default. */
+type EmbeddedDocker = Omit<DockerBackendOptions, 'registry' | 'authorize' | 'egress'>;
 
 /**
  * Registers again the hosts the records keep (at start): those the backend does not have yet.

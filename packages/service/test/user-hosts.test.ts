@@ -4,12 +4,13 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
-import { busyboxRootfsBytes, openDockerBackend, OWNER_LABEL, place, purge, type PlacementHost } from '@lessl/docker';
-import { createServer, ownerAuthorizer } from '@lessl/service';
+import { busyboxRootfsBytes, OWNER_LABEL, place, purge, type PlacementHost } from '@lessl/docker';
+import { createServer } from '@lessl/service';
 import { client, hostNamed, testHosts } from '../../docker/test/hosts-support.js';
-import { ADMIN_TOKEN, start, type Harness } from './helpers.js';
+import { ADMIN_TOKEN, owned } from './helpers.js';
 
 const file = testHosts();
 
@@ -47,26 +48,41 @@ describe('the owner rule of placement', () => {
 });
 
 describe.runIf(file !== undefined)('users own hosts (REST, engines h1 and h2)', () => {
-  let h: Harness;
-  const instances: string[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'lessl-user-hosts-'));
-  const open = async () => {
-    const backend = await unwrap(
-      openDockerBackend({
-        hosts: [{ name: 'h1', url: `unix://${hostNamed(file!, 'h1').socket}` }],
-        authorize: ownerAuthorizer,
-        registry: { location: join(dir, 'registry') },
-      }),
-    );
-    instances.push(backend.instanceId);
-    return backend;
+  const tokens: Record<string, string> = { admin: ADMIN_TOKEN };
+  let instance = '';
+  /** The service as deployed: its own Docker backend over `dir` (engine h1; the hosts registered over REST kept with its records). */
+  const serve = async () => {
+    const server = await createServer({
+      data: dir,
+      adminToken: ADMIN_TOKEN,
+      reapIntervalMs: 3_600_000,
+      docker: { hosts: [{ name: 'h1', url: `unix://${hostNamed(file!, 'h1').socket}` }] },
+    });
+    instance = server.backend.instanceId;
+    const url = await server.listen();
+    const call = (path: string, o: { token?: string; method?: string; json?: unknown } = {}) =>
+      fetch(`${url}${path}`, {
+        method: o.method ?? (o.json === undefined ? 'GET' : 'POST'),
+        headers: {
+          authorization: `Bearer ${o.token ?? tokens.ann}`,
+          ...(o.json === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(o.json === undefined ? {} : { body: JSON.stringify(o.json) }),
+        redirect: 'manual',
+      });
+    return { server, call };
   };
+  let h: Awaited<ReturnType<typeof serve>>;
   beforeAll(async () => {
-    h = await start({ backend: await open(), baseImageData: await busyboxRootfsBytes(), data: dir });
+    h = await serve();
+    await unwrap(h.server.backend.stores.image.create({ id: 'image://local/busybox', data: await busyboxRootfsBytes() }));
+    for (const name of ['ann', 'bob'])
+      tokens[name] = String((await body(await h.call('/v1/users', { token: ADMIN_TOKEN, json: { name } }))).token);
   }, 60_000);
   afterAll(async () => {
-    await h.close();
-    for (const n of ['h1', 'h2']) for (const i of new Set(instances)) await purge(client(hostNamed(file!, n)), i);
+    await h.server.close();
+    for (const n of ['h1', 'h2']) await purge(client(hostNamed(file!, n)), instance);
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -80,8 +96,7 @@ describe.runIf(file !== undefined)('users own hosts (REST, engines h1 and h2)', 
     ((await body(await h.call('/v1/hosts', { token }))).items as Json[]).map((x) => String(x.name)).sort();
   /** The service's containers on engine `n`. */
   const containers = async (n: string): Promise<number> =>
-    (await client(hostNamed(file!, n)).listContainers({ all: true, filters: { label: [`lessl.registry=${instances[0]}`] } }))
-      .length;
+    (await client(hostNamed(file!, n)).listContainers({ all: true, filters: { label: [`lessl.registry=${instance}`] } })).length;
   const daemons = async (token: string, count: number): Promise<void> => {
     for (let i = 0; i < count; i++) {
       const r = await h.call('/v1/tasks?wait=120', {
@@ -94,7 +109,7 @@ describe.runIf(file !== undefined)('users own hosts (REST, engines h1 and h2)', 
   };
 
   test('a user registers an engine as theirs; bad registrations are 400; others do not see it (404, no oracle)', async () => {
-    const post = (json: unknown, token = h.tokens.ann) => h.call('/v1/hosts', { method: 'POST', token, json });
+    const post = (json: unknown, token = tokens.ann) => h.call('/v1/hosts', { method: 'POST', token, json });
     expect((await post({ name: 'h2', url: `unix://${h2().socket}` })).status).toBe(400);
     expect((await post({ name: 'h2', url: h2().url, tls: h2().tls })).status).toBe(400); // paths on the server
     expect((await post({ name: 'h2', url: h2().url, tls: pem(), labels: { [OWNER_LABEL]: 'bob' } })).status).toBe(400);
@@ -102,55 +117,55 @@ describe.runIf(file !== undefined)('users own hosts (REST, engines h1 and h2)', 
     expect(r.status).toBe(201);
     expect(await body(r)).toMatchObject({ name: 'h2', state: 'active', labels: { zone: 'b', [OWNER_LABEL]: 'ann' } });
 
-    expect(await names(h.tokens.ann)).toEqual(['h1', 'h2']);
-    expect(await names(h.tokens.bob)).toEqual(['h1']);
+    expect(await names(tokens.ann)).toEqual(['h1', 'h2']);
+    expect(await names(tokens.bob)).toEqual(['h1']);
     expect(await names(ADMIN_TOKEN)).toEqual(['h1', 'h2']);
     const [theirs, unknown] = [
-      await h.call('/v1/hosts/h2', { token: h.tokens.bob }),
-      await h.call('/v1/hosts/h9', { token: h.tokens.bob }),
+      await h.call('/v1/hosts/h2', { token: tokens.bob }),
+      await h.call('/v1/hosts/h9', { token: tokens.bob }),
     ];
     expect([theirs.status, unknown.status]).toEqual([404, 404]);
     const strip = (p: Json) => ({ ...p, detail: undefined, instance: undefined });
     expect(strip(await body(theirs))).toEqual(strip(await body(unknown)));
-    expect((await h.call('/v1/hosts/h2', { method: 'DELETE', token: h.tokens.bob })).status).toBe(404);
-    expect((await h.call('/v1/hosts/h1', { method: 'DELETE', token: h.tokens.bob })).status).toBe(403);
+    expect((await h.call('/v1/hosts/h2', { method: 'DELETE', token: tokens.bob })).status).toBe(404);
+    expect((await h.call('/v1/hosts/h1', { method: 'DELETE', token: tokens.bob })).status).toBe(403);
   }, 60_000);
 
   test("the owner's tasks land on their host; another user's never do", async () => {
-    await daemons(h.tokens.ann, 2);
+    await daemons(tokens.ann, 2);
     expect([await containers('h1'), await containers('h2')]).toEqual([0, 2]);
-    await daemons(h.tokens.bob, 4);
+    await daemons(tokens.bob, 4);
     expect([await containers('h1'), await containers('h2')]).toEqual([4, 2]);
+    // an element pinned to a user's host must be that user's (the SDK's options.host)
+    const volumes = h.server.backend.stores.volume;
+    const bobs = await volumes.create({ id: 'volume://local/bobs-on-h2', ro: owned('bob'), options: { host: 'h2' } })();
+    expect(E.isLeft(bobs) ? bobs.left._tag : 'made').toBe('InvalidEntry');
+    await unwrap(volumes.create({ id: 'volume://local/anns-on-h2', ro: owned('ann'), options: { host: 'h2' } }));
   }, 240_000);
 
-  test('the owner survives a restart of the service; the owner leaving drains and unregisters the host', async () => {
+  test('the owner survives a restart of the service (and so do the elements on its host); the owner leaving drains and unregisters it', async () => {
     await h.server.close();
-    await h.server.backend.close();
-    const again = await createServer({ data: dir, backend: await open(), adminToken: ADMIN_TOKEN, reapIntervalMs: 3_600_000 });
-    const url = await again.listen();
-    const call = (path: string, token: string, method = 'GET') =>
-      fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}` } });
-    try {
-      const list = async (token: string): Promise<Json[]> => (await body(await call('/v1/hosts', token))).items as Json[];
-      expect((await list(ADMIN_TOKEN)).find((x) => x.name === 'h2')).toMatchObject({
-        state: 'active',
-        labels: { [OWNER_LABEL]: 'ann' },
-      });
-      expect((await list(h.tokens.bob)).map((x) => x.name)).toEqual(['h1']);
-      expect((await call('/v1/hosts/h2', h.tokens.bob)).status).toBe(404);
+    h = await serve();
+    const list = async (token: string): Promise<Json[]> => (await body(await h.call('/v1/hosts', { token }))).items as Json[];
+    expect((await list(ADMIN_TOKEN)).find((x) => x.name === 'h2')).toMatchObject({
+      state: 'active',
+      labels: { [OWNER_LABEL]: 'ann' },
+    });
+    expect((await list(tokens.bob)).map((x) => x.name)).toEqual(['h1']);
+    expect((await h.call('/v1/hosts/h2', { token: tokens.bob })).status).toBe(404);
+    expect((await h.call('/v1/tasks', { token: tokens.ann })).status).toBe(200);
 
-      const r = await call('/v1/users/ann?wait=240', ADMIN_TOKEN, 'DELETE');
-      expect(r.status).toBe(200);
-      const job = await body(r);
-      expect(job).toMatchObject({ state: 'done', leave: { user: 'ann', failed: [] } });
-      expect(job.leave.removed.hosts).toEqual(['h2']);
-      expect(job.leave.removed.tasks).toHaveLength(2);
-      expect((await list(ADMIN_TOKEN)).find((x) => x.name === 'h2')?.state).toBe('removed');
-      expect(again.db.hosts.has('h2')).toBe(false);
-      expect(await containers('h2')).toBe(0);
-    } finally {
-      await again.close();
-      await again.backend.close();
-    }
+    const r = await h.call('/v1/users/ann?wait=240', { token: ADMIN_TOKEN, method: 'DELETE' });
+    expect(r.status).toBe(200);
+    const job = await body(r);
+    expect(job).toMatchObject({ state: 'done', leave: { user: 'ann', failed: [] } });
+    expect(job.leave.removed.hosts).toEqual(['h2']);
+    expect(job.leave.removed.volumes).toEqual(['volume://local/anns-on-h2']);
+    expect(job.leave.removed.tasks).toHaveLength(2);
+    expect((await list(ADMIN_TOKEN)).find((x) => x.name === 'h2')?.state).toBe('removed');
+    expect(h.server.db.hosts.has('h2')).toBe(false);
+    expect(await containers('h2')).toBe(0);
+    const left = await client(h2()).listVolumes({ filters: { label: [`lessl.registry=${instance}`, 'lessl.ro.owner=ann'] } });
+    expect(left.Volumes ?? []).toEqual([]);
   }, 300_000);
 });
