@@ -129,6 +129,29 @@ describe('DELETE /v1/users/{name}', () => {
     expect((await h.call('/v1/whoami', { token: h.tokens.bob })).status).toBe(200);
   });
 
+  test('what cannot be removed fails the job, named; the user stays (refused) and a DELETE again finishes it', async () => {
+    openGate();
+    const b = h.server.backend;
+    // ann's volume, mounted in an executor made through the SDK (no service task of hers: it stays)
+    await unwrap(b.stores.volume.create({ id: 'volume://local/held', ro: owned('ann') }));
+    let hd = await unwrap(b.composer.handle('executor://local/holder'));
+    hd = await unwrap(b.composer.join(hd, 'image://local/busybox'));
+    hd = await unwrap(b.composer.join(hd, 'volume://local/held', { mountpoint: '/data', readOnly: false }));
+    expect((await unwrap(b.composer.commit(hd))).committed).toBe(true);
+
+    const first = await body(await leave('ann', ADMIN_TOKEN, '?wait=30'));
+    expect(first).toMatchObject({ state: 'failed', error: { tag: 'Unavailable' }, leave: { user: 'ann' } });
+    expect(first.leave.failed).toEqual([{ kind: 'volumes', id: 'volume://local/held', error: expect.any(String) }]);
+    expect((await h.call('/v1/whoami')).status).toBe(401);
+    expect((await h.call('/v1/users', { method: 'POST', token: ADMIN_TOKEN, json: { name: 'ann' } })).status).toBe(409);
+
+    await b.teardown('executor://local/holder'); // the volume is free again
+    const again = await body(await leave('ann', ADMIN_TOKEN, '?wait=30'));
+    expect(again.id).not.toBe(first.id);
+    expect(again).toMatchObject({ state: 'done', leave: { removed: { volumes: ['volume://local/held'] }, failed: [] } });
+    expect((await h.call('/v1/users', { method: 'POST', token: ADMIN_TOKEN, json: { name: 'ann' } })).status).toBe(201);
+  });
+
   test('the job survives a restart of the service: resumed, it does what is left, each removal once', async () => {
     await h.close();
     const dir = mkdtempSync(join(tmpdir(), 'lessl-leave-'));
