@@ -259,7 +259,7 @@ const eventCommands = (p: Command, act: Act): void => {
 
 /** `lessl users ...`. */
 const userCommands = (p: Command, act: Act): void => {
-  const users = p.command('users').description('users (admins only)');
+  const users = p.command('users').description('users (admins; a user may remove itself)');
   users
     .command('add')
     .description('add a user; prints its bearer token (shown once)')
@@ -270,6 +270,14 @@ const userCommands = (p: Command, act: Act): void => {
     .command('ls')
     .description('list users')
     .action(act(async (c, io) => cmd.usersLs(c, io)));
+  users
+    .command('rm')
+    .description(
+      'remove a user and everything it owns (tasks killed, jobs cancelled, functions, images, volumes, hosts; tokens revoked at once), as one durable job; prints the job ID',
+    )
+    .argument('<name>', 'user name')
+    .option('--wait', 'wait for the removal to end; print what was removed and what failed (exit 1 when anything did)')
+    .action(act(async (c, io, name: string, o: { wait?: boolean }) => cmd.usersRm(c, io, name, o.wait === true)));
 };
 
 /** Collects a repeatable option's values. */

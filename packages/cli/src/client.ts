@@ -363,6 +363,14 @@ export class LesslClient {
     return this.json('POST', '/v1/users', { json: { name, ...(admin ? { admin: true } : {}) } });
   }
 
+  /**
+   * `DELETE /v1/users/{name}` (admins; or the user itself): starts the removal of the user and
+   * everything it owns; answers the leave job (ended when it ended within `wait` seconds).
+   */
+  removeUser(name: string, wait?: number): Promise<JobView> {
+    return this.json('DELETE', `/v1/users/${encodeURIComponent(name)}`, { query: { wait } });
+  }
+
   /** `GET /v1/users` (admins). */
   users(): Promise<{ name: string; admin: boolean; created: string }[]> {
     return this.json('GET', '/v1/users');

@@ -369,6 +369,27 @@ export const usersLs = async (c: LesslClient, io: Io): Promise<number> => {
   return table(io, us, ['NAME', 'ADMIN', 'CREATED'], () => us.map((u) => [u.name, String(u.admin), u.created]));
 };
 
+/** How long `users rm --wait` waits in the request before it polls the job. */
+const LEAVE_WAIT_S = 300;
+
+/**
+ * `lessl users rm NAME [--wait]`: starts the removal of a user and everything it owns (its tokens
+ * are revoked at once) and prints the job ID; with `--wait`, waits for the end and prints what was
+ * removed, per kind, and what failed (exit 1 when anything did).
+ */
+export const usersRm = async (c: LesslClient, io: Io, name: string, wait: boolean): Promise<number> => {
+  let j = await c.removeUser(name, wait ? LEAVE_WAIT_S : undefined);
+  if (wait && !['done', 'failed', 'cancelled'].includes(j.state)) j = await c.settle(j.id);
+  if (io.json) writeJson(io, j);
+  else if (!wait) io.out.write(`${j.id}\n`);
+  else {
+    for (const [kind, ids] of Object.entries(j.leave?.removed ?? {}))
+      io.out.write(`removed\t${kind}\t${ids.length}${ids.length > 0 ? `\t${ids.join(',')}` : ''}\n`);
+    for (const f of j.leave?.failed ?? []) io.out.write(`failed\t${f.kind}\t${f.id}\t${f.error}\n`);
+  }
+  return wait && j.state !== 'done' ? 1 : 0;
+};
+
 /** `lessl images ls`. */
 export const imagesLs = async (c: LesslClient, io: Io): Promise<number> => {
   const list = await c.images();

@@ -327,6 +327,22 @@ describe('users', () => {
     expect(notAdmin.stderr).toMatch(/^lessl: PermissionDenied: /);
     expect((await h.run(['users', 'add', 'Bad Name'], { user: 'admin' })).stderr).toMatch(/^lessl: InvalidEntry: /);
   });
+
+  test('users rm removes a user and what it owns: --wait prints what was removed per kind; an unknown user is NotFound', async () => {
+    const token = (await h.run(['users', 'add', 'gil'], { user: 'admin' })).stdout.trim();
+    const spec = specFile('gil.json', { image: 'busybox', cmd: ['echo gil'] });
+    expect((await h.run(['run', spec], { token })).code).toBe(0);
+    const r = await h.run(['users', 'rm', 'gil', '--wait'], { user: 'admin' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^removed\ttokens\t1\t/m);
+    expect(r.stdout).toMatch(/^removed\ttasks\t1\tt_[0-9a-f]+$/m);
+    expect(r.stdout).toMatch(/^removed\thosts\t0$/m);
+    expect((await h.run(['ps'], { token })).stderr).toMatch(/^lessl: PermissionDenied: /);
+    const again = await h.run(['users', 'rm', 'gil'], { user: 'admin' });
+    expect([again.code, again.stderr]).toEqual([1, expect.stringMatching(/^lessl: NotFound: /)]);
+    const hal = (await h.run(['users', 'add', 'hal'], { user: 'admin' })).stdout.trim();
+    expect((await h.run(['users', 'rm', 'hal'], { token: hal })).stdout).toMatch(/^j_[0-9a-f]+\n$/);
+  });
 });
 
 describe('images', () => {

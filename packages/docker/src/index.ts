@@ -95,6 +95,9 @@ export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec }
 export {
   IMAGE_MISSING_PENALTY,
   loadOf,
+  OWN_HOST_BONUS,
+  OWNER_LABEL,
+  ownerOfHost,
   place,
   refusal,
   type HostState,

@@ -5,11 +5,14 @@
  * 1. Filter: the host is `active`; it has a slot left (`capacity.slots`) and memory left
  *    (`capacity.memoryBytes`) for the executor's memory limit; its labels match every label
  *    constraint; it is the host the executor must run on when one is required (the volumes it
- *    mounts live there, or the caller pinned it).
+ *    mounts live there, or the caller pinned it). The owner rule: a host carrying the reserved
+ *    label `lessl.owner` (`OWNER_LABEL`) takes only executors of that same owner; hosts without it
+ *    are shared. A host owned by someone else is left out silently (not named among the refusals).
  * 2. Score (lower is better): the host's load, the larger of its used share of slots and of
  *    memory (where `capacity` sets no limit, the engine's own CPUs x 4 slots and memory total
  *    count as full), plus a penalty of 0.1 when the image is not there yet (a transfer costs
- *    about that much: on a 2-CPU host, one executor's worth of load).
+ *    about that much: on a 2-CPU host, one executor's worth of load); the requester's own hosts
+ *    come first (`OWN_HOST_BONUS`): a shared host is chosen only when none of theirs can take it.
  * 3. Tie-break: the host name, in code-unit order (deterministic).
  */
 
@@ -41,7 +44,18 @@ export interface PlacementRequest {
   readonly host?: string;
   /** The Docker image ID of its root filesystem. */
   readonly imageId?: string;
+  /** Who the executor belongs to: hosts labelled `lessl.owner` with this value may take it (and are preferred). */
+  readonly owner?: string;
 }
+
+/** The reserved host label of the owner rule: a host carrying it runs only that owner's executors. */
+export const OWNER_LABEL = 'lessl.owner';
+/** Subtracted from the score of the requester's own hosts (more than any load): they come first. */
+export const OWN_HOST_BONUS = 10;
+
+/** The owner a host's labels name, or undefined for a shared host. */
+export const ownerOfHost = (h: Pick<PlacementHost, 'labels'>): string | undefined =>
+  Object.prototype.hasOwnProperty.call(h.labels, OWNER_LABEL) ? h.labels[OWNER_LABEL] : undefined;
 
 /** Executors per CPU that count as a full host when scoring a host without a slot capacity. */
 export const SLOTS_PER_CPU = 4;
@@ -60,6 +74,8 @@ export const loadOf = (h: PlacementHost): number => {
 /** Why a host was filtered out, or undefined when it may take the request. */
 export const refusal = (h: PlacementHost, req: PlacementRequest): string | undefined => {
   if (req.host !== undefined && h.name !== req.host) return `not ${req.host}`;
+  const owner = ownerOfHost(h);
+  if (owner !== undefined && owner !== req.owner) return 'owned by another';
   if (h.state !== 'active') return h.state;
   if (h.capacity.slots !== undefined && h.load.slots >= h.capacity.slots) return 'no slot left';
   if (h.capacity.memoryBytes !== undefined && h.load.memoryBytes + req.memoryBytes > h.capacity.memoryBytes)
@@ -82,12 +98,17 @@ export const place = <H extends PlacementHost>(hosts: Iterable<H>, req: Placemen
   let bestScore = Infinity;
   const refused: string[] = [];
   for (const h of hosts) {
+    const owner = ownerOfHost(h);
+    if (owner !== undefined && owner !== req.owner) continue; // the owner rule: not a candidate, not named
     const why = refusal(h, req);
     if (why !== undefined) {
       if (refused.length < 20) refused.push(`${h.name}: ${why}`);
       continue;
     }
-    const score = loadOf(h) + (req.imageId === undefined || h.hasImage(req.imageId) ? 0 : IMAGE_MISSING_PENALTY);
+    const score =
+      loadOf(h) +
+      (req.imageId === undefined || h.hasImage(req.imageId) ? 0 : IMAGE_MISSING_PENALTY) -
+      (owner === undefined ? 0 : OWN_HOST_BONUS);
     if (score < bestScore || (score === bestScore && best !== undefined && h.name < best.name)) {
       best = h;
       bestScore = score;

@@ -7,6 +7,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import {
+  fromUtf8,
   invalidEntry,
   runtimeError,
   type AnyError,
@@ -30,6 +31,7 @@ import { followJson } from './streams.js';
 import { fromDocker, statusOf } from './errors.js';
 import { backendOf, DEFAULTS, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
 import type { HostPool } from './hosts.js';
+import { ownerOfHost } from './placement.js';
 import { imageDriver } from './images.js';
 import type { EgressGuard } from './egress.js';
 import { volumeDriver } from './volumes.js';
@@ -45,17 +47,25 @@ const perHost = <D>(make: (e: Host) => D): ((e: Host) => D) => {
   };
 };
 
-/** The host a new image or volume goes to: `options.host`, else its parent's, else the least loaded. */
+/**
+ * The host a new image or volume goes to: `options.host`, else its parent's, else the least
+ * loaded shared host. A host of an owner (`lessl.owner`) takes only elements whose ro `owner` is
+ * that owner, and only when named.
+ */
 const homeFor = (
   pool: HostPool,
   id: string,
-  options: Readonly<Record<string, unknown>>,
-  parent: Element | undefined,
+  input: Pick<DriverCreateInput, 'options' | 'parent' | 'ro'>,
 ): E.Either<AnyError, Host> => {
+  const { options, parent } = input;
   const pinned = options.host;
   if (pinned !== undefined) {
     if (typeof pinned !== 'string') return E.left(invalidEntry('options.host must be a host name', id, ['options.host']));
-    return pool.usable(pinned, id);
+    const h = pool.usable(pinned, id);
+    const owner = E.isRight(h) ? ownerOfHost(h.right) : undefined;
+    if (owner !== undefined && owner !== fromUtf8(input.ro).owner)
+      return E.left(invalidEntry(`host ${pinned} takes only the elements of its owner`, id, ['options.host']));
+    return h;
   }
   if (parent !== undefined) return pool.usable(pool.of(parent).name, id);
   return pool.place(id, { memoryBytes: 0 });
@@ -74,7 +84,7 @@ const createOnHome = async (
   input: DriverCreateInput,
   made?: (home: Host, created: DriverCreated) => void,
 ): Promise<E.Either<CreateError, DriverCreated>> => {
-  const home = homeFor(pool, input.id.key, input.options, input.parent);
+  const home = homeFor(pool, input.id.key, input);
   if (E.isLeft(home)) return home as E.Either<CreateError, never>;
   const r = await of(home.right).create({ ...input, options: withoutHost(input.options) });
   if (E.isLeft(r)) return r;
@@ -228,12 +238,28 @@ const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Host> => 
   const imageEl = image === undefined ? undefined : plan.elements.get(image.id.key);
   const imageId = imageEl === undefined || imageIdOf(imageEl) === '' ? undefined : imageIdOf(imageEl);
   const host = pinned ?? o.host;
+  const owner = ownerOfRun(plan);
   return pool.place(key, {
     memoryBytes: plan.options.memoryBytes ?? DEFAULTS.memoryBytes,
+    ...(owner === undefined ? {} : { owner }),
     ...(o.constraints === undefined ? {} : { constraints: o.constraints }),
     ...(host === undefined ? {} : { host }),
     ...(typeof imageId === 'string' ? { imageId } : {}),
   });
+};
+
+/**
+ * Who an executor's run belongs to, for the owner rule of placement: the ro `owner` its task
+ * members carry, when every one carries the same; otherwise nobody (it runs on shared hosts only).
+ */
+const ownerOfRun = (plan: CommitPlan): string | undefined => {
+  const owners = new Set<string | undefined>();
+  for (const m of plan.after)
+    if (m.id.kind === 'task') {
+      const ro = plan.elements.get(m.id.key)?.ro;
+      owners.add(ro === undefined ? undefined : fromUtf8(ro).owner);
+    }
+  return owners.size === 1 ? [...owners][0] : undefined;
 };
 
 /** A run's sink that also frees the executor's slot on its host when the container stops. */

@@ -47,13 +47,14 @@ export const bootstrapAdmin = async (db: ServiceDb, token: string | undefined): 
   return addUser(db, { name: ADMIN, admin: true, created: new Date().toISOString() });
 };
 
-/** The user a bearer `Authorization` header names, or undefined. */
+/** The user a bearer `Authorization` header names, or undefined (also for a user being removed). */
 export const authenticate = (db: ServiceDb, header: unknown): UserRecord | undefined => {
   if (typeof header !== 'string') return undefined;
   const m = /^Bearer ([A-Za-z0-9._~+/=-]{8,512})$/.exec(header.trim());
   if (m === null) return undefined;
   const name = db.tokens.get(sha256(m[1] ?? ''));
-  return name === undefined ? undefined : db.users.get(name);
+  const user = name === undefined ? undefined : db.users.get(name);
+  return user?.leaving === undefined ? user : undefined;
 };
 
 /**

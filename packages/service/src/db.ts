@@ -4,7 +4,8 @@
  * reads are served from an index loaded at open (small-scale by design, like the registry).
  *
  * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
- *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   m!seq   m!eventKey (the secret of event ids)
+ *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   h!<host> (hosts registered over REST)
+ *   m!seq   m!eventKey (the secret of event ids)
  *
  * Every read-modify-write goes through `transact` (or `updateTask` / `updateJob` on it): the
  * change is computed from the records as they are when it is written, on the one writer chain, so
@@ -26,6 +27,32 @@ export interface UserRecord {
   readonly admin: boolean;
   readonly created: string;
   readonly maxima?: Partial<FullLimits>;
+  /** The user is being removed by this leave job: it cannot authenticate, and its name cannot be taken again until the job ends. */
+  readonly leaving?: string;
+}
+
+/** A host registered over REST (`POST /v1/hosts`): added again at every start; `owner` null is a shared (admin's) host. */
+export interface HostRecord {
+  readonly name: string;
+  readonly owner: string | null;
+  readonly url: string;
+  readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string };
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly capacity?: { readonly slots?: number; readonly memoryBytes?: number };
+}
+
+/** The kinds of things a leave job removes, in the order it removes them. */
+export const LEAVE_KINDS = ['tokens', 'jobs', 'tasks', 'functions', 'images', 'volumes', 'hosts'] as const;
+/** One kind of `LEAVE_KINDS`. */
+export type LeaveKind = (typeof LEAVE_KINDS)[number];
+
+/** What a leave job removes (the user) and, as it goes, what it removed and what it could not. */
+export interface LeaveRecord {
+  readonly user: string;
+  /** IDs removed, per kind (tokens by the first 12 hex digits of their hash). */
+  readonly removed: Readonly<Record<LeaveKind, readonly string[]>>;
+  /** What could not be removed (the last attempt's error). */
+  readonly failed: readonly { readonly kind: LeaveKind; readonly id: string; readonly error: string }[];
 }
 
 /** Job states. `done`, `failed` and `cancelled` are final. */
@@ -68,7 +95,7 @@ export interface JobRecord {
   readonly id: string;
   readonly seq: number;
   readonly owner: string;
-  readonly kind: 'task' | 'exec' | 'invoke';
+  readonly kind: 'task' | 'exec' | 'invoke' | 'leave';
   readonly state: JobState;
   readonly tasks: readonly string[];
   /** The request was an array (a batch): the result is the list of its tasks, even of one. */
@@ -85,6 +112,8 @@ export interface JobRecord {
   readonly invoke?: InvokeRecord;
   /** For invocation jobs, once done: how the invocation ended. */
   readonly result?: InvocationResultRecord;
+  /** For leave jobs: the user removed, and what was removed so far. */
+  readonly leave?: LeaveRecord;
 }
 
 /** One command of a task, as recorded once it ended (the live state is the lessl task element's). */
@@ -133,6 +162,11 @@ export interface DbChange {
   readonly delTasks?: readonly string[];
   readonly delJobs?: readonly string[];
   readonly delIdempotency?: readonly string[];
+  /** Users removed (a leave job's end). */
+  readonly delUsers?: readonly string[];
+  /** Hosts registered over REST, and those unregistered. */
+  readonly hosts?: readonly HostRecord[];
+  readonly delHosts?: readonly string[];
 }
 
 const seqKey = (n: number): string => `q!${String(n).padStart(16, '0')}`;
@@ -144,6 +178,7 @@ export class ServiceDb {
   readonly jobs = new Map<string, JobRecord>();
   readonly tasks = new Map<string, TaskRecord>();
   readonly idempotency = new Map<string, string>();
+  readonly hosts = new Map<string, HostRecord>();
   /** Queued job IDs in FIFO order. */
   readonly queue: string[] = [];
   private seq = 0;
@@ -166,6 +201,7 @@ export class ServiceDb {
       if (p === 'u!') s.users.set(k.slice(2), j as UserRecord);
       else if (p === 'j!') s.jobs.set(k.slice(2), j as JobRecord);
       else if (p === 'k!') s.tasks.set(k.slice(2), j as TaskRecord);
+      else if (p === 'h!') s.hosts.set(k.slice(2), j as HostRecord);
       else if (typeof j === 'string') s.loadString(k, j);
       else if (k === 'm!seq' && typeof j === 'number') s.seq = j;
     }
@@ -249,6 +285,9 @@ export class ServiceDb {
     for (const id of c.delTasks ?? []) ops.push({ type: 'del', key: `k!${id}` });
     for (const id of c.delJobs ?? []) ops.push({ type: 'del', key: `j!${id}` });
     for (const k of c.delIdempotency ?? []) ops.push({ type: 'del', key: `i!${k}` });
+    for (const n of c.delUsers ?? []) ops.push({ type: 'del', key: `u!${n}` });
+    for (const h of c.hosts ?? []) put(`h!${h.name}`, h);
+    for (const n of c.delHosts ?? []) ops.push({ type: 'del', key: `h!${n}` });
     if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
     await this.db.batch(ops, batchOptions(this.durability));
     for (const u of c.users ?? []) this.users.set(u.name, u);
@@ -265,6 +304,9 @@ export class ServiceDb {
     for (const id of c.delTasks ?? []) this.tasks.delete(id);
     for (const id of c.delJobs ?? []) this.jobs.delete(id);
     for (const k of c.delIdempotency ?? []) this.idempotency.delete(k);
+    for (const n of c.delUsers ?? []) this.users.delete(n);
+    for (const h of c.hosts ?? []) this.hosts.set(h.name, h);
+    for (const n of c.delHosts ?? []) this.hosts.delete(n);
   }
 
   /** The secret event ids are made with (32 random bytes, made and persisted at the first call). */

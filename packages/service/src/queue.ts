@@ -160,7 +160,8 @@ export class JobQueue {
     const resumed = [...this.db.jobs.values()].filter((j) => j.state === 'running').sort((a, b) => a.seq - b.seq);
     // an invocation is not run twice: one a crash interrupted fails, the caller invokes again
     for (const j of resumed) if (j.kind === 'invoke') void this.finish(j.id, 'failed', INTERRUPTED);
-    for (const j of resumed) if (j.kind !== 'invoke') this.launch(j);
+    // leave jobs are the leaver's (users-leave.ts)
+    for (const j of resumed) if (j.kind === 'task' || j.kind === 'exec') this.launch(j);
     this.pump();
   }
 

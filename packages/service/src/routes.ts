@@ -16,6 +16,7 @@ import { serviceRoutes } from './api/service.js';
 import { submitRoutes } from './api/submit.js';
 import { taskRoutes } from './api/tasks.js';
 import { userRoutes } from './api/users.js';
+import { leaveRoutes } from './users-leave.js';
 
 export type { RouteDeps } from './api/deps.js';
 
@@ -29,9 +30,10 @@ export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promis
       taskRoutes(d),
       eventRoutes(d),
       userRoutes(d.db),
+      leaveRoutes(d.leaver, d.queue),
       images.plugin,
       operatorRoutes(d.backend, d.policy),
-      hostRoutes(d.backend),
+      hostRoutes(d.backend, d.db),
       functionRoutes(d),
     ]),
   );

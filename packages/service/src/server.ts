@@ -26,6 +26,8 @@ import { registerRoutes } from './routes.js';
 import type { ImageRoutes } from './images.js';
 import { configurePool, operationsOf, orThrow, preloadImages, type PoolConfig, type PreloadImage } from './operate.js';
 import { Runner } from './runner.js';
+import { restoreHosts, withStoredHosts } from './hosts.js';
+import { Leaver } from './users-leave.js';
 import { EventCursors } from './cursors.js';
 import { FunctionDesk } from './functions.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
@@ -145,13 +147,13 @@ export interface LesslServer {
   close(): Promise<void>;
 }
 
-/** Opens the databases and the backend; answers what to close. */
+/** Opens the databases (the service's records first: the hosts registered over REST) and the backend; answers what to close. */
 const openStorage = async (
   o: ServerOptions,
   policy: Policy,
   logger: Logger | undefined,
   durability: Durability,
-): Promise<{ backend: Backend; svc: StringDb; closers: (() => Promise<void>)[] }> => {
+): Promise<{ backend: Backend; db: ServiceDb; closers: (() => Promise<void>)[] }> => {
   const closers: (() => Promise<void>)[] = [];
   let root: Level<string, string> | MemoryLevel<string, string>;
   if (o.data !== undefined) {
@@ -165,12 +167,12 @@ const openStorage = async (
     throw new LesslError(runtimeError('', registryOpenFailure({ location: join(o.data ?? '', 'db') }, err), err));
   }
   closers.push(() => root.close());
-  const svc = root.sublevel('svc') as unknown as StringDb;
-  if (o.backend !== undefined) return { backend: o.backend, svc, closers };
+  const db = await ServiceDb.open(root.sublevel('svc') as unknown as StringDb, durability);
+  if (o.backend !== undefined) return { backend: o.backend, db, closers };
   const reg = root.sublevel('reg') as unknown as StringDb;
   const backend = await unwrap(
     openDockerBackend({
-      ...(o.docker ?? {}),
+      ...withStoredHosts(o.docker ?? {}, db.hosts.values()),
       registry: { db: reg },
       durability,
       authorize: ownerAuthorizer,
@@ -181,7 +183,7 @@ const openStorage = async (
     }),
   );
   closers.unshift(() => backend.close());
-  return { backend, svc, closers };
+  return { backend, db, closers };
 };
 
 /** Field `k` of a thrown value when it is an object that has it. */
@@ -350,8 +352,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const retention = retentionOf(o);
   const durability = durabilityOf(o);
   const logger = o.logger === undefined || o.logger === false ? undefined : app.log;
-  const { backend, svc, closers } = await openStorage(o, policy, logger, durability);
-  const db = await ServiceDb.open(svc, durability);
+  const { backend, db, closers } = await openStorage(o, policy, logger, durability);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
   const closeStorage = async (): Promise<void> => {
     await db.close().catch(() => undefined);
@@ -375,7 +376,9 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
     await closeStorage();
     throw err;
   });
+  for (const f of await restoreHosts(backend, db)) app.log.warn(f, 'a registered host does not answer');
   w.queue.start();
+  w.leaver.start();
   await finishRemovals(db, w.runner);
 
   let closing: Promise<void> | undefined;
@@ -394,6 +397,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
       (closing ??= (async () => {
         const reaperStopped = w.reaper.stop(); // its timer at once; its passes under way after the queue and HTTP
         await w.queue.stop();
+        w.leaver.stop();
         await app.close();
         await reaperStopped;
         await closeStorage();
@@ -401,7 +405,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   };
 };
 
-/** The working parts: the runner, the queue, the metrics, the task remover and the reaper. */
+/** The working parts: the runner, the queue, the metrics, the task remover, the reaper and the leaver. */
 const prepareWork = (
   o: ServerOptions,
   backend: Backend,
@@ -424,7 +428,8 @@ const prepareWork = (
   const hasElements = async (t: string): Promise<boolean> => runner.busy(t) || (await runner.hasElements(t));
   const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
   const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
-  return { runner, queue, routesOf, metrics, removeTask, reaper, functions };
+  const leaver = new Leaver({ backend, db, queue, runner, policy, removeTask });
+  return { runner, queue, routesOf, metrics, removeTask, reaper, functions, leaver };
 };
 
 /** Finishes the removals a crash interrupted: a deleted task keeps no element. */

@@ -6,19 +6,35 @@ import * as t from 'io-ts';
 import { taskStatusOf } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
 import { strict } from './codec.js';
-import type { JobRecord, TaskRecord } from './db.js';
+import type { JobRecord, LeaveRecord, TaskRecord } from './db.js';
 import { InvocationResultC, resultView } from './functions.js';
 import { elementsOf, readElement, SERVICE } from './elements.js';
 
 const nullable = <C extends t.Mixed>(c: C) => t.union([c, t.null]);
 const ErrorC = t.type({ tag: t.string, message: t.string });
 
+const ids = t.array(t.string);
+/** What a leave job removed, as the API shows it. */
+export const LeaveViewC = strict('LeaveView', {
+  user: t.string,
+  removed: strict('LeaveRemoved', {
+    tokens: ids,
+    jobs: ids,
+    tasks: ids,
+    functions: ids,
+    images: ids,
+    volumes: ids,
+    hosts: ids,
+  }),
+  failed: t.array(t.type({ kind: t.string, id: t.string, error: t.string })),
+});
+
 /** A job as the API shows it. */
 export const JobViewC = strict(
   'JobView',
   {
     id: t.string,
-    kind: t.keyof({ task: null, exec: null, invoke: null }),
+    kind: t.keyof({ task: null, exec: null, invoke: null, leave: null }),
     state: t.keyof({ queued: null, running: null, done: null, failed: null, cancelled: null }),
     tasks: t.array(t.string),
     created: t.string,
@@ -33,6 +49,8 @@ export const JobViewC = strict(
     function: t.string,
     /** Invocation jobs, once done: how the invocation ended, its stdout and stderr. */
     result: InvocationResultC,
+    /** Leave jobs: the user removed, what was removed so far (IDs per kind) and what could not be. */
+    leave: LeaveViewC,
   },
 );
 /** A job view. */
@@ -79,7 +97,11 @@ export const TaskPageC = t.type({ items: t.array(TaskViewC), next: nullable(t.st
 
 /** The URL a finished job points to. */
 export const jobLocation = (j: JobRecord): string | null =>
-  j.state !== 'done' || j.kind === 'invoke' ? null : j.batch ? `/v1/tasks?job=${j.id}` : `/v1/tasks/${j.tasks[0] ?? ''}`;
+  j.state !== 'done' || j.kind === 'invoke' || j.kind === 'leave'
+    ? null
+    : j.batch
+      ? `/v1/tasks?job=${j.id}`
+      : `/v1/tasks/${j.tasks[0] ?? ''}`;
 
 /** The view of a job. */
 export const jobView = (j: JobRecord): JobView => ({
@@ -94,6 +116,20 @@ export const jobView = (j: JobRecord): JobView => ({
   location: jobLocation(j),
   ...(j.invoke === undefined ? {} : { function: j.invoke.function }),
   ...(j.result === undefined ? {} : { result: resultView(j.result) }),
+  ...(j.leave === undefined
+    ? {}
+    : { leave: { user: j.leave.user, removed: leaveRemoved(j.leave), failed: j.leave.failed.map((f) => ({ ...f })) } }),
+});
+
+/** The removals of a leave job, per kind (copied). */
+const leaveRemoved = (l: LeaveRecord): t.TypeOf<typeof LeaveViewC>['removed'] => ({
+  tokens: [...l.removed.tokens],
+  jobs: [...l.removed.jobs],
+  tasks: [...l.removed.tasks],
+  functions: [...l.removed.functions],
+  images: [...l.removed.images],
+  volumes: [...l.removed.volumes],
+  hosts: [...l.removed.hosts],
 });
 
 const INLINE = 64 << 10;

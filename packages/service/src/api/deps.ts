@@ -13,6 +13,7 @@ import type { Policy } from '../plan.js';
 import { HttpProblem } from '../problem.js';
 import type { JobQueue } from '../queue.js';
 import type { Runner } from '../runner.js';
+import type { Leaver } from '../users-leave.js';
 import { jobLocation, jobView, taskView } from '../views.js';
 
 /** What the routes use. */
@@ -31,6 +32,8 @@ export interface RouteDeps {
   readonly functions: FunctionDesk;
   /** Removes a task (kill, containers, volumes, results) and marks it; shared with the reaper. */
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
+  /** Runs leave jobs (a user's removal). */
+  readonly leaver: Leaver;
 }
 
 /** The task records of a finished job (those still kept). */
