@@ -125,7 +125,7 @@ const serveCommand = (p: Command, act: Act): void => {
     .option('--busybox', "add a public image 'busybox' made from the host's /bin/busybox when missing")
     .option(
       '--config <file>',
-      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }], retention?: { tasks?, jobs?, events? } }',
+      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }], retention?: { tasks?, jobs?, events? }, docker?: { swarm?: { registry, enginesSetNoNewPrivileges?, nodes?, constraints? } } }',
     )
     .option('--tls-cert <file>', 'serve https with this certificate (PEM, chain after it); needs --tls-key')
     .option('--tls-key <file>', 'the private key (PEM, unencrypted) of --tls-cert')

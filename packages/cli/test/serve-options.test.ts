@@ -83,3 +83,28 @@ test('the TLS flags are both or neither, their files must be readable and a matc
   expect(mismatched.stderr).toMatch(/--tls-cert .* and --tls-key .* are not a usable pair/);
   expect(mismatched.stderr).not.toMatch(/\n\s+at /); // no stack trace
 });
+
+test("the config file's docker.swarm section is decoded strictly: an unknown key or a bad value stops the start naming it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lessl-cfg-'));
+  const start = (config: unknown, ...args: string[]) => {
+    const file = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    return lessl(['serve', '--port', '0', '--config', file, ...args]);
+  };
+  const cases: [unknown, RegExp][] = [
+    [{ docker: { swarm: { registry: '10.99.0.1:5000', replicas: 2 } } }, /unknown docker\.swarm\.replicas/],
+    [{ docker: { swarm: { registry: 'not a registry' } } }, /bad docker\.swarm\.registry/],
+    [{ docker: { swarm: {} } }, /docker\.swarm\.registry/],
+    [{ docker: { swarm: { registry: 'r:5000', constraints: ['anywhere'] } } }, /bad docker\.swarm\.constraints/],
+    [{ docker: { socket: '/x.sock' } }, /unknown docker\.socket/],
+    [{ dockr: {} }, /unknown keys dockr/],
+  ];
+  for (const [config, why] of cases) {
+    const r = await start(config);
+    expect(r.code, JSON.stringify(config)).not.toBe(0);
+    expect(r.stderr).toMatch(why);
+  }
+  const memory = await start({ docker: { swarm: { registry: 'r:5000' } } }, '--memory');
+  expect(memory.code).not.toBe(0);
+  expect(memory.stderr).toMatch(/docker\.swarm needs the Docker backend \(not --memory\)/);
+});
