@@ -164,6 +164,25 @@ const retentionOf = (o: ServeOptions, config: ConfigFile): ServerOptions['retent
   return config.retention === undefined && Object.keys(flags).length === 0 ? undefined : { ...config.retention, ...flags };
 };
 
+/**
+ * The admin token read from the file env LESSL_ADMIN_TOKEN_FILE names (e.g. a Docker secret,
+ * `/run/secrets/...`), trimmed; undefined without it (the service reads LESSL_ADMIN_TOKEN itself).
+ * Both set, an unreadable file or an empty one stop the start.
+ */
+const adminTokenFile = async (): Promise<string | undefined> => {
+  const file = process.env.LESSL_ADMIN_TOKEN_FILE;
+  if (file === undefined || file === '') return undefined;
+  const refuse = (why: string): never => {
+    throw new LesslError(clientProblem('InvalidEntry', `LESSL_ADMIN_TOKEN_FILE ${file}: ${why}`, 0, ['LESSL_ADMIN_TOKEN_FILE']));
+  };
+  if ((process.env.LESSL_ADMIN_TOKEN ?? '') !== '') refuse('LESSL_ADMIN_TOKEN is set too (one or the other)');
+  const token = await readFile(file, 'utf8').then(
+    (t) => t.trim(),
+    (e: unknown) => refuse(messageOf(e)),
+  );
+  return token === '' ? refuse('the file is empty') : token;
+};
+
 /** The Docker backend's options of the config file (`docker.swarm`); refused with `--memory`, which has no engine. */
 const dockerOf = (o: ServeOptions, config: ConfigFile): Pick<ServerOptions, 'docker'> => {
   const swarm = config.docker?.swarm;
@@ -182,6 +201,7 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
   const policy = o.policy === undefined ? config.policy : await readPolicy(o.policy);
   const durability = o.durability ?? 'disk';
   const docker = dockerOf(o, config); // before the backend opens
+  const adminToken = await adminTokenFile();
   const backend = o.memory === true ? await openMemory(o.data, durability) : undefined;
   const retention = retentionOf(o, config);
   const opts: ServerOptions = {
@@ -190,6 +210,7 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
       : { backend, ...(o.data === undefined ? {} : { data: o.data }) }),
     durability,
     ...docker,
+    ...(adminToken === undefined ? {} : { adminToken }),
     ...(retention === undefined ? {} : { retention }),
     ...(config.pool === undefined ? {} : { pool: config.pool }),
     ...(config.preload === undefined ? {} : { preload: config.preload }),
