@@ -8,6 +8,8 @@
 #
 # NODE_BASE=<image> uses another base (e.g. node:20-bookworm-slim, when the engine reaches a
 # registry) instead of making lessl/node-base. DOCKER_HOST selects the engine. Prints the tag.
+# The image is labelled with a digest of its inputs: a second run with nothing changed answers
+# at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -18,6 +20,19 @@ tags=("${1:-lessl/lessl:$version}")
 base=${NODE_BASE:-$(bash scripts/node-base.sh)}
 
 [ -f packages/cli/dist/bin.js ] || npm run build --silent >&2
+
+# the same inputs (the built packages, the lock, deploy's files, the base) as the image the tag has: done
+inputs=$({
+  docker image inspect --format '{{.Id}}' "$base"
+  find packages/*/dist packages/*/bin packages/*/package.json packages/docker/agent/lessl-agent package.json \
+    package-lock.json deploy/Dockerfile deploy/healthcheck.mjs scripts/image.sh -type f -print0 | sort -z | xargs -0 sha256sum
+} | sha256sum | cut -c1-32)
+have=$(docker image inspect --format '{{ index .Config.Labels "lessl.inputs" }}' "${tags[0]}" 2>/dev/null || true)
+if [ "$have" = "$inputs" ]; then
+  for t in "${tags[@]:1}"; do docker tag "${tags[0]}" "$t"; done
+  echo "${tags[0]}"
+  exit 0
+fi
 
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/lessl-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
@@ -63,7 +78,7 @@ if find "$app" -type l -lname '/*' | grep -q .; then
 fi
 
 cp deploy/Dockerfile deploy/healthcheck.mjs "$ctx/"
-args=(--network none --build-arg "NODE_BASE=$base" --label "lessl.version=$version")
+args=(--network none --build-arg "NODE_BASE=$base" --label "lessl.version=$version" --label "lessl.inputs=$inputs")
 for t in "${tags[@]}"; do args+=(--tag "$t"); done
 docker build --quiet "${args[@]}" "$ctx" >/dev/null
 echo "${tags[0]}"
