@@ -5,15 +5,17 @@
  * environment); the image's HEALTHCHECK reports it healthy; the seed-001 example runs through it
  * with the host's `lessl` CLI, its output and exit code as on the host; a restart keeps the task
  * (the data volume); the service runs as uid 10001. Everything it made is removed at the end,
- * except the image (cached).
+ * except the image (cached). With TLS flags, the health check asks over https.
  */
-import { statSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { purge } from '@lessl/docker';
 import { lessl } from '../packages/cli/test/harness.js';
+import { selfSigned } from '../packages/service/test/helpers.js';
 import { buildImage, docker, freePort, until } from './image-support.js';
 
 const TOKEN = 'lsl_image-test-admin-token-0123456789';
@@ -105,3 +107,31 @@ test('the seed-001 example through the containerised service: output and exit co
   const out = await lessl(['logs', before[0] ?? ''], { url, token: TOKEN });
   expect(out).toMatchObject({ code: 0, stdout: 'Hello World\nvalue in /opt\n' });
 }, 120_000);
+
+test('with --tls-cert/--tls-key the service answers https in its container and the health check follows it', async () => {
+  const tls = mkdtempSync(join(tmpdir(), 'lessl-image-tls-'));
+  const name = `${NAME}-tls`;
+  try {
+    const pem = selfSigned(tls);
+    chmodSync(tls, 0o755);
+    chmodSync(pem.key, 0o644); // readable by uid 10001 in the container
+    const port = await freePort();
+    await docker([
+      ...['run', '-d', '--name', name, '--network', 'host', '--health-interval', '1s', '-v', `${tls}:/etc/lessl/tls:ro`, tag],
+      ...['--memory', '--port', String(port), '--tls-cert', '/etc/lessl/tls/tls.crt', '--tls-key', '/etc/lessl/tls/tls.key'],
+    ]);
+    await until(`the container ${name} reports healthy`, 60_000, async () =>
+      (await docker(['inspect', '--format', '{{.State.Health.Status}}', name])) === 'healthy' ? true : undefined,
+    );
+    const status = await new Promise<number | undefined>((resolve, reject) =>
+      httpsGet(`https://127.0.0.1:${port}/healthz`, { ca: readFileSync(pem.cert) }, (res) => resolve(res.resume().statusCode)).on(
+        'error',
+        reject,
+      ),
+    );
+    expect(status).toBe(200);
+  } finally {
+    await docker(['rm', '-f', '-v', name]).catch(() => undefined);
+    rmSync(tls, { recursive: true, force: true });
+  }
+});
