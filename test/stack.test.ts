@@ -121,6 +121,15 @@ describe.skipIf(hosts === undefined)('deploy/stack.yml on the test Swarm', () =>
         manager.docker,
       ),
     ).toBe(manager.name);
+    const container = await docker(
+      ['ps', '-q', '--filter', `label=com.docker.swarm.service.name=${STACK}_lessl`],
+      manager.docker,
+    );
+    const ids = await docker(
+      ['exec', container, 'node', '-e', 'console.log(process.getuid(), process.getgid())'],
+      manager.docker,
+    );
+    expect(ids).toBe(`10001 ${statSync(manager.socket).gid}`); // the image's user, the socket's group
     const since = Math.floor(Date.now() / 1000) - 1;
     const spec = { version: 1.0, daemon: false, image: 'busybox', ttl: 600, cmd: ['echo hi from a worker && echo $((6 * 7))'] };
     const res = await fetch(`${url}/v1/tasks?wait=60`, {
