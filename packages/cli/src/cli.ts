@@ -125,11 +125,14 @@ const serveCommand = (p: Command, act: Act): void => {
     .option('--busybox', "add a public image 'busybox' made from the host's /bin/busybox when missing")
     .option(
       '--config <file>',
-      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }], retention?: { tasks?, jobs?, events? } }',
+      'JSON file: operator configuration { policy?, pool?: { profiles, memoryCapBytes? }, preload?: [{ name, source }], retention?: { tasks?, jobs?, events? }, docker?: { swarm?: { registry, enginesSetNoNewPrivileges?, nodes?, constraints? } } }',
     )
     .option('--tls-cert <file>', 'serve https with this certificate (PEM, chain after it); needs --tls-key')
     .option('--tls-key <file>', 'the private key (PEM, unencrypted) of --tls-cert')
-    .addHelpText('after', '\nThe admin token: env LESSL_ADMIN_TOKEN, else one is printed once at the first start.')
+    .addHelpText(
+      'after',
+      '\nThe admin token: env LESSL_ADMIN_TOKEN, or the file env LESSL_ADMIN_TOKEN_FILE names (a secret), else one is printed once at the first start.',
+    )
     .action(
       act(async (_c, io, o: ServeOptions) => {
         const { serve, untilSignal } = await import('./serve.js'); // the service's dependencies load only here

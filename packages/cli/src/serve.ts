@@ -7,8 +7,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import * as E from 'fp-ts/lib/Either.js';
-import { keyOf, unwrap } from '@lessl/core';
-import { busyboxRootfsBytes } from '@lessl/docker';
+import { decodeOptions, keyOf, unwrap } from '@lessl/core';
+import { busyboxRootfsBytes, SwarmOptionsC, type SwarmOptions } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
 import {
   createServer,
@@ -48,7 +48,11 @@ export interface ServeOptions {
   readonly reapInterval?: number;
   /** Adds a public image `busybox` made from the host's /bin/busybox when it is missing (the memory backend always has one). */
   readonly busybox?: boolean;
-  /** A JSON file: `{ policy?, pool?, preload? }` (see `ServerOptions`); `--policy` wins over its policy. */
+  /**
+   * A JSON file: `{ policy?, pool?, preload?, retention?, docker?: { swarm? } }` (see `ServerOptions`;
+   * `docker.swarm`: run tasks as Swarm services, the Docker backend's `swarm` option); `--policy`
+   * wins over its policy.
+   */
   readonly config?: string;
   /** TLS: the certificate (PEM, chain after it) file; with `tlsKey`, both or neither. */
   readonly tlsCert?: string;
@@ -62,7 +66,18 @@ interface ConfigFile {
   readonly pool?: ServerOptions['pool'];
   readonly preload?: ServerOptions['preload'];
   readonly retention?: ServerOptions['retention'];
+  /** The Docker backend: `swarm` runs tasks as Swarm services (docs/swarm.md). */
+  readonly docker?: { readonly swarm?: SwarmOptions };
 }
+
+const CONFIG_KEYS = ['policy', 'pool', 'preload', 'retention', 'docker'];
+
+/** The config file's `docker` section, decoded strictly: an unknown key or a bad value is an error naming it (`docker.swarm.registry`). */
+const dockerSection = (file: string, u: unknown): ConfigFile['docker'] => {
+  const d = decodeOptions({ swarm: SwarmOptionsC }, u, `--config ${file}`, { prefix: 'docker' });
+  if (E.isLeft(d)) throw new LesslError(clientProblem('InvalidEntry', d.left.message, 0, d.left.keys));
+  return d.right;
+};
 
 const readConfig = async (file: string): Promise<ConfigFile> => {
   let u: unknown;
@@ -73,18 +88,14 @@ const readConfig = async (file: string): Promise<ConfigFile> => {
   }
   const extra =
     typeof u === 'object' && u !== null && !Array.isArray(u)
-      ? Object.keys(u).filter((k) => !['policy', 'pool', 'preload', 'retention'].includes(k))
+      ? Object.keys(u).filter((k) => !CONFIG_KEYS.includes(k))
       : ['(not an object)'];
   if (extra.length > 0)
     throw new LesslError(
-      clientProblem(
-        'InvalidEntry',
-        `--config ${file}: unknown keys ${extra.join(', ')} (policy, pool, preload, retention)`,
-        0,
-        extra,
-      ),
+      clientProblem('InvalidEntry', `--config ${file}: unknown keys ${extra.join(', ')} (${CONFIG_KEYS.join(', ')})`, 0, extra),
     );
-  return u as ConfigFile;
+  const config = u as ConfigFile;
+  return config.docker === undefined ? config : { ...config, docker: dockerSection(file, config.docker) };
 };
 
 /** The default data directory of `lessl serve`. */
@@ -153,12 +164,44 @@ const retentionOf = (o: ServeOptions, config: ConfigFile): ServerOptions['retent
   return config.retention === undefined && Object.keys(flags).length === 0 ? undefined : { ...config.retention, ...flags };
 };
 
+/**
+ * The admin token read from the file env LESSL_ADMIN_TOKEN_FILE names (e.g. a Docker secret,
+ * `/run/secrets/...`), trimmed; undefined without it (the service reads LESSL_ADMIN_TOKEN itself).
+ * Both set, an unreadable file or an empty one stop the start.
+ */
+const adminTokenFile = async (): Promise<string | undefined> => {
+  const file = process.env.LESSL_ADMIN_TOKEN_FILE;
+  if (file === undefined || file === '') return undefined;
+  const refuse = (why: string): never => {
+    throw new LesslError(clientProblem('InvalidEntry', `LESSL_ADMIN_TOKEN_FILE ${file}: ${why}`, 0, ['LESSL_ADMIN_TOKEN_FILE']));
+  };
+  if ((process.env.LESSL_ADMIN_TOKEN ?? '') !== '') refuse('LESSL_ADMIN_TOKEN is set too (one or the other)');
+  const token = await readFile(file, 'utf8').then(
+    (t) => t.trim(),
+    (e: unknown) => refuse(messageOf(e)),
+  );
+  return token === '' ? refuse('the file is empty') : token;
+};
+
+/** The Docker backend's options of the config file (`docker.swarm`); refused with `--memory`, which has no engine. */
+const dockerOf = (o: ServeOptions, config: ConfigFile): Pick<ServerOptions, 'docker'> => {
+  const swarm = config.docker?.swarm;
+  if (swarm === undefined) return {};
+  if (o.memory === true)
+    throw new LesslError(
+      clientProblem('InvalidEntry', '--config: docker.swarm needs the Docker backend (not --memory)', 0, ['docker.swarm']),
+    );
+  return { docker: { swarm } };
+};
+
 /** Starts the service and listens; answers it, its URL and how to stop it (closing what it opened). */
 export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url: string; close: () => Promise<void> }> => {
   const tls = await tlsOf(o); // first: a bad pair opens nothing
   const config: ConfigFile = o.config === undefined ? {} : await readConfig(o.config);
   const policy = o.policy === undefined ? config.policy : await readPolicy(o.policy);
   const durability = o.durability ?? 'disk';
+  const docker = dockerOf(o, config); // before the backend opens
+  const adminToken = await adminTokenFile();
   const backend = o.memory === true ? await openMemory(o.data, durability) : undefined;
   const retention = retentionOf(o, config);
   const opts: ServerOptions = {
@@ -166,6 +209,8 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
       ? { data: o.data ?? defaultDataDir() }
       : { backend, ...(o.data === undefined ? {} : { data: o.data }) }),
     durability,
+    ...docker,
+    ...(adminToken === undefined ? {} : { adminToken }),
     ...(retention === undefined ? {} : { retention }),
     ...(config.pool === undefined ? {} : { pool: config.pool }),
     ...(config.preload === undefined ? {} : { preload: config.preload }),

@@ -83,3 +83,61 @@ test('the TLS flags are both or neither, their files must be readable and a matc
   expect(mismatched.stderr).toMatch(/--tls-cert .* and --tls-key .* are not a usable pair/);
   expect(mismatched.stderr).not.toMatch(/\n\s+at /); // no stack trace
 });
+
+test("the config file's docker.swarm section is decoded strictly: an unknown key or a bad value stops the start naming it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lessl-cfg-'));
+  const start = (config: unknown, ...args: string[]) => {
+    const file = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    return lessl(['serve', '--port', '0', '--config', file, ...args]);
+  };
+  const cases: [unknown, RegExp][] = [
+    [{ docker: { swarm: { registry: '10.99.0.1:5000', replicas: 2 } } }, /unknown docker\.swarm\.replicas/],
+    [{ docker: { swarm: { registry: 'not a registry' } } }, /bad docker\.swarm\.registry/],
+    [{ docker: { swarm: {} } }, /docker\.swarm\.registry/],
+    [{ docker: { swarm: { registry: 'r:5000', constraints: ['anywhere'] } } }, /bad docker\.swarm\.constraints/],
+    [{ docker: { socket: '/x.sock' } }, /unknown docker\.socket/],
+    [{ dockr: {} }, /unknown keys dockr/],
+  ];
+  for (const [config, why] of cases) {
+    const r = await start(config);
+    expect(r.code, JSON.stringify(config)).not.toBe(0);
+    expect(r.stderr).toMatch(why);
+  }
+  const memory = await start({ docker: { swarm: { registry: 'r:5000' } } }, '--memory');
+  expect(memory.code).not.toBe(0);
+  expect(memory.stderr).toMatch(/docker\.swarm needs the Docker backend \(not --memory\)/);
+});
+
+test('LESSL_ADMIN_TOKEN_FILE: the admin token read from a file (a secret); with LESSL_ADMIN_TOKEN too, or empty, the start stops', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lessl-secret-'));
+  const file = join(dir, 'admin_token');
+  writeFileSync(file, 'lsl_from-a-secret-file-0123456789\n');
+  const start = (env: NodeJS.ProcessEnv) => {
+    const child = spawn(process.execPath, [BIN, '--json', 'serve', '--memory', '--port', '0'], {
+      env: { ...process.env, LESSL_ADMIN_TOKEN: '', ...env },
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<{ code: number | null; stderr: string }>((resolve) =>
+      child.on('close', (code) => resolve({ code, stderr })),
+    );
+    const ready = new Promise<Json>((resolve) =>
+      createInterface({ input: child.stdout }).once('line', (l) => resolve(JSON.parse(l) as Json)),
+    );
+    return { child, exited, ready };
+  };
+  const s = start({ LESSL_ADMIN_TOKEN_FILE: file });
+  const { url } = await s.ready;
+  const ls = await lessl(['--json', 'users', 'ls'], { url, token: 'lsl_from-a-secret-file-0123456789' });
+  expect(ls.code, ls.stderr).toBe(0);
+  s.child.kill('SIGTERM');
+  expect((await s.exited).code).toBe(0);
+
+  const both = await start({ LESSL_ADMIN_TOKEN_FILE: file, LESSL_ADMIN_TOKEN: ADMIN_TOKEN }).exited;
+  expect(both.code).not.toBe(0);
+  expect(both.stderr).toMatch(/LESSL_ADMIN_TOKEN is set too/);
+  writeFileSync(file, '\n');
+  expect((await start({ LESSL_ADMIN_TOKEN_FILE: file }).exited).stderr).toMatch(/the file is empty/);
+  expect((await start({ LESSL_ADMIN_TOKEN_FILE: join(dir, 'absent') }).exited).stderr).toMatch(/LESSL_ADMIN_TOKEN_FILE .*ENOENT/);
+});

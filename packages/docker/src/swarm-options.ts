@@ -8,6 +8,9 @@ import type { ExecutorOptions } from '@lessl/core';
 import { DockerExecutorOptionsC } from './executor-settings.js';
 import { HostSpecC } from './hosts.js';
 
+/** A Swarm placement constraint: `field==value` or `field!=value` (`node.hostname==s2`). */
+const ConstraintC = t.refinement(t.string, (c) => /^[\w.-]+\s*(==|!=)\s*\S+$/.test(c), 'Constraint');
+
 /**
  * io-ts codec of the `swarm` option of `openDockerBackend`:
  * - `registry`: `host:port` of the registry every node pulls images from;
@@ -15,7 +18,9 @@ import { HostSpecC } from './hosts.js';
  *   on API 1.41 cannot ask for it per service, and `docker info` does not say it). Without it, an
  *   executor must allow new privileges explicitly (`options.backend.allowNewPrivileges`);
  * - `nodes`: the engines of the worker nodes (`{ name, url, tls? }`, as a host of `hosts`): deleting
- *   an image removes the copies those nodes pulled through them (Swarm has no call for it).
+ *   an image removes the copies those nodes pulled through them (Swarm has no call for it);
+ * - `constraints`: placement constraints of every task's service (e.g. `node.role==worker`), before
+ *   an executor's own `constraints`.
  */
 export const SwarmOptionsC = t.exact(
   t.intersection([
@@ -30,6 +35,7 @@ export const SwarmOptionsC = t.exact(
           ]),
         ),
       ),
+      constraints: t.array(ConstraintC),
     }),
   ]),
 );
@@ -44,7 +50,7 @@ export type SwarmOptions = t.TypeOf<typeof SwarmOptionsC>;
  */
 export const SwarmExecutorOptionsC = t.partial({
   ...DockerExecutorOptionsC.props,
-  constraints: t.array(t.refinement(t.string, (c) => /^[\w.-]+\s*(==|!=)\s*\S+$/.test(c), 'Constraint')),
+  constraints: t.array(ConstraintC),
 });
 /** Backend options of a Swarm executor (`ExecutorOptions.backend`). */
 export type SwarmExecutorOptions = t.TypeOf<typeof SwarmExecutorOptionsC>;

@@ -154,7 +154,11 @@ export class SwarmServices {
     return E.right({
       Name: runName(this.engine.instance, plan),
       Labels: runLabels(this.engine.instance, plan, sink.task),
-      TaskTemplate: taskTemplate(plan, sink, pushedRef.right, [...onManager, ...constraintsOf(plan.options)]),
+      TaskTemplate: taskTemplate(plan, sink, pushedRef.right, [
+        ...onManager,
+        ...(this.swarm.constraints ?? []),
+        ...constraintsOf(plan.options),
+      ]),
       Mode: { Replicated: { Replicas: 1 } },
       EndpointSpec: { Mode: 'dnsrr' },
     });
