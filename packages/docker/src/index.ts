@@ -74,6 +74,7 @@ import { imageIdOf } from './attributes.js';
 import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 import { agentBinary } from './agent/binary.js';
+import { discoverEngine } from './discovery.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -91,6 +92,18 @@ export {
   type AgentRunRequest,
 } from './agent/container.js';
 export { agentBinary };
+export {
+  contextDir,
+  DEFAULT_SOCKET,
+  describeAttempts,
+  discoverEngine,
+  type DiscoveredEngine,
+  type DiscoveryInput,
+  type EngineAttempt,
+  type EngineEndpoint,
+  type EngineSource,
+  type EngineTls,
+} from './discovery.js';
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
   IMAGE_MISSING_PENALTY,
@@ -128,7 +141,10 @@ export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
 
 /** Options of `openDockerBackend`. */
 export interface DockerBackendOptions extends CommonOpenOptions {
-  /** A dockerode client; default: DOCKER_HOST, else the default socket. */
+  /**
+   * A dockerode client; default: the engine found as the `docker` CLI finds it (DOCKER_HOST,
+   * DOCKER_CONTEXT, the current context, the rootless socket, /var/run/docker.sock: `discoverEngine`).
+   */
   readonly docker?: Docker;
   /**
    * Several engines (docs/hosts.md): each a host with a name, where its engine answers, labels
@@ -298,6 +314,7 @@ const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntr
   const specs = hostSpecsOf(opts);
   if (E.isLeft(specs)) return specs;
   const ms = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  if (opts.hosts === undefined && opts.docker === undefined && opts.socketPath === undefined) return discovered(ms);
   const found: Omit<FoundEngine, 'answered'>[] = [];
   for (const spec of specs.right) {
     const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
@@ -316,16 +333,28 @@ const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntr
     })),
   );
   if (engines.some((e) => e.answered)) return E.right(engines);
-  const where =
-    opts.hosts === undefined
-      ? '(DOCKER_HOST or /var/run/docker.sock)'
-      : engines.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
+  const where = engines.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
   return E.left(
     unavailable(
       '',
       `no Docker engine answers ${where}; start one, e.g. \`dockerd --bridge=none --iptables=false --ip-forward=false &\``,
     ),
   );
+};
+
+/** Open, phase 1 with no engine options: the engine found as the `docker` CLI finds it (discovery.ts). */
+const discovered = async (ms: number): Promise<E.Either<InvalidEntry | Unavailable, FoundEngine[]>> => {
+  const found = await discoverEngine({ timeoutMs: ms })();
+  if (E.isLeft(found)) return found;
+  const { docker, url } = found.right;
+  return E.right([
+    {
+      spec: { name: LOCAL_HOST, url },
+      docker,
+      guard: new CallGuard(ms, `${LOCAL_HOST} (${endpointOf(docker)})`),
+      answered: true,
+    },
+  ]);
 };
 
 /** Open, phase 2: the registry given, or opened as the options say. */
