@@ -36,6 +36,8 @@ import {
   type RuntimeError,
   type StoreConfig,
   type Unavailable,
+  type Unsupported,
+  unsupported,
 } from '@lessl/core';
 import { DockerFunctions } from './functions.js';
 import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type CommonOpenOptions } from '@lessl/level';
@@ -75,6 +77,7 @@ import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 import { agentBinary } from './agent/binary.js';
 import { discoverEngine } from './discovery.js';
+import { startReaper, type Reaper } from './reaper.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -92,6 +95,7 @@ export {
   type AgentRunRequest,
 } from './agent/container.js';
 export { agentBinary };
+export { REAPER_GRACE_MS, REAPER_IMAGE, type Reaper } from './reaper.js';
 export {
   contextDir,
   DEFAULT_SOCKET,
@@ -183,6 +187,13 @@ export interface DockerBackendOptions extends CommonOpenOptions {
    * tasks run in them with the engine's exec (docs/pool.md).
    */
   readonly agent?: boolean;
+  /**
+   * Start a reaper (docs/docker.md#the-reaper): a small container that removes this session's
+   * objects (containers, volumes, services, images labelled with the registry instance) when this
+   * process dies without `close()`. Default: on for a throwaway registry (in memory, no location),
+   * off otherwise (the next open reconciles those). On the first host, reached over its unix socket.
+   */
+  readonly reaper?: boolean;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -198,6 +209,7 @@ export const DockerBackendOptionsProps = {
   swarm: SwarmOptionsC,
   egress: t.exact(t.partial({ allowNetworks: t.array(t.string) })),
   agent: t.boolean,
+  reaper: t.boolean,
 };
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -263,7 +275,7 @@ export interface DockerBackend extends Backend {
  * await lessl.close();
  */
 export const openDockerBackend =
-  (options: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>
+  (options: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | Unsupported | RuntimeError, DockerBackend> =>
   async () => {
     const decoded = decodeOptions(DockerBackendOptionsProps, options, 'Docker backend options');
     if (E.isLeft(decoded)) return decoded;
@@ -275,9 +287,25 @@ export const openDockerBackend =
     const registry = await registryOf(opts);
     if (E.isLeft(registry)) return registry;
     const hosts = hostPoolOf(registry.right, opts, engines.right);
-    const parts: Parts = { opts, registry: registry.right, hosts, background: [], live: new LiveRuns(), egress: guard.right };
+    const reaper = await reaperOf(opts, registry.right, hosts);
+    if (E.isLeft(reaper)) {
+      await hosts.close();
+      if (!(opts.registry instanceof Registry)) await registry.right.close();
+      return reaper;
+    }
+    const live = new LiveRuns();
+    const parts: Parts = {
+      opts,
+      registry: registry.right,
+      hosts,
+      background: [],
+      live,
+      egress: guard.right,
+      reaper: reaper.right,
+    };
     const b = await assembleOn(parts);
     if (E.isLeft(b)) {
+      await reaper.right?.stop();
       await hosts.close();
       if (!(opts.registry instanceof Registry)) await registry.right.close();
       return b;
@@ -303,6 +331,8 @@ interface Parts {
   /** Runs in progress per host (a host that stops answering ends its runs `lost`). */
   readonly live: LiveRuns;
   readonly egress: EgressGuard | undefined;
+  /** The reaper of this session, when one runs (stood down last on close). */
+  readonly reaper: Reaper | undefined;
 }
 
 /**
@@ -357,6 +387,36 @@ const discovered = async (ms: number): Promise<E.Either<InvalidEntry | Unavailab
   ]);
 };
 
+/** Whether the registry is thrown away with the process (in memory, not given): its objects are the session's. */
+const throwaway = (opts: DockerBackendOptions): boolean =>
+  opts.registry === undefined ||
+  (!(opts.registry instanceof Registry) && !('location' in opts.registry) && !('db' in opts.registry));
+
+/**
+ * Open, phase 3b: the reaper (on by default for a throwaway registry), on the first host when its
+ * engine is reached over its unix socket (its socket is mounted into the reaper). Asked for
+ * (`reaper: true`) and impossible: `Unsupported` or `Unavailable`; by default: a warning, no reaper.
+ */
+const reaperOf = async (
+  opts: DockerBackendOptions,
+  registry: Registry,
+  hosts: HostPool,
+): Promise<E.Either<Unavailable | Unsupported, Reaper | undefined>> => {
+  if (!(opts.reaper ?? throwaway(opts))) return E.right(undefined);
+  const primary = hosts.primary;
+  const endpoint = hosts.info(primary).endpoint;
+  const refuse = (e: Unavailable | Unsupported): E.Either<Unavailable | Unsupported, undefined> => {
+    if (opts.reaper === true) return E.left(e);
+    primary.logger.warn({ host: primary.name, why: e.message }, 'no reaper for this session');
+    return E.right(undefined);
+  };
+  if (!endpoint.startsWith('unix://'))
+    return refuse(unsupported('', 'reaper', `it mounts the engine's unix socket; ${primary.name} is reached at ${endpoint}`));
+  if (primary.state !== 'active') return refuse(unavailable(hostKey(primary.name), `${primary.name} does not answer: no reaper`));
+  const r = await startReaper(primary, registry.instanceId, endpoint.slice('unix://'.length));
+  return E.isLeft(r) ? refuse(r.left) : r;
+};
+
 /** Open, phase 2: the registry given, or opened as the options say. */
 const registryOf = async (opts: DockerBackendOptions): Promise<E.Either<RuntimeError, Registry>> => {
   if (opts.registry instanceof Registry) return E.right(opts.registry);
@@ -404,6 +464,7 @@ const assembleOn = ({
   background,
   live,
   egress,
+  reaper,
 }: Parts): Promise<E.Either<InvalidEntry | RuntimeError, Backend>> => {
   const images = routedImageDriver(hosts, egress);
   return assemble({
@@ -434,6 +495,7 @@ const assembleOn = ({
         await h.settled();
         await h.janitor.stop();
       }
+      await reaper?.stop();
     },
   }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
 };
