@@ -77,7 +77,7 @@ import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 import { agentBinary } from './agent/binary.js';
 import { discoverEngine } from './discovery.js';
-import { startReaper, type Reaper } from './reaper.js';
+import { startReaper, startReaperInBackground, type Reaper } from './reaper.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -413,7 +413,10 @@ const reaperOf = async (
   if (!endpoint.startsWith('unix://'))
     return refuse(unsupported('', 'reaper', `it mounts the engine's unix socket; ${primary.name} is reached at ${endpoint}`));
   if (primary.state !== 'active') return refuse(unavailable(hostKey(primary.name), `${primary.name} does not answer: no reaper`));
-  const r = await startReaper(primary, registry.instanceId, endpoint.slice('unix://'.length));
+  const socket = endpoint.slice('unix://'.length);
+  // asked for: open answers once it runs (or why it cannot); by default it starts beside open
+  if (opts.reaper !== true) return E.right(startReaperInBackground(primary, registry.instanceId, socket, refuse));
+  const r = await startReaper(primary, registry.instanceId, socket);
   return E.isLeft(r) ? refuse(r.left) : r;
 };
 

@@ -80,12 +80,35 @@ process.stdin.on('end', () => {
 process.stdout.write('ready\\n');
 `;
 
-/** A running reaper: its container and how to stand it down. */
+/** A reaper: how to stand it down. */
 export interface Reaper {
-  readonly containerId: string;
   /** Stands the reaper down without removing anything (a clean close); never throws. */
   stop(): Promise<void>;
 }
+
+/**
+ * Starts a reaper without waiting for it (open is not delayed by a container start); `failed`
+ * hears why it could not start. `stop` waits for the start, then stands it down.
+ */
+export const startReaperInBackground = (
+  host: Host,
+  instance: string,
+  socketPath: string,
+  failed: (e: Unavailable) => void,
+): Reaper => {
+  const closing = new AbortController();
+  const started = startReaper(host, instance, socketPath, REAPER_GRACE_MS, closing.signal).then((r) => {
+    if (E.isLeft(r) && !closing.signal.aborted) failed(r.left);
+    return E.isLeft(r) ? undefined : r.right;
+  });
+  return {
+    stop: async () => {
+      // a start still under way stops at its next step (what it made is removed)
+      closing.abort();
+      await (await started)?.stop();
+    },
+  };
+};
 
 const run = promisify(execFile);
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -206,20 +229,30 @@ export const startReaper = async (
   instance: string,
   socketPath: string,
   graceMs = REAPER_GRACE_MS,
+  signal?: AbortSignal,
 ): Promise<E.Either<Unavailable, Reaper>> => {
   const c = host.clients.containers;
   let id: string | undefined;
+  let stream: Duplex | undefined;
+  const step = <A>(a: A): A => {
+    if (signal?.aborted === true) throw new Error('the backend closed while it started');
+    return a;
+  };
   try {
     for (const old of await c.list(reaperFilter(instance))) await c.remove(old.Id, { force: true }).catch(() => undefined);
-    const image = await ensureImage(host);
+    const image = step(await ensureImage(host));
     id = await c.create(containerSpec(image, instance, socketPath, graceMs));
-    const stream = duplexOf(await c.attach(id, { stream: true, stdin: true, stdout: true, stderr: true, hijack: true }));
+    step(id);
+    stream = duplexOf(await c.attach(id, { stream: true, stdin: true, stdout: true, stderr: true, hijack: true }));
+    step(stream);
     const ready = waitFor(stream, 'ready\n', READY_MS);
     await c.start(id);
     if (!(await ready)) throw new Error(`it did not say it was ready within ${READY_MS} ms`);
-    return E.right(new HeldReaper(host, id, stream, instance, socketPath, graceMs));
+    return E.right(new HeldReaper(host, id, step(stream), instance, socketPath, graceMs));
   } catch (err) {
+    // removed before the stream is let go: it never sees its stdin end
     if (id !== undefined) await c.remove(id, { force: true }).catch(() => undefined);
+    stream?.destroy();
     return E.left(unavailable('', `the reaper could not start on ${host.name}: ${messageOf(err)}`));
   }
 };
@@ -251,9 +284,9 @@ class HeldReaper implements Reaper {
     this.stopping = true;
     const said = waitFor(this.stream, 'closing\n', 5000);
     this.stream.write('close\n');
-    await said;
+    // it exits on its own (and is removed); one that did not say so is removed here
+    if (!(await said)) await this.host.clients.containers.remove(this.containerId, { force: true }).catch(() => undefined);
     this.stream.destroy();
-    await this.host.clients.containers.remove(this.containerId, { force: true }).catch(() => undefined);
     await this.replacement?.stop();
   }
 

@@ -100,9 +100,21 @@ const left = async (instance: string): Promise<{ containers: number; volumes: nu
 
 const NOTHING = { containers: 0, volumes: 0, images: 0, reapers: 0 };
 
+/** The running reaper of a session, once it runs (by default it starts beside open). */
+const reaperOf = async (instance: string): Promise<Docker.ContainerInfo> => {
+  let found: Docker.ContainerInfo | undefined;
+  const running = async (): Promise<boolean> => {
+    [found] = await docker.listContainers({ filters: { label: [`lessl.reaper=${instance}`] } });
+    return found !== undefined;
+  };
+  if (!(await eventually(running)) || found === undefined) throw new Error(`no reaper runs for ${instance}`);
+  return found;
+};
+
 describe('the reaper', () => {
   test('an embedder SIGKILLed: its container, volume, image and the reaper go without a reopen', async () => {
     const e = await embed();
+    await reaperOf(e.instance);
     const before = await left(e.instance);
     expect(before).toEqual({ containers: 1, volumes: 1, images: 1, reapers: 1 });
     const killedAt = Date.now();
@@ -115,6 +127,7 @@ describe('the reaper', () => {
 
   test('an embedder that closes cleanly: the reaper stands down and nothing of it is reaped', async () => {
     const e = await embed();
+    await reaperOf(e.instance);
     e.child.stdin.write('close\n');
     expect(await e.next()).toEqual({ closed: true });
     expect(await eventually(async () => (await left(e.instance)).reapers === 0)).toBe(true);
@@ -127,9 +140,7 @@ describe('the reaper', () => {
     const location = mkdtempSync(join(tmpdir(), 'lessl-reaper-'));
     dirs.push(location);
     const e = await embed({ registry: { location }, reaper: true });
-    const [reaper] = await docker.listContainers({ filters: { label: [`lessl.reaper=${e.instance}`] } });
-    expect(reaper).toBeDefined();
-    await docker.getContainer(reaper?.Id ?? '').kill();
+    await docker.getContainer((await reaperOf(e.instance)).Id).kill();
     expect(await eventually(async () => (await left(e.instance)).reapers === 0)).toBe(true);
     e.child.stdin.write('run\n');
     expect(await e.next()).toEqual({ stdout: 'still here\n' });
@@ -159,8 +170,7 @@ describe('the reaper', () => {
     }
     const on = await unwrap(openDockerBackend({ watch: false }));
     try {
-      const [r] = await docker.listContainers({ filters: { label: [`lessl.reaper=${on.instanceId}`] } });
-      const info = await docker.getContainer(r?.Id ?? '').inspect();
+      const info = await docker.getContainer((await reaperOf(on.instanceId)).Id).inspect();
       expect(info.HostConfig.NetworkMode).toBe('none');
       expect(Object.keys(info.NetworkSettings.Networks)).toEqual(['none']);
       expect(info.HostConfig.AutoRemove).toBe(true);
@@ -176,12 +186,12 @@ describe('the reaper', () => {
     const b = await unwrap(openDockerBackend({ socketPath: proxy.path, watch: false }));
     try {
       await unwrap(b.stores.volume.create({ id: 'volume://local/kept' }));
-      const [first] = await docker.listContainers({ filters: { label: [`lessl.reaper=${b.instanceId}`] } });
+      const first = await reaperOf(b.instanceId);
       await proxy.down();
       await proxy.up();
       const replaced = async (): Promise<boolean> => {
         const now = await docker.listContainers({ all: true, filters: { label: [`lessl.reaper=${b.instanceId}`] } });
-        return now.length === 1 && now[0]?.Id !== first?.Id && now[0]?.State === 'running';
+        return now.length === 1 && now[0]?.Id !== first.Id && now[0]?.State === 'running';
       };
       expect(await eventually(replaced, 20_000)).toBe(true);
       expect((await left(b.instanceId)).volumes).toBe(1);
