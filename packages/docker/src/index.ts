@@ -95,7 +95,7 @@ export {
   type AgentRunRequest,
 } from './agent/container.js';
 export { agentBinary };
-export { REAPER_GRACE_MS, REAPER_IMAGE, type Reaper } from './reaper.js';
+export { REAPER_GRACE_MS, REAPER_IMAGE, REAPER_SCRIPT, type Reaper } from './reaper.js';
 export {
   contextDir,
   DEFAULT_SOCKET,
