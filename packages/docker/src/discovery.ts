@@ -138,8 +138,8 @@ const fromDockerHost = (env: DiscoveryInput['env'] & object, config: string): E.
   const dir = env.DOCKER_CERT_PATH !== undefined && env.DOCKER_CERT_PATH !== '' ? env.DOCKER_CERT_PATH : config;
   const files = tlsFiles(dir, 'DOCKER_CERT_PATH', true);
   if (E.isLeft(files)) return files;
-  const endpoint = {
-    source: 'DOCKER_HOST' as const,
+  const endpoint: EngineEndpoint = {
+    source: 'DOCKER_HOST',
     place: `${place} (TLS, ${dir})`,
     url: host,
     tls: { ...files.right, skipVerify: false },

@@ -26,7 +26,7 @@ import { followJson } from './streams.js';
 import { statusOf } from './errors.js';
 
 /** The reaper's image on an engine: the running node's version. */
-export const REAPER_IMAGE = { repo: 'lessl/reaper', tag: process.version } as const;
+export const REAPER_IMAGE: { readonly repo: string; readonly tag: string } = { repo: 'lessl/reaper', tag: process.version };
 /** How long the reaper waits after its embedder's stream ends before it removes the session's objects. */
 export const REAPER_GRACE_MS = 2000;
 /** How long open waits for a started reaper to say it is ready. */
