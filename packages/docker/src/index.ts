@@ -36,6 +36,8 @@ import {
   type RuntimeError,
   type StoreConfig,
   type Unavailable,
+  type Unsupported,
+  unsupported,
 } from '@lessl/core';
 import { DockerFunctions } from './functions.js';
 import { commonOpenOptions, openRegistry, registryOpenFailure, Registry, type CommonOpenOptions } from '@lessl/level';
@@ -74,6 +76,8 @@ import { imageIdOf } from './attributes.js';
 import { EgressGuard } from './egress.js';
 import { SwarmOptionsC, swarmExecutorDriver, withSwarmCopies, type SwarmOptions } from './swarm.js';
 import { agentBinary } from './agent/binary.js';
+import { discoverEngine } from './discovery.js';
+import { startReaper, startReaperInBackground, type Reaper } from './reaper.js';
 
 export { busyboxRootfs, busyboxRootfsBytes, hasBusybox, BUSYBOX } from './base.js';
 export { DEFAULTS, DockerExecutorOptionsC, type DockerExecutorOptions, type FaultHook } from './executor.js';
@@ -91,6 +95,19 @@ export {
   type AgentRunRequest,
 } from './agent/container.js';
 export { agentBinary };
+export { REAPER_GRACE_MS, REAPER_IMAGE, REAPER_SCRIPT, type Reaper } from './reaper.js';
+export {
+  contextDir,
+  DEFAULT_SOCKET,
+  describeAttempts,
+  discoverEngine,
+  type DiscoveredEngine,
+  type DiscoveryInput,
+  type EngineAttempt,
+  type EngineEndpoint,
+  type EngineSource,
+  type EngineTls,
+} from './discovery.js';
 export { HostPolicyC, HostSpecC, type HostInfo, type HostPolicy, type HostSpec } from './hosts.js';
 export {
   IMAGE_MISSING_PENALTY,
@@ -131,7 +148,10 @@ export const DEFAULT_DOCKER_STORES: readonly StoreConfig[] = [
 
 /** Options of `openDockerBackend`. */
 export interface DockerBackendOptions extends CommonOpenOptions {
-  /** A dockerode client; default: DOCKER_HOST, else the default socket. */
+  /**
+   * A dockerode client; default: the engine found as the `docker` CLI finds it (DOCKER_HOST,
+   * DOCKER_CONTEXT, the current context, the rootless socket, /var/run/docker.sock: `discoverEngine`).
+   */
   readonly docker?: Docker;
   /**
    * Several engines (docs/hosts.md): each a host with a name, where its engine answers, labels
@@ -170,6 +190,13 @@ export interface DockerBackendOptions extends CommonOpenOptions {
    * tasks run in them with the engine's exec (docs/pool.md).
    */
   readonly agent?: boolean;
+  /**
+   * Start a reaper (docs/docker.md#the-reaper): a small container that removes this session's
+   * objects (containers, volumes, services, images labelled with the registry instance) when this
+   * process dies without `close()`. Default: on for a throwaway registry (in memory, no location),
+   * off otherwise (the next open reconciles those). On the first host, reached over its unix socket.
+   */
+  readonly reaper?: boolean;
 }
 
 /** io-ts codecs of `DockerBackendOptions` (exact: `openDockerBackend` refuses unknown keys). */
@@ -185,6 +212,7 @@ export const DockerBackendOptionsProps = {
   swarm: SwarmOptionsC,
   egress: t.exact(t.partial({ allowNetworks: t.array(t.string) })),
   agent: t.boolean,
+  reaper: t.boolean,
 };
 
 /** A Docker backend: the core contracts plus Docker specifics. */
@@ -250,7 +278,7 @@ export interface DockerBackend extends Backend {
  * await lessl.close();
  */
 export const openDockerBackend =
-  (options: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | RuntimeError, DockerBackend> =>
+  (options: DockerBackendOptions = {}): TaskEither<InvalidEntry | Unavailable | Unsupported | RuntimeError, DockerBackend> =>
   async () => {
     const decoded = decodeOptions(DockerBackendOptionsProps, options, 'Docker backend options');
     if (E.isLeft(decoded)) return decoded;
@@ -262,9 +290,25 @@ export const openDockerBackend =
     const registry = await registryOf(opts);
     if (E.isLeft(registry)) return registry;
     const hosts = hostPoolOf(registry.right, opts, engines.right);
-    const parts: Parts = { opts, registry: registry.right, hosts, background: [], live: new LiveRuns(), egress: guard.right };
+    const reaper = await reaperOf(opts, registry.right, hosts);
+    if (E.isLeft(reaper)) {
+      await hosts.close();
+      if (!(opts.registry instanceof Registry)) await registry.right.close();
+      return reaper;
+    }
+    const live = new LiveRuns();
+    const parts: Parts = {
+      opts,
+      registry: registry.right,
+      hosts,
+      background: [],
+      live,
+      egress: guard.right,
+      reaper: reaper.right,
+    };
     const b = await assembleOn(parts);
     if (E.isLeft(b)) {
+      await reaper.right?.stop();
       await hosts.close();
       if (!(opts.registry instanceof Registry)) await registry.right.close();
       return b;
@@ -290,6 +334,8 @@ interface Parts {
   /** Runs in progress per host (a host that stops answering ends its runs `lost`). */
   readonly live: LiveRuns;
   readonly egress: EgressGuard | undefined;
+  /** The reaper of this session, when one runs (stood down last on close). */
+  readonly reaper: Reaper | undefined;
 }
 
 /**
@@ -301,6 +347,7 @@ const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntr
   const specs = hostSpecsOf(opts);
   if (E.isLeft(specs)) return specs;
   const ms = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  if (opts.hosts === undefined && opts.docker === undefined && opts.socketPath === undefined) return discovered(ms);
   const found: Omit<FoundEngine, 'answered'>[] = [];
   for (const spec of specs.right) {
     const c = spec.url === undefined && opts.docker !== undefined ? E.right(opts.docker) : clientFor(spec);
@@ -319,16 +366,61 @@ const connect = async (opts: DockerBackendOptions): Promise<E.Either<InvalidEntr
     })),
   );
   if (engines.some((e) => e.answered)) return E.right(engines);
-  const where =
-    opts.hosts === undefined
-      ? '(DOCKER_HOST or /var/run/docker.sock)'
-      : engines.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
+  const where = engines.map((p) => `${p.spec.name} (${endpointOf(p.docker)})`).join(', ');
   return E.left(
     unavailable(
       '',
       `no Docker engine answers ${where}; start one, e.g. \`dockerd --bridge=none --iptables=false --ip-forward=false &\``,
     ),
   );
+};
+
+/** Open, phase 1 with no engine options: the engine found as the `docker` CLI finds it (discovery.ts). */
+const discovered = async (ms: number): Promise<E.Either<InvalidEntry | Unavailable, FoundEngine[]>> => {
+  const found = await discoverEngine({ timeoutMs: ms })();
+  if (E.isLeft(found)) return found;
+  const { docker, url } = found.right;
+  return E.right([
+    {
+      spec: { name: LOCAL_HOST, url },
+      docker,
+      guard: new CallGuard(ms, `${LOCAL_HOST} (${endpointOf(docker)})`),
+      answered: true,
+    },
+  ]);
+};
+
+/** Whether the registry is thrown away with the process (in memory, not given): its objects are the session's. */
+const throwaway = (opts: DockerBackendOptions): boolean =>
+  opts.registry === undefined ||
+  (!(opts.registry instanceof Registry) && !('location' in opts.registry) && !('db' in opts.registry));
+
+/**
+ * Open, phase 3b: the reaper (on by default for a throwaway registry), on the first host when its
+ * engine is reached over its unix socket (its socket is mounted into the reaper). Asked for
+ * (`reaper: true`) and impossible: `Unsupported` or `Unavailable`; by default: a warning, no reaper.
+ */
+const reaperOf = async (
+  opts: DockerBackendOptions,
+  registry: Registry,
+  hosts: HostPool,
+): Promise<E.Either<Unavailable | Unsupported, Reaper | undefined>> => {
+  if (!(opts.reaper ?? throwaway(opts))) return E.right(undefined);
+  const primary = hosts.primary;
+  const endpoint = hosts.info(primary).endpoint;
+  const refuse = (e: Unavailable | Unsupported): E.Either<Unavailable | Unsupported, undefined> => {
+    if (opts.reaper === true) return E.left(e);
+    primary.logger.warn({ host: primary.name, why: e.message }, 'no reaper for this session');
+    return E.right(undefined);
+  };
+  if (!endpoint.startsWith('unix://'))
+    return refuse(unsupported('', 'reaper', `it mounts the engine's unix socket; ${primary.name} is reached at ${endpoint}`));
+  if (primary.state !== 'active') return refuse(unavailable(hostKey(primary.name), `${primary.name} does not answer: no reaper`));
+  const socket = endpoint.slice('unix://'.length);
+  // asked for: open answers once it runs (or why it cannot); by default it starts beside open
+  if (opts.reaper !== true) return E.right(startReaperInBackground(primary, registry.instanceId, socket, refuse));
+  const r = await startReaper(primary, registry.instanceId, socket);
+  return E.isLeft(r) ? refuse(r.left) : r;
 };
 
 /** Open, phase 2: the registry given, or opened as the options say. */
@@ -379,6 +471,7 @@ const assembleOn = ({
   background,
   live,
   egress,
+  reaper,
 }: Parts): Promise<E.Either<InvalidEntry | RuntimeError, Backend>> => {
   const images = routedImageDriver(hosts, egress);
   return assemble({
@@ -409,6 +502,7 @@ const assembleOn = ({
         await h.settled();
         await h.janitor.stop();
       }
+      await reaper?.stop();
     },
   }).catch((err: unknown) => E.left(runtimeError('', 'could not recover interrupted creates', err)));
 };

@@ -13,6 +13,7 @@ export const LABEL = {
   helper: 'lessl.helper',
   pool: 'lessl.pool',
   function: 'lessl.function',
+  reaper: 'lessl.reaper',
   roPrefix: 'lessl.ro.',
 } as const;
 
@@ -72,6 +73,15 @@ export const functionLabels = (instance: string, name: string, version: number):
   [LABEL.registry]: instance,
   [LABEL.function]: `${name}@${version}`,
 });
+
+/** The labels of the reaper container of a registry instance's session (not `lessl.registry`: reconciliation leaves it alone). */
+export const reaperLabels = (instance: string): Record<string, string> => ({ [LABEL.reaper]: instance });
+
+/** The label of the reaper image (one per engine and node version, shared by every registry). */
+export const reaperImageLabel = (): Record<string, string> => ({ [LABEL.reaper]: 'image' });
+
+/** The filter of the reaper containers of a registry instance. */
+export const reaperFilter = (instance: string): Filters => ({ label: [`${LABEL.reaper}=${instance}`] });
 
 /** The label of the shared helper image (no registry's: every registry on an engine uses it). */
 export const helperImageLabel = (): Record<string, string> => ({ [LABEL.helper]: 'image' });
