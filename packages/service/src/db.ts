@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import { batchOptions } from '@lessl/level';
 import { type Durability } from '@lessl/kit';
-import type { FullLimits, TaskPlan } from './plan.js';
+import type { FullLimits, Quotas, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
 
 /** A level database with string keys and values. */
@@ -26,6 +26,8 @@ export interface UserRecord {
   readonly admin: boolean;
   readonly created: string;
   readonly maxima?: Partial<FullLimits>;
+  /** The user's own quotas (each replaces the operator's; absent: the operator's). */
+  readonly quotas?: Partial<Quotas>;
 }
 
 /** Job states. `done`, `failed` and `cancelled` are final. */
@@ -149,6 +151,7 @@ export class ServiceDb {
   private seq = 0;
   private eventKey: string | undefined;
   private chain: Promise<unknown> = Promise.resolve();
+  private readonly watchers: ((c: DbChange) => void)[] = [];
 
   private constructor(
     private readonly db: StringDb,
@@ -265,6 +268,12 @@ export class ServiceDb {
     for (const id of c.delTasks ?? []) this.tasks.delete(id);
     for (const id of c.delJobs ?? []) this.jobs.delete(id);
     for (const k of c.delIdempotency ?? []) this.idempotency.delete(k);
+    for (const w of this.watchers) w(c);
+  }
+
+  /** Calls `f` with every change once it is applied (the maps hold it), on the writer chain: for indexes of the records. */
+  watch(f: (c: DbChange) => void): void {
+    this.watchers.push(f);
   }
 
   /** The secret event ids are made with (32 random bytes, made and persisted at the first call). */

@@ -449,6 +449,7 @@ describe('service routes', () => {
         '/v1/tasks/{id}',
         '/v1/tasks/{id}/logs',
         '/v1/users',
+        '/v1/users/{name}',
         '/v1/whoami',
       ].sort(),
     );
