@@ -112,11 +112,15 @@ describe('queued jobs', () => {
     }
     const body = await refused(await submit(h, { image: 'busybox', cmd: ['true'] }), 'queuedJobs');
     expect(body).toMatchObject({ limit: 2, usage: 2 });
+    // an invocation as a job waits in the same queue
+    const fn = { image: 'busybox', argv: ['echo', 'x'] };
+    expect((await h.call('/v1/functions/echo', { method: 'PUT', json: fn })).status).toBe(201);
+    await refused(await h.call('/v1/functions/echo/invoke?async', { method: 'POST' }), 'queuedJobs');
     expect(await taskIds(h)).toHaveLength(3);
     // deleting a queued job's task cancels the job: its place is free
     expect((await h.call(`/v1/tasks/${waiting[0]}`, { method: 'DELETE' })).status).toBe(204);
     expect((await submit(h, { image: 'busybox', cmd: ['true'] })).status).toBe(202);
-    expect(await refusals(h, 'queued_jobs')).toBe(1);
+    expect(await refusals(h, 'queued_jobs')).toBe(2);
     for (const id of await taskIds(h)) await h.call(`/v1/tasks/${id}`, { method: 'DELETE' });
   });
 });
