@@ -17,7 +17,16 @@ export {
   type Quotas,
   type QuotaPolicy,
 } from './plan.js';
-export { QuotasC, QuotaPatchC, UserPatchC, UserQuotaViewC, QUOTA_RETRY_AFTER, type QuotaUsage } from './quotas.js';
+export {
+  QuotasC,
+  QuotaPatchC,
+  UserPatchC,
+  UserQuotaViewC,
+  QUOTA_RETRY_AFTER,
+  type QuotaPatch,
+  type QuotaUsage,
+  type UserQuotaView,
+} from './quotas.js';
 export * from './spec.js';
 export * from './stack.js';
 export { ImageNameC, ImageSourceC, type ImageSource } from './sources.js';

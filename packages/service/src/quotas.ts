@@ -100,6 +100,10 @@ export const UserQuotaViewC = strict('UserQuotas', {
     'what the user holds now',
   ),
 });
+/** A user's quotas as `GET /v1/users/{name}` answers them. */
+export type UserQuotaView = t.TypeOf<typeof UserQuotaViewC>;
+/** A change of a user's own quotas (`PATCH /v1/users/{name}`'s `quotas`). */
+export type QuotaPatch = t.TypeOf<typeof QuotaPatchC>;
 /** The operator's `policy.quotas` (merged over `DEFAULT_QUOTAS`). */
 const PolicyQuotasC = strict('PolicyQuotas', {}, { ...quotaFields, exemptAdmins: t.boolean });
 
@@ -122,7 +126,7 @@ export const quotasOf = (u: UserRecord, p: QuotaPolicy): Quotas => ({
 });
 
 /** A user's own quotas after a patch (`null`: every one back to the operator's). */
-export const patchQuotas = (u: UserRecord, patch: t.TypeOf<typeof QuotaPatchC> | null): Partial<Quotas> => {
+export const patchQuotas = (u: UserRecord, patch: QuotaPatch | null): Partial<Quotas> => {
   if (patch === null) return {};
   const own: Record<string, number> = { ...(u.quotas ?? {}) };
   for (const [k, v] of Object.entries(patch)) {
