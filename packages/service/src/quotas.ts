@@ -223,19 +223,27 @@ export class QuotaDesk {
    * their tasks still queued (whose volumes are made when they start).
    */
   async usage(user: string): Promise<QuotaUsage> {
-    const owned = { store: this.imageStore, ro: { owner: user } };
-    const sum = (els: readonly Element[]): number => els.reduce((n, el) => n + bytesOf(el), 0);
-    const ids = [...(this.tasks.get(user) ?? [])];
-    const waiting = ids.flatMap((id) => {
+    return {
+      runningTasks: await this.held(user, 'runningTasks'),
+      queuedJobs: await this.held(user, 'queuedJobs'),
+      imageBytes: await this.held(user, 'imageBytes'),
+      volumeBytes: await this.held(user, 'volumeBytes'),
+    };
+  }
+
+  /** What `user` holds of one quota (tasks and jobs from the index; bytes from the stores). */
+  private async held(user: string, k: HeldQuota): Promise<number> {
+    if (k === 'runningTasks') return this.tasks.get(user)?.size ?? 0;
+    if (k === 'queuedJobs') return this.queued.get(user)?.size ?? 0;
+    const owned = { store: k === 'imageBytes' ? this.imageStore : 'local', ro: { owner: user } };
+    const els = await listElements(this.backend, k === 'imageBytes' ? 'image' : 'volume', owned, SERVICE);
+    const bytes = els.reduce((n, el) => n + bytesOf(el), 0);
+    if (k === 'imageBytes') return bytes;
+    const waiting = [...(this.tasks.get(user) ?? [])].flatMap((id) => {
       const r = this.db.tasks.get(id);
       return r?.state === 'queued' ? [r.plan] : [];
     });
-    return {
-      runningTasks: ids.length,
-      queuedJobs: this.queued.get(user)?.size ?? 0,
-      imageBytes: sum(await listElements(this.backend, 'image', owned, SERVICE)),
-      volumeBytes: sum(await listElements(this.backend, 'volume', { ...owned, store: 'local' }, SERVICE)) + inlineBytes(waiting),
-    };
+    return bytes + inlineBytes(waiting);
   }
 
   /** Runs `f` after the admissions of `user` before it (one at a time per user). */
@@ -253,13 +261,14 @@ export class QuotaDesk {
     const q = this.of(u);
     const held = Object.entries(ask).filter((e): e is [HeldQuota, number] => typeof e[1] === 'number' && e[1] > 0);
     if (held.length === 0) return undefined;
-    const use = await this.usage(u.name);
-    for (const [k, n] of held)
-      if (use[k] + n > q[k]) {
+    for (const [k, n] of held) {
+      const use = await this.held(u.name, k);
+      if (use + n > q[k]) {
         this.refused(REFUSAL_REASONS[k]);
-        const detail = `quota ${k} exceeded: ${use[k]} in use of ${q[k]}, ${n} more asked; try again once some are freed`;
-        return quotaProblem(k, q[k], use[k], detail, QUOTA_RETRY_AFTER);
+        const detail = `quota ${k} exceeded: ${use} in use of ${q[k]}, ${n} more asked; try again once some are freed`;
+        return quotaProblem(k, q[k], use, detail, QUOTA_RETRY_AFTER);
       }
+    }
     return undefined;
   }
 
@@ -283,7 +292,7 @@ export class QuotaDesk {
     if (this.exempt(u)) return undefined;
     return this.serialize(u.name, async () => {
       const q = this.of(u).imageBytes;
-      const use = (await this.usage(u.name)).imageBytes;
+      const use = await this.held(u.name, 'imageBytes');
       if (use <= q) return undefined;
       await this.backend.stores.image.delete(id, SERVICE)();
       this.refused(REFUSAL_REASONS.imageBytes);
