@@ -2,11 +2,17 @@
  * Per-user quotas and the rate limit, on a real server on loopback over the memory backend: each
  * quota refused at its limit (429, Retry-After, the problem naming it) with nothing made, a freed
  * slot usable again, concurrent submits against the last slots, per-user values over REST, the
- * rate limit per user with /healthz exempt, and the refusals on /metrics.
+ * rate limit per user with /healthz exempt, and the refusals on /metrics. One case runs on the
+ * Docker engine (take /tmp/lessl-docker.lock): image bytes as the engine measures them.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { LesslError } from '@lessl/core';
+import { busyboxRootfsBytes, purge } from '@lessl/docker';
 import { createServer } from '@lessl/service';
 import { ADMIN_TOKEN, start, type Harness } from './helpers.js';
 
@@ -298,6 +304,53 @@ describe('the rate limit', () => {
       expect(codes).toEqual([401, 401, 401, 429]);
     } finally {
       await x.close();
+    }
+  });
+});
+
+describe('image bytes on the Docker engine', () => {
+  test('an image built past imageBytes is removed from the engine again; within the quota its size is the usage', async () => {
+    const docker = new Docker();
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-quotas-'));
+    const rootfs = join(dir, 'rootfs.tar');
+    writeFileSync(rootfs, await busyboxRootfsBytes());
+    const server = await createServer({
+      data: join(dir, 'data'),
+      adminToken: ADMIN_TOKEN,
+      policy: { quotas: { imageBytes: 1024 } },
+    });
+    const instance = server.backend.instanceId;
+    const images = async (): Promise<number> =>
+      (await docker.listImages({ filters: { label: [`lessl.registry=${instance}`] } })).length;
+    try {
+      const url = await server.listen();
+      const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      const create = (name: string): Promise<Response> =>
+        fetch(`${url}/v1/images?wait=120`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ name, source: { type: 'path', path: rootfs, format: 'rootfs' } }),
+        });
+      const over = await create('bb');
+      const v = (await over.json()) as { state: string; error: { detail: string } };
+      expect(v.state).toBe('failed');
+      expect(v.error.detail).toMatch(/^quota imageBytes exceeded: the image took the usage to \d+ bytes of 1024/);
+      expect(await images()).toBe(0);
+      const user = (): Promise<Json> => fetch(`${url}/v1/users/admin`, { headers }).then((r) => r.json() as Promise<Json>);
+      expect(await user()).toMatchObject({ usage: { imageBytes: 0 } });
+      // a larger quota of the admin's own: it is made, and its size is what the admin holds
+      const quotas = JSON.stringify({ quotas: { imageBytes: 1 << 30 } });
+      expect((await fetch(`${url}/v1/users/admin`, { method: 'PATCH', headers, body: quotas })).status).toBe(200);
+      const ok = await create('bb2');
+      const made = (await ok.json()) as { state: string; size: number };
+      expect(ok.status, JSON.stringify(made)).toBe(201);
+      expect(made.size).toBeGreaterThan(1024);
+      expect(await user()).toMatchObject({ usage: { imageBytes: made.size } });
+      expect(await images()).toBe(1);
+    } finally {
+      await server.close();
+      await purge(docker, instance);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
