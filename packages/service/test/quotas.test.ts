@@ -131,6 +131,36 @@ describe('queued jobs', () => {
   });
 });
 
+describe('a daemon’s commands', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await start({ concurrency: 1, policy: { quotas: { queuedJobs: 1 } } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  test('a PUT of more commands is a queued job of the task’s owner: refused past queuedJobs', async () => {
+    const d = await h.call('/v1/tasks?wait=10', { method: 'POST', json: { ...DAEMON, cmd: ['echo up'] } });
+    expect(d.status).toBe(201);
+    const daemon = ((await d.json()) as { id: string }).id;
+    // the one job slot is taken by a long task: what follows waits in the queue
+    const sleeper = (await (await submit(h, { image: 'busybox', cmd: ['sleep 3600'] })).json()) as { id: string };
+    for (let i = 0; i < 50 && h.server.db.jobs.get(sleeper.id)?.state !== 'running'; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    const put = (): Promise<Response> => h.call(`/v1/tasks/${daemon}`, { method: 'PUT', json: { cmd: ['echo more'] } });
+    expect((await put()).status).toBe(202);
+    const body = await refused(await put(), 'queuedJobs');
+    expect(body).toMatchObject({ limit: 1, usage: 1 });
+    // the admin's PUT into ann's task is counted against ann
+    await refused(
+      await h.call(`/v1/tasks/${daemon}`, { method: 'PUT', token: ADMIN_TOKEN, json: { cmd: ['echo x'] } }),
+      'queuedJobs',
+    );
+    for (const id of await taskIds(h)) await h.call(`/v1/tasks/${id}`, { method: 'DELETE' });
+  });
+});
+
 describe('bytes of images and volumes', () => {
   let h: Harness;
   beforeAll(async () => {
