@@ -301,6 +301,9 @@ export class QuotaDesk {
   }
 }
 
+/** The most callers the rate limit keeps a bucket for (past it, full and least recently used ones are forgotten). */
+const MAX_BUCKETS = 10_000;
+
 /** A token bucket per key: `rateOf(key)` tokens a second, at most the burst the limiter gives (`max`). */
 const bucketStore = (rateOf: (key: string) => number) =>
   class TokenBuckets implements FastifyRateLimitStore {
@@ -309,9 +312,10 @@ const bucketStore = (rateOf: (key: string) => number) =>
     incr(key: string, cb: (err: Error | null, r?: { current: number; ttl: number }) => void, _window: number, max: number) {
       const now = Date.now();
       const rate = rateOf(key);
-      const b = this.buckets.get(key) ?? { tokens: max, at: now, max };
-      const tokens = Math.min(max, b.tokens + ((now - b.at) / 1000) * rate);
-      if (this.buckets.size > 10_000) this.forgetFull(now);
+      const b = this.buckets.get(key);
+      if (b === undefined && this.buckets.size >= MAX_BUCKETS) this.forget(now);
+      this.buckets.delete(key); // set again below: the map's order is the order of last use
+      const tokens = Math.min(max, b === undefined ? max : b.tokens + ((now - b.at) / 1000) * rate);
       if (tokens >= 1) {
         this.buckets.set(key, { tokens: tokens - 1, at: now, max });
         // remaining: whole tokens left; reset: until the bucket is full again
@@ -321,9 +325,13 @@ const bucketStore = (rateOf: (key: string) => number) =>
       return cb(null, { current: max + 1, ttl: ((1 - tokens) / rate) * 1000 });
     }
 
-    /** Drops the buckets that are full again (unbounded keys: addresses). */
-    private forgetFull(now: number): void {
+    /** Drops the buckets that are full again, then the least recently used down to 90 % (the keys of addresses are unbounded). */
+    private forget(now: number): void {
       for (const [k, b] of this.buckets) if (b.tokens + ((now - b.at) / 1000) * rateOf(k) >= b.max) this.buckets.delete(k);
+      for (const k of this.buckets.keys()) {
+        if (this.buckets.size < MAX_BUCKETS * 0.9) break;
+        this.buckets.delete(k);
+      }
     }
 
     child(): FastifyRateLimitStore {
