@@ -23,6 +23,7 @@ export {
   UserPatchC,
   UserQuotaViewC,
   QUOTA_RETRY_AFTER,
+  type HeldQuota,
   type QuotaPatch,
   type QuotaUsage,
   type UserQuotaView,
