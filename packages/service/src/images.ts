@@ -97,6 +97,8 @@ interface Pending {
   readonly description: string | null;
   state: 'creating' | 'failed';
   error: AnyError | null;
+  /** The status of `error` when HTTP says more than its tag (429: a quota). */
+  status?: number;
   done: Promise<void>;
 }
 interface Refresh {
@@ -149,7 +151,7 @@ const pendingView = (name: string, id: string, p: Pending): ImageView => ({
   size: null,
   created: null,
   lastUsed: null,
-  error: p.error === null ? null : problemOf(p.error),
+  error: p.error === null ? null : problemOf(p.error, p.status),
   description: p.description,
   refresh: null,
 });
@@ -223,7 +225,8 @@ class ImageBook implements ImageRoutes {
     const description = c.description ?? null;
     const p: Pending = { owner, description, state: 'creating', error: null, done: Promise.resolve() };
     this.pending.set(name, p);
-    const fail = (error: AnyError): void => {
+    const fail = (error: AnyError, status?: number): void => {
+      p.status = status;
       p.state = 'failed';
       p.error = error;
     };
@@ -232,7 +235,7 @@ class ImageBook implements ImageRoutes {
       // built past the quota: removed again, and the create fails naming it
       const past = owner === null ? undefined : await this.quotas?.afterImage(u, el.id.key);
       if (past === undefined) this.pending.delete(name);
-      else fail(past);
+      else fail(past, 429);
     };
     p.done = c
       .make(utf8(ro))

@@ -185,6 +185,7 @@ describe('bytes of images and volumes', () => {
     const v = (await over.json()) as { state: string; error: { detail: string } };
     expect(v.state).toBe('failed');
     expect(v.error.detail).toContain('imageBytes');
+    expect(v.error).toMatchObject({ status: 429, tag: 'Unavailable' });
     expect(E.isLeft(await h.server.backend.stores.image.read('image://local/two')())).toBe(true);
     expect((await upload('three', 40)).status).toBe(201); // exactly at the quota
     const body = await refused(await upload('four', 1), 'imageBytes');
