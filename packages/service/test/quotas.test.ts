@@ -271,6 +271,30 @@ describe('per-user values and admins', () => {
     }
   });
 
+  test('a user’s own quotas are kept with the user: a restart over the same data has them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lessl-quotas-'));
+    const backend = h.server.backend;
+    const open = () => createServer({ backend, data: dir, adminToken: ADMIN_TOKEN, reapIntervalMs: 3_600_000 });
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+    try {
+      const first = await open();
+      const url = await first.listen();
+      await fetch(`${url}/v1/users`, { method: 'POST', headers, body: JSON.stringify({ name: 'kim' }) });
+      const quotas = JSON.stringify({ quotas: { queuedJobs: 3 } });
+      expect((await fetch(`${url}/v1/users/kim`, { method: 'PATCH', headers, body: quotas })).status).toBe(200);
+      await first.close();
+      const second = await open();
+      try {
+        const v = (await (await fetch(`${await second.listen()}/v1/users/kim`, { headers })).json()) as Json;
+        expect(v).toMatchObject({ quotas: { queuedJobs: 3 }, own: { queuedJobs: 3 } });
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a bad operator quota fails the start with InvalidEntry naming it', async () => {
     const bad = createServer({ policy: { quotas: { runningTasks: -1 } } });
     await expect(bad).rejects.toBeInstanceOf(LesslError);
