@@ -10,7 +10,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit, { type FastifyRateLimitStore } from '@fastify/rate-limit';
-import { LesslError, unavailable, type AnyError, type Element } from '@lessl/core';
+import { fromUtf8, LesslError, unavailable, type AnyError, type Element } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
 import { authenticate } from './auth.js';
 import { decodeWith, describe, int, refine, strict } from './codec.js';
@@ -238,12 +238,26 @@ export class QuotaDesk {
     const owned = { store: k === 'imageBytes' ? this.imageStore : 'local', ro: { owner: user } };
     const els = await listElements(this.backend, k === 'imageBytes' ? 'image' : 'volume', owned, SERVICE);
     const bytes = els.reduce((n, el) => n + bytesOf(el), 0);
-    if (k === 'imageBytes') return bytes;
-    const waiting = [...(this.tasks.get(user) ?? [])].flatMap((id) => {
-      const r = this.db.tasks.get(id);
-      return r?.state === 'queued' ? [r.plan] : [];
+    return k === 'imageBytes' ? bytes : bytes + this.unsized(user, els);
+  }
+
+  /**
+   * The resource files of `user`'s tasks whose volumes report no size: those still queued (their
+   * volumes are made when they start) and those on a backend that reports none (Docker's local
+   * driver), counted as the tar their volume is filled with.
+   */
+  private unsized(user: string, volumes: readonly Element[]): number {
+    const sized = new Map<string, boolean>(); // a task's volumes: does one report its size?
+    for (const el of volumes) {
+      const task = fromUtf8(el.ro)['lessl.service.task'];
+      if (task !== undefined) sized.set(task, sized.get(task) === true || bytesOf(el) > 0);
+    }
+    const queued = [...(this.tasks.get(user) ?? [])].filter((id) => this.db.tasks.get(id)?.state === 'queued');
+    const plans = [...new Set([...sized.keys(), ...queued])].flatMap((id) => {
+      const r = sized.get(id) === true ? undefined : this.db.tasks.get(id);
+      return r === undefined ? [] : [r.plan];
     });
-    return bytes + inlineBytes(waiting);
+    return inlineBytes(plans);
   }
 
   /** Runs `f` after the admissions of `user` before it (one at a time per user). */

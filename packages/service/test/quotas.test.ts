@@ -363,8 +363,8 @@ describe('the rate limit', () => {
   });
 });
 
-describe('image bytes on the Docker engine', () => {
-  test('an image built past imageBytes is removed from the engine again; within the quota its size is the usage', async () => {
+describe('image and volume bytes on the Docker engine', () => {
+  test('an image built past imageBytes is removed from the engine again; within the quota its size is the usage; volumes count', async () => {
     const docker = new Docker();
     const dir = mkdtempSync(join(tmpdir(), 'lessl-quotas-'));
     const rootfs = join(dir, 'rootfs.tar');
@@ -402,6 +402,14 @@ describe('image bytes on the Docker engine', () => {
       expect(made.size).toBeGreaterThan(1024);
       expect(await user()).toMatchObject({ usage: { imageBytes: made.size } });
       expect(await images()).toBe(1);
+      // Docker reports no volume sizes: a task's resource volume counts as the tar it was filled with
+      const volumes = JSON.stringify({ quotas: { volumeBytes: 3000 } });
+      await fetch(`${url}/v1/users/admin`, { method: 'PATCH', headers, body: volumes });
+      const task = JSON.stringify({ ...WITH_FILE, image: 'bb2', cmd: ['true'] });
+      const first = await fetch(`${url}/v1/tasks?wait=60`, { method: 'POST', headers, body: task });
+      expect(first.status).toBe(201);
+      expect(await user()).toMatchObject({ usage: { volumeBytes: 2048, runningTasks: 1 } });
+      await refused(await fetch(`${url}/v1/tasks`, { method: 'POST', headers, body: task }), 'volumeBytes');
     } finally {
       await server.close();
       await purge(docker, instance);
