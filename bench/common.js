@@ -1,6 +1,9 @@
 // What the benchmarks share: lessl's default container settings (so plain dockerode is compared
 // like with like), a demultiplexer of Docker's attach/exec streams, timing and quantiles.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { DEFAULTS } from '@lessl/docker';
@@ -9,11 +12,24 @@ import { DEFAULTS } from '@lessl/docker';
 export const LESSL_BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 
 /**
- * Starts `lessl --json serve ...args` in its own process with `LESSL_ADMIN_TOKEN` = `token`;
- * answers its URL, registry instance, pid and a stop function (SIGTERM, then waits for the exit).
+ * A policy file whose quotas no benchmark's load reaches (they are still checked on every
+ * request: docs/service.md, "Quotas and rate limits"), for `lessl serve --policy`.
+ */
+export const roomyPolicyFile = () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'lessl-bench-policy-')), 'policy.json');
+  const quotas = { runningTasks: 1e9, queuedJobs: 1e9, requestsPerSecond: 1e6, burst: 1e6 };
+  writeFileSync(file, JSON.stringify({ quotas }));
+  return file;
+};
+
+/**
+ * Starts `lessl --json serve ...args` in its own process with `LESSL_ADMIN_TOKEN` = `token` (and,
+ * unless `args` name a policy or config, `roomyPolicyFile()`); answers its URL, registry instance,
+ * pid and a stop function (SIGTERM, then waits for the exit).
  */
 export const startServe = async (args, token) => {
-  const child = spawn(process.execPath, [LESSL_BIN, '--json', 'serve', ...args], {
+  const policy = args.includes('--policy') || args.includes('--config') ? [] : ['--policy', roomyPolicyFile()];
+  const child = spawn(process.execPath, [LESSL_BIN, '--json', 'serve', ...args, ...policy], {
     env: { ...process.env, LESSL_ADMIN_TOKEN: token },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -9,6 +9,7 @@ import * as cmd from './commands.js';
 import { readSpec, type Io } from './commands.js';
 import type { ServeOptions } from './serve.js';
 import * as fns from './fn.js';
+import { usersSetQuota, usersShow, type QuotaFlags } from './quotas.js';
 import type { DeployFlags, InvokeFlags } from './fn.js';
 import { up, type UpOptions } from './up.js';
 
@@ -281,6 +282,23 @@ const userCommands = (p: Command, act: Act): void => {
     .argument('<name>', 'user name')
     .option('--wait', 'wait for the removal to end; print what was removed and what failed (exit 1 when anything did)')
     .action(act(async (c, io, name: string, o: { wait?: boolean }) => cmd.usersRm(c, io, name, o.wait === true)));
+  users
+    .command('show')
+    .description("a user's quotas: each limit, the usage, who set it (admins, or the user itself)")
+    .argument('<name>', 'user name')
+    .action(act(async (c, io, name: string) => usersShow(c, io, name)));
+  users
+    .command('set-quota')
+    .description("set a user's own quotas (each value, or default: back to the operator's); prints them")
+    .argument('<name>', 'user name')
+    .option('--running-tasks <n>', 'tasks not ended (queued or running)')
+    .option('--queued-jobs <n>', 'jobs waiting in the queue')
+    .option('--image-bytes <size>', 'bytes of images (e.g. 20g)')
+    .option('--volume-bytes <size>', 'bytes of volumes (e.g. 20g)')
+    .option('--requests-per-second <n>', 'requests per second on average (fractions allowed)')
+    .option('--burst <n>', 'requests at once past the average')
+    .option('--reset', "every quota not named back to the operator's")
+    .action(act(async (c, io, name: string, f: QuotaFlags) => usersSetQuota(c, io, name, f)));
 };
 
 /** Collects a repeatable option's values. */

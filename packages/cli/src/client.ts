@@ -5,7 +5,7 @@
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import type { PoolView as CorePoolView } from '@lessl/core';
 import { field } from './unknown.js';
-import type { ImageSource, JobView, Problem, TaskView } from '@lessl/service';
+import type { ImageSource, JobView, Problem, QuotaPatch, TaskView, UserQuotaView } from '@lessl/service';
 
 export type { JobView, Problem, TaskView } from '@lessl/service';
 
@@ -374,6 +374,16 @@ export class LesslClient {
   /** `GET /v1/users` (admins). */
   users(): Promise<{ name: string; admin: boolean; created: string }[]> {
     return this.json('GET', '/v1/users');
+  }
+
+  /** `GET /v1/users/{name}` (admins, or the user itself): the quotas in force, the user's own values, the usage. */
+  user(name: string): Promise<UserQuotaView> {
+    return this.json('GET', `/v1/users/${encodeURIComponent(name)}`);
+  }
+
+  /** `PATCH /v1/users/{name}` (admins): sets a user's own quotas (`null` in one: back to the operator's; `null`: all). */
+  setQuotas(name: string, quotas: QuotaPatch | null): Promise<UserQuotaView> {
+    return this.json('PATCH', `/v1/users/${encodeURIComponent(name)}`, { json: { quotas } });
   }
 
   /** `GET /healthz`. */

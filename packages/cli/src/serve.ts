@@ -15,7 +15,7 @@ import {
   ownerAuthorizer,
   serviceFunctionAuthorizer,
   type LesslServer,
-  type Policy,
+  type PolicyOptions,
   type ServerOptions,
 } from '@lessl/service';
 import { clientProblem, LesslError } from './client.js';
@@ -62,7 +62,7 @@ export interface ServeOptions {
 
 /** What `--config` holds. */
 interface ConfigFile {
-  readonly policy?: Partial<Policy>;
+  readonly policy?: PolicyOptions;
   readonly pool?: ServerOptions['pool'];
   readonly preload?: ServerOptions['preload'];
   readonly retention?: ServerOptions['retention'];
@@ -106,9 +106,9 @@ export const defaultDataDir = (): string =>
 export const memoryShell: FakeProcess = (spec, io) =>
   tinyShell({ ...spec, cmd: spec.cmd[0] === '/bin/sh' ? ['sh', ...spec.cmd.slice(1)] : spec.cmd }, io);
 
-const readPolicy = async (file: string): Promise<Partial<Policy>> => {
+const readPolicy = async (file: string): Promise<PolicyOptions> => {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Partial<Policy>;
+    return JSON.parse(await readFile(file, 'utf8')) as PolicyOptions;
   } catch (e) {
     throw new LesslError(clientProblem('InvalidEntry', `--policy ${file}: ${messageOf(e)}`, 0, ['policy']));
   }

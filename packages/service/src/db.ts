@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { AbstractBatchOperation, AbstractLevel } from 'abstract-level';
 import { batchOptions } from '@lessl/level';
 import { type Durability } from '@lessl/kit';
-import type { FullLimits, TaskPlan } from './plan.js';
+import type { FullLimits, Quotas, TaskPlan } from './plan.js';
 import type { TaskState } from './spec.js';
 
 /** A level database with string keys and values. */
@@ -29,6 +29,8 @@ export interface UserRecord {
   readonly maxima?: Partial<FullLimits>;
   /** The user is being removed by this leave job: it cannot authenticate, and its name cannot be taken again until the job ends. */
   readonly leaving?: string;
+  /** The user's own quotas (each replaces the operator's; absent: the operator's). */
+  readonly quotas?: Partial<Quotas>;
 }
 
 /** A host registered over REST (`POST /v1/hosts`): added again at every start; `owner` null is a shared (admin's) host. */
@@ -184,6 +186,7 @@ export class ServiceDb {
   private seq = 0;
   private eventKey: string | undefined;
   private chain: Promise<unknown> = Promise.resolve();
+  private readonly watchers: ((c: DbChange) => void)[] = [];
 
   private constructor(
     private readonly db: StringDb,
@@ -307,6 +310,12 @@ export class ServiceDb {
     for (const n of c.delUsers ?? []) this.users.delete(n);
     for (const h of c.hosts ?? []) this.hosts.set(h.name, h);
     for (const n of c.delHosts ?? []) this.hosts.delete(n);
+    for (const w of this.watchers) w(c);
+  }
+
+  /** Calls `f` with every change once it is applied (the maps hold it), on the writer chain: for indexes of the records. */
+  watch(f: (c: DbChange) => void): void {
+    this.watchers.push(f);
   }
 
   /** The secret event ids are made with (32 random bytes, made and persisted at the first call). */

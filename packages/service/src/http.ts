@@ -60,6 +60,11 @@ export interface RouteDef<B, Q, P> {
 const problems = (auth: RouteDef<unknown, unknown, unknown>['auth']): Record<number, ResponseDoc> => {
   const r: Record<number, ResponseDoc> = { 400: problem('bad request (InvalidEntry)') };
   if (auth !== 'none') r[401] = problem('no or bad token');
+  if (auth !== 'none')
+    r[429] = {
+      ...problem('a quota or the rate limit: the problem names it, its limit and the usage'),
+      headers: { 'retry-after': 'seconds to wait' },
+    };
   if (auth === 'admin') r[403] = problem('admins only (PermissionDenied)');
   return r;
 };

@@ -29,6 +29,7 @@ import { BoolFromString, describe, IntFromString, str, strict } from './codec.js
 import type { UserRecord } from './db.js';
 import { json, problem, route } from './http.js';
 import { imageId, type Policy } from './plan.js';
+import type { QuotaDesk } from './quotas.js';
 import { operationsOf } from './operate.js';
 import { HttpProblem, problemOf, ProblemC } from './problem.js';
 import { listElements, onBehalfOf, readElement } from './elements.js';
@@ -96,6 +97,8 @@ interface Pending {
   readonly description: string | null;
   state: 'creating' | 'failed';
   error: AnyError | null;
+  /** The status of `error` when HTTP says more than its tag (429: a quota). */
+  status?: number;
   done: Promise<void>;
 }
 interface Refresh {
@@ -148,7 +151,7 @@ const pendingView = (name: string, id: string, p: Pending): ImageView => ({
   size: null,
   created: null,
   lastUsed: null,
-  error: p.error === null ? null : problemOf(p.error),
+  error: p.error === null ? null : problemOf(p.error, p.status),
   description: p.description,
   refresh: null,
 });
@@ -167,6 +170,7 @@ class ImageBook implements ImageRoutes {
   constructor(
     private readonly b: Backend,
     private readonly store: string,
+    private readonly quotas?: QuotaDesk,
   ) {}
 
   /** The element ID of image `name`. */
@@ -214,19 +218,29 @@ class ImageBook implements ImageRoutes {
     if (c.isPublic && !u.admin) throw new HttpProblem(permissionDenied(`/v1/images/${name}`, u.name, 'create'), 403);
     if ((await readElement(this.b, 'image', id)) !== undefined || this.pending.get(name)?.state === 'creating')
       throw new HttpProblem(nameCollision(id), 409);
+    // a private image counts against its owner's imageBytes: none is built once they are at the quota
+    const over = c.isPublic ? undefined : await this.quotas?.refusal(u, { imageBytes: 1 });
+    if (over !== undefined) throw over;
     const owner = c.isPublic ? null : u.name;
     const description = c.description ?? null;
     const p: Pending = { owner, description, state: 'creating', error: null, done: Promise.resolve() };
     this.pending.set(name, p);
-    const fail = (error: AnyError): void => {
+    const fail = (error: AnyError, status?: number): void => {
+      p.status = status;
       p.state = 'failed';
       p.error = error;
     };
     const ro = { ...(owner === null ? {} : { owner }), ...(description === null ? {} : { description }) };
-    p.done = c.make(utf8(ro)).then(
-      (r) => (E.isRight(r) ? void this.pending.delete(name) : fail(r.left)),
-      (err: unknown) => fail(runtimeError(id, 'the image could not be created', err)),
-    );
+    const made = async (el: Element): Promise<void> => {
+      // built past the quota: removed again, and the create fails naming it
+      const past = owner === null ? undefined : await this.quotas?.afterImage(u, el.id.key);
+      if (past === undefined) this.pending.delete(name);
+      else fail(past, 429);
+    };
+    p.done = c
+      .make(utf8(ro))
+      .then((r) => (E.isRight(r) ? made(r.right) : fail(r.left)))
+      .catch((err: unknown) => fail(runtimeError(id, 'the image could not be created', err)));
     if (c.received !== undefined) await Promise.race([c.received, p.done]);
     if (c.wait !== undefined) await Promise.race([p.done, delay(c.wait)]);
     const el = await readElement(this.b, 'image', id);
@@ -353,8 +367,9 @@ export const imageRoutes = (
   b: Backend,
   policy: Policy,
   egress: EgressGuard,
+  quotas?: QuotaDesk,
 ): { plugin: FastifyPluginAsync; book: ImageRoutes } => {
-  const book = new ImageBook(b, policy.imageStore);
+  const book = new ImageBook(b, policy.imageStore, quotas);
   const plugin: FastifyPluginAsync = async (scope) => {
     // archive uploads arrive as a stream, not parsed (in this scope only)
     scope.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));

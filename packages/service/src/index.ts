@@ -4,9 +4,30 @@
  * lessl backend (the Docker backend by default).
  * @packageDocumentation
  */
-export { createServer, type LesslServer, type ServerOptions, type ServerTls } from './server.js';
+export { createServer, type LesslServer, type PolicyOptions, type ServerOptions, type ServerTls } from './server.js';
 export { ownerAuthorizer, serviceFunctionAuthorizer, newToken, sha256, ADMIN } from './auth.js';
-export { DEFAULT_POLICY, planTask, isTextType, type Policy, type TaskPlan, type FullLimits } from './plan.js';
+export {
+  DEFAULT_POLICY,
+  DEFAULT_QUOTAS,
+  planTask,
+  isTextType,
+  type Policy,
+  type TaskPlan,
+  type FullLimits,
+  type Quotas,
+  type QuotaPolicy,
+} from './plan.js';
+export {
+  QuotasC,
+  QuotaPatchC,
+  UserPatchC,
+  UserQuotaViewC,
+  QUOTA_RETRY_AFTER,
+  type HeldQuota,
+  type QuotaPatch,
+  type QuotaUsage,
+  type UserQuotaView,
+} from './quotas.js';
 export * from './spec.js';
 export * from './stack.js';
 export { ImageNameC, ImageSourceC, type ImageSource } from './sources.js';

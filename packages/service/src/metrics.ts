@@ -25,6 +25,8 @@ export interface Metrics {
   readonly requests: Histogram<'method' | 'route' | 'status'>;
   readonly accepted: Counter;
   readonly reaped: Counter;
+  /** Requests refused by a quota, by reason (running_tasks, queued_jobs, image_bytes, volume_bytes, rate). */
+  readonly quotaRefusals: Counter<'reason'>;
   /** Counts one invocation of a function (outcome, cold or warm, duration). */
   invoked(inv: Invocation): void;
   /** Counts an invocation that failed instead of ending (its container lost: `Unavailable`; a backend error). */
@@ -165,8 +167,15 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
     help: 'tasks removed by the TTL reaper',
     registers: [registry],
   });
+  const quotaRefusals = new Counter({
+    name: 'lessl_quota_refusals_total',
+    help: 'requests refused by a quota (429), by reason',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  for (const reason of ['running_tasks', 'queued_jobs', 'image_bytes', 'volume_bytes', 'rate']) quotaRefusals.inc({ reason }, 0);
   jobGauges(registry, db, running);
   poolCounters(registry, sources);
   stateGauges(registry, sources);
-  return { prometheus: registry, registry, requests, accepted, reaped, ...functionMetrics(registry, sources) };
+  return { prometheus: registry, registry, requests, accepted, reaped, quotaRefusals, ...functionMetrics(registry, sources) };
 };

@@ -32,7 +32,42 @@ export interface Policy {
   readonly allowNetworks: readonly string[];
   /** The largest request body of a function invocation (its stdin), in bytes: past it, 413. */
   readonly maxInvokeBytes: number;
+  /** What each user may hold and ask at once (a user's own values replace these); see quotas.ts. */
+  readonly quotas: QuotaPolicy;
 }
+
+/** What one user may hold and ask at once. */
+export interface Quotas {
+  /** Tasks not ended (queued or running). */
+  readonly runningTasks: number;
+  /** Jobs waiting in the queue (tasks, execs, invocations). */
+  readonly queuedJobs: number;
+  /** The sum of the sizes of the user's images, in bytes. */
+  readonly imageBytes: number;
+  /** The sum of the sizes of the user's volumes (a task's resource files included), in bytes. */
+  readonly volumeBytes: number;
+  /** Requests per second, on average (a token bucket refilled at this rate). */
+  readonly requestsPerSecond: number;
+  /** Requests at once past the average: the bucket's size. */
+  readonly burst: number;
+}
+
+/** The operator's quotas: every user's unless their own replace them, and whether admins are bound. */
+export interface QuotaPolicy extends Quotas {
+  /** Admins are not held to any quota nor rate limit (default false: they are, like everyone). */
+  readonly exemptAdmins: boolean;
+}
+
+/** The default quotas: what a small team shares one engine with (docs/service.md says why). */
+export const DEFAULT_QUOTAS: QuotaPolicy = {
+  runningTasks: 32,
+  queuedJobs: 256,
+  imageBytes: 20 * 1024 ** 3,
+  volumeBytes: 20 * 1024 ** 3,
+  requestsPerSecond: 50,
+  burst: 100,
+  exemptAdmins: false,
+};
 
 /** The default policy. */
 export const DEFAULT_POLICY: Policy = {
@@ -45,6 +80,7 @@ export const DEFAULT_POLICY: Policy = {
   imageStore: 'local',
   allowNetworks: [],
   maxInvokeBytes: 6 << 20,
+  quotas: DEFAULT_QUOTAS,
 };
 
 /** A file to put into the container. */

@@ -30,19 +30,29 @@ export const STATUS: Readonly<Record<ErrorTag, number>> = {
 /** The problem document (its codec generates the OpenAPI schema). */
 export const ProblemC = t.intersection([
   t.type({ type: t.string, title: t.string, status: t.number, detail: t.string, tag: t.string }),
-  t.partial({ instance: t.string, keys: t.array(t.string) }),
+  t.partial({
+    instance: t.string,
+    keys: t.array(t.string),
+    quota: t.string,
+    limit: t.number,
+    usage: t.number,
+  }),
 ]);
 /** A problem document. */
 export type Problem = t.TypeOf<typeof ProblemC>;
 /** The problem document's JSON schema. */
 export const PROBLEM_SCHEMA = toJsonSchema(ProblemC);
 
-/** An HTTP-level failure: a lessl error with the status to answer (401, 413, ... where HTTP says more). */
+/** Fields a problem adds to the document (a quota refused: which, its limit, the usage). */
+export type ProblemExtra = Pick<Problem, 'quota' | 'limit' | 'usage'>;
+
+/** An HTTP-level failure: a lessl error with the status to answer (401, 413, 429, ... where HTTP says more). */
 export class HttpProblem extends Error {
   constructor(
     readonly error: AnyError,
     readonly status: number = STATUS[error._tag],
     readonly headers: Readonly<Record<string, string>> = {},
+    readonly extra: ProblemExtra = {},
   ) {
     super(error.message);
   }

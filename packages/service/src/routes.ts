@@ -11,6 +11,7 @@ import type { RouteDeps } from './api/deps.js';
 import { eventRoutes } from './api/events.js';
 import { functionRoutes } from './api/functions.js';
 import { jobRoutes } from './api/jobs.js';
+import { quotaRoutes } from './api/quotas.js';
 import { schemaRoutes } from './api/schemas.js';
 import { serviceRoutes } from './api/service.js';
 import { submitRoutes } from './api/submit.js';
@@ -22,7 +23,7 @@ export type { RouteDeps } from './api/deps.js';
 
 /** Registers every route; answers what the image routes tell the metrics. */
 export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promise<ImageRoutes> => {
-  const images = imageRoutes(d.backend, d.policy, d.egress);
+  const images = imageRoutes(d.backend, d.policy, d.egress, d.quotas);
   await app.register(
     authenticated(d.db, [
       submitRoutes(d),
@@ -31,6 +32,7 @@ export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promis
       eventRoutes(d),
       userRoutes(d.db),
       leaveRoutes(d.leaver, d.queue),
+      quotaRoutes(d),
       images.plugin,
       operatorRoutes(d.backend, d.policy),
       hostRoutes(d.backend, d.db),

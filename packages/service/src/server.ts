@@ -19,7 +19,8 @@ import { EgressGuard, openDockerBackend, type DockerBackendOptions, type Preload
 import { bootstrapAdmin, ownerAuthorizer, serviceFunctionAuthorizer } from './auth.js';
 import { ServiceDb, type StringDb } from './db.js';
 import { makeMetrics, type Metrics } from './metrics.js';
-import { DEFAULT_POLICY, type Policy } from './plan.js';
+import { DEFAULT_POLICY, type Policy, type QuotaPolicy } from './plan.js';
+import { installRateLimit, QuotaDesk, quotaPolicyOf } from './quotas.js';
 import { HttpProblem, problemOf } from './problem.js';
 import { JobQueue } from './queue.js';
 import { registerRoutes } from './routes.js';
@@ -60,8 +61,8 @@ export interface ServerOptions {
   readonly backend?: Backend;
   /** Directory of the on-disk database (created if missing); default: in memory (tests). */
   readonly data?: string;
-  /** Operator policy: defaults, maxima, ttl, networks, fetch limits (merged over `DEFAULT_POLICY`). */
-  readonly policy?: Partial<Policy>;
+  /** Operator policy: defaults, maxima, ttl, networks, fetch limits, quotas (merged over `DEFAULT_POLICY`; `quotas` key by key). */
+  readonly policy?: PolicyOptions;
   /** Jobs run at once (default 4). */
   readonly concurrency?: number;
   /** The admin's token (default: env LESSL_ADMIN_TOKEN; else one is made at first start: `initialAdminToken`). */
@@ -101,6 +102,9 @@ export interface ServerOptions {
    */
   readonly tls?: ServerTls;
 }
+
+/** The policy `createServer` takes: any part of `Policy`, and of its quotas. */
+export type PolicyOptions = Partial<Omit<Policy, 'quotas'>> & { readonly quotas?: Partial<QuotaPolicy> };
 
 /** The certificate (PEM, the chain after it) and its private key (PEM, unencrypted) of `ServerOptions.tls`. */
 export interface ServerTls {
@@ -197,7 +201,7 @@ const installErrors = (app: FastifyInstance): void => {
       return reply
         .code(err.status)
         .type('application/problem+json')
-        .send(problemOf(err.error, err.status, req.url));
+        .send({ ...problemOf(err.error, err.status, req.url), ...err.extra });
     }
     const [statusCode, message, code] = [prop(err, 'statusCode'), prop(err, 'message'), prop(err, 'code')];
     const status = typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500 ? statusCode : 500;
@@ -292,8 +296,8 @@ class Reaper {
   }
 }
 
-/** The HTTP side before the routes: validation by the codecs, problems for errors, request metrics, the OpenAPI document. */
-const prepareHttp = async (app: FastifyInstance, metrics: Metrics): Promise<void> => {
+/** The HTTP side before the routes: validation by the codecs, problems for errors, request metrics, the rate limit, the OpenAPI document. */
+const prepareHttp = async (app: FastifyInstance, metrics: Metrics, db: ServiceDb, quotas: QuotaDesk): Promise<void> => {
   app.setValidatorCompiler(() => () => true); // requests are validated by the io-ts codecs (http.ts)
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.removeContentTypeParser('text/plain'); // bodies are JSON: anything else is 415
@@ -304,6 +308,7 @@ const prepareHttp = async (app: FastifyInstance, metrics: Metrics): Promise<void
       reply.elapsedTime / 1000,
     );
   });
+  await installRateLimit(app, db, quotas, metrics);
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
@@ -329,7 +334,7 @@ const prepareOperations = async (
 
 /** The policy of `o` and its egress guard, checked. */
 const policyOf = (o: ServerOptions): { policy: Policy; egress: EgressGuard } => {
-  const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}) };
+  const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}), quotas: quotaPolicyOf(o.policy?.quotas) };
   const egress = EgressGuard.of(policy.allowNetworks);
   if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
   if (!Number.isSafeInteger(policy.maxInvokeBytes) || policy.maxInvokeBytes < 1)
@@ -363,7 +368,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const w = prepareWork(o, backend, db, policy, egress, retention);
 
   // phase 3: HTTP
-  await prepareHttp(app, w.metrics);
+  await prepareHttp(app, w.metrics, db, w.quotas);
   const cursors = new EventCursors(await db.eventSecret());
   w.routesOf.images = await registerRoutes(app, { ...w, backend, db, policy, egress, cursors });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
@@ -429,7 +434,8 @@ const prepareWork = (
   const pruneOnce = (): Promise<PruneResult> => prune(db, backend, retention, hasElements);
   const reaper = new Reaper(db, removeTask, pruneOnce, metrics.reaped, o.reapIntervalMs ?? 30_000);
   const leaver = new Leaver({ backend, db, queue, runner, policy, removeTask });
-  return { runner, queue, routesOf, metrics, removeTask, reaper, functions, leaver };
+  const quotas = new QuotaDesk(db, backend, policy.quotas, (reason) => metrics.quotaRefusals.inc({ reason }), policy.imageStore);
+  return { runner, queue, routesOf, metrics, removeTask, reaper, functions, leaver, quotas };
 };
 
 /** Finishes the removals a crash interrupted: a deleted task keeps no element. */

@@ -200,6 +200,7 @@ describe('fuzz', () => {
       ids.map((i) => `/v1/tasks/${encodeURIComponent(i)}/logs`),
       ids.map((i) => `/v1/jobs/${encodeURIComponent(i)}`),
       fc.constant('/v1/users'),
+      fc.oneof(fc.constantFrom('ann', 'bob', 'admin', 'nobody'), fc.string()).map((u) => `/v1/users/${encodeURIComponent(u)}`),
       fc.constant('/healthz'),
       fc.constant('/v1/images'),
       fc.constant('/v1/hosts'),
@@ -299,6 +300,23 @@ describe('fuzz', () => {
               fc.anything(),
             ),
             memoryCapBytes: fc.anything(),
+          },
+          { requiredKeys: [] },
+        )
+        .map((v) => JSON.stringify(v)),
+      // user quota changes, near and far from valid
+      fc
+        .record(
+          {
+            quotas: fc.oneof(
+              fc.constant(null),
+              fc.dictionary(
+                fc.constantFrom('runningTasks', 'queuedJobs', 'imageBytes', 'volumeBytes', 'requestsPerSecond', 'burst', 'x'),
+                fc.oneof(fc.integer(), fc.double(), fc.constant(null), fc.anything()),
+                { maxKeys: 3 },
+              ),
+              fc.anything(),
+            ),
           },
           { requiredKeys: [] },
         )

@@ -10,6 +10,7 @@ import type { FunctionDesk } from '../functions.js';
 import type { JobRecord, ServiceDb, TaskRecord } from '../db.js';
 import type { Metrics } from '../metrics.js';
 import type { Policy } from '../plan.js';
+import type { QuotaDesk } from '../quotas.js';
 import { HttpProblem } from '../problem.js';
 import type { JobQueue } from '../queue.js';
 import type { Runner } from '../runner.js';
@@ -34,6 +35,8 @@ export interface RouteDeps {
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
   /** Runs leave jobs (a user's removal). */
   readonly leaver: Leaver;
+  /** The users' quotas: usage, admissions (one at a time per user), refusals. */
+  readonly quotas: QuotaDesk;
 }
 
 /** The task records of a finished job (those still kept). */

@@ -80,7 +80,9 @@ const invokeLater = async (
   if (prior !== undefined) return answerRetry(d, reply, prior, idem?.bodyHash ?? null, undefined);
   await d.functions.visible(user, name);
   const call = { function: name, input: input.toString('base64'), admin: user.admin };
-  const { job, accepted } = await d.queue.submitInvoke(user.name, call, idem);
+  const held = (): boolean => idem !== undefined && d.db.idempotency.has(idem.key);
+  const submit = () => d.queue.submitInvoke(user.name, call, idem);
+  const { job, accepted } = await d.quotas.admit(user, { queuedJobs: 1 }, submit, held);
   return accepted ? answerJob(d, reply, job, undefined) : answerRetry(d, reply, job, idem?.bodyHash ?? null, undefined);
 };
 

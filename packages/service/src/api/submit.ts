@@ -12,6 +12,7 @@ import { as, readElement, volumeId } from '../elements.js';
 import { json, problem, route } from '../http.js';
 import { imageId, planTask, type FullLimits, type Policy, type TaskPlan } from '../plan.js';
 import { HttpProblem } from '../problem.js';
+import { inlineBytes } from '../quotas.js';
 import { refuseBlocked } from '../resources.js';
 import { decodeTaskBody, SubmitQueryC, TaskBodyC, type TaskSpecV1 } from '../spec.js';
 import { JobViewC, TaskViewC } from '../views.js';
@@ -85,8 +86,12 @@ export const submitRoutes =
         const j = prior === undefined ? undefined : d.db.jobs.get(prior);
         if (j !== undefined) return answerRetry(d, reply, j, idem?.bodyHash ?? null, query?.wait);
         const plans = await plansOf(d, user, body);
+        // the quotas are checked and the job written one admission of the user at a time (a batch: all or none);
         // the key is checked again where it is written: of concurrent retries, one job is accepted
-        const { job, accepted } = await d.queue.submit(user.name, plans, Array.isArray(req.body), idem);
+        const ask = { runningTasks: plans.length, queuedJobs: 1, volumeBytes: inlineBytes(plans) };
+        const held = (): boolean => idem !== undefined && d.db.idempotency.has(idem.key);
+        const submit = () => d.queue.submit(user.name, plans, Array.isArray(req.body), idem);
+        const { job, accepted } = await d.quotas.admit(user, ask, submit, held);
         if (!accepted) return answerRetry(d, reply, job, idem?.bodyHash ?? null, query?.wait);
         d.metrics.accepted.inc();
         return answerJob(d, reply, job, query?.wait);

@@ -136,15 +136,20 @@ const changeRoutes = (scope: Parameters<FastifyPluginAsync>[0], d: RouteDeps): v
     },
     handler: async ({ reply, user, params, body, query }) => {
       const r = visibleTask(d.db, user, params.id);
-      await ensureRunning(d, r, body);
       const extra = {
         ...(body.env === undefined ? {} : { env: body.env }),
         ...(body.pwd === undefined ? {} : { pwd: body.pwd }),
       };
-      const j = await d.queue.submitExec(
-        r.id,
-        body.cmd.map((cmd) => ({ cmd, ...extra })),
-      );
+      // the task owner's quotas: one more queued job, and a task again when a daemon is started again
+      const restarts = body.start === true && r.state !== 'queued' && r.state !== 'running';
+      const ask = { queuedJobs: 1, runningTasks: restarts ? 1 : 0 };
+      const j = await d.quotas.admit(d.db.users.get(r.owner) ?? user, ask, async () => {
+        await ensureRunning(d, r, body);
+        return d.queue.submitExec(
+          r.id,
+          body.cmd.map((cmd) => ({ cmd, ...extra })),
+        );
+      });
       if (j === undefined) throw new HttpProblem(notFound(`/v1/tasks/${r.id}`), 404);
       return answerJob(d, reply, j, query?.wait);
     },
