@@ -50,6 +50,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #define MAX_RUNS 256
@@ -521,6 +522,8 @@ static void conn_open(uint32_t id, const char *port_text) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   *c = (struct conn){.used = 1, .id = id, .fd = fd};
+  int one = 1; /* relayed bytes go out as they come: no Nagle delay on top of the channel's */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return send_frame('c', id, NULL, 0);
   if (errno == EINPROGRESS || errno == EINTR) {
     c->connecting = 1;
