@@ -32,6 +32,8 @@ export interface Policy {
   readonly allowNetworks: readonly string[];
   /** The largest request body of a function invocation (its stdin), in bytes: past it, 413. */
   readonly maxInvokeBytes: number;
+  /** The largest request body the proxy passes to a task's port (`/v1/tasks/{id}/ports/...`, `/r/...`), in bytes: past it, 413. */
+  readonly maxProxyBodyBytes: number;
 }
 
 /** The default policy. */
@@ -45,6 +47,7 @@ export const DEFAULT_POLICY: Policy = {
   imageStore: 'local',
   allowNetworks: [],
   maxInvokeBytes: 6 << 20,
+  maxProxyBodyBytes: 16 << 20,
 };
 
 /** A file to put into the container. */
@@ -75,6 +78,8 @@ export interface TaskPlan {
   readonly mounts: readonly MountPlan[];
   readonly limits: FullLimits;
   readonly network: string;
+  /** TCP ports the task serves (its main task declares them); absent on records made before ports: none. */
+  readonly ports?: readonly number[];
   /** The first command's input (base64); absent: none. Dropped once that command has started. */
   readonly stdin?: string;
 }
@@ -230,6 +235,7 @@ export const planTask = (
     mounts,
     limits: limits.right,
     network,
+    ...((spec.ports ?? []).length === 0 ? {} : { ports: spec.ports }),
     ...(stdin.right === undefined ? {} : { stdin: stdin.right }),
   });
 };

@@ -10,6 +10,7 @@ import type { FunctionDesk } from '../functions.js';
 import type { JobRecord, ServiceDb, TaskRecord } from '../db.js';
 import type { Metrics } from '../metrics.js';
 import type { Policy } from '../plan.js';
+import type { Proxy } from '../proxy.js';
 import { HttpProblem } from '../problem.js';
 import type { JobQueue } from '../queue.js';
 import type { Runner } from '../runner.js';
@@ -31,6 +32,8 @@ export interface RouteDeps {
   readonly functions: FunctionDesk;
   /** Removes a task (kill, containers, volumes, results) and marks it; shared with the reaper. */
   readonly removeTask: (task: string, mark: 'deleted' | 'expired') => Promise<void>;
+  /** The proxy to the ports tasks serve. */
+  readonly proxy: Proxy;
 }
 
 /** The task records of a finished job (those still kept). */
