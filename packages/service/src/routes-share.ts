@@ -43,7 +43,12 @@ export const NewRouteViewC = strict('NewRouteView', {
   port: t.number,
   created: t.string,
 });
-const RouteListC = t.type({ items: t.array(RouteItemC) });
+/** The list of a task's routes. */
+export const RouteListC = t.type({ items: t.array(RouteItemC) });
+/** A route as listed. */
+export type RouteItem = t.TypeOf<typeof RouteItemC>;
+/** A route as made (the route shown once). */
+export type NewRouteView = t.TypeOf<typeof NewRouteViewC>;
 
 /** The task if the caller may manage its routes (its owner, or an admin), else undefined. */
 const ownTask = (db: ServiceDb, u: UserRecord, id: string): TaskRecord | undefined => {
@@ -53,7 +58,7 @@ const ownTask = (db: ServiceDb, u: UserRecord, id: string): TaskRecord | undefin
 
 const gone = (id: string): HttpProblem => new HttpProblem(notFound(`/v1/tasks/${id}`), 404);
 
-const item = (r: RouteRecord): t.TypeOf<typeof RouteItemC> => ({
+const item = (r: RouteRecord): RouteItem => ({
   handle: r.handle,
   task: r.task,
   port: r.port,
@@ -61,7 +66,7 @@ const item = (r: RouteRecord): t.TypeOf<typeof RouteItemC> => ({
 });
 
 /** Makes a route to `port` of task `id`, checked where it is written (the task live, the port declared, the bound). */
-const makeRoute = async (db: ServiceDb, user: UserRecord, id: string, port: number) => {
+const makeRoute = async (db: ServiceDb, user: UserRecord, id: string, port: number): Promise<NewRouteView> => {
   const route = randomBytes(32).toString('base64url');
   const created = new Date().toISOString();
   const handle = `h_${randomBytes(6).toString('hex')}`;
