@@ -41,6 +41,7 @@ const targetOf = (db: ServiceDb, req: IncomingMessage, via: Via): E.Either<Refus
 const REASONS: Readonly<Record<number, string>> = {
   401: 'Unauthorized',
   404: 'Not Found',
+  501: 'Not Implemented',
   502: 'Bad Gateway',
 };
 

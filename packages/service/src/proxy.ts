@@ -30,7 +30,7 @@ export type Via = 'owner' | 'route';
 
 /** How a proxied request ended (the `outcome` label of `lessl_proxy_requests_total`). */
 export type Outcome =
-  'ok' | 'upgraded' | 'not_found' | 'unauthorized' | 'too_large' | 'bad_gateway' | 'timeout' | 'cut' | 'aborted';
+  'ok' | 'upgraded' | 'not_found' | 'unauthorized' | 'too_large' | 'bad_gateway' | 'unsupported' | 'timeout' | 'cut' | 'aborted';
 
 /** The task port a request goes to, and what of its URL goes along. */
 export interface Target {
@@ -171,11 +171,13 @@ interface Refusal {
   readonly error: AnyError;
 }
 
-/** The refusal of a connection `tasks.connect` could not open: 404 for a task gone, 502 for nothing listening. */
+/** The refusal of a connection `tasks.connect` could not open: 404 for a task gone, 501 for a backend that reaches no ports, else 502. */
 const connectRefusal = (e: AnyError): Refusal =>
   e._tag === 'NotFound' || e._tag === 'InvalidEntry'
     ? { status: 404, outcome: 'not_found', error: NO_SUCH_PORT }
-    : { status: 502, outcome: 'bad_gateway', error: unavailable(e.id, `bad gateway: ${e.message}`) };
+    : e._tag === 'Unsupported'
+      ? { status: 501, outcome: 'unsupported', error: e }
+      : { status: 502, outcome: 'bad_gateway', error: unavailable(e.id, `bad gateway: ${e.message}`) };
 
 /** The problem document's bytes and headers of a refusal. */
 export const refusalBody = (r: Refusal): { body: string; headers: Record<string, string> } => {
