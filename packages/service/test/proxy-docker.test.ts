@@ -85,17 +85,20 @@ const upload = async (tag: string, name: string): Promise<void> => {
     if (img.state === 'failed') throw new Error(`image ${name} failed: ${JSON.stringify(img)}`);
     await new Promise((res) => setTimeout(res, 100));
   }
+  throw new Error(`image ${name} is not ready`);
 };
 
 /** Submits a daemon and waits until `path` on its port answers through the proxy; answers its ID. */
 const serve = async (spec: Json, port: number, path = '/'): Promise<string> => {
   const r = await call('/v1/tasks', { method: 'POST', json: { daemon: true, ttl: 600, ...spec, ports: [port] } });
-  expect(r.status).toBe(202);
-  const id = String(((await json(r)).tasks as string[])[0]);
+  const job = await json(r);
+  expect(r.status, JSON.stringify(job)).toBe(202);
+  const id = String((job.tasks as string[])[0]);
   for (let i = 0; i < 600; i++) {
     const p = await call(`/v1/tasks/${id}/ports/${port}${path}`);
     if (p.status === 200) return id;
-    await p.arrayBuffer();
+    const text = await p.text();
+    if (p.status === 501) throw new Error(`this backend reaches no task ports: ${text}`);
     await new Promise((res) => setTimeout(res, 100));
   }
   throw new Error(`task ${id} does not serve port ${port}: ${JSON.stringify(await json(await call(`/v1/tasks/${id}`)))}`);

@@ -179,11 +179,33 @@ describe('the proxy for the owner', () => {
     expect((await h.call(`/v1/tasks/${web}/ports/8080/adm`, { token: h.tokens.admin })).status).toBe(200);
   });
 
-  test('a body past the policy bound is 413 and reaches nothing', async () => {
+  test('a body past the policy bound is 413: by its length at once, and a chunked one as it passes the bound', async () => {
     const r = await h.call(`/v1/tasks/${web}/ports/8080/big`, { method: 'POST', body: 'z'.repeat((1 << 20) + 1) });
     expect(r.status).toBe(413);
     expect((await body(r)).tag).toBe('InvalidEntry');
+    const chunk = new Uint8Array(64 << 10).fill(122);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent++ < 20) c.enqueue(chunk);
+        else c.close();
+      },
+    });
+    const chunked = await h.call(`/v1/tasks/${web}/ports/8080/big`, {
+      method: 'POST',
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    expect(await drained(h)).toBe(0);
     await healthy(h, web);
+  });
+
+  test('a task that ended serves nothing: 404', async () => {
+    const r = await h.call('/v1/tasks?wait=10', { method: 'POST', json: { image: 'busybox', ports: [8080], cmd: ['echo hi'] } });
+    const t = await body(r);
+    expect([r.status, t.state, t.ports]).toEqual([201, 'exited', [8080]]);
+    expect((await h.call(`/v1/tasks/${String(t.id)}/ports/8080/`)).status).toBe(404);
   });
 
   test('200 concurrent requests each get their own answer; no connection is left open', async () => {
