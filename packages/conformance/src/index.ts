@@ -18,6 +18,7 @@ import { manifestCases } from './manifest-cases.js';
 import { modelCases } from './model-cases.js';
 import { optionCases } from './option-cases.js';
 import { persistenceCases } from './persistence-cases.js';
+import { portsCases } from './ports-cases.js';
 import { specCases } from './spec-cases.js';
 import { storeCases } from './store-cases.js';
 import type { Case, ImageData, SuiteOptions, TestBackend } from './types.js';
@@ -85,6 +86,7 @@ export const suite = (
     ...lifecycleCases(o, data),
     ...specCases(o, data),
     ...inputCases(o, data),
+    ...portsCases(o, data),
     ...modelCases(o),
     ...persistenceCases(o),
     ...hostileCases(o, data, hostile),

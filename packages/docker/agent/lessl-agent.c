@@ -19,6 +19,19 @@
  *            and its file does not exist, else 0
  * Output is read only as fast as fd 1 takes it (back-pressure reaches the command's pipes);
  * stdin is written without blocking (what the command has not read yet waits here).
+ *
+ * Connections to TCP ports served inside the container (127.0.0.1, its own network namespace),
+ * multiplexed by an id in the run field:
+ *   in   'C' connect: the port, as decimal text;  'D' data: bytes for the connection
+ *        'F' finish: lessl's side ended (write side shut once its data is written)
+ *        'Z' close: abandon it (closed at once, no answer);  'W' window: u32, bytes of 'd' lessl took
+ *   out  'c' connected;  'r' refused: the reason (strerror);  'd' data from the peer
+ *        'f' the peer finished (once);  'z' closed (once): empty when both sides finished, else why
+ *        'w' written: u32, bytes of 'D' written to the socket (or dropped), so lessl keeps a window
+ * Each connection reads at most CONN_WINDOW bytes ahead of lessl's 'W', and lessl sends at most
+ * CONN_WINDOW ahead of 'w': a slow reader on either side holds only its own connection.
+ * `lessl-agent --forward` speaks the same frames but runs no processes (an exec'd forwarder into
+ * a container whose main process is not the agent); it exits when its stdin ends.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,9 +49,14 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define MAX_RUNS 256
 #define MAX_FRAME (1u << 20)
+#define MAX_CONNS 1024
+#define CONN_WINDOW (256u << 10)
+#define CONN_CHUNK (64u << 10)
 
 struct run {
   uint32_t id;
@@ -58,6 +76,24 @@ static struct run runs[MAX_RUNS];
 static int drop_caps[64];
 static int n_drop_caps;
 static int sig_pipe[2];
+/* --forward: connections only, no runs. */
+static int forward_only;
+
+struct conn {
+  int used;
+  uint32_t id;
+  int fd;
+  int connecting;   /* a non-blocking connect in progress */
+  char *pending;    /* 'D' bytes not written yet (at most CONN_WINDOW: lessl keeps to the window) */
+  size_t pending_len;
+  int fin;          /* lessl finished: shut the write side once pending is written */
+  int wr_shut;
+  int rd_eof;       /* the peer finished ('f' sent) */
+  uint32_t unacked; /* 'd' bytes lessl has not taken yet */
+};
+
+static struct conn conns[MAX_CONNS];
+static int conn_control(char type, uint32_t id, char *p, uint32_t len);
 
 static void on_sigchld(int s) {
   (void)s;
@@ -384,7 +420,10 @@ static void control(void) {
   if (len > 0 && read_all(0, p, len) < 0) exit(0);
   p[len] = '\0';
   struct run *r = find(id);
-  if (h[0] == 'R' && r == NULL) start_run(id, p, len);
+  if (conn_control((char)h[0], id, p, len)) {
+  } else if (h[0] == 'R' && forward_only)
+    refuse(id, "run", " (a forwarder runs nothing)", 0);
+  else if (h[0] == 'R' && r == NULL) start_run(id, p, len);
   else if (h[0] == 'I' && r != NULL && r->in >= 0 && !r->stdin_eof) {
     r->pending = realloc(r->pending, r->pending_len + len);
     memcpy(r->pending + r->pending_len, p, len);
@@ -437,39 +476,213 @@ static void relay(struct run *r, int *fd, char type) {
   send_frame(type, r->id, buf, (uint32_t)n);
 }
 
+static struct conn *find_conn(uint32_t id) {
+  for (int i = 0; i < MAX_CONNS; i++)
+    if (conns[i].used && conns[i].id == id) return &conns[i];
+  return NULL;
+}
+
+static void send_u32(char type, uint32_t id, uint32_t v) {
+  unsigned char b[4];
+  put_u32(b, v);
+  send_frame(type, id, b, 4);
+}
+
+static void send_text(char type, uint32_t id, const char *text) {
+  send_frame(type, id, text, (uint32_t)strlen(text));
+}
+
+/* Ends a connection: its socket closed, its slot freed; `report`: 'z' says so (with why, when err). */
+static void conn_end(struct conn *c, int err, int report) {
+  if (report) send_text('z', c->id, err == 0 ? "" : strerror(err));
+  if (c->fd >= 0) close(c->fd);
+  free(c->pending);
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+}
+
+/* Closed once both sides finished. */
+static void conn_maybe_close(struct conn *c) {
+  if (c->rd_eof && c->wr_shut) conn_end(c, 0, 1);
+}
+
+/* 'C': a non-blocking connect to 127.0.0.1:port; answered 'c' or 'r' (now, or once it completes). */
+static void conn_open(uint32_t id, const char *port_text) {
+  char *end;
+  unsigned long port = strtoul(port_text, &end, 10);
+  struct conn *c = NULL;
+  for (int i = 0; i < MAX_CONNS && c == NULL; i++)
+    if (!conns[i].used) c = &conns[i];
+  if (*port_text == '\0' || *end != '\0' || port < 1 || port > 65535) return send_text('r', id, "bad port");
+  if (find_conn(id) != NULL) return send_text('r', id, "connection id in use");
+  if (c == NULL) return send_text('r', id, "too many connections");
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return send_text('r', id, strerror(errno));
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  *c = (struct conn){.used = 1, .id = id, .fd = fd};
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return send_frame('c', id, NULL, 0);
+  if (errno == EINPROGRESS || errno == EINTR) {
+    c->connecting = 1;
+    return;
+  }
+  int err = errno;
+  send_text('r', id, strerror(err));
+  conn_end(c, 0, 0);
+}
+
+/* A connect in progress completed: 'c', or 'r' with why. */
+static void conn_connected(struct conn *c) {
+  int err = 0;
+  socklen_t n = sizeof err;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &n) < 0) err = errno;
+  if (err == EINPROGRESS) return;
+  if (err != 0) {
+    send_text('r', c->id, strerror(err));
+    return conn_end(c, 0, 0);
+  }
+  c->connecting = 0;
+  send_frame('c', c->id, NULL, 0);
+}
+
+/* Writes what it can of lessl's bytes without blocking ('w' counts them); then the finish. */
+static void conn_flush(struct conn *c) {
+  size_t done = 0;
+  if (c->connecting) return;
+  while (c->pending_len > 0) {
+    ssize_t w = write(c->fd, c->pending, c->pending_len);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      int err = errno;
+      if (done > 0) send_u32('w', c->id, (uint32_t)done);
+      return conn_end(c, err, 1);
+    }
+    memmove(c->pending, c->pending + w, c->pending_len - (size_t)w);
+    c->pending_len -= (size_t)w;
+    done += (size_t)w;
+  }
+  if (done > 0) send_u32('w', c->id, (uint32_t)done);
+  if (c->fin && c->pending_len == 0 && !c->wr_shut) {
+    shutdown(c->fd, SHUT_WR);
+    c->wr_shut = 1;
+    conn_maybe_close(c);
+  }
+}
+
+/* Relays one read of the peer's bytes, at most what lessl's window leaves; its end is 'f'. */
+static void conn_read(struct conn *c) {
+  static char buf[CONN_CHUNK];
+  size_t room = CONN_WINDOW - c->unacked;
+  if (room == 0) return;
+  ssize_t n = read(c->fd, buf, room < sizeof buf ? room : sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n < 0) return conn_end(c, errno, 1);
+  if (n == 0) {
+    c->rd_eof = 1;
+    send_frame('f', c->id, NULL, 0);
+    return conn_maybe_close(c);
+  }
+  c->unacked += (uint32_t)n;
+  send_frame('d', c->id, buf, (uint32_t)n);
+}
+
+/* The connection frames lessl sends ('C', 'D', 'F', 'Z', 'W'); answers 0 for any other type. */
+static int conn_control(char type, uint32_t id, char *p, uint32_t len) {
+  struct conn *c = find_conn(id);
+  if (type == 'C') conn_open(id, p);
+  else if (type == 'D' && c != NULL && !c->fin) {
+    c->pending = realloc(c->pending, c->pending_len + len);
+    memcpy(c->pending + c->pending_len, p, len);
+    c->pending_len += len;
+    conn_flush(c);
+  } else if (type == 'F' && c != NULL) {
+    c->fin = 1;
+    conn_flush(c);
+  } else if (type == 'Z' && c != NULL)
+    conn_end(c, 0, 0);
+  else if (type == 'W' && c != NULL && len == 4) {
+    uint32_t n = get_u32((unsigned char *)p);
+    c->unacked -= n < c->unacked ? n : c->unacked;
+  } else
+    return type == 'D' || type == 'F' || type == 'Z' || type == 'W';
+  return 1;
+}
+
+/* What a connection waits for: its connect, the peer's bytes (window open), or room to write. */
+static short conn_events(const struct conn *c) {
+  if (c->connecting) return POLLOUT;
+  short ev = 0;
+  if (!c->rd_eof && c->unacked < CONN_WINDOW) ev |= POLLIN;
+  if (c->pending_len > 0) ev |= POLLOUT;
+  return ev;
+}
+
+static void conn_ready(struct conn *c, short want, short got) {
+  if (c->connecting) return conn_connected(c);
+  if ((want & POLLIN) && (got & (POLLIN | POLLHUP | POLLERR))) conn_read(c);
+  if (c->used && (want & POLLOUT) && (got & (POLLOUT | POLLHUP | POLLERR))) conn_flush(c);
+}
+
+#define MAX_POLL (2 + 3 * MAX_RUNS + MAX_CONNS)
+
+/* What the loop polls: fd 0, the SIGCHLD pipe, each run's pipes, each connection's socket. */
+struct watch {
+  struct pollfd pf[MAX_POLL];
+  struct run *who[MAX_POLL];
+  int *which[MAX_POLL];
+  struct conn *conn[MAX_POLL];
+  int n;
+};
+
+static void watch_add(struct watch *w, int fd, short events, struct run *r, int *which, struct conn *c) {
+  w->who[w->n] = r, w->which[w->n] = which, w->conn[w->n] = c;
+  w->pf[w->n++] = (struct pollfd){.fd = fd, .events = events};
+}
+
+static void watch_fill(struct watch *w) {
+  w->n = 0;
+  watch_add(w, 0, POLLIN, NULL, NULL, NULL);
+  watch_add(w, sig_pipe[0], POLLIN, NULL, NULL, NULL);
+  for (int i = 0; i < MAX_RUNS; i++) {
+    struct run *r = &runs[i];
+    if (r->pid == 0) continue;
+    if (r->out >= 0) watch_add(w, r->out, POLLIN, r, &r->out, NULL);
+    if (r->err >= 0) watch_add(w, r->err, POLLIN, r, &r->err, NULL);
+    if (r->in >= 0 && r->pending_len > 0) watch_add(w, r->in, POLLOUT, r, &r->in, NULL);
+  }
+  for (int i = 0; i < MAX_CONNS; i++) {
+    short ev = conns[i].used ? conn_events(&conns[i]) : 0;
+    if (ev != 0) watch_add(w, conns[i].fd, ev, NULL, NULL, &conns[i]);
+  }
+}
+
 int main(int argc, char **argv) {
-  for (int i = 1; i < argc && n_drop_caps < 64; i++) drop_caps[n_drop_caps++] = atoi(argv[i]);
-  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of runs come back here to be reaped */
+  forward_only = argc == 2 && strcmp(argv[1], "--forward") == 0;
+  for (int i = 1; i < argc && n_drop_caps < 64 && !forward_only; i++) drop_caps[n_drop_caps++] = atoi(argv[i]);
+  if (!forward_only) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of runs come back here to be reaped */
   if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
   struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
   sigemptyset(&sa.sa_mask);
   sigaction(SIGCHLD, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+  static struct watch w;
   for (;;) {
-    struct pollfd pf[2 + 3 * MAX_RUNS];
-    struct run *who[2 + 3 * MAX_RUNS];
-    int *which[2 + 3 * MAX_RUNS];
-    int n = 0;
-    pf[n++] = (struct pollfd){.fd = 0, .events = POLLIN};
-    pf[n++] = (struct pollfd){.fd = sig_pipe[0], .events = POLLIN};
-    for (int i = 0; i < MAX_RUNS; i++) {
-      struct run *r = &runs[i];
-      if (r->pid == 0) continue;
-      if (r->out >= 0) who[n] = r, which[n] = &r->out, pf[n++] = (struct pollfd){.fd = r->out, .events = POLLIN};
-      if (r->err >= 0) who[n] = r, which[n] = &r->err, pf[n++] = (struct pollfd){.fd = r->err, .events = POLLIN};
-      if (r->in >= 0 && r->pending_len > 0)
-        who[n] = r, which[n] = &r->in, pf[n++] = (struct pollfd){.fd = r->in, .events = POLLOUT};
-    }
-    if (poll(pf, (nfds_t)n, -1) < 0) {
+    watch_fill(&w);
+    if (poll(w.pf, (nfds_t)w.n, -1) < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
-    if (pf[1].revents) reap();
-    for (int i = 2; i < n; i++) {
-      if (pf[i].revents == 0 || who[i]->pid == 0) continue;
-      if (which[i] == &who[i]->in) flush_stdin(who[i]);
-      else relay(who[i], which[i], which[i] == &who[i]->out ? 'O' : 'e');
+    if (w.pf[1].revents) reap();
+    for (int i = 2; i < w.n; i++) {
+      struct conn *c = w.conn[i];
+      if (w.pf[i].revents == 0) continue;
+      if (c != NULL) {
+        if (c->used) conn_ready(c, w.pf[i].events, w.pf[i].revents);
+      } else if (w.who[i]->pid == 0) continue;
+      else if (w.which[i] == &w.who[i]->in) flush_stdin(w.who[i]);
+      else relay(w.who[i], w.which[i], w.which[i] == &w.who[i]->out ? 'O' : 'e');
     }
-    if (pf[0].revents) control();
+    if (w.pf[0].revents) control();
   }
 }

@@ -15,7 +15,9 @@ import type { AgentContainer, AgentRunEnd } from './agent/container.js';
 import { fromDocker, isDockerError } from './errors.js';
 import { putSecrets, startExec } from './executor-exec.js';
 import type { ContainerRuns } from './executor-follow.js';
+import { reachingPorts } from './executor-ports.js';
 import { envOf } from './executor-settings.js';
+import type { PortReach } from './agent/forward-exec.js';
 
 /** Reports a warm task's end; the container goes back to the pool, which removes it. */
 const endWarm = (runs: ContainerRuns, sink: RunSink, containerId: string, end: AgentRunEnd): Promise<void> => {
@@ -32,13 +34,20 @@ const endWarm = (runs: ContainerRuns, sink: RunSink, containerId: string, end: A
   });
 };
 
+/** A run's ports over the warm container's agent channel. */
+const agentReach = (agent: AgentContainer, task: string): PortReach => {
+  const fwd = agent.ports(task);
+  return { connect: (port, signal) => fwd.connect(port, signal), close: () => fwd.close('the task ended') };
+};
+
 /** Runs a one-shot task through a warm container's agent; answers once it started. */
 const startAgentRun = async (
   runs: ContainerRuns,
   containerId: string,
   agent: AgentContainer,
-  sink: RunSink,
+  task: RunSink,
 ): Promise<E.Either<AnyError, void>> => {
+  const sink = reachingPorts(task, () => agentReach(agent, task.task));
   const { spec } = sink;
   try {
     await putSecrets(runs, containerId, sink);

@@ -10,6 +10,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { AnyError, EndReason } from '@lessl/core';
 import { pipeInput, type RunSink } from '@lessl/kit';
 import { fromDocker, isConnectionError, isDockerError, statusOf } from './errors.js';
+import { execReach, putForwarder, reachingPorts } from './executor-ports.js';
 import { envOf, secretTar } from './executor-settings.js';
 import type { ContainerRuns } from './executor-follow.js';
 import { Demux, readableOf } from './output.js';
@@ -131,14 +132,16 @@ const followExec = async (runs: ContainerRuns, sink: RunSink, run: ExecRun, stre
 export const startExec = async (
   runs: ContainerRuns,
   containerId: string,
-  sink: RunSink,
+  task: RunSink,
   warm = false,
 ): Promise<E.Either<AnyError, void>> => {
   const marker = randomBytes(8).toString('hex');
+  const sink = reachingPorts(task, execReach(runs, containerId, task.task));
   const { spec } = sink;
   const { exec } = runs;
   try {
     await putSecrets(runs, containerId, sink);
+    await putForwarder(runs, containerId, sink);
     const execId = await exec.create(containerId, {
       Cmd: [...spec.cmd],
       Env: [...envOf(sink), `LESSL_EXEC=${marker}`],
@@ -165,12 +168,13 @@ export const startExec = async (
 /** Follows an exec'd task again after a restart (Docker keeps no exec output: what arrived meanwhile is lost). */
 export const resumeExec = (
   runs: ContainerRuns,
-  sink: RunSink,
+  task: RunSink,
   containerId: string,
   execId: string,
   marker: string,
   warm: boolean,
 ): void => {
+  const sink = reachingPorts(task, execReach(runs, containerId, task.task));
   const run: ExecRun = { containerId, execId, marker, warm };
   announce(runs, sink, run);
   const poll = async (): Promise<void> => {

@@ -12,6 +12,25 @@ import { isConnectionError, statusOf } from './errors.js';
 import type { Host } from './host.js';
 import { Demux, readableOf, StampedLog } from './output.js';
 
+/** A run's sink handing everything on to `sink`, but `started` and `end` through `over` when it gives them. */
+export const sinkOver = (sink: RunSink, over: Partial<Pick<RunSink, 'started' | 'end'>>): RunSink => ({
+  task: sink.task,
+  executor: sink.executor,
+  spec: sink.spec,
+  outputCap: sink.outputCap,
+  secrets: sink.secrets,
+  stdin: sink.stdin,
+  get kept() {
+    return sink.kept;
+  },
+  get stopping() {
+    return sink.stopping;
+  },
+  output: (stream, data) => sink.output(stream, data),
+  started: over.started ?? ((run) => sink.started(run)),
+  end: over.end ?? ((outcome) => sink.end(outcome)),
+});
+
 /** What the container driver's parts share: the engine, the streams being read, and the close. */
 export class ContainerRuns {
   /** Followers still reading a stream; closed when the backend closes. */
@@ -25,7 +44,15 @@ export class ContainerRuns {
    */
   readonly warmOnly = new Set<string>();
 
-  constructor(readonly engine: Host) {}
+  /**
+   * @param engine the engine the runs are on
+   * @param agentOn whether tasks may use the in-container agent (the backend's `agent` option):
+   *   without it, a task's ports cannot be reached
+   */
+  constructor(
+    readonly engine: Host,
+    readonly agentOn = true,
+  ) {}
 
   /** The engine's containers. */
   get containers(): ContainersClient {

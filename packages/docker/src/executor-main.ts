@@ -12,6 +12,7 @@ import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { startInWarm } from './executor-agent.js';
 import { putSecrets } from './executor-exec.js';
 import { follow, type ContainerRuns } from './executor-follow.js';
+import { execReach, portsRefusal, putForwarder, reachingPorts } from './executor-ports.js';
 import { containerConfig } from './executor-settings.js';
 import { readableOf } from './output.js';
 import { warmKey } from './pool.js';
@@ -134,6 +135,7 @@ const prepareContainer = async (
 ): Promise<E.Either<AnyError, Attached>> => {
   try {
     await putSecrets(runs, containerId, sink);
+    await putForwarder(runs, containerId, sink);
     return E.right(await attachTo(runs, containerId, sink));
   } catch (err) {
     await runs.removeContainer(containerId);
@@ -181,10 +183,11 @@ const startCold = async (
   runs: ContainerRuns,
   plan: CommitPlan,
   cfg: Docker.ContainerCreateOptions,
-  sink: RunSink,
+  task: RunSink,
 ): Promise<E.Either<AnyError, string>> => {
-  const c = await createContainer(runs, plan, withStdin(cfg, sink), sink.task);
+  const c = await createContainer(runs, plan, withStdin(cfg, task), task.task);
   if (E.isLeft(c)) return c;
+  const sink = reachingPorts(task, execReach(runs, c.right, task.task));
   const attached = await prepareContainer(runs, c.right, sink);
   if (E.isLeft(attached)) return attached;
   const { stream, output, input } = attached.right;
@@ -201,6 +204,8 @@ const startCold = async (
 export const startMain = async (runs: ContainerRuns, plan: CommitPlan, sink: RunSink): Promise<E.Either<AnyError, string>> => {
   const cfg = containerConfig(runs.engine.instance, plan, sink);
   if (E.isLeft(cfg)) return cfg;
+  const refused = portsRefusal(sink.task, sink.spec, runs.agentOn, cfg.right.HostConfig?.ReadonlyRootfs === true);
+  if (E.isLeft(refused)) return refused;
   const image = plan.after.find((m) => m.id.kind === 'image')?.id.key;
   if (image !== undefined) runs.engine.lastUse.set(image, Date.now());
   const warm = await startWarm(runs, plan, cfg.right, sink);

@@ -28,6 +28,7 @@ import { resumeAgent } from './executor-agent.js';
 import { resumeExec, startExec } from './executor-exec.js';
 import { ContainerRuns, follow, followMain, logStream } from './executor-follow.js';
 import { announceMain, startMain, stopMain } from './executor-main.js';
+import { execReach, portsRefusal, reachingPorts } from './executor-ports.js';
 import { DockerExecutorOptionsC, graceSecondsOf } from './executor-settings.js';
 import { Demux } from './output.js';
 
@@ -75,6 +76,8 @@ const bindTask = async (
       return E.left(
         unsupported(step.id, 'a daemon task exec’d into a running executor', 'bind it on a stopped executor instead'),
       );
+    const refused = portsRefusal(step.id, spec.right, runs.agentOn, plan.options.readOnlyRootfs === true);
+    if (E.isLeft(refused)) return refused;
     return startExec(runs, x.containerId, plan.runs.open(step.id));
   }
   if (x.containerId !== null) retired.push(x.containerId);
@@ -123,7 +126,8 @@ const commit = async (runs: ContainerRuns, plan: CommitPlan, faults: FaultHook |
 };
 
 /** Follows again a main container that ran while no backend watched, or reports it lost. */
-const resumeMain = async (runs: ContainerRuns, sink: RunSink, containerId: string): Promise<void> => {
+const resumeMain = async (runs: ContainerRuns, task: RunSink, containerId: string): Promise<void> => {
+  const sink = reachingPorts(task, execReach(runs, containerId, task.task));
   let info: Docker.ContainerInspectInfo;
   try {
     info = await runs.containers.inspect(containerId);
@@ -164,9 +168,9 @@ const destroy = async (runs: ContainerRuns, el: Element): Promise<E.Either<Delet
   }
 };
 
-/** The executor driver: executors are containers on `engine`. */
-export const executorDriver = (engine: Host, faults?: FaultHook): ExecutorDriver => {
-  const runs = new ContainerRuns(engine);
+/** The executor driver: executors are containers on `engine` (`agentOn`: the backend's `agent` option). */
+export const executorDriver = (engine: Host, faults?: FaultHook, agentOn = true): ExecutorDriver => {
+  const runs = new ContainerRuns(engine, agentOn);
   return {
     backendOptions: DockerExecutorOptionsC,
     commit: (plan) => commit(runs, plan, faults),

@@ -364,7 +364,8 @@ const capabilitiesOf = (opts: DockerBackendOptions): Partial<Capabilities> => ({
   warmAgent: opts.swarm === undefined && opts.agent !== false && agentBinary() !== undefined,
   imageSources: true,
   credentials: opts.credentials !== undefined,
-  ports: false,
+  // reached through the in-container agent; a Swarm task may run on another node
+  ports: opts.swarm === undefined && opts.agent !== false && agentBinary() !== undefined,
 });
 
 /** Open, phase 4: the drivers on the hosts, assembled (recovers interrupted creates and deletes). */
@@ -389,7 +390,7 @@ const assembleOn = ({
     },
     executor:
       opts.swarm === undefined
-        ? routedExecutorDriver(hosts, opts.faults, live)
+        ? routedExecutorDriver(hosts, opts.faults, live, opts.agent !== false)
         : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
     supports: capabilitiesOf(opts),
     functions: new DockerFunctions(hosts.primary, registry),

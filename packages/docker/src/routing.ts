@@ -25,6 +25,7 @@ import type {
   RunSink,
 } from '@lessl/kit';
 import type { Host } from './host.js';
+import { sinkOver } from './executor-follow.js';
 import { followJson } from './streams.js';
 import { fromDocker, statusOf } from './errors.js';
 import { backendOf, DEFAULTS, DockerExecutorOptionsC, executorDriver, type FaultHook } from './executor.js';
@@ -236,26 +237,13 @@ const hostFor = (pool: HostPool, plan: CommitPlan): E.Either<AnyError, Host> => 
 };
 
 /** A run's sink that also frees the executor's slot on its host when the container stops. */
-const trackedSink = (sink: RunSink, host: Host): RunSink => ({
-  task: sink.task,
-  executor: sink.executor,
-  spec: sink.spec,
-  outputCap: sink.outputCap,
-  secrets: sink.secrets,
-  stdin: sink.stdin,
-  get kept() {
-    return sink.kept;
-  },
-  get stopping() {
-    return sink.stopping;
-  },
-  output: (stream, data) => sink.output(stream, data),
-  started: (run) => sink.started(run),
-  end: (outcome) => {
-    if (outcome.executor?.state === 'stopped') host.track(sink.executor, undefined);
-    return sink.end(outcome);
-  },
-});
+const trackedSink = (sink: RunSink, host: Host): RunSink =>
+  sinkOver(sink, {
+    end: (outcome) => {
+      if (outcome.executor?.state === 'stopped') host.track(sink.executor, undefined);
+      return sink.end(outcome);
+    },
+  });
 
 /** A run in progress: its sink and what its driver said about the process. */
 interface LiveRun {
@@ -384,8 +372,13 @@ const routedCommit =
   };
 
 /** Executors over many hosts (see the module comment). */
-export const routedExecutorDriver = (pool: HostPool, faults?: FaultHook, live = new LiveRuns()): ExecutorDriver => {
-  const of = perHost((e) => executorDriver(e, faults));
+export const routedExecutorDriver = (
+  pool: HostPool,
+  faults?: FaultHook,
+  live = new LiveRuns(),
+  agentOn = true,
+): ExecutorDriver => {
+  const of = perHost((e) => executorDriver(e, faults, agentOn));
   const commit = routedCommit(pool, of, live);
 
   return {

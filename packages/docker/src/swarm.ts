@@ -16,7 +16,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { unsupported, type AnyError, type DeleteError, type Element, type TaskStatus } from '@lessl/core';
 import type { CommitPlan, CompositionRecord, ExecutorDriver, Intent, PlanStep, RunSink } from '@lessl/kit';
-import { commitPlan, destroyErrorOf, layoutOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
+import { commitPlan, destroyErrorOf, layoutOf, taskSpecOf, type FaultHook, type MainSteps, type Undo } from './commit-kit.js';
 import type { Host } from './host.js';
 import { fromDocker, isDockerError, statusOf } from './errors.js';
 import { graceSecondsOf } from './executor-settings.js';
@@ -93,6 +93,11 @@ const bindTask = async (
         'a task exec’d into a running Swarm executor',
         'Swarm has no exec into a task (it may run on another node); bind it on a stopped executor',
       ),
+    );
+  const spec = taskSpecOf(plan, step.id);
+  if (E.isRight(spec) && (spec.right.ports ?? []).length > 0)
+    return E.left(
+      unsupported(step.id, 'spec.ports', 'a Swarm service’s task may run on another node: its ports are not reached'),
     );
   const r = await startMain(runs, plan, plan.runs.open(step.id));
   if (E.isLeft(r)) return r;

@@ -236,8 +236,11 @@ const sweepOrphans = async (host: Host, door: RegistryReads, report: ReconcileRe
     door.scan('executor://', Number.MAX_SAFE_INTEGER, (e) => containerIdOf(e) !== undefined).map((e) => containerIdOf(e) ?? ''),
   );
   for (const c of await containers.listOwned().catch(() => [])) {
-    // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper)
-    const helperOf = readLabels(c.Labels).helperOf;
+    // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper; and
+    // an image a helper made carries lessl.helper, so an executor or pool container made from it
+    // inherits it: those say what they are with lessl.task or lessl.pool)
+    const view = readLabels(c.Labels);
+    const helperOf = view.task === undefined && view.pool === undefined ? view.helperOf : undefined;
     const name = c.Names[0] ?? c.Id;
     if (helperOf !== undefined) {
       if (when === 'open' || !door.hasIntent(helperOf)) await removed('container', c.Id, name);

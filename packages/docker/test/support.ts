@@ -4,7 +4,8 @@
  * the set-up of a running daemon executor.
  */
 import { rmSync } from 'node:fs';
-import type { Server as HttpServer } from 'node:http';
+import { request, type Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -193,3 +194,17 @@ export const faultyDb = (location: string, hit: (keys: readonly string[]) => boo
   });
   return db;
 };
+
+/** One HTTP request over a connection (`tasks.connect`'s stream): the status and the whole body. */
+export const httpOver = (conn: Duplex, path: string, body?: Uint8Array): Promise<{ status: number; body: Buffer }> =>
+  new Promise((res, rej) => {
+    const method = body === undefined ? 'GET' : 'POST';
+    const req = request({ createConnection: () => conn, path, method, host: 'task' }, (r) => {
+      const parts: Buffer[] = [];
+      r.on('data', (c: Buffer) => parts.push(c));
+      r.on('end', () => res({ status: r.statusCode ?? 0, body: Buffer.concat(parts) }));
+      r.on('error', rej);
+    });
+    req.on('error', rej);
+    req.end(body);
+  });

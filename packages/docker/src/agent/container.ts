@@ -16,6 +16,7 @@ import { fromDocker } from '../errors.js';
 import { Host } from '../host.js';
 import { Demux, readableOf } from '../output.js';
 import { AGENT_PATH, agentBinary, agentCapabilities, agentTar } from './binary.js';
+import { Forwarder } from './forward.js';
 import { encodeFrame, exitOf, FrameDecoder, runPayload, userFields, type Frame } from './frames.js';
 
 /** What an agent container is made of. */
@@ -103,6 +104,8 @@ export class AgentContainer {
   private checking = false;
   /** The channel as a stream (the hijacked socket). */
   private readonly stream: Readable;
+  /** Connections to ports inside the container (`ports`), over the same channel. */
+  private forwarder: Forwarder | undefined;
 
   private constructor(
     private readonly host: Host,
@@ -164,6 +167,18 @@ export class AgentContainer {
   /** Runs in flight. */
   get running(): number {
     return this.runs.size;
+  }
+
+  /**
+   * Connections to TCP ports inside the container for `task`'s run, over the agent's channel
+   * (agent/forward.ts): a new set each call, the previous one closed (a container serves one task).
+   * Close it at the run's end; the container breaking closes it too.
+   */
+  ports(task: string): Forwarder {
+    this.forwarder?.close('the container serves another run');
+    this.forwarder = new Forwarder((frame) => void this.send(frame), task);
+    if (this.isBroken) this.forwarder.close('the agent is gone');
+    return this.forwarder;
   }
 
   /** Starts a run (see `AgentRunRequest`); a field no process can take is `InvalidEntry`. */
@@ -277,6 +292,7 @@ export class AgentContainer {
     if (why !== 'removed' && why !== 'detached')
       this.host.logger.warn({ container: this.id, runs: this.runs.size }, `agent: ${why}`);
     for (const [id, live] of this.runs) this.finish(id, live, { exitCode: null, reason: live.killed ? 'killed' : 'lost' });
+    this.forwarder?.close(`the agent is gone (${why})`);
     this.channel.end();
     this.stream.destroy();
   }
@@ -312,6 +328,7 @@ export class AgentContainer {
 
   private dispatch(f: Frame): void {
     if (f.type === 'P') return this.pongs.get(f.run)?.();
+    if (this.forwarder?.dispatch(f) === true) return;
     const live = this.runs.get(f.run);
     if (live === undefined) return;
     if (f.type === 'S' || f.type === 'X') this.answer(live, true);

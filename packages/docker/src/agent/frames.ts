@@ -3,10 +3,16 @@
  * big-endian), length (u32 big-endian) and payload, both ways over one byte stream.
  */
 
-/** Frames lessl sends: run, stdin bytes, stdin end, kill, ping. */
-export type InFrameType = 'R' | 'I' | 'E' | 'K' | 'P';
-/** Frames the agent sends: started, stdout, stderr, stdin taken, exit, pong. */
-export type OutFrameType = 'S' | 'O' | 'e' | 'A' | 'X' | 'P';
+/**
+ * Frames lessl sends: run, stdin bytes, stdin end, kill, ping; for connections (the frame's run
+ * field is the connection's id): connect, data, finish, close, window (bytes taken).
+ */
+export type InFrameType = 'R' | 'I' | 'E' | 'K' | 'P' | 'C' | 'D' | 'F' | 'Z' | 'W';
+/**
+ * Frames the agent sends: started, stdout, stderr, stdin taken, exit, pong; for connections:
+ * connected, refused, data, finished, closed, written.
+ */
+export type OutFrameType = 'S' | 'O' | 'e' | 'A' | 'X' | 'P' | 'c' | 'r' | 'd' | 'f' | 'z' | 'w';
 
 /** One decoded frame. */
 export interface Frame {

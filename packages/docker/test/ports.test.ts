@@ -1,0 +1,225 @@
+/**
+ * Task ports on a real engine: a busybox `httpd` daemon in a container with network none, reached
+ * with `tasks.connect` through the in-container agent (one exec'd forwarder per run, or a warm
+ * container's agent), with node's HTTP client over the connection. Also over TLS to engine h1.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import Docker from 'dockerode';
+import * as E from 'fp-ts/lib/Either.js';
+import { pack } from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { unwrap } from '@lessl/core';
+import { BUSYBOX, busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
+import { CONN_WINDOW } from '../src/agent/forward.js';
+import { hostNamed, testHosts } from './hosts-support.js';
+import { eventually, httpOver, n } from './support.js';
+
+const docker = new Docker();
+const BASE = `image://local/${n('ports-base')}`;
+const WWW = `image://local/${n('ports-www')}`;
+const BARE = `image://local/${n('ports-bare')}`;
+const BIG = 5 * 1024 * 1024;
+const big = Buffer.alloc(BIG);
+for (let i = 0; i < BIG; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+const HTTPD = ['httpd', '-f', '-p', '8080', '-h', '/www'];
+/** A CGI script: the sha256 of its input (busybox httpd runs /cgi-bin/*). */
+const COUNT = '#!/bin/sh\nprintf \'Content-Type: text/plain\\r\\n\\r\\n\'\nhead -c "$CONTENT_LENGTH" | sha256sum\n';
+let l: DockerBackend;
+
+/** A tar of `files` (name -> content, mode). */
+const tar = async (files: Record<string, [string | Buffer, number]>): Promise<Uint8Array> => {
+  const p = pack();
+  for (const [name, [body, mode]] of Object.entries(files)) p.entry({ name, mode }, body);
+  p.finalize();
+  const parts: Buffer[] = [];
+  for await (const c of p as AsyncIterable<Buffer>) parts.push(c);
+  return Buffer.concat(parts);
+};
+
+const www = { 'www/index.html': ['hello from httpd\n', 0o644], 'www/big': [big, 0o644] } as const;
+
+/** Binds `spec` as the task of a new executor over `image`; answers the task and its container. */
+const start = async (
+  b: DockerBackend,
+  image: string,
+  spec: Record<string, unknown>,
+): Promise<{ task: string; containerId: string }> => {
+  const task = `task://local/${n('web')}`;
+  await unwrap(b.stores.task.create({ id: task, spec }));
+  const h = await unwrap(b.composer.join(await unwrap(b.composer.handle(`executor://local/${n('x')}`)), image));
+  const r = await unwrap(b.composer.commit(await unwrap(b.composer.bind(await unwrap(b.composer.join(h, task)), task))));
+  if (!r.committed) throw new Error(r.error.message);
+  return { task, containerId: String(r.executor.attributes.containerId) };
+};
+
+/** A GET once the daemon listens (it may still be starting when the commit returns). */
+const getWhenUp = async (b: DockerBackend, task: string, path: string): Promise<{ status: number; body: Buffer }> => {
+  let conn: Duplex | undefined;
+  await eventually(async () => {
+    const c = await b.tasks.connect(task, 8080)();
+    conn = E.isRight(c) ? c.right : undefined;
+    return conn !== undefined;
+  });
+  if (conn === undefined) throw new Error('the daemon never listened');
+  return httpOver(conn, path);
+};
+
+beforeAll(async () => {
+  l = await unwrap(openDockerBackend());
+  await unwrap(l.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+  await unwrap(
+    l.stores.image.create({ id: WWW, parent: BASE, data: await tar({ ...www, 'www/cgi-bin/count': [COUNT, 0o755] }) }),
+  );
+  await unwrap(l.stores.image.create({ id: BARE, data: await tar({ 'bin/httpd': [readFileSync(BUSYBOX), 0o755], ...www }) }));
+}, 120_000);
+afterAll(async () => {
+  await l.close();
+  await purge(docker, l.instanceId);
+});
+
+test('a daemon in a network-none container: GET, 5 MiB down and up intact, 50 connections at once, one exec', async () => {
+  expect(l.supports.ports).toBe(true);
+  const { task, containerId } = await start(l, WWW, { cmd: HTTPD, daemon: true, ports: [8080] });
+  const first = await getWhenUp(l, task, '/index.html');
+  expect([first.status, first.body.toString()]).toEqual([200, 'hello from httpd\n']);
+  const down = await httpOver(await unwrap(l.tasks.connect(task, 8080)), '/big');
+  expect(sha(down.body)).toBe(sha(big));
+  const up = await httpOver(await unwrap(l.tasks.connect(task, 8080)), '/cgi-bin/count', big);
+  expect(up.body.toString().split(' ')[0]).toBe(sha(big));
+  const many = await Promise.all(
+    Array.from({ length: 50 }, async () => httpOver(await unwrap(l.tasks.connect(task, 8080)), '/index.html')),
+  );
+  expect(many.every((m) => m.status === 200 && m.body.toString() === 'hello from httpd\n')).toBe(true);
+  const info = await docker.getContainer(containerId).inspect();
+  expect(info.HostConfig.NetworkMode).toBe('none');
+  expect(info.ExecIDs ?? []).toHaveLength(1);
+  await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+});
+
+test('a slow reader holds a bounded amount; then the whole body arrives', async () => {
+  const { task } = await start(l, WWW, { cmd: HTTPD, daemon: true, ports: [8080] });
+  await getWhenUp(l, task, '/index.html');
+  const conn = await unwrap(l.tasks.connect(task, 8080));
+  conn.write('GET /big HTTP/1.0\r\nHost: task\r\n\r\n');
+  await eventually(() => false, 1500); // reads nothing meanwhile
+  expect(conn.readableLength).toBeGreaterThan(0);
+  expect(conn.readableLength).toBeLessThanOrEqual(2 * CONN_WINDOW);
+  const parts: Buffer[] = [];
+  conn.on('data', (c: Buffer) => parts.push(c));
+  await new Promise((r) => conn.once('end', r));
+  const all = Buffer.concat(parts);
+  expect(sha(all.subarray(all.indexOf('\r\n\r\n') + 4))).toBe(sha(big));
+  await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+});
+
+test('nothing listening is Unavailable; the task killed: open connections end, connect is Unavailable, no exec left running', async () => {
+  const quiet = await start(l, WWW, { cmd: ['sleep', '3600'], daemon: true, ports: [8080] });
+  const refused = await l.tasks.connect(quiet.task, 8080)();
+  expect(E.isLeft(refused) && refused.left).toMatchObject({ _tag: 'Unavailable' });
+  expect(E.isLeft(refused) && refused.left.message).toContain('port 8080');
+  await unwrap(l.tasks.kill(quiet.task, { signal: 'KILL' }));
+  const { task, containerId } = await start(l, WWW, { cmd: HTTPD, daemon: true, ports: [8080] });
+  await getWhenUp(l, task, '/index.html');
+  const open = await unwrap(l.tasks.connect(task, 8080));
+  open.on('error', () => undefined);
+  const closed = new Promise((r) => open.once('close', r));
+  await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+  await unwrap(l.tasks.wait(task));
+  await closed;
+  expect(await l.tasks.connect(task, 8080)()).toMatchObject({ left: { _tag: 'Unavailable' } });
+  const execs = (await docker.getContainer(containerId).inspect()).ExecIDs ?? [];
+  for (const id of execs) expect((await docker.getExec(id).inspect()).Running).toBe(false);
+});
+
+test('an image with no shell (busybox as /bin/httpd only) serves its port', async () => {
+  const { task } = await start(l, BARE, { cmd: ['/bin/httpd', '-f', '-p', '8080', '-h', '/www'], daemon: true, ports: [8080] });
+  const r = await getWhenUp(l, task, '/index.html');
+  expect(r.body.toString()).toBe('hello from httpd\n');
+  await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+});
+
+test('a task exec’d into a running executor serves its port; its forwarder ends with it', async () => {
+  const main = `task://local/${n('main')}`;
+  await unwrap(l.stores.task.create({ id: main, spec: { cmd: ['sleep', '3600'], daemon: true } }));
+  const side = `task://local/${n('side')}`;
+  await unwrap(l.stores.task.create({ id: side, spec: { cmd: ['httpd', '-f', '-p', '8081', '-h', '/www'], ports: [8081] } }));
+  const h0 = await unwrap(l.composer.join(await unwrap(l.composer.handle(`executor://local/${n('x')}`)), WWW));
+  const r = await unwrap(l.composer.commit(await unwrap(l.composer.bind(await unwrap(l.composer.join(h0, main)), main))));
+  const containerId = String(r.committed && r.executor.attributes.containerId);
+  const h1 = await unwrap(l.composer.handle(h0.executor.key));
+  await unwrap(l.composer.commit(await unwrap(l.composer.bind(await unwrap(l.composer.join(h1, side)), side))));
+  let got: { status: number; body: Buffer } | undefined;
+  await eventually(async () => {
+    const c = await l.tasks.connect(side, 8081)();
+    got = E.isRight(c) ? await httpOver(c.right, '/index.html') : undefined;
+    return got !== undefined;
+  });
+  expect(got?.body.toString()).toBe('hello from httpd\n');
+  await unwrap(l.tasks.kill(side, { signal: 'KILL' }));
+  await unwrap(l.tasks.wait(side));
+  const running = async (): Promise<number> => {
+    const ids = (await docker.getContainer(containerId).inspect()).ExecIDs ?? [];
+    const states = await Promise.all(ids.map(async (id) => (await docker.getExec(id).inspect()).Running));
+    return states.filter(Boolean).length;
+  };
+  expect(await eventually(async () => (await running()) === 0)).toBe(true);
+  await unwrap(l.tasks.kill(main, { signal: 'KILL' }));
+});
+
+test('a warm pool task with ports is reached through the pool container’s agent (no exec)', async () => {
+  await unwrap(l.pool.configure([{ image: WWW, min: 1 }]));
+  expect(await eventually(() => l.pool.stats().profiles.some((p) => p.ready >= 1 && p.runsWith === 'agent'))).toBe(true);
+  const { hits } = l.pool.stats();
+  const { task, containerId } = await start(l, WWW, { cmd: HTTPD, ports: [8080] });
+  expect(l.pool.stats().hits).toBe(hits + 1);
+  const r = await getWhenUp(l, task, '/index.html');
+  expect(r.body.toString()).toBe('hello from httpd\n');
+  expect((await docker.getContainer(containerId).inspect()).ExecIDs ?? []).toHaveLength(0);
+  await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
+  await unwrap(l.tasks.wait(task));
+  expect(await l.tasks.connect(task, 8080)()).toMatchObject({ left: { _tag: 'Unavailable' } });
+  await unwrap(l.pool.configure([]));
+});
+
+test('refused at commit: a read-only root filesystem, and a backend with agent: false (whose manifest says no ports)', async () => {
+  const task = `task://local/${n('ro')}`;
+  await unwrap(l.stores.task.create({ id: task, spec: { cmd: HTTPD, daemon: true, ports: [8080] } }));
+  const h = await unwrap(
+    l.composer.join(await unwrap(l.composer.handle(`executor://local/${n('x')}`, { readOnlyRootfs: true })), WWW),
+  );
+  const r = await unwrap(l.composer.commit(await unwrap(l.composer.bind(await unwrap(l.composer.join(h, task)), task))));
+  expect(!r.committed && r.error).toMatchObject({ _tag: 'Unsupported', feature: 'spec.ports' });
+  const off = await unwrap(openDockerBackend({ agent: false }));
+  try {
+    expect(off.supports.ports).toBe(false);
+    await unwrap(off.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+    const t = await start(off, BASE, { cmd: HTTPD, daemon: true, ports: [8080] }).catch((e: unknown) => e);
+    expect(t instanceof Error && t.message).toContain('spec.ports');
+  } finally {
+    await off.close();
+    await purge(docker, off.instanceId);
+  }
+});
+
+const hosts = testHosts();
+describe.runIf(hosts !== undefined)('over TLS to a remote engine', () => {
+  test('engine h1 over TCP/TLS: a daemon’s port is reached through the engine API', async () => {
+    const h1 = hostNamed(hosts!, 'h1');
+    const b = await unwrap(openDockerBackend({ hosts: [{ name: 'h1', url: h1.url, tls: h1.tls }] }));
+    try {
+      expect(b.supports.ports).toBe(true);
+      await unwrap(b.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+      await unwrap(b.stores.image.create({ id: WWW, parent: BASE, data: await tar(www) }));
+      const { task } = await start(b, WWW, { cmd: HTTPD, daemon: true, ports: [8080] });
+      const r = await getWhenUp(b, task, '/big');
+      expect(sha(r.body)).toBe(sha(big));
+      await unwrap(b.tasks.kill(task, { signal: 'KILL' }));
+    } finally {
+      await b.close();
+      await purge(new Docker({ socketPath: h1.socket }), b.instanceId);
+    }
+  }, 120_000);
+});
