@@ -68,24 +68,14 @@ const buildWsImage = async (): Promise<void> => {
   await new Promise((res, rej) => docker.modem.followProgress(stream, (err) => (err ? rej(err) : res(undefined))));
 };
 
-/** Uploads an engine image into the service's store as `name` (a docker save archive). */
+/** Uploads an engine image into the service's store as public `name` (a docker save archive); waits until it is ready. */
 const upload = async (tag: string, name: string): Promise<void> => {
   const parts: Buffer[] = [];
   for await (const c of (await docker.getImage(tag).get()) as AsyncIterable<Buffer>) parts.push(c);
-  const r = await call(`/v1/images/${name}`, {
-    method: 'PUT',
-    body: Buffer.concat(parts),
-    type: 'application/x-tar',
-    token: TOKEN,
-  });
-  expect(r.status).toBeLessThan(300);
-  for (let i = 0; i < 600; i++) {
-    const img = await json(await call(`/v1/images/${name}`));
-    if (img.state === 'ready') return;
-    if (img.state === 'failed') throw new Error(`image ${name} failed: ${JSON.stringify(img)}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error(`image ${name} is not ready`);
+  const path = `/v1/images/${name}?public=true&wait=600`;
+  const r = await call(path, { method: 'PUT', body: Buffer.concat(parts), type: 'application/x-tar', token: TOKEN });
+  const img = await json(r);
+  expect([r.status, img.state], JSON.stringify(img)).toEqual([201, 'ready']);
 };
 
 /** Submits a daemon and waits until `path` on its port answers through the proxy; answers its ID. */
