@@ -45,7 +45,7 @@ const call = (
   });
 const json = async (r: Response): Promise<Json> => (await r.json()) as Json;
 
-/** The ws-echo image: the node base with busybox (a shell and `sleep` for the service) and the echo script. */
+/** The ws-echo image: the node base with busybox (a shell and `sleep` for the service, no node entrypoint) and the echo script. */
 const buildWsImage = async (): Promise<void> => {
   execFileSync('bash', [join(ROOT, 'scripts/node-base.sh')], { stdio: 'ignore' });
   const ctx = pack();
@@ -58,6 +58,8 @@ const buildWsImage = async (): Promise<void> => {
       'COPY busybox /bin/sh',
       'COPY busybox /bin/sleep',
       'COPY ws-echo.mjs /app/ws-echo.mjs',
+      'ENV PATH=/usr/local/bin:/bin',
+      'ENTRYPOINT []',
       '',
     ].join('\n'),
   );
