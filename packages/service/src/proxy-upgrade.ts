@@ -97,6 +97,11 @@ export const upgradeListener =
         proxy.count(via, conn.left.outcome, started);
         return;
       }
+      if (socket.destroyed) {
+        conn.right.destroy(); // the client went away while the connection was opened
+        proxy.count(via, 'aborted', started);
+        return;
+      }
       if (E.isRight(t)) conn.right.write(requestHead(req, t.right));
       if (head.byteLength > 0) conn.right.write(head);
       splice(socket, conn.right, () => proxy.count(via, 'upgraded', started));

@@ -236,6 +236,11 @@ export class Proxy {
       return this.refuse(res, t.via, started, tooLarge(this.d.maxBodyBytes));
     const conn = await this.connect(t);
     if (E.isLeft(conn)) return this.refuse(res, t.via, started, conn.left);
+    if (res.destroyed) {
+      // the client went away while the connection was opened
+      conn.right.destroy();
+      return this.count(t.via, 'aborted', started);
+    }
     new Exchange(this, req, res, t, conn.right, started).run();
   }
 
