@@ -10,6 +10,7 @@ import { readSpec, type Io } from './commands.js';
 import type { ServeOptions } from './serve.js';
 import * as fns from './fn.js';
 import { usersSetQuota, usersShow, type QuotaFlags } from './quotas.js';
+import * as routes from './routes.js';
 import type { DeployFlags, InvokeFlags } from './fn.js';
 import { up, type UpOptions } from './up.js';
 
@@ -130,6 +131,11 @@ const serveCommand = (p: Command, act: Act): void => {
     )
     .option('--tls-cert <file>', 'serve https with this certificate (PEM, chain after it); needs --tls-key')
     .option('--tls-key <file>', 'the private key (PEM, unencrypted) of --tls-cert')
+    .option(
+      '--proxy-timeout <seconds>',
+      "seconds the proxy to tasks' ports waits for a daemon's answer before 504 (default 30)",
+      positive('--proxy-timeout'),
+    )
     .addHelpText(
       'after',
       '\nThe admin token: env LESSL_ADMIN_TOKEN, or the file env LESSL_ADMIN_TOKEN_FILE names (a secret), else one is printed once at the first start.',
@@ -301,6 +307,30 @@ const userCommands = (p: Command, act: Act): void => {
     .action(act(async (c, io, name: string, f: QuotaFlags) => usersSetQuota(c, io, name, f)));
 };
 
+/** `lessl route ...`: shared routes to task ports. */
+const routeCommands = (p: Command, act: Act): void => {
+  const route = p
+    .command('route')
+    .description('shared routes to a port a task serves: /r/<route>/ reaches it without a token (a secret: share it over TLS)');
+  route
+    .command('add')
+    .description('share a port of a task; prints the URL (shown once)')
+    .argument('<task>', 'task ID')
+    .argument('<port>', 'a port the task declares in its ports', int('<port>', 1))
+    .action(act(async (c, io, task: string, port: number) => routes.routeAdd(c, io, task, port)));
+  route
+    .command('ls')
+    .description("list a task's routes by handle (the URLs are not kept)")
+    .argument('<task>', 'task ID')
+    .action(act(async (c, io, task: string) => routes.routeLs(c, io, task)));
+  route
+    .command('rm')
+    .description('revoke routes: their URLs answer 404 from now on')
+    .argument('<task>', 'task ID')
+    .argument('<handle...>', 'route handles (from lessl route ls)')
+    .action(act(async (c, io, task: string, handles: string[]) => routes.routeRm(c, io, task, handles)));
+};
+
 /** Collects a repeatable option's values. */
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
@@ -372,7 +402,17 @@ export const program = (s: Streams = {}): Command => {
     .option('--json', 'machine-readable output: JSON on stdout, problem documents on stderr')
     .showHelpAfterError();
   const act = actor(s, out, err);
-  for (const add of [serveCommand, taskCommands, imageCommands, poolCommands, eventCommands, userCommands, fnCommands, upCommand])
+  for (const add of [
+    serveCommand,
+    taskCommands,
+    imageCommands,
+    poolCommands,
+    eventCommands,
+    userCommands,
+    routeCommands,
+    fnCommands,
+    upCommand,
+  ])
     add(p, act);
   return p;
 };

@@ -5,9 +5,9 @@
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import type { PoolView as CorePoolView } from '@lessl/core';
 import { field } from './unknown.js';
-import type { ImageSource, JobView, Problem, QuotaPatch, TaskView, UserQuotaView } from '@lessl/service';
+import type { ImageSource, JobView, NewRouteView, Problem, QuotaPatch, RouteItem, TaskView, UserQuotaView } from '@lessl/service';
 
-export type { JobView, Problem, TaskView } from '@lessl/service';
+export type { JobView, NewRouteView, Problem, RouteItem, TaskView } from '@lessl/service';
 
 /** A page of tasks (`GET /v1/tasks`). */
 export interface TaskPage {
@@ -356,6 +356,21 @@ export class LesslClient {
     } catch (e) {
       if (o.signal?.aborted !== true) throw e;
     }
+  }
+
+  /** `POST /v1/tasks/{id}/routes`: shares a port of a task; answers the route (shown once) and its path `/r/<route>/`. */
+  addRoute(task: string, port: number): Promise<NewRouteView> {
+    return this.json('POST', `/v1/tasks/${encodeURIComponent(task)}/routes`, { json: { port } });
+  }
+
+  /** `GET /v1/tasks/{id}/routes`: the task's routes, by handle (the routes themselves are not kept). */
+  async listRoutes(task: string): Promise<RouteItem[]> {
+    return (await this.json<{ items: RouteItem[] }>('GET', `/v1/tasks/${encodeURIComponent(task)}/routes`)).items;
+  }
+
+  /** `DELETE /v1/tasks/{id}/routes/{handle}`: revokes a route. */
+  async removeRoute(task: string, handle: string): Promise<void> {
+    await this.request('DELETE', `/v1/tasks/${encodeURIComponent(task)}/routes/${encodeURIComponent(handle)}`);
   }
 
   /** `POST /v1/users` (admins): adds a user; answers its token (shown once). */

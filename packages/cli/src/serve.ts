@@ -58,6 +58,8 @@ export interface ServeOptions {
   readonly tlsCert?: string;
   /** TLS: the private key (PEM, unencrypted) file of `tlsCert`. */
   readonly tlsKey?: string;
+  /** Seconds the proxy waits for a daemon's response head before answering 504 (default 30). */
+  readonly proxyTimeout?: number;
 }
 
 /** What `--config` holds. */
@@ -220,6 +222,7 @@ export const serve = async (o: ServeOptions): Promise<{ server: LesslServer; url
     ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
     ...(o.reapInterval === undefined ? {} : { reapIntervalMs: o.reapInterval * 1000 }),
     ...(tls === undefined ? {} : { tls }),
+    ...(o.proxyTimeout === undefined ? {} : { proxyTimeoutMs: Math.max(1, Math.round(o.proxyTimeout * 1000)) }),
   };
   const server = await createServer(opts);
   const b = server.backend;

@@ -147,6 +147,8 @@ const outcomeOf = (exit: FakeExit, main: boolean): RunOutcome => ({
 /** The fake processes of one backend: starts them and kills them all when the backend closes. */
 class FakeProcesses {
   private readonly running = new Set<AbortController>();
+  /** The ports of the runs of each executor: its processes share one network, as a container's do. */
+  private readonly nets = new Map<string, Set<FakePorts>>();
 
   constructor(private readonly run: FakeProcess) {}
 
@@ -163,14 +165,25 @@ class FakeProcesses {
       kill: async (signal) => {
         if (!ac.signal.aborted) ac.abort(signal);
       },
-      connect: async (port) => ports.connect(sink.task, port),
+      // any process of the executor listening on the port answers (this run's own first)
+      connect: async (port) =>
+        (ports.serves(port) ? ports : (this.serving(sink.executor, port) ?? ports)).connect(sink.task, port),
     });
+    const net = this.nets.get(sink.executor) ?? new Set<FakePorts>();
+    this.nets.set(sink.executor, net.add(ports));
     void this.follow(sink, io, ac, main)
       .catch(() => sink.end({ exitCode: null, reason: 'lost' }).catch(() => undefined))
       .finally(() => {
         stdin.close();
         ports.close();
+        net.delete(ports);
+        if (net.size === 0 && this.nets.get(sink.executor) === net) this.nets.delete(sink.executor);
       });
+  }
+
+  /** The ports of a run of `executor` that listens on `port`, if any. */
+  private serving(executor: string, port: number): FakePorts | undefined {
+    return [...(this.nets.get(executor) ?? [])].find((p) => p.serves(port));
   }
 
   /** Fake processes die with the backend, as processes die with their machine. */

@@ -7,7 +7,14 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { Duplex } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { unavailable, type TaskError } from '@lessl/core';
-import type { FakeExit, FakeIO } from './process.js';
+
+/** What the fake httpd uses of its process's `FakeIO` (process.ts; named here, not imported: process.ts imports this module). */
+interface HttpdIO {
+  stderr(data: string): void;
+  readonly signal: AbortSignal;
+  sleep(ms: number): Promise<void>;
+  listen(port: number, accept: (conn: Duplex) => void): void;
+}
 
 /** Two connected byte streams: what one side writes, the other reads; ending or destroying one ends the other. */
 export const duplexPair = (): [Duplex, Duplex] => {
@@ -49,6 +56,11 @@ export class FakePorts {
     if (!this.closed) this.accept.set(port, accept);
   }
 
+  /** True while something of this run listens on `port`. */
+  serves(port: number): boolean {
+    return !this.closed && this.accept.has(port);
+  }
+
   /** A connection to `port` for task `task`: `Unavailable` when nothing listens there. */
   connect(task: string, port: number): E.Either<TaskError, Duplex> {
     const accept = this.accept.get(port);
@@ -79,7 +91,7 @@ const portOf = (args: readonly string[]): number => {
 };
 
 /** Answers one request of the fake httpd (see `fakeHttpd`). */
-const answer = async (req: IncomingMessage, res: ServerResponse, io: FakeIO): Promise<void> => {
+const answer = async (req: IncomingMessage, res: ServerResponse, io: HttpdIO): Promise<void> => {
   const body: Buffer[] = [];
   for await (const c of req) body.push(Buffer.from(c as Uint8Array));
   const url = req.url ?? '/';
@@ -102,7 +114,7 @@ const answer = async (req: IncomingMessage, res: ServerResponse, io: FakeIO): Pr
  * milliseconds), `/hang` (never answered) and `/cut` (headers and part of the body, then the
  * connection is cut). Exits 143 (TERM) or 137 (KILL).
  */
-export const fakeHttpd = async (args: readonly string[], io: FakeIO): Promise<FakeExit> => {
+export const fakeHttpd = async (args: readonly string[], io: HttpdIO): Promise<number> => {
   const port = portOf(args);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     io.stderr(`httpd: bad port\n`);

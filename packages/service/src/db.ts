@@ -6,6 +6,7 @@
  * Keys (JSON values): u!<user>  t!<sha256 of token>  j!<job>  q!<seq:16> -> job (queued)
  *   k!<task>  i!<user>!<sha256 of Idempotency-Key> -> job   h!<host> (hosts registered over REST)
  *   m!seq   m!eventKey (the secret of event ids)
+ *   r!<sha256 of route> -> route (a shared route to a task's port; the route itself is never stored)
  *
  * Every read-modify-write goes through `transact` (or `updateTask` / `updateJob` on it): the
  * change is computed from the records as they are when it is written, on the one writer chain, so
@@ -150,6 +151,21 @@ export interface TaskRecord {
   readonly deleted: boolean;
 }
 
+/** A shared route to a port of a task (`/r/{route}/`): only the SHA-256 of the route is kept. */
+export interface RouteRecord {
+  /** SHA-256 (hex) of the route. */
+  readonly hash: string;
+  /** A short id that names the route to its owner (not a secret: it cannot be used to reach the task). */
+  readonly handle: string;
+  readonly task: string;
+  readonly port: number;
+  readonly owner: string;
+  readonly created: string;
+}
+
+/** True while a task may serve: queued or running, and not deleted (its routes live as long). */
+export const taskLive = (t: TaskRecord): boolean => !t.deleted && (t.state === 'queued' || t.state === 'running');
+
 /** One atomic change. */
 export interface DbChange {
   readonly users?: readonly UserRecord[];
@@ -169,6 +185,9 @@ export interface DbChange {
   /** Hosts registered over REST, and those unregistered. */
   readonly hosts?: readonly HostRecord[];
   readonly delHosts?: readonly string[];
+  /** Shared routes made, and removed (by hash). A task written as ended, or removed, takes its routes with it. */
+  readonly routes?: readonly RouteRecord[];
+  readonly delRoutes?: readonly string[];
 }
 
 const seqKey = (n: number): string => `q!${String(n).padStart(16, '0')}`;
@@ -181,6 +200,8 @@ export class ServiceDb {
   readonly tasks = new Map<string, TaskRecord>();
   readonly idempotency = new Map<string, string>();
   readonly hosts = new Map<string, HostRecord>();
+  /** Shared routes by the SHA-256 of the route. */
+  readonly routes = new Map<string, RouteRecord>();
   /** Queued job IDs in FIFO order. */
   readonly queue: string[] = [];
   private seq = 0;
@@ -205,6 +226,7 @@ export class ServiceDb {
       else if (p === 'j!') s.jobs.set(k.slice(2), j as JobRecord);
       else if (p === 'k!') s.tasks.set(k.slice(2), j as TaskRecord);
       else if (p === 'h!') s.hosts.set(k.slice(2), j as HostRecord);
+      else if (p === 'r!') s.routes.set(k.slice(2), j as RouteRecord);
       else if (typeof j === 'string') s.loadString(k, j);
       else if (k === 'm!seq' && typeof j === 'number') s.seq = j;
     }
@@ -273,8 +295,16 @@ export class ServiceDb {
     });
   }
 
+  /** The routes `c` removes: those it names, and those of the tasks it ends or removes. */
+  private routesGone(c: DbChange): string[] {
+    const ended = new Set([...(c.tasks ?? []).filter((t) => !taskLive(t)).map((t) => t.id), ...(c.delTasks ?? [])]);
+    const dying = [...this.routes.values(), ...(c.routes ?? [])].filter((r) => ended.has(r.task)).map((r) => r.hash);
+    return [...new Set([...(c.delRoutes ?? []), ...dying])];
+  }
+
   /** Writes one change in one batch, then the in-memory index (only once the batch is durable). */
   private async apply(c: DbChange): Promise<void> {
+    const delRoutes = this.routesGone(c);
     const ops: AbstractBatchOperation<StringDb, string, string>[] = [];
     const put = (key: string, value: unknown): void => void ops.push({ type: 'put', key, value: JSON.stringify(value) });
     for (const u of c.users ?? []) put(`u!${u.name}`, u);
@@ -291,6 +321,8 @@ export class ServiceDb {
     for (const n of c.delUsers ?? []) ops.push({ type: 'del', key: `u!${n}` });
     for (const h of c.hosts ?? []) put(`h!${h.name}`, h);
     for (const n of c.delHosts ?? []) ops.push({ type: 'del', key: `h!${n}` });
+    for (const r of c.routes ?? []) put(`r!${r.hash}`, r);
+    for (const h of delRoutes) ops.push({ type: 'del', key: `r!${h}` });
     if ((c.enqueue?.length ?? 0) > 0) put('m!seq', this.seq);
     await this.db.batch(ops, batchOptions(this.durability));
     for (const u of c.users ?? []) this.users.set(u.name, u);
@@ -310,6 +342,8 @@ export class ServiceDb {
     for (const n of c.delUsers ?? []) this.users.delete(n);
     for (const h of c.hosts ?? []) this.hosts.set(h.name, h);
     for (const n of c.delHosts ?? []) this.hosts.delete(n);
+    for (const r of c.routes ?? []) this.routes.set(r.hash, r);
+    for (const h of delRoutes) this.routes.delete(h);
     for (const w of this.watchers) w(c);
   }
 

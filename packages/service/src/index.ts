@@ -36,6 +36,15 @@ export { STATUS, problemOf, ProblemC, type Problem } from './problem.js';
 export { JobViewC, TaskViewC, CommandViewC, TaskPageC, type JobView, type TaskView } from './views.js';
 export { elementsOf, serviceTaskOf, SYSTEM } from './elements.js';
 export {
+  NewRouteC,
+  NewRouteViewC,
+  RouteItemC,
+  RouteListC,
+  MAX_ROUTES,
+  type NewRouteView,
+  type RouteItem,
+} from './routes-share.js';
+export {
   FunctionBodyC,
   FunctionViewC,
   FunctionListC,
@@ -45,7 +54,16 @@ export {
   type FunctionView,
 } from './functions.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
-export type { JobRecord, JobState, TaskRecord, UserRecord, CommandRecord, InvokeRecord, InvocationResultRecord } from './db.js';
+export type {
+  JobRecord,
+  JobState,
+  RouteRecord,
+  TaskRecord,
+  UserRecord,
+  CommandRecord,
+  InvokeRecord,
+  InvocationResultRecord,
+} from './db.js';
 export {
   PoolConfigC,
   PoolProfileC,

@@ -14,6 +14,8 @@ export interface Sources {
   readonly images?: () => Promise<Readonly<Record<string, number>>>;
   /** The functions' figures (containers by state). */
   readonly functions?: () => readonly FunctionStats[];
+  /** Connections the proxy holds open into tasks now. */
+  readonly proxyConnections?: () => number;
 }
 
 /** The service's metrics. */
@@ -31,6 +33,8 @@ export interface Metrics {
   invoked(inv: Invocation): void;
   /** Counts an invocation that failed instead of ending (its container lost: `Unavailable`; a backend error). */
   failed(fn: string, tag: string): void;
+  /** Counts one proxied request or upgrade to a task's port: how it came (owner's token or route), how it ended, its seconds. */
+  proxied(via: 'owner' | 'route', outcome: string, seconds: number): void;
 }
 
 /** The job gauges: jobs by state, and those this process runs. */
@@ -150,6 +154,37 @@ const functionMetrics = (registry: Registry, sources: Sources): Pick<Metrics, 'i
   };
 };
 
+/** The proxy's metrics: requests by way and outcome, their durations, connections open into tasks. */
+const proxyMetrics = (registry: Registry, sources: Sources): Pick<Metrics, 'proxied'> => {
+  const requests = new Counter({
+    name: 'lessl_proxy_requests_total',
+    help: "requests (and upgrades) proxied to tasks' ports, by way (owner: the owner's token; route: a shared route) and outcome",
+    labelNames: ['via', 'outcome'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'lessl_proxy_request_duration_seconds',
+    help: "requests proxied to tasks' ports: seconds from the request to the end of its response (upgrades: of the connection)",
+    labelNames: ['via'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'lessl_proxy_connections',
+    help: 'connections the proxy holds open into tasks',
+    registers: [registry],
+    collect() {
+      this.set(sources.proxyConnections?.() ?? 0);
+    },
+  });
+  return {
+    proxied: (via, outcome, seconds) => {
+      requests.inc({ via, outcome });
+      duration.observe({ via }, seconds);
+    },
+  };
+};
+
 /** Makes the metrics; gauges read the queue, the pool and the images when scraped. */
 export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sources = {}): Metrics => {
   const registry = new Registry();
@@ -177,5 +212,14 @@ export const makeMetrics = (db: ServiceDb, running: () => number, sources: Sourc
   jobGauges(registry, db, running);
   poolCounters(registry, sources);
   stateGauges(registry, sources);
-  return { prometheus: registry, registry, requests, accepted, reaped, quotaRefusals, ...functionMetrics(registry, sources) };
+  return {
+    prometheus: registry,
+    registry,
+    requests,
+    accepted,
+    reaped,
+    quotaRefusals,
+    ...functionMetrics(registry, sources),
+    ...proxyMetrics(registry, sources),
+  };
 };

@@ -34,6 +34,8 @@ export interface Policy {
   readonly maxInvokeBytes: number;
   /** What each user may hold and ask at once (a user's own values replace these); see quotas.ts. */
   readonly quotas: QuotaPolicy;
+  /** The largest request body the proxy passes to a task's port (`/v1/tasks/{id}/ports/...`, `/r/...`), in bytes: past it, 413. */
+  readonly maxProxyBodyBytes: number;
 }
 
 /** What one user may hold and ask at once. */
@@ -81,6 +83,7 @@ export const DEFAULT_POLICY: Policy = {
   allowNetworks: [],
   maxInvokeBytes: 6 << 20,
   quotas: DEFAULT_QUOTAS,
+  maxProxyBodyBytes: 16 << 20,
 };
 
 /** A file to put into the container. */
@@ -111,6 +114,8 @@ export interface TaskPlan {
   readonly mounts: readonly MountPlan[];
   readonly limits: FullLimits;
   readonly network: string;
+  /** TCP ports the task serves (its main task declares them); absent on records made before ports: none. */
+  readonly ports?: readonly number[];
   /** The first command's input (base64); absent: none. Dropped once that command has started. */
   readonly stdin?: string;
 }
@@ -266,6 +271,7 @@ export const planTask = (
     mounts,
     limits: limits.right,
     network,
+    ...((spec.ports ?? []).length === 0 ? {} : { ports: spec.ports }),
     ...(stdin.right === undefined ? {} : { stdin: stdin.right }),
   });
 };

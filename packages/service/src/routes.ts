@@ -7,6 +7,8 @@ import { authenticated } from './http.js';
 import { hostRoutes } from './hosts.js';
 import { imageRoutes, type ImageRoutes } from './images.js';
 import { operatorRoutes } from './operate.js';
+import { ownerProxyRoutes, sharedProxyRoutes } from './proxy-routes.js';
+import { shareRoutes } from './routes-share.js';
 import type { RouteDeps } from './api/deps.js';
 import { eventRoutes } from './api/events.js';
 import { functionRoutes } from './api/functions.js';
@@ -37,8 +39,11 @@ export const registerRoutes = async (app: FastifyInstance, d: RouteDeps): Promis
       operatorRoutes(d.backend, d.policy),
       hostRoutes(d.backend, d.db),
       functionRoutes(d),
+      shareRoutes(d.db),
+      ownerProxyRoutes(d.db, d.proxy),
     ]),
   );
+  await app.register(sharedProxyRoutes(d.db, d.proxy));
   await app.register(serviceRoutes(d.db, d.queue, d.metrics));
   await app.register(schemaRoutes);
   return images.book;

@@ -195,10 +195,12 @@ export class Runner {
 
   /** The container's main task: the one command of a direct task, else a keep-alive `sleep` (made unless a previous run did). */
   private async mainTask(rec: TaskRecord, direct: boolean): Promise<string> {
-    const el = elementsOf(rec.id);
-    const main = direct ? el.command(0) : el.main;
+    const main = mainElement(rec);
     if ((await readElement(this.b, 'task', main)) === undefined) {
-      const spec = direct ? this.commandSpec(rec, 0) : { cmd: ['sleep', String(rec.plan.ttl)], daemon: true };
+      const ports = rec.plan.ports ?? [];
+      const base = direct ? this.commandSpec(rec, 0) : { cmd: ['sleep', String(rec.plan.ttl)], daemon: true };
+      // the ports the task serves are declared on its main task: a connection to it reaches any process of the container
+      const spec = ports.length === 0 ? base : { ...base, ports: [...ports] };
       await ok(this.b.stores.task.create({ id: main, spec, ro: marks(rec) }, SERVICE));
     }
     return main;
@@ -347,6 +349,15 @@ const commandAt = (rec: Pick<TaskRecord, 'commands' | 'id'>, i: number): Command
   const c = rec.commands[i];
   if (c === undefined) throw new Failed(runtimeError(rec.id, `the task has no command ${i}`));
   return c;
+};
+
+/**
+ * The element of a task's container's main process: its one command for a one-shot task of one
+ * command (run as the container's process), else the keep-alive `<task>.main`.
+ */
+export const mainElement = (rec: Pick<TaskRecord, 'id' | 'plan' | 'commands'>): string => {
+  const el = elementsOf(rec.id);
+  return !rec.plan.daemon && rec.commands.length === 1 ? el.command(0) : el.main;
 };
 
 /** The executor options of a plan's limits and network (tasks and functions alike). */

@@ -29,6 +29,7 @@ import { configurePool, operationsOf, orThrow, preloadImages, type PoolConfig, t
 import { Runner } from './runner.js';
 import { restoreHosts, withStoredHosts } from './hosts.js';
 import { Leaver } from './users-leave.js';
+import { Proxy } from './proxy.js';
 import { EventCursors } from './cursors.js';
 import { FunctionDesk } from './functions.js';
 import { DEFAULT_RETENTION, prune, type PruneResult, type Retention } from './retention.js';
@@ -45,6 +46,14 @@ const retentionOf = (o: ServerOptions): Retention => {
     if (why !== undefined) throw new LesslError(invalidEntry(why, '', ['retention', k]));
   }
   return r;
+};
+
+/** The proxy's bounds: the timeout of `o` in milliseconds (default 30 s), checked, and the policy's body bound. */
+const proxyOptionsOf = (o: ServerOptions, policy: Policy): { timeoutMs: number; maxBodyBytes: number } => {
+  const ms = o.proxyTimeoutMs ?? 30_000;
+  if (!Number.isSafeInteger(ms) || ms < 1)
+    throw new LesslError(invalidEntry('proxyTimeoutMs must be a number of milliseconds >= 1', '', ['proxyTimeoutMs']));
+  return { timeoutMs: ms, maxBodyBytes: policy.maxProxyBodyBytes };
 };
 
 /** The durability of `o` (default `disk`), checked. */
@@ -101,6 +110,11 @@ export interface ServerOptions {
    * not match the certificate fails the start. A new certificate takes a restart.
    */
   readonly tls?: ServerTls;
+  /**
+   * How long the proxy waits for a daemon's response head (`/v1/tasks/{id}/ports/...`, `/r/...`)
+   * before answering 504, in milliseconds (default 30,000).
+   */
+  readonly proxyTimeoutMs?: number;
 }
 
 /** The policy `createServer` takes: any part of `Policy`, and of its quotas. */
@@ -337,8 +351,9 @@ const policyOf = (o: ServerOptions): { policy: Policy; egress: EgressGuard } => 
   const policy: Policy = { ...DEFAULT_POLICY, ...(o.policy ?? {}), quotas: quotaPolicyOf(o.policy?.quotas) };
   const egress = EgressGuard.of(policy.allowNetworks);
   if (E.isLeft(egress)) throw new LesslError(invalidEntry(`policy.allowNetworks: ${egress.left}`, '', ['policy.allowNetworks']));
-  if (!Number.isSafeInteger(policy.maxInvokeBytes) || policy.maxInvokeBytes < 1)
-    throw new LesslError(invalidEntry('policy.maxInvokeBytes must be a number of bytes >= 1', '', ['policy.maxInvokeBytes']));
+  for (const k of ['maxInvokeBytes', 'maxProxyBodyBytes'] as const)
+    if (!Number.isSafeInteger(policy[k]) || policy[k] < 1)
+      throw new LesslError(invalidEntry(`policy.${k} must be a number of bytes >= 1`, '', [`policy.${k}`]));
   return { policy, egress: egress.right };
 };
 
@@ -356,6 +371,7 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   const { policy, egress } = policyOf(o);
   const retention = retentionOf(o);
   const durability = durabilityOf(o);
+  const bounds = proxyOptionsOf(o, policy);
   const logger = o.logger === undefined || o.logger === false ? undefined : app.log;
   const { backend, db, closers } = await openStorage(o, policy, logger, durability);
   const initialAdminToken = await bootstrapAdmin(db, o.adminToken ?? process.env.LESSL_ADMIN_TOKEN);
@@ -370,7 +386,8 @@ export const createServer = async (o: ServerOptions = {}): Promise<LesslServer> 
   // phase 3: HTTP
   await prepareHttp(app, w.metrics, db, w.quotas);
   const cursors = new EventCursors(await db.eventSecret());
-  w.routesOf.images = await registerRoutes(app, { ...w, backend, db, policy, egress, cursors });
+  const proxy = (w.routesOf.proxy = new Proxy({ ...bounds, backend, db, metrics: w.metrics, log: app.log }));
+  w.routesOf.images = await registerRoutes(app, { ...w, backend, db, policy, egress, cursors, proxy });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
 
@@ -422,11 +439,12 @@ const prepareWork = (
   const runner = new Runner({ backend, db, policy, egress, shell: o.shell ?? ['/bin/sh', '-c'] });
   // invocation jobs run on the function desk (made below, once the metrics are)
   const queue = new JobQueue(db, runner, o.concurrency ?? 4, (j, signal) => functions.runJob(j, signal));
-  const routesOf: { images?: ImageRoutes } = {};
+  const routesOf: { images?: ImageRoutes; proxy?: Proxy } = {};
   const metrics = makeMetrics(db, () => queue.active, {
     pool: () => operationsOf(backend).pool?.stats(),
     images: async () => (await routesOf.images?.counts()) ?? {},
     functions: () => functions.stats(),
+    proxyConnections: () => routesOf.proxy?.connections ?? 0,
   });
   const functions = new FunctionDesk({ backend, db, policy, shell: runner.shell, metrics });
   const removeTask = taskRemover(db, queue, runner);

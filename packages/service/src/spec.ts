@@ -131,6 +131,19 @@ const CommandsC = describe(
   'shell commands, each run with /bin/sh -c in order; the first failure stops the rest',
 );
 
+/** The most ports one task may declare. */
+export const MAX_PORTS = 16;
+/** TCP ports a task serves: distinct integers 1-65535, at most `MAX_PORTS`. */
+export const PortsC = describe(
+  refine(list(int(1, 65535), MAX_PORTS), (a) => new Set(a).size === a.length, 'Ports', {
+    type: 'array',
+    items: { type: 'integer', minimum: 1, maximum: 65535 },
+    maxItems: MAX_PORTS,
+    uniqueItems: true,
+  }),
+  'TCP ports the task serves inside its container (distinct, 1-65535, at most 16): reached through the proxy at /v1/tasks/{id}/ports/{port}/ and shared routes /r/{route}/',
+);
+
 /** The seed-001 task spec v1.0. */
 export const TaskSpecC = describe(
   refine(
@@ -152,6 +165,7 @@ export const TaskSpecC = describe(
         env: EnvC,
         cmd: CommandsC,
         limits: LimitsC,
+        ports: PortsC,
         network: describe(str(64, 1), 'the network mode: none (default); others only where the operator allows them'),
         stdin: describe(
           str(16 << 20),
@@ -256,13 +270,13 @@ export const EventsQueryC = strict(
   {},
   { since: describe(str(64, 1), 'replay events after this event id (as Last-Event-ID does); 0: from the start') },
 );
-/** Path parameters `{id}`. */
-export const IdParamsC = strict('IdParams', {
-  id: refine(t.string, (s) => /^[a-z]_[a-z0-9]{4,40}$/.test(s), 'ResourceId', {
-    type: 'string',
-    pattern: '^[a-z]_[a-z0-9]{4,40}$',
-  }),
+/** The ID of a task or job (`t_…`, `j_…`). */
+export const ResourceIdC = refine(t.string, (s) => /^[a-z]_[a-z0-9]{4,40}$/.test(s), 'ResourceId', {
+  type: 'string',
+  pattern: '^[a-z]_[a-z0-9]{4,40}$',
 });
+/** Path parameters `{id}`. */
+export const IdParamsC = strict('IdParams', { id: ResourceIdC });
 
 /** Decodes `u` as a spec or a batch, answering the list of specs. */
 export const decodeTaskBody = (

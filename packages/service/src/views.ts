@@ -88,6 +88,8 @@ export const TaskViewC = t.type({
   error: nullable(ErrorC),
   /** The lessl executor (container) and where it runs. */
   container: t.type({ executor: t.string, id: nullable(t.string) }),
+  /** The TCP ports the task serves (reached at /v1/tasks/{id}/ports/{port}/ and through routes). */
+  ports: t.array(t.number),
 });
 /** A task view. */
 export type TaskView = t.TypeOf<typeof TaskViewC>;
@@ -192,5 +194,6 @@ export const taskView = async (b: Backend, r: TaskRecord): Promise<TaskView> => 
     commands,
     error: r.error,
     container: { executor: el.executor, id: typeof x?.attributes.containerId === 'string' ? x.attributes.containerId : null },
+    ports: [...(r.plan.ports ?? [])],
   };
 };

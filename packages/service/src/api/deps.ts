@@ -11,6 +11,7 @@ import type { JobRecord, ServiceDb, TaskRecord } from '../db.js';
 import type { Metrics } from '../metrics.js';
 import type { Policy } from '../plan.js';
 import type { QuotaDesk } from '../quotas.js';
+import type { Proxy } from '../proxy.js';
 import { HttpProblem } from '../problem.js';
 import type { JobQueue } from '../queue.js';
 import type { Runner } from '../runner.js';
@@ -37,6 +38,8 @@ export interface RouteDeps {
   readonly leaver: Leaver;
   /** The users' quotas: usage, admissions (one at a time per user), refusals. */
   readonly quotas: QuotaDesk;
+  /** The proxy to the ports tasks serve. */
+  readonly proxy: Proxy;
 }
 
 /** The task records of a finished job (those still kept). */
