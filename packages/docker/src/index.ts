@@ -94,6 +94,8 @@ export {
   type AgentRunEnd,
   type AgentRunRequest,
 } from './agent/container.js';
+export { Forwarder, CONN_WINDOW, type ConnectError as ForwardConnectError } from './agent/forward.js';
+export type { Frame as AgentFrame } from './agent/frames.js';
 export { agentBinary };
 export { REAPER_GRACE_MS, REAPER_IMAGE, REAPER_SCRIPT, type Reaper } from './reaper.js';
 export {

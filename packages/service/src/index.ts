@@ -54,6 +54,7 @@ export {
   type FunctionView,
 } from './functions.js';
 export { DEFAULT_RETENTION, type Retention, type PruneResult } from './retention.js';
+export { LEAVE_KINDS } from './db.js';
 export type {
   JobRecord,
   JobState,
@@ -63,6 +64,9 @@ export type {
   CommandRecord,
   InvokeRecord,
   InvocationResultRecord,
+  LeaveRecord,
+  LeaveKind,
+  HostRecord,
 } from './db.js';
 export {
   PoolConfigC,
