@@ -116,7 +116,8 @@ describe('images over REST (memory backend)', () => {
       json: { name: 'h9', url: 'unix:///nowhere.sock' },
     });
     expect(add.status).toBe(501);
-    expect((await h.call('/v1/hosts', { method: 'POST', json: { name: 'h9', url: 'unix:///nowhere.sock' } })).status).toBe(403);
+    // users may register hosts of their own: on this backend too, nothing can be added
+    expect((await h.call('/v1/hosts', { method: 'POST', json: { name: 'h9', url: 'tcp://10.0.0.9:2376' } })).status).toBe(501);
   });
 });
 

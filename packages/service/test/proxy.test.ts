@@ -76,7 +76,9 @@ let h: Harness;
 let web: string;
 beforeAll(async () => {
   // daemons' foreground commands hold their jobs: room for all of them
-  h = await start({ run, concurrency: 16, proxyTimeoutMs: 300, policy: { maxProxyBodyBytes: 1 << 20 } });
+  // proxied requests count toward the caller's rate limit: room for the 200 at once below
+  const quotas = { requestsPerSecond: 10_000, burst: 10_000 };
+  h = await start({ run, concurrency: 16, proxyTimeoutMs: 300, policy: { maxProxyBodyBytes: 1 << 20, quotas } });
   web = await daemon(h);
 });
 afterAll(async () => {
