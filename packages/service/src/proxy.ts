@@ -233,7 +233,9 @@ export class Proxy {
     const key = `${t.task.id}:${t.port}`;
     const spare = this.spares.take(key);
     const conn = spare === undefined ? await this.connect(t) : E.right(spare);
-    if (E.isRight(conn)) this.spares.refill(key, async () => E.getOrElseW(() => undefined)(await this.connect(t)));
+    // opened once this request is on its way (its bytes go first), while the daemon answers it
+    const open = async (): Promise<Duplex | undefined> => E.getOrElseW(() => undefined)(await this.connect(t));
+    if (E.isRight(conn)) setImmediate(() => this.spares.refill(key, open));
     return conn;
   }
 
