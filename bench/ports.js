@@ -5,6 +5,8 @@
 //   first     the first connect of the run (starts the one forwarder exec) and its GET, once;
 //   cold      tasks.connect through the run's forwarder exec + one GET (node's http client);
 //   warm      the same for a warm pool task, through the pool container's agent (no exec);
+//   ahead     a GET over a connection of the cold task's opened ahead (the next one opened as it is
+//             taken: what the service's proxy does with its spare connections);
 //   direct    the same busybox httpd run on the host, on loopback, + one GET (a new TCP connection).
 // Prints p50 and p99 of each and the ratios to direct. Not a test: no assertions. Nothing is pulled.
 import { spawn } from 'node:child_process';
@@ -62,12 +64,22 @@ const firstAnswer = async (l, task) => {
 
 const viaTask = (l, task) => async () => get(await unwrap(l.tasks.connect(task, 8080)));
 
+/** GETs over a connection opened ahead, the next one opened as each is taken (as the proxy's spares). */
+const aheadOf = (l, task) => {
+  let next = unwrap(l.tasks.connect(task, 8080));
+  return async () => {
+    const c = await next;
+    next = unwrap(l.tasks.connect(task, 8080));
+    await get(c);
+  };
+};
+
 const docker = new Docker();
 const l = await unwrap(openDockerBackend());
 const www = mkdtempSync(join(tmpdir(), 'lessl-bench-ports-'));
 writeFileSync(join(www, 'index.html'), PAGE);
 const direct = spawn(BUSYBOX, ['httpd', '-f', '-p', '127.0.0.1:18089', '-h', www], { stdio: 'ignore' });
-const t = { cold: [], warm: [], direct: [] };
+const t = { cold: [], warm: [], ahead: [], direct: [] };
 let first;
 try {
   await unwrap(l.stores.image.create({ id: IMAGE, data: busyboxRootfs() }));
@@ -78,7 +90,12 @@ try {
   const warm = await start(l, 'bench-warm', { cmd: ['sh', '-c', SERVE], ports: [8080] });
   await firstAnswer(l, warm);
   for (let i = 0; i < 30; i++) await get(18089); // the host httpd is up, and warm
-  const ways = { cold: viaTask(l, cold), warm: viaTask(l, warm), direct: () => get(18089) };
+  const ways = {
+    cold: viaTask(l, cold),
+    warm: viaTask(l, warm),
+    ahead: aheadOf(l, cold),
+    direct: () => get(18089),
+  };
   for (let i = 0; i < 20; i++) for (const f of Object.values(ways)) await f(); // warm-up
   for (let i = 0; i < RUNS; i++) for (const [k, f] of Object.entries(ways)) t[k].push(await time(f));
   for (const task of [cold, warm]) await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
@@ -95,7 +112,9 @@ console.log(`connect + GET /index.html, ${RUNS} interleaved requests each (ms)  
 console.log(`${'first connect of a run (starts the forwarder exec) + GET'.padEnd(64)}${f(first)}`);
 row('cold container: tasks.connect via the forwarder exec + GET', t.cold);
 row('warm pool task: tasks.connect via the pool agent + GET', t.warm);
+row('cold container: GET over a connection opened ahead (the next opened)', t.ahead);
 row('direct: the same busybox httpd on the host loopback + GET', t.direct);
 const ratio = (a, b, p) => (q(a, p) / q(b, p)).toFixed(2);
 console.log(`cold / direct: p50 ${ratio(t.cold, t.direct, 0.5)}x, p99 ${ratio(t.cold, t.direct, 0.99)}x`);
 console.log(`warm / direct: p50 ${ratio(t.warm, t.direct, 0.5)}x, p99 ${ratio(t.warm, t.direct, 0.99)}x`);
+console.log(`ahead / direct: p50 ${ratio(t.ahead, t.direct, 0.5)}x, p99 ${ratio(t.ahead, t.direct, 0.99)}x`);

@@ -1,8 +1,8 @@
 /**
  * The proxy to the ports tasks serve: a request to `/v1/tasks/{id}/ports/{port}/...` (the
  * owner's token) or to a shared route `/r/{route}/...` goes to the daemon over a connection
- * `tasks.connect` opens into the task's container (one connection per request), the response
- * streams back. Which task and port a request names (`Target`), the rewriting of its head, and
+ * `tasks.connect` opens into the task's container (one connection per request, opened ahead as a
+ * spare: proxy-spares.ts), the response streams back. Which task and port a request names (`Target`), the rewriting of its head, and
  * the HTTP exchange are here; upgrades (WebSocket) are in proxy-upgrade.ts.
  */
 import {
@@ -23,6 +23,7 @@ import type { ServiceDb, TaskRecord, UserRecord } from './db.js';
 import { SERVICE } from './elements.js';
 import type { Metrics } from './metrics.js';
 import { problemOf } from './problem.js';
+import { Spares } from './proxy-spares.js';
 import { mainElement } from './runner.js';
 
 /** How a request reached the proxy: the owner's token, or a shared route. */
@@ -162,7 +163,12 @@ export interface ProxyDeps {
   /** The largest request body passed on, in bytes (then 413). */
   readonly maxBodyBytes: number;
   readonly log: FastifyBaseLogger;
+  /** How long a spare connection opened ahead may stay idle, in milliseconds (0: no spares; default 10 s). */
+  readonly spareIdleMs?: number;
 }
+
+/** How long a spare connection stays idle by default. */
+export const SPARE_IDLE_MS = 10_000;
 
 /** A failure answered to the client: its status and lessl error. */
 interface Refusal {
@@ -201,11 +207,15 @@ export const NOT_FOUND: Refusal = { status: 404, outcome: 'not_found', error: NO
  */
 export class Proxy {
   private readonly open = new Set<Duplex>();
-  constructor(readonly d: ProxyDeps) {}
+  /** The idle spare connections, one per task port at most. */
+  readonly spares: Spares;
+  constructor(readonly d: ProxyDeps) {
+    this.spares = new Spares(d.spareIdleMs ?? SPARE_IDLE_MS);
+  }
 
-  /** Connections into tasks open now. */
+  /** Connections into tasks open now and in use (idle spares are not counted). */
   get connections(): number {
-    return this.open.size;
+    return this.open.size - this.spares.size;
   }
 
   /** Opens a connection to the target's port (tracked until it closes), or the refusal to answer. */
@@ -218,6 +228,17 @@ export class Proxy {
     return E.right(conn);
   }
 
+  /** A connection to the target's port: its spare when one is idle, else a new one; the next spare is opened ahead. */
+  async take(t: Target): Promise<E.Either<Refusal, Duplex>> {
+    const key = `${t.task.id}:${t.port}`;
+    const spare = this.spares.take(key);
+    const conn = spare === undefined ? await this.connect(t) : E.right(spare);
+    // opened once this request is on its way (its bytes go first), while the daemon answers it
+    const open = async (): Promise<Duplex | undefined> => E.getOrElseW(() => undefined)(await this.connect(t));
+    if (E.isRight(conn)) setImmediate(() => this.spares.refill(key, open));
+    return conn;
+  }
+
   /** Counts one proxied request (or upgrade) that ended: how, and how long it took since `started` (ms). */
   count(via: Via, outcome: Outcome, started: number): void {
     this.d.metrics.proxied(via, outcome, (performance.now() - started) / 1000);
@@ -225,6 +246,7 @@ export class Proxy {
 
   /** Closes every connection into tasks (the service is closing). */
   closeAll(): void {
+    this.spares.close();
     for (const c of [...this.open]) c.destroy();
   }
 
@@ -234,7 +256,7 @@ export class Proxy {
     const length = Number(req.headers['content-length'] ?? 0);
     if (Number.isFinite(length) && length > this.d.maxBodyBytes)
       return this.refuse(res, t.via, started, tooLarge(this.d.maxBodyBytes));
-    const conn = await this.connect(t);
+    const conn = await this.take(t);
     if (E.isLeft(conn)) return this.refuse(res, t.via, started, conn.left);
     if (res.destroyed) {
       // the client went away while the connection was opened

@@ -127,6 +127,11 @@ describe('the proxy on Docker', () => {
     );
     const r = await call(`/v1/tasks/${id}/ports/8080/index.html?x=1`);
     expect([r.status, await r.text()]).toEqual([200, page]);
+    // requests in a row: each after the first takes the spare connection the one before opened
+    for (let i = 0; i < 20; i++) {
+      const again = await call(`/v1/tasks/${id}/ports/8080/index.html`);
+      expect([again.status, await again.text()]).toEqual([200, page]);
+    }
     expect((await call(`/v1/tasks/${id}/ports/8080/missing.html`)).status).toBe(404); // httpd's own answer
     expect((await call(`/v1/tasks/${id}/ports/8080/`, { token: bob })).status).toBe(404);
     const route = await json(await call(`/v1/tasks/${id}/routes`, { method: 'POST', json: { port: 8080 } }));
@@ -135,6 +140,8 @@ describe('the proxy on Docker', () => {
     expect((await call(`/v1/tasks/${id}`, { method: 'DELETE' })).status).toBe(204);
     expect((await call(String(route.url), { token: null })).status).toBe(404);
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/^lessl_proxy_connections 0$/m);
   }, 180_000);
 
   test('WebSocket: a ws client round trip to an echo server in a task, with the token and through a route', async () => {

@@ -6,6 +6,7 @@
  */
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { FakeIO, FakeProcess } from '@lessl/memory';
 import { shell, start, type Harness } from './helpers.js';
@@ -27,7 +28,36 @@ const echod = async (io: FakeIO): Promise<number> => {
   server.close();
   return 143;
 };
-const run: FakeProcess = (spec, io) => (spec.cmd.at(-1) === 'echod' ? echod(io) : shell(spec, io));
+/**
+ * A fake daemon `connd` on 8080 that numbers the connections it accepts and answers each request
+ * with its connection's number; `connd.sockets` are its open connections (to close them idle).
+ */
+const connd = {
+  accepted: 0,
+  sockets: new Set<Duplex>(),
+  async serve(io: FakeIO): Promise<number> {
+    const server = createServer((_req, res) => res.end(String(res.socket === null ? 0 : (numbers.get(res.socket) ?? 0))));
+    const numbers = new WeakMap<object, number>();
+    io.listen(8080, (conn) => {
+      numbers.set(conn, ++connd.accepted);
+      connd.sockets.add(conn);
+      conn.once('close', () => connd.sockets.delete(conn));
+      server.emit('connection', conn);
+    });
+    await new Promise<void>((res) =>
+      io.signal.aborted ? res() : io.signal.addEventListener('abort', () => res(), { once: true }),
+    );
+    server.close();
+    return 143;
+  },
+};
+const run: FakeProcess = (spec, io) =>
+  spec.cmd.at(-1) === 'echod' ? echod(io) : spec.cmd.at(-1) === 'connd' ? connd.serve(io) : shell(spec, io);
+
+/** Polls until `ok()` holds (at most about 2 s). */
+const until = async (ok: () => boolean): Promise<void> => {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((res) => setTimeout(res, 10));
+};
 
 type Json = Record<string, unknown>;
 const body = async (r: Response): Promise<Json> => (await r.json()) as Json;
@@ -322,6 +352,35 @@ describe('shared routes', () => {
     expect((await body(await h.call(`/v1/tasks/${id}`))).state).toBe('expired');
     expect((await h.call(String(route.url), { token: null })).status).toBe(404);
     expect([...h.server.db.routes.values()].filter((x) => x.task === id)).toEqual([]);
+    await healthy(h, web);
+  });
+});
+
+describe('spare connections opened ahead', () => {
+  test('a request takes the spare the one before it opened; a spare the daemon closed is not used; none outlives its task', async () => {
+    const id = await daemon(h, { cmd: ['connd'] });
+    const get = async (): Promise<string> => {
+      const r = await h.call(`/v1/tasks/${id}/ports/8080/`);
+      expect(r.status).toBe(200);
+      return r.text();
+    };
+    await until(() => connd.accepted > 0);
+    expect(await get()).toBe('1');
+    // the first request's connection was new; a spare was opened ahead, and the next request takes it
+    await until(() => connd.accepted === 2);
+    expect(await get()).toBe('2');
+    await until(() => connd.accepted === 3);
+    expect(await openConnections(h)).toBe(0); // an idle spare is not a connection in use
+    // the daemon closes the idle spare (as a server's idle timeout does): the next request opens a fresh connection
+    for (const s of connd.sockets) s.destroy();
+    expect(await get()).toBe('4');
+    await until(() => connd.accepted === 5 && connd.sockets.size === 1);
+    expect(connd.sockets.size).toBe(1);
+    // the task ends: its spare is closed with it
+    expect((await h.call(`/v1/tasks/${id}`, { method: 'DELETE' })).status).toBe(204);
+    await until(() => connd.sockets.size === 0);
+    expect(connd.sockets.size).toBe(0);
+    expect(await drained(h)).toBe(0);
     await healthy(h, web);
   });
 });

@@ -6,6 +6,7 @@
  * forwarder exits, and every connection is destroyed. A forwarder that ended while the run goes on
  * (its container restarted) is started again by the next connect.
  */
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as E from 'fp-ts/lib/Either.js';
 import { logError, unavailable } from '@lessl/core';
@@ -64,6 +65,10 @@ export class ExecForwarder implements PortReach {
         Tty: false,
       });
       const socket = await exec.start(execId, { hijack: true, stdin: true });
+      // an engine over TCP: frames go out as they are written (no Nagle delay on a small request);
+      // and the stream does not keep the process alive by itself (a service that closed exits
+      // while its daemons, reconciled at its next start, keep running)
+      if (socket instanceof Socket) socket.setNoDelay(true).unref();
       this.socket = socket;
       const fwd = new Forwarder((frame) => void socket.write(frame), this.task);
       this.feed(socket, fwd);

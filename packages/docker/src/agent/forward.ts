@@ -6,7 +6,8 @@
  *
  * Flow control, both ways, per connection: lessl sends at most `CONN_WINDOW` bytes the agent has
  * not written yet (`w` counts them back), and the agent reads at most `CONN_WINDOW` bytes of the
- * peer's that lessl's reader has not taken (`W` counts them back, sent as the stream is read). A
+ * peer's that lessl's reader has not taken (`W` counts them back, sent as the stream is read).
+ * Both counts go back by halves of the window (a small exchange sends none). A
  * slow reader or writer holds its own connection only, never the others or the runs.
  */
 import { Duplex } from 'node:stream';
@@ -52,7 +53,9 @@ class Connection extends Duplex {
   }
 
   override _read(): void {
-    if (this.untaken === 0 || this.gone) return;
+    // counted back by halves of the window: the agent, allowed a whole window ahead, never waits
+    // on a count held back, and a small exchange sends none
+    if (this.untaken < CONN_WINDOW / 2 || this.gone) return;
     this.link.send(encodeFrame('W', this.id, u32(this.untaken)));
     this.untaken = 0;
   }
