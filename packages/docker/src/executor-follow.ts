@@ -35,6 +35,8 @@ export const sinkOver = (sink: RunSink, over: Partial<Pick<RunSink, 'started' | 
 export class ContainerRuns {
   /** Followers still reading a stream; closed when the backend closes. */
   readonly followers = new Set<Readable>();
+  /** The port forwarders of running runs (their exec streams); closed when the backend closes. */
+  readonly reaches = new Set<{ close(): void }>();
   /** Aborts the waits on main containers when the backend closes (the next open finds their ends). */
   readonly closing = new AbortController();
   /**
@@ -91,6 +93,8 @@ export class ContainerRuns {
     this.closing.abort();
     for (const s of this.followers) s.destroy();
     this.followers.clear();
+    for (const r of this.reaches) r.close();
+    this.reaches.clear();
   }
 }
 

@@ -67,8 +67,20 @@ export const reachingPorts = (sink: RunSink, reachOf: () => PortReach): RunSink 
   });
 };
 
-/** A run's ports through an exec'd forwarder in `containerId`. */
+/**
+ * A run's ports through an exec'd forwarder in `containerId`, closed at the run's end or when the
+ * backend closes (its exec stream would hold the embedding process open; the task runs on).
+ */
 export const execReach =
   (runs: ContainerRuns, containerId: string, task: string): (() => PortReach) =>
-  () =>
-    new ExecForwarder(runs.engine, containerId, task);
+  () => {
+    const f = new ExecForwarder(runs.engine, containerId, task);
+    runs.reaches.add(f);
+    return {
+      connect: (port, signal) => f.connect(port, signal),
+      close: () => {
+        runs.reaches.delete(f);
+        f.close();
+      },
+    };
+  };

@@ -134,6 +134,31 @@ test('nothing listening is Unavailable; the task killed: open connections end, c
   for (const id of execs) expect((await docker.getExec(id).inspect()).Running).toBe(false);
 });
 
+test('a backend that closes ends its forwarders: the daemon runs on, its connections end, no exec stays running', async () => {
+  const b = await unwrap(openDockerBackend({ reaper: false }));
+  try {
+    await unwrap(b.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));
+    await unwrap(b.stores.image.create({ id: WWW, parent: BASE, data: await tar(www) }));
+    const { task, containerId } = await start(b, WWW, { cmd: HTTPD, daemon: true, ports: [8080] });
+    await getWhenUp(b, task, '/index.html');
+    const open = await unwrap(b.tasks.connect(task, 8080));
+    open.on('error', () => undefined);
+    const closed = new Promise((r) => open.once('close', r));
+    await b.close();
+    await closed;
+    const info = await docker.getContainer(containerId).inspect();
+    expect(info.State.Running).toBe(true);
+    await eventually(async () => {
+      const ids = (await docker.getContainer(containerId).inspect()).ExecIDs ?? [];
+      const running = await Promise.all(ids.map(async (id) => (await docker.getExec(id).inspect()).Running));
+      return running.every((r) => !r);
+    });
+  } finally {
+    await b.close();
+    await purge(docker, b.instanceId);
+  }
+});
+
 test('a daemon Docker restarts (restart policy) is reached again after its restart (a new forwarder)', async () => {
   const once = 'httpd -f -p 8080 -h /www & sleep 2; exit 1';
   const spec = { cmd: ['sh', '-c', once], daemon: true, restart: { policy: 'on-failure', maxRetries: 5 }, ports: [8080] };
