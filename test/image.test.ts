@@ -14,24 +14,13 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { purge } from '@lessl/docker';
-import { lessl } from '../packages/cli/test/harness.js';
+import { lessl, SEED_EXAMPLE } from '../packages/cli/test/harness.js';
 import { selfSigned } from '../packages/service/test/helpers.js';
 import { buildImage, docker, freePort, until } from './image-support.js';
 
 const TOKEN = 'lsl_image-test-admin-token-0123456789';
 const NAME = `lessl-image-test-${process.pid}`;
 const VOLUME = `${NAME}-data`;
-const SEED = {
-  version: 1.0,
-  daemon: false,
-  image: 'busybox',
-  ttl: 3600,
-  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'\n", dest: '/opt/hello.sh' }],
-  task_name: 'hello_world',
-  pwd: '/opt',
-  env: { KEY: 'value' },
-  cmd: ['sh hello.sh', 'echo "$KEY in $(pwd)"', 'exit 7', 'echo never'],
-};
 let tag = '';
 let url = '';
 let instance = '';
@@ -90,7 +79,7 @@ test('the image is small next to its Node base and runs the service as uid 10001
 
 test('the seed-001 example through the containerised service: output and exit code; a restart keeps the task', async () => {
   const file = join(dir, 'seed.json');
-  writeFileSync(file, JSON.stringify(SEED));
+  writeFileSync(file, JSON.stringify(SEED_EXAMPLE));
   const r = await lessl(['run', file], { url, token: TOKEN });
   expect(r, r.stderr).toMatchObject({ code: 7, stdout: 'Hello World\nvalue in /opt\n' });
   const ps = await lessl(['--json', 'ps'], { url, token: TOKEN });

@@ -14,7 +14,7 @@ import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, purge } from '@lessl/docker';
 import { createServer, type LesslServer } from '@lessl/service';
 import { SHUTDOWN_MS } from '../src/serve.js';
-import { BIN, lessl } from './harness.js';
+import { BIN, lessl, SEED_EXAMPLE } from './harness.js';
 
 const docker = new Docker();
 const TOKEN = 'lsl_cli-docker-test-admin-token';
@@ -37,17 +37,7 @@ afterAll(async () => {
 
 describe('lessl run on Docker', () => {
   test('the seed-001 example spec: resources in place, pwd, env; output streamed; the exit code is the failing command’s', async () => {
-    const spec = {
-      version: 1.0,
-      daemon: false,
-      image: 'busybox',
-      ttl: 3600,
-      resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'\n", dest: '/opt/hello.sh' }],
-      task_name: 'hello_world',
-      pwd: '/opt',
-      env: { KEY: 'value' },
-      cmd: ['sh hello.sh', 'echo "$KEY in $(pwd)"', 'exit 7', 'echo never'],
-    };
+    const spec = SEED_EXAMPLE;
     const file = join(dir, 'seed.json');
     writeFileSync(file, JSON.stringify(spec));
     const r = await lessl(['run', file], { url, token: TOKEN });

@@ -13,6 +13,19 @@ import { memoryShell } from '../src/serve.js';
 export const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
 export const ADMIN_TOKEN = 'lsl_cli-test-admin-token-0123456789';
 
+/** The seed-001 example spec as the design note gives it: on busybox it prints `Hello World` and `value in /opt`, then exits 7. */
+export const SEED_EXAMPLE = {
+  version: 1.0,
+  daemon: false,
+  image: 'busybox',
+  ttl: 3600,
+  resources: [{ content_type: 'text/x-sh', data: "echo 'Hello World'\n", dest: '/opt/hello.sh' }],
+  task_name: 'hello_world',
+  pwd: '/opt',
+  env: { KEY: 'value' },
+  cmd: ['sh hello.sh', 'echo "$KEY in $(pwd)"', 'exit 7', 'echo never'],
+};
+
 /** What one run of the CLI did. */
 export interface Ran {
   readonly code: number | null;
