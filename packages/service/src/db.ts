@@ -56,6 +56,8 @@ export interface LeaveRecord {
   readonly removed: Readonly<Record<LeaveKind, readonly string[]>>;
   /** What could not be removed (the last attempt's error). */
   readonly failed: readonly { readonly kind: LeaveKind; readonly id: string; readonly error: string }[];
+  /** The removal under way, written before it is made: a job resumed after a crash makes it again (gone is success) and reports it. */
+  readonly removing?: { readonly kind: LeaveKind; readonly id: string };
 }
 
 /** Job states. `done`, `failed` and `cancelled` are final. */

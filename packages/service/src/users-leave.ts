@@ -166,16 +166,27 @@ export class Leaver {
   private async pass(id: string): Promise<number> {
     const user = this.d.db.jobs.get(id)?.leave?.user;
     if (user === undefined) return 0;
+    const interrupted = this.d.db.jobs.get(id)?.leave?.removing;
     await this.amend(id, (l) => ({ ...l, failed: [] }));
     let count = 0;
+    // a removal a crash interrupted may be made already (then its item is found no more): make it again, and report it
+    if (interrupted !== undefined) count += await this.removeOne(id, interrupted.kind, interrupted.id);
     for (const step of this.steps)
       for (const item of await step.find(user, id)) {
         if (this.stopped) return count;
-        const error = await step.remove(item).catch(message);
-        if (error === undefined) count++;
-        await this.amend(id, (l) => noted(l, step.kind, item, error));
+        count += await this.removeOne(id, step.kind, item);
       }
     return count;
+  }
+
+  /** One removal: noted as under way first, then made, then noted as removed or failed; answers 1 when it was removed. */
+  private async removeOne(id: string, kind: LeaveKind, item: string): Promise<number> {
+    const step = this.steps.find((s) => s.kind === kind);
+    if (step === undefined) return 0;
+    await this.amend(id, (l) => ({ ...l, removing: { kind, id: item } }));
+    const error = await step.remove(item).catch(message);
+    await this.amend(id, (l) => noted(l, kind, item, error));
+    return error === undefined ? 1 : 0;
   }
 
   /** Changes the leave record of job `id`. */
@@ -205,10 +216,12 @@ export class Leaver {
 }
 
 /** The leave record with one removal noted: removed (once), or failed with why. */
-const noted = (l: LeaveRecord, kind: LeaveKind, item: string, error: string | undefined): LeaveRecord =>
-  error === undefined
-    ? { ...l, removed: { ...l.removed, [kind]: [...new Set([...l.removed[kind], item])] } }
-    : { ...l, failed: [...l.failed.filter((f) => f.kind !== kind || f.id !== item), { kind, id: item, error }] };
+const noted = (l: LeaveRecord, kind: LeaveKind, item: string, error: string | undefined): LeaveRecord => {
+  const { removing: _done, ...rest } = l;
+  return error === undefined
+    ? { ...rest, removed: { ...l.removed, [kind]: [...new Set([...l.removed[kind], item])] } }
+    : { ...rest, failed: [...l.failed.filter((f) => f.kind !== kind || f.id !== item), { kind, id: item, error }] };
+};
 
 /** The hashes of a user's tokens. */
 const tokensOf = (db: ServiceDb, user: string): string[] => [...db.tokens].filter(([, u]) => u === user).map(([h]) => h);
