@@ -1,14 +1,15 @@
 // `flock /tmp/lessl-docker.lock node bench/ports.js` (after `npm run build`): a task's port reached
-// through the in-container agent. A busybox `httpd` daemon (declaring port 8080, network none) in a
-// container made for it; BENCH_RUNS (default 300) interleaved requests of each way, each on a
-// new connection:
-//   first     the first connect of the run (starts the one forwarder exec) and its GET, once;
-//   cold      tasks.connect through the run's forwarder exec + one GET (node's http client);
-//   warm      the same for a warm pool task, through the pool container's agent (no exec);
-//   ahead     a GET over a connection of the cold task's opened ahead (the next one opened as it is
-//             taken: what the service's proxy does with its spare connections);
+// both ways. A busybox `httpd` daemon (declaring port 8080, network none) in a container made for
+// it; BENCH_RUNS (default 300) interleaved requests of each way, each on a new connection:
+//   here      tasks.connect from this machine (a host forwarder in the container's network
+//             namespace hands over a socket: root, engine here; the default) + one GET;
+//   engine    the same with `directPorts: false`: through the run's forwarder exec (cold), or the
+//             pool container's agent (warm);
+//   ahead     a GET over a connection opened ahead (the next one opened as it is taken: what the
+//             service's proxy does with its spare connections), each way;
 //   direct    the same busybox httpd run on the host, on loopback, + one GET (a new TCP connection).
-// Prints p50 and p99 of each and the ratios to direct. Not a test: no assertions. Nothing is pulled.
+// Also the first connect of each way (it starts the forwarder). Prints p50 and p99 of each and the
+// ratios to direct. Not a test: no assertions. Nothing is pulled.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -75,46 +76,60 @@ const aheadOf = (l, task) => {
 };
 
 const docker = new Docker();
-const l = await unwrap(openDockerBackend());
+const here = await unwrap(openDockerBackend());
+const engine = await unwrap(openDockerBackend({ directPorts: false, reaper: false }));
 const www = mkdtempSync(join(tmpdir(), 'lessl-bench-ports-'));
 writeFileSync(join(www, 'index.html'), PAGE);
 const direct = spawn(BUSYBOX, ['httpd', '-f', '-p', '127.0.0.1:18089', '-h', www], { stdio: 'ignore' });
-const t = { cold: [], warm: [], ahead: [], direct: [] };
-let first;
+const ROWS = {
+  hereCold: 'here: tasks.connect from this machine + GET',
+  hereAhead: 'here: GET over a connection opened ahead',
+  engineCold: 'engine: tasks.connect via the forwarder exec + GET',
+  engineWarm: 'engine: warm pool task, via the pool agent + GET',
+  engineAhead: 'engine: GET over a connection opened ahead',
+  direct: 'direct: the same busybox httpd on the host loopback + GET',
+};
+const t = Object.fromEntries(Object.keys(ROWS).map((k) => [k, []]));
+const first = {};
+const tasks = [];
 try {
-  await unwrap(l.stores.image.create({ id: IMAGE, data: busyboxRootfs() }));
-  const cold = await start(l, 'bench-cold', { cmd: ['sh', '-c', SERVE], daemon: true, ports: [8080] });
-  first = await firstAnswer(l, cold);
-  await unwrap(l.pool.configure([{ image: IMAGE, min: 1 }]));
-  while (!l.pool.stats().profiles.some((p) => p.ready >= 1)) await new Promise((r) => setTimeout(r, 100));
-  const warm = await start(l, 'bench-warm', { cmd: ['sh', '-c', SERVE], ports: [8080] });
-  await firstAnswer(l, warm);
+  for (const l of [here, engine]) await unwrap(l.stores.image.create({ id: IMAGE, data: busyboxRootfs() }));
+  const hereCold = await start(here, 'bench-here', { cmd: ['sh', '-c', SERVE], daemon: true, ports: [8080] });
+  first.here = await firstAnswer(here, hereCold);
+  const engineCold = await start(engine, 'bench-engine', { cmd: ['sh', '-c', SERVE], daemon: true, ports: [8080] });
+  first.engine = await firstAnswer(engine, engineCold);
+  await unwrap(engine.pool.configure([{ image: IMAGE, min: 1 }]));
+  while (!engine.pool.stats().profiles.some((p) => p.ready >= 1)) await new Promise((r) => setTimeout(r, 100));
+  const engineWarm = await start(engine, 'bench-warm', { cmd: ['sh', '-c', SERVE], ports: [8080] });
+  await firstAnswer(engine, engineWarm);
+  tasks.push([here, hereCold], [engine, engineCold], [engine, engineWarm]);
   for (let i = 0; i < 30; i++) await get(18089); // the host httpd is up, and warm
   const ways = {
-    cold: viaTask(l, cold),
-    warm: viaTask(l, warm),
-    ahead: aheadOf(l, cold),
+    hereCold: viaTask(here, hereCold),
+    hereAhead: aheadOf(here, hereCold),
+    engineCold: viaTask(engine, engineCold),
+    engineWarm: viaTask(engine, engineWarm),
+    engineAhead: aheadOf(engine, engineCold),
     direct: () => get(18089),
   };
   for (let i = 0; i < 20; i++) for (const f of Object.values(ways)) await f(); // warm-up
   for (let i = 0; i < RUNS; i++) for (const [k, f] of Object.entries(ways)) t[k].push(await time(f));
-  for (const task of [cold, warm]) await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
 } finally {
+  for (const [l, task] of tasks) await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
   direct.kill('SIGKILL');
-  await l.close();
-  await purge(docker, l.instanceId);
+  for (const l of [here, engine]) {
+    await l.close();
+    await purge(docker, l.instanceId);
+  }
   rmSync(www, { recursive: true, force: true });
 }
 
 const f = (x) => x.toFixed(2).padStart(8);
 const row = (name, xs) => console.log(`${name.padEnd(64)}${f(q(xs, 0.5))}${f(q(xs, 0.99))}`);
 console.log(`connect + GET /index.html, ${RUNS} interleaved requests each (ms)        p50     p99`);
-console.log(`${'first connect of a run (starts the forwarder exec) + GET'.padEnd(64)}${f(first)}`);
-row('cold container: tasks.connect via the forwarder exec + GET', t.cold);
-row('warm pool task: tasks.connect via the pool agent + GET', t.warm);
-row('cold container: GET over a connection opened ahead (the next opened)', t.ahead);
-row('direct: the same busybox httpd on the host loopback + GET', t.direct);
-const ratio = (a, b, p) => (q(a, p) / q(b, p)).toFixed(2);
-console.log(`cold / direct: p50 ${ratio(t.cold, t.direct, 0.5)}x, p99 ${ratio(t.cold, t.direct, 0.99)}x`);
-console.log(`warm / direct: p50 ${ratio(t.warm, t.direct, 0.5)}x, p99 ${ratio(t.warm, t.direct, 0.99)}x`);
-console.log(`ahead / direct: p50 ${ratio(t.ahead, t.direct, 0.5)}x, p99 ${ratio(t.ahead, t.direct, 0.99)}x`);
+console.log(`${'here: the first connect of a run (starts the host forwarder) + GET'.padEnd(64)}${f(first.here)}`);
+console.log(`${'engine: the first connect of a run (starts the forwarder exec) + GET'.padEnd(64)}${f(first.engine)}`);
+for (const [k, name] of Object.entries(ROWS)) row(name, t[k]);
+const ratio = (a, p) => (q(t[a], p) / q(t.direct, p)).toFixed(2);
+for (const k of Object.keys(ROWS).filter((k) => k !== 'direct'))
+  console.log(`${k} / direct: p50 ${ratio(k, 0.5)}x, p99 ${ratio(k, 0.99)}x`);

@@ -32,6 +32,14 @@
  * CONN_WINDOW ahead of 'w': a slow reader on either side holds only its own connection.
  * `lessl-agent --forward` speaks the same frames but runs no processes (an exec'd forwarder into
  * a container whose main process is not the agent); it exits when its stdin ends.
+ *
+ * `lessl-agent --sockets PATH` runs on lessl's own machine, as a child of the node process, with
+ * node's IPC channel (fd NODE_CHANNEL_FD, JSON lines). It enters the network namespace at PATH (the
+ * one Docker keeps for a container, its SandboxKey) and drops to nobody (65534); then for each line
+ * `[id,port]` it connects to 127.0.0.1:port there and hands the connected socket itself to node
+ * (a NODE_HANDLE message with the fd as SCM_RIGHTS: node makes it a net.Socket), or answers
+ * `[id,"reason"]`. The bytes then go between node and the port with nothing in between. It cannot
+ * enter: the reason on stderr, exit 125. It exits when the channel closes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,6 +47,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,6 +61,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #define MAX_RUNS 256
 #define MAX_FRAME (1u << 20)
@@ -684,7 +694,95 @@ static void watch_fill(struct watch *w) {
   }
 }
 
+/* --sockets PATH: enters the network namespace at `path`, then drops every privilege (it only
+ * connects to the namespace's loopback from then on). */
+static void enter_netns(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  const char *step = "open";
+  if (fd >= 0 && (step = "setns", setns(fd, CLONE_NEWNET) == 0) &&
+      (step = "drop privileges", setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0) &&
+      (step = "no_new_privs", prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0)) {
+    close(fd);
+    return;
+  }
+  char msg[PATH_MAX + 160];
+  int n = snprintf(msg, sizeof msg, "lessl-agent: cannot enter the network namespace %s: %s: %s\n", path, step, strerror(errno));
+  write_all(2, msg, (size_t)n);
+  _exit(125);
+}
+
+/* --sockets: one connection to 127.0.0.1:port handed to node over its IPC channel `ch` (see the top). */
+static int hand_socket(int ch, unsigned id, unsigned long port) {
+  char msg[160];
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+  struct timeval limit = {.tv_sec = 2}; /* a loopback connect answers at once; a full backlog does not */
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  }
+  if (fd < 0 || port < 1 || port > 65535 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    int n = snprintf(msg, sizeof msg, "[%u,\"%s\"]\n", id, port < 1 || port > 65535 ? "bad port" : strerror(errno));
+    if (fd >= 0) close(fd);
+    return write_all(ch, msg, (size_t)n);
+  }
+  limit.tv_sec = 0; /* the socket node gets blocks no more than any other */
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  int n = snprintf(msg, sizeof msg, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":[%u]}\n", id);
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = {.iov_base = msg, .iov_len = (size_t)n};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  ssize_t sent;
+  while ((sent = sendmsg(ch, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  close(fd);
+  return sent == n ? 0 : -1;
+}
+
+/* --sockets PATH: node's lines `[id,port]` answered until the channel closes (node's own lines,
+ * `{"cmd":...}` acknowledgements, are skipped). */
+static int sockets_mode(const char *path) {
+  const char *env = getenv("NODE_CHANNEL_FD");
+  int ch = env == NULL ? -1 : atoi(env);
+  if (ch <= 2) {
+    const char *msg = "lessl-agent --sockets: no node IPC channel (NODE_CHANNEL_FD)\n";
+    write_all(2, msg, strlen(msg));
+    return 2;
+  }
+  enter_netns(path);
+  static char buf[64 << 10];
+  size_t have = 0;
+  for (;;) {
+    ssize_t n = read(ch, buf + have, sizeof buf - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 0;
+    have += (size_t)n;
+    char *nl;
+    while ((nl = memchr(buf, '\n', have)) != NULL) {
+      *nl = '\0';
+      char *p = buf + 1, *q;
+      unsigned long id = strtoul(p, &q, 10), port = *q == ',' ? strtoul(q + 1, &p, 10) : 0;
+      if (buf[0] == '[' && q > buf + 1 && *q == ',' && *p == ']' && hand_socket(ch, (unsigned)id, port) < 0) return 0;
+      size_t used = (size_t)(nl + 1 - buf);
+      memmove(buf, nl + 1, have - used);
+      have -= used;
+    }
+    if (have == sizeof buf) return 1; /* a line longer than the buffer: not node */
+  }
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--sockets") == 0) return sockets_mode(argv[2]);
   forward_only = argc == 2 && strcmp(argv[1], "--forward") == 0;
   for (int i = 1; i < argc && n_drop_caps < 64 && !forward_only; i++) drop_caps[n_drop_caps++] = atoi(argv[i]);
   if (!forward_only) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of runs come back here to be reaped */

@@ -15,7 +15,7 @@ import type { AgentContainer, AgentRunEnd } from './agent/container.js';
 import { fromDocker, isDockerError } from './errors.js';
 import { putSecrets, startExec } from './executor-exec.js';
 import type { ContainerRuns } from './executor-follow.js';
-import { reachingPorts } from './executor-ports.js';
+import { portReach, reachingPorts } from './executor-ports.js';
 import { envOf } from './executor-settings.js';
 import type { PortReach } from './agent/forward-exec.js';
 
@@ -47,7 +47,10 @@ const startAgentRun = async (
   agent: AgentContainer,
   task: RunSink,
 ): Promise<E.Either<AnyError, void>> => {
-  const sink = reachingPorts(task, () => agentReach(agent, task.task));
+  const sink = reachingPorts(
+    task,
+    portReach(runs, containerId, task.task, () => agentReach(agent, task.task)),
+  );
   const { spec } = sink;
   try {
     await putSecrets(runs, containerId, sink);

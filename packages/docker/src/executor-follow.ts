@@ -50,10 +50,13 @@ export class ContainerRuns {
    * @param engine the engine the runs are on
    * @param agentOn whether tasks may use the in-container agent (the backend's `agent` option):
    *   without it, a task's ports cannot be reached
+   * @param directPorts whether a task's ports may be reached from this machine, not through the
+   *   engine, when they can be (the backend's `directPorts` option; agent/forward-host.ts)
    */
   constructor(
     readonly engine: Host,
     readonly agentOn = true,
+    readonly directPorts = true,
   ) {}
 
   /** The engine's containers. */

@@ -12,6 +12,7 @@ import { unavailable, unsupported, type TaskSpec, type Unsupported } from '@less
 import type { RunSink, StartedRun } from '@lessl/kit';
 import { agentBinary, agentTar } from './agent/binary.js';
 import { ExecForwarder, type PortReach } from './agent/forward-exec.js';
+import { HostReach } from './agent/forward-host.js';
 import { sinkOver, type ContainerRuns } from './executor-follow.js';
 
 /** Whether the run's spec declares ports. */
@@ -68,19 +69,24 @@ export const reachingPorts = (sink: RunSink, reachOf: () => PortReach): RunSink 
 };
 
 /**
- * A run's ports through an exec'd forwarder in `containerId`, closed at the run's end or when the
- * backend closes (its exec stream would hold the embedding process open; the task runs on).
+ * A run's ports in `containerId`: from this machine when it can be (agent/forward-host.ts, unless
+ * the backend's `directPorts` is false), else the engine's way (`engineWay`). Closed at the run's
+ * end or when the backend closes (a stream would hold the embedding process open; the task runs on).
  */
-export const execReach =
-  (runs: ContainerRuns, containerId: string, task: string): (() => PortReach) =>
+export const portReach =
+  (runs: ContainerRuns, containerId: string, task: string, engineWay: () => PortReach): (() => PortReach) =>
   () => {
-    const f = new ExecForwarder(runs.engine, containerId, task);
-    runs.reaches.add(f);
+    const r = runs.directPorts ? new HostReach(runs.engine, containerId, task, engineWay) : engineWay();
+    runs.reaches.add(r);
     return {
-      connect: (port, signal) => f.connect(port, signal),
+      connect: (port, signal) => r.connect(port, signal),
       close: () => {
-        runs.reaches.delete(f);
-        f.close();
+        runs.reaches.delete(r);
+        r.close();
       },
     };
   };
+
+/** A run's ports (see `portReach`); the engine's way is an exec'd forwarder in `containerId`. */
+export const execReach = (runs: ContainerRuns, containerId: string, task: string): (() => PortReach) =>
+  portReach(runs, containerId, task, () => new ExecForwarder(runs.engine, containerId, task));

@@ -168,9 +168,9 @@ const destroy = async (runs: ContainerRuns, el: Element): Promise<E.Either<Delet
   }
 };
 
-/** The executor driver: executors are containers on `engine` (`agentOn`: the backend's `agent` option). */
-export const executorDriver = (engine: Host, faults?: FaultHook, agentOn = true): ExecutorDriver => {
-  const runs = new ContainerRuns(engine, agentOn);
+/** The executor driver: executors are containers on `engine` (`agentOn`, `directPorts`: the backend's options). */
+export const executorDriver = (engine: Host, faults?: FaultHook, agentOn = true, directPorts = true): ExecutorDriver => {
+  const runs = new ContainerRuns(engine, agentOn, directPorts);
   return {
     backendOptions: DockerExecutorOptionsC,
     commit: (plan) => commit(runs, plan, faults),

@@ -193,6 +193,13 @@ export interface DockerBackendOptions extends CommonOpenOptions {
    */
   readonly agent?: boolean;
   /**
+   * Reach a task's ports (`tasks.connect`) from this machine when it can: a forwarder here enters
+   * the container's network namespace, so connections do not go through the engine (about twice
+   * as fast). Default true; it needs root on Linux and an engine on this machine, else (and with
+   * false) connections go through the engine (docs/docker.md#ports).
+   */
+  readonly directPorts?: boolean;
+  /**
    * Start a reaper (docs/docker.md#the-reaper): a small container that removes this session's
    * objects (containers, volumes, services, images labelled with the registry instance) when this
    * process dies without `close()`. Default: on for a throwaway registry (in memory, no location),
@@ -214,6 +221,7 @@ export const DockerBackendOptionsProps = {
   swarm: SwarmOptionsC,
   egress: t.exact(t.partial({ allowNetworks: t.array(t.string) })),
   agent: t.boolean,
+  directPorts: t.boolean,
   reaper: t.boolean,
 };
 
@@ -488,7 +496,7 @@ const assembleOn = ({
     },
     executor:
       opts.swarm === undefined
-        ? routedExecutorDriver(hosts, opts.faults, live, opts.agent !== false)
+        ? routedExecutorDriver(hosts, opts.faults, live, opts.agent !== false, opts.directPorts !== false)
         : swarmExecutorDriver(hosts.primary, opts.swarm, opts.faults),
     supports: capabilitiesOf(opts),
     functions: new DockerFunctions(hosts.primary, registry),

@@ -403,8 +403,9 @@ export const routedExecutorDriver = (
   faults?: FaultHook,
   live = new LiveRuns(),
   agentOn = true,
+  directPorts = true,
 ): ExecutorDriver => {
-  const of = perHost((e) => executorDriver(e, faults, agentOn));
+  const of = perHost((e) => executorDriver(e, faults, agentOn, directPorts));
   const commit = routedCommit(pool, of, live);
 
   return {

@@ -228,15 +228,18 @@ export class Proxy {
     return E.right(conn);
   }
 
-  /** A connection to the target's port: its spare when one is idle, else a new one; the next spare is opened ahead. */
+  /** A connection to the target's port: its spare when one is idle, else a new one. */
   async take(t: Target): Promise<E.Either<Refusal, Duplex>> {
-    const key = `${t.task.id}:${t.port}`;
-    const spare = this.spares.take(key);
-    const conn = spare === undefined ? await this.connect(t) : E.right(spare);
-    // opened once this request is on its way (its bytes go first), while the daemon answers it
-    const open = async (): Promise<Duplex | undefined> => E.getOrElseW(() => undefined)(await this.connect(t));
-    if (E.isRight(conn)) setImmediate(() => this.spares.refill(key, open));
-    return conn;
+    const spare = this.spares.take(spareKey(t));
+    return spare === undefined ? await this.connect(t) : E.right(spare);
+  }
+
+  /**
+   * Opens the target's next spare ahead, once an exchange is answered: the connect (and a daemon
+   * that forks at accept) then costs the next request nothing and this one no CPU.
+   */
+  refill(t: Target): void {
+    this.spares.refill(spareKey(t), async () => E.getOrElseW(() => undefined)(await this.connect(t)));
   }
 
   /** Counts one proxied request (or upgrade) that ended: how, and how long it took since `started` (ms). */
@@ -274,6 +277,13 @@ export class Proxy {
     this.count(via, r.outcome, started);
   }
 }
+
+/** The spares' key of a target: its task and port. */
+const spareKey = (t: Target): string => `${t.task.id}:${t.port}`;
+
+/** True when the request has no body (no length or 0, not chunked): it ends with its head. */
+const bodiless = (req: IncomingMessage): boolean =>
+  req.headers['transfer-encoding'] === undefined && Number(req.headers['content-length'] ?? 0) === 0;
 
 /** The 413 of a body past `max` bytes. */
 const tooLarge = (max: number): Refusal => ({
@@ -319,6 +329,8 @@ class Exchange {
       up.destroy();
       conn.destroy();
     });
+    res.on('finish', () => this.p.refill(t));
+    if (bodiless(req)) return void up.end(); // the head goes out now, in one write
     const limit = bounded(this.p.d.maxBodyBytes);
     limit.on('error', (e) => up.destroy(e));
     req.pipe(limit).pipe(up);

@@ -9,7 +9,8 @@ import { pack } from 'tar-stream';
 
 /** Where the agent lives inside a container. */
 export const AGENT_PATH = '/.lessl/agent';
-const BINARY = fileURLToPath(new URL('../../agent/lessl-agent', import.meta.url));
+/** The agent's file on this machine (run here, too, as a host port forwarder: forward-host.ts). */
+export const AGENT_FILE = fileURLToPath(new URL('../../agent/lessl-agent', import.meta.url));
 
 let cached: Buffer | null | undefined;
 
@@ -17,7 +18,7 @@ let cached: Buffer | null | undefined;
 export const agentBinary = (): Buffer | undefined => {
   if (cached === undefined)
     try {
-      cached = readFileSync(BINARY);
+      cached = readFileSync(AGENT_FILE);
     } catch {
       cached = null;
     }
