@@ -5,9 +5,12 @@
  * (`directPorts: false`: one exec'd forwarder per run, or a warm container's agent), with node's
  * HTTP client over the connection. Also over TLS to engine h1.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
@@ -19,6 +22,7 @@ import { hostNamed, testHosts } from './hosts-support.js';
 import { eventually, httpOver, n } from './support.js';
 
 const docker = new Docker();
+const run = promisify(execFile);
 const BASE = `image://local/${n('ports-base')}`;
 const WWW = `image://local/${n('ports-www')}`;
 const BARE = `image://local/${n('ports-bare')}`;
@@ -274,6 +278,19 @@ test('an image with no shell (busybox as /bin/httpd only) serves its port', asyn
   await unwrap(l.tasks.kill(task, { signal: 'KILL' }));
 });
 
+test('a process that may not enter namespaces (root without CAP_SYS_ADMIN) reaches ports through the engine', async () => {
+  // its host forwarder starts, cannot enter (exit 125, said on stderr), and the run's ports go the engine's way
+  const script = fileURLToPath(new URL('./fixtures/ports-without-setns.mjs', import.meta.url));
+  const { stdout } = await run('setpriv', ['--bounding-set=-sys_admin', '--inh-caps=-sys_admin', process.execPath, script], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+  });
+  expect(JSON.parse(stdout)).toEqual({
+    body: 'hello without setns\n',
+    execs: 1,
+    forwarderSaid: 'cannot enter the network namespace',
+  });
+}, 60_000);
+
 test('refused at commit: a read-only root filesystem, and a backend with agent: false (whose manifest says no ports)', async () => {
   const task = `task://local/${n('ro')}`;
   await unwrap(l.stores.task.create({ id: task, spec: { cmd: HTTPD, daemon: true, ports: [8080] } }));
@@ -313,7 +330,8 @@ describe.runIf(hosts !== undefined)('remote engines', () => {
 
   test('engine h1 over TCP/TLS: a daemon’s port is reached through the engine API', async () => {
     const h1 = hostNamed(hosts!, 'h1');
-    const b = await unwrap(openDockerBackend({ hosts: [{ name: 'h1', url: h1.url, tls: h1.tls }] }));
+    // directPorts: false: h1 runs on this machine, whose forwarder would reach it directly
+    const b = await unwrap(openDockerBackend({ hosts: [{ name: 'h1', url: h1.url, tls: h1.tls }], directPorts: false }));
     try {
       expect(b.supports.ports).toBe(true);
       await unwrap(b.stores.image.create({ id: BASE, data: await busyboxRootfsBytes() }));

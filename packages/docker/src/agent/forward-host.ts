@@ -29,19 +29,30 @@ const CANNOT_ENTER = 125;
 const CONNECT_MS = 10_000;
 
 /**
- * The network namespace file of a running container, when this process can enter it from here
- * (see the module comment), else undefined.
+ * Where a container's ports are reached from: here (the network namespace file this process can
+ * enter), through the engine (see the module comment), or nowhere now (the container is not
+ * running, or the engine did not answer: asked again at the next connect).
  */
-export const reachableNetns = async (host: Host, containerId: string): Promise<string | undefined> => {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0 || agentBinary() === undefined) return undefined;
+export type PortsFrom = { readonly here: string } | 'engine' | 'not running';
+
+/** Where the ports of `containerId` are reached from now (see `PortsFrom`). */
+export const portsFrom = async (host: Host, containerId: string): Promise<PortsFrom> => {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0 || agentBinary() === undefined) return 'engine';
+  let key: string;
+  let pid: number;
   try {
     const c = await host.clients.containers.inspect(containerId);
-    const [key, pid] = [c.NetworkSettings?.SandboxKey ?? '', c.State?.Pid ?? 0];
-    if (key === '' || pid <= 0 || c.State?.Running !== true) return undefined;
-    const [file, proc] = await Promise.all([stat(key), stat(`/proc/${pid}/ns/net`)]);
-    return file.ino === proc.ino && file.dev === proc.dev ? key : undefined;
+    if (c.State?.Running !== true) return 'not running';
+    [key, pid] = [c.NetworkSettings?.SandboxKey ?? '', c.State.Pid ?? 0];
   } catch {
-    return undefined; // gone, remote or not ours to read: the engine's way answers for it
+    return 'not running'; // gone, or the engine did not answer
+  }
+  if (key === '' || pid <= 0) return 'engine';
+  try {
+    const [file, proc] = await Promise.all([stat(key), stat(`/proc/${pid}/ns/net`)]);
+    return file.ino === proc.ino && file.dev === proc.dev ? { here: key } : 'engine';
+  } catch {
+    return 'engine'; // another machine's engine, or one in another pid namespace
   }
 };
 
@@ -136,7 +147,8 @@ class HostForwarder {
 
 /** A run's ports from this machine when it can, else `fallback`'s (see the module comment). */
 export class HostReach implements PortReach {
-  private way: Promise<HostForwarder | PortReach> | undefined;
+  /** The way chosen (undefined: chosen at the next connect; the container did not run). */
+  private way: Promise<HostForwarder | PortReach | undefined> | undefined;
   private ended = false;
 
   constructor(
@@ -147,9 +159,13 @@ export class HostReach implements PortReach {
   ) {}
 
   async connect(port: number, signal: AbortSignal | undefined): Promise<E.Either<ConnectError, Duplex>> {
-    if (this.ended) return E.left(unavailable(this.task, `port ${port} of task ${this.task} cannot be reached: the task ended`));
+    if (this.ended) return E.left(this.unavailable(port, 'the task ended'));
     this.way ??= this.choose(undefined);
     const way = await this.way;
+    if (way === undefined) {
+      this.way = undefined;
+      return E.left(this.unavailable(port, 'its container is not running'));
+    }
     if (!(way instanceof HostForwarder)) return way.connect(port, signal);
     const c = await way.connect(port, signal);
     if (E.isRight(c) || c.left._tag === 'Aborted' || this.ended) return c;
@@ -157,26 +173,26 @@ export class HostReach implements PortReach {
     // this process may not enter it after all: looked at again, once
     this.way = this.choose(way);
     const again = await this.way;
-    if (again === way) return c;
-    return again.connect(port, signal);
+    if (again === undefined) this.way = undefined;
+    return again === undefined || again === way ? c : again.connect(port, signal);
   }
 
   close(): void {
     this.ended = true;
-    void this.way?.then((w) => (w instanceof HostForwarder ? w.close('the task ended') : w.close()));
+    void this.way?.then((w) => (w instanceof HostForwarder ? w.close('the task ended') : w?.close()));
   }
 
   /** The way to the ports now: `before` while it still goes to the container's namespace, else a new one. */
-  private async choose(before: HostForwarder | undefined): Promise<HostForwarder | PortReach> {
+  private async choose(before: HostForwarder | undefined): Promise<HostForwarder | PortReach | undefined> {
     if (before?.failed === true) return this.fallingBack(before.netns);
-    const netns = await reachableNetns(this.host, this.containerId);
-    if (netns === undefined) {
-      before?.close('the container’s namespace is gone');
-      return before ?? this.fallback();
-    }
-    if (before !== undefined && before.netns === netns && before.failed === undefined) return before;
-    before?.close('the container’s namespace changed');
-    return new HostForwarder(netns, this.host, this.task);
+    const from = await portsFrom(this.host, this.containerId);
+    if (typeof from === 'string' || from.here !== before?.netns || before.failed !== undefined)
+      before?.close('the container’s network namespace changed');
+    if (from === 'engine') return this.fallback();
+    if (from === 'not running') return undefined;
+    return before !== undefined && before.netns === from.here && before.failed === undefined
+      ? before
+      : new HostForwarder(from.here, this.host, this.task);
   }
 
   /** The engine's way from now on (the host forwarder could not enter), said once. */
@@ -186,5 +202,9 @@ export class HostReach implements PortReach {
       'host port forwarder: cannot enter the container’s network namespace; its ports go through the engine',
     );
     return this.fallback();
+  }
+
+  private unavailable(port: number, why: string): ConnectError {
+    return unavailable(this.task, `port ${port} of task ${this.task} cannot be reached: ${why}`);
   }
 }
