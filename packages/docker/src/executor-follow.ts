@@ -9,6 +9,7 @@ import { restarts, type EndReason } from '@lessl/core';
 import type { RunSink } from '@lessl/kit';
 import type { ContainersClient, ExecClient } from './client/index.js';
 import { isConnectionError, statusOf } from './errors.js';
+import { HostPorts } from './agent/forward-host.js';
 import type { Host } from './host.js';
 import { Demux, readableOf, StampedLog } from './output.js';
 
@@ -37,6 +38,8 @@ export class ContainerRuns {
   readonly followers = new Set<Readable>();
   /** The port forwarders of running runs (their exec streams); closed when the backend closes. */
   readonly reaches = new Set<{ close(): void }>();
+  /** Whether ports may still be reached from this machine (agent/forward-host.ts). */
+  readonly hostPorts = new HostPorts();
   /** Aborts the waits on main containers when the backend closes (the next open finds their ends). */
   readonly closing = new AbortController();
   /**

@@ -76,7 +76,7 @@ export const reachingPorts = (sink: RunSink, reachOf: () => PortReach): RunSink 
 export const portReach =
   (runs: ContainerRuns, containerId: string, task: string, engineWay: () => PortReach): (() => PortReach) =>
   () => {
-    const r = runs.directPorts ? new HostReach(runs.engine, containerId, task, engineWay) : engineWay();
+    const r = runs.directPorts ? new HostReach(runs.hostPorts, runs.engine, containerId, task, engineWay) : engineWay();
     runs.reaches.add(r);
     return {
       connect: (port, signal) => r.connect(port, signal),

@@ -7,11 +7,13 @@
  * stream or a warm container's attach stream they go through dockerd and the container's shim,
  * both ways, and through the in-container agent (docs/docker.md#ports).
  *
- * It is taken when it can be, else the run's ports go the engine's way (`fallback`): this
- * process is root on Linux and the engine shares its kernel and pid namespace (the container's
- * SandboxKey is the same namespace as `/proc/<its pid>/ns/net` here). A remote engine, a service
- * run in a container or as a user all fall back, as does the backend's `directPorts: false`.
- * A connect refused looks again: a container Docker restarted has a new namespace.
+ * It is taken when it can be, else the run's ports go the engine's way (`fallback`): the engine
+ * shares this machine's kernel and pid namespace (the container's SandboxKey is the same
+ * namespace as `/proc/<its pid>/ns/net` here), this process may read both (root, in practice) and
+ * its forwarder may enter (CAP_SYS_ADMIN). A remote engine, a service run in a container or as a
+ * user all fall back, as does the backend's `directPorts: false`; a forwarder that could not
+ * enter turns the short way off for the backend (`HostPorts`), said once. A connect refused
+ * looks again: a container Docker restarted has a new namespace.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { stat } from 'node:fs/promises';
@@ -37,7 +39,7 @@ export type PortsFrom = { readonly here: string } | 'engine' | 'not running';
 
 /** Where the ports of `containerId` are reached from now (see `PortsFrom`). */
 export const portsFrom = async (host: Host, containerId: string): Promise<PortsFrom> => {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0 || agentBinary() === undefined) return 'engine';
+  if (process.platform !== 'linux' || agentBinary() === undefined) return 'engine';
   let key: string;
   let pid: number;
   try {
@@ -145,6 +147,11 @@ class HostForwarder {
   }
 }
 
+/** Whether a backend's runs may still take the short way (a forwarder that could not enter turns it off). */
+export class HostPorts {
+  usable = true;
+}
+
 /** A run's ports from this machine when it can, else `fallback`'s (see the module comment). */
 export class HostReach implements PortReach {
   /** The way chosen (undefined: chosen at the next connect; the container did not run). */
@@ -152,6 +159,7 @@ export class HostReach implements PortReach {
   private ended = false;
 
   constructor(
+    private readonly ports: HostPorts,
     private readonly host: Host,
     private readonly containerId: string,
     private readonly task: string,
@@ -185,7 +193,7 @@ export class HostReach implements PortReach {
   /** The way to the ports now: `before` while it still goes to the container's namespace, else a new one. */
   private async choose(before: HostForwarder | undefined): Promise<HostForwarder | PortReach | undefined> {
     if (before?.failed === true) return this.fallingBack(before.netns);
-    const from = await portsFrom(this.host, this.containerId);
+    const from = this.ports.usable ? await portsFrom(this.host, this.containerId) : 'engine';
     if (typeof from === 'string' || from.here !== before?.netns || before.failed !== undefined)
       before?.close('the container’s network namespace changed');
     if (from === 'engine') return this.fallback();
@@ -195,11 +203,13 @@ export class HostReach implements PortReach {
       : new HostForwarder(from.here, this.host, this.task);
   }
 
-  /** The engine's way from now on (the host forwarder could not enter), said once. */
+  /** The engine's way from now on, for every run of the backend (the host forwarder could not enter), said once. */
   private fallingBack(netns: string): PortReach {
+    if (!this.ports.usable) return this.fallback();
+    this.ports.usable = false;
     this.host.logger.warn(
       { container: this.containerId, netns },
-      'host port forwarder: cannot enter the container’s network namespace; its ports go through the engine',
+      'host port forwarder: cannot enter a container’s network namespace; task ports go through the engine from now on',
     );
     return this.fallback();
   }
