@@ -727,8 +727,16 @@ static int hand_socket(int ch, unsigned id, unsigned long port) {
     if (fd >= 0) close(fd);
     return write_all(ch, msg, (size_t)n);
   }
-  limit.tv_sec = 0; /* the socket node gets blocks no more than any other */
+  /* node gets it non-blocking (libuv does not make a received fd so: a blocking one would stall
+   * node's event loop on a peer that reads slowly), with no send timeout left */
+  limit.tv_sec = 0;
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    int n = snprintf(msg, sizeof msg, "[%u,\"%s\"]\n", id, strerror(errno));
+    close(fd);
+    return write_all(ch, msg, (size_t)n);
+  }
   int n = snprintf(msg, sizeof msg, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":[%u]}\n", id);
   union {
     char buf[CMSG_SPACE(sizeof(int))];

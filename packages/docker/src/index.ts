@@ -196,7 +196,7 @@ export interface DockerBackendOptions extends CommonOpenOptions {
    * Reach a task's ports (`tasks.connect`) from this machine when it can: a forwarder here enters
    * the container's network namespace, so connections do not go through the engine (about twice
    * as fast). Default true; it needs root on Linux and an engine on this machine, else (and with
-   * false) connections go through the engine (docs/docker.md#ports).
+   * false) connections go through the engine (docs/docker.md#task-ports).
    */
   readonly directPorts?: boolean;
   /**

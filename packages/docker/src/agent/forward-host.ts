@@ -5,7 +5,7 @@
  * socket connected to the port in there (over node's IPC channel: packages/docker/agent/README.md).
  * A connection's bytes then go straight between this process and the daemon; through an exec
  * stream or a warm container's attach stream they go through dockerd and the container's shim,
- * both ways, and through the in-container agent (docs/docker.md#ports).
+ * both ways, and through the in-container agent (docs/docker.md#task-ports).
  *
  * It is taken when it can be, else the run's ports go the engine's way (`fallback`): the engine
  * shares this machine's kernel and pid namespace (the container's SandboxKey is the same
