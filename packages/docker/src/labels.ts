@@ -86,6 +86,12 @@ export const reaperFilter = (instance: string): Filters => ({ label: [`${LABEL.r
 /** The label of the shared helper image (no registry's: every registry on an engine uses it). */
 export const helperImageLabel = (): Record<string, string> => ({ [LABEL.helper]: 'image' });
 
+/**
+ * The label an image committed from a helper container is made with: `lessl.helper` blanked (the
+ * engine keeps it, empty), so neither the image nor a container made from it passes for a helper.
+ */
+export const notAHelper = (): Record<string, string> => ({ [LABEL.helper]: '' });
+
 /** Dockerfile `LABEL` changes for import/commit. */
 export const labelChanges = (labels: Readonly<Record<string, string>>): string[] =>
   Object.entries(labels).map(([k, v]) => `LABEL ${JSON.stringify(k)}=${JSON.stringify(v)}`);
@@ -115,7 +121,7 @@ export interface LabelView {
   readonly registry: string | undefined;
   /** The element it belongs to (inherited by a child image and by containers made from it). */
   readonly owner: string | undefined;
-  /** The element a helper container was made for (`image` for the shared helper image). */
+  /** The element a helper container was made for (`image` for the shared helper image); an empty label is none. */
   readonly helperOf: string | undefined;
   /** The task an executor container runs (`''` for none). */
   readonly task: string | undefined;
@@ -123,11 +129,14 @@ export interface LabelView {
   readonly pool: string | undefined;
 }
 
+/** A label's value, an empty one as absent. */
+const nonEmpty = (v: string | undefined): string | undefined => (v === '' ? undefined : v);
+
 /** Reads lessl's labels of an object. */
 export const readLabels = (labels: Labels): LabelView => ({
   registry: labels?.[LABEL.registry],
   owner: labels?.[LABEL.id],
-  helperOf: labels?.[LABEL.helper],
+  helperOf: nonEmpty(labels?.[LABEL.helper]), // blanked on an image committed from a helper (`notAHelper`)
   task: labels?.[LABEL.task],
   pool: labels?.[LABEL.pool],
 });

@@ -9,20 +9,16 @@
  *
  * Its image, `lessl/reaper:<node version>`, is made from this machine's own files (the running
  * `node` and the shared libraries `ldd` lists; nothing is downloaded) the first time an engine
- * needs it. The container has no network and the engine's socket mounted: it can do anything the
+ * needs it, by the one Node image builder (`node-image.ts`, which also makes the service's base). The container has no network and the engine's socket mounted: it can do anything the
  * engine can.
  */
-import { execFile } from 'node:child_process';
-import { createReadStream, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Duplex, type Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import * as E from 'fp-ts/lib/Either.js';
-import { pack, type Pack } from 'tar-stream';
 import { unavailable, type Unavailable } from '@lessl/core';
 import type { Host } from './host.js';
-import { reaperFilter, reaperImageLabel, reaperLabels, labelChanges } from './labels.js';
-import { followJson } from './streams.js';
+import { reaperFilter, reaperImageLabel, reaperLabels } from './labels.js';
+import { ensureNodeImage } from './node-image.js';
 import { statusOf } from './errors.js';
 
 /** The reaper's image on an engine: the running node's version. */
@@ -110,55 +106,11 @@ export const startReaperInBackground = (
   };
 };
 
-const run = promisify(execFile);
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-/** The files of the reaper image: the running node and the libraries it loads (`ldd`), at their paths. */
-const imageFiles = async (): Promise<string[]> => {
-  const { stdout } = await run('ldd', [process.execPath]);
-  const libs = [...stdout.matchAll(/(?:=>\s+)?(\/\S+)\s+\(0x/g)].map((m) => m[1] ?? '').filter((p) => p !== '');
-  return [...new Set(libs)];
-};
-
-/** Adds a file's content (symlinks followed) to a tar under `name`. */
-const addFile = (p: Pack, name: string, path: string): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const st = statSync(path);
-    const entry = p.entry({ name, size: st.size, mode: st.mode & 0o777 }, (err) => (err ? reject(err) : resolve()));
-    createReadStream(path).on('error', reject).pipe(entry);
-  });
-
-/** Makes the reaper image on a host (imported from this machine's files). */
-const buildImage = async (host: Host): Promise<void> => {
-  const libs = await imageFiles();
-  const p = pack();
-  const filling = (async () => {
-    p.entry({ name: 'tmp', type: 'directory', mode: 0o1777 });
-    await addFile(p, 'usr/local/bin/node', process.execPath);
-    for (const lib of libs) await addFile(p, lib.slice(1), lib);
-    p.finalize();
-  })().catch((err: unknown) => {
-    p.destroy(err instanceof Error ? err : new Error(String(err)));
-    throw err;
-  });
-  const changes = ['ENTRYPOINT ["/usr/local/bin/node"]', ...labelChanges(reaperImageLabel())];
-  const s = await host.clients.images.import(p, { ...REAPER_IMAGE, changes });
-  const r = await followJson(s);
-  await filling;
-  if (r.error !== undefined) throw new Error(r.error);
-};
-
-/** The reaper image on a host, made when missing. */
-const ensureImage = async (host: Host): Promise<string> => {
-  const ref = `${REAPER_IMAGE.repo}:${REAPER_IMAGE.tag}`;
-  try {
-    await host.clients.images.inspect(ref);
-  } catch (err) {
-    if (statusOf(err) !== 404) throw err;
-    await buildImage(host);
-  }
-  return ref;
-};
+/** The reaper image on a host: the Node image of this machine's files (`node-image.ts`), made when missing. */
+const ensureImage = (host: Host): Promise<string> =>
+  ensureNodeImage(host.clients.images, { ...REAPER_IMAGE, labels: reaperImageLabel() });
 
 /** The reaper container's settings: no network, the engine socket, little else. */
 const containerSpec = (

@@ -236,9 +236,10 @@ const sweepOrphans = async (host: Host, door: RegistryReads, report: ReconcileRe
     door.scan('executor://', Number.MAX_SAFE_INTEGER, (e) => containerIdOf(e) !== undefined).map((e) => containerIdOf(e) ?? ''),
   );
   for (const c of await containers.listOwned().catch(() => [])) {
-    // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper; and
-    // an image a helper made carries lessl.helper, so an executor or pool container made from it
-    // inherits it: those say what they are with lessl.task or lessl.pool)
+    // (a helper made from an image inherits that image's lessl.id: its owner is lessl.helper. An
+    // image committed from a helper has lessl.helper blanked (`notAHelper`); the lessl.task and
+    // lessl.pool check below is only for images committed before that, already on engines, whose
+    // executor and pool containers inherit the helper's lessl.helper)
     const view = readLabels(c.Labels);
     const helperOf = view.task === undefined && view.pool === undefined ? view.helperOf : undefined;
     const name = c.Names[0] ?? c.Id;

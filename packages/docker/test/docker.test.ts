@@ -10,7 +10,7 @@ import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
 import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { sha256, unwrap, utf8, type LesslEvent, type Progress, type TaskSpec } from '@lessl/core';
+import { sha256, text, unwrap, utf8, type LesslEvent, type Progress, type TaskSpec } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend, purge, type DockerBackend } from '@lessl/docker';
 import { engineProxy, n, startDaemon } from './support.js';
 
@@ -331,6 +331,30 @@ describe('in use', () => {
     }
     await unwrap(l.stores.image.delete(img));
     await unwrap(l.stores.volume.delete(vol));
+  });
+
+  test('an image put onto a parent has no helper label: a task from it runs, a foreign container from it is no helper', async () => {
+    // the commit from a helper container blanks lessl.helper: else the image, and every container
+    // made from it (labels are inherited), passed for a helper and was removed to free the image
+    const child = `image://local/${n('child')}`;
+    const ce = await unwrap(
+      l.stores.image.create({ id: child, parent: BASE, data: await tarOf([{ name: 'hello.txt', body: 'hi' }]) }),
+    );
+    const imageId = String(ce.attributes.imageId);
+    expect((await docker.getImage(imageId).inspect()).Config.Labels?.['lessl.helper'] ?? '').toBe('');
+    const r = await unwrap(l.run({ image: child, spec: { cmd: ['cat', '/hello.txt'] } }));
+    expect([r.exitCode, text(r.stdout)]).toEqual([0, 'hi']);
+    const name = n('foreign');
+    const c = await docker.createContainer({ name, Image: imageId, Cmd: ['true'], HostConfig: { NetworkMode: 'none' } });
+    try {
+      expect((await c.inspect()).Config.Labels['lessl.registry']).toBe(l.instanceId); // inherited
+      const a = await l.stores.image.delete(child)();
+      expect(E.isLeft(a) && a.left).toMatchObject({ _tag: 'InUse', referencedBy: [`docker:container/${name}`] });
+      expect((await c.inspect()).Name).toBe(`/${name}`);
+    } finally {
+      await c.remove({ force: true }).catch(() => undefined);
+    }
+    await unwrap(l.stores.image.delete(child));
   });
 });
 

@@ -1,17 +1,19 @@
 /**
  * The reaper on the real engine: an embedding process (a child) that is SIGKILLed leaves
  * nothing behind; one that closes cleanly keeps everything; a reaper killed from outside leaves
- * its embedder working; `reaper: false` starts none; the reaper has no network.
+ * its embedder working; `reaper: false` starts none; the reaper has no network; its image is
+ * the Node image the service's base is made of (scripts/node-base.sh), by the same builder.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { afterAll, describe, expect, test } from 'vitest';
 import { unwrap } from '@lessl/core';
-import { openDockerBackend, purge, REAPER_GRACE_MS } from '@lessl/docker';
+import { openDockerBackend, purge, REAPER_GRACE_MS, REAPER_IMAGE } from '@lessl/docker';
 import { engineProxy, eventually } from './support.js';
 
 const docker = new Docker();
@@ -29,6 +31,7 @@ afterAll(() => {
  */
 const EMBEDDER = `
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, openDockerBackend } from '@lessl/docker';
 const b = await unwrap(openDockerBackend({ watch: false, ...JSON.parse(process.argv[1]) }));
@@ -79,6 +82,29 @@ const embed = async (options: Record<string, unknown> = {}): Promise<Embedder> =
   };
   const first = await next();
   return { child, instance: String(first['instance']), next };
+};
+
+/** Lists an image's files (path and mode), but what the engine puts into every container. */
+const LIST_FILES = `
+const fs = require('fs');
+const skip = new Set(['/proc', '/sys', '/dev', '/.dockerenv', '/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/etc/mtab']);
+const out = [];
+const walk = (d) => {
+  for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+    const p = (d === '/' ? '' : d) + '/' + e.name;
+    if (skip.has(p)) continue;
+    out.push(p + ' ' + (fs.lstatSync(p).mode & 0o7777).toString(8));
+    if (e.isDirectory()) walk(p);
+  }
+};
+walk('/');
+console.log(out.sort().join('\\n'));
+`;
+
+/** The files of a Node image (its entrypoint is node), as `path mode` lines. */
+const filesOf = async (image: string): Promise<string[]> => {
+  const { stdout } = await promisify(execFile)('docker', ['run', '--rm', '--network', 'none', image, '-e', LIST_FILES]);
+  return stdout.trim().split('\n');
 };
 
 /** What of a session is on the engine: its containers, volumes and images, and its reaper. */
@@ -202,4 +228,28 @@ describe('the reaper', () => {
       await proxy.close();
     }
   }, 60_000);
+
+  test('the reaper image and the node base of scripts/node-base.sh come from one builder: the same files, this node', async () => {
+    const run = promisify(execFile);
+    const root = join(import.meta.dirname, '..', '..', '..');
+    const tag = `lessl-test/node-base:${process.pid}`;
+    const b = await unwrap(openDockerBackend({ reaper: true, watch: false })); // the reaper image is made (when missing) and runs
+    await b.close();
+    await purge(docker, b.instanceId);
+    const { stdout } = await run('bash', [join(root, 'scripts', 'node-base.sh'), tag], { timeout: 300_000 });
+    expect(stdout.trim()).toBe(tag);
+    try {
+      const reaper = `${REAPER_IMAGE.repo}:${REAPER_IMAGE.tag}`;
+      const [mine, base] = await Promise.all([filesOf(reaper), filesOf(tag)]);
+      expect(mine).toEqual(base);
+      expect(mine).toEqual(expect.arrayContaining(['/etc/passwd 644', '/tmp 1777', '/usr/local/bin/node 755']));
+      for (const ref of [reaper, tag])
+        expect((await docker.getImage(ref).inspect()).Config.Labels?.['lessl.node-version']).toBe(process.version);
+    } finally {
+      await docker
+        .getImage(tag)
+        .remove()
+        .catch(() => undefined);
+    }
+  }, 300_000);
 });

@@ -57,6 +57,33 @@ export const authenticate = (db: ServiceDb, header: unknown): UserRecord | undef
   return user?.leaving === undefined ? user : undefined;
 };
 
+/** What `callerOf` worked out for one request: the header it read and the user it names. */
+interface Caller {
+  readonly db: ServiceDb;
+  readonly header: unknown;
+  readonly user: UserRecord | undefined;
+}
+
+/** The callers of requests in flight, by their raw request (gone with it). */
+const callers = new WeakMap<object, Caller>();
+
+/**
+ * `authenticate` of a request's `Authorization` header, worked out once per request (the rate
+ * limit and the authenticated scope both ask: one hash and one lookup). `raw` is the node request
+ * (fastify's `req.raw`), alive as long as the request.
+ */
+export const callerOf = (
+  db: ServiceDb,
+  raw: { readonly headers: { readonly authorization?: unknown } },
+): UserRecord | undefined => {
+  const header = raw.headers.authorization;
+  const known = callers.get(raw);
+  if (known !== undefined && known.db === db && known.header === header) return known.user;
+  const user = authenticate(db, header);
+  callers.set(raw, { db, header, user });
+  return user;
+};
+
 /**
  * The SDK authorizer of an embedded service: the service itself (and the embedding process,
  * which calls without a principal: the SDK names it `anonymous`) may do anything; a user may

@@ -14,7 +14,7 @@ import type {
 import type * as t from 'io-ts';
 import { notFound, permissionDenied } from '@lessl/core';
 import { decodeWith, toJsonSchema, type JsonSchema } from './codec.js';
-import { authenticate } from './auth.js';
+import { callerOf } from './auth.js';
 import type { ServiceDb, UserRecord } from './db.js';
 import { HttpProblem, PROBLEM_SCHEMA } from './problem.js';
 
@@ -128,7 +128,7 @@ export const authenticated =
   async (scope) => {
     scope.decorateRequest('lesslUser', null);
     scope.addHook('onRequest', async (req) => {
-      const user = authenticate(db, req.headers.authorization);
+      const user = callerOf(db, req.raw);
       if (user === undefined) throw unauthorized(req.url);
       req.lesslUser = user;
     });

@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit, { type FastifyRateLimitStore } from '@fastify/rate-limit';
 import { fromUtf8, LesslError, unavailable, type AnyError, type Element } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
-import { authenticate } from './auth.js';
+import { callerOf } from './auth.js';
 import { decodeWith, describe, int, refine, strict } from './codec.js';
 import type { DbChange, JobRecord, ServiceDb, TaskRecord, UserRecord } from './db.js';
 import { listElements, SERVICE } from './elements.js';
@@ -365,7 +365,7 @@ export const installRateLimit = async (app: FastifyInstance, db: ServiceDb, desk
     return u === undefined ? desk.policy : desk.of(u);
   };
   const keyOf = (req: FastifyRequest): string => {
-    const u = authenticate(db, req.headers.authorization);
+    const u = callerOf(db, req.raw);
     return u === undefined ? `ip:${req.ip}` : `u:${u.name}`;
   };
   await app.register(rateLimit, { global: false, store: bucketStore((k) => quotaOf(k).requestsPerSecond) });

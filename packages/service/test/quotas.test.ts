@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import * as E from 'fp-ts/lib/Either.js';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { LesslError } from '@lessl/core';
 import { busyboxRootfsBytes, purge } from '@lessl/docker';
 import { createServer } from '@lessl/service';
@@ -349,6 +349,22 @@ describe('the rate limit', () => {
     expect(limited.length).toBeGreaterThan(0);
     for (const r of limited) expect(r.headers.get('retry-after')).toBe('1');
     expect(answers.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(10);
+  });
+
+  test('the token of a request is looked up once: the rate limit and the authenticated scope share the caller', async () => {
+    const tokens = h.server.db.tokens;
+    const lookups = vi.spyOn(tokens, 'get');
+    try {
+      const r = await h.call('/v1/whoami', { token: ADMIN_TOKEN });
+      expect(r.status).toBe(200);
+      expect(await r.json()).toMatchObject({ name: 'admin' });
+      expect(lookups).toHaveBeenCalledTimes(1);
+      lookups.mockClear();
+      expect((await h.call('/v1/whoami', { token: 'lsl_not-a-token-at-all' })).status).toBe(401);
+      expect(lookups).toHaveBeenCalledTimes(1);
+    } finally {
+      lookups.mockRestore();
+    }
   });
 
   test('requests without a known token are limited by address', async () => {

@@ -14,7 +14,7 @@ import type { EgressGuard } from '../egress.js';
 import type { Host } from '../host.js';
 import { withTar } from '../streams.js';
 import { fromDocker, isDockerError, statusOf } from '../errors.js';
-import { helperLabels, labelChanges, labelsFor } from '../labels.js';
+import { helperLabels, labelChanges, labelsFor, notAHelper } from '../labels.js';
 import { parseSource, recordableSource, reporter, type Content, type ImageSource, type SourceCall } from '../sources.js';
 import { buildFromGit } from './build.js';
 import { endOnAbort, materialOf, rootfsTar, type Material } from './content.js';
@@ -179,7 +179,9 @@ class ImageCreate {
         const put = await this.putInto(helper, tar);
         if (E.isLeft(put)) return this.fail(put.left);
       }
-      const changes = [...labelChanges(this.labels), ...(hasCmd ? [] : ['CMD []'])];
+      // the commit keeps the helper's labels: its lessl.helper is blanked, else the image and every
+      // container made from it would pass for a helper (swept, or removed to free what it uses)
+      const changes = [...labelChanges({ ...this.labels, ...notAHelper() }), ...(hasCmd ? [] : ['CMD []'])];
       await containers.commit(helper, { ...splitRef(this.ref), changes });
     } catch (err) {
       if (!isDockerError(err)) throw err;
