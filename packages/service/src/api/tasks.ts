@@ -180,10 +180,16 @@ export const taskRoutes =
     changeRoutes(scope, d);
   };
 
+/** Resolves after `ms`, or at once when `signal` aborts; its abort listener goes either way (a long follow polls). */
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((res) => {
-    const timer = setTimeout(res, ms);
-    signal.addEventListener('abort', () => (clearTimeout(timer), res()), { once: true });
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      res();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
   });
 
 /** Whether command i of a task may still come (following): the task goes on, and the command is pending or the task a daemon. */
