@@ -3,6 +3,7 @@
  * /v1/tasks/{id}`, its logs, `PUT` (exec into a daemon, or start it again) and `DELETE`.
  */
 import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyPluginAsync } from 'fastify';
 import { conflict, notFound, taskStatusOf } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
@@ -180,17 +181,8 @@ export const taskRoutes =
     changeRoutes(scope, d);
   };
 
-/** Resolves after `ms`, or at once when `signal` aborts; its abort listener goes either way (a long follow polls). */
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((res) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      res();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
+/** Resolves after `ms`, or at once when `signal` aborts (its abort listener goes either way: a long follow polls). */
+const sleep = (ms: number, signal: AbortSignal): Promise<void> => delay(ms, undefined, { signal }).catch(() => undefined);
 
 /** Whether command i of a task may still come (following): the task goes on, and the command is pending or the task a daemon. */
 const mayCome = (db: ServiceDb, task: string, i: number): boolean => {
