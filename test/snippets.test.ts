@@ -14,6 +14,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -113,6 +114,13 @@ const purgeRegistries = async (cwd: string): Promise<void> => {
 };
 
 /** Removes from the engine what a stopped service with data directory `data` left there (its busybox image). */
+/** Whether something listens on a loopback port. */
+const portTaken = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => (s.destroy(), resolve(true))).once('error', () => resolve(false));
+  });
+
 const purgeService = async (data: string): Promise<void> => {
   if (!existsSync(join(data, 'db'))) return;
   const root = new Level<string, string>(join(data, 'db'), { valueEncoding: 'utf8' });
@@ -203,9 +211,12 @@ describe('shell blocks name only commands that exist', () => {
     // fresh directory and home, with the clone's bins on PATH as the block's `export PATH` puts them
     const [setup, ...rest] = (block?.code ?? '').split('\n');
     expect(setup).toMatch(/^npm ci && npm run build/);
+    // the block serves on 8080 as written: a server already there would answer its curls instead
+    expect(await portTaken(8080), 'port 8080 is free for the lessl serve of the block').toBe(false);
     const cwd = mkdtempSync(join(tmpdir(), 'lessl-first-hour-'));
     try {
-      const script = `set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n${rest.join('\n')}\nwait\n`;
+      // on any exit the service is stopped and waited for (its database is read below)
+      const script = `set -e\ntrap 's=$?; kill $(jobs -p) 2>/dev/null || true; wait; exit $s' EXIT\n${rest.join('\n')}\nwait\n`;
       const r = await run('bash', ['-c', script], {
         cwd,
         timeout: 120_000,
@@ -223,9 +234,11 @@ describe('shell blocks name only commands that exist', () => {
           err: e.stderr ?? '',
         }),
       );
-      expect(r, r.err).toMatchObject({ code: 0 });
-      expect(r.out).toContain('Hello World\nvalue\n'); // lessl run's output
-      expect(r.out).toContain('"state":"exited","exitCode":0'); // curl's finished task
+      // a failure shows what the commands printed
+      const told = `exit ${r.code}\n--- stdout\n${r.out}\n--- stderr\n${r.err}`;
+      expect(r.code, told).toBe(0);
+      expect(r.out, told).toContain('Hello World\nvalue\n'); // lessl run's output
+      expect(r.out, told).toContain('"state":"exited","exitCode":0'); // curl's finished task
     } finally {
       await purgeService(join(cwd, '.local', 'share', 'lessl'));
       rmSync(cwd, { recursive: true, force: true });

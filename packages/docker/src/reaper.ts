@@ -14,6 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Duplex, type Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import * as E from 'fp-ts/lib/Either.js';
 import { unavailable, type Unavailable } from '@lessl/core';
 import type { Host } from './host.js';
@@ -82,30 +83,6 @@ export interface Reaper {
   stop(): Promise<void>;
 }
 
-/**
- * Starts a reaper without waiting for it (open is not delayed by a container start); `failed`
- * hears why it could not start. `stop` waits for the start, then stands it down.
- */
-export const startReaperInBackground = (
-  host: Host,
-  instance: string,
-  socketPath: string,
-  failed: (e: Unavailable) => void,
-): Reaper => {
-  const closing = new AbortController();
-  const started = startReaper(host, instance, socketPath, REAPER_GRACE_MS, closing.signal).then((r) => {
-    if (E.isLeft(r) && !closing.signal.aborted) failed(r.left);
-    return E.isLeft(r) ? undefined : r.right;
-  });
-  return {
-    stop: async () => {
-      // a start still under way stops at its next step (what it made is removed)
-      closing.abort();
-      await (await started)?.stop();
-    },
-  };
-};
-
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** The reaper image on a host: the Node image of this machine's files (`node-image.ts`), made when missing. */
@@ -171,66 +148,109 @@ const unref = (s: Duplex): void => {
   if (typeof f === 'function') Reflect.apply(f, s, []);
 };
 
+/** Where a session's reaper runs: its host, registry instance, engine socket (on the engine's machine) and grace. */
+interface Site {
+  readonly host: Host;
+  readonly instance: string;
+  readonly socketPath: string;
+  readonly graceMs: number;
+}
+
+/** The back-off between attempts to start a reaper: the first delay, doubled up to the last. */
+const RETRY_MS = { first: 250, last: 10_000 } as const;
+
+/** Resolves after `ms`, or at once when `signal` aborts (the timer never keeps the process alive). */
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  delay(ms, undefined, { signal, ref: false }).catch(() => undefined);
+
 /**
- * Starts a reaper for registry instance `instance` on `host`, whose engine socket is `socketPath`
- * (on the engine's machine). A reaper left by an earlier session of the same instance is removed
- * first (it never removes anything when killed). Answers `Unavailable` saying what failed.
+ * What a reaper whose stream was lost had become: still running (now removed), gone on its own,
+ * or not known (the engine did not answer before the deadline, or the backend closed).
  */
-export const startReaper = async (
-  host: Host,
-  instance: string,
-  socketPath: string,
-  graceMs = REAPER_GRACE_MS,
-  signal?: AbortSignal,
-): Promise<E.Either<Unavailable, Reaper>> => {
+type Loss = 'running' | 'gone' | 'unknown';
+
+/**
+ * Removes a reaper container as soon as the engine answers (tried every 100 ms until then, up to
+ * `until`, a time, or until `signal` aborts). A reaper whose stdin ended reaps once its grace
+ * ends, so this comes first and is one inspect and one remove. Past its grace a reaper has done
+ * what it would: one left is removed by the next start (`startOnce` removes the instance's reapers).
+ */
+const dismiss = async (host: Host, id: string, signal: AbortSignal, until: number): Promise<Loss> => {
+  const c = host.clients.containers;
+  for (;;) {
+    try {
+      const running = (await c.inspect(id)).State.Running === true;
+      await c.remove(id, { force: true }).catch((err: unknown) => {
+        // gone meanwhile (AutoRemove), or its removal already under way
+        if (statusOf(err) !== 404 && statusOf(err) !== 409) throw err;
+      });
+      return running ? 'running' : 'gone';
+    } catch (err) {
+      if (statusOf(err) === 404) return 'gone';
+      if (signal.aborted || Date.now() >= until) return 'unknown';
+      await sleep(100, signal);
+    }
+  }
+};
+
+/**
+ * One attempt to start a reaper at `site`. A reaper left by an earlier session of the same
+ * instance is removed first (it never removes anything when killed). A container this attempt
+ * made and cannot hold is removed (its stdin has ended: it would reap once its grace ends).
+ * `onLost` hears when the held stream ends while the reaper is not stood down.
+ */
+const startOnce = async (
+  site: Site,
+  signal: AbortSignal,
+  onLost: (id: string) => void,
+): Promise<E.Either<Unavailable, HeldReaper>> => {
+  const { host, instance } = site;
   const c = host.clients.containers;
   let id: string | undefined;
   let stream: Duplex | undefined;
   const step = <A>(a: A): A => {
-    if (signal?.aborted === true) throw new Error('the backend closed while it started');
+    if (signal.aborted) throw new Error('the backend closed while it started');
     return a;
   };
   try {
     for (const old of await c.list(reaperFilter(instance))) await c.remove(old.Id, { force: true }).catch(() => undefined);
     const image = step(await ensureImage(host));
-    id = await c.create(containerSpec(image, instance, socketPath, graceMs));
+    id = await c.create(containerSpec(image, instance, site.socketPath, site.graceMs));
     step(id);
     stream = duplexOf(await c.attach(id, { stream: true, stdin: true, stdout: true, stderr: true, hijack: true }));
     step(stream);
     const ready = waitFor(stream, 'ready\n', READY_MS);
     await c.start(id);
-    if (!(await ready)) throw new Error(`it did not say it was ready within ${READY_MS} ms`);
-    return E.right(new HeldReaper(host, id, step(stream), instance, socketPath, graceMs));
+    if (!(await ready)) throw new Error(`it did not say it was ready within ${READY_MS} ms (or its stream was cut)`);
+    return E.right(new HeldReaper(host, id, step(stream), onLost));
   } catch (err) {
-    // removed before the stream is let go: it never sees its stdin end
-    if (id !== undefined) await c.remove(id, { force: true }).catch(() => undefined);
+    // removed before the stream is let go where the engine answers; else as soon as it does
+    if (id !== undefined) await dismiss(host, id, signal, Date.now() + site.graceMs);
     stream?.destroy();
     return E.left(unavailable('', `the reaper could not start on ${host.name}: ${messageOf(err)}`));
   }
 };
 
 /** A reaper whose stream this process holds (see the module comment). */
-class HeldReaper implements Reaper {
+class HeldReaper {
   private stopping = false;
-  private replacement: Reaper | undefined;
 
   constructor(
     private readonly host: Host,
     readonly containerId: string,
     private readonly stream: Duplex,
-    private readonly instance: string,
-    private readonly socketPath: string,
-    private readonly graceMs: number,
+    onLost: (id: string) => void,
   ) {
     // the held stream never keeps the embedding process alive: its exit is what the reaper waits for
     unref(stream);
     stream.on('data', () => undefined);
     stream.on('error', () => undefined);
     stream.once('close', () => {
-      if (!this.stopping) void this.lost();
+      if (!this.stopping) onLost(containerId);
     });
   }
 
+  /** Stands the reaper down without removing anything (a clean close); never throws. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -239,32 +259,118 @@ class HeldReaper implements Reaper {
     // it exits on its own (and is removed); one that did not say so is removed here
     if (!(await said)) await this.host.clients.containers.remove(this.containerId, { force: true }).catch(() => undefined);
     this.stream.destroy();
-    await this.replacement?.stop();
-  }
-
-  /**
-   * The stream ended while this process lives: the connection was cut (the reaper, still running,
-   * waits its grace) or the reaper is gone (killed: not replaced, the next open cleans up as
-   * without a reaper). A reaper still running is removed before its grace ends and replaced.
-   */
-  private async lost(): Promise<void> {
-    const c = this.host.clients.containers;
-    const log = this.host.logger;
-    for (let waited = 0; waited < this.graceMs && !this.stopping; waited += 100) {
-      try {
-        const st = await c.inspect(this.containerId);
-        if (st.State.Running !== true) break;
-        await c.remove(this.containerId, { force: true });
-        const next = await startReaper(this.host, this.instance, this.socketPath, this.graceMs);
-        if (E.isRight(next) && !this.stopping) this.replacement = next.right;
-        else if (E.isRight(next)) await next.right.stop();
-        else log.warn({ error: next.left.message }, 'reaper: its connection was cut and it could not be replaced');
-        return;
-      } catch (err) {
-        if (statusOf(err) === 404) break;
-        await new Promise((r) => setTimeout(r, 100).unref());
-      }
-    }
-    if (!this.stopping) log.warn({ container: this.containerId }, 'reaper: gone while the backend is open; not replaced');
   }
 }
+
+/**
+ * A session's reaper, kept while the backend is open. A start that fails is tried again with
+ * back-off (`RETRY_MS`) until `stop`. A held stream that ends while this process lives means the
+ * connection was cut (the reaper, still running, waits its grace: it is removed as soon as the
+ * engine answers and another is started) or the reaper is gone: killed from outside (seen within
+ * the grace: not replaced, the next open cleans up as without a reaper) or after an outage longer
+ * than the grace (it may have reaped: another is started, and a warning says so).
+ */
+class KeptReaper implements Reaper {
+  private readonly closing = new AbortController();
+  private held: HeldReaper | undefined;
+  private work: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly site: Site,
+    private readonly failed: (e: Unavailable) => void,
+  ) {}
+
+  /** One attempt, awaited (`reaper: true` answers its failure). */
+  async first(): Promise<E.Either<Unavailable, KeptReaper>> {
+    const r = await startOnce(this.site, this.closing.signal, (id) => this.lost(id));
+    if (E.isLeft(r)) return r;
+    this.held = r.right;
+    return E.right(this);
+  }
+
+  /** Starts a reaper in the background, trying again until it runs or `stop`. */
+  keep(): void {
+    this.work = this.work.then(() => this.startUntilHeld());
+  }
+
+  async stop(): Promise<void> {
+    // a start under way stops at its next step (what it made is removed); a back-off ends at once
+    this.closing.abort();
+    await this.work;
+    await this.held?.stop();
+  }
+
+  private async startUntilHeld(): Promise<void> {
+    const signal = this.closing.signal;
+    for (let attempt = 1, delay: number = RETRY_MS.first; !signal.aborted; attempt++) {
+      const r = await startOnce(this.site, signal, (id) => this.lost(id));
+      if (E.isRight(r)) {
+        if (signal.aborted) await r.right.stop();
+        else this.held = r.right;
+        return;
+      }
+      if (signal.aborted) return;
+      if (attempt === 1) this.failed(r.left);
+      this.site.host.logger.warn({ error: r.left.message, attempt, retryInMs: delay }, 'reaper: could not start; trying again');
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, RETRY_MS.last);
+    }
+  }
+
+  private lost(id: string): void {
+    this.held = undefined;
+    const lostAt = Date.now();
+    this.work = this.work.then(() => this.recover(id, lostAt));
+  }
+
+  private async recover(id: string, lostAt: number): Promise<void> {
+    const log = this.site.host.logger;
+    const loss = await dismiss(this.site.host, id, this.closing.signal, lostAt + this.site.graceMs);
+    if (this.closing.signal.aborted) return;
+    const outage = Date.now() - lostAt >= this.site.graceMs;
+    if (loss === 'gone' && !outage) {
+      log.warn({ container: id }, 'reaper: gone while the backend is open; not replaced');
+      return;
+    }
+    // past the grace, even one still running may have begun to reap
+    if (loss !== 'running' || outage)
+      log.warn(
+        { container: id },
+        "reaper: the engine was out of reach longer than the grace; the session's objects may have been reaped",
+      );
+    await this.startUntilHeld();
+  }
+}
+
+/**
+ * Starts a reaper without waiting for it (open is not delayed by a container start); `failed`
+ * hears why the first attempt failed (it is tried again with back-off until `stop`). `stop` waits
+ * for a start under way, then stands the reaper down.
+ */
+export const startReaperInBackground = (
+  host: Host,
+  instance: string,
+  socketPath: string,
+  failed: (e: Unavailable) => void,
+): Reaper => {
+  const kept = new KeptReaper({ host, instance, socketPath, graceMs: REAPER_GRACE_MS }, failed);
+  kept.keep();
+  return kept;
+};
+
+/**
+ * Starts a reaper for registry instance `instance` on `host`, whose engine socket is `socketPath`
+ * (on the engine's machine), and waits until it runs; answers `Unavailable` saying what failed.
+ * Once running it is kept as `startReaperInBackground`'s is.
+ */
+export const startReaper = async (
+  host: Host,
+  instance: string,
+  socketPath: string,
+  graceMs = REAPER_GRACE_MS,
+): Promise<E.Either<Unavailable, Reaper>> => {
+  const kept = new KeptReaper({ host, instance, socketPath, graceMs }, () => undefined);
+  const r = await kept.first();
+  if (E.isLeft(r)) await kept.stop();
+  return r;
+};

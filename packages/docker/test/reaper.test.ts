@@ -207,19 +207,40 @@ describe('the reaper', () => {
     }
   });
 
-  test('a connection to the engine cut and back: the reaper is replaced, nothing is reaped', async () => {
+  test('a connection to the engine cut and back: the reaper is replaced (a failed start tried again), nothing is reaped', async () => {
     const proxy = await engineProxy();
     const b = await unwrap(openDockerBackend({ socketPath: proxy.path, watch: false }));
+    /** The session's one reaper, running, once it is not `old` (which is then gone: it can reap no more). */
+    const replaced = async (old: string): Promise<Docker.ContainerInfo | undefined> => {
+      let now: Docker.ContainerInfo | undefined;
+      const other = async (): Promise<boolean> => {
+        const all = await docker.listContainers({ all: true, filters: { label: [`lessl.reaper=${b.instanceId}`] } });
+        now = all.length === 1 && all[0]?.Id !== old && all[0]?.State === 'running' ? all[0] : undefined;
+        return now !== undefined;
+      };
+      return (await eventually(other, 30_000)) ? now : undefined;
+    };
     try {
       await unwrap(b.stores.volume.create({ id: 'volume://local/kept' }));
+      // cut, the socket kept: the old reaper's stdin ends and it can still reach the engine
       const first = await reaperOf(b.instanceId);
+      proxy.cut();
+      const second = await replaced(first.Id);
+      expect(second).toBeDefined();
+      // cut again at once (often before the new reaper has said it is ready), and its
+      // replacement's create refused: the start fails and is tried again
+      proxy.refuse = /^POST \/[^ ]*containers\/create/;
+      proxy.mode = 'refusing';
+      proxy.cut();
+      expect(await eventually(() => proxy.refused >= 2, 30_000)).toBe(true);
+      proxy.mode = 'pass';
+      const third = await replaced(second?.Id ?? '');
+      expect(third).toBeDefined();
+      // the engine away and back (a new socket file)
       await proxy.down();
       await proxy.up();
-      const replaced = async (): Promise<boolean> => {
-        const now = await docker.listContainers({ all: true, filters: { label: [`lessl.reaper=${b.instanceId}`] } });
-        return now.length === 1 && now[0]?.Id !== first.Id && now[0]?.State === 'running';
-      };
-      expect(await eventually(replaced, 20_000)).toBe(true);
+      expect(await replaced(third?.Id ?? '')).toBeDefined();
+      // every old reaper is gone: none reaped the live session
       expect((await left(b.instanceId)).volumes).toBe(1);
       await unwrap(b.stores.volume.read('volume://local/kept'));
     } finally {
@@ -227,7 +248,7 @@ describe('the reaper', () => {
       await purge(docker, b.instanceId);
       await proxy.close();
     }
-  }, 60_000);
+  }, 150_000);
 
   test('the reaper image and the node base of scripts/node-base.sh come from one builder: the same files, this node', async () => {
     const run = promisify(execFile);

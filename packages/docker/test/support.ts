@@ -37,6 +37,8 @@ export interface EngineProxy {
   refuse: RegExp;
   /** How many requests were refused so far. */
   readonly refused: number;
+  /** Cuts the open connections and goes on accepting new ones (the same socket file). */
+  cut(): void;
   /** Stops accepting connections (existing ones are cut) or starts again on the same path. */
   down(): Promise<void>;
   up(): Promise<void>;
@@ -74,11 +76,14 @@ export const engineProxy = async (target = '/var/run/docker.sock'): Promise<Engi
       server = s;
       s.listen(path, () => res());
     });
+  const cut = (): void => {
+    for (const c of conns) c.destroy();
+    conns.clear();
+  };
   const down = async (): Promise<void> => {
     const closed = new Promise<void>((res) => (server === undefined ? res() : server.close(() => res())));
     // the engine goes away: its open (keep-alive) connections too
-    for (const c of conns) c.destroy();
-    conns.clear();
+    cut();
     await closed;
     rmSync(path, { force: true });
   };
@@ -96,6 +101,7 @@ export const engineProxy = async (target = '/var/run/docker.sock'): Promise<Engi
     get refused() {
       return refused;
     },
+    cut,
     down,
     up: listen,
     close: down,

@@ -9,8 +9,9 @@ import SwaggerParser from '@apidevtools/swagger-parser';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unwrap, utf8 } from '@lessl/core';
 import { openMemoryBackend } from '@lessl/memory';
-import { createServer } from '@lessl/service';
-import { ADMIN_TOKEN, settle, start, type Harness, SEED_SPEC as seed } from './helpers.js';
+import { createServer, ownerAuthorizer, serviceFunctionAuthorizer } from '@lessl/service';
+import type { Composer } from '@lessl/core';
+import { ADMIN_TOKEN, settle, shell, start, type Harness, SEED_SPEC as seed } from './helpers.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -152,6 +153,34 @@ describe('daemon tasks', () => {
     const r = await h.call(`/v1/tasks/${job.tasks[0]}/logs?follow=true`);
     expect(r.status).toBe(200);
     expect(await r.text()).toBe('a\nb\nc\n');
+  });
+
+  test('logs?follow=true from the submission loses no output of commands that start late (made, then bound)', async () => {
+    const backend = await unwrap(
+      openMemoryBackend({ authorize: ownerAuthorizer, authorizeFunction: serviceFunctionAuthorizer, run: shell }),
+    );
+    // every commit of the service waits: each command's task exists a while before it is bound and runs
+    const commit: Composer['commit'] = (hd, ctx) => async () => {
+      await new Promise((res) => setTimeout(res, 300));
+      return backend.composer.commit(hd, ctx)();
+    };
+    const composer = new Proxy(backend.composer, {
+      get: (t, k) => {
+        const v: unknown = Reflect.get(t, k);
+        return k === 'commit' ? commit : typeof v === 'function' ? v.bind(t) : v;
+      },
+    });
+    const slow = await start({ backend: { ...backend, composer } });
+    try {
+      const job = await body(
+        await slow.call('/v1/tasks', { method: 'POST', json: { image: 'busybox', cmd: ['echo a', 'echo b', 'echo c'] } }),
+      );
+      const r = await slow.call(`/v1/tasks/${job.tasks[0]}/logs?follow=true`);
+      expect(await r.text()).toBe('a\nb\nc\n');
+    } finally {
+      await slow.close();
+      await backend.close();
+    }
   });
 });
 

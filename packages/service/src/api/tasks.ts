@@ -3,8 +3,9 @@
  * /v1/tasks/{id}`, its logs, `PUT` (exec into a daemon, or start it again) and `DELETE`.
  */
 import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyPluginAsync } from 'fastify';
-import { conflict, notFound } from '@lessl/core';
+import { conflict, notFound, taskStatusOf } from '@lessl/core';
 import type { Backend } from '@lessl/kit';
 import type { ServiceDb, TaskRecord, UserRecord } from '../db.js';
 import { elementsOf, readElement, SERVICE } from '../elements.js';
@@ -180,11 +181,8 @@ export const taskRoutes =
     changeRoutes(scope, d);
   };
 
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((res) => {
-    const timer = setTimeout(res, ms);
-    signal.addEventListener('abort', () => (clearTimeout(timer), res()), { once: true });
-  });
+/** Resolves after `ms`, or at once when `signal` aborts (its abort listener goes either way: a long follow polls). */
+const sleep = (ms: number, signal: AbortSignal): Promise<void> => delay(ms, undefined, { signal }).catch(() => undefined);
 
 /** Whether command i of a task may still come (following): the task goes on, and the command is pending or the task a daemon. */
 const mayCome = (db: ServiceDb, task: string, i: number): boolean => {
@@ -205,9 +203,39 @@ async function* logStream(b: Backend, db: ServiceDb, task: string, follow: boole
       await sleep(100, signal);
     }
     try {
-      for await (const ch of b.tasks.logs(el.command(i), { ...SERVICE, follow, signal })) yield Buffer.from(ch.data);
+      yield* commandLog(b, db, task, i, follow, signal);
     } catch {
       return;
     }
+  }
+}
+
+/** The states of a command task whose run is over (its output is all kept). */
+const ENDED = new Set(['exited', 'killed', 'lost']);
+
+/**
+ * Command i's output. Following, until the command has ended: a follow that ends before (the
+ * command's task is made before it is bound and started, and a follow of a task not started yet
+ * ends at once) is resumed where it stopped, so no output is lost between the two.
+ */
+async function* commandLog(
+  b: Backend,
+  db: ServiceDb,
+  task: string,
+  i: number,
+  follow: boolean,
+  signal: AbortSignal,
+): AsyncGenerator<Buffer> {
+  const id = elementsOf(task).command(i);
+  for (let since = 0; ;) {
+    // checked before the read: a read that starts once the command (or the task) is over gets the rest
+    const last =
+      !follow || !mayCome(db, task, i) || ENDED.has(taskStatusOf((await readElement(b, 'task', id))?.attributes ?? {}).state);
+    for await (const ch of b.tasks.logs(id, { ...SERVICE, follow, since, signal })) {
+      since += ch.data.byteLength;
+      yield Buffer.from(ch.data);
+    }
+    if (last || signal.aborted) return;
+    await sleep(100, signal);
   }
 }
