@@ -192,8 +192,9 @@ export class HostReach implements PortReach {
 
   /** The way to the ports now: `before` while it still goes to the container's namespace, else a new one. */
   private async choose(before: HostForwarder | undefined): Promise<HostForwarder | PortReach | undefined> {
+    const from = this.ports.usable && before?.failed !== true ? await portsFrom(this.host, this.containerId) : 'engine';
+    // looked at again after the wait: the forwarder before may have ended meanwhile
     if (before?.failed === true) return this.fallingBack(before.netns);
-    const from = this.ports.usable ? await portsFrom(this.host, this.containerId) : 'engine';
     if (typeof from === 'string' || from.here !== before?.netns || before.failed !== undefined)
       before?.close('the container’s network namespace changed');
     if (from === 'engine') return this.fallback();
