@@ -7,6 +7,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
 import { decodeOptions, keyOf, unwrap } from '@lessl/core';
 import { busyboxRootfsBytes, SwarmOptionsC, type SwarmOptions } from '@lessl/docker';
 import { openMemoryBackend, tinyShell, type FakeProcess } from '@lessl/memory';
@@ -49,7 +50,7 @@ export interface ServeOptions {
   /** Adds a public image `busybox` made from the host's /bin/busybox when it is missing (the memory backend always has one). */
   readonly busybox?: boolean;
   /**
-   * A JSON file: `{ policy?, pool?, preload?, retention?, docker?: { swarm? } }` (see `ServerOptions`;
+   * A JSON file: `{ policy?, pool?, preload?, retention?, docker?: { swarm?, directPorts? } }` (see `ServerOptions`;
    * `docker.swarm`: run tasks as Swarm services, the Docker backend's `swarm` option); `--policy`
    * wins over its policy.
    */
@@ -68,15 +69,18 @@ interface ConfigFile {
   readonly pool?: ServerOptions['pool'];
   readonly preload?: ServerOptions['preload'];
   readonly retention?: ServerOptions['retention'];
-  /** The Docker backend: `swarm` runs tasks as Swarm services (docs/swarm.md). */
-  readonly docker?: { readonly swarm?: SwarmOptions };
+  /**
+   * The Docker backend: `swarm` runs tasks as Swarm services (docs/swarm.md); `directPorts: false`
+   * reaches daemons' ports through the engine only (docs/docker.md#task-ports).
+   */
+  readonly docker?: { readonly swarm?: SwarmOptions; readonly directPorts?: boolean };
 }
 
 const CONFIG_KEYS = ['policy', 'pool', 'preload', 'retention', 'docker'];
 
 /** The config file's `docker` section, decoded strictly: an unknown key or a bad value is an error naming it (`docker.swarm.registry`). */
 const dockerSection = (file: string, u: unknown): ConfigFile['docker'] => {
-  const d = decodeOptions({ swarm: SwarmOptionsC }, u, `--config ${file}`, { prefix: 'docker' });
+  const d = decodeOptions({ swarm: SwarmOptionsC, directPorts: t.boolean }, u, `--config ${file}`, { prefix: 'docker' });
   if (E.isLeft(d)) throw new LesslError(clientProblem('InvalidEntry', d.left.message, 0, d.left.keys));
   return d.right;
 };
@@ -185,15 +189,16 @@ const adminTokenFile = async (): Promise<string | undefined> => {
   return token === '' ? refuse('the file is empty') : token;
 };
 
-/** The Docker backend's options of the config file (`docker.swarm`); refused with `--memory`, which has no engine. */
+/** The Docker backend's options of the config file (`docker.swarm`, `docker.directPorts`); refused with `--memory`, which has no engine. */
 const dockerOf = (o: ServeOptions, config: ConfigFile): Pick<ServerOptions, 'docker'> => {
-  const swarm = config.docker?.swarm;
-  if (swarm === undefined) return {};
+  const { swarm, directPorts } = config.docker ?? {};
+  const given = [...(swarm === undefined ? [] : ['docker.swarm']), ...(directPorts === undefined ? [] : ['docker.directPorts'])];
+  if (given.length === 0) return {};
   if (o.memory === true)
     throw new LesslError(
-      clientProblem('InvalidEntry', '--config: docker.swarm needs the Docker backend (not --memory)', 0, ['docker.swarm']),
+      clientProblem('InvalidEntry', `--config: ${given.join(', ')} needs the Docker backend (not --memory)`, 0, given),
     );
-  return { docker: { swarm } };
+  return { docker: { ...(swarm === undefined ? {} : { swarm }), ...(directPorts === undefined ? {} : { directPorts }) } };
 };
 
 /** Starts the service and listens; answers it, its URL and how to stop it (closing what it opened). */

@@ -53,8 +53,8 @@ describe('lessl run on Docker', () => {
 });
 
 /** Starts the real `lessl serve` binary over `data`; answers it, its URL and its exit (code and stderr). */
-const serveBin = async (data: string) => {
-  const child = spawn(process.execPath, [BIN, '--json', 'serve', '--data', data, '--port', '0', '--busybox'], {
+const serveBin = async (data: string, ...more: string[]) => {
+  const child = spawn(process.execPath, [BIN, '--json', 'serve', '--data', data, '--port', '0', '--busybox', ...more], {
     env: { ...process.env, LESSL_ADMIN_TOKEN: TOKEN },
   });
   let stderr = '';
@@ -102,6 +102,39 @@ describe('lessl serve on Docker', () => {
     } finally {
       first.child.kill('SIGKILL');
       await purge(docker, instance);
+    }
+  }, 60_000);
+
+  test("the config's docker.directPorts: false: a daemon's port is proxied through the engine (an exec'd forwarder in its container)", async () => {
+    const config = join(dir, 'engine-ports.json');
+    writeFileSync(config, JSON.stringify({ docker: { directPorts: false } }));
+    const svc = await serveBin(join(dir, 'engine-ports-data'), '--config', config);
+    try {
+      const serve = 'echo through the engine > /tmp/index.html && httpd -f -p 8080 -h /tmp';
+      const spec = JSON.stringify({ daemon: true, image: 'busybox', ttl: 600, ports: [8080], cmd: [serve] });
+      const r = await lessl(['--json', 'run', '-'], { url: svc.url, token: TOKEN, input: spec });
+      const { id } = JSON.parse(r.stdout) as { id: string };
+      let got = { status: 0, body: '' };
+      for (let i = 0; i < 100 && got.status !== 200; i++) {
+        const res = await fetch(`${svc.url}/v1/tasks/${id}/ports/8080/index.html`, {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        });
+        got = { status: res.status, body: await res.text() };
+        if (got.status !== 200) await new Promise((res) => setTimeout(res, 100));
+      }
+      expect(got).toEqual({ status: 200, body: 'through the engine\n' });
+      const [c] = await docker.listContainers({ filters: { label: [`lessl.registry=${svc.registry}`] } });
+      const execs = await Promise.all(
+        ((await docker.getContainer(c?.Id ?? '').inspect()).ExecIDs ?? []).map((e) => docker.getExec(e).inspect()),
+      );
+      const forwarders = execs.filter(
+        (e) => e.ProcessConfig.entrypoint === '/.lessl/agent' && e.ProcessConfig.arguments.includes('--forward'),
+      );
+      expect(forwarders).toHaveLength(1);
+    } finally {
+      svc.child.kill('SIGTERM');
+      await svc.exited;
+      await purge(docker, svc.registry);
     }
   }, 60_000);
 });

@@ -84,7 +84,7 @@ test('the TLS flags are both or neither, their files must be readable and a matc
   expect(mismatched.stderr).not.toMatch(/\n\s+at /); // no stack trace
 });
 
-test("the config file's docker.swarm section is decoded strictly: an unknown key or a bad value stops the start naming it", async () => {
+test("the config file's docker section (swarm, directPorts) is decoded strictly: an unknown key or a bad value stops the start naming it", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lessl-cfg-'));
   const start = (config: unknown, ...args: string[]) => {
     const file = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
@@ -97,6 +97,7 @@ test("the config file's docker.swarm section is decoded strictly: an unknown key
     [{ docker: { swarm: {} } }, /docker\.swarm\.registry/],
     [{ docker: { swarm: { registry: 'r:5000', constraints: ['anywhere'] } } }, /bad docker\.swarm\.constraints/],
     [{ docker: { socket: '/x.sock' } }, /unknown docker\.socket/],
+    [{ docker: { directPorts: 'no' } }, /bad docker\.directPorts/],
     [{ dockr: {} }, /unknown keys dockr/],
   ];
   for (const [config, why] of cases) {
@@ -107,6 +108,9 @@ test("the config file's docker.swarm section is decoded strictly: an unknown key
   const memory = await start({ docker: { swarm: { registry: 'r:5000' } } }, '--memory');
   expect(memory.code).not.toBe(0);
   expect(memory.stderr).toMatch(/docker\.swarm needs the Docker backend \(not --memory\)/);
+  const ports = await start({ docker: { directPorts: false } }, '--memory');
+  expect(ports.code).not.toBe(0);
+  expect(ports.stderr).toMatch(/docker\.directPorts needs the Docker backend \(not --memory\)/);
 });
 
 test('LESSL_ADMIN_TOKEN_FILE: the admin token read from a file (a secret); with LESSL_ADMIN_TOKEN too, or empty, the start stops', async () => {
