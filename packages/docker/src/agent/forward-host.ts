@@ -24,21 +24,19 @@ import { aborted, unavailable } from '@lessl/core';
 import type { Host } from '../host.js';
 import { AGENT_FILE, agentBinary } from './binary.js';
 import type { PortReach } from './forward-exec.js';
-import type { ConnectError } from './forward.js';
+import { awaitAnswer, CONNECT_MS, type ConnectError } from './forward.js';
 /** The exit code of a host forwarder that could not enter the namespace. */
 const CANNOT_ENTER = 125;
-/** A connect the forwarder does not answer this soon is `Unavailable` (a loopback connect answers at once). */
-const CONNECT_MS = 10_000;
 
 /**
  * Where a container's ports are reached from: here (the network namespace file this process can
  * enter), through the engine (see the module comment), or nowhere now (the container is not
  * running, or the engine did not answer: asked again at the next connect).
  */
-export type PortsFrom = { readonly here: string } | 'engine' | 'not running';
+type PortsFrom = { readonly here: string } | 'engine' | 'not running';
 
 /** Where the ports of `containerId` are reached from now (see `PortsFrom`). */
-export const portsFrom = async (host: Host, containerId: string): Promise<PortsFrom> => {
+const portsFrom = async (host: Host, containerId: string): Promise<PortsFrom> => {
   if (process.platform !== 'linux' || agentBinary() === undefined) return 'engine';
   let key: string;
   let pid: number;
@@ -99,7 +97,8 @@ class HostForwarder {
     const a = await this.ask(port, signal);
     if (a instanceof Socket) return E.right(a);
     if (a === 'aborted') return E.left(aborted(this.task, signal?.reason));
-    return E.left(unavailable(this.task, `port ${port} of task ${this.task} cannot be reached: ${a}`));
+    const why = a === 'timeout' ? 'the forwarder did not answer' : a;
+    return E.left(unavailable(this.task, `port ${port} of task ${this.task} cannot be reached: ${why}`));
   }
 
   /** Ends the forwarder: its channel closes, it exits, every connection it handed over ends. */
@@ -111,26 +110,23 @@ class HostForwarder {
     if (this.child.connected) this.child.disconnect();
   }
 
-  /** Sends `[id, port]` and waits for the socket or the reason (or 'aborted'). */
-  private ask(port: number, signal: AbortSignal | undefined): Promise<Answer> {
-    if (this.closed !== undefined || !this.child.connected) return Promise.resolve(this.closed ?? 'its forwarder ended');
+  /** Sends `[id, port]` and waits for the socket or the reason ('timeout', 'aborted' or the forwarder's). */
+  private async ask(port: number, signal: AbortSignal | undefined): Promise<Answer> {
+    if (this.closed !== undefined || !this.child.connected) return this.closed ?? 'its forwarder ended';
     const id = this.next;
     this.next = (this.next % 0x7fff_fffe) + 1;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => done('the forwarder did not answer'), CONNECT_MS);
-      const onAbort = (): void => done('aborted');
-      const done = (a: Answer): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(id);
-        if (a instanceof Socket && this.closed !== undefined) return resolve((a.destroy(), this.closed));
-        resolve(a);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, done);
-      this.child.send([id, port], (err) => (err === null ? undefined : done('its forwarder ended')));
-      if (signal?.aborted === true) onAbort();
-    });
+    const a = await awaitAnswer<Answer>(
+      (answer) => {
+        this.pending.set(id, answer);
+        this.child.send([id, port], (err) => (err === null ? undefined : answer('its forwarder ended')));
+      },
+      () => this.pending.delete(id),
+      CONNECT_MS,
+      signal,
+    );
+    // a socket that came as the forwarder closed is not handed out
+    if (a instanceof Socket && this.closed !== undefined) return (a.destroy(), this.closed);
+    return a;
   }
 
   /** A forwarder's line: `[id]` with the socket, or `[id, "reason"]`. */
@@ -195,13 +191,12 @@ export class HostReach implements PortReach {
     const from = this.ports.usable && before?.failed !== true ? await portsFrom(this.host, this.containerId) : 'engine';
     // looked at again after the wait: the forwarder before may have ended meanwhile
     if (before?.failed === true) return this.fallingBack(before.netns);
-    if (typeof from === 'string' || from.here !== before?.netns || before.failed !== undefined)
-      before?.close('the container’s network namespace changed');
+    // kept while it runs in the container's namespace still; else closed, and another made
+    const same = before !== undefined && before.failed === undefined && typeof from === 'object' && before.netns === from.here;
+    if (same) return before;
+    before?.close('the container’s network namespace changed');
     if (from === 'engine') return this.fallback();
-    if (from === 'not running') return undefined;
-    return before !== undefined && before.netns === from.here && before.failed === undefined
-      ? before
-      : new HostForwarder(from.here, this.host, this.task);
+    return from === 'not running' ? undefined : new HostForwarder(from.here, this.host, this.task);
   }
 
   /** The engine's way from now on, for every run of the backend (the host forwarder could not enter), said once. */

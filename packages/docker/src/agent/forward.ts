@@ -19,12 +19,40 @@ import { encodeFrame, type Frame } from './frames.js';
 export const CONN_WINDOW = 256 * 1024;
 const CHUNK = 64 * 1024;
 /** A connect the agent does not answer this soon is `Unavailable` (a loopback connect answers at once). */
-const CONNECT_MS = 10_000;
+export const CONNECT_MS = 10_000;
 /** The frame types the agent answers connections with. */
 const CONN_TYPES: ReadonlySet<string> = new Set(['c', 'r', 'd', 'f', 'z', 'w']);
 
 /** Why a connection could not be opened. */
 export type ConnectError = Unavailable | Aborted;
+
+/** Why a request got no answer: its wait ran out, or its signal aborted it. */
+export type Unanswered = 'timeout' | 'aborted';
+
+/**
+ * Waits for the answer to one request of a forwarder's: `ask` keeps the resolver it is given
+ * where the answer will find it, and sends the request; `forget` drops the resolver once the wait
+ * is over, however it ended ('timeout' after `ms`, 'aborted' by `signal`).
+ */
+export const awaitAnswer = <A>(
+  ask: (answer: (a: A | Unanswered) => void) => void,
+  forget: () => void,
+  ms: number,
+  signal: AbortSignal | undefined,
+): Promise<A | Unanswered> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(() => done('timeout'), ms);
+    const onAbort = (): void => done('aborted');
+    const done = (a: A | Unanswered): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      forget();
+      resolve(a);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    ask(done);
+    if (signal?.aborted === true) onAbort();
+  });
 
 /** A u32 payload. */
 const u32 = (n: number): Buffer => {
@@ -154,20 +182,15 @@ export class Forwarder {
 
   /** Sends the connect and waits for `c` or `r`; or 'timeout', 'aborted', 'closed'. */
   private ask(id: number, port: number, signal: AbortSignal | undefined): Promise<Frame | string> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => done('timeout'), CONNECT_MS);
-      const onAbort = (): void => done('aborted');
-      const done = (a: Frame | string): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(id);
-        resolve(a);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, { port, answer: done });
-      this.send(encodeFrame('C', id, Buffer.from(String(port))));
-      if (signal?.aborted === true) onAbort();
-    });
+    return awaitAnswer<Frame | string>(
+      (answer) => {
+        this.pending.set(id, { port, answer });
+        this.send(encodeFrame('C', id, Buffer.from(String(port))));
+      },
+      () => this.pending.delete(id),
+      CONNECT_MS,
+      signal,
+    );
   }
 
   /** Takes a frame of the agent's: true when it was about a connection. */
